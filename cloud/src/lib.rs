@@ -1,0 +1,19 @@
+//! Where ConPaaS VMs come from.
+//!
+//! [`ComputeDriver`] is the one small trait every IaaS backend implements; [`CloudError`] is the
+//! semantic error they all map into, so reconcilers branch on meaning, never on a provider's
+//! text. Backends are feature-gated modules: [`local`] (each VM is a detached agent process on
+//! this host; the embedded default) and [`memory`] (an in-process fake that is a real backend).
+//! [`conformance`] is the suite every backend passes.
+
+mod driver;
+mod error;
+
+pub mod conformance;
+#[cfg(feature = "local")]
+pub mod local;
+#[cfg(feature = "memory")]
+pub mod memory;
+
+pub use driver::{ComputeDriver, CreateRequest, Tags, Vm, VmState};
+pub use error::CloudError;

@@ -1,0 +1,362 @@
+//! The local cloud, the embedded default: every VM is a detached `conpaas-agent` process on this
+//! host with its own loopback address (127.S.x.y; Linux routes all of 127/8 to loopback, so
+//! nodes can bind the same port without root) and its own folder under the state directory:
+//!
+//! ```text
+//! <state>/vms/<id>/vm.json     the VM record: token, tags, address, process identity
+//! <state>/vms/<id>/user-data   what the agent reads at boot
+//! <state>/vms/<id>/work/       the agent's working directory ("the VM's disk")
+//! <state>/vms/<id>/agent.log   the agent's output
+//! <state>/logs/<id>.log        the log of a terminated VM, kept for post-mortems
+//! ```
+//!
+//! The VM ID is its token, so a create after a controller crash finds the VM it started. The
+//! processes run in their own process group and outlive the controller; a new controller finds
+//! them through the state directory.
+
+use std::fs;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+use std::os::unix::process::CommandExt;
+
+use crate::driver::{check_token, tags_match};
+use crate::{CloudError, ComputeDriver, CreateRequest, Tags, Vm, VmState};
+
+/// Environment variable through which a local VM's agent learns its own address.
+pub const ENV_VM_ADDRESS: &str = "CONPAAS_VM_ADDRESS";
+/// Environment variable through which a local VM's agent learns its VM ID.
+pub const ENV_VM_ID: &str = "CONPAAS_VM_ID";
+
+/// How a local cloud is set up.
+#[derive(Debug, Clone)]
+pub struct LocalConfig {
+    /// Folder holding the VMs' records, disks and logs.
+    pub state_dir: PathBuf,
+    /// The `conpaas-agent` executable every VM runs.
+    pub agent_binary: PathBuf,
+    /// VMs get addresses 127.`subnet`.x.y; two local clouds on one host need different subnets.
+    pub subnet: u8,
+    /// How long a VM's agent may take to stop after SIGTERM before it is killed.
+    pub stop_grace: Duration,
+}
+
+/// The local cloud.
+pub struct LocalCloud {
+    config: LocalConfig,
+    // Creates are serialised: address allocation and the token check must not interleave.
+    create_lock: tokio::sync::Mutex<()>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Record {
+    id: String,
+    token: String,
+    name: String,
+    address: String,
+    tags: Tags,
+    instance_type: Option<String>,
+    pid: i32,
+    // The process start time from /proc, so a recycled PID is never mistaken for the VM.
+    start_ticks: u64,
+    created_unix_ms: u64,
+}
+
+impl LocalCloud {
+    /// A local cloud keeping its state under `config.state_dir`.
+    pub fn new(config: LocalConfig) -> Self {
+        Self { config, create_lock: tokio::sync::Mutex::new(()) }
+    }
+
+    fn vms_dir(&self) -> PathBuf {
+        self.config.state_dir.join("vms")
+    }
+
+    fn vm_dir(&self, id: &str) -> PathBuf {
+        self.vms_dir().join(id)
+    }
+
+    fn read_record(&self, id: &str) -> Result<Option<Record>, CloudError> {
+        if check_token(id).is_err() {
+            return Ok(None);
+        }
+        let path = self.vm_dir(id).join("vm.json");
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| CloudError::Other(format!("corrupt VM record {}: {e}", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_error("read VM record", &path, e)),
+        }
+    }
+
+    fn records(&self) -> Result<Vec<Record>, CloudError> {
+        let dir = self.vms_dir();
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_error("list VMs", &dir, e)),
+        };
+        let mut records = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| io_error("list VMs", &dir, e))?;
+            if let Some(record) = self.read_record(&entry.file_name().to_string_lossy())? {
+                records.push(record);
+            }
+        }
+        Ok(records)
+    }
+
+    fn free_address(&self, records: &[Record]) -> Result<String, CloudError> {
+        let used: std::collections::HashSet<&str> = records.iter().map(|r| r.address.as_str()).collect();
+        (1u32..=0xfeff)
+            .map(|i| Ipv4Addr::new(127, self.config.subnet, (i >> 8) as u8, (i & 0xff) as u8))
+            .filter(|ip| ip.octets()[3] != 0 && ip.octets()[3] != 255)
+            .map(|ip| ip.to_string())
+            .find(|ip| !used.contains(ip.as_str()))
+            .ok_or_else(|| CloudError::QuotaExceeded(format!("no free address in 127.{}.0.0/16", self.config.subnet)))
+    }
+
+    fn to_vm(&self, record: Record) -> Vm {
+        let state = match process_state(record.pid, record.start_ticks) {
+            ProcessState::Alive => VmState::Running,
+            ProcessState::Gone => VmState::Failed,
+        };
+        Vm {
+            provider_id: format!("local:///{}", record.id),
+            id: record.id,
+            token: record.token,
+            state,
+            address: Some(record.address),
+            tags: record.tags,
+            created_at: UNIX_EPOCH + Duration::from_millis(record.created_unix_ms),
+        }
+    }
+
+    fn boot(&self, request: &CreateRequest, address: &str) -> Result<Record, CloudError> {
+        let id = request.token.clone();
+        let dir = self.vm_dir(&id);
+        let work = dir.join("work");
+        fs::create_dir_all(&work).map_err(|e| io_error("create VM folder", &work, e))?;
+        let user_data = dir.join("user-data");
+        fs::write(&user_data, &request.user_data).map_err(|e| io_error("write user-data", &user_data, e))?;
+        let log_path = dir.join("agent.log");
+        let log = fs::File::create(&log_path).map_err(|e| io_error("create agent log", &log_path, e))?;
+        let log_err = log.try_clone().map_err(|e| io_error("open agent log", &log_path, e))?;
+
+        let mut child = Command::new(&self.config.agent_binary)
+            .arg("--user-data")
+            .arg(&user_data)
+            .arg("--work-dir")
+            .arg(&work)
+            .env(ENV_VM_ADDRESS, address)
+            .env(ENV_VM_ID, &id)
+            .current_dir(&work)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            // Its own process group: the VM outlives the controller and stops as one unit.
+            .process_group(0)
+            .spawn()
+            .map_err(|e| {
+                CloudError::Transient(format!("start {}: {e}", self.config.agent_binary.display()))
+            })?;
+        let pid = child.id() as i32;
+        let start_ticks = start_ticks(pid).unwrap_or(0);
+        // Reap the agent when it exits while this controller lives; after a restart init does.
+        std::thread::spawn(move || child.wait());
+
+        let record = Record {
+            id,
+            token: request.token.clone(),
+            name: request.name.clone(),
+            address: address.to_string(),
+            tags: request.tags.clone(),
+            instance_type: request.instance_type.clone(),
+            pid,
+            start_ticks,
+            created_unix_ms: SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64,
+        };
+        write_atomically(&dir.join("vm.json"), &serde_json::to_vec_pretty(&record).expect("a record serialises"))?;
+        Ok(record)
+    }
+
+    async fn stop(&self, record: &Record) {
+        if process_state(record.pid, record.start_ticks) == ProcessState::Gone {
+            return;
+        }
+        let group = Pid::from_raw(record.pid);
+        let _ = killpg(group, Signal::SIGTERM);
+        let deadline = tokio::time::Instant::now() + self.config.stop_grace;
+        while tokio::time::Instant::now() < deadline {
+            if process_state(record.pid, record.start_ticks) == ProcessState::Gone {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Whatever is left of the group (scripts the agent started) goes too.
+        let _ = killpg(group, Signal::SIGKILL);
+    }
+}
+
+#[async_trait]
+impl ComputeDriver for LocalCloud {
+    fn provider(&self) -> &'static str {
+        "local"
+    }
+
+    async fn create(&self, request: &CreateRequest) -> Result<Vm, CloudError> {
+        check_token(&request.token)?;
+        let _guard = self.create_lock.lock().await;
+        if let Some(record) = self.read_record(&request.token)? {
+            return Ok(self.to_vm(record));
+        }
+        let records = self.records()?;
+        let address = self.free_address(&records)?;
+        let record = self.boot(request, &address)?;
+        Ok(self.to_vm(record))
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<Vm>, CloudError> {
+        Ok(self.read_record(id)?.map(|r| self.to_vm(r)))
+    }
+
+    async fn list(&self, tags: &Tags) -> Result<Vec<Vm>, CloudError> {
+        Ok(self
+            .records()?
+            .into_iter()
+            .filter(|r| tags_match(&r.tags, tags))
+            .map(|r| self.to_vm(r))
+            .collect())
+    }
+
+    async fn delete(&self, id: &str) -> Result<(), CloudError> {
+        let Some(record) = self.read_record(id)? else {
+            return Ok(());
+        };
+        self.stop(&record).await;
+        let dir = self.vm_dir(id);
+        let logs = self.config.state_dir.join("logs");
+        if fs::create_dir_all(&logs).is_ok() {
+            let _ = fs::rename(dir.join("agent.log"), logs.join(format!("{id}.log")));
+        }
+        // The record goes last: until it is gone, a retry of this delete finds the VM again.
+        match fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_error("remove VM folder", &dir, e)),
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum ProcessState {
+    Alive,
+    Gone,
+}
+
+/// Reads `/proc/<pid>/stat`: (state letter, start time in clock ticks).
+fn proc_stat(pid: i32) -> Option<(char, u64)> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parentheses; fields resume after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let state = fields.first()?.chars().next()?;
+    let start = fields.get(19)?.parse().ok()?;
+    Some((state, start))
+}
+
+fn start_ticks(pid: i32) -> Option<u64> {
+    proc_stat(pid).map(|(_, start)| start)
+}
+
+fn process_state(pid: i32, expected_start: u64) -> ProcessState {
+    match proc_stat(pid) {
+        Some((state, start)) if start == expected_start && state != 'Z' && state != 'X' => ProcessState::Alive,
+        _ => ProcessState::Gone,
+    }
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), CloudError> {
+    let tmp = path.with_extension("tmp");
+    fs::write(&tmp, bytes).map_err(|e| io_error("write", &tmp, e))?;
+    fs::rename(&tmp, path).map_err(|e| io_error("rename", path, e))
+}
+
+fn io_error(what: &str, path: &Path, e: std::io::Error) -> CloudError {
+    CloudError::Transient(format!("{what} {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // A stand-in agent: a shell script that sleeps until it is stopped, and records its address.
+    fn fake_agent(dir: &Path) -> PathBuf {
+        let path = dir.join("fake-agent");
+        fs::write(&path, "#!/bin/sh\necho \"$CONPAAS_VM_ADDRESS\" > address\nexec sleep 600\n").unwrap();
+        fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        path
+    }
+
+    fn cloud(dir: &Path) -> LocalCloud {
+        LocalCloud::new(LocalConfig {
+            state_dir: dir.join("state"),
+            agent_binary: fake_agent(dir),
+            subnet: 201,
+            stop_grace: Duration::from_secs(2),
+        })
+    }
+
+    #[tokio::test]
+    async fn passes_the_conformance_suite() {
+        let dir = tempfile::tempdir().unwrap();
+        crate::conformance::run(&cloud(dir.path())).await;
+    }
+
+    #[tokio::test]
+    async fn vms_are_processes_with_their_own_address_and_outlive_the_driver() {
+        let dir = tempfile::tempdir().unwrap();
+        let vm = cloud(dir.path()).create(&crate::conformance::request("proc-1")).await.unwrap();
+        let address = vm.address.clone().unwrap();
+        assert!(address.starts_with("127.201."), "{address}");
+
+        // A new driver on the same state folder (a restarted controller) finds the running VM.
+        let restarted = cloud(dir.path());
+        let found = restarted.get(&vm.id).await.unwrap().expect("the VM survives the driver");
+        assert_eq!(found.state, VmState::Running);
+        let second = restarted.create(&crate::conformance::request("proc-2")).await.unwrap();
+        assert_ne!(second.address, vm.address, "each VM gets its own address");
+
+        let record = restarted.read_record(&vm.id).unwrap().unwrap();
+        restarted.delete(&vm.id).await.unwrap();
+        restarted.delete(&second.id).await.unwrap();
+        assert_eq!(process_state(record.pid, record.start_ticks), ProcessState::Gone, "the process is gone");
+        assert!(dir.path().join("state/logs").join(format!("{}.log", vm.id)).exists(), "the log is kept");
+    }
+
+    #[tokio::test]
+    async fn a_vm_whose_process_died_is_reported_failed() {
+        let dir = tempfile::tempdir().unwrap();
+        let cloud = cloud(dir.path());
+        let vm = cloud.create(&crate::conformance::request("dies-1")).await.unwrap();
+        let record = cloud.read_record(&vm.id).unwrap().unwrap();
+        killpg(Pid::from_raw(record.pid), Signal::SIGKILL).unwrap();
+        let mut state = VmState::Running;
+        for _ in 0..100 {
+            state = cloud.get(&vm.id).await.unwrap().unwrap().state;
+            if state == VmState::Failed {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(state, VmState::Failed);
+        cloud.delete(&vm.id).await.unwrap();
+    }
+}

@@ -1,0 +1,49 @@
+//! Names shared by the controller, the agent, the CLI and the clouds: labels on ServiceNodes,
+//! ownership tags on VMs, finalizers and server-side-apply field managers.
+
+/// API group of every ConPaaS resource.
+pub const GROUP: &str = "conpaas.io";
+
+/// Label on a ServiceNode: the Application it belongs to.
+pub const LABEL_APPLICATION: &str = "conpaas.io/application";
+/// Label on a ServiceNode: the Service it belongs to.
+pub const LABEL_SERVICE: &str = "conpaas.io/service";
+/// Label on a ServiceNode: its role within the Service.
+pub const LABEL_ROLE: &str = "conpaas.io/role";
+/// Label on the per-node ServiceAccount, Role and RoleBinding: the ServiceNode they serve.
+pub const LABEL_NODE: &str = "conpaas.io/node";
+
+/// VM tag: which controller installation manages the VM. Only VMs with this tag are ever touched.
+pub const TAG_MANAGED_BY: &str = "conpaas.io/managed-by";
+/// VM tag: namespace of the owning ServiceNode.
+pub const TAG_NAMESPACE: &str = "conpaas.io/namespace";
+/// VM tag: UID of the owning Service.
+pub const TAG_SERVICE_UID: &str = "conpaas.io/service-uid";
+/// VM tag: name of the owning ServiceNode.
+pub const TAG_NODE: &str = "conpaas.io/node";
+/// VM tag: role of the owning ServiceNode.
+pub const TAG_ROLE: &str = "conpaas.io/role";
+/// Value of [`TAG_MANAGED_BY`] for this operator.
+pub const MANAGED_BY_VALUE: &str = "conpaas-controller";
+
+/// Finalizer on a ServiceNode: its VM is terminated before the object goes.
+pub const FINALIZER_VM: &str = "conpaas.io/vm";
+/// Finalizer on a Service: its ServiceNodes (and so their VMs) are gone before the object goes.
+pub const FINALIZER_NODES: &str = "conpaas.io/nodes";
+/// Finalizer on an Application: its Services are gone before the object goes.
+pub const FINALIZER_SERVICES: &str = "conpaas.io/services";
+
+/// Field manager of everything the controller writes.
+pub const MANAGER_CONTROLLER: &str = "conpaas-controller";
+/// Field manager of what an agent writes into its ServiceNode's status.
+pub const MANAGER_AGENT: &str = "conpaas-agent";
+
+/// Condition types used on every kind.
+pub mod conditions {
+    /// The object does what its spec asks.
+    pub const READY: &str = "Ready";
+    /// The controller is moving the object towards its spec.
+    pub const PROGRESSING: &str = "Progressing";
+    /// Something is wrong that the controller cannot fix by itself.
+    pub const DEGRADED: &str = "Degraded";
+}

@@ -1,0 +1,11 @@
+//! ConPaaS API types, group `conpaas.io`, version `v1alpha1`.
+//!
+//! Start at [`v1alpha1`]: `Cloud` (cluster-scoped, which IaaS), `Application` (groups services),
+//! `Service` (what users apply: type, roles with counts, code, settings) and `ServiceNode` (one
+//! per VM, written by the controller, reported on by the agent). [`labels`] holds the label,
+//! annotation, tag and field-manager names every other crate shares; [`generate`] renders the
+//! CRDs that `crdgen` writes into `manifests/crds/`.
+
+pub mod generate;
+pub mod labels;
+pub mod v1alpha1;

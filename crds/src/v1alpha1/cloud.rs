@@ -1,0 +1,110 @@
+//! `Cloud`: an IaaS account the operator's admin makes available (cluster-scoped).
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+/// Which IaaS to create VMs on, and how to reach it. Exactly one of `local`, `ec2` and
+/// `opennebula` is set, like the source of a Pod volume.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[kube(
+    group = "conpaas.io",
+    version = "v1alpha1",
+    kind = "Cloud",
+    status = "CloudStatus",
+    shortname = "cpcloud",
+    category = "conpaas",
+    doc = "An IaaS cloud on which ConPaaS services run their VMs.",
+    printcolumn(name = "Provider", type_ = "string", json_path = ".status.provider"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Nodes", type_ = "integer", json_path = ".status.nodes"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[x_kube(validation = Rule::new("[has(self.local), has(self.ec2), has(self.opennebula)].filter(x, x).size() == 1").message("exactly one of spec.local, spec.ec2 or spec.opennebula must be set"))]
+#[serde(rename_all = "camelCase")]
+pub struct CloudSpec {
+    /// The local cloud: every VM is a `conpaas-agent` process on the controller's host with its
+    /// own loopback address and working directory. For trying ConPaaS on one machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local: Option<LocalCloud>,
+    /// Amazon EC2 (or an EC2-compatible endpoint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ec2: Option<Ec2Cloud>,
+    /// OpenNebula, through its XML-RPC API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opennebula: Option<OpenNebulaCloud>,
+    /// Most VMs this cloud may run for ConPaaS at once; unset means no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub max_nodes: Option<i32>,
+    /// URL of the Kubernetes API server as agents inside this cloud's VMs reach it; defaults to
+    /// the URL the controller itself uses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    pub api_server_url: Option<String>,
+}
+
+/// Settings of the local cloud. It has none yet; `{}` selects it.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct LocalCloud {}
+
+/// Settings of an EC2 cloud.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Ec2Cloud {
+    /// AWS region, e.g. `us-east-1`.
+    #[schemars(length(min = 1, max = 64))]
+    pub region: String,
+    /// EC2 API endpoint; else `AWS_ENDPOINT_URL`, else AWS itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    pub endpoint: Option<String>,
+    /// AMI the VMs boot from.
+    #[schemars(length(min = 1, max = 128))]
+    pub image_id: String,
+    /// Default instance type; a Service role may override it.
+    #[schemars(length(min = 1, max = 64))]
+    pub instance_type: String,
+}
+
+/// Settings of an OpenNebula cloud.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct OpenNebulaCloud {
+    /// The XML-RPC URL, e.g. `http://one:2633/RPC2`.
+    #[schemars(length(min = 1, max = 2048))]
+    pub endpoint: String,
+    /// ID of the VM template to instantiate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub template_id: Option<i64>,
+}
+
+/// What the controller observed about a Cloud.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct CloudStatus {
+    /// Which provider the spec selects: local, ec2 or opennebula.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// VMs the controller currently manages on this cloud.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<i32>,
+    /// `Ready` is True when the controller can use this cloud.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+}
+
+impl CloudSpec {
+    /// The provider the spec selects, when exactly one is set.
+    pub fn provider(&self) -> Option<&'static str> {
+        match (&self.local, &self.ec2, &self.opennebula) {
+            (Some(_), None, None) => Some("local"),
+            (None, Some(_), None) => Some("ec2"),
+            (None, None, Some(_)) => Some("opennebula"),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,252 @@
+//! `Service`: one elastic ConPaaS service — what users apply.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::Phase;
+
+/// An elastic service of a ConPaaS application: its type, its roles and how many nodes each
+/// role runs, the code it serves, and type-specific settings.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "conpaas.io",
+    version = "v1alpha1",
+    kind = "Service",
+    namespaced,
+    status = "ServiceStatus",
+    shortname = "cpsvc",
+    shortname = "cps",
+    category = "conpaas",
+    doc = "An elastic ConPaaS service: a type, roles with node counts, code and settings.",
+    printcolumn(name = "Type", type_ = "string", json_path = ".spec.type"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.ready"),
+    printcolumn(name = "Code", type_ = "string", json_path = ".status.activeCodeVersion"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[x_kube(validation = Rule::new("self.type == oldSelf.type").message("spec.type is immutable: create a new Service instead").field_path(".type"))]
+#[x_kube(validation = Rule::new("self.application == oldSelf.application").message("spec.application is immutable").field_path(".application"))]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceSpec {
+    /// Name of the Application (same namespace) this service belongs to.
+    #[schemars(length(min = 1, max = 253))]
+    pub application: String,
+    /// The kind of service.
+    pub r#type: ServiceType,
+    /// `Running` keeps the roles at their counts; `Stopped` removes every node and keeps the
+    /// Service and its settings.
+    #[serde(default)]
+    pub state: DesiredState,
+    /// The roles and how many nodes run each. Roles the type has but the list omits run the
+    /// type's default count (a generic service always has one master).
+    #[serde(default)]
+    #[schemars(length(max = 16))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
+    pub roles: Vec<RoleSpec>,
+    /// Code versions and which one is active.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<CodeSpec>,
+    /// Type-specific settings (helloworld: `greeting`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64))]
+    pub settings: BTreeMap<String, String>,
+    /// A shell script every node runs once before its role starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 65536))]
+    pub startup_script: Option<String>,
+    /// Other services of the same application this one uses.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["service".into()]))]
+    pub links: Vec<ServiceLink>,
+}
+
+/// Service types this controller runs.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceType {
+    // ConPaaS' reference service: every node serves a greeting.
+    Helloworld,
+    // ConPaaS 2.0's generic service: user lifecycle scripts on a master and nodes.
+    Generic,
+}
+
+impl ServiceType {
+    /// Every type, in the order documentation lists them.
+    pub const ALL: [ServiceType; 2] = [ServiceType::Helloworld, ServiceType::Generic];
+
+    /// The name used in manifests.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceType::Helloworld => "helloworld",
+            ServiceType::Generic => "generic",
+        }
+    }
+
+    /// The roles this type offers, each with the count it runs when the spec omits it.
+    pub fn roles(self) -> &'static [(&'static str, i32)] {
+        match self {
+            ServiceType::Helloworld => &[("node", 1)],
+            ServiceType::Generic => &[("master", 1), ("node", 0)],
+        }
+    }
+
+    /// A role whose count is fixed: it runs exactly this many nodes while the service runs and
+    /// is never scaled (the generic master).
+    pub fn fixed_role(self) -> Option<(&'static str, i32)> {
+        match self {
+            ServiceType::Generic => Some(("master", 1)),
+            ServiceType::Helloworld => None,
+        }
+    }
+}
+
+/// Whether the service should run.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum DesiredState {
+    // Nodes run at the roles' counts.
+    #[default]
+    Running,
+    // No nodes run.
+    Stopped,
+}
+
+/// One role of a service and its node count.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RoleSpec {
+    /// Role name; which names exist depends on the service type.
+    #[schemars(length(min = 1, max = 30), regex(pattern = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"))]
+    pub name: String,
+    /// How many nodes run this role.
+    #[schemars(range(min = 0, max = 1000))]
+    pub count: i32,
+    /// Cloud for this role's nodes; defaults to the Application's cloud.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub cloud: Option<String>,
+    /// Instance type for this role's nodes; defaults to the Cloud's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    pub instance_type: Option<String>,
+}
+
+/// Code versions of a service; one may be active.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(validation = Rule::new("!has(self.active) || self.versions.exists(v, v.name == self.active)").message("spec.code.active must name one of spec.code.versions").field_path(".active"))]
+#[serde(rename_all = "camelCase")]
+pub struct CodeSpec {
+    /// Name of the version the nodes run; unset runs none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub active: Option<String>,
+    /// Known versions.
+    #[serde(default)]
+    #[schemars(length(max = 32))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
+    pub versions: Vec<CodeVersion>,
+}
+
+/// One code version: a tar archive (optionally gzipped) from a ConfigMap or a URL.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(validation = Rule::new("has(self.configMap) != has(self.url)").message("a code version needs exactly one of configMap or url"))]
+#[x_kube(validation = Rule::new("!has(self.url) || has(self.sha256)").message("a code version from a url needs its sha256").field_path(".sha256"))]
+#[serde(rename_all = "camelCase")]
+pub struct CodeVersion {
+    /// Version name, e.g. `v1`.
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"))]
+    pub name: String,
+    /// The archive is the value of a key of a ConfigMap in the Service's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map: Option<ConfigMapKey>,
+    /// The archive is downloaded from this http(s) URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048), regex(pattern = r"^https?://"))]
+    pub url: Option<String>,
+    /// SHA-256 of the archive, lowercase hex; required with `url`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9a-f]{64}$"))]
+    pub sha256: Option<String>,
+}
+
+/// A key of a ConfigMap.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigMapKey {
+    /// ConfigMap name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key under `binaryData` (or `data`) holding the archive.
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+/// A link to another service of the same application.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceLink {
+    /// Name of the linked Service.
+    #[schemars(length(min = 1, max = 253))]
+    pub service: String,
+}
+
+/// What the controller observed about a Service.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceStatus {
+    /// The ConPaaS phase.
+    #[serde(default)]
+    pub phase: Phase,
+    /// Ready nodes against desired nodes per role, e.g. `node 3/3`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready: Option<String>,
+    /// Desired and ready nodes of each role.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
+    pub roles: Vec<RoleStatus>,
+    /// Code version the nodes were told to run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_code_version: Option<String>,
+    /// Generation of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `Progressing` and `Degraded`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+    /// The latest phase changes, newest last (at most 20).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Atomic)]
+    pub history: Vec<PhaseChange>,
+}
+
+/// Desired and ready node counts of one role.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RoleStatus {
+    /// Role name.
+    pub name: String,
+    /// Nodes the spec asks for.
+    pub desired: i32,
+    /// Nodes that exist.
+    pub current: i32,
+    /// Nodes that are Ready.
+    pub ready: i32,
+}
+
+/// One entry of a Service's phase history.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PhaseChange {
+    /// The phase entered.
+    pub phase: Phase,
+    /// When it was entered.
+    pub time: Time,
+    /// Why, in a few words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}

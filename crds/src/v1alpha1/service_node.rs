@@ -1,0 +1,173 @@
+//! `ServiceNode`: one VM of a Service, like Cluster API's Machine. The controller writes its
+//! spec and the VM half of its status; the agent inside the VM writes `status.agent`.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{ServiceType, VmState};
+
+/// One VM of a ConPaaS service and the role it plays. Created and deleted by the controller.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "conpaas.io",
+    version = "v1alpha1",
+    kind = "ServiceNode",
+    namespaced,
+    status = "ServiceNodeStatus",
+    shortname = "cpnode",
+    category = "conpaas",
+    doc = "One VM of a ConPaaS service. Written by the controller; the agent in the VM reports into status.agent.",
+    printcolumn(name = "Role", type_ = "string", json_path = ".spec.role"),
+    printcolumn(name = "Cloud", type_ = "string", json_path = ".spec.cloud"),
+    printcolumn(name = "Provider-ID", type_ = "string", json_path = ".status.providerId"),
+    printcolumn(name = "Address", type_ = "string", json_path = ".status.address"),
+    printcolumn(name = "VM", type_ = "string", json_path = ".status.vmState"),
+    printcolumn(name = "Agent", type_ = "string", json_path = ".status.agent.state"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[x_kube(validation = Rule::new("self.token == oldSelf.token").message("spec.token is immutable").field_path(".token"))]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceNodeSpec {
+    /// Application the node's service belongs to.
+    pub application: String,
+    /// The Service this node belongs to.
+    pub service: String,
+    /// The Service's type, which tells the agent what software to run.
+    pub service_type: ServiceType,
+    /// The role this node plays.
+    pub role: String,
+    /// Cloud the VM runs on.
+    pub cloud: String,
+    /// Instance type of the VM; unset uses the Cloud's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_type: Option<String>,
+    /// Idempotency token of the VM, fixed when the node is created: creating twice with the same
+    /// token yields the same VM.
+    #[schemars(length(min = 1, max = 64))]
+    pub token: String,
+    /// The code version the node runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<NodeCode>,
+    /// The Service's settings as the agent applies them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub settings: BTreeMap<String, String>,
+    /// The Service's startup script.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub startup_script: Option<String>,
+    /// The service's nodes with their addresses, for types whose nodes know each other.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Atomic)]
+    pub members: Vec<Member>,
+}
+
+/// A code version as one node fetches it.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeCode {
+    /// Version name.
+    pub version: String,
+    /// ConfigMap holding the archive; the node's credentials may read only this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map: Option<super::ConfigMapKey>,
+    /// URL of the archive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// SHA-256 of the archive, lowercase hex; the agent refuses anything else.
+    pub sha256: String,
+}
+
+/// A member of a service, as its peers see it.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "camelCase")]
+pub struct Member {
+    /// ServiceNode name.
+    pub name: String,
+    /// Its role.
+    pub role: String,
+    /// Its IP address.
+    pub address: String,
+}
+
+/// A ServiceNode's status: the controller's view of the VM, and the agent's report.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceNodeStatus {
+    /// The cloud's ID of the VM, e.g. `local:///<id>`; recorded right after the VM is created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_id: Option<String>,
+    /// The VM's IP address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// The VM's state as the cloud reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm_state: Option<VmState>,
+    /// When the VM was created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<Time>,
+    /// `Ready` is True when the VM runs and the agent reports its role ready.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+    /// What the agent in the VM reports; written only by the agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<AgentStatus>,
+}
+
+/// The agent's report on its node.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentStatus {
+    /// Overall state of the node's role: `Starting`, `Ready` or `Failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<AgentState>,
+    /// When the agent last reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_time: Option<Time>,
+    /// The ServiceNode generation the agent has applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The role the agent runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// Human-readable detail of the state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The code version the node runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code_version: Option<String>,
+    /// helloworld: the greeting the node serves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub greeting: Option<String>,
+    /// generic: the state of each lifecycle script.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
+    pub scripts: Vec<ScriptStatus>,
+}
+
+/// Overall state of a node's role.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AgentState {
+    // Setting up.
+    Starting,
+    // The role serves.
+    Ready,
+    // The role failed; see the message.
+    Failed,
+}
+
+/// State of one lifecycle script of a generic service.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ScriptStatus {
+    /// Script name, e.g. `init.sh`.
+    pub name: String,
+    /// `NEVER STARTED`, `RUNNING` or `STOPPED (return code N)`, as ConPaaS reported it.
+    pub state: String,
+    /// How many times it has run.
+    #[serde(default)]
+    pub runs: i32,
+}
