@@ -6,6 +6,7 @@
 //! annotation, tag and field-manager names every other crate shares; [`generate`] renders the
 //! CRDs that `crdgen` writes into `manifests/crds/`.
 
+pub mod bootstrap;
 pub mod generate;
 pub mod labels;
 pub mod v1alpha1;

@@ -1,1 +1,26 @@
+//! The reconcile loops of the operator, one folder per kind.
+//!
+//! - [`service`]: Service -> ServiceNodes. Plans which nodes to create, delete or re-spec (a pure
+//!   function) and acts on ServiceNode objects only; it never calls a cloud.
+//! - [`service_node`]: ServiceNode -> VM. Owns the VM through the node's [`ComputeDriver`]: the
+//!   agent's credentials, create with the node's token, observe, terminate before the object goes.
+//! - [`application`]: aggregates its Services and deletes them before it goes.
+//! - [`cloud`]: reports whether each Cloud can be used.
+//!
+//! Start with [`Context`], which carries what every loop shares, and [`service::plan`].
+//!
+//! [`ComputeDriver`]: conpaas_cloud::ComputeDriver
 
+pub mod application;
+pub mod backoff;
+pub mod cloud;
+pub mod conditions;
+pub mod context;
+pub mod error;
+pub mod events;
+pub mod finalizers;
+pub mod service;
+pub mod service_node;
+
+pub use context::{AgentApi, Context, DriverRegistry};
+pub use error::Error;

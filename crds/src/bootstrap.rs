@@ -1,0 +1,26 @@
+//! What an agent receives at boot (EC2 user-data, OpenNebula CONTEXT, a file on the local
+//! cloud): how to reach the API server and which ServiceNode it serves. Its token belongs to a
+//! per-node ServiceAccount that may read only that ServiceNode and patch only its status.
+
+use k8s_openapi::ByteString;
+use serde::{Deserialize, Serialize};
+
+/// The agent's bootstrap document, serialised as JSON.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentBootstrap {
+    /// URL of the Kubernetes API server.
+    pub api_server_url: String,
+    /// DER certificates the agent trusts for the API server (empty: the system roots).
+    #[serde(default)]
+    pub ca_certs: Vec<ByteString>,
+    /// Skip TLS verification (only when the controller itself was told to).
+    #[serde(default)]
+    pub insecure_skip_tls_verify: bool,
+    /// Namespace of the ServiceNode.
+    pub namespace: String,
+    /// Name of the ServiceNode.
+    pub node: String,
+    /// Bearer token of the node's ServiceAccount.
+    pub token: String,
+}

@@ -1,0 +1,66 @@
+//! What every reconcile loop shares.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use conpaas_cloud::ComputeDriver;
+use conpaas_crds::v1alpha1::Cloud;
+use kube::Client;
+use kube::runtime::events::Recorder;
+
+use crate::backoff::Backoff;
+
+/// Builds (and caches) the driver for a Cloud. The controller implements it with the backends
+/// it was compiled with; tests may hand out a memory cloud.
+pub trait DriverRegistry: Send + Sync {
+    /// The driver for this Cloud, or why there is none (e.g. a backend not compiled in).
+    fn driver(&self, cloud: &Cloud) -> Result<Arc<dyn ComputeDriver>, String>;
+}
+
+/// How agents reach the API server, as written into their bootstrap.
+#[derive(Debug, Clone)]
+pub struct AgentApi {
+    /// API server URL.
+    pub url: String,
+    /// DER certificates to trust.
+    pub ca_certs: Vec<Vec<u8>>,
+    /// Skip TLS verification.
+    pub insecure_skip_tls_verify: bool,
+}
+
+/// Tunables of the loops.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// How often a node's VM is looked at when nothing else happens.
+    pub node_resync: Duration,
+    /// How old an agent's heartbeat may be before its node is not Ready.
+    pub heartbeat_timeout: Duration,
+    /// Lifetime of an agent's token.
+    pub agent_token_ttl: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            node_resync: Duration::from_secs(30),
+            heartbeat_timeout: Duration::from_secs(90),
+            agent_token_ttl: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+/// Shared state of the reconcile loops.
+pub struct Context {
+    /// Kubernetes client with the controller's identity.
+    pub client: Client,
+    /// Cloud drivers.
+    pub drivers: Arc<dyn DriverRegistry>,
+    /// How agents reach the API server.
+    pub agent_api: AgentApi,
+    /// Publishes Kubernetes Events.
+    pub recorder: Recorder,
+    /// Per-object failure backoff.
+    pub backoff: Backoff,
+    /// Tunables.
+    pub settings: Settings,
+}

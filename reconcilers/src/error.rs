@@ -1,0 +1,65 @@
+//! The reconcilers' error, named after the operation that failed.
+
+use conpaas_cloud::CloudError;
+
+/// What failed during a reconcile.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A Kubernetes API call failed.
+    #[error("{operation} {object}")]
+    Kube {
+        /// What was attempted, e.g. `patch status`.
+        operation: &'static str,
+        /// The object it concerned, `namespace/name` or a kind.
+        object: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+    /// A cloud call failed.
+    #[error("{operation} on cloud {cloud}")]
+    Cloud {
+        /// What was attempted, e.g. `create VM`.
+        operation: &'static str,
+        /// The Cloud's name.
+        cloud: String,
+        /// The semantic cloud error.
+        #[source]
+        source: CloudError,
+    },
+    /// The object is missing a field the API server guarantees (name, namespace, uid).
+    #[error("object lacks {0}")]
+    MissingField(&'static str),
+}
+
+impl Error {
+    /// A bounded name for metric labels and Event reasons.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Error::Kube { .. } => "KubeApi",
+            Error::Cloud { source, .. } => source.category(),
+            Error::MissingField(_) => "MissingField",
+        }
+    }
+}
+
+/// Attaches an operation and object name to a kube error.
+pub(crate) trait KubeResultExt<T> {
+    fn ctx(self, operation: &'static str, object: impl std::fmt::Display) -> Result<T, Error>;
+}
+
+impl<T> KubeResultExt<T> for Result<T, kube::Error> {
+    fn ctx(self, operation: &'static str, object: impl std::fmt::Display) -> Result<T, Error> {
+        self.map_err(|source| Error::Kube { operation, object: object.to_string(), source })
+    }
+}
+
+/// True when the API answered 404.
+pub(crate) fn is_not_found(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(status) if status.code == 404)
+}
+
+/// True when the API answered 409 AlreadyExists.
+pub(crate) fn is_conflict(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(status) if status.code == 409)
+}

@@ -1,0 +1,117 @@
+//! The Service loop: observe -> validate -> plan (pure) -> act -> status.
+//!
+//! Network: `observe` and `act` talk to the API server; `validate`, `plan` and the status
+//! builder are pure. No step ever calls a cloud: VMs belong to the ServiceNode loop.
+
+pub mod act;
+pub mod kinds;
+pub mod observe;
+pub mod plan;
+pub mod status;
+pub mod validate;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use conpaas_crds::labels::{FINALIZER_NODES, MANAGER_CONTROLLER};
+use conpaas_crds::v1alpha1::{Service, ServiceNode};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::runtime::controller::Action as Requeue;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+
+use crate::error::{Error, KubeResultExt, is_not_found};
+use crate::{Context, events, finalizers};
+
+/// Reconciles one Service.
+#[tracing::instrument(skip_all, fields(kind = "Service", namespace = service.namespace().unwrap_or_default(), name = service.name_any()))]
+pub async fn reconcile(service: Arc<Service>, ctx: Arc<Context>) -> Result<Requeue, Error> {
+    let requeue = reconcile_inner(&service, &ctx).await?;
+    ctx.backoff.succeeded(&backoff_key(&service));
+    Ok(requeue)
+}
+
+fn backoff_key(service: &Service) -> String {
+    format!("service/{}", finalizers::full_name(service))
+}
+
+async fn reconcile_inner(service: &Arc<Service>, ctx: &Arc<Context>) -> Result<Requeue, Error> {
+    let ns = service.namespace().ok_or(Error::MissingField("namespace"))?;
+    let api: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
+
+    if service.metadata.deletion_timestamp.is_some() {
+        return delete_nodes_then_release(ctx, &api, service, &ns).await;
+    }
+    finalizers::add(&api, &service, FINALIZER_NODES).await?;
+
+    let observed = observe::observe(ctx, service).await?;
+    let desired = validate::validate(
+        &service.spec,
+        validate::Inputs {
+            service: &service.name_any(),
+            application: observed.application.as_ref().map(|a| &a.spec),
+            clouds: &observed.clouds,
+            siblings: &observed.siblings,
+            code: observed.code,
+        },
+    );
+    if let Ok(desired) = &desired {
+        let actions = plan::plan(desired, &observed.nodes);
+        if !actions.is_empty() {
+            tracing::debug!(?actions, "plan");
+        }
+        act::act(ctx, service, actions).await?;
+    }
+
+    let previous = service.status.clone().unwrap_or_default();
+    let now = Time(Timestamp::now());
+    let status = status::build(&previous, service.meta().generation, &desired, &observed.nodes, &now);
+    if status != previous {
+        if status.phase != previous.phase {
+            let warning = desired.is_err();
+            let note = format!("{}: {}", status.phase.as_str(), status.conditions[0].message);
+            events::publish(ctx, service.as_ref(), warning, &status.conditions[0].reason, "Reconcile", note).await;
+        }
+        let patch = json!({
+            "apiVersion": Service::api_version(&()),
+            "kind": Service::kind(&()),
+            "status": status,
+        });
+        api.patch_status(&service.name_any(), &PatchParams::apply(MANAGER_CONTROLLER).force(), &Patch::Apply(&patch))
+            .await
+            .ctx("patch status", format!("{ns}/{}", service.name_any()))?;
+    }
+    // Missing Applications and Clouds are not watched: look again soon.
+    Ok(match desired {
+        Err(_) => Requeue::requeue(Duration::from_secs(5)),
+        Ok(_) => Requeue::requeue(Duration::from_secs(300)),
+    })
+}
+
+async fn delete_nodes_then_release(ctx: &Context, api: &Api<Service>, service: &Service, ns: &str) -> Result<Requeue, Error> {
+    let nodes = observe::list_nodes(ctx, ns, &service.name_any()).await?;
+    if nodes.is_empty() {
+        finalizers::remove(api, service, FINALIZER_NODES).await?;
+        return Ok(Requeue::await_change());
+    }
+    let node_api: Api<ServiceNode> = Api::namespaced(ctx.client.clone(), ns);
+    for node in nodes.iter().filter(|n| n.metadata.deletion_timestamp.is_none()) {
+        match node_api.delete(&node.name_any(), &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(e).ctx("delete service node", format!("{ns}/{}", node.name_any())),
+        }
+    }
+    // Node deletions wake this loop through the owner reference; the requeue is a safety net.
+    Ok(Requeue::requeue(Duration::from_secs(10)))
+}
+
+/// What to do after a failed reconcile: back off per object.
+pub fn error_policy(service: Arc<Service>, error: &Error, ctx: Arc<Context>) -> Requeue {
+    let key = backoff_key(&service);
+    let wait = ctx.backoff.failed(&key);
+    tracing::warn!(error = %error, category = error.category(), retry_in = ?wait, object = %key, "reconcile failed");
+    Requeue::requeue(wait)
+}

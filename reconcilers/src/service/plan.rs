@@ -1,0 +1,366 @@
+//! The pure middle of the Service loop: from what the Service asks for and the ServiceNodes that
+//! exist, the list of node actions that moves one towards the other. No I/O; table-tested.
+//!
+//! Rules, per role:
+//! - nodes whose VM failed or whose placement (cloud, instance type) no longer matches are
+//!   deleted and replaced, under the same role (a generic master is replaced, never dropped);
+//! - surplus nodes go not-ready first, then newest (highest ordinal) first;
+//! - missing nodes are created with the lowest ordinals no existing node uses, so a retry after
+//!   a stale read creates the same names again and the API server refuses the duplicates;
+//! - nodes whose configuration (code, settings, script, members) differs are re-specced;
+//! - a stopped Service deletes every node.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use conpaas_crds::v1alpha1::{Member, NodeCode, ServiceNodeSpec, ServiceType};
+
+/// What the Service asks for, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Desired {
+    /// Service name.
+    pub service: String,
+    /// Application name.
+    pub application: String,
+    /// Service type.
+    pub service_type: ServiceType,
+    /// False when the Service is Stopped.
+    pub running: bool,
+    /// Every role of the type with its count and placement.
+    pub roles: Vec<DesiredRole>,
+    /// Configuration every node gets.
+    pub config: NodeConfig,
+}
+
+/// One role's count and placement.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DesiredRole {
+    /// Role name.
+    pub name: String,
+    /// Node count.
+    pub count: i32,
+    /// Cloud name.
+    pub cloud: String,
+    /// Instance type, if set.
+    pub instance_type: Option<String>,
+}
+
+/// The part of a node's spec every node of the Service shares.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct NodeConfig {
+    /// Active code version, resolved with its digest.
+    pub code: Option<NodeCode>,
+    /// Settings.
+    pub settings: BTreeMap<String, String>,
+    /// Startup script.
+    pub startup_script: Option<String>,
+    /// Whether nodes get the member list (types whose nodes know each other).
+    pub with_members: bool,
+}
+
+/// A ServiceNode as the planner sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObservedNode {
+    /// Object name.
+    pub name: String,
+    /// Its spec.
+    pub spec: ServiceNodeSpec,
+    /// Being deleted already.
+    pub deleting: bool,
+    /// Its VM failed or vanished: replace it.
+    pub failed: bool,
+    /// Ready condition is True.
+    pub ready: bool,
+    /// VM address, once known.
+    pub address: Option<String>,
+}
+
+/// A step the executor performs on ServiceNode objects.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Create a ServiceNode (the executor adds the token).
+    CreateNode {
+        /// Object name.
+        name: String,
+        /// Spec without a token.
+        spec: ServiceNodeSpec,
+    },
+    /// Delete a ServiceNode (its finalizer terminates the VM).
+    DeleteNode {
+        /// Object name.
+        name: String,
+        /// Why, PascalCase.
+        reason: &'static str,
+    },
+    /// Replace a node's spec with this one (same token, role and placement).
+    PatchNodeSpec {
+        /// Object name.
+        name: String,
+        /// The full new spec.
+        spec: ServiceNodeSpec,
+    },
+}
+
+/// Plans the node actions that move `nodes` towards `desired`.
+pub fn plan(desired: &Desired, nodes: &[ObservedNode]) -> Vec<Action> {
+    let service = desired.service.as_str();
+    let mut actions = Vec::new();
+    let live: Vec<&ObservedNode> = nodes.iter().filter(|n| !n.deleting).collect();
+
+    if !desired.running {
+        for node in &live {
+            actions.push(Action::DeleteNode { name: node.name.clone(), reason: "ServiceStopped" });
+        }
+        return actions;
+    }
+
+    let mut keep: Vec<&ObservedNode> = Vec::new();
+    for node in &live {
+        let Some(role) = desired.roles.iter().find(|r| r.name == node.spec.role) else {
+            actions.push(Action::DeleteNode { name: node.name.clone(), reason: "RoleRemoved" });
+            continue;
+        };
+        if node.failed {
+            actions.push(Action::DeleteNode { name: node.name.clone(), reason: "VmFailed" });
+        } else if node.spec.cloud != role.cloud || node.spec.instance_type != role.instance_type {
+            actions.push(Action::DeleteNode { name: node.name.clone(), reason: "PlacementChanged" });
+        } else {
+            keep.push(node);
+        }
+    }
+
+    for role in &desired.roles {
+        let mut healthy: Vec<&ObservedNode> = keep.iter().copied().filter(|n| n.spec.role == role.name).collect();
+        let want = role.count.max(0) as usize;
+        if healthy.len() > want {
+            // Not-ready nodes go first, then the newest.
+            healthy.sort_by_key(|n| (n.ready, std::cmp::Reverse(ordinal(service, n))));
+            for node in healthy.drain(..healthy.len() - want) {
+                actions.push(Action::DeleteNode { name: node.name.clone(), reason: "ScaledDown" });
+                keep.retain(|k| k.name != node.name);
+            }
+        }
+    }
+
+    let members: Vec<Member> = if desired.config.with_members {
+        let mut m: Vec<Member> = keep
+            .iter()
+            .filter_map(|n| {
+                n.address.as_ref().map(|a| Member { name: n.name.clone(), role: n.spec.role.clone(), address: a.clone() })
+            })
+            .collect();
+        m.sort();
+        m
+    } else {
+        Vec::new()
+    };
+
+    for role in &desired.roles {
+        let have = keep.iter().filter(|n| n.spec.role == role.name).count();
+        let want = role.count.max(0) as usize;
+        let used: BTreeSet<u32> = nodes
+            .iter()
+            .filter(|n| n.spec.role == role.name)
+            .filter_map(|n| ordinal(service, n))
+            .collect();
+        let mut free = (0u32..).filter(|i| !used.contains(i));
+        for _ in have..want {
+            let i = free.next().expect("ordinals are unbounded");
+            actions.push(Action::CreateNode {
+                name: node_name(service, &role.name, i),
+                spec: node_spec(desired, role, String::new(), &members),
+            });
+        }
+    }
+
+    for node in &keep {
+        let role = desired.roles.iter().find(|r| r.name == node.spec.role).expect("kept nodes have a role");
+        let spec = node_spec(desired, role, node.spec.token.clone(), &members);
+        if spec != node.spec {
+            actions.push(Action::PatchNodeSpec { name: node.name.clone(), spec });
+        }
+    }
+    actions
+}
+
+/// `<service>-<role>-<ordinal>`.
+pub fn node_name(service: &str, role: &str, ordinal: u32) -> String {
+    format!("{service}-{role}-{ordinal}")
+}
+
+fn ordinal(service: &str, node: &ObservedNode) -> Option<u32> {
+    node.name.strip_prefix(&format!("{service}-{}-", node.spec.role))?.parse().ok()
+}
+
+fn node_spec(desired: &Desired, role: &DesiredRole, token: String, members: &[Member]) -> ServiceNodeSpec {
+    ServiceNodeSpec {
+        application: desired.application.clone(),
+        service: desired.service.clone(),
+        service_type: desired.service_type,
+        role: role.name.clone(),
+        cloud: role.cloud.clone(),
+        instance_type: role.instance_type.clone(),
+        token,
+        code: desired.config.code.clone(),
+        settings: desired.config.settings.clone(),
+        startup_script: desired.config.startup_script.clone(),
+        members: members.to_vec(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn desired(ty: ServiceType, running: bool, roles: &[(&str, i32)]) -> Desired {
+        Desired {
+            service: "svc".into(),
+            application: "app".into(),
+            service_type: ty,
+            running,
+            roles: roles
+                .iter()
+                .map(|(name, count)| DesiredRole { name: name.to_string(), count: *count, cloud: "local".into(), instance_type: None })
+                .collect(),
+            config: NodeConfig { with_members: ty == ServiceType::Generic, ..Default::default() },
+        }
+    }
+
+    /// A node as the planner would have created it, already converged.
+    fn node(d: &Desired, role: &str, ordinal: u32) -> ObservedNode {
+        let r = d.roles.iter().find(|r| r.name == role).cloned().unwrap_or(DesiredRole {
+            name: role.into(),
+            count: 0,
+            cloud: "local".into(),
+            instance_type: None,
+        });
+        ObservedNode {
+            name: node_name("svc", role, ordinal),
+            spec: node_spec(d, &r, format!("token-{role}-{ordinal}"), &[]),
+            deleting: false,
+            failed: false,
+            ready: true,
+            address: None,
+        }
+    }
+
+    fn created(actions: &[Action]) -> Vec<String> {
+        actions.iter().filter_map(|a| match a { Action::CreateNode { name, .. } => Some(name.clone()), _ => None }).collect()
+    }
+
+    fn deleted(actions: &[Action]) -> Vec<(String, &'static str)> {
+        actions
+            .iter()
+            .filter_map(|a| match a { Action::DeleteNode { name, reason } => Some((name.clone(), *reason)), _ => None })
+            .collect()
+    }
+
+    #[test]
+    fn table() {
+        use ServiceType::{Generic, Helloworld};
+        struct Case {
+            name: &'static str,
+            desired: Desired,
+            nodes: Vec<ObservedNode>,
+            create: Vec<&'static str>,
+            delete: Vec<(&'static str, &'static str)>,
+        }
+        let hw3 = desired(Helloworld, true, &[("node", 3)]);
+        let hw5 = desired(Helloworld, true, &[("node", 5)]);
+        let hw2 = desired(Helloworld, true, &[("node", 2)]);
+        let hw_stopped = desired(Helloworld, false, &[("node", 3)]);
+        let generic = desired(Generic, true, &[("master", 1), ("node", 2)]);
+        let generic0 = desired(Generic, true, &[("master", 1), ("node", 0)]);
+
+        let cases = vec![
+            Case { name: "scale up from nothing", desired: hw3.clone(), nodes: vec![], create: vec!["svc-node-0", "svc-node-1", "svc-node-2"], delete: vec![] },
+            Case { name: "converged does nothing", desired: hw3.clone(), nodes: (0..3).map(|i| node(&hw3, "node", i)).collect(), create: vec![], delete: vec![] },
+            Case { name: "scale up fills the lowest free ordinals", desired: hw5.clone(), nodes: vec![node(&hw5, "node", 0), node(&hw5, "node", 2), node(&hw5, "node", 3)], create: vec!["svc-node-1", "svc-node-4"], delete: vec![] },
+            Case { name: "scale down removes the newest", desired: hw2.clone(), nodes: (0..5).map(|i| node(&hw2, "node", i)).collect(), create: vec![], delete: vec![("svc-node-4", "ScaledDown"), ("svc-node-3", "ScaledDown"), ("svc-node-2", "ScaledDown")] },
+            Case {
+                name: "scale down removes not-ready nodes first",
+                desired: hw2.clone(),
+                nodes: { let mut n: Vec<_> = (0..3).map(|i| node(&hw2, "node", i)).collect(); n[0].ready = false; n },
+                create: vec![],
+                delete: vec![("svc-node-0", "ScaledDown")],
+            },
+            Case { name: "stop deletes every node", desired: hw_stopped.clone(), nodes: (0..3).map(|i| node(&hw_stopped, "node", i)).collect(), create: vec![], delete: vec![("svc-node-0", "ServiceStopped"), ("svc-node-1", "ServiceStopped"), ("svc-node-2", "ServiceStopped")] },
+            Case { name: "start after stop creates every node", desired: hw3.clone(), nodes: vec![], create: vec!["svc-node-0", "svc-node-1", "svc-node-2"], delete: vec![] },
+            Case {
+                name: "a failed VM is replaced under a new ordinal",
+                desired: hw3.clone(),
+                nodes: { let mut n: Vec<_> = (0..3).map(|i| node(&hw3, "node", i)).collect(); n[1].failed = true; n },
+                create: vec!["svc-node-3"],
+                delete: vec![("svc-node-1", "VmFailed")],
+            },
+            Case {
+                name: "a node being deleted keeps its ordinal reserved",
+                desired: hw3.clone(),
+                nodes: { let mut n: Vec<_> = (0..3).map(|i| node(&hw3, "node", i)).collect(); n[0].deleting = true; n },
+                create: vec!["svc-node-3"],
+                delete: vec![],
+            },
+            Case {
+                name: "a failed master is replaced in place",
+                desired: generic.clone(),
+                nodes: { let mut n = vec![node(&generic, "master", 0), node(&generic, "node", 0), node(&generic, "node", 1)]; n[0].failed = true; n },
+                create: vec!["svc-master-1"],
+                delete: vec![("svc-master-0", "VmFailed")],
+            },
+            Case {
+                name: "scaling nodes to zero never removes the master",
+                desired: generic0.clone(),
+                nodes: vec![node(&generic0, "master", 0), node(&generic0, "node", 0), node(&generic0, "node", 1)],
+                create: vec![],
+                delete: vec![("svc-node-1", "ScaledDown"), ("svc-node-0", "ScaledDown")],
+            },
+            Case {
+                name: "a changed placement replaces the node",
+                desired: { let mut d = hw3.clone(); d.roles[0].cloud = "other".into(); d },
+                nodes: vec![node(&hw3, "node", 0)],
+                create: vec!["svc-node-1", "svc-node-2", "svc-node-3"],
+                delete: vec![("svc-node-0", "PlacementChanged")],
+            },
+        ];
+        for case in cases {
+            let actions = plan(&case.desired, &case.nodes);
+            assert_eq!(created(&actions), case.create, "{}: creates", case.name);
+            let want: Vec<(String, &str)> = case.delete.iter().map(|(n, r)| (n.to_string(), *r)).collect();
+            assert_eq!(deleted(&actions), want, "{}: deletes", case.name);
+            assert!(!actions.iter().any(|a| matches!(a, Action::PatchNodeSpec { .. })), "{}: no spec patches", case.name);
+        }
+    }
+
+    #[test]
+    fn changed_settings_repatch_every_node_with_its_own_token() {
+        let mut d = desired(ServiceType::Helloworld, true, &[("node", 2)]);
+        let nodes: Vec<_> = (0..2).map(|i| node(&d, "node", i)).collect();
+        d.config.settings.insert("greeting".into(), "Hi".into());
+        let actions = plan(&d, &nodes);
+        assert_eq!(actions.len(), 2);
+        for (action, node) in actions.iter().zip(&nodes) {
+            let Action::PatchNodeSpec { name, spec } = action else { panic!("expected a patch, got {action:?}") };
+            assert_eq!(name, &node.name);
+            assert_eq!(spec.token, node.spec.token, "the token never changes");
+            assert_eq!(spec.settings.get("greeting").map(String::as_str), Some("Hi"));
+        }
+    }
+
+    #[test]
+    fn generic_nodes_learn_the_members_with_addresses() {
+        let d = desired(ServiceType::Generic, true, &[("master", 1), ("node", 1)]);
+        let mut nodes = vec![node(&d, "master", 0), node(&d, "node", 0)];
+        nodes[0].address = Some("127.0.1.1".into());
+        nodes[1].address = Some("127.0.1.2".into());
+        let actions = plan(&d, &nodes);
+        assert_eq!(actions.len(), 2, "both nodes get the new member list: {actions:?}");
+        let Action::PatchNodeSpec { spec, .. } = &actions[0] else { panic!() };
+        let roles: Vec<(&str, &str)> = spec.members.iter().map(|m| (m.role.as_str(), m.address.as_str())).collect();
+        assert_eq!(roles, vec![("master", "127.0.1.1"), ("node", "127.0.1.2")]);
+    }
+
+    #[test]
+    fn a_stale_read_plans_the_same_names_again() {
+        let d = desired(ServiceType::Helloworld, true, &[("node", 2)]);
+        assert_eq!(created(&plan(&d, &[])), created(&plan(&d, &[])));
+    }
+}

@@ -1,0 +1,178 @@
+//! Checks that a Service can be satisfied and turns its spec into the planner's [`Desired`].
+//! Pure: everything it needs was observed before.
+
+use std::collections::BTreeSet;
+
+use conpaas_crds::v1alpha1::{ApplicationSpec, DesiredState, NodeCode, ServiceSpec};
+
+use super::kinds::kind;
+use super::plan::{Desired, DesiredRole, NodeConfig};
+
+/// Why a Service cannot be satisfied now; shown as the Ready condition and an Event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// PascalCase reason.
+    pub reason: &'static str,
+    /// What is wrong and what to do, naming the field.
+    pub message: String,
+}
+
+impl Problem {
+    /// A problem with this reason and message.
+    pub fn new(reason: &'static str, message: impl Into<String>) -> Self {
+        Self { reason, message: message.into() }
+    }
+}
+
+/// What validation needs besides the Service itself.
+pub struct Inputs<'a> {
+    /// Service name.
+    pub service: &'a str,
+    /// The Application's spec, when the Application exists.
+    pub application: Option<&'a ApplicationSpec>,
+    /// Names of the Clouds that exist.
+    pub clouds: &'a BTreeSet<String>,
+    /// Names of the other Services of the same Application.
+    pub siblings: &'a BTreeSet<String>,
+    /// The active code version, resolved with its digest, or why it could not be.
+    pub code: Result<Option<NodeCode>, Problem>,
+}
+
+/// Validates `spec` against what exists.
+pub fn validate(spec: &ServiceSpec, inputs: Inputs<'_>) -> Result<Desired, Problem> {
+    let Some(application) = inputs.application else {
+        return Err(Problem::new(
+            "ApplicationNotFound",
+            format!("spec.application: Application {:?} does not exist in this namespace", spec.application),
+        ));
+    };
+    let service_kind = kind(spec.r#type);
+    for key in spec.settings.keys() {
+        if !service_kind.settings().iter().any(|(k, _)| k == key) {
+            let known: Vec<&str> = service_kind.settings().iter().map(|(k, _)| *k).collect();
+            return Err(Problem::new(
+                "InvalidSettings",
+                format!("spec.settings.{key}: not a setting of type {} (known: {})", spec.r#type.as_str(), list_or_none(&known)),
+            ));
+        }
+    }
+    for link in &spec.links {
+        if link.service == inputs.service {
+            return Err(Problem::new("InvalidLink", "spec.links: a service cannot link to itself"));
+        }
+        if !inputs.siblings.contains(&link.service) {
+            return Err(Problem::new(
+                "LinkNotFound",
+                format!("spec.links[{}]: no Service of that name in Application {:?}", link.service, spec.application),
+            ));
+        }
+    }
+
+    let mut roles = Vec::new();
+    for (name, default_count) in spec.r#type.roles() {
+        let role_spec = spec.roles.iter().find(|r| r.name == *name);
+        let count = match spec.r#type.fixed_role() {
+            Some((fixed, count)) if fixed == *name => count,
+            _ => role_spec.map_or(*default_count, |r| r.count),
+        };
+        let cloud = role_spec.and_then(|r| r.cloud.clone()).or_else(|| application.cloud.clone());
+        let Some(cloud) = cloud else {
+            return Err(Problem::new(
+                "NoCloud",
+                format!("spec.roles[{name}].cloud: no cloud given here nor in Application {:?} spec.cloud", spec.application),
+            ));
+        };
+        if count > 0 && !inputs.clouds.contains(&cloud) {
+            return Err(Problem::new("CloudNotFound", format!("spec.roles[{name}]: Cloud {cloud:?} does not exist")));
+        }
+        roles.push(DesiredRole {
+            name: name.to_string(),
+            count,
+            cloud,
+            instance_type: role_spec.and_then(|r| r.instance_type.clone()),
+        });
+    }
+
+    Ok(Desired {
+        service: inputs.service.to_string(),
+        application: spec.application.clone(),
+        service_type: spec.r#type,
+        running: spec.state == DesiredState::Running,
+        roles,
+        config: NodeConfig {
+            code: inputs.code?,
+            settings: spec.settings.clone(),
+            startup_script: spec.startup_script.clone(),
+            with_members: service_kind.with_members(),
+        },
+    })
+}
+
+fn list_or_none(items: &[&str]) -> String {
+    if items.is_empty() { "none".into() } else { items.join(", ") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use conpaas_crds::v1alpha1::{RoleSpec, ServiceLink, ServiceType};
+
+    fn spec(ty: ServiceType, roles: Vec<RoleSpec>) -> ServiceSpec {
+        ServiceSpec {
+            application: "demo".into(),
+            r#type: ty,
+            state: DesiredState::Running,
+            roles,
+            code: None,
+            settings: Default::default(),
+            startup_script: None,
+            links: vec![],
+        }
+    }
+
+    fn role(name: &str, count: i32, cloud: Option<&str>) -> RoleSpec {
+        RoleSpec { name: name.into(), count, cloud: cloud.map(Into::into), instance_type: None }
+    }
+
+    fn run(spec: &ServiceSpec, app_cloud: Option<&str>, clouds: &[&str]) -> Result<Desired, Problem> {
+        let app = ApplicationSpec { cloud: app_cloud.map(Into::into), description: None };
+        let clouds: BTreeSet<String> = clouds.iter().map(|c| c.to_string()).collect();
+        let siblings = BTreeSet::from(["db".to_string()]);
+        validate(spec, Inputs { service: "hello", application: Some(&app), clouds: &clouds, siblings: &siblings, code: Ok(None) })
+    }
+
+    #[test]
+    fn roles_default_to_the_application_cloud_and_type_counts() {
+        let d = run(&spec(ServiceType::Generic, vec![role("node", 2, None)]), Some("local"), &["local"]).unwrap();
+        let roles: Vec<(&str, i32, &str)> = d.roles.iter().map(|r| (r.name.as_str(), r.count, r.cloud.as_str())).collect();
+        assert_eq!(roles, vec![("master", 1, "local"), ("node", 2, "local")]);
+        assert!(d.config.with_members);
+    }
+
+    #[test]
+    fn unsatisfiable_services_name_the_field() {
+        let cases: Vec<(ServiceSpec, Option<&str>, &str, &str)> = vec![
+            (spec(ServiceType::Helloworld, vec![role("node", 1, None)]), None, "NoCloud", "spec.roles[node].cloud"),
+            (spec(ServiceType::Helloworld, vec![role("node", 1, Some("aws"))]), Some("local"), "CloudNotFound", "spec.roles[node]"),
+            ({ let mut s = spec(ServiceType::Helloworld, vec![]); s.settings.insert("colour".into(), "red".into()); s }, Some("local"), "InvalidSettings", "spec.settings.colour"),
+            ({ let mut s = spec(ServiceType::Helloworld, vec![]); s.links.push(ServiceLink { service: "nope".into() }); s }, Some("local"), "LinkNotFound", "spec.links[nope]"),
+        ];
+        for (spec, app_cloud, reason, field) in cases {
+            let problem = run(&spec, app_cloud, &["local"]).unwrap_err();
+            assert_eq!(problem.reason, reason);
+            assert!(problem.message.starts_with(field), "{} should name {field}", problem.message);
+        }
+    }
+
+    #[test]
+    fn a_missing_application_is_reported() {
+        let clouds = BTreeSet::new();
+        let siblings = BTreeSet::new();
+        let problem = validate(
+            &spec(ServiceType::Helloworld, vec![]),
+            Inputs { service: "hello", application: None, clouds: &clouds, siblings: &siblings, code: Ok(None) },
+        )
+        .unwrap_err();
+        assert_eq!(problem.reason, "ApplicationNotFound");
+    }
+}
