@@ -108,6 +108,9 @@ pub struct ServiceNodeStatus {
     /// When the VM was created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_at: Option<Time>,
+    /// Generation of the spec the controller last acted on (credentials, VM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
     /// `Ready` is True when the VM runs and the agent reports its role ready.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]

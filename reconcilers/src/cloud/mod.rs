@@ -1,1 +1,64 @@
-//! placeholder
+//! The Cloud loop: says which provider a Cloud selects and whether this controller can use it
+//! (a driver can be built: the backend is compiled in and its settings are complete).
+//!
+//! Network: the API server only; credentials checks against the IaaS come with the EC2 and
+//! OpenNebula drivers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use conpaas_crds::labels::MANAGER_CONTROLLER;
+use conpaas_crds::labels::conditions::READY;
+use conpaas_crds::v1alpha1::{Cloud, CloudStatus, ServiceNode};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::controller::Action as Requeue;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+
+use crate::conditions::{Desired, merge};
+use crate::error::{Error, KubeResultExt};
+use crate::{Context, finalizers};
+
+/// Reconciles one Cloud.
+#[tracing::instrument(skip_all, fields(kind = "Cloud", name = cloud.name_any()))]
+pub async fn reconcile(cloud: Arc<Cloud>, ctx: Arc<Context>) -> Result<Requeue, Error> {
+    let api: Api<Cloud> = Api::all(ctx.client.clone());
+    let nodes: Api<ServiceNode> = Api::all(ctx.client.clone());
+    let name = cloud.name_any();
+    let count = nodes
+        .list(&ListParams::default())
+        .await
+        .ctx("list service nodes", "")?
+        .items
+        .iter()
+        .filter(|n| n.spec.cloud == name && n.metadata.deletion_timestamp.is_none())
+        .count();
+    let condition = match ctx.drivers.driver(&cloud) {
+        Ok(_) => Desired::new(READY, true, "DriverReady", format!("the {} driver is ready", cloud.spec.provider().unwrap_or("?"))),
+        Err(why) => Desired::new(READY, false, "DriverUnavailable", why),
+    };
+    let previous = cloud.status.clone().unwrap_or_default();
+    let status = CloudStatus {
+        provider: cloud.spec.provider().map(Into::into),
+        nodes: Some(count as i32),
+        conditions: merge(&previous.conditions, vec![condition], cloud.meta().generation, &Time(Timestamp::now())),
+    };
+    if status != previous {
+        let patch = json!({"apiVersion": Cloud::api_version(&()), "kind": Cloud::kind(&()), "status": status});
+        api.patch_status(&name, &PatchParams::apply(MANAGER_CONTROLLER).force(), &Patch::Apply(&patch))
+            .await
+            .ctx("patch status", &name)?;
+    }
+    ctx.backoff.succeeded(&format!("cloud/{name}"));
+    Ok(Requeue::requeue(Duration::from_secs(60)))
+}
+
+/// What to do after a failed reconcile: back off per object.
+pub fn error_policy(cloud: Arc<Cloud>, error: &Error, ctx: Arc<Context>) -> Requeue {
+    let key = format!("cloud/{}", finalizers::full_name(cloud.as_ref()));
+    let wait = ctx.backoff.failed(&key);
+    tracing::warn!(error = %error, category = error.category(), retry_in = ?wait, object = %key, "reconcile failed");
+    Requeue::requeue(wait)
+}

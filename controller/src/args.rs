@@ -1,0 +1,56 @@
+//! Command-line flags; each has an environment variable and a default that works on one machine.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+use conpaas_cloud::local::LocalConfig;
+
+/// The ConPaaS operator: reconciles Clouds, Applications, Services and ServiceNodes.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+pub struct Args {
+    /// Folder for the local cloud's VMs [default: $XDG_STATE_HOME/conpaas, else ~/.local/state/conpaas]
+    #[arg(long, env = "CONPAAS_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// The agent executable local VMs run [default: conpaas-agent beside this executable]
+    #[arg(long, env = "CONPAAS_AGENT_BINARY")]
+    pub agent_binary: Option<PathBuf>,
+    /// Local VMs get addresses 127.<subnet>.x.y
+    #[arg(long, env = "CONPAAS_LOCAL_SUBNET", default_value_t = 100)]
+    pub local_subnet: u8,
+    /// API server URL written into agents' bootstrap [default: the URL this controller uses]
+    #[arg(long, env = "CONPAAS_AGENT_API_SERVER")]
+    pub agent_api_server: Option<String>,
+    /// Log as JSON lines instead of text
+    #[arg(long, env = "CONPAAS_LOG_JSON")]
+    pub log_json: bool,
+}
+
+impl Args {
+    /// Logs go to stderr; `RUST_LOG` filters them (default `info`).
+    pub fn init_logging(&self) {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube_runtime=warn"));
+        let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+        if self.log_json { builder.json().init() } else { builder.init() }
+    }
+
+    /// The local cloud's settings.
+    pub fn local_config(&self) -> anyhow::Result<LocalConfig> {
+        let state_dir = match &self.state_dir {
+            Some(dir) => dir.clone(),
+            None => std::env::var_os("XDG_STATE_HOME")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+                .context("neither CONPAAS_STATE_DIR, XDG_STATE_HOME nor HOME is set")?
+                .join("conpaas"),
+        };
+        let agent_binary = match &self.agent_binary {
+            Some(path) => path.clone(),
+            None => std::env::current_exe().context("locate this executable")?.with_file_name("conpaas-agent"),
+        };
+        Ok(LocalConfig { state_dir, agent_binary, subnet: self.local_subnet, stop_grace: Duration::from_secs(10) })
+    }
+}

@@ -1,0 +1,136 @@
+//! The agent's own identity: a ServiceAccount named as its ServiceNode, a Role that allows only
+//! reading that ServiceNode (and its code ConfigMap) and patching its status, the RoleBinding,
+//! and a short-lived token from TokenRequest. Nothing with wider rights ever reaches a VM.
+
+use conpaas_crds::labels::MANAGER_CONTROLLER;
+use conpaas_crds::v1alpha1::ServiceNode;
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::{Resource, ResourceExt};
+
+use crate::Context;
+use crate::error::{Error, KubeResultExt, is_not_found};
+
+/// Creates or updates the node's ServiceAccount, Role and RoleBinding.
+pub async fn ensure(ctx: &Context, node: &ServiceNode) -> Result<(), Error> {
+    let ns = node.namespace().ok_or(Error::MissingField("namespace"))?;
+    let name = node.name_any();
+    let meta = ObjectMeta {
+        name: Some(name.clone()),
+        namespace: Some(ns.clone()),
+        owner_references: Some(vec![node.controller_owner_ref(&()).ok_or(Error::MissingField("uid"))?]),
+        ..Default::default()
+    };
+    let pp = PatchParams::apply(MANAGER_CONTROLLER).force();
+    let object = format!("{ns}/{name}");
+
+    let sa = ServiceAccount { metadata: meta.clone(), automount_service_account_token: Some(false), ..Default::default() };
+    Api::<ServiceAccount>::namespaced(ctx.client.clone(), &ns)
+        .patch(&name, &pp, &Patch::Apply(with_type(&sa)))
+        .await
+        .ctx("apply service account", &object)?;
+
+    let role = Role { metadata: meta.clone(), rules: Some(rules(node)) };
+    Api::<Role>::namespaced(ctx.client.clone(), &ns)
+        .patch(&name, &pp, &Patch::Apply(with_type(&role)))
+        .await
+        .ctx("apply role", &object)?;
+
+    let binding = RoleBinding {
+        metadata: meta,
+        role_ref: RoleRef { api_group: "rbac.authorization.k8s.io".into(), kind: "Role".into(), name: name.clone() },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: name.clone(),
+            namespace: Some(ns.clone()),
+            ..Default::default()
+        }]),
+    };
+    Api::<RoleBinding>::namespaced(ctx.client.clone(), &ns)
+        .patch(&name, &pp, &Patch::Apply(with_type(&binding)))
+        .await
+        .ctx("apply role binding", &object)?;
+    Ok(())
+}
+
+/// What the node's agent may do: read its own ServiceNode, patch its status, read its code.
+pub fn rules(node: &ServiceNode) -> Vec<PolicyRule> {
+    let name = node.name_any();
+    let mut rules = vec![
+        PolicyRule {
+            api_groups: Some(vec!["conpaas.io".into()]),
+            resources: Some(vec!["servicenodes".into()]),
+            verbs: vec!["get".into(), "list".into(), "watch".into()],
+            resource_names: Some(vec![name.clone()]),
+            ..Default::default()
+        },
+        PolicyRule {
+            api_groups: Some(vec!["conpaas.io".into()]),
+            resources: Some(vec!["servicenodes/status".into()]),
+            verbs: vec!["get".into(), "patch".into()],
+            resource_names: Some(vec![name]),
+            ..Default::default()
+        },
+    ];
+    if let Some(cm) = node.spec.code.as_ref().and_then(|c| c.config_map.as_ref()) {
+        rules.push(PolicyRule {
+            api_groups: Some(vec![String::new()]),
+            resources: Some(vec!["configmaps".into()]),
+            verbs: vec!["get".into()],
+            resource_names: Some(vec![cm.name.clone()]),
+            ..Default::default()
+        });
+    }
+    rules
+}
+
+/// A fresh token for the node's ServiceAccount.
+pub async fn token(ctx: &Context, node: &ServiceNode) -> Result<String, Error> {
+    let ns = node.namespace().ok_or(Error::MissingField("namespace"))?;
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            audiences: vec![],
+            expiration_seconds: Some(ctx.settings.agent_token_ttl.as_secs() as i64),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let answer = Api::<ServiceAccount>::namespaced(ctx.client.clone(), &ns)
+        .create_token_request(&node.name_any(), &PostParams::default(), &request)
+        .await
+        .ctx("request token", format!("{ns}/{}", node.name_any()))?;
+    answer.status.map(|s| s.token).ok_or(Error::MissingField("token request status"))
+}
+
+/// Deletes the node's ServiceAccount, Role and RoleBinding (owner references would too, where a
+/// garbage collector runs).
+pub async fn remove(ctx: &Context, node: &ServiceNode) -> Result<(), Error> {
+    let ns = node.namespace().ok_or(Error::MissingField("namespace"))?;
+    let name = node.name_any();
+    let dp = DeleteParams::default();
+    let object = format!("{ns}/{name}");
+    ignore_missing(Api::<RoleBinding>::namespaced(ctx.client.clone(), &ns).delete(&name, &dp).await.map(|_| ()))
+        .ctx("delete role binding", &object)?;
+    ignore_missing(Api::<Role>::namespaced(ctx.client.clone(), &ns).delete(&name, &dp).await.map(|_| ()))
+        .ctx("delete role", &object)?;
+    ignore_missing(Api::<ServiceAccount>::namespaced(ctx.client.clone(), &ns).delete(&name, &dp).await.map(|_| ()))
+        .ctx("delete service account", &object)?;
+    Ok(())
+}
+
+fn ignore_missing(result: Result<(), kube::Error>) -> Result<(), kube::Error> {
+    match result {
+        Err(e) if is_not_found(&e) => Ok(()),
+        other => other,
+    }
+}
+
+/// An object with its apiVersion and kind set, as server-side apply needs.
+fn with_type<K: Resource<DynamicType = ()> + serde::Serialize>(object: &K) -> serde_json::Value {
+    let mut value = serde_json::to_value(object).expect("API objects serialise");
+    value["apiVersion"] = K::api_version(&()).into();
+    value["kind"] = K::kind(&()).into();
+    value
+}
