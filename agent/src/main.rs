@@ -1,1 +1,47 @@
-fn main(){}
+//! `conpaas-agent`: runs inside every ConPaaS VM. It reads its bootstrap (API server, CA, its
+//! ServiceNode, a token that may read only that node and patch only its status), watches its
+//! ServiceNode, runs the role's software, and reports into `status.agent` with its own field
+//! manager, only when what it reports changes (plus a periodic heartbeat).
+//!
+//! Start at [`node::run`]; each service type's role is a module under `roles/`.
+
+mod bootstrap;
+mod code;
+mod node;
+mod report;
+mod roles;
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// The ConPaaS agent: runs one ServiceNode's role inside its VM.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// The bootstrap document (JSON): API server, CA, namespace, node, token.
+    #[arg(long, env = "CONPAAS_USER_DATA")]
+    user_data: PathBuf,
+    /// The agent's working folder: code versions, script logs, member list.
+    #[arg(long, env = "CONPAAS_WORK_DIR", default_value = ".")]
+    work_dir: PathBuf,
+    /// This VM's IP address [default: CONPAAS_VM_ADDRESS, else 127.0.0.1]
+    #[arg(long, env = "CONPAAS_VM_ADDRESS", default_value = "127.0.0.1")]
+    address: String,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let args = Args::parse();
+    let boot = bootstrap::read(&args.user_data)?;
+    let client = bootstrap::client(&boot, &args.work_dir).await?;
+    tracing::info!(node = %boot.node, namespace = %boot.namespace, address = %args.address, "agent starting");
+    node::run(client, boot, args.work_dir, args.address).await
+}

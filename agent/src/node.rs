@@ -1,0 +1,113 @@
+//! The agent's main loop: watch the own ServiceNode (the only one its token can read), run the
+//! startup script once, converge the role to each new spec, report changes, heartbeat, and stop
+//! the role cleanly on SIGTERM (the cloud terminating the VM).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use conpaas_crds::bootstrap::AgentBootstrap;
+use conpaas_crds::v1alpha1::{AgentState, AgentStatus, ServiceNode};
+use futures::StreamExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::report;
+use crate::roles::{Role, RoleEnv, RoleReport};
+
+/// How often the agent reports that it is alive even when nothing changed.
+const HEARTBEAT: Duration = Duration::from_secs(20);
+/// How often the role is polled for changes of its own (a script ended).
+const POLL: Duration = Duration::from_millis(500);
+
+/// Runs until SIGTERM or SIGINT.
+pub async fn run(client: Client, boot: AgentBootstrap, work_dir: PathBuf, address: String) -> anyhow::Result<()> {
+    let api: Api<ServiceNode> = Api::namespaced(client.clone(), &boot.namespace);
+    let config = watcher::Config::default().fields(&format!("metadata.name={}", boot.node));
+    let mut updates = watcher(api.clone(), config).default_backoff().applied_objects().boxed();
+    let mut terminate = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
+    let mut poll = tokio::time::interval(POLL);
+    let mut heartbeat = tokio::time::interval(HEARTBEAT);
+
+    let env = RoleEnv { client, namespace: boot.namespace.clone(), work_dir: work_dir.clone(), address };
+    let mut role: Option<Role> = None;
+    let mut generation: Option<i64> = None;
+    let mut role_name: Option<String> = None;
+    let mut startup_error: Option<String> = None;
+    let mut last_sent: Option<(Option<i64>, RoleReport)> = None;
+
+    loop {
+        let mut beat = false;
+        tokio::select! {
+            update = updates.next() => match update {
+                Some(Ok(node)) => {
+                    if role.is_none() {
+                        startup_error = run_startup_script(&node, &work_dir).await.err();
+                        role = Some(Role::new(node.spec.service_type, env.clone()));
+                    }
+                    if let Some(role) = role.as_mut() {
+                        role.apply(&node.spec).await;
+                    }
+                    generation = node.metadata.generation;
+                    role_name = Some(node.spec.role.clone());
+                }
+                Some(Err(e)) => tracing::warn!(error = %e, "watching own ServiceNode"),
+                None => anyhow::bail!("the watch of the own ServiceNode ended"),
+            },
+            _ = poll.tick() => {
+                if let Some(role) = role.as_mut() {
+                    role.poll().await;
+                }
+            }
+            _ = heartbeat.tick() => beat = true,
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+        }
+        let Some(current) = role.as_ref() else { continue };
+        let mut now = current.report();
+        if let Some(e) = &startup_error {
+            now.state = Some(AgentState::Failed);
+            now.message = Some(e.clone());
+        }
+        let changed = last_sent.as_ref() != Some(&(generation, now.clone()));
+        if changed || beat {
+            let status = AgentStatus {
+                state: now.state,
+                heartbeat_time: Some(Time(Timestamp::now())),
+                observed_generation: generation,
+                role: role_name.clone(),
+                message: now.message.clone(),
+                code_version: now.code_version.clone(),
+                greeting: now.greeting.clone(),
+                scripts: now.scripts.clone(),
+            };
+            match report::send(&api, &boot.node, &status).await {
+                Ok(()) => last_sent = Some((generation, now)),
+                Err(e) => tracing::warn!(error = %e, "report status"),
+            }
+        }
+    }
+    tracing::info!("stopping");
+    if let Some(role) = role.as_mut() {
+        role.shutdown().await;
+    }
+    Ok(())
+}
+
+/// Runs the Service's startup script once, before the role starts.
+async fn run_startup_script(node: &ServiceNode, work_dir: &std::path::Path) -> Result<(), String> {
+    let Some(script) = &node.spec.startup_script else { return Ok(()) };
+    let path = work_dir.join("startup.sh");
+    std::fs::write(&path, script).map_err(|e| format!("write {}: {e}", path.display()))?;
+    let status = tokio::process::Command::new("sh")
+        .arg(&path)
+        .current_dir(work_dir)
+        .status()
+        .await
+        .map_err(|e| format!("run startup script: {e}"))?;
+    if status.success() { Ok(()) } else { Err(format!("startup script exited with {status}")) }
+}

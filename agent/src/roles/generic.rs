@@ -1,0 +1,217 @@
+//! generic (ConPaaS 2.0): the user's archive carries lifecycle scripts, run with `MY_IP`,
+//! `MY_ROLE`, `MASTER_IP`, `MEMBERS` (space-separated addresses) and `AGENTS_FILE` (the member
+//! list as JSON, as ConPaaS' agents.json):
+//! - `init.sh` when a code version is activated, then `run.sh` once `init.sh` succeeded;
+//! - `notify.sh` whenever the member list changes (after `init.sh`);
+//! - `interrupt.sh` (if `run.sh` still runs) and `cleanup.sh` when the node stops.
+//!
+//! Each script's state is reported as ConPaaS did: `NEVER STARTED`, `RUNNING`,
+//! `STOPPED (return code N)`. Output goes to `<work>/logs/<script>.log`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use conpaas_crds::v1alpha1::{AgentState, Member, ScriptStatus, ServiceNodeSpec};
+use tokio::process::{Child, Command};
+
+use super::{RoleEnv, RoleReport};
+use crate::code;
+
+const SCRIPTS: [&str; 5] = ["init.sh", "run.sh", "notify.sh", "interrupt.sh", "cleanup.sh"];
+const STOP_WAIT: Duration = Duration::from_secs(5);
+
+enum ScriptState {
+    NeverStarted,
+    Running(Child),
+    Stopped(i32),
+}
+
+struct Script {
+    state: ScriptState,
+    runs: i32,
+}
+
+pub struct Generic {
+    env: RoleEnv,
+    role: String,
+    code_dir: Option<PathBuf>,
+    code_version: Option<String>,
+    members: Vec<Member>,
+    scripts: BTreeMap<&'static str, Script>,
+    notify_pending: bool,
+    error: Option<String>,
+}
+
+impl Generic {
+    pub fn new(env: RoleEnv) -> Self {
+        let scripts = SCRIPTS.iter().map(|s| (*s, Script { state: ScriptState::NeverStarted, runs: 0 })).collect();
+        Self { env, role: String::new(), code_dir: None, code_version: None, members: Vec::new(), scripts, notify_pending: false, error: None }
+    }
+
+    pub async fn apply(&mut self, spec: &ServiceNodeSpec) {
+        self.role = spec.role.clone();
+        if spec.members != self.members {
+            self.members = spec.members.clone();
+            if let Err(e) = self.write_members() {
+                self.error = Some(e);
+            }
+            self.notify_pending = true;
+        }
+        let wanted = spec.code.as_ref().map(|c| c.version.clone());
+        if wanted != self.code_version {
+            if let Some(code) = &spec.code {
+                match code::install(&self.env.client, &self.env.namespace, code, &self.env.work_dir).await {
+                    Ok(dir) => {
+                        tracing::info!(version = %code.version, "code version installed");
+                        self.stop_script("run.sh").await;
+                        self.code_dir = Some(dir);
+                        self.code_version = wanted;
+                        self.error = None;
+                        self.start("init.sh");
+                    }
+                    Err(e) => self.error = Some(format!("{e:#}")),
+                }
+            }
+        }
+        self.poll().await;
+    }
+
+    pub async fn poll(&mut self) {
+        for (name, script) in self.scripts.iter_mut() {
+            if let ScriptState::Running(child) = &mut script.state {
+                if let Ok(Some(exit)) = child.try_wait() {
+                    let code = exit.code().unwrap_or(-1);
+                    tracing::info!(script = name, code, "script stopped");
+                    script.state = ScriptState::Stopped(code);
+                    if *name == "init.sh" && code == 0 {
+                        self.notify_pending = true;
+                    }
+                }
+            }
+        }
+        if self.init_succeeded() {
+            if matches!(self.scripts["run.sh"].state, ScriptState::NeverStarted) {
+                self.start("run.sh");
+            }
+            if self.notify_pending && !matches!(self.scripts["notify.sh"].state, ScriptState::Running(_)) {
+                self.notify_pending = false;
+                self.start("notify.sh");
+            }
+        }
+    }
+
+    pub fn report(&self) -> RoleReport {
+        let scripts = self
+            .scripts
+            .iter()
+            .map(|(name, s)| ScriptStatus {
+                name: name.to_string(),
+                state: match &s.state {
+                    ScriptState::NeverStarted => "NEVER STARTED".into(),
+                    ScriptState::Running(_) => "RUNNING".into(),
+                    ScriptState::Stopped(code) => format!("STOPPED (return code {code})"),
+                },
+                runs: s.runs,
+            })
+            .collect();
+        let (state, message) = if let Some(e) = &self.error {
+            (AgentState::Failed, e.clone())
+        } else if self.code_dir.is_none() {
+            (AgentState::Ready, "no code version active".into())
+        } else {
+            match &self.scripts["init.sh"].state {
+                ScriptState::Running(_) => (AgentState::Starting, "init.sh is running".into()),
+                ScriptState::Stopped(0) | ScriptState::NeverStarted => (AgentState::Ready, format!("role {} up", self.role)),
+                ScriptState::Stopped(code) => (AgentState::Failed, format!("init.sh exited with {code}")),
+            }
+        };
+        RoleReport { state: Some(state), message: Some(message), code_version: self.code_version.clone(), scripts, ..Default::default() }
+    }
+
+    pub async fn shutdown(&mut self) {
+        if matches!(self.scripts["run.sh"].state, ScriptState::Running(_)) {
+            self.start("interrupt.sh");
+            self.wait_for("interrupt.sh").await;
+            self.stop_script("run.sh").await;
+        }
+        if self.code_dir.is_some() {
+            self.start("cleanup.sh");
+            self.wait_for("cleanup.sh").await;
+        }
+    }
+
+    fn init_succeeded(&self) -> bool {
+        let Some(dir) = &self.code_dir else { return false };
+        match self.scripts["init.sh"].state {
+            ScriptState::Stopped(0) => true,
+            ScriptState::NeverStarted => !dir.join("init.sh").exists(),
+            _ => false,
+        }
+    }
+
+    fn start(&mut self, name: &'static str) {
+        let Some(dir) = &self.code_dir else { return };
+        let path = dir.join(name);
+        if !path.exists() {
+            return;
+        }
+        let logs = self.env.work_dir.join("logs");
+        let _ = std::fs::create_dir_all(&logs);
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(logs.join(format!("{name}.log")));
+        let (out, err) = match log.and_then(|f| Ok((f.try_clone()?, f))) {
+            Ok((a, b)) => (Stdio::from(a), Stdio::from(b)),
+            Err(_) => (Stdio::null(), Stdio::null()),
+        };
+        let master = self.members.iter().find(|m| m.role == "master").map(|m| m.address.clone()).unwrap_or_default();
+        let members: Vec<&str> = self.members.iter().map(|m| m.address.as_str()).collect();
+        let spawned = Command::new("sh")
+            .arg(&path)
+            .current_dir(dir)
+            .env("MY_IP", &self.env.address)
+            .env("MY_ROLE", &self.role)
+            .env("MASTER_IP", master)
+            .env("MEMBERS", members.join(" "))
+            .env("AGENTS_FILE", self.env.work_dir.join("agents.json"))
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn();
+        let script = self.scripts.get_mut(name).expect("known script");
+        match spawned {
+            Ok(child) => {
+                tracing::info!(script = name, "script started");
+                script.state = ScriptState::Running(child);
+                script.runs += 1;
+            }
+            Err(e) => {
+                self.error = Some(format!("start {name}: {e}"));
+            }
+        }
+    }
+
+    async fn wait_for(&mut self, name: &'static str) {
+        let script = self.scripts.get_mut(name).expect("known script");
+        if let ScriptState::Running(child) = &mut script.state {
+            if let Ok(Ok(exit)) = tokio::time::timeout(STOP_WAIT, child.wait()).await {
+                script.state = ScriptState::Stopped(exit.code().unwrap_or(-1));
+            }
+        }
+    }
+
+    async fn stop_script(&mut self, name: &'static str) {
+        let script = self.scripts.get_mut(name).expect("known script");
+        if let ScriptState::Running(child) = &mut script.state {
+            let _ = child.kill().await;
+            let code = child.wait().await.ok().and_then(|e| e.code()).unwrap_or(-1);
+            script.state = ScriptState::Stopped(code);
+        }
+    }
+
+    fn write_members(&self) -> Result<(), String> {
+        let path = self.env.work_dir.join("agents.json");
+        let body = serde_json::to_vec_pretty(&self.members).expect("members serialise");
+        std::fs::write(&path, body).map_err(|e| format!("write {}: {e}", path.display()))
+    }
+}

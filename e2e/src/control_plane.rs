@@ -1,0 +1,177 @@
+//! etcd + kube-apiserver (+ kube-controller-manager) on loopback, in a temporary folder.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, Patch, PatchParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+
+use crate::wait;
+
+const ADMIN_TOKEN: &str = "conpaas-e2e-admin-token";
+
+/// A running control plane. Dropping it stops every process it started.
+pub struct ControlPlane {
+    dir: tempfile::TempDir,
+    processes: Vec<Child>,
+    /// `https://127.0.0.1:<port>`.
+    pub url: String,
+    /// A kubeconfig file with cluster-admin rights.
+    pub kubeconfig: PathBuf,
+}
+
+impl ControlPlane {
+    /// Starts etcd, kube-apiserver and kube-controller-manager, and installs the CRDs.
+    pub async fn start() -> anyhow::Result<Self> {
+        let kube_dir = crate::cache_dir().join("kube-v1.34.4");
+        let apiserver = kube_dir.join("kube-apiserver");
+        let kcm = kube_dir.join("kube-controller-manager");
+        if !apiserver.exists() {
+            bail!("{} is missing: run e2e/tools/build-kube.sh", apiserver.display());
+        }
+        let dir = tempfile::Builder::new().prefix("conpaas-cp-").tempdir()?;
+        let mut cp = ControlPlane { url: String::new(), kubeconfig: dir.path().join("kubeconfig"), dir, processes: Vec::new() };
+        let root = cp.dir.path().to_path_buf();
+
+        let (client_port, peer_port, api_port) = (free_port()?, free_port()?, free_port()?);
+        let etcd = etcd_bin_vendored_linux_amd64::etcd_bin_path().expect("vendored etcd");
+        cp.spawn("etcd", Command::new(etcd).args([
+            "--data-dir", &root.join("etcd").to_string_lossy(),
+            "--listen-client-urls", &format!("http://127.0.0.1:{client_port}"),
+            "--advertise-client-urls", &format!("http://127.0.0.1:{client_port}"),
+            "--listen-peer-urls", &format!("http://127.0.0.1:{peer_port}"),
+            "--initial-advertise-peer-urls", &format!("http://127.0.0.1:{peer_port}"),
+            "--initial-cluster", &format!("default=http://127.0.0.1:{peer_port}"),
+            "--unsafe-no-fsync",
+        ]))?;
+
+        let key = root.join("sa.key");
+        let status = Command::new("openssl").args(["genrsa", "-out"]).arg(&key).arg("2048").stderr(Stdio::null()).status()
+            .context("run openssl to make the service-account key")?;
+        if !status.success() {
+            bail!("openssl genrsa failed");
+        }
+        std::fs::write(root.join("tokens.csv"), format!("{ADMIN_TOKEN},admin,admin,system:masters\n"))?;
+        let certs = root.join("certs");
+        cp.spawn("kube-apiserver", Command::new(&apiserver).args([
+            &format!("--etcd-servers=http://127.0.0.1:{client_port}"),
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            &format!("--secure-port={api_port}"),
+            &format!("--cert-dir={}", certs.display()),
+            "--service-account-issuer=https://kubernetes.default.svc",
+            &format!("--service-account-key-file={}", key.display()),
+            &format!("--service-account-signing-key-file={}", key.display()),
+            "--service-cluster-ip-range=10.0.0.0/24",
+            &format!("--token-auth-file={}", root.join("tokens.csv").display()),
+            "--authorization-mode=RBAC",
+            "--disable-admission-plugins=ServiceAccount",
+            "--endpoint-reconciler-type=none",
+        ]))?;
+        cp.url = format!("https://127.0.0.1:{api_port}");
+
+        // The serving certificate is self-signed for 127.0.0.1; trust exactly it.
+        let ca = certs.join("apiserver.crt");
+        wait::until("the API server's certificate", Duration::from_secs(60), || async { Ok(ca.exists()) }).await?;
+        write_kubeconfig(&cp.kubeconfig, &cp.url, &ca)?;
+        let client = cp.client().await?;
+        wait::until("the API server to be ready", Duration::from_secs(90), || {
+            let client = client.clone();
+            async move {
+                let req = http::Request::get("/readyz").body(Vec::new()).expect("request");
+                Ok(client.request_text(req).await.is_ok_and(|body| body.trim() == "ok"))
+            }
+        })
+        .await?;
+
+        if kcm.exists() {
+            cp.spawn("kube-controller-manager", Command::new(&kcm).args([
+                &format!("--kubeconfig={}", cp.kubeconfig.display()),
+                "--controllers=garbage-collector-controller,namespace-controller",
+                "--leader-elect=false",
+                "--secure-port=0",
+            ]))?;
+        }
+        install_crds(&client).await?;
+        Ok(cp)
+    }
+
+    /// A client with cluster-admin rights.
+    pub async fn client(&self) -> anyhow::Result<Client> {
+        let config = Config::from_custom_kubeconfig(Kubeconfig::read_from(&self.kubeconfig)?, &KubeConfigOptions::default()).await?;
+        Ok(Client::try_from(config)?)
+    }
+
+    /// The control plane's temporary folder (logs are in `logs/`).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn spawn(&mut self, name: &str, command: &mut Command) -> anyhow::Result<()> {
+        let logs = self.dir.path().join("logs");
+        std::fs::create_dir_all(&logs)?;
+        let log = std::fs::File::create(logs.join(format!("{name}.log")))?;
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("start {name}"))?;
+        self.processes.push(child);
+        Ok(())
+    }
+
+    /// Keeps the folder (and its logs) after the control plane stops; returns its path.
+    pub fn keep(self) -> PathBuf {
+        let mut this = self;
+        let dir = std::mem::replace(&mut this.dir, tempfile::tempdir().expect("tempdir"));
+        dir.keep()
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        // Reverse order: controllers first, etcd last.
+        for child in self.processes.iter_mut().rev() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn write_kubeconfig(path: &Path, url: &str, ca: &Path) -> anyhow::Result<()> {
+    let body = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: conpaas\n  cluster:\n    server: {url}\n    certificate-authority: {ca}\nusers:\n- name: admin\n  user:\n    token: {ADMIN_TOKEN}\ncontexts:\n- name: conpaas\n  context:\n    cluster: conpaas\n    user: admin\n    namespace: default\ncurrent-context: conpaas\n",
+        ca = ca.display()
+    );
+    std::fs::write(path, body)?;
+    Ok(())
+}
+
+/// Installs the operator's CRDs and waits until the API server serves them.
+pub async fn install_crds(client: &Client) -> anyhow::Result<()> {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in conpaas_crds::generate::all() {
+        let name = crd.metadata.name.clone().expect("CRDs have names");
+        api.patch(&name, &PatchParams::apply("conpaas-e2e").force(), &Patch::Apply(&crd)).await.with_context(|| format!("install CRD {name}"))?;
+        wait::until(&format!("CRD {name} to be established"), Duration::from_secs(30), || {
+            let api = api.clone();
+            let name = name.clone();
+            async move {
+                let crd = api.get(&name).await?;
+                Ok(crd.status.and_then(|s| s.conditions).unwrap_or_default().iter().any(|c| c.type_ == "Established" && c.status == "True"))
+            }
+        })
+        .await?;
+    }
+    Ok(())
+}

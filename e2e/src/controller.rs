@@ -1,0 +1,89 @@
+//! The ConPaaS controller as a child process, with its own local-cloud state folder. Dropping
+//! it stops the controller and every local VM it left running.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use anyhow::Context as _;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+
+use crate::ControlPlane;
+
+/// A running `conpaas-controller`.
+pub struct Controller {
+    child: Option<Child>,
+    kubeconfig: PathBuf,
+    state_dir: PathBuf,
+    log: PathBuf,
+    subnet: u8,
+}
+
+impl Controller {
+    /// Starts the controller against `cp`, keeping local VMs under `state_dir` with addresses
+    /// 127.`subnet`.x.y.
+    pub fn start(cp: &ControlPlane, state_dir: &Path, subnet: u8) -> anyhow::Result<Self> {
+        let mut controller = Controller {
+            child: None,
+            kubeconfig: cp.kubeconfig.clone(),
+            state_dir: state_dir.to_path_buf(),
+            log: cp.dir().join("logs").join(format!("conpaas-controller-{subnet}.log")),
+            subnet,
+        };
+        controller.restart()?;
+        Ok(controller)
+    }
+
+    /// Starts the controller again after [`Controller::kill`].
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        let bin = crate::binaries_dir().join("conpaas-controller");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
+        let child = Command::new(&bin)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("CONPAAS_STATE_DIR", &self.state_dir)
+            .env("CONPAAS_AGENT_BINARY", crate::binaries_dir().join("conpaas-agent"))
+            .env("CONPAAS_LOCAL_SUBNET", self.subnet.to_string())
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info,kube_runtime=warn".into()))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("start {} (build it first: cargo build --workspace --bins)", bin.display()))?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// Kills the controller at once (SIGKILL), as a crash would; its VMs keep running.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// PIDs of the local VMs' agents recorded in the state folder.
+    pub fn vm_pids(&self) -> Vec<i32> {
+        let Ok(entries) = std::fs::read_dir(self.state_dir.join("vms")) else { return Vec::new() };
+        entries
+            .flatten()
+            .filter_map(|e| std::fs::read(e.path().join("vm.json")).ok())
+            .filter_map(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .filter_map(|v| v["pid"].as_i64())
+            .map(|p| p as i32)
+            .collect()
+    }
+
+    /// The controller's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        self.kill();
+        for pid in self.vm_pids() {
+            let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! What every scenario needs: a control plane, a controller, a namespace, and readers of the
+//! resources that tests assert on.
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use conpaas_crds::v1alpha1::{Service, ServiceNode, is_condition_true};
+use conpaas_e2e::{ControlPlane, Controller, wait};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, ListParams, ObjectMeta, PostParams};
+use kube::Client;
+
+pub const EXAMPLE: &str = include_str!("../../../manifests/examples/helloworld.yaml");
+pub const LIMIT: Duration = Duration::from_secs(120);
+
+pub struct Env {
+    pub client: Client,
+    pub ns: String,
+    pub controller: Controller,
+    pub state: tempfile::TempDir,
+    pub cp: ControlPlane,
+}
+
+/// A control plane, a controller with local cloud subnet `subnet`, and namespace `ns`.
+pub async fn env(ns: &str, subnet: u8) -> Env {
+    let _ = tracing_subscriber::fmt().with_test_writer().try_init();
+    let cp = ControlPlane::start().await.expect("control plane");
+    let state = tempfile::tempdir().expect("state folder");
+    let controller = Controller::start(&cp, state.path(), subnet).expect("controller");
+    let client = cp.client().await.expect("client");
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let namespace = Namespace { metadata: ObjectMeta { name: Some(ns.into()), ..Default::default() }, ..Default::default() };
+    namespaces.create(&PostParams::default(), &namespace).await.expect("namespace");
+    Env { client, ns: ns.into(), controller, state, cp }
+}
+
+impl Env {
+    pub fn services(&self) -> Api<Service> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    pub fn nodes_api(&self) -> Api<ServiceNode> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    pub async fn apply(&self, yaml: &str) {
+        conpaas_e2e::manifest::apply(&self.client, yaml, &self.ns).await.expect("apply manifest");
+    }
+
+    pub async fn nodes(&self, service: &str) -> Vec<ServiceNode> {
+        let lp = ListParams::default().labels(&format!("conpaas.io/service={service}"));
+        self.nodes_api().list(&lp).await.expect("list nodes").items
+    }
+
+    /// Waits until the Service is Ready for its current generation and `ready` reads as given.
+    pub async fn wait_ready(&self, service: &str, ready: &str) {
+        let api = self.services();
+        let result = wait::until(&format!("service {service} Ready with {ready}"), LIMIT, || {
+            let api = api.clone();
+            async move {
+                let s = api.get(service).await?;
+                let status = s.status.unwrap_or_default();
+                Ok(status.observed_generation == s.metadata.generation
+                    && is_condition_true(&status.conditions, "Ready")
+                    && status.ready.as_deref() == Some(ready))
+            }
+        })
+        .await;
+        if let Err(e) = result {
+            panic!("{e:#}\n--- controller log (tail) ---\n{}", tail(&self.controller.log(), 60));
+        }
+    }
+
+    /// Waits until `check` holds for the Service.
+    pub async fn wait_service(&self, service: &str, what: &str, check: impl Fn(&Service) -> bool) {
+        let api = self.services();
+        let result = wait::until(what, LIMIT, || {
+            let api = api.clone();
+            let check = &check;
+            async move { Ok(check(&api.get(service).await?)) }
+        })
+        .await;
+        if let Err(e) = result {
+            panic!("{e:#}\n--- controller log (tail) ---\n{}", tail(&self.controller.log(), 60));
+        }
+    }
+
+    /// Waits until the Service object is gone.
+    pub async fn wait_gone(&self, service: &str) {
+        let api = self.services();
+        wait::until(&format!("service {service} to be gone"), LIMIT, || {
+            let api = api.clone();
+            async move { Ok(api.get_opt(service).await?.is_none()) }
+        })
+        .await
+        .expect("service deleted");
+    }
+
+    /// Local VM processes that are alive.
+    pub fn live_vms(&self) -> Vec<i32> {
+        self.controller.vm_pids().into_iter().filter(|pid| alive(*pid)).collect()
+    }
+}
+
+pub fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| s.rsplit(')').next().is_some_and(|rest| !rest.trim_start().starts_with('Z')))
+        .unwrap_or(false)
+}
+
+pub fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// GETs `http://address:port/` and returns the body.
+pub async fn http_get(address: &str, port: u16) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect((address, port)).await?;
+    stream.write_all(format!("GET / HTTP/1.1\r\nhost: {address}\r\nconnection: close\r\n\r\n").as_bytes()).await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    Ok(response.split("\r\n\r\n").nth(1).unwrap_or_default().to_string())
+}
