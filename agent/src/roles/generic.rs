@@ -41,13 +41,15 @@ pub struct Generic {
     members: Vec<Member>,
     scripts: BTreeMap<&'static str, Script>,
     notify_pending: bool,
+    // A new code version waits here until the master's address is known, so MASTER_IP is set.
+    init_pending: bool,
     error: Option<String>,
 }
 
 impl Generic {
     pub fn new(env: RoleEnv) -> Self {
         let scripts = SCRIPTS.iter().map(|s| (*s, Script { state: ScriptState::NeverStarted, runs: 0 })).collect();
-        Self { env, role: String::new(), code_dir: None, code_version: None, members: Vec::new(), scripts, notify_pending: false, error: None }
+        Self { env, role: String::new(), code_dir: None, code_version: None, members: Vec::new(), scripts, notify_pending: false, init_pending: false, error: None }
     }
 
     pub async fn apply(&mut self, spec: &ServiceNodeSpec) {
@@ -69,7 +71,7 @@ impl Generic {
                         self.code_dir = Some(dir);
                         self.code_version = wanted;
                         self.error = None;
-                        self.start("init.sh");
+                        self.init_pending = true;
                     }
                     Err(e) => self.error = Some(format!("{e:#}")),
                 }
@@ -79,6 +81,10 @@ impl Generic {
     }
 
     pub async fn poll(&mut self) {
+        if self.init_pending && self.master_ip().is_some() {
+            self.init_pending = false;
+            self.start("init.sh");
+        }
         for (name, script) in self.scripts.iter_mut() {
             if let ScriptState::Running(child) = &mut script.state {
                 if let Ok(Some(exit)) = child.try_wait() {
@@ -120,6 +126,8 @@ impl Generic {
             (AgentState::Failed, e.clone())
         } else if self.code_dir.is_none() {
             (AgentState::Ready, "no code version active".into())
+        } else if self.init_pending {
+            (AgentState::Starting, "waiting for the master's address".into())
         } else {
             match &self.scripts["init.sh"].state {
                 ScriptState::Running(_) => (AgentState::Starting, "init.sh is running".into()),
@@ -140,6 +148,14 @@ impl Generic {
             self.start("cleanup.sh");
             self.wait_for("cleanup.sh").await;
         }
+    }
+
+    /// The master's address: the own one on the master, else from the member list.
+    fn master_ip(&self) -> Option<String> {
+        if self.role == "master" {
+            return Some(self.env.address.clone());
+        }
+        self.members.iter().find(|m| m.role == "master").map(|m| m.address.clone())
     }
 
     fn init_succeeded(&self) -> bool {
@@ -164,7 +180,7 @@ impl Generic {
             Ok((a, b)) => (Stdio::from(a), Stdio::from(b)),
             Err(_) => (Stdio::null(), Stdio::null()),
         };
-        let master = self.members.iter().find(|m| m.role == "master").map(|m| m.address.clone()).unwrap_or_default();
+        let master = self.master_ip().unwrap_or_default();
         let members: Vec<&str> = self.members.iter().map(|m| m.address.as_str()).collect();
         let spawned = Command::new("sh")
             .arg(&path)
