@@ -22,7 +22,7 @@ async fn invalid_manifests_are_rejected_naming_the_field() {
         (service("b", json!({"application": "demo", "type": "helloworld", "roles": [{"name": "node", "count": -1}]})), "spec.roles[0].count"),
         (service("c", json!({"application": "demo", "type": "generic", "roles": [{"name": "master", "count": 2}]})), "spec.roles[master].count"),
         (service("d", json!({"application": "demo", "type": "helloworld", "roles": [{"name": "web", "count": 1}]})), "spec.roles"),
-        (service("e", json!({"application": "demo", "type": "generic", "roles": [{"name": "master", "count": 1}, {"name": "master", "count": 1}]})), "spec.roles[1]"),
+        (service("e", json!({"application": "demo", "type": "generic", "roles": [{"name": "master", "count": 1}, {"name": "master", "count": 1}]})), ".spec.roles: duplicate entries for key [name=\"master\"]"),
         (
             service("f", json!({"application": "demo", "type": "generic", "code": {"active": "v2", "versions": [{"name": "v1", "url": "https://example.org/a.tar"}]}})),
             "sha256",
