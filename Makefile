@@ -16,7 +16,7 @@ run: kube build
 	$(CARGO_TARGET_DIR)/debug/conpaas-devcluster
 
 test: kube build
-	$(CARGO) test --workspace
+	$(CARGO) test --workspace --no-fail-fast
 
 crds:
 	$(CARGO) run -q -p conpaas-crds --bin crdgen

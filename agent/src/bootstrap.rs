@@ -8,7 +8,8 @@ use kube::{Client, Config};
 
 /// Reads and parses the bootstrap document.
 pub fn read(path: &Path) -> anyhow::Result<AgentBootstrap> {
-    let bytes = std::fs::read(path).with_context(|| format!("read bootstrap {}", path.display()))?;
+    let bytes =
+        std::fs::read(path).with_context(|| format!("read bootstrap {}", path.display()))?;
     serde_json::from_slice(&bytes).with_context(|| format!("parse bootstrap {}", path.display()))
 }
 
@@ -17,10 +18,18 @@ pub fn read(path: &Path) -> anyhow::Result<AgentBootstrap> {
 pub async fn client(boot: &AgentBootstrap, work_dir: &Path) -> anyhow::Result<Client> {
     std::fs::create_dir_all(work_dir).with_context(|| format!("create {}", work_dir.display()))?;
     let token_file = work_dir.join("token");
-    std::fs::write(&token_file, &boot.token).with_context(|| format!("write {}", token_file.display()))?;
-    std::fs::set_permissions(&token_file, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    std::fs::write(&token_file, &boot.token)
+        .with_context(|| format!("write {}", token_file.display()))?;
+    std::fs::set_permissions(
+        &token_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )?;
 
-    let mut config = Config::new(boot.api_server_url.parse().context("bootstrap apiServerUrl")?);
+    let mut config = Config::new(
+        boot.api_server_url
+            .parse()
+            .context("bootstrap apiServerUrl")?,
+    );
     config.default_namespace = boot.namespace.clone();
     if !boot.ca_certs.is_empty() {
         config.root_cert = Some(boot.ca_certs.iter().map(|c| c.0.clone()).collect());

@@ -15,7 +15,12 @@ use sha2::{Digest, Sha256};
 const MAX_ARCHIVE_BYTES: usize = 256 << 20;
 
 /// Fetches `code`, checks its digest and unpacks it; returns the version's folder.
-pub async fn install(client: &Client, namespace: &str, code: &NodeCode, work_dir: &Path) -> anyhow::Result<PathBuf> {
+pub async fn install(
+    client: &Client,
+    namespace: &str,
+    code: &NodeCode,
+    work_dir: &Path,
+) -> anyhow::Result<PathBuf> {
     let root = work_dir.join("code");
     let target = root.join(&code.version);
     if target.is_dir() {
@@ -24,7 +29,11 @@ pub async fn install(client: &Client, namespace: &str, code: &NodeCode, work_dir
     let bytes = fetch(client, namespace, code).await?;
     let digest = hex::encode(Sha256::digest(&bytes));
     if digest != code.sha256 {
-        bail!("code version {}: sha256 is {digest}, the spec says {}", code.version, code.sha256);
+        bail!(
+            "code version {}: sha256 is {digest}, the spec says {}",
+            code.version,
+            code.sha256
+        );
     }
     let staging = root.join(format!(".staging-{}", code.version));
     let _ = std::fs::remove_dir_all(&staging);
@@ -44,12 +53,24 @@ async fn fetch(client: &Client, namespace: &str, code: &NodeCode) -> anyhow::Res
         let bytes = cm
             .binary_data
             .and_then(|d| d.get(&key.key).map(|b| b.0.clone()))
-            .or_else(|| cm.data.and_then(|d| d.get(&key.key).map(|s| s.clone().into_bytes())));
+            .or_else(|| {
+                cm.data
+                    .and_then(|d| d.get(&key.key).map(|s| s.clone().into_bytes()))
+            });
         return bytes.with_context(|| format!("ConfigMap {} has no key {}", key.name, key.key));
     }
-    let url = code.url.as_deref().context("code version has neither configMap nor url")?;
-    let response = reqwest::get(url).await.with_context(|| format!("download {url}"))?.error_for_status()?;
-    let bytes = response.bytes().await.with_context(|| format!("download {url}"))?;
+    let url = code
+        .url
+        .as_deref()
+        .context("code version has neither configMap nor url")?;
+    let response = reqwest::get(url)
+        .await
+        .with_context(|| format!("download {url}"))?
+        .error_for_status()?;
+    let bytes = response
+        .bytes()
+        .await
+        .with_context(|| format!("download {url}"))?;
     if bytes.len() > MAX_ARCHIVE_BYTES {
         bail!("{url}: archive larger than {MAX_ARCHIVE_BYTES} bytes");
     }
@@ -67,9 +88,14 @@ pub fn unpack(bytes: &[u8], dest: &Path) -> anyhow::Result<()> {
     for entry in archive.entries()? {
         let mut entry = entry?;
         let path = entry.path()?.into_owned();
-        let safe = path.components().all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+        let safe = path
+            .components()
+            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
         if !safe {
-            bail!("archive member {} is absolute or leaves the folder", path.display());
+            bail!(
+                "archive member {} is absolute or leaves the folder",
+                path.display()
+            );
         }
         if entry.header().entry_type().is_symlink() || entry.header().entry_type().is_hard_link() {
             bail!("archive member {} is a link", path.display());
@@ -81,7 +107,9 @@ pub fn unpack(bytes: &[u8], dest: &Path) -> anyhow::Result<()> {
 
 /// Keeps the active version and the most recently installed other one.
 fn prune(root: &Path, active: &str) {
-    let Ok(entries) = std::fs::read_dir(root) else { return };
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
     let mut others: Vec<(std::time::SystemTime, PathBuf)> = entries
         .flatten()
         .filter(|e| e.file_name() != active && !e.file_name().to_string_lossy().starts_with('.'))
@@ -123,7 +151,10 @@ mod tests {
         for name in ["../evil.sh", "/etc/evil.sh", "a/../../evil.sh"] {
             let dir = tempfile::tempdir().unwrap();
             let err = unpack(&tar_with(name), &dir.path().join("x")).unwrap_err();
-            assert!(err.to_string().contains("leaves the folder"), "{name}: {err}");
+            assert!(
+                err.to_string().contains("leaves the folder"),
+                "{name}: {err}"
+            );
         }
     }
 }

@@ -24,16 +24,29 @@ const HEARTBEAT: Duration = Duration::from_secs(20);
 const POLL: Duration = Duration::from_millis(500);
 
 /// Runs until SIGTERM or SIGINT.
-pub async fn run(client: Client, boot: AgentBootstrap, work_dir: PathBuf, address: String) -> anyhow::Result<()> {
+pub async fn run(
+    client: Client,
+    boot: AgentBootstrap,
+    work_dir: PathBuf,
+    address: String,
+) -> anyhow::Result<()> {
     let api: Api<ServiceNode> = Api::namespaced(client.clone(), &boot.namespace);
     let config = watcher::Config::default().fields(&format!("metadata.name={}", boot.node));
-    let mut updates = watcher(api.clone(), config).default_backoff().applied_objects().boxed();
+    let mut updates = watcher(api.clone(), config)
+        .default_backoff()
+        .applied_objects()
+        .boxed();
     let mut terminate = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
     let mut poll = tokio::time::interval(POLL);
     let mut heartbeat = tokio::time::interval(HEARTBEAT);
 
-    let env = RoleEnv { client, namespace: boot.namespace.clone(), work_dir: work_dir.clone(), address };
+    let env = RoleEnv {
+        client,
+        namespace: boot.namespace.clone(),
+        work_dir: work_dir.clone(),
+        address,
+    };
     let mut role: Option<Role> = None;
     let mut generation: Option<i64> = None;
     let mut role_name: Option<String> = None;
@@ -67,7 +80,9 @@ pub async fn run(client: Client, boot: AgentBootstrap, work_dir: PathBuf, addres
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
         }
-        let Some(current) = role.as_ref() else { continue };
+        let Some(current) = role.as_ref() else {
+            continue;
+        };
         let mut now = current.report();
         if let Some(e) = &startup_error {
             now.state = Some(AgentState::Failed);
@@ -100,7 +115,9 @@ pub async fn run(client: Client, boot: AgentBootstrap, work_dir: PathBuf, addres
 
 /// Runs the Service's startup script once, before the role starts.
 async fn run_startup_script(node: &ServiceNode, work_dir: &std::path::Path) -> Result<(), String> {
-    let Some(script) = &node.spec.startup_script else { return Ok(()) };
+    let Some(script) = &node.spec.startup_script else {
+        return Ok(());
+    };
     let path = work_dir.join("startup.sh");
     std::fs::write(&path, script).map_err(|e| format!("write {}: {e}", path.display()))?;
     let status = tokio::process::Command::new("sh")
@@ -109,5 +126,9 @@ async fn run_startup_script(node: &ServiceNode, work_dir: &std::path::Path) -> R
         .status()
         .await
         .map_err(|e| format!("run startup script: {e}"))?;
-    if status.success() { Ok(()) } else { Err(format!("startup script exited with {status}")) }
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("startup script exited with {status}"))
+    }
 }

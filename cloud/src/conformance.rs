@@ -36,16 +36,43 @@ pub async fn run(cloud: &dyn ComputeDriver) {
 
 async fn create_is_idempotent_on_the_token(cloud: &dyn ComputeDriver) {
     let first = cloud.create(&request("idem-1")).await.expect("create");
-    let again = cloud.create(&request("idem-1")).await.expect("create with the same token");
-    assert_eq!(first.id, again.id, "a second create with the same token must return the same VM");
+    let again = cloud
+        .create(&request("idem-1"))
+        .await
+        .expect("create with the same token");
+    assert_eq!(
+        first.id, again.id,
+        "a second create with the same token must return the same VM"
+    );
     assert_eq!(first.token, "idem-1");
-    assert!(first.provider_id.starts_with(&format!("{}://", cloud.provider())), "provider ID {} names the provider", first.provider_id);
+    assert!(
+        first
+            .provider_id
+            .starts_with(&format!("{}://", cloud.provider())),
+        "provider ID {} names the provider",
+        first.provider_id
+    );
     let other = cloud.create(&request("idem-2")).await.expect("create");
-    assert_ne!(first.id, other.id, "different tokens must give different VMs");
-    let got = cloud.get(&first.id).await.expect("get").expect("the VM exists");
-    assert!(matches!(got.state, VmState::Pending | VmState::Running), "a new VM is pending or running, not {:?}", got.state);
+    assert_ne!(
+        first.id, other.id,
+        "different tokens must give different VMs"
+    );
+    let got = cloud
+        .get(&first.id)
+        .await
+        .expect("get")
+        .expect("the VM exists");
+    assert!(
+        matches!(got.state, VmState::Pending | VmState::Running),
+        "a new VM is pending or running, not {:?}",
+        got.state
+    );
     let listed = cloud.list(&managed_by_suite()).await.expect("list");
-    assert_eq!(listed.iter().filter(|vm| vm.token == "idem-1").count(), 1, "one VM per token");
+    assert_eq!(
+        listed.iter().filter(|vm| vm.token == "idem-1").count(),
+        1,
+        "one VM per token"
+    );
     for id in [first.id, other.id] {
         cloud.delete(&id).await.expect("delete");
     }
@@ -54,20 +81,44 @@ async fn create_is_idempotent_on_the_token(cloud: &dyn ComputeDriver) {
 async fn vms_carry_their_tags_and_list_filters_by_tag(cloud: &dyn ComputeDriver) {
     let a = cloud.create(&request("tags-a")).await.expect("create");
     let b = cloud.create(&request("tags-b")).await.expect("create");
-    assert_eq!(a.tags.get("conpaas.io/node").map(String::as_str), Some("node-tags-a"));
+    assert_eq!(
+        a.tags.get("conpaas.io/node").map(String::as_str),
+        Some("node-tags-a")
+    );
 
-    let all: BTreeSet<String> =
-        cloud.list(&managed_by_suite()).await.expect("list").into_iter().map(|vm| vm.id).collect();
-    assert!(all.contains(&a.id) && all.contains(&b.id), "list by managed-by finds both VMs");
+    let all: BTreeSet<String> = cloud
+        .list(&managed_by_suite())
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|vm| vm.id)
+        .collect();
+    assert!(
+        all.contains(&a.id) && all.contains(&b.id),
+        "list by managed-by finds both VMs"
+    );
 
     let mut only_a = managed_by_suite();
     only_a.insert("conpaas.io/node".into(), "node-tags-a".into());
-    let found: Vec<String> = cloud.list(&only_a).await.expect("list").into_iter().map(|vm| vm.id).collect();
-    assert_eq!(found, vec![a.id.clone()], "list by node tag finds exactly that VM");
+    let found: Vec<String> = cloud
+        .list(&only_a)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|vm| vm.id)
+        .collect();
+    assert_eq!(
+        found,
+        vec![a.id.clone()],
+        "list by node tag finds exactly that VM"
+    );
 
     let mut nobody = Tags::new();
     nobody.insert("conpaas.io/managed-by".into(), "someone-else".into());
-    assert!(cloud.list(&nobody).await.expect("list").is_empty(), "no VM carries a foreign tag");
+    assert!(
+        cloud.list(&nobody).await.expect("list").is_empty(),
+        "no VM carries a foreign tag"
+    );
     for id in [a.id, b.id] {
         cloud.delete(&id).await.expect("delete");
     }
@@ -76,7 +127,10 @@ async fn vms_carry_their_tags_and_list_filters_by_tag(cloud: &dyn ComputeDriver)
 async fn delete_is_idempotent_and_final(cloud: &dyn ComputeDriver) {
     let vm = cloud.create(&request("del-1")).await.expect("create");
     cloud.delete(&vm.id).await.expect("delete");
-    cloud.delete(&vm.id).await.expect("deleting a deleted VM succeeds");
+    cloud
+        .delete(&vm.id)
+        .await
+        .expect("deleting a deleted VM succeeds");
     let after = cloud.get(&vm.id).await.expect("get after delete");
     assert!(
         after.is_none_or(|vm| vm.state == VmState::Terminated),
@@ -84,15 +138,26 @@ async fn delete_is_idempotent_and_final(cloud: &dyn ComputeDriver) {
     );
     let listed = cloud.list(&managed_by_suite()).await.expect("list");
     assert!(
-        listed.iter().all(|v| v.id != vm.id || v.state == VmState::Terminated),
+        listed
+            .iter()
+            .all(|v| v.id != vm.id || v.state == VmState::Terminated),
         "a deleted VM is not listed as live"
     );
-    assert!(cloud.get("does-not-exist").await.expect("get of an unknown ID").is_none());
+    assert!(
+        cloud
+            .get("does-not-exist")
+            .await
+            .expect("get of an unknown ID")
+            .is_none()
+    );
 }
 
 async fn invalid_tokens_are_refused(cloud: &dyn ComputeDriver) {
     for token in ["", "has/slash", &"x".repeat(65)] {
-        let err = cloud.create(&request(token)).await.expect_err("an invalid token is refused");
+        let err = cloud
+            .create(&request(token))
+            .await
+            .expect_err("an invalid token is refused");
         assert_eq!(err.category(), "Other", "token {token:?}");
     }
 }

@@ -89,7 +89,9 @@ pub(crate) fn check_token(token: &str) -> Result<(), CloudError> {
     if valid {
         Ok(())
     } else {
-        Err(CloudError::Other(format!("invalid idempotency token {token:?}")))
+        Err(CloudError::Other(format!(
+            "invalid idempotency token {token:?}"
+        )))
     }
 }
 

@@ -71,7 +71,10 @@ struct Record {
 impl LocalCloud {
     /// A local cloud keeping its state under `config.state_dir`.
     pub fn new(config: LocalConfig) -> Self {
-        Self { config, create_lock: tokio::sync::Mutex::new(()) }
+        Self {
+            config,
+            create_lock: tokio::sync::Mutex::new(()),
+        }
     }
 
     fn vms_dir(&self) -> PathBuf {
@@ -88,9 +91,9 @@ impl LocalCloud {
         }
         let path = self.vm_dir(id).join("vm.json");
         match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| CloudError::Other(format!("corrupt VM record {}: {e}", path.display()))),
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                CloudError::Other(format!("corrupt VM record {}: {e}", path.display()))
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io_error("read VM record", &path, e)),
         }
@@ -114,13 +117,19 @@ impl LocalCloud {
     }
 
     fn free_address(&self, records: &[Record]) -> Result<String, CloudError> {
-        let used: std::collections::HashSet<&str> = records.iter().map(|r| r.address.as_str()).collect();
+        let used: std::collections::HashSet<&str> =
+            records.iter().map(|r| r.address.as_str()).collect();
         (1u32..=0xfeff)
             .map(|i| Ipv4Addr::new(127, self.config.subnet, (i >> 8) as u8, (i & 0xff) as u8))
             .filter(|ip| ip.octets()[3] != 0 && ip.octets()[3] != 255)
             .map(|ip| ip.to_string())
             .find(|ip| !used.contains(ip.as_str()))
-            .ok_or_else(|| CloudError::QuotaExceeded(format!("no free address in 127.{}.0.0/16", self.config.subnet)))
+            .ok_or_else(|| {
+                CloudError::QuotaExceeded(format!(
+                    "no free address in 127.{}.0.0/16",
+                    self.config.subnet
+                ))
+            })
     }
 
     fn to_vm(&self, record: Record) -> Vm {
@@ -145,10 +154,14 @@ impl LocalCloud {
         let work = dir.join("work");
         fs::create_dir_all(&work).map_err(|e| io_error("create VM folder", &work, e))?;
         let user_data = dir.join("user-data");
-        fs::write(&user_data, &request.user_data).map_err(|e| io_error("write user-data", &user_data, e))?;
+        fs::write(&user_data, &request.user_data)
+            .map_err(|e| io_error("write user-data", &user_data, e))?;
         let log_path = dir.join("agent.log");
-        let log = fs::File::create(&log_path).map_err(|e| io_error("create agent log", &log_path, e))?;
-        let log_err = log.try_clone().map_err(|e| io_error("open agent log", &log_path, e))?;
+        let log =
+            fs::File::create(&log_path).map_err(|e| io_error("create agent log", &log_path, e))?;
+        let log_err = log
+            .try_clone()
+            .map_err(|e| io_error("open agent log", &log_path, e))?;
 
         let mut child = Command::new(&self.config.agent_binary)
             .arg("--user-data")
@@ -181,9 +194,15 @@ impl LocalCloud {
             instance_type: request.instance_type.clone(),
             pid,
             start_ticks,
-            created_unix_ms: SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64,
+            created_unix_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis() as u64,
         };
-        write_atomically(&dir.join("vm.json"), &serde_json::to_vec_pretty(&record).expect("a record serialises"))?;
+        write_atomically(
+            &dir.join("vm.json"),
+            &serde_json::to_vec_pretty(&record).expect("a record serialises"),
+        )?;
         Ok(record)
     }
 
@@ -278,7 +297,9 @@ fn start_ticks(pid: i32) -> Option<u64> {
 
 fn process_state(pid: i32, expected_start: u64) -> ProcessState {
     match proc_stat(pid) {
-        Some((state, start)) if start == expected_start && state != 'Z' && state != 'X' => ProcessState::Alive,
+        Some((state, start)) if start == expected_start && state != 'Z' && state != 'X' => {
+            ProcessState::Alive
+        }
         _ => ProcessState::Gone,
     }
 }
@@ -300,7 +321,11 @@ mod tests {
     // A stand-in agent: a shell script that sleeps until it is stopped, and records its address.
     fn fake_agent(dir: &Path) -> PathBuf {
         let path = dir.join("fake-agent");
-        fs::write(&path, "#!/bin/sh\necho \"$CONPAAS_VM_ADDRESS\" > address\nexec sleep 600\n").unwrap();
+        fs::write(
+            &path,
+            "#!/bin/sh\necho \"$CONPAAS_VM_ADDRESS\" > address\nexec sleep 600\n",
+        )
+        .unwrap();
         fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
         path
     }
@@ -323,29 +348,52 @@ mod tests {
     #[tokio::test]
     async fn vms_are_processes_with_their_own_address_and_outlive_the_driver() {
         let dir = tempfile::tempdir().unwrap();
-        let vm = cloud(dir.path()).create(&crate::conformance::request("proc-1")).await.unwrap();
+        let vm = cloud(dir.path())
+            .create(&crate::conformance::request("proc-1"))
+            .await
+            .unwrap();
         let address = vm.address.clone().unwrap();
         assert!(address.starts_with("127.201."), "{address}");
 
         // A new driver on the same state folder (a restarted controller) finds the running VM.
         let restarted = cloud(dir.path());
-        let found = restarted.get(&vm.id).await.unwrap().expect("the VM survives the driver");
+        let found = restarted
+            .get(&vm.id)
+            .await
+            .unwrap()
+            .expect("the VM survives the driver");
         assert_eq!(found.state, VmState::Running);
-        let second = restarted.create(&crate::conformance::request("proc-2")).await.unwrap();
+        let second = restarted
+            .create(&crate::conformance::request("proc-2"))
+            .await
+            .unwrap();
         assert_ne!(second.address, vm.address, "each VM gets its own address");
 
         let record = restarted.read_record(&vm.id).unwrap().unwrap();
         restarted.delete(&vm.id).await.unwrap();
         restarted.delete(&second.id).await.unwrap();
-        assert_eq!(process_state(record.pid, record.start_ticks), ProcessState::Gone, "the process is gone");
-        assert!(dir.path().join("state/logs").join(format!("{}.log", vm.id)).exists(), "the log is kept");
+        assert_eq!(
+            process_state(record.pid, record.start_ticks),
+            ProcessState::Gone,
+            "the process is gone"
+        );
+        assert!(
+            dir.path()
+                .join("state/logs")
+                .join(format!("{}.log", vm.id))
+                .exists(),
+            "the log is kept"
+        );
     }
 
     #[tokio::test]
     async fn a_vm_whose_process_died_is_reported_failed() {
         let dir = tempfile::tempdir().unwrap();
         let cloud = cloud(dir.path());
-        let vm = cloud.create(&crate::conformance::request("dies-1")).await.unwrap();
+        let vm = cloud
+            .create(&crate::conformance::request("dies-1"))
+            .await
+            .unwrap();
         let record = cloud.read_record(&vm.id).unwrap().unwrap();
         killpg(Pid::from_raw(record.pid), Signal::SIGKILL).unwrap();
         let mut state = VmState::Running;

@@ -55,7 +55,9 @@ impl MemoryCloud {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -72,9 +74,15 @@ impl ComputeDriver for MemoryCloud {
         if let Some(vm) = inner.vms.values().find(|vm| vm.token == request.token) {
             return Ok(vm.clone());
         }
-        let live = inner.vms.values().filter(|vm| vm.state != VmState::Terminated).count();
+        let live = inner
+            .vms
+            .values()
+            .filter(|vm| vm.state != VmState::Terminated)
+            .count();
         if inner.max_vms.is_some_and(|max| live >= max) {
-            return Err(CloudError::QuotaExceeded(format!("{live} VMs run, the quota allows no more")));
+            return Err(CloudError::QuotaExceeded(format!(
+                "{live} VMs run, the quota allows no more"
+            )));
         }
         inner.next += 1;
         let n = inner.next;
@@ -84,7 +92,12 @@ impl ComputeDriver for MemoryCloud {
             id: id.clone(),
             token: request.token.clone(),
             state: VmState::Running,
-            address: Some(format!("10.{}.{}.{}", (n >> 16) & 0xff, (n >> 8) & 0xff, n & 0xff)),
+            address: Some(format!(
+                "10.{}.{}.{}",
+                (n >> 16) & 0xff,
+                (n >> 8) & 0xff,
+                n & 0xff
+            )),
             tags: request.tags.clone(),
             created_at: SystemTime::now(),
         };
@@ -101,7 +114,12 @@ impl ComputeDriver for MemoryCloud {
     async fn list(&self, tags: &Tags) -> Result<Vec<Vm>, CloudError> {
         let mut inner = self.lock();
         inner.calls += 1;
-        Ok(inner.vms.values().filter(|vm| tags_match(&vm.tags, tags)).cloned().collect())
+        Ok(inner
+            .vms
+            .values()
+            .filter(|vm| tags_match(&vm.tags, tags))
+            .cloned()
+            .collect())
     }
 
     async fn delete(&self, id: &str) -> Result<(), CloudError> {

@@ -33,8 +33,14 @@ impl Args {
     pub fn init_logging(&self) {
         let filter = tracing_subscriber::EnvFilter::try_from_default_env()
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube_runtime=warn"));
-        let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-        if self.log_json { builder.json().init() } else { builder.init() }
+        let builder = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr);
+        if self.log_json {
+            builder.json().init()
+        } else {
+            builder.init()
+        }
     }
 
     /// The local cloud's settings.
@@ -49,8 +55,15 @@ impl Args {
         };
         let agent_binary = match &self.agent_binary {
             Some(path) => path.clone(),
-            None => std::env::current_exe().context("locate this executable")?.with_file_name("conpaas-agent"),
+            None => std::env::current_exe()
+                .context("locate this executable")?
+                .with_file_name("conpaas-agent"),
         };
-        Ok(LocalConfig { state_dir, agent_binary, subnet: self.local_subnet, stop_grace: Duration::from_secs(10) })
+        Ok(LocalConfig {
+            state_dir,
+            agent_binary,
+            subnet: self.local_subnet,
+            stop_grace: Duration::from_secs(10),
+        })
     }
 }

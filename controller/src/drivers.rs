@@ -15,7 +15,9 @@ pub struct Drivers {
 
 impl Drivers {
     pub fn new(local: LocalConfig) -> Self {
-        Self { local: Arc::new(LocalCloud::new(local)) }
+        Self {
+            local: Arc::new(LocalCloud::new(local)),
+        }
     }
 }
 

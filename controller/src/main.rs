@@ -22,9 +22,17 @@ async fn main() -> anyhow::Result<()> {
     let args = args::Args::parse();
     args.init_logging();
 
-    let config = Config::infer().await.context("find the Kubernetes API server (KUBECONFIG, ~/.kube/config or in-cluster)")?;
+    let config = Config::infer()
+        .await
+        .context("find the Kubernetes API server (KUBECONFIG, ~/.kube/config or in-cluster)")?;
     let agent_api = AgentApi {
-        url: args.agent_api_server.clone().unwrap_or_else(|| config.cluster_url.to_string().trim_end_matches('/').to_string()),
+        url: args.agent_api_server.clone().unwrap_or_else(|| {
+            config
+                .cluster_url
+                .to_string()
+                .trim_end_matches('/')
+                .to_string()
+        }),
         ca_certs: config.root_cert.clone().unwrap_or_default(),
         insecure_skip_tls_verify: config.accept_invalid_certs,
     };
@@ -36,37 +44,72 @@ async fn main() -> anyhow::Result<()> {
         client: client.clone(),
         drivers: Arc::new(drivers::Drivers::new(local)),
         agent_api,
-        recorder: Recorder::new(client.clone(), Reporter { controller: "conpaas-controller".into(), instance: Some(hostname()) }),
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "conpaas-controller".into(),
+                instance: Some(hostname()),
+            },
+        ),
         backoff: Default::default(),
         settings: Default::default(),
     });
 
-    let services = Controller::new(Api::<Service>::all(client.clone()), watcher::Config::default())
-        .owns(Api::<ServiceNode>::all(client.clone()), watcher::Config::default())
-        .shutdown_on_signal()
-        .run(service::reconcile, service::error_policy, ctx.clone())
-        .for_each(|_| async {});
-    let nodes = Controller::new(Api::<ServiceNode>::all(client.clone()), watcher::Config::default())
-        .shutdown_on_signal()
-        .run(service_node::reconcile, service_node::error_policy, ctx.clone())
-        .for_each(|_| async {});
-    let applications = Controller::new(Api::<Application>::all(client.clone()), watcher::Config::default())
-        .watches(Api::<Service>::all(client.clone()), watcher::Config::default(), |svc| {
+    let services = Controller::new(
+        Api::<Service>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .owns(
+        Api::<ServiceNode>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .shutdown_on_signal()
+    .run(service::reconcile, service::error_policy, ctx.clone())
+    .for_each(|_| async {});
+    let nodes = Controller::new(
+        Api::<ServiceNode>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .shutdown_on_signal()
+    .run(
+        service_node::reconcile,
+        service_node::error_policy,
+        ctx.clone(),
+    )
+    .for_each(|_| async {});
+    let applications = Controller::new(
+        Api::<Application>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .watches(
+        Api::<Service>::all(client.clone()),
+        watcher::Config::default(),
+        |svc| {
             let ns = svc.metadata.namespace.clone()?;
             Some(ObjectRef::<Application>::new(&svc.spec.application).within(&ns))
-        })
-        .shutdown_on_signal()
-        .run(application::reconcile, application::error_policy, ctx.clone())
-        .for_each(|_| async {});
-    let clouds = Controller::new(Api::<Cloud>::all(client.clone()), watcher::Config::default())
-        .shutdown_on_signal()
-        .run(cloud::reconcile, cloud::error_policy, ctx.clone())
-        .for_each(|_| async {});
+        },
+    )
+    .shutdown_on_signal()
+    .run(
+        application::reconcile,
+        application::error_policy,
+        ctx.clone(),
+    )
+    .for_each(|_| async {});
+    let clouds = Controller::new(
+        Api::<Cloud>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .shutdown_on_signal()
+    .run(cloud::reconcile, cloud::error_policy, ctx.clone())
+    .for_each(|_| async {});
     futures::join!(services, nodes, applications, clouds);
     tracing::info!("conpaas-controller stopped");
     Ok(())
 }
 
 fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "local".into())
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "local".into())
 }

@@ -11,7 +11,12 @@ use crate::v1alpha1::{Application, Cloud, Service, ServiceNode, ServiceType};
 
 /// Every CRD of the operator, ready to install.
 pub fn all() -> Vec<CustomResourceDefinition> {
-    vec![Cloud::crd(), Application::crd(), with_role_rules(Service::crd()), ServiceNode::crd()]
+    vec![
+        Cloud::crd(),
+        Application::crd(),
+        with_role_rules(Service::crd()),
+        ServiceNode::crd(),
+    ]
 }
 
 /// The file name `crdgen` gives a CRD: `<plural>.<group>.yaml`.
@@ -80,7 +85,9 @@ fn with_role_rules(mut crd: CustomResourceDefinition) -> CustomResourceDefinitio
             .and_then(|s| s.properties.as_mut())
             .and_then(|p| p.get_mut("spec"))
             .expect("the Service CRD has a spec schema");
-        spec.x_kubernetes_validations.get_or_insert_with(Vec::new).extend(role_rules());
+        spec.x_kubernetes_validations
+            .get_or_insert_with(Vec::new)
+            .extend(role_rules());
     }
     crd
 }
@@ -93,7 +100,8 @@ mod tests {
     fn undocumented(path: &str, schema: &JSONSchemaProps, out: &mut Vec<String>) {
         for (name, prop) in schema.properties.iter().flatten() {
             let here = format!("{path}.{name}");
-            let is_meta = path == "" && (name == "metadata" || name == "apiVersion" || name == "kind");
+            let is_meta =
+                path.is_empty() && (name == "metadata" || name == "apiVersion" || name == "kind");
             if prop.description.as_deref().unwrap_or("").is_empty() && !is_meta {
                 out.push(here.clone());
             }
@@ -109,11 +117,20 @@ mod tests {
         let mut missing = Vec::new();
         for crd in all() {
             for v in &crd.spec.versions {
-                let schema = v.schema.as_ref().unwrap().open_api_v3_schema.as_ref().unwrap();
+                let schema = v
+                    .schema
+                    .as_ref()
+                    .unwrap()
+                    .open_api_v3_schema
+                    .as_ref()
+                    .unwrap();
                 undocumented(&crd.spec.names.kind, schema, &mut missing);
             }
         }
-        assert!(missing.is_empty(), "fields without a description: {missing:#?}");
+        assert!(
+            missing.is_empty(),
+            "fields without a description: {missing:#?}"
+        );
     }
 
     #[test]
@@ -121,8 +138,12 @@ mod tests {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests/crds");
         for crd in all() {
             let path = dir.join(file_name(&crd));
-            let committed = std::fs::read_to_string(&path)
-                .unwrap_or_else(|e| panic!("{}: {e}; run `cargo run -p conpaas-crds --bin crdgen`", path.display()));
+            let committed = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+                panic!(
+                    "{}: {e}; run `cargo run -p conpaas-crds --bin crdgen`",
+                    path.display()
+                )
+            });
             assert!(
                 committed == to_yaml(&crd),
                 "{} is stale; run `cargo run -p conpaas-crds --bin crdgen`",
@@ -138,6 +159,10 @@ mod tests {
             rules[0].rule,
             "self.roles.all(r, r.name in {'helloworld': ['node'], 'generic': ['master', 'node']}[self.type])"
         );
-        assert!(rules.iter().any(|r| r.rule.contains("r.name != 'master' || r.count == 1")));
+        assert!(
+            rules
+                .iter()
+                .any(|r| r.rule.contains("r.name != 'master' || r.count == 1"))
+        );
     }
 }

@@ -6,6 +6,10 @@
 //! annotation, tag and field-manager names every other crate shares; [`generate`] renders the
 //! CRDs that `crdgen` writes into `manifests/crds/`.
 
+// Several `printcolumn(...)` arguments of one `#[kube]` attribute repeat `type_ = ...`, which
+// clippy mistakes for duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
+
 pub mod bootstrap;
 pub mod generate;
 pub mod labels;

@@ -32,70 +32,115 @@ impl ControlPlane {
         let apiserver = kube_dir.join("kube-apiserver");
         let kcm = kube_dir.join("kube-controller-manager");
         if !apiserver.exists() {
-            bail!("{} is missing: run e2e/tools/build-kube.sh", apiserver.display());
+            bail!(
+                "{} is missing: run e2e/tools/build-kube.sh",
+                apiserver.display()
+            );
         }
         let dir = tempfile::Builder::new().prefix("conpaas-cp-").tempdir()?;
-        let mut cp = ControlPlane { url: String::new(), kubeconfig: dir.path().join("kubeconfig"), dir, processes: Vec::new() };
+        let mut cp = ControlPlane {
+            url: String::new(),
+            kubeconfig: dir.path().join("kubeconfig"),
+            dir,
+            processes: Vec::new(),
+        };
         let root = cp.dir.path().to_path_buf();
 
         let (client_port, peer_port, api_port) = (free_port()?, free_port()?, free_port()?);
         let etcd = etcd_bin_vendored_linux_amd64::etcd_bin_path().expect("vendored etcd");
-        cp.spawn("etcd", Command::new(etcd).args([
-            "--data-dir", &root.join("etcd").to_string_lossy(),
-            "--listen-client-urls", &format!("http://127.0.0.1:{client_port}"),
-            "--advertise-client-urls", &format!("http://127.0.0.1:{client_port}"),
-            "--listen-peer-urls", &format!("http://127.0.0.1:{peer_port}"),
-            "--initial-advertise-peer-urls", &format!("http://127.0.0.1:{peer_port}"),
-            "--initial-cluster", &format!("default=http://127.0.0.1:{peer_port}"),
-            "--unsafe-no-fsync",
-        ]))?;
+        cp.spawn(
+            "etcd",
+            Command::new(etcd).args([
+                "--data-dir",
+                &root.join("etcd").to_string_lossy(),
+                "--listen-client-urls",
+                &format!("http://127.0.0.1:{client_port}"),
+                "--advertise-client-urls",
+                &format!("http://127.0.0.1:{client_port}"),
+                "--listen-peer-urls",
+                &format!("http://127.0.0.1:{peer_port}"),
+                "--initial-advertise-peer-urls",
+                &format!("http://127.0.0.1:{peer_port}"),
+                "--initial-cluster",
+                &format!("default=http://127.0.0.1:{peer_port}"),
+                "--unsafe-no-fsync",
+            ]),
+        )?;
 
         let key = root.join("sa.key");
-        let status = Command::new("openssl").args(["genrsa", "-out"]).arg(&key).arg("2048").stderr(Stdio::null()).status()
+        let status = Command::new("openssl")
+            .args(["genrsa", "-out"])
+            .arg(&key)
+            .arg("2048")
+            .stderr(Stdio::null())
+            .status()
             .context("run openssl to make the service-account key")?;
         if !status.success() {
             bail!("openssl genrsa failed");
         }
-        std::fs::write(root.join("tokens.csv"), format!("{ADMIN_TOKEN},admin,admin,system:masters\n"))?;
+        std::fs::write(
+            root.join("tokens.csv"),
+            format!("{ADMIN_TOKEN},admin,admin,system:masters\n"),
+        )?;
         let certs = root.join("certs");
-        cp.spawn("kube-apiserver", Command::new(&apiserver).args([
-            &format!("--etcd-servers=http://127.0.0.1:{client_port}"),
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
-            &format!("--secure-port={api_port}"),
-            &format!("--cert-dir={}", certs.display()),
-            "--service-account-issuer=https://kubernetes.default.svc",
-            &format!("--service-account-key-file={}", key.display()),
-            &format!("--service-account-signing-key-file={}", key.display()),
-            "--service-cluster-ip-range=10.0.0.0/24",
-            &format!("--token-auth-file={}", root.join("tokens.csv").display()),
-            "--authorization-mode=RBAC",
-            "--disable-admission-plugins=ServiceAccount",
-            "--endpoint-reconciler-type=none",
-        ]))?;
+        cp.spawn(
+            "kube-apiserver",
+            Command::new(&apiserver).args([
+                &format!("--etcd-servers=http://127.0.0.1:{client_port}"),
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                &format!("--secure-port={api_port}"),
+                &format!("--cert-dir={}", certs.display()),
+                "--service-account-issuer=https://kubernetes.default.svc",
+                &format!("--service-account-key-file={}", key.display()),
+                &format!("--service-account-signing-key-file={}", key.display()),
+                "--service-cluster-ip-range=10.0.0.0/24",
+                &format!("--token-auth-file={}", root.join("tokens.csv").display()),
+                "--authorization-mode=RBAC",
+                "--disable-admission-plugins=ServiceAccount",
+                "--endpoint-reconciler-type=none",
+            ]),
+        )?;
         cp.url = format!("https://127.0.0.1:{api_port}");
 
         // The serving certificate is self-signed for 127.0.0.1; trust exactly it.
         let ca = certs.join("apiserver.crt");
-        wait::until("the API server's certificate", Duration::from_secs(60), || async { Ok(ca.exists()) }).await?;
+        wait::until(
+            "the API server's certificate",
+            Duration::from_secs(60),
+            || async { Ok(ca.exists()) },
+        )
+        .await?;
         write_kubeconfig(&cp.kubeconfig, &cp.url, &ca)?;
         let client = cp.client().await?;
-        wait::until("the API server to be ready", Duration::from_secs(90), || {
-            let client = client.clone();
-            async move {
-                let req = http::Request::get("/readyz").body(Vec::new()).expect("request");
-                Ok(client.request_text(req).await.is_ok_and(|body| body.trim() == "ok"))
-            }
-        })
+        wait::until(
+            "the API server to be ready",
+            Duration::from_secs(90),
+            || {
+                let client = client.clone();
+                async move {
+                    let req = http::Request::get("/readyz")
+                        .body(Vec::new())
+                        .expect("request");
+                    Ok(client
+                        .request_text(req)
+                        .await
+                        .is_ok_and(|body| body.trim() == "ok"))
+                }
+            },
+        )
         .await?;
 
         if kcm.exists() {
-            cp.spawn("kube-controller-manager", Command::new(&kcm).args([
-                &format!("--kubeconfig={}", cp.kubeconfig.display()),
-                "--controllers=garbage-collector-controller,namespace-controller",
-                "--leader-elect=false",
-                "--secure-port=0",
-            ]))?;
+            cp.spawn(
+                "kube-controller-manager",
+                Command::new(&kcm).args([
+                    &format!("--kubeconfig={}", cp.kubeconfig.display()),
+                    "--controllers=garbage-collector-controller,namespace-controller",
+                    "--leader-elect=false",
+                    "--secure-port=0",
+                ]),
+            )?;
         }
         install_crds(&client).await?;
         Ok(cp)
@@ -103,7 +148,11 @@ impl ControlPlane {
 
     /// A client with cluster-admin rights.
     pub async fn client(&self) -> anyhow::Result<Client> {
-        let config = Config::from_custom_kubeconfig(Kubeconfig::read_from(&self.kubeconfig)?, &KubeConfigOptions::default()).await?;
+        let config = Config::from_custom_kubeconfig(
+            Kubeconfig::read_from(&self.kubeconfig)?,
+            &KubeConfigOptions::default(),
+        )
+        .await?;
         Ok(Client::try_from(config)?)
     }
 
@@ -162,15 +211,30 @@ pub async fn install_crds(client: &Client) -> anyhow::Result<()> {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     for crd in conpaas_crds::generate::all() {
         let name = crd.metadata.name.clone().expect("CRDs have names");
-        api.patch(&name, &PatchParams::apply("conpaas-e2e").force(), &Patch::Apply(&crd)).await.with_context(|| format!("install CRD {name}"))?;
-        wait::until(&format!("CRD {name} to be established"), Duration::from_secs(30), || {
-            let api = api.clone();
-            let name = name.clone();
-            async move {
-                let crd = api.get(&name).await?;
-                Ok(crd.status.and_then(|s| s.conditions).unwrap_or_default().iter().any(|c| c.type_ == "Established" && c.status == "True"))
-            }
-        })
+        api.patch(
+            &name,
+            &PatchParams::apply("conpaas-e2e").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .with_context(|| format!("install CRD {name}"))?;
+        wait::until(
+            &format!("CRD {name} to be established"),
+            Duration::from_secs(30),
+            || {
+                let api = api.clone();
+                let name = name.clone();
+                async move {
+                    let crd = api.get(&name).await?;
+                    Ok(crd
+                        .status
+                        .and_then(|s| s.conditions)
+                        .unwrap_or_default()
+                        .iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True"))
+                }
+            },
+        )
         .await?;
     }
     Ok(())

@@ -27,7 +27,10 @@ impl Controller {
             child: None,
             kubeconfig: cp.kubeconfig.clone(),
             state_dir: state_dir.to_path_buf(),
-            log: cp.dir().join("logs").join(format!("conpaas-controller-{subnet}.log")),
+            log: cp
+                .dir()
+                .join("logs")
+                .join(format!("conpaas-controller-{subnet}.log")),
             subnet,
         };
         controller.restart()?;
@@ -37,18 +40,32 @@ impl Controller {
     /// Starts the controller again after [`Controller::kill`].
     pub fn restart(&mut self) -> anyhow::Result<()> {
         let bin = crate::binaries_dir().join("conpaas-controller");
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
         let child = Command::new(&bin)
             .env("KUBECONFIG", &self.kubeconfig)
             .env("CONPAAS_STATE_DIR", &self.state_dir)
-            .env("CONPAAS_AGENT_BINARY", crate::binaries_dir().join("conpaas-agent"))
+            .env(
+                "CONPAAS_AGENT_BINARY",
+                crate::binaries_dir().join("conpaas-agent"),
+            )
             .env("CONPAAS_LOCAL_SUBNET", self.subnet.to_string())
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info,kube_runtime=warn".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info,kube_runtime=warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
-            .with_context(|| format!("start {} (build it first: cargo build --workspace --bins)", bin.display()))?;
+            .with_context(|| {
+                format!(
+                    "start {} (build it first: cargo build --workspace --bins)",
+                    bin.display()
+                )
+            })?;
         self.child = Some(child);
         Ok(())
     }
@@ -63,7 +80,9 @@ impl Controller {
 
     /// PIDs of the local VMs' agents recorded in the state folder.
     pub fn vm_pids(&self) -> Vec<i32> {
-        let Ok(entries) = std::fs::read_dir(self.state_dir.join("vms")) else { return Vec::new() };
+        let Ok(entries) = std::fs::read_dir(self.state_dir.join("vms")) else {
+            return Vec::new();
+        };
         entries
             .flatten()
             .filter_map(|e| std::fs::read(e.path().join("vm.json")).ok())

@@ -21,12 +21,18 @@ pub fn binaries_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current executable");
     let dir = exe.parent().expect("executable folder");
     // Test executables live in `deps/`, binaries one level up.
-    if dir.ends_with("deps") { dir.parent().expect("target folder").to_path_buf() } else { dir.to_path_buf() }
+    if dir.ends_with("deps") {
+        dir.parent().expect("target folder").to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
 }
 
 /// Where built kube binaries and other downloads are cached.
 pub fn cache_dir() -> PathBuf {
     std::env::var_os("CONPAAS_CACHE")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/conpaas"))
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/conpaas")
+        })
 }

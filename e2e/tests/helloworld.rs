@@ -22,12 +22,29 @@ async fn helloworld_runs_scales_stops_and_starts() {
         let agent = status.agent.expect("the agent reported");
         assert_eq!(agent.greeting.as_deref(), Some("Hello World!"));
         assert!(agent.heartbeat_time.is_some());
-        assert!(status.provider_id.as_deref().unwrap().starts_with("local:///"));
+        assert!(
+            status
+                .provider_id
+                .as_deref()
+                .unwrap()
+                .starts_with("local:///")
+        );
         let address = status.address.unwrap();
-        assert_eq!(http_get(&address, 8080).await.unwrap(), "Hello World!", "node {address} serves the greeting");
+        assert_eq!(
+            http_get(&address, 8080).await.unwrap(),
+            "Hello World!",
+            "node {address} serves the greeting"
+        );
         addresses.push(address);
-        for label in ["conpaas.io/application", "conpaas.io/service", "conpaas.io/role"] {
-            assert!(node.metadata.labels.as_ref().unwrap().contains_key(label), "label {label}");
+        for label in [
+            "conpaas.io/application",
+            "conpaas.io/service",
+            "conpaas.io/role",
+        ] {
+            assert!(
+                node.metadata.labels.as_ref().unwrap().contains_key(label),
+                "label {label}"
+            );
         }
     }
     addresses.sort();
@@ -40,34 +57,96 @@ async fn helloworld_runs_scales_stops_and_starts() {
     // 2. Scale to 5, then to 2: ADAPTING, then RUNNING; removed nodes' processes are gone.
     let scale = |n: i32| json!({"apiVersion": "conpaas.io/v1alpha1", "kind": "Service", "spec": {"application": "demo", "type": "helloworld", "roles": [{"name": "node", "count": n}]}});
     let pp = PatchParams::apply("conpaas-e2e").force();
-    env.services().patch("hello", &pp, &Patch::Apply(scale(5))).await.unwrap();
+    env.services()
+        .patch("hello", &pp, &Patch::Apply(scale(5)))
+        .await
+        .unwrap();
     env.wait_ready("hello", "node 5/5").await;
     assert_eq!(env.live_vms().len(), 5);
     let before: Vec<i32> = env.live_vms();
-    env.services().patch("hello", &pp, &Patch::Apply(scale(2))).await.unwrap();
+    env.services()
+        .patch("hello", &pp, &Patch::Apply(scale(2)))
+        .await
+        .unwrap();
     env.wait_ready("hello", "node 2/2").await;
-    env.wait_service("hello", "three VMs gone", |_| env.live_vms().len() == 2).await;
-    assert_eq!(before.iter().filter(|p| alive(**p)).count(), 2, "the removed nodes' processes are gone");
-    let history: Vec<Phase> = env.services().get("hello").await.unwrap().status.unwrap().history.iter().map(|h| h.phase).collect();
-    assert!(history.windows(2).any(|w| w == [Phase::Adapting, Phase::Running]), "history {history:?}");
+    env.wait_service("hello", "three VMs gone", |_| env.live_vms().len() == 2)
+        .await;
+    assert_eq!(
+        before.iter().filter(|p| alive(**p)).count(),
+        2,
+        "the removed nodes' processes are gone"
+    );
+    let history: Vec<Phase> = env
+        .services()
+        .get("hello")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .history
+        .iter()
+        .map(|h| h.phase)
+        .collect();
+    assert!(
+        history
+            .windows(2)
+            .any(|w| w == [Phase::Adapting, Phase::Running]),
+        "history {history:?}"
+    );
 
     // 3. Stop: EPILOGUE then STOPPED, no nodes, no VMs, the Service and its settings stay.
     let stop = json!({"apiVersion": "conpaas.io/v1alpha1", "kind": "Service", "spec": {"application": "demo", "type": "helloworld", "state": "Stopped", "roles": [{"name": "node", "count": 2}]}});
-    env.services().patch("hello", &pp, &Patch::Apply(stop)).await.unwrap();
-    env.wait_service("hello", "STOPPED", |s| s.status.as_ref().is_some_and(|st| st.phase == Phase::Stopped)).await;
+    env.services()
+        .patch("hello", &pp, &Patch::Apply(stop))
+        .await
+        .unwrap();
+    env.wait_service("hello", "STOPPED", |s| {
+        s.status
+            .as_ref()
+            .is_some_and(|st| st.phase == Phase::Stopped)
+    })
+    .await;
     assert!(env.nodes("hello").await.is_empty());
     assert!(env.live_vms().is_empty(), "no VM runs while stopped");
-    assert_eq!(env.services().get("hello").await.unwrap().spec.roles[0].count, 2, "the spec stays");
+    assert_eq!(
+        env.services().get("hello").await.unwrap().spec.roles[0].count,
+        2,
+        "the spec stays"
+    );
 
     // ... and Running starts them again: PROLOGUE, then RUNNING.
-    env.services().patch("hello", &pp, &Patch::Apply(scale(2))).await.unwrap();
+    env.services()
+        .patch("hello", &pp, &Patch::Apply(scale(2)))
+        .await
+        .unwrap();
     env.wait_ready("hello", "node 2/2").await;
-    let history: Vec<Phase> = env.services().get("hello").await.unwrap().status.unwrap().history.iter().map(|h| h.phase).collect();
+    let history: Vec<Phase> = env
+        .services()
+        .get("hello")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .history
+        .iter()
+        .map(|h| h.phase)
+        .collect();
     let tail: Vec<Phase> = history[history.len() - 4..].to_vec();
-    assert_eq!(tail, vec![Phase::Epilogue, Phase::Stopped, Phase::Prologue, Phase::Running]);
+    assert_eq!(
+        tail,
+        vec![
+            Phase::Epilogue,
+            Phase::Stopped,
+            Phase::Prologue,
+            Phase::Running
+        ]
+    );
 
     // Deleting the Service terminates its VMs before the object goes.
-    env.services().delete("hello", &DeleteParams::default()).await.unwrap();
+    env.services()
+        .delete("hello", &DeleteParams::default())
+        .await
+        .unwrap();
     env.wait_gone("hello").await;
     assert!(env.live_vms().is_empty(), "no VM outlives its Service");
 }

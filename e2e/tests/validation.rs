@@ -34,9 +34,14 @@ async fn invalid_manifests_are_rejected_naming_the_field() {
         ),
     ];
     for (yaml, field) in cases {
-        let err = conpaas_e2e::manifest::apply(&env.client, &yaml, &env.ns).await.expect_err(&format!("rejected: {yaml}"));
+        let err = conpaas_e2e::manifest::apply(&env.client, &yaml, &env.ns)
+            .await
+            .expect_err(&format!("rejected: {yaml}"));
         let message = format!("{err:#}");
-        assert!(message.contains(field), "the error names {field}: {message}");
+        assert!(
+            message.contains(field),
+            "the error names {field}: {message}"
+        );
     }
 }
 
@@ -50,7 +55,11 @@ async fn an_unsatisfiable_service_says_why_and_the_rest_keeps_working() {
 
     for (name, reason) in [("orphan", "ApplicationNotFound"), ("lost", "CloudNotFound")] {
         env.wait_service(name, &format!("{name} Ready=False {reason}"), |s| {
-            s.status.as_ref().is_some_and(|st| st.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "False" && c.reason == reason))
+            s.status.as_ref().is_some_and(|st| {
+                st.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "False" && c.reason == reason)
+            })
         })
         .await;
         let events: Api<Event> = Api::namespaced(env.client.clone(), &env.ns);
@@ -58,18 +67,27 @@ async fn an_unsatisfiable_service_says_why_and_the_rest_keeps_working() {
             let events = events.clone();
             async move {
                 let list = events.list(&ListParams::default()).await?;
-                Ok(list.items.iter().any(|e| e.reason.as_deref() == Some(reason) && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)))
+                Ok(list.items.iter().any(|e| {
+                    e.reason.as_deref() == Some(reason)
+                        && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+                }))
             }
         })
         .await
         .unwrap();
     }
-    assert!(env.nodes("orphan").await.is_empty() && env.nodes("lost").await.is_empty(), "no VM for an unsatisfiable service");
+    assert!(
+        env.nodes("orphan").await.is_empty() && env.nodes("lost").await.is_empty(),
+        "no VM for an unsatisfiable service"
+    );
 
     // The healthy service still scales, and the broken one recovers once its Application exists.
     let pp = PatchParams::apply("conpaas-e2e").force();
     let spec = json!({"apiVersion": "conpaas.io/v1alpha1", "kind": "Service", "spec": {"application": "demo", "type": "helloworld", "roles": [{"name": "node", "count": 4}]}});
-    env.services().patch("hello", &pp, &Patch::Apply(spec)).await.unwrap();
+    env.services()
+        .patch("hello", &pp, &Patch::Apply(spec))
+        .await
+        .unwrap();
     env.wait_ready("hello", "node 4/4").await;
     env.apply("apiVersion: conpaas.io/v1alpha1\nkind: Application\nmetadata: {name: nowhere}\nspec: {cloud: local}\n").await;
     env.wait_ready("orphan", "node 1/1").await;

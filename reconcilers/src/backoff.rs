@@ -20,12 +20,17 @@ impl Backoff {
         let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         let n = failures.entry(key.to_string()).or_insert(0);
         *n = n.saturating_add(1);
-        Self::BASE.saturating_mul(1u32 << (*n - 1).min(20)).min(Self::MAX)
+        Self::BASE
+            .saturating_mul(1u32 << (*n - 1).min(20))
+            .min(Self::MAX)
     }
 
     /// Forgets the failures of `key`.
     pub fn succeeded(&self, key: &str) {
-        self.failures.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+        self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
     }
 }
 
@@ -39,7 +44,11 @@ mod tests {
         assert_eq!(b.failed("a"), Duration::from_millis(500));
         assert_eq!(b.failed("a"), Duration::from_secs(1));
         assert_eq!(b.failed("a"), Duration::from_secs(2));
-        assert_eq!(b.failed("other"), Duration::from_millis(500), "keys are independent");
+        assert_eq!(
+            b.failed("other"),
+            Duration::from_millis(500),
+            "keys are independent"
+        );
         for _ in 0..30 {
             b.failed("a");
         }

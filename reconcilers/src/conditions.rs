@@ -17,14 +17,29 @@ pub struct Desired {
 
 impl Desired {
     /// A condition of `type_` with this status, reason and message.
-    pub fn new(type_: &'static str, status: bool, reason: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { type_, status, reason: reason.into(), message: message.into() }
+    pub fn new(
+        type_: &'static str,
+        status: bool,
+        reason: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            type_,
+            status,
+            reason: reason.into(),
+            message: message.into(),
+        }
     }
 }
 
 /// Turns desired conditions into API conditions, keeping each previous `lastTransitionTime`
 /// where the status did not change.
-pub fn merge(previous: &[Condition], desired: Vec<Desired>, generation: Option<i64>, now: &Time) -> Vec<Condition> {
+pub fn merge(
+    previous: &[Condition],
+    desired: Vec<Desired>,
+    generation: Option<i64>,
+    now: &Time,
+) -> Vec<Condition> {
     desired
         .into_iter()
         .map(|d| {
@@ -57,13 +72,36 @@ mod tests {
 
     #[test]
     fn transition_time_moves_only_when_status_flips() {
-        let first = merge(&[], vec![Desired::new("Ready", false, "Starting", "")], Some(1), &at(10));
+        let first = merge(
+            &[],
+            vec![Desired::new("Ready", false, "Starting", "")],
+            Some(1),
+            &at(10),
+        );
         assert_eq!(first[0].last_transition_time, at(10));
-        let same = merge(&first, vec![Desired::new("Ready", false, "StillStarting", "x")], Some(2), &at(20));
-        assert_eq!(same[0].last_transition_time, at(10), "same status keeps the time");
+        let same = merge(
+            &first,
+            vec![Desired::new("Ready", false, "StillStarting", "x")],
+            Some(2),
+            &at(20),
+        );
+        assert_eq!(
+            same[0].last_transition_time,
+            at(10),
+            "same status keeps the time"
+        );
         assert_eq!(same[0].reason, "StillStarting");
         assert_eq!(same[0].observed_generation, Some(2));
-        let flipped = merge(&same, vec![Desired::new("Ready", true, "Running", "")], Some(2), &at(30));
-        assert_eq!(flipped[0].last_transition_time, at(30), "a flip moves the time");
+        let flipped = merge(
+            &same,
+            vec![Desired::new("Ready", true, "Running", "")],
+            Some(2),
+            &at(30),
+        );
+        assert_eq!(
+            flipped[0].last_transition_time,
+            at(30),
+            "a flip moves the time"
+        );
     }
 }

@@ -50,7 +50,11 @@ pub(crate) trait KubeResultExt<T> {
 
 impl<T> KubeResultExt<T> for Result<T, kube::Error> {
     fn ctx(self, operation: &'static str, object: impl std::fmt::Display) -> Result<T, Error> {
-        self.map_err(|source| Error::Kube { operation, object: object.to_string(), source })
+        self.map_err(|source| Error::Kube {
+            operation,
+            object: object.to_string(),
+            source,
+        })
     }
 }
 

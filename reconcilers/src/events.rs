@@ -7,12 +7,22 @@ use kube::runtime::events::{Event, EventType};
 use crate::Context;
 
 /// Publishes an Event about `object`.
-pub async fn publish<K>(ctx: &Context, object: &K, warning: bool, reason: &str, action: &str, note: String)
-where
+pub async fn publish<K>(
+    ctx: &Context,
+    object: &K,
+    warning: bool,
+    reason: &str,
+    action: &str,
+    note: String,
+) where
     K: Resource<DynamicType = ()>,
 {
     let event = Event {
-        type_: if warning { EventType::Warning } else { EventType::Normal },
+        type_: if warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
         reason: reason.into(),
         note: Some(note),
         action: action.into(),

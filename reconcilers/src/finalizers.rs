@@ -45,12 +45,24 @@ where
     apply(api, object, patch, "remove finalizer").await
 }
 
-async fn apply<K>(api: &Api<K>, object: &K, patch: serde_json::Value, what: &'static str) -> Result<(), Error>
+async fn apply<K>(
+    api: &Api<K>,
+    object: &K,
+    patch: serde_json::Value,
+    what: &'static str,
+) -> Result<(), Error>
 where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
 {
     let patch: json_patch::Patch = serde_json::from_value(patch).expect("a well-formed JSON patch");
-    match api.patch(&object.name_any(), &PatchParams::default(), &Patch::<()>::Json(patch)).await {
+    match api
+        .patch(
+            &object.name_any(),
+            &PatchParams::default(),
+            &Patch::<()>::Json(patch),
+        )
+        .await
+    {
         Ok(_) => Ok(()),
         Err(e) if is_not_found(&e) => Ok(()),
         Err(e) => Err(e).ctx(what, full_name(object)),

@@ -19,7 +19,13 @@ use tokio::process::{Child, Command};
 use super::{RoleEnv, RoleReport};
 use crate::code;
 
-const SCRIPTS: [&str; 5] = ["init.sh", "run.sh", "notify.sh", "interrupt.sh", "cleanup.sh"];
+const SCRIPTS: [&str; 5] = [
+    "init.sh",
+    "run.sh",
+    "notify.sh",
+    "interrupt.sh",
+    "cleanup.sh",
+];
 const STOP_WAIT: Duration = Duration::from_secs(5);
 
 enum ScriptState {
@@ -48,8 +54,29 @@ pub struct Generic {
 
 impl Generic {
     pub fn new(env: RoleEnv) -> Self {
-        let scripts = SCRIPTS.iter().map(|s| (*s, Script { state: ScriptState::NeverStarted, runs: 0 })).collect();
-        Self { env, role: String::new(), code_dir: None, code_version: None, members: Vec::new(), scripts, notify_pending: false, init_pending: false, error: None }
+        let scripts = SCRIPTS
+            .iter()
+            .map(|s| {
+                (
+                    *s,
+                    Script {
+                        state: ScriptState::NeverStarted,
+                        runs: 0,
+                    },
+                )
+            })
+            .collect();
+        Self {
+            env,
+            role: String::new(),
+            code_dir: None,
+            code_version: None,
+            members: Vec::new(),
+            scripts,
+            notify_pending: false,
+            init_pending: false,
+            error: None,
+        }
     }
 
     pub async fn apply(&mut self, spec: &ServiceNodeSpec) {
@@ -62,19 +89,26 @@ impl Generic {
             self.notify_pending = true;
         }
         let wanted = spec.code.as_ref().map(|c| c.version.clone());
-        if wanted != self.code_version {
-            if let Some(code) = &spec.code {
-                match code::install(&self.env.client, &self.env.namespace, code, &self.env.work_dir).await {
-                    Ok(dir) => {
-                        tracing::info!(version = %code.version, "code version installed");
-                        self.stop_script("run.sh").await;
-                        self.code_dir = Some(dir);
-                        self.code_version = wanted;
-                        self.error = None;
-                        self.init_pending = true;
-                    }
-                    Err(e) => self.error = Some(format!("{e:#}")),
+        if wanted != self.code_version
+            && let Some(code) = &spec.code
+        {
+            match code::install(
+                &self.env.client,
+                &self.env.namespace,
+                code,
+                &self.env.work_dir,
+            )
+            .await
+            {
+                Ok(dir) => {
+                    tracing::info!(version = %code.version, "code version installed");
+                    self.stop_script("run.sh").await;
+                    self.code_dir = Some(dir);
+                    self.code_version = wanted;
+                    self.error = None;
+                    self.init_pending = true;
                 }
+                Err(e) => self.error = Some(format!("{e:#}")),
             }
         }
         self.poll().await;
@@ -86,14 +120,14 @@ impl Generic {
             self.start("init.sh");
         }
         for (name, script) in self.scripts.iter_mut() {
-            if let ScriptState::Running(child) = &mut script.state {
-                if let Ok(Some(exit)) = child.try_wait() {
-                    let code = exit.code().unwrap_or(-1);
-                    tracing::info!(script = name, code, "script stopped");
-                    script.state = ScriptState::Stopped(code);
-                    if *name == "init.sh" && code == 0 {
-                        self.notify_pending = true;
-                    }
+            if let ScriptState::Running(child) = &mut script.state
+                && let Ok(Some(exit)) = child.try_wait()
+            {
+                let code = exit.code().unwrap_or(-1);
+                tracing::info!(script = name, code, "script stopped");
+                script.state = ScriptState::Stopped(code);
+                if *name == "init.sh" && code == 0 {
+                    self.notify_pending = true;
                 }
             }
         }
@@ -101,7 +135,9 @@ impl Generic {
             if matches!(self.scripts["run.sh"].state, ScriptState::NeverStarted) {
                 self.start("run.sh");
             }
-            if self.notify_pending && !matches!(self.scripts["notify.sh"].state, ScriptState::Running(_)) {
+            if self.notify_pending
+                && !matches!(self.scripts["notify.sh"].state, ScriptState::Running(_))
+            {
                 self.notify_pending = false;
                 self.start("notify.sh");
             }
@@ -127,15 +163,28 @@ impl Generic {
         } else if self.code_dir.is_none() {
             (AgentState::Ready, "no code version active".into())
         } else if self.init_pending {
-            (AgentState::Starting, "waiting for the master's address".into())
+            (
+                AgentState::Starting,
+                "waiting for the master's address".into(),
+            )
         } else {
             match &self.scripts["init.sh"].state {
                 ScriptState::Running(_) => (AgentState::Starting, "init.sh is running".into()),
-                ScriptState::Stopped(0) | ScriptState::NeverStarted => (AgentState::Ready, format!("role {} up", self.role)),
-                ScriptState::Stopped(code) => (AgentState::Failed, format!("init.sh exited with {code}")),
+                ScriptState::Stopped(0) | ScriptState::NeverStarted => {
+                    (AgentState::Ready, format!("role {} up", self.role))
+                }
+                ScriptState::Stopped(code) => {
+                    (AgentState::Failed, format!("init.sh exited with {code}"))
+                }
             }
         };
-        RoleReport { state: Some(state), message: Some(message), code_version: self.code_version.clone(), scripts, ..Default::default() }
+        RoleReport {
+            state: Some(state),
+            message: Some(message),
+            code_version: self.code_version.clone(),
+            scripts,
+            ..Default::default()
+        }
     }
 
     pub async fn shutdown(&mut self) {
@@ -155,11 +204,16 @@ impl Generic {
         if self.role == "master" {
             return Some(self.env.address.clone());
         }
-        self.members.iter().find(|m| m.role == "master").map(|m| m.address.clone())
+        self.members
+            .iter()
+            .find(|m| m.role == "master")
+            .map(|m| m.address.clone())
     }
 
     fn init_succeeded(&self) -> bool {
-        let Some(dir) = &self.code_dir else { return false };
+        let Some(dir) = &self.code_dir else {
+            return false;
+        };
         match self.scripts["init.sh"].state {
             ScriptState::Stopped(0) => true,
             ScriptState::NeverStarted => !dir.join("init.sh").exists(),
@@ -175,7 +229,10 @@ impl Generic {
         }
         let logs = self.env.work_dir.join("logs");
         let _ = std::fs::create_dir_all(&logs);
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(logs.join(format!("{name}.log")));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(logs.join(format!("{name}.log")));
         let (out, err) = match log.and_then(|f| Ok((f.try_clone()?, f))) {
             Ok((a, b)) => (Stdio::from(a), Stdio::from(b)),
             Err(_) => (Stdio::null(), Stdio::null()),
@@ -209,10 +266,10 @@ impl Generic {
 
     async fn wait_for(&mut self, name: &'static str) {
         let script = self.scripts.get_mut(name).expect("known script");
-        if let ScriptState::Running(child) = &mut script.state {
-            if let Ok(Ok(exit)) = tokio::time::timeout(STOP_WAIT, child.wait()).await {
-                script.state = ScriptState::Stopped(exit.code().unwrap_or(-1));
-            }
+        if let ScriptState::Running(child) = &mut script.state
+            && let Ok(Ok(exit)) = tokio::time::timeout(STOP_WAIT, child.wait()).await
+        {
+            script.state = ScriptState::Stopped(exit.code().unwrap_or(-1));
         }
     }
 

@@ -22,11 +22,20 @@ pub struct Helloworld {
 
 impl Helloworld {
     pub fn new(env: RoleEnv) -> Self {
-        Self { env, greeting: Arc::new(RwLock::new(DEFAULT_GREETING.into())), server: None, error: None }
+        Self {
+            env,
+            greeting: Arc::new(RwLock::new(DEFAULT_GREETING.into())),
+            server: None,
+            error: None,
+        }
     }
 
     pub async fn apply(&mut self, spec: &ServiceNodeSpec) {
-        let greeting = spec.settings.get("greeting").cloned().unwrap_or_else(|| DEFAULT_GREETING.into());
+        let greeting = spec
+            .settings
+            .get("greeting")
+            .cloned()
+            .unwrap_or_else(|| DEFAULT_GREETING.into());
         *self.greeting.write().unwrap_or_else(|p| p.into_inner()) = greeting;
         if self.server.is_none() {
             let addr = format!("{}:{PORT}", self.env.address);
@@ -42,9 +51,17 @@ impl Helloworld {
     }
 
     pub fn report(&self) -> RoleReport {
-        let greeting = self.greeting.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let greeting = self
+            .greeting
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         match &self.error {
-            Some(e) => RoleReport { state: Some(AgentState::Failed), message: Some(e.clone()), ..Default::default() },
+            Some(e) => RoleReport {
+                state: Some(AgentState::Failed),
+                message: Some(e.clone()),
+                ..Default::default()
+            },
             None => RoleReport {
                 state: Some(AgentState::Ready),
                 message: Some(format!("serving http://{}:{PORT}/", self.env.address)),
@@ -63,7 +80,9 @@ impl Helloworld {
 
 async fn serve(listener: TcpListener, greeting: Arc<RwLock<String>>) {
     loop {
-        let Ok((mut socket, _)) = listener.accept().await else { continue };
+        let Ok((mut socket, _)) = listener.accept().await else {
+            continue;
+        };
         let body = greeting.read().unwrap_or_else(|p| p.into_inner()).clone();
         tokio::spawn(async move {
             let mut request = [0u8; 1024];

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use conpaas_crds::generate;
 
 fn main() -> std::io::Result<()> {
-    let target = std::env::args().nth(1).unwrap_or_else(|| "manifests/crds".into());
+    let target = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "manifests/crds".into());
     let crds = generate::all();
     if target == "-" {
         for crd in &crds {

@@ -17,7 +17,11 @@ use serde::{Deserialize, Serialize};
     doc = "A ConPaaS application: a group of services that share a default cloud.",
     printcolumn(name = "Services", type_ = "integer", json_path = ".status.services"),
     printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyServices"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ApplicationSpec {

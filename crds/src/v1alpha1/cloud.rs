@@ -16,9 +16,17 @@ use serde::{Deserialize, Serialize};
     category = "conpaas",
     doc = "An IaaS cloud on which ConPaaS services run their VMs.",
     printcolumn(name = "Provider", type_ = "string", json_path = ".status.provider"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
     printcolumn(name = "Nodes", type_ = "integer", json_path = ".status.nodes"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[x_kube(validation = Rule::new("[has(self.local), has(self.ec2), has(self.opennebula)].filter(x, x).size() == 1").message("exactly one of spec.local, spec.ec2 or spec.opennebula must be set"))]
 #[serde(rename_all = "camelCase")]

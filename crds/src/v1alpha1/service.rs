@@ -25,8 +25,16 @@ use super::Phase;
     printcolumn(name = "Type", type_ = "string", json_path = ".spec.type"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.ready"),
-    printcolumn(name = "Code", type_ = "string", json_path = ".status.activeCodeVersion"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Code",
+        type_ = "string",
+        json_path = ".status.activeCodeVersion"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[x_kube(validation = Rule::new("self.type == oldSelf.type").message("spec.type is immutable: create a new Service instead").field_path(".type"))]
 #[x_kube(validation = Rule::new("self.application == oldSelf.application").message("spec.application is immutable").field_path(".application"))]
@@ -120,7 +128,10 @@ pub enum DesiredState {
 #[serde(rename_all = "camelCase")]
 pub struct RoleSpec {
     /// Role name; which names exist depends on the service type.
-    #[schemars(length(min = 1, max = 30), regex(pattern = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"))]
+    #[schemars(
+        length(min = 1, max = 30),
+        regex(pattern = r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+    )]
     pub name: String,
     /// How many nodes run this role.
     #[schemars(range(min = 0, max = 1000))]
@@ -158,7 +169,10 @@ pub struct CodeSpec {
 #[serde(rename_all = "camelCase")]
 pub struct CodeVersion {
     /// Version name, e.g. `v1`.
-    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"))]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+    )]
     pub name: String,
     /// The archive is the value of a key of a ConfigMap in the Service's namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -23,11 +23,19 @@ use super::{ServiceType, VmState};
     doc = "One VM of a ConPaaS service. Written by the controller; the agent in the VM reports into status.agent.",
     printcolumn(name = "Role", type_ = "string", json_path = ".spec.role"),
     printcolumn(name = "Cloud", type_ = "string", json_path = ".spec.cloud"),
-    printcolumn(name = "Provider-ID", type_ = "string", json_path = ".status.providerId"),
+    printcolumn(
+        name = "Provider-ID",
+        type_ = "string",
+        json_path = ".status.providerId"
+    ),
     printcolumn(name = "Address", type_ = "string", json_path = ".status.address"),
     printcolumn(name = "VM", type_ = "string", json_path = ".status.vmState"),
     printcolumn(name = "Agent", type_ = "string", json_path = ".status.agent.state"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[x_kube(validation = Rule::new("self.token == oldSelf.token").message("spec.token is immutable").field_path(".token"))]
 #[serde(rename_all = "camelCase")]

@@ -13,10 +13,17 @@ use kube::api::{Api, DeleteParams};
 const BASE: &str = "apiVersion: conpaas.io/v1alpha1\nkind: Cloud\nmetadata: {name: local}\nspec: {local: {}}\n---\napiVersion: conpaas.io/v1alpha1\nkind: Application\nmetadata: {name: bench}\nspec: {cloud: local}\n";
 
 fn service(name: &str, count: i32) -> String {
-    format!("apiVersion: conpaas.io/v1alpha1\nkind: Service\nmetadata: {{name: {name}}}\nspec:\n  application: bench\n  type: helloworld\n  roles: [{{name: node, count: {count}}}]\n")
+    format!(
+        "apiVersion: conpaas.io/v1alpha1\nkind: Service\nmetadata: {{name: {name}}}\nspec:\n  application: bench\n  type: helloworld\n  roles: [{{name: node, count: {count}}}]\n"
+    )
 }
 
-async fn apply_until_ready(client: &kube::Client, name: &str, count: i32, limit: Duration) -> anyhow::Result<Duration> {
+async fn apply_until_ready(
+    client: &kube::Client,
+    name: &str,
+    count: i32,
+    limit: Duration,
+) -> anyhow::Result<Duration> {
     let api: Api<Service> = Api::namespaced(client.clone(), "default");
     let started = Instant::now();
     manifest::apply(client, &service(name, count), "default").await?;
@@ -27,7 +34,8 @@ async fn apply_until_ready(client: &kube::Client, name: &str, count: i32, limit:
         async move {
             let s = api.get(name).await?;
             let st = s.status.unwrap_or_default();
-            Ok(is_condition_true(&st.conditions, "Ready") && st.ready.as_deref() == Some(want.as_str()))
+            Ok(is_condition_true(&st.conditions, "Ready")
+                && st.ready.as_deref() == Some(want.as_str()))
         }
     })
     .await?;
@@ -67,12 +75,18 @@ async fn main() -> anyhow::Result<()> {
     for run in 0..5 {
         let name = format!("ten-{run}");
         let t = apply_until_ready(&client, &name, 10, Duration::from_secs(300)).await?;
-        println!("run {run}: 10-node helloworld apply -> Ready in {:.2}s", t.as_secs_f64());
+        println!(
+            "run {run}: 10-node helloworld apply -> Ready in {:.2}s",
+            t.as_secs_f64()
+        );
         times.push(t);
         delete_and_wait(&client, &name).await?;
     }
     times.sort();
-    println!("apply -> Ready, 10 nodes, median of 5: {:.2}s", times[2].as_secs_f64());
+    println!(
+        "apply -> Ready, 10 nodes, median of 5: {:.2}s",
+        times[2].as_secs_f64()
+    );
 
     let pid = controller.pid().context("controller pid")?;
     let idle = rss_mib(pid)?;

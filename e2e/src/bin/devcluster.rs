@@ -28,7 +28,9 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt().with_env_filter("warn").init();
     let args = Args::parse();
-    let dir = args.dir.unwrap_or_else(|| std::env::temp_dir().join("conpaas-dev"));
+    let dir = args
+        .dir
+        .unwrap_or_else(|| std::env::temp_dir().join("conpaas-dev"));
     std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
 
     eprintln!("starting etcd and kube-apiserver on 127.0.0.1 ...");
@@ -39,7 +41,8 @@ async fn main() -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&state);
     let controller = Controller::start(&cp, &state, 100)?;
     if args.apply != "-" {
-        let yaml = std::fs::read_to_string(&args.apply).with_context(|| format!("read {}", args.apply))?;
+        let yaml =
+            std::fs::read_to_string(&args.apply).with_context(|| format!("read {}", args.apply))?;
         conpaas_e2e::manifest::apply(&cp.client().await?, &yaml, &args.namespace).await?;
     }
 

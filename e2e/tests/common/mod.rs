@@ -8,8 +8,8 @@ use std::time::Duration;
 use conpaas_crds::v1alpha1::{Service, ServiceNode, is_condition_true};
 use conpaas_e2e::{ControlPlane, Controller, wait};
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, ListParams, ObjectMeta, PostParams};
 use kube::Client;
+use kube::api::{Api, ListParams, ObjectMeta, PostParams};
 
 pub const EXAMPLE: &str = include_str!("../../../manifests/examples/helloworld.yaml");
 pub const LIMIT: Duration = Duration::from_secs(120);
@@ -30,9 +30,24 @@ pub async fn env(ns: &str, subnet: u8) -> Env {
     let controller = Controller::start(&cp, state.path(), subnet).expect("controller");
     let client = cp.client().await.expect("client");
     let namespaces: Api<Namespace> = Api::all(client.clone());
-    let namespace = Namespace { metadata: ObjectMeta { name: Some(ns.into()), ..Default::default() }, ..Default::default() };
-    namespaces.create(&PostParams::default(), &namespace).await.expect("namespace");
-    Env { client, ns: ns.into(), controller, state, cp }
+    let namespace = Namespace {
+        metadata: ObjectMeta {
+            name: Some(ns.into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    namespaces
+        .create(&PostParams::default(), &namespace)
+        .await
+        .expect("namespace");
+    Env {
+        client,
+        ns: ns.into(),
+        controller,
+        state,
+        cp,
+    }
 }
 
 impl Env {
@@ -45,7 +60,9 @@ impl Env {
     }
 
     pub async fn apply(&self, yaml: &str) {
-        conpaas_e2e::manifest::apply(&self.client, yaml, &self.ns).await.expect("apply manifest");
+        conpaas_e2e::manifest::apply(&self.client, yaml, &self.ns)
+            .await
+            .expect("apply manifest");
     }
 
     pub async fn nodes(&self, service: &str) -> Vec<ServiceNode> {
@@ -56,19 +73,26 @@ impl Env {
     /// Waits until the Service is Ready for its current generation and `ready` reads as given.
     pub async fn wait_ready(&self, service: &str, ready: &str) {
         let api = self.services();
-        let result = wait::until(&format!("service {service} Ready with {ready}"), LIMIT, || {
-            let api = api.clone();
-            async move {
-                let s = api.get(service).await?;
-                let status = s.status.unwrap_or_default();
-                Ok(status.observed_generation == s.metadata.generation
-                    && is_condition_true(&status.conditions, "Ready")
-                    && status.ready.as_deref() == Some(ready))
-            }
-        })
+        let result = wait::until(
+            &format!("service {service} Ready with {ready}"),
+            LIMIT,
+            || {
+                let api = api.clone();
+                async move {
+                    let s = api.get(service).await?;
+                    let status = s.status.unwrap_or_default();
+                    Ok(status.observed_generation == s.metadata.generation
+                        && is_condition_true(&status.conditions, "Ready")
+                        && status.ready.as_deref() == Some(ready))
+                }
+            },
+        )
         .await;
         if let Err(e) = result {
-            panic!("{e:#}\n--- controller log (tail) ---\n{}", tail(&self.controller.log(), 60));
+            panic!(
+                "{e:#}\n--- controller log (tail) ---\n{}",
+                tail(&self.controller.log(), 60)
+            );
         }
     }
 
@@ -82,7 +106,10 @@ impl Env {
         })
         .await;
         if let Err(e) = result {
-            panic!("{e:#}\n--- controller log (tail) ---\n{}", tail(&self.controller.log(), 60));
+            panic!(
+                "{e:#}\n--- controller log (tail) ---\n{}",
+                tail(&self.controller.log(), 60)
+            );
         }
     }
 
@@ -99,13 +126,21 @@ impl Env {
 
     /// Local VM processes that are alive.
     pub fn live_vms(&self) -> Vec<i32> {
-        self.controller.vm_pids().into_iter().filter(|pid| alive(*pid)).collect()
+        self.controller
+            .vm_pids()
+            .into_iter()
+            .filter(|pid| alive(*pid))
+            .collect()
     }
 }
 
 pub fn alive(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| s.rsplit(')').next().is_some_and(|rest| !rest.trim_start().starts_with('Z')))
+        .map(|s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|rest| !rest.trim_start().starts_with('Z'))
+        })
         .unwrap_or(false)
 }
 
@@ -118,8 +153,16 @@ pub fn tail(text: &str, lines: usize) -> String {
 pub async fn http_get(address: &str, port: u16) -> anyhow::Result<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect((address, port)).await?;
-    stream.write_all(format!("GET / HTTP/1.1\r\nhost: {address}\r\nconnection: close\r\n\r\n").as_bytes()).await?;
+    stream
+        .write_all(
+            format!("GET / HTTP/1.1\r\nhost: {address}\r\nconnection: close\r\n\r\n").as_bytes(),
+        )
+        .await?;
     let mut response = String::new();
     stream.read_to_string(&mut response).await?;
-    Ok(response.split("\r\n\r\n").nth(1).unwrap_or_default().to_string())
+    Ok(response
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_string())
 }

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use conpaas_crds::labels::conditions::READY;
 use conpaas_crds::labels::{FINALIZER_SERVICES, MANAGER_CONTROLLER};
-use conpaas_crds::v1alpha1::{Application, ApplicationStatus, Service, ServicePhaseSummary, is_condition_true};
+use conpaas_crds::v1alpha1::{
+    Application, ApplicationStatus, Service, ServicePhaseSummary, is_condition_true,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
@@ -43,8 +45,15 @@ fn backoff_key(app: &Application) -> String {
 /// The Services that name `app` as their application.
 pub async fn services_of(ctx: &Context, ns: &str, app: &str) -> Result<Vec<Service>, Error> {
     let api: Api<Service> = Api::namespaced(ctx.client.clone(), ns);
-    let all = api.list(&ListParams::default()).await.ctx("list services", ns)?;
-    Ok(all.items.into_iter().filter(|s| s.spec.application == app).collect())
+    let all = api
+        .list(&ListParams::default())
+        .await
+        .ctx("list services", ns)?;
+    Ok(all
+        .items
+        .into_iter()
+        .filter(|s| s.spec.application == app)
+        .collect())
 }
 
 async fn reconcile_inner(app: &Application, ctx: &Context) -> Result<Requeue, Error> {
@@ -58,11 +67,21 @@ async fn reconcile_inner(app: &Application, ctx: &Context) -> Result<Requeue, Er
             return Ok(Requeue::await_change());
         }
         let service_api: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
-        for service in services.iter().filter(|s| s.metadata.deletion_timestamp.is_none()) {
-            match service_api.delete(&service.name_any(), &DeleteParams::default()).await {
-                Ok(_) => tracing::info!(service = %service.name_any(), "deleting service of deleted application"),
+        for service in services
+            .iter()
+            .filter(|s| s.metadata.deletion_timestamp.is_none())
+        {
+            match service_api
+                .delete(&service.name_any(), &DeleteParams::default())
+                .await
+            {
+                Ok(_) => {
+                    tracing::info!(service = %service.name_any(), "deleting service of deleted application")
+                }
                 Err(e) if is_not_found(&e) => {}
-                Err(e) => return Err(e).ctx("delete service", format!("{ns}/{}", service.name_any())),
+                Err(e) => {
+                    return Err(e).ctx("delete service", format!("{ns}/{}", service.name_any()));
+                }
             }
         }
         return Ok(Requeue::requeue(Duration::from_secs(2)));
@@ -70,37 +89,74 @@ async fn reconcile_inner(app: &Application, ctx: &Context) -> Result<Requeue, Er
     finalizers::add(&api, app, FINALIZER_SERVICES).await?;
 
     let previous = app.status.clone().unwrap_or_default();
-    let status = build_status(&previous, app.meta().generation, &services, &Time(Timestamp::now()));
+    let status = build_status(
+        &previous,
+        app.meta().generation,
+        &services,
+        &Time(Timestamp::now()),
+    );
     if status != previous {
         let patch = json!({"apiVersion": Application::api_version(&()), "kind": Application::kind(&()), "status": status});
-        api.patch_status(&app.name_any(), &PatchParams::apply(MANAGER_CONTROLLER).force(), &Patch::Apply(&patch))
-            .await
-            .ctx("patch status", finalizers::full_name(app))?;
+        api.patch_status(
+            &app.name_any(),
+            &PatchParams::apply(MANAGER_CONTROLLER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .ctx("patch status", finalizers::full_name(app))?;
     }
     Ok(Requeue::requeue(Duration::from_secs(300)))
 }
 
 /// The Application's status from its Services. Pure.
-pub fn build_status(previous: &ApplicationStatus, generation: Option<i64>, services: &[Service], now: &Time) -> ApplicationStatus {
+pub fn build_status(
+    previous: &ApplicationStatus,
+    generation: Option<i64>,
+    services: &[Service],
+    now: &Time,
+) -> ApplicationStatus {
     let mut phases: Vec<ServicePhaseSummary> = services
         .iter()
         .map(|s| ServicePhaseSummary {
             name: s.name_any(),
             r#type: s.spec.r#type.as_str().into(),
-            phase: s.status.as_ref().map(|st| st.phase.as_str()).unwrap_or("INIT").into(),
+            phase: s
+                .status
+                .as_ref()
+                .map(|st| st.phase.as_str())
+                .unwrap_or("INIT")
+                .into(),
         })
         .collect();
     phases.sort_by(|a, b| a.name.cmp(&b.name));
     let ready = services
         .iter()
-        .filter(|s| s.status.as_ref().is_some_and(|st| is_condition_true(&st.conditions, READY)))
+        .filter(|s| {
+            s.status
+                .as_ref()
+                .is_some_and(|st| is_condition_true(&st.conditions, READY))
+        })
         .count();
     let all_ready = ready == services.len();
     let condition = if all_ready {
-        Desired::new(READY, true, "AllServicesReady", format!("{ready} of {} services ready", services.len()))
+        Desired::new(
+            READY,
+            true,
+            "AllServicesReady",
+            format!("{ready} of {} services ready", services.len()),
+        )
     } else {
-        let waiting: Vec<&str> = phases.iter().filter(|p| p.phase != "RUNNING" && p.phase != "STOPPED").map(|p| p.name.as_str()).collect();
-        Desired::new(READY, false, "ServicesNotReady", format!("not ready: {}", waiting.join(", ")))
+        let waiting: Vec<&str> = phases
+            .iter()
+            .filter(|p| p.phase != "RUNNING" && p.phase != "STOPPED")
+            .map(|p| p.name.as_str())
+            .collect();
+        Desired::new(
+            READY,
+            false,
+            "ServicesNotReady",
+            format!("not ready: {}", waiting.join(", ")),
+        )
     };
     ApplicationStatus {
         services: services.len() as i32,

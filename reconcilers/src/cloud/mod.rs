@@ -36,20 +36,37 @@ pub async fn reconcile(cloud: Arc<Cloud>, ctx: Arc<Context>) -> Result<Requeue, 
         .filter(|n| n.spec.cloud == name && n.metadata.deletion_timestamp.is_none())
         .count();
     let condition = match ctx.drivers.driver(&cloud) {
-        Ok(_) => Desired::new(READY, true, "DriverReady", format!("the {} driver is ready", cloud.spec.provider().unwrap_or("?"))),
+        Ok(_) => Desired::new(
+            READY,
+            true,
+            "DriverReady",
+            format!(
+                "the {} driver is ready",
+                cloud.spec.provider().unwrap_or("?")
+            ),
+        ),
         Err(why) => Desired::new(READY, false, "DriverUnavailable", why),
     };
     let previous = cloud.status.clone().unwrap_or_default();
     let status = CloudStatus {
         provider: cloud.spec.provider().map(Into::into),
         nodes: Some(count as i32),
-        conditions: merge(&previous.conditions, vec![condition], cloud.meta().generation, &Time(Timestamp::now())),
+        conditions: merge(
+            &previous.conditions,
+            vec![condition],
+            cloud.meta().generation,
+            &Time(Timestamp::now()),
+        ),
     };
     if status != previous {
         let patch = json!({"apiVersion": Cloud::api_version(&()), "kind": Cloud::kind(&()), "status": status});
-        api.patch_status(&name, &PatchParams::apply(MANAGER_CONTROLLER).force(), &Patch::Apply(&patch))
-            .await
-            .ctx("patch status", &name)?;
+        api.patch_status(
+            &name,
+            &PatchParams::apply(MANAGER_CONTROLLER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .ctx("patch status", &name)?;
     }
     ctx.backoff.succeeded(&format!("cloud/{name}"));
     Ok(Requeue::requeue(Duration::from_secs(60)))

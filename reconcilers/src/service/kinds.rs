@@ -24,7 +24,10 @@ struct Helloworld;
 
 impl ServiceKind for Helloworld {
     fn settings(&self) -> &'static [(&'static str, &'static str)] {
-        &[("greeting", "the text every node serves (default \"Hello World!\")")]
+        &[(
+            "greeting",
+            "the text every node serves (default \"Hello World!\")",
+        )]
     }
     fn with_members(&self) -> bool {
         false

@@ -38,13 +38,15 @@ fn backoff_key(service: &Service) -> String {
 }
 
 async fn reconcile_inner(service: &Arc<Service>, ctx: &Arc<Context>) -> Result<Requeue, Error> {
-    let ns = service.namespace().ok_or(Error::MissingField("namespace"))?;
+    let ns = service
+        .namespace()
+        .ok_or(Error::MissingField("namespace"))?;
     let api: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
 
     if service.metadata.deletion_timestamp.is_some() {
         return delete_nodes_then_release(ctx, &api, service, &ns).await;
     }
-    finalizers::add(&api, &service, FINALIZER_NODES).await?;
+    finalizers::add(&api, service, FINALIZER_NODES).await?;
 
     let observed = observe::observe(ctx, service).await?;
     let desired = validate::validate(
@@ -67,21 +69,43 @@ async fn reconcile_inner(service: &Arc<Service>, ctx: &Arc<Context>) -> Result<R
 
     let previous = service.status.clone().unwrap_or_default();
     let now = Time(Timestamp::now());
-    let status = status::build(&previous, service.meta().generation, &desired, &observed.nodes, &now);
+    let status = status::build(
+        &previous,
+        service.meta().generation,
+        &desired,
+        &observed.nodes,
+        &now,
+    );
     if status != previous {
         if status.phase != previous.phase {
             let warning = desired.is_err();
-            let note = format!("{}: {}", status.phase.as_str(), status.conditions[0].message);
-            events::publish(ctx, service.as_ref(), warning, &status.conditions[0].reason, "Reconcile", note).await;
+            let note = format!(
+                "{}: {}",
+                status.phase.as_str(),
+                status.conditions[0].message
+            );
+            events::publish(
+                ctx,
+                service.as_ref(),
+                warning,
+                &status.conditions[0].reason,
+                "Reconcile",
+                note,
+            )
+            .await;
         }
         let patch = json!({
             "apiVersion": Service::api_version(&()),
             "kind": Service::kind(&()),
             "status": status,
         });
-        api.patch_status(&service.name_any(), &PatchParams::apply(MANAGER_CONTROLLER).force(), &Patch::Apply(&patch))
-            .await
-            .ctx("patch status", format!("{ns}/{}", service.name_any()))?;
+        api.patch_status(
+            &service.name_any(),
+            &PatchParams::apply(MANAGER_CONTROLLER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .ctx("patch status", format!("{ns}/{}", service.name_any()))?;
     }
     // Missing Applications and Clouds are not watched: look again soon.
     Ok(match desired {
@@ -90,18 +114,31 @@ async fn reconcile_inner(service: &Arc<Service>, ctx: &Arc<Context>) -> Result<R
     })
 }
 
-async fn delete_nodes_then_release(ctx: &Context, api: &Api<Service>, service: &Service, ns: &str) -> Result<Requeue, Error> {
+async fn delete_nodes_then_release(
+    ctx: &Context,
+    api: &Api<Service>,
+    service: &Service,
+    ns: &str,
+) -> Result<Requeue, Error> {
     let nodes = observe::list_nodes(ctx, ns, &service.name_any()).await?;
     if nodes.is_empty() {
         finalizers::remove(api, service, FINALIZER_NODES).await?;
         return Ok(Requeue::await_change());
     }
     let node_api: Api<ServiceNode> = Api::namespaced(ctx.client.clone(), ns);
-    for node in nodes.iter().filter(|n| n.metadata.deletion_timestamp.is_none()) {
-        match node_api.delete(&node.name_any(), &DeleteParams::default()).await {
+    for node in nodes
+        .iter()
+        .filter(|n| n.metadata.deletion_timestamp.is_none())
+    {
+        match node_api
+            .delete(&node.name_any(), &DeleteParams::default())
+            .await
+        {
             Ok(_) => {}
             Err(e) if is_not_found(&e) => {}
-            Err(e) => return Err(e).ctx("delete service node", format!("{ns}/{}", node.name_any())),
+            Err(e) => {
+                return Err(e).ctx("delete service node", format!("{ns}/{}", node.name_any()));
+            }
         }
     }
     // Node deletions wake this loop through the owner reference; the requeue is a safety net.

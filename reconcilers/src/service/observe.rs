@@ -3,11 +3,13 @@
 use std::collections::BTreeSet;
 
 use conpaas_crds::labels::LABEL_SERVICE;
-use conpaas_crds::v1alpha1::{Application, Cloud, NodeCode, Service, ServiceNode, VmState, is_condition_true};
 use conpaas_crds::labels::conditions::READY;
+use conpaas_crds::v1alpha1::{
+    Application, Cloud, NodeCode, Service, ServiceNode, VmState, is_condition_true,
+};
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Api, ListParams};
 use kube::ResourceExt;
+use kube::api::{Api, ListParams};
 use sha2::{Digest, Sha256};
 
 use super::plan::ObservedNode;
@@ -31,16 +33,30 @@ pub struct Observed {
 
 /// Observes `service`.
 pub async fn observe(ctx: &Context, service: &Service) -> Result<Observed, Error> {
-    let ns = service.namespace().ok_or(Error::MissingField("namespace"))?;
+    let ns = service
+        .namespace()
+        .ok_or(Error::MissingField("namespace"))?;
     let name = service.name_any();
     let apps: Api<Application> = Api::namespaced(ctx.client.clone(), &ns);
     let application = match apps.get(&service.spec.application).await {
         Ok(app) => Some(app),
         Err(e) if is_not_found(&e) => None,
-        Err(e) => return Err(e).ctx("get application", format!("{ns}/{}", service.spec.application)),
+        Err(e) => {
+            return Err(e).ctx(
+                "get application",
+                format!("{ns}/{}", service.spec.application),
+            );
+        }
     };
     let clouds: Api<Cloud> = Api::all(ctx.client.clone());
-    let clouds = clouds.list(&ListParams::default()).await.ctx("list clouds", "")?.items.iter().map(|c| c.name_any()).collect();
+    let clouds = clouds
+        .list(&ListParams::default())
+        .await
+        .ctx("list clouds", "")?
+        .items
+        .iter()
+        .map(|c| c.name_any())
+        .collect();
     let services: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
     let siblings = if service.spec.links.is_empty() {
         BTreeSet::new()
@@ -55,16 +71,30 @@ pub async fn observe(ctx: &Context, service: &Service) -> Result<Observed, Error
             .map(|s| s.name_any())
             .collect()
     };
-    let nodes = list_nodes(ctx, &ns, &name).await?.iter().map(observed_node).collect();
+    let nodes = list_nodes(ctx, &ns, &name)
+        .await?
+        .iter()
+        .map(observed_node)
+        .collect();
     let code = resolve_code(ctx, &ns, service).await?;
-    Ok(Observed { application, clouds, siblings, nodes, code })
+    Ok(Observed {
+        application,
+        clouds,
+        siblings,
+        nodes,
+        code,
+    })
 }
 
 /// The ServiceNodes of a Service, by label.
 pub async fn list_nodes(ctx: &Context, ns: &str, service: &str) -> Result<Vec<ServiceNode>, Error> {
     let api: Api<ServiceNode> = Api::namespaced(ctx.client.clone(), ns);
     let lp = ListParams::default().labels(&format!("{LABEL_SERVICE}={service}"));
-    Ok(api.list(&lp).await.ctx("list service nodes", format!("{ns}/{service}"))?.items)
+    Ok(api
+        .list(&lp)
+        .await
+        .ctx("list service nodes", format!("{ns}/{service}"))?
+        .items)
 }
 
 fn observed_node(node: &ServiceNode) -> ObservedNode {
@@ -79,11 +109,22 @@ fn observed_node(node: &ServiceNode) -> ObservedNode {
     }
 }
 
-async fn resolve_code(ctx: &Context, ns: &str, service: &Service) -> Result<Result<Option<NodeCode>, Problem>, Error> {
-    let Some(code) = &service.spec.code else { return Ok(Ok(None)) };
-    let Some(active) = &code.active else { return Ok(Ok(None)) };
+async fn resolve_code(
+    ctx: &Context,
+    ns: &str,
+    service: &Service,
+) -> Result<Result<Option<NodeCode>, Problem>, Error> {
+    let Some(code) = &service.spec.code else {
+        return Ok(Ok(None));
+    };
+    let Some(active) = &code.active else {
+        return Ok(Ok(None));
+    };
     let Some(version) = code.versions.iter().find(|v| &v.name == active) else {
-        return Ok(Err(Problem::new("CodeNotFound", format!("spec.code.active: no version named {active:?}"))));
+        return Ok(Err(Problem::new(
+            "CodeNotFound",
+            format!("spec.code.active: no version named {active:?}"),
+        )));
     };
     if let Some(url) = &version.url {
         return Ok(Ok(Some(NodeCode {
@@ -93,14 +134,19 @@ async fn resolve_code(ctx: &Context, ns: &str, service: &Service) -> Result<Resu
             sha256: version.sha256.clone().unwrap_or_default(),
         })));
     }
-    let Some(key) = &version.config_map else { return Ok(Ok(None)) };
+    let Some(key) = &version.config_map else {
+        return Ok(Ok(None));
+    };
     let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
     let cm = match cms.get(&key.name).await {
         Ok(cm) => cm,
         Err(e) if is_not_found(&e) => {
             return Ok(Err(Problem::new(
                 "CodeNotFound",
-                format!("spec.code.versions[{}].configMap: ConfigMap {:?} does not exist", version.name, key.name),
+                format!(
+                    "spec.code.versions[{}].configMap: ConfigMap {:?} does not exist",
+                    version.name, key.name
+                ),
             )));
         }
         Err(e) => return Err(e).ctx("get configmap", format!("{ns}/{}", key.name)),
@@ -109,11 +155,18 @@ async fn resolve_code(ctx: &Context, ns: &str, service: &Service) -> Result<Resu
         .binary_data
         .as_ref()
         .and_then(|d| d.get(&key.key).map(|b| b.0.clone()))
-        .or_else(|| cm.data.as_ref().and_then(|d| d.get(&key.key).map(|s| s.as_bytes().to_vec())));
+        .or_else(|| {
+            cm.data
+                .as_ref()
+                .and_then(|d| d.get(&key.key).map(|s| s.as_bytes().to_vec()))
+        });
     let Some(bytes) = bytes else {
         return Ok(Err(Problem::new(
             "CodeNotFound",
-            format!("spec.code.versions[{}].configMap: ConfigMap {:?} has no key {:?}", version.name, key.name, key.key),
+            format!(
+                "spec.code.versions[{}].configMap: ConfigMap {:?} has no key {:?}",
+                version.name, key.name, key.key
+            ),
         )));
     };
     Ok(Ok(Some(NodeCode {

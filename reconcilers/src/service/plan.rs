@@ -108,7 +108,10 @@ pub fn plan(desired: &Desired, nodes: &[ObservedNode]) -> Vec<Action> {
 
     if !desired.running {
         for node in &live {
-            actions.push(Action::DeleteNode { name: node.name.clone(), reason: "ServiceStopped" });
+            actions.push(Action::DeleteNode {
+                name: node.name.clone(),
+                reason: "ServiceStopped",
+            });
         }
         return actions;
     }
@@ -116,26 +119,42 @@ pub fn plan(desired: &Desired, nodes: &[ObservedNode]) -> Vec<Action> {
     let mut keep: Vec<&ObservedNode> = Vec::new();
     for node in &live {
         let Some(role) = desired.roles.iter().find(|r| r.name == node.spec.role) else {
-            actions.push(Action::DeleteNode { name: node.name.clone(), reason: "RoleRemoved" });
+            actions.push(Action::DeleteNode {
+                name: node.name.clone(),
+                reason: "RoleRemoved",
+            });
             continue;
         };
         if node.failed {
-            actions.push(Action::DeleteNode { name: node.name.clone(), reason: "VmFailed" });
+            actions.push(Action::DeleteNode {
+                name: node.name.clone(),
+                reason: "VmFailed",
+            });
         } else if node.spec.cloud != role.cloud || node.spec.instance_type != role.instance_type {
-            actions.push(Action::DeleteNode { name: node.name.clone(), reason: "PlacementChanged" });
+            actions.push(Action::DeleteNode {
+                name: node.name.clone(),
+                reason: "PlacementChanged",
+            });
         } else {
             keep.push(node);
         }
     }
 
     for role in &desired.roles {
-        let mut healthy: Vec<&ObservedNode> = keep.iter().copied().filter(|n| n.spec.role == role.name).collect();
+        let mut healthy: Vec<&ObservedNode> = keep
+            .iter()
+            .copied()
+            .filter(|n| n.spec.role == role.name)
+            .collect();
         let want = role.count.max(0) as usize;
         if healthy.len() > want {
             // Not-ready nodes go first, then the newest.
             healthy.sort_by_key(|n| (n.ready, std::cmp::Reverse(ordinal(service, n))));
             for node in healthy.drain(..healthy.len() - want) {
-                actions.push(Action::DeleteNode { name: node.name.clone(), reason: "ScaledDown" });
+                actions.push(Action::DeleteNode {
+                    name: node.name.clone(),
+                    reason: "ScaledDown",
+                });
                 keep.retain(|k| k.name != node.name);
             }
         }
@@ -145,7 +164,11 @@ pub fn plan(desired: &Desired, nodes: &[ObservedNode]) -> Vec<Action> {
         let mut m: Vec<Member> = keep
             .iter()
             .filter_map(|n| {
-                n.address.as_ref().map(|a| Member { name: n.name.clone(), role: n.spec.role.clone(), address: a.clone() })
+                n.address.as_ref().map(|a| Member {
+                    name: n.name.clone(),
+                    role: n.spec.role.clone(),
+                    address: a.clone(),
+                })
             })
             .collect();
         m.sort();
@@ -173,10 +196,17 @@ pub fn plan(desired: &Desired, nodes: &[ObservedNode]) -> Vec<Action> {
     }
 
     for node in &keep {
-        let role = desired.roles.iter().find(|r| r.name == node.spec.role).expect("kept nodes have a role");
+        let role = desired
+            .roles
+            .iter()
+            .find(|r| r.name == node.spec.role)
+            .expect("kept nodes have a role");
         let spec = node_spec(desired, role, node.spec.token.clone(), &members);
         if spec != node.spec {
-            actions.push(Action::PatchNodeSpec { name: node.name.clone(), spec });
+            actions.push(Action::PatchNodeSpec {
+                name: node.name.clone(),
+                spec,
+            });
         }
     }
     actions
@@ -188,10 +218,18 @@ pub fn node_name(service: &str, role: &str, ordinal: u32) -> String {
 }
 
 fn ordinal(service: &str, node: &ObservedNode) -> Option<u32> {
-    node.name.strip_prefix(&format!("{service}-{}-", node.spec.role))?.parse().ok()
+    node.name
+        .strip_prefix(&format!("{service}-{}-", node.spec.role))?
+        .parse()
+        .ok()
 }
 
-fn node_spec(desired: &Desired, role: &DesiredRole, token: String, members: &[Member]) -> ServiceNodeSpec {
+fn node_spec(
+    desired: &Desired,
+    role: &DesiredRole,
+    token: String,
+    members: &[Member],
+) -> ServiceNodeSpec {
     ServiceNodeSpec {
         application: desired.application.clone(),
         service: desired.service.clone(),
@@ -219,20 +257,33 @@ mod tests {
             running,
             roles: roles
                 .iter()
-                .map(|(name, count)| DesiredRole { name: name.to_string(), count: *count, cloud: "local".into(), instance_type: None })
+                .map(|(name, count)| DesiredRole {
+                    name: name.to_string(),
+                    count: *count,
+                    cloud: "local".into(),
+                    instance_type: None,
+                })
                 .collect(),
-            config: NodeConfig { with_members: ty == ServiceType::Generic, ..Default::default() },
+            config: NodeConfig {
+                with_members: ty == ServiceType::Generic,
+                ..Default::default()
+            },
         }
     }
 
     /// A node as the planner would have created it, already converged.
     fn node(d: &Desired, role: &str, ordinal: u32) -> ObservedNode {
-        let r = d.roles.iter().find(|r| r.name == role).cloned().unwrap_or(DesiredRole {
-            name: role.into(),
-            count: 0,
-            cloud: "local".into(),
-            instance_type: None,
-        });
+        let r = d
+            .roles
+            .iter()
+            .find(|r| r.name == role)
+            .cloned()
+            .unwrap_or(DesiredRole {
+                name: role.into(),
+                count: 0,
+                cloud: "local".into(),
+                instance_type: None,
+            });
         ObservedNode {
             name: node_name("svc", role, ordinal),
             spec: node_spec(d, &r, format!("token-{role}-{ordinal}"), &[]),
@@ -244,13 +295,22 @@ mod tests {
     }
 
     fn created(actions: &[Action]) -> Vec<String> {
-        actions.iter().filter_map(|a| match a { Action::CreateNode { name, .. } => Some(name.clone()), _ => None }).collect()
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::CreateNode { name, .. } => Some(name.clone()),
+                _ => None,
+            })
+            .collect()
     }
 
     fn deleted(actions: &[Action]) -> Vec<(String, &'static str)> {
         actions
             .iter()
-            .filter_map(|a| match a { Action::DeleteNode { name, reason } => Some((name.clone(), *reason)), _ => None })
+            .filter_map(|a| match a {
+                Action::DeleteNode { name, reason } => Some((name.clone(), *reason)),
+                _ => None,
+            })
             .collect()
     }
 
@@ -272,50 +332,126 @@ mod tests {
         let generic0 = desired(Generic, true, &[("master", 1), ("node", 0)]);
 
         let cases = vec![
-            Case { name: "scale up from nothing", desired: hw3.clone(), nodes: vec![], create: vec!["svc-node-0", "svc-node-1", "svc-node-2"], delete: vec![] },
-            Case { name: "converged does nothing", desired: hw3.clone(), nodes: (0..3).map(|i| node(&hw3, "node", i)).collect(), create: vec![], delete: vec![] },
-            Case { name: "scale up fills the lowest free ordinals", desired: hw5.clone(), nodes: vec![node(&hw5, "node", 0), node(&hw5, "node", 2), node(&hw5, "node", 3)], create: vec!["svc-node-1", "svc-node-4"], delete: vec![] },
-            Case { name: "scale down removes the newest", desired: hw2.clone(), nodes: (0..5).map(|i| node(&hw2, "node", i)).collect(), create: vec![], delete: vec![("svc-node-4", "ScaledDown"), ("svc-node-3", "ScaledDown"), ("svc-node-2", "ScaledDown")] },
+            Case {
+                name: "scale up from nothing",
+                desired: hw3.clone(),
+                nodes: vec![],
+                create: vec!["svc-node-0", "svc-node-1", "svc-node-2"],
+                delete: vec![],
+            },
+            Case {
+                name: "converged does nothing",
+                desired: hw3.clone(),
+                nodes: (0..3).map(|i| node(&hw3, "node", i)).collect(),
+                create: vec![],
+                delete: vec![],
+            },
+            Case {
+                name: "scale up fills the lowest free ordinals",
+                desired: hw5.clone(),
+                nodes: vec![
+                    node(&hw5, "node", 0),
+                    node(&hw5, "node", 2),
+                    node(&hw5, "node", 3),
+                ],
+                create: vec!["svc-node-1", "svc-node-4"],
+                delete: vec![],
+            },
+            Case {
+                name: "scale down removes the newest",
+                desired: hw2.clone(),
+                nodes: (0..5).map(|i| node(&hw2, "node", i)).collect(),
+                create: vec![],
+                delete: vec![
+                    ("svc-node-4", "ScaledDown"),
+                    ("svc-node-3", "ScaledDown"),
+                    ("svc-node-2", "ScaledDown"),
+                ],
+            },
             Case {
                 name: "scale down removes not-ready nodes first",
                 desired: hw2.clone(),
-                nodes: { let mut n: Vec<_> = (0..3).map(|i| node(&hw2, "node", i)).collect(); n[0].ready = false; n },
+                nodes: {
+                    let mut n: Vec<_> = (0..3).map(|i| node(&hw2, "node", i)).collect();
+                    n[0].ready = false;
+                    n
+                },
                 create: vec![],
                 delete: vec![("svc-node-0", "ScaledDown")],
             },
-            Case { name: "stop deletes every node", desired: hw_stopped.clone(), nodes: (0..3).map(|i| node(&hw_stopped, "node", i)).collect(), create: vec![], delete: vec![("svc-node-0", "ServiceStopped"), ("svc-node-1", "ServiceStopped"), ("svc-node-2", "ServiceStopped")] },
-            Case { name: "start after stop creates every node", desired: hw3.clone(), nodes: vec![], create: vec!["svc-node-0", "svc-node-1", "svc-node-2"], delete: vec![] },
+            Case {
+                name: "stop deletes every node",
+                desired: hw_stopped.clone(),
+                nodes: (0..3).map(|i| node(&hw_stopped, "node", i)).collect(),
+                create: vec![],
+                delete: vec![
+                    ("svc-node-0", "ServiceStopped"),
+                    ("svc-node-1", "ServiceStopped"),
+                    ("svc-node-2", "ServiceStopped"),
+                ],
+            },
+            Case {
+                name: "start after stop creates every node",
+                desired: hw3.clone(),
+                nodes: vec![],
+                create: vec!["svc-node-0", "svc-node-1", "svc-node-2"],
+                delete: vec![],
+            },
             Case {
                 name: "a failed VM is replaced under a new ordinal",
                 desired: hw3.clone(),
-                nodes: { let mut n: Vec<_> = (0..3).map(|i| node(&hw3, "node", i)).collect(); n[1].failed = true; n },
+                nodes: {
+                    let mut n: Vec<_> = (0..3).map(|i| node(&hw3, "node", i)).collect();
+                    n[1].failed = true;
+                    n
+                },
                 create: vec!["svc-node-3"],
                 delete: vec![("svc-node-1", "VmFailed")],
             },
             Case {
                 name: "a node being deleted keeps its ordinal reserved",
                 desired: hw3.clone(),
-                nodes: { let mut n: Vec<_> = (0..3).map(|i| node(&hw3, "node", i)).collect(); n[0].deleting = true; n },
+                nodes: {
+                    let mut n: Vec<_> = (0..3).map(|i| node(&hw3, "node", i)).collect();
+                    n[0].deleting = true;
+                    n
+                },
                 create: vec!["svc-node-3"],
                 delete: vec![],
             },
             Case {
                 name: "a failed master is replaced in place",
                 desired: generic.clone(),
-                nodes: { let mut n = vec![node(&generic, "master", 0), node(&generic, "node", 0), node(&generic, "node", 1)]; n[0].failed = true; n },
+                nodes: {
+                    let mut n = vec![
+                        node(&generic, "master", 0),
+                        node(&generic, "node", 0),
+                        node(&generic, "node", 1),
+                    ];
+                    n[0].failed = true;
+                    n
+                },
                 create: vec!["svc-master-1"],
                 delete: vec![("svc-master-0", "VmFailed")],
             },
             Case {
                 name: "scaling nodes to zero never removes the master",
                 desired: generic0.clone(),
-                nodes: vec![node(&generic0, "master", 0), node(&generic0, "node", 0), node(&generic0, "node", 1)],
+                nodes: vec![
+                    node(&generic0, "master", 0),
+                    node(&generic0, "node", 0),
+                    node(&generic0, "node", 1),
+                ],
                 create: vec![],
                 delete: vec![("svc-node-1", "ScaledDown"), ("svc-node-0", "ScaledDown")],
             },
             Case {
                 name: "a changed placement replaces the node",
-                desired: { let mut d = hw3.clone(); d.roles[0].cloud = "other".into(); d },
+                desired: {
+                    let mut d = hw3.clone();
+                    d.roles[0].cloud = "other".into();
+                    d
+                },
                 nodes: vec![node(&hw3, "node", 0)],
                 create: vec!["svc-node-1", "svc-node-2", "svc-node-3"],
                 delete: vec![("svc-node-0", "PlacementChanged")],
@@ -324,9 +460,19 @@ mod tests {
         for case in cases {
             let actions = plan(&case.desired, &case.nodes);
             assert_eq!(created(&actions), case.create, "{}: creates", case.name);
-            let want: Vec<(String, &str)> = case.delete.iter().map(|(n, r)| (n.to_string(), *r)).collect();
+            let want: Vec<(String, &str)> = case
+                .delete
+                .iter()
+                .map(|(n, r)| (n.to_string(), *r))
+                .collect();
             assert_eq!(deleted(&actions), want, "{}: deletes", case.name);
-            assert!(!actions.iter().any(|a| matches!(a, Action::PatchNodeSpec { .. })), "{}: no spec patches", case.name);
+            assert!(
+                !actions
+                    .iter()
+                    .any(|a| matches!(a, Action::PatchNodeSpec { .. })),
+                "{}: no spec patches",
+                case.name
+            );
         }
     }
 
@@ -338,10 +484,15 @@ mod tests {
         let actions = plan(&d, &nodes);
         assert_eq!(actions.len(), 2);
         for (action, node) in actions.iter().zip(&nodes) {
-            let Action::PatchNodeSpec { name, spec } = action else { panic!("expected a patch, got {action:?}") };
+            let Action::PatchNodeSpec { name, spec } = action else {
+                panic!("expected a patch, got {action:?}")
+            };
             assert_eq!(name, &node.name);
             assert_eq!(spec.token, node.spec.token, "the token never changes");
-            assert_eq!(spec.settings.get("greeting").map(String::as_str), Some("Hi"));
+            assert_eq!(
+                spec.settings.get("greeting").map(String::as_str),
+                Some("Hi")
+            );
         }
     }
 
@@ -352,9 +503,19 @@ mod tests {
         nodes[0].address = Some("127.0.1.1".into());
         nodes[1].address = Some("127.0.1.2".into());
         let actions = plan(&d, &nodes);
-        assert_eq!(actions.len(), 2, "both nodes get the new member list: {actions:?}");
-        let Action::PatchNodeSpec { spec, .. } = &actions[0] else { panic!() };
-        let roles: Vec<(&str, &str)> = spec.members.iter().map(|m| (m.role.as_str(), m.address.as_str())).collect();
+        assert_eq!(
+            actions.len(),
+            2,
+            "both nodes get the new member list: {actions:?}"
+        );
+        let Action::PatchNodeSpec { spec, .. } = &actions[0] else {
+            panic!()
+        };
+        let roles: Vec<(&str, &str)> = spec
+            .members
+            .iter()
+            .map(|m| (m.role.as_str(), m.address.as_str()))
+            .collect();
         assert_eq!(roles, vec![("master", "127.0.1.1"), ("node", "127.0.1.2")]);
     }
 

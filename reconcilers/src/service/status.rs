@@ -23,13 +23,25 @@ pub fn build(
     let roles = role_counts(desired, nodes);
     let phase = phase(previous.phase, desired, &roles, nodes);
     let degraded_nodes = nodes.iter().filter(|n| n.failed && !n.deleting).count();
-    let ready_text = roles.iter().map(|r| format!("{} {}/{}", r.name, r.ready, r.desired)).collect::<Vec<_>>().join(", ");
+    let ready_text = roles
+        .iter()
+        .map(|r| format!("{} {}/{}", r.name, r.ready, r.desired))
+        .collect::<Vec<_>>()
+        .join(", ");
 
     let (ready, reason, message) = match (phase, desired) {
         (_, Err(problem)) => (false, problem.reason.to_string(), problem.message.clone()),
-        (Phase::Running, _) => (true, "Running".into(), format!("all nodes ready: {ready_text}")),
+        (Phase::Running, _) => (
+            true,
+            "Running".into(),
+            format!("all nodes ready: {ready_text}"),
+        ),
         (Phase::Stopped, _) => (true, "Stopped".into(), "the service is stopped".into()),
-        (Phase::Epilogue, _) => (false, "Stopping".into(), format!("removing {} nodes", nodes.len())),
+        (Phase::Epilogue, _) => (
+            false,
+            "Stopping".into(),
+            format!("removing {} nodes", nodes.len()),
+        ),
         (p, _) => (false, title(p), format!("waiting for nodes: {ready_text}")),
     };
     let progressing = matches!(phase, Phase::Prologue | Phase::Adapting | Phase::Epilogue);
@@ -37,12 +49,24 @@ pub fn build(
         &previous.conditions,
         vec![
             Cond::new(READY, ready, reason, message),
-            Cond::new(PROGRESSING, progressing, if progressing { title(phase) } else { "Idle".into() }, ""),
+            Cond::new(
+                PROGRESSING,
+                progressing,
+                if progressing {
+                    title(phase)
+                } else {
+                    "Idle".into()
+                },
+                "",
+            ),
             match desired {
                 Err(problem) => Cond::new(DEGRADED, true, problem.reason, problem.message.clone()),
-                Ok(_) if degraded_nodes > 0 => {
-                    Cond::new(DEGRADED, true, "NodesFailed", format!("{degraded_nodes} nodes failed and are being replaced"))
-                }
+                Ok(_) if degraded_nodes > 0 => Cond::new(
+                    DEGRADED,
+                    true,
+                    "NodesFailed",
+                    format!("{degraded_nodes} nodes failed and are being replaced"),
+                ),
                 Ok(_) => Cond::new(DEGRADED, false, "AsExpected", ""),
             },
         ],
@@ -53,7 +77,11 @@ pub fn build(
     let mut history = previous.history.clone();
     if history.last().map(|h| h.phase) != Some(phase) {
         let reason = conditions[0].reason.clone();
-        history.push(PhaseChange { phase, time: now.clone(), reason: Some(reason) });
+        history.push(PhaseChange {
+            phase,
+            time: now.clone(),
+            reason: Some(reason),
+        });
         let excess = history.len().saturating_sub(HISTORY_LIMIT);
         history.drain(..excess);
     }
@@ -62,7 +90,10 @@ pub fn build(
         phase,
         ready: (!roles.is_empty()).then_some(ready_text),
         roles,
-        active_code_version: desired.as_ref().ok().and_then(|d| d.config.code.as_ref().map(|c| c.version.clone())),
+        active_code_version: desired
+            .as_ref()
+            .ok()
+            .and_then(|d| d.config.code.as_ref().map(|c| c.version.clone())),
         observed_generation: generation,
         conditions,
         history,
@@ -70,12 +101,18 @@ pub fn build(
 }
 
 fn role_counts(desired: &Result<Desired, Problem>, nodes: &[ObservedNode]) -> Vec<RoleStatus> {
-    let Ok(desired) = desired else { return Vec::new() };
+    let Ok(desired) = desired else {
+        return Vec::new();
+    };
     desired
         .roles
         .iter()
         .map(|role| {
-            let of_role = || nodes.iter().filter(|n| n.spec.role == role.name && !n.deleting);
+            let of_role = || {
+                nodes
+                    .iter()
+                    .filter(|n| n.spec.role == role.name && !n.deleting)
+            };
             RoleStatus {
                 name: role.name.clone(),
                 desired: if desired.running { role.count } else { 0 },
@@ -88,13 +125,26 @@ fn role_counts(desired: &Result<Desired, Problem>, nodes: &[ObservedNode]) -> Ve
 
 /// The ConPaaS phase: PROLOGUE while starting, ADAPTING while changing a running service,
 /// EPILOGUE while stopping.
-fn phase(previous: Phase, desired: &Result<Desired, Problem>, roles: &[RoleStatus], nodes: &[ObservedNode]) -> Phase {
-    let Ok(desired) = desired else { return Phase::Error };
+fn phase(
+    previous: Phase,
+    desired: &Result<Desired, Problem>,
+    roles: &[RoleStatus],
+    nodes: &[ObservedNode],
+) -> Phase {
+    let Ok(desired) = desired else {
+        return Phase::Error;
+    };
     if !desired.running {
-        return if nodes.is_empty() { Phase::Stopped } else { Phase::Epilogue };
+        return if nodes.is_empty() {
+            Phase::Stopped
+        } else {
+            Phase::Epilogue
+        };
     }
-    let converged =
-        nodes.iter().all(|n| !n.deleting) && roles.iter().all(|r| r.current == r.desired && r.ready == r.desired);
+    let converged = nodes.iter().all(|n| !n.deleting)
+        && roles
+            .iter()
+            .all(|r| r.current == r.desired && r.ready == r.desired);
     match (converged, previous) {
         (true, _) => Phase::Running,
         (false, Phase::Running | Phase::Adapting) => Phase::Adapting,
@@ -124,7 +174,12 @@ mod tests {
             application: "a".into(),
             service_type: ServiceType::Helloworld,
             running,
-            roles: vec![DesiredRole { name: "node".into(), count, cloud: "local".into(), instance_type: None }],
+            roles: vec![DesiredRole {
+                name: "node".into(),
+                count,
+                cloud: "local".into(),
+                instance_type: None,
+            }],
             config: NodeConfig::default(),
         })
     }
@@ -157,7 +212,9 @@ mod tests {
     #[test]
     fn the_conpaas_life_cycle() {
         let mut s = ServiceStatus::default();
-        let steps: Vec<(Result<Desired, Problem>, Vec<ObservedNode>, Phase, bool)> = vec![
+        // (validation outcome, nodes, expected phase, expected Ready)
+        type Step = (Result<Desired, Problem>, Vec<ObservedNode>, Phase, bool);
+        let steps: Vec<Step> = vec![
             (desired(3, true), nodes(0, 0), Phase::Prologue, false),
             (desired(3, true), nodes(3, 1), Phase::Prologue, false),
             (desired(3, true), nodes(3, 3), Phase::Running, true),
@@ -166,7 +223,15 @@ mod tests {
             (desired(5, false), nodes(5, 5), Phase::Epilogue, false),
             (desired(5, false), nodes(0, 0), Phase::Stopped, true),
             (desired(5, true), nodes(2, 0), Phase::Prologue, false),
-            (Err(Problem::new("CloudNotFound", "spec.roles[node]: Cloud \"x\" does not exist")), nodes(0, 0), Phase::Error, false),
+            (
+                Err(Problem::new(
+                    "CloudNotFound",
+                    "spec.roles[node]: Cloud \"x\" does not exist",
+                )),
+                nodes(0, 0),
+                Phase::Error,
+                false,
+            ),
         ];
         for (i, (d, n, want, ready)) in steps.into_iter().enumerate() {
             s = build(&s, Some(1), &d, &n, &now(i as i64));
@@ -174,26 +239,62 @@ mod tests {
             assert_eq!(s.conditions[0].status == "True", ready, "step {i}: Ready");
         }
         assert_eq!(s.conditions[0].reason, "CloudNotFound");
-        assert_eq!(s.conditions[2].status, "True", "an unsatisfiable service is Degraded");
+        assert_eq!(
+            s.conditions[2].status, "True",
+            "an unsatisfiable service is Degraded"
+        );
         let phases: Vec<Phase> = s.history.iter().map(|h| h.phase).collect();
         assert_eq!(
             phases,
-            vec![Phase::Prologue, Phase::Running, Phase::Adapting, Phase::Running, Phase::Epilogue, Phase::Stopped, Phase::Prologue, Phase::Error]
+            vec![
+                Phase::Prologue,
+                Phase::Running,
+                Phase::Adapting,
+                Phase::Running,
+                Phase::Epilogue,
+                Phase::Stopped,
+                Phase::Prologue,
+                Phase::Error
+            ]
         );
     }
 
     #[test]
     fn ready_summary_and_counts_per_role() {
-        let s = build(&ServiceStatus::default(), Some(4), &desired(3, true), &nodes(3, 2), &now(0));
+        let s = build(
+            &ServiceStatus::default(),
+            Some(4),
+            &desired(3, true),
+            &nodes(3, 2),
+            &now(0),
+        );
         assert_eq!(s.ready.as_deref(), Some("node 2/3"));
-        assert_eq!(s.roles[0], RoleStatus { name: "node".into(), desired: 3, current: 3, ready: 2 });
+        assert_eq!(
+            s.roles[0],
+            RoleStatus {
+                name: "node".into(),
+                desired: 3,
+                current: 3,
+                ready: 2
+            }
+        );
         assert_eq!(s.observed_generation, Some(4));
-        assert!(s.conditions.iter().all(|c| c.observed_generation == Some(4)));
+        assert!(
+            s.conditions
+                .iter()
+                .all(|c| c.observed_generation == Some(4))
+        );
     }
 
     #[test]
     fn an_unchanged_world_gives_an_identical_status() {
-        let first = build(&ServiceStatus::default(), Some(1), &desired(3, true), &nodes(3, 3), &now(0));
+        let first = build(
+            &ServiceStatus::default(),
+            Some(1),
+            &desired(3, true),
+            &nodes(3, 3),
+            &now(0),
+        );
         let again = build(&first, Some(1), &desired(3, true), &nodes(3, 3), &now(99));
         assert_eq!(first, again, "no write when nothing changed");
     }

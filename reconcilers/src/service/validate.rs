@@ -20,7 +20,10 @@ pub struct Problem {
 impl Problem {
     /// A problem with this reason and message.
     pub fn new(reason: &'static str, message: impl Into<String>) -> Self {
-        Self { reason, message: message.into() }
+        Self {
+            reason,
+            message: message.into(),
+        }
     }
 }
 
@@ -43,7 +46,10 @@ pub fn validate(spec: &ServiceSpec, inputs: Inputs<'_>) -> Result<Desired, Probl
     let Some(application) = inputs.application else {
         return Err(Problem::new(
             "ApplicationNotFound",
-            format!("spec.application: Application {:?} does not exist in this namespace", spec.application),
+            format!(
+                "spec.application: Application {:?} does not exist in this namespace",
+                spec.application
+            ),
         ));
     };
     let service_kind = kind(spec.r#type);
@@ -52,18 +58,28 @@ pub fn validate(spec: &ServiceSpec, inputs: Inputs<'_>) -> Result<Desired, Probl
             let known: Vec<&str> = service_kind.settings().iter().map(|(k, _)| *k).collect();
             return Err(Problem::new(
                 "InvalidSettings",
-                format!("spec.settings.{key}: not a setting of type {} (known: {})", spec.r#type.as_str(), list_or_none(&known)),
+                format!(
+                    "spec.settings.{key}: not a setting of type {} (known: {})",
+                    spec.r#type.as_str(),
+                    list_or_none(&known)
+                ),
             ));
         }
     }
     for link in &spec.links {
         if link.service == inputs.service {
-            return Err(Problem::new("InvalidLink", "spec.links: a service cannot link to itself"));
+            return Err(Problem::new(
+                "InvalidLink",
+                "spec.links: a service cannot link to itself",
+            ));
         }
         if !inputs.siblings.contains(&link.service) {
             return Err(Problem::new(
                 "LinkNotFound",
-                format!("spec.links[{}]: no Service of that name in Application {:?}", link.service, spec.application),
+                format!(
+                    "spec.links[{}]: no Service of that name in Application {:?}",
+                    link.service, spec.application
+                ),
             ));
         }
     }
@@ -75,15 +91,23 @@ pub fn validate(spec: &ServiceSpec, inputs: Inputs<'_>) -> Result<Desired, Probl
             Some((fixed, count)) if fixed == *name => count,
             _ => role_spec.map_or(*default_count, |r| r.count),
         };
-        let cloud = role_spec.and_then(|r| r.cloud.clone()).or_else(|| application.cloud.clone());
+        let cloud = role_spec
+            .and_then(|r| r.cloud.clone())
+            .or_else(|| application.cloud.clone());
         let Some(cloud) = cloud else {
             return Err(Problem::new(
                 "NoCloud",
-                format!("spec.roles[{name}].cloud: no cloud given here nor in Application {:?} spec.cloud", spec.application),
+                format!(
+                    "spec.roles[{name}].cloud: no cloud given here nor in Application {:?} spec.cloud",
+                    spec.application
+                ),
             ));
         };
         if count > 0 && !inputs.clouds.contains(&cloud) {
-            return Err(Problem::new("CloudNotFound", format!("spec.roles[{name}]: Cloud {cloud:?} does not exist")));
+            return Err(Problem::new(
+                "CloudNotFound",
+                format!("spec.roles[{name}]: Cloud {cloud:?} does not exist"),
+            ));
         }
         roles.push(DesiredRole {
             name: name.to_string(),
@@ -109,7 +133,11 @@ pub fn validate(spec: &ServiceSpec, inputs: Inputs<'_>) -> Result<Desired, Probl
 }
 
 fn list_or_none(items: &[&str]) -> String {
-    if items.is_empty() { "none".into() } else { items.join(", ") }
+    if items.is_empty() {
+        "none".into()
+    } else {
+        items.join(", ")
+    }
 }
 
 #[cfg(test)]
@@ -131,20 +159,50 @@ mod tests {
     }
 
     fn role(name: &str, count: i32, cloud: Option<&str>) -> RoleSpec {
-        RoleSpec { name: name.into(), count, cloud: cloud.map(Into::into), instance_type: None }
+        RoleSpec {
+            name: name.into(),
+            count,
+            cloud: cloud.map(Into::into),
+            instance_type: None,
+        }
     }
 
-    fn run(spec: &ServiceSpec, app_cloud: Option<&str>, clouds: &[&str]) -> Result<Desired, Problem> {
-        let app = ApplicationSpec { cloud: app_cloud.map(Into::into), description: None };
+    fn run(
+        spec: &ServiceSpec,
+        app_cloud: Option<&str>,
+        clouds: &[&str],
+    ) -> Result<Desired, Problem> {
+        let app = ApplicationSpec {
+            cloud: app_cloud.map(Into::into),
+            description: None,
+        };
         let clouds: BTreeSet<String> = clouds.iter().map(|c| c.to_string()).collect();
         let siblings = BTreeSet::from(["db".to_string()]);
-        validate(spec, Inputs { service: "hello", application: Some(&app), clouds: &clouds, siblings: &siblings, code: Ok(None) })
+        validate(
+            spec,
+            Inputs {
+                service: "hello",
+                application: Some(&app),
+                clouds: &clouds,
+                siblings: &siblings,
+                code: Ok(None),
+            },
+        )
     }
 
     #[test]
     fn roles_default_to_the_application_cloud_and_type_counts() {
-        let d = run(&spec(ServiceType::Generic, vec![role("node", 2, None)]), Some("local"), &["local"]).unwrap();
-        let roles: Vec<(&str, i32, &str)> = d.roles.iter().map(|r| (r.name.as_str(), r.count, r.cloud.as_str())).collect();
+        let d = run(
+            &spec(ServiceType::Generic, vec![role("node", 2, None)]),
+            Some("local"),
+            &["local"],
+        )
+        .unwrap();
+        let roles: Vec<(&str, i32, &str)> = d
+            .roles
+            .iter()
+            .map(|r| (r.name.as_str(), r.count, r.cloud.as_str()))
+            .collect();
         assert_eq!(roles, vec![("master", 1, "local"), ("node", 2, "local")]);
         assert!(d.config.with_members);
     }
@@ -152,15 +210,49 @@ mod tests {
     #[test]
     fn unsatisfiable_services_name_the_field() {
         let cases: Vec<(ServiceSpec, Option<&str>, &str, &str)> = vec![
-            (spec(ServiceType::Helloworld, vec![role("node", 1, None)]), None, "NoCloud", "spec.roles[node].cloud"),
-            (spec(ServiceType::Helloworld, vec![role("node", 1, Some("aws"))]), Some("local"), "CloudNotFound", "spec.roles[node]"),
-            ({ let mut s = spec(ServiceType::Helloworld, vec![]); s.settings.insert("colour".into(), "red".into()); s }, Some("local"), "InvalidSettings", "spec.settings.colour"),
-            ({ let mut s = spec(ServiceType::Helloworld, vec![]); s.links.push(ServiceLink { service: "nope".into() }); s }, Some("local"), "LinkNotFound", "spec.links[nope]"),
+            (
+                spec(ServiceType::Helloworld, vec![role("node", 1, None)]),
+                None,
+                "NoCloud",
+                "spec.roles[node].cloud",
+            ),
+            (
+                spec(ServiceType::Helloworld, vec![role("node", 1, Some("aws"))]),
+                Some("local"),
+                "CloudNotFound",
+                "spec.roles[node]",
+            ),
+            (
+                {
+                    let mut s = spec(ServiceType::Helloworld, vec![]);
+                    s.settings.insert("colour".into(), "red".into());
+                    s
+                },
+                Some("local"),
+                "InvalidSettings",
+                "spec.settings.colour",
+            ),
+            (
+                {
+                    let mut s = spec(ServiceType::Helloworld, vec![]);
+                    s.links.push(ServiceLink {
+                        service: "nope".into(),
+                    });
+                    s
+                },
+                Some("local"),
+                "LinkNotFound",
+                "spec.links[nope]",
+            ),
         ];
         for (spec, app_cloud, reason, field) in cases {
             let problem = run(&spec, app_cloud, &["local"]).unwrap_err();
             assert_eq!(problem.reason, reason);
-            assert!(problem.message.starts_with(field), "{} should name {field}", problem.message);
+            assert!(
+                problem.message.starts_with(field),
+                "{} should name {field}",
+                problem.message
+            );
         }
     }
 
@@ -170,7 +262,13 @@ mod tests {
         let siblings = BTreeSet::new();
         let problem = validate(
             &spec(ServiceType::Helloworld, vec![]),
-            Inputs { service: "hello", application: None, clouds: &clouds, siblings: &siblings, code: Ok(None) },
+            Inputs {
+                service: "hello",
+                application: None,
+                clouds: &clouds,
+                siblings: &siblings,
+                code: Ok(None),
+            },
         )
         .unwrap_err();
         assert_eq!(problem.reason, "ApplicationNotFound");

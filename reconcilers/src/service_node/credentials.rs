@@ -20,19 +20,29 @@ pub async fn ensure(ctx: &Context, node: &ServiceNode) -> Result<(), Error> {
     let meta = ObjectMeta {
         name: Some(name.clone()),
         namespace: Some(ns.clone()),
-        owner_references: Some(vec![node.controller_owner_ref(&()).ok_or(Error::MissingField("uid"))?]),
+        owner_references: Some(vec![
+            node.controller_owner_ref(&())
+                .ok_or(Error::MissingField("uid"))?,
+        ]),
         ..Default::default()
     };
     let pp = PatchParams::apply(MANAGER_CONTROLLER).force();
     let object = format!("{ns}/{name}");
 
-    let sa = ServiceAccount { metadata: meta.clone(), automount_service_account_token: Some(false), ..Default::default() };
+    let sa = ServiceAccount {
+        metadata: meta.clone(),
+        automount_service_account_token: Some(false),
+        ..Default::default()
+    };
     Api::<ServiceAccount>::namespaced(ctx.client.clone(), &ns)
         .patch(&name, &pp, &Patch::Apply(with_type(&sa)))
         .await
         .ctx("apply service account", &object)?;
 
-    let role = Role { metadata: meta.clone(), rules: Some(rules(node)) };
+    let role = Role {
+        metadata: meta.clone(),
+        rules: Some(rules(node)),
+    };
     Api::<Role>::namespaced(ctx.client.clone(), &ns)
         .patch(&name, &pp, &Patch::Apply(with_type(&role)))
         .await
@@ -40,7 +50,11 @@ pub async fn ensure(ctx: &Context, node: &ServiceNode) -> Result<(), Error> {
 
     let binding = RoleBinding {
         metadata: meta,
-        role_ref: RoleRef { api_group: "rbac.authorization.k8s.io".into(), kind: "Role".into(), name: name.clone() },
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "Role".into(),
+            name: name.clone(),
+        },
         subjects: Some(vec![Subject {
             kind: "ServiceAccount".into(),
             name: name.clone(),
@@ -101,7 +115,10 @@ pub async fn token(ctx: &Context, node: &ServiceNode) -> Result<String, Error> {
         .create_token_request(&node.name_any(), &PostParams::default(), &request)
         .await
         .ctx("request token", format!("{ns}/{}", node.name_any()))?;
-    answer.status.map(|s| s.token).ok_or(Error::MissingField("token request status"))
+    answer
+        .status
+        .map(|s| s.token)
+        .ok_or(Error::MissingField("token request status"))
 }
 
 /// Deletes the node's ServiceAccount, Role and RoleBinding (owner references would too, where a
@@ -111,12 +128,27 @@ pub async fn remove(ctx: &Context, node: &ServiceNode) -> Result<(), Error> {
     let name = node.name_any();
     let dp = DeleteParams::default();
     let object = format!("{ns}/{name}");
-    ignore_missing(Api::<RoleBinding>::namespaced(ctx.client.clone(), &ns).delete(&name, &dp).await.map(|_| ()))
-        .ctx("delete role binding", &object)?;
-    ignore_missing(Api::<Role>::namespaced(ctx.client.clone(), &ns).delete(&name, &dp).await.map(|_| ()))
-        .ctx("delete role", &object)?;
-    ignore_missing(Api::<ServiceAccount>::namespaced(ctx.client.clone(), &ns).delete(&name, &dp).await.map(|_| ()))
-        .ctx("delete service account", &object)?;
+    ignore_missing(
+        Api::<RoleBinding>::namespaced(ctx.client.clone(), &ns)
+            .delete(&name, &dp)
+            .await
+            .map(|_| ()),
+    )
+    .ctx("delete role binding", &object)?;
+    ignore_missing(
+        Api::<Role>::namespaced(ctx.client.clone(), &ns)
+            .delete(&name, &dp)
+            .await
+            .map(|_| ()),
+    )
+    .ctx("delete role", &object)?;
+    ignore_missing(
+        Api::<ServiceAccount>::namespaced(ctx.client.clone(), &ns)
+            .delete(&name, &dp)
+            .await
+            .map(|_| ()),
+    )
+    .ctx("delete service account", &object)?;
     Ok(())
 }
 

@@ -13,8 +13,8 @@ use std::time::Duration;
 use conpaas_cloud::{ComputeDriver, CreateRequest, Tags, Vm, VmState as CloudVmState};
 use conpaas_crds::bootstrap::AgentBootstrap;
 use conpaas_crds::labels::{
-    FINALIZER_VM, MANAGED_BY_VALUE, MANAGER_CONTROLLER, TAG_MANAGED_BY, TAG_NAMESPACE, TAG_NODE, TAG_ROLE,
-    TAG_SERVICE_UID,
+    FINALIZER_VM, MANAGED_BY_VALUE, MANAGER_CONTROLLER, TAG_MANAGED_BY, TAG_NAMESPACE, TAG_NODE,
+    TAG_ROLE, TAG_SERVICE_UID,
 };
 use conpaas_crds::v1alpha1::{Cloud, ServiceNode, VmState};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -68,26 +68,51 @@ async fn reconcile_inner(node: &ServiceNode, ctx: &Context) -> Result<Requeue, E
     }
     finalizers::add(&api, node, FINALIZER_VM).await?;
 
-    let generation_changed = node.status.as_ref().and_then(|s| s.observed_generation) != node.metadata.generation;
+    let generation_changed =
+        node.status.as_ref().and_then(|s| s.observed_generation) != node.metadata.generation;
     let recorded = node.status.as_ref().and_then(|s| s.provider_id.clone());
     let vm = match recorded {
         Some(provider_id) => {
             if generation_changed {
                 credentials::ensure(ctx, node).await?;
             }
-            let found = driver.get(vm_id(&provider_id)).await.map_err(|source| cloud_error("describe VM", node, source))?;
+            let found = driver
+                .get(vm_id(&provider_id))
+                .await
+                .map_err(|source| cloud_error("describe VM", node, source))?;
             match found {
                 Some(vm) => view(&vm),
                 // Gone behind our back: report it; the Service loop replaces the node.
-                None => VmView { provider_id: Some(provider_id), state: Some(VmState::Terminated), ..current_view(node) },
+                None => VmView {
+                    provider_id: Some(provider_id),
+                    state: Some(VmState::Terminated),
+                    ..current_view(node)
+                },
             }
         }
         None => {
             let vm = create_vm(ctx, node, driver.as_ref()).await?;
             let view = view(&vm);
             // Record the provider ID at once, before anything else can fail.
-            patch_status(&api, node, &status::build(node, &view, ctx.settings.heartbeat_timeout, &now)).await?;
-            events::publish(ctx, node, false, "VmCreated", "CreateVm", format!("created VM {} at {}", vm.provider_id, vm.address.clone().unwrap_or_default())).await;
+            patch_status(
+                &api,
+                node,
+                &status::build(node, &view, ctx.settings.heartbeat_timeout, &now),
+            )
+            .await?;
+            events::publish(
+                ctx,
+                node,
+                false,
+                "VmCreated",
+                "CreateVm",
+                format!(
+                    "created VM {} at {}",
+                    vm.provider_id,
+                    vm.address.clone().unwrap_or_default()
+                ),
+            )
+            .await;
             return Ok(Requeue::requeue(Duration::from_secs(1)));
         }
     };
@@ -99,7 +124,10 @@ async fn reconcile_inner(node: &ServiceNode, ctx: &Context) -> Result<Requeue, E
     Ok(Requeue::requeue(ctx.settings.node_resync))
 }
 
-async fn driver_for(ctx: &Context, node: &ServiceNode) -> Result<Result<Arc<dyn ComputeDriver>, Desired>, Error> {
+async fn driver_for(
+    ctx: &Context,
+    node: &ServiceNode,
+) -> Result<Result<Arc<dyn ComputeDriver>, Desired>, Error> {
     let clouds: Api<Cloud> = Api::all(ctx.client.clone());
     let cloud = match clouds.get(&node.spec.cloud).await {
         Ok(cloud) => cloud,
@@ -108,21 +136,37 @@ async fn driver_for(ctx: &Context, node: &ServiceNode) -> Result<Result<Arc<dyn 
                 "Ready",
                 false,
                 "CloudNotFound",
-                format!("spec.cloud: Cloud {:?} does not exist; its VM cannot be managed", node.spec.cloud),
+                format!(
+                    "spec.cloud: Cloud {:?} does not exist; its VM cannot be managed",
+                    node.spec.cloud
+                ),
             )));
         }
         Err(e) => return Err(e).ctx("get cloud", &node.spec.cloud),
     };
-    Ok(ctx.drivers.driver(&cloud).map_err(|why| Desired::new("Ready", false, "CloudUnavailable", why)))
+    Ok(ctx
+        .drivers
+        .driver(&cloud)
+        .map_err(|why| Desired::new("Ready", false, "CloudUnavailable", why)))
 }
 
-async fn create_vm(ctx: &Context, node: &ServiceNode, driver: &dyn ComputeDriver) -> Result<Vm, Error> {
+async fn create_vm(
+    ctx: &Context,
+    node: &ServiceNode,
+    driver: &dyn ComputeDriver,
+) -> Result<Vm, Error> {
     credentials::ensure(ctx, node).await?;
     let token = credentials::token(ctx, node).await?;
     let ns = node.namespace().ok_or(Error::MissingField("namespace"))?;
     let bootstrap = AgentBootstrap {
         api_server_url: ctx.agent_api.url.clone(),
-        ca_certs: ctx.agent_api.ca_certs.iter().cloned().map(k8s_openapi::ByteString).collect(),
+        ca_certs: ctx
+            .agent_api
+            .ca_certs
+            .iter()
+            .cloned()
+            .map(k8s_openapi::ByteString)
+            .collect(),
         insecure_skip_tls_verify: ctx.agent_api.insecure_skip_tls_verify,
         namespace: ns,
         node: node.name_any(),
@@ -135,13 +179,20 @@ async fn create_vm(ctx: &Context, node: &ServiceNode, driver: &dyn ComputeDriver
         tags: ownership_tags(node),
         user_data: serde_json::to_string(&bootstrap).expect("the bootstrap serialises"),
     };
-    driver.create(&request).await.map_err(|source| cloud_error("create VM", node, source))
+    driver
+        .create(&request)
+        .await
+        .map_err(|source| cloud_error("create VM", node, source))
 }
 
 /// The tags every VM of this node carries.
 pub fn ownership_tags(node: &ServiceNode) -> Tags {
     let mut tags = node_filter(node);
-    let service_uid = node.owner_references().iter().find(|o| o.controller == Some(true)).map(|o| o.uid.clone());
+    let service_uid = node
+        .owner_references()
+        .iter()
+        .find(|o| o.controller == Some(true))
+        .map(|o| o.uid.clone());
     tags.insert(TAG_SERVICE_UID.into(), service_uid.unwrap_or_default());
     tags.insert(TAG_ROLE.into(), node.spec.role.clone());
     tags
@@ -151,38 +202,74 @@ pub fn ownership_tags(node: &ServiceNode) -> Tags {
 fn node_filter(node: &ServiceNode) -> Tags {
     Tags::from([
         (TAG_MANAGED_BY.to_string(), MANAGED_BY_VALUE.to_string()),
-        (TAG_NAMESPACE.to_string(), node.namespace().unwrap_or_default()),
+        (
+            TAG_NAMESPACE.to_string(),
+            node.namespace().unwrap_or_default(),
+        ),
         (TAG_NODE.to_string(), node.name_any()),
     ])
 }
 
 /// Terminates the node's VM; the finalizer goes only when neither the recorded ID nor a tag
 /// search finds a live VM.
-async fn release(ctx: &Context, api: &Api<ServiceNode>, node: &ServiceNode, driver: &dyn ComputeDriver) -> Result<Requeue, Error> {
+async fn release(
+    ctx: &Context,
+    api: &Api<ServiceNode>,
+    node: &ServiceNode,
+    driver: &dyn ComputeDriver,
+) -> Result<Requeue, Error> {
     if !node.finalizers().iter().any(|f| f == FINALIZER_VM) {
         return Ok(Requeue::await_change());
     }
     let recorded = node.status.as_ref().and_then(|s| s.provider_id.clone());
     let mut ids: Vec<String> = recorded.iter().map(|p| vm_id(p).to_string()).collect();
-    let tagged = driver.list(&node_filter(node)).await.map_err(|source| cloud_error("list VMs", node, source))?;
-    ids.extend(tagged.iter().filter(|vm| vm.state != CloudVmState::Terminated).map(|vm| vm.id.clone()));
+    let tagged = driver
+        .list(&node_filter(node))
+        .await
+        .map_err(|source| cloud_error("list VMs", node, source))?;
+    ids.extend(
+        tagged
+            .iter()
+            .filter(|vm| vm.state != CloudVmState::Terminated)
+            .map(|vm| vm.id.clone()),
+    );
     ids.sort();
     ids.dedup();
     for id in &ids {
-        driver.delete(id).await.map_err(|source| cloud_error("terminate VM", node, source))?;
+        driver
+            .delete(id)
+            .await
+            .map_err(|source| cloud_error("terminate VM", node, source))?;
     }
 
     let by_id = match &recorded {
-        Some(p) => driver.get(vm_id(p)).await.map_err(|source| cloud_error("describe VM", node, source))?,
+        Some(p) => driver
+            .get(vm_id(p))
+            .await
+            .map_err(|source| cloud_error("describe VM", node, source))?,
         None => None,
     };
-    let by_tag = driver.list(&node_filter(node)).await.map_err(|source| cloud_error("list VMs", node, source))?;
-    let live = by_id.iter().chain(by_tag.iter()).any(|vm| vm.state != CloudVmState::Terminated);
+    let by_tag = driver
+        .list(&node_filter(node))
+        .await
+        .map_err(|source| cloud_error("list VMs", node, source))?;
+    let live = by_id
+        .iter()
+        .chain(by_tag.iter())
+        .any(|vm| vm.state != CloudVmState::Terminated);
     if live {
         return Ok(Requeue::requeue(Duration::from_secs(1)));
     }
     if !ids.is_empty() {
-        events::publish(ctx, node, false, "VmDeleted", "DeleteVm", format!("terminated VM {}", ids.join(", "))).await;
+        events::publish(
+            ctx,
+            node,
+            false,
+            "VmDeleted",
+            "DeleteVm",
+            format!("terminated VM {}", ids.join(", ")),
+        )
+        .await;
     }
     credentials::remove(ctx, node).await?;
     finalizers::remove(api, node, FINALIZER_VM).await?;
@@ -200,16 +287,27 @@ fn view(vm: &Vm) -> VmView {
             CloudVmState::Terminated => VmState::Terminated,
             CloudVmState::Failed => VmState::Failed,
         }),
-        created_at: Some(Time(Timestamp::try_from(vm.created_at).unwrap_or_else(|_| Timestamp::now()))),
+        created_at: Some(Time(
+            Timestamp::try_from(vm.created_at).unwrap_or_else(|_| Timestamp::now()),
+        )),
     }
 }
 
 fn current_view(node: &ServiceNode) -> VmView {
     let s = node.status.clone().unwrap_or_default();
-    VmView { provider_id: s.provider_id, address: s.address, state: s.vm_state, created_at: s.created_at }
+    VmView {
+        provider_id: s.provider_id,
+        address: s.address,
+        state: s.vm_state,
+        created_at: s.created_at,
+    }
 }
 
-fn blocked_status(node: &ServiceNode, problem: Desired, now: &Time) -> conpaas_crds::v1alpha1::ServiceNodeStatus {
+fn blocked_status(
+    node: &ServiceNode,
+    problem: Desired,
+    now: &Time,
+) -> conpaas_crds::v1alpha1::ServiceNodeStatus {
     let mut status = status::build(node, &current_view(node), Duration::MAX, now);
     status.conditions = crate::conditions::merge(
         &node.status.clone().unwrap_or_default().conditions,
@@ -225,17 +323,36 @@ fn vm_id(provider_id: &str) -> &str {
     provider_id.rsplit('/').next().unwrap_or(provider_id)
 }
 
-fn cloud_error(operation: &'static str, node: &ServiceNode, source: conpaas_cloud::CloudError) -> Error {
-    Error::Cloud { operation, cloud: node.spec.cloud.clone(), source }
+fn cloud_error(
+    operation: &'static str,
+    node: &ServiceNode,
+    source: conpaas_cloud::CloudError,
+) -> Error {
+    Error::Cloud {
+        operation,
+        cloud: node.spec.cloud.clone(),
+        source,
+    }
 }
 
-async fn patch_status(api: &Api<ServiceNode>, node: &ServiceNode, status: &conpaas_crds::v1alpha1::ServiceNodeStatus) -> Result<(), Error> {
+async fn patch_status(
+    api: &Api<ServiceNode>,
+    node: &ServiceNode,
+    status: &conpaas_crds::v1alpha1::ServiceNodeStatus,
+) -> Result<(), Error> {
     let patch = json!({
         "apiVersion": ServiceNode::api_version(&()),
         "kind": ServiceNode::kind(&()),
         "status": status,
     });
-    match api.patch_status(&node.name_any(), &PatchParams::apply(MANAGER_CONTROLLER).force(), &Patch::Apply(&patch)).await {
+    match api
+        .patch_status(
+            &node.name_any(),
+            &PatchParams::apply(MANAGER_CONTROLLER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+    {
         Ok(_) => Ok(()),
         Err(e) if is_not_found(&e) => Ok(()),
         Err(e) => Err(e).ctx("patch status", finalizers::full_name(node)),

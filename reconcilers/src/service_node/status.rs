@@ -30,18 +30,31 @@ pub fn ready(node: &ServiceNode, vm: &VmView, heartbeat_timeout: Duration, now: 
         None => return no("VmPending", "the VM is being created".into()),
         Some(VmState::Pending) => return no("VmPending", "the VM is starting".into()),
         Some(VmState::Failed) => return no("VmFailed", "the cloud reports the VM failed".into()),
-        Some(VmState::Terminated | VmState::Stopping) => return no("VmGone", "the VM is gone".into()),
+        Some(VmState::Terminated | VmState::Stopping) => {
+            return no("VmGone", "the VM is gone".into());
+        }
         Some(VmState::Running) => {}
     }
-    let Some(agent) = agent else { return no("AgentNotReported", "waiting for the agent's first report".into()) };
+    let Some(agent) = agent else {
+        return no(
+            "AgentNotReported",
+            "waiting for the agent's first report".into(),
+        );
+    };
     if let Some(beat) = &agent.heartbeat_time {
         let age = now.0.duration_since(beat.0).as_secs_f64();
         if age > heartbeat_timeout.as_secs_f64() {
-            return no("HeartbeatStale", format!("no heartbeat from the agent for {age:.0}s"));
+            return no(
+                "HeartbeatStale",
+                format!("no heartbeat from the agent for {age:.0}s"),
+            );
         }
     }
     if agent.observed_generation != node.metadata.generation {
-        return no("AgentApplying", "the agent is applying the latest spec".into());
+        return no(
+            "AgentApplying",
+            "the agent is applying the latest spec".into(),
+        );
     }
     let message = agent.message.clone().unwrap_or_default();
     match agent.state {
@@ -52,7 +65,12 @@ pub fn ready(node: &ServiceNode, vm: &VmView, heartbeat_timeout: Duration, now: 
 }
 
 /// The full controller-owned status (server-side apply drops owned fields that are left out).
-pub fn build(node: &ServiceNode, vm: &VmView, heartbeat_timeout: Duration, now: &Time) -> ServiceNodeStatus {
+pub fn build(
+    node: &ServiceNode,
+    vm: &VmView,
+    heartbeat_timeout: Duration,
+    now: &Time,
+) -> ServiceNodeStatus {
     let previous = node.status.clone().unwrap_or_default();
     ServiceNodeStatus {
         provider_id: vm.provider_id.clone(),
@@ -60,7 +78,12 @@ pub fn build(node: &ServiceNode, vm: &VmView, heartbeat_timeout: Duration, now: 
         vm_state: vm.state,
         created_at: vm.created_at.clone(),
         observed_generation: node.metadata.generation,
-        conditions: merge(&previous.conditions, vec![ready(node, vm, heartbeat_timeout, now)], node.metadata.generation, now),
+        conditions: merge(
+            &previous.conditions,
+            vec![ready(node, vm, heartbeat_timeout, now)],
+            node.metadata.generation,
+            now,
+        ),
         agent: None,
     }
 }
