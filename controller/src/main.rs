@@ -6,6 +6,7 @@ mod args;
 mod drivers;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
@@ -96,10 +97,17 @@ async fn main() -> anyhow::Result<()> {
         ctx.clone(),
     )
     .for_each(|_| async {});
+    // Node changes refresh their Cloud's node count; the debounce folds a burst into one pass.
     let clouds = Controller::new(
         Api::<Cloud>::all(client.clone()),
         watcher::Config::default(),
     )
+    .watches(
+        Api::<ServiceNode>::all(client.clone()),
+        watcher::Config::default(),
+        |node| Some(ObjectRef::<Cloud>::new(&node.spec.cloud)),
+    )
+    .with_config(kube::runtime::controller::Config::default().debounce(Duration::from_secs(2)))
     .shutdown_on_signal()
     .run(cloud::reconcile, cloud::error_policy, ctx.clone())
     .for_each(|_| async {});

@@ -3,8 +3,9 @@
 mod common;
 
 use common::*;
-use conpaas_crds::v1alpha1::Phase;
-use kube::api::{DeleteParams, Patch, PatchParams};
+use conpaas_crds::v1alpha1::{Cloud, Phase};
+use conpaas_e2e::wait;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -53,6 +54,16 @@ async fn helloworld_runs_scales_stops_and_starts() {
     assert_eq!(env.live_vms().len(), 3);
     let svc = env.services().get("hello").await.unwrap();
     assert_eq!(svc.status.unwrap().phase, Phase::Running);
+    let clouds: Api<Cloud> = Api::all(env.client.clone());
+    wait::until("the Cloud to count 3 nodes", LIMIT, || {
+        let clouds = clouds.clone();
+        async move {
+            let status = clouds.get("local").await?.status.unwrap_or_default();
+            Ok(status.nodes == Some(3) && status.provider.as_deref() == Some("local"))
+        }
+    })
+    .await
+    .unwrap();
 
     // 2. Scale to 5, then to 2: ADAPTING, then RUNNING; removed nodes' processes are gone.
     let scale = |n: i32| json!({"apiVersion": "conpaas.io/v1alpha1", "kind": "Service", "spec": {"application": "demo", "type": "helloworld", "roles": [{"name": "node", "count": n}]}});

@@ -26,7 +26,10 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_env_filter("warn").init();
+    // kube_client logs every 500 of /readyz while the API server starts; those are expected.
+    tracing_subscriber::fmt()
+        .with_env_filter("warn,kube_client=off")
+        .init();
     let args = Args::parse();
     let dir = args
         .dir
