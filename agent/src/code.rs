@@ -1,6 +1,7 @@
 //! Fetching, verifying and unpacking code versions. An archive is accepted only when its
 //! SHA-256 matches the node's spec, and unpacked only when no member is absolute or climbs out
-//! with `..`. Versions live in `<work>/code/<version>`; the current and previous are kept.
+//! with `..`. Versions live in `<work>/code/<version>-<digest prefix>`; the current and previous
+//! are kept.
 
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
@@ -22,7 +23,13 @@ pub async fn install(
     work_dir: &Path,
 ) -> anyhow::Result<PathBuf> {
     let root = work_dir.join("code");
-    let target = root.join(&code.version);
+    // The digest is part of the folder name: a version re-pointed at other bytes is a new install.
+    let folder = format!(
+        "{}-{}",
+        code.version,
+        code.sha256.get(..12).unwrap_or(&code.sha256)
+    );
+    let target = root.join(&folder);
     if target.is_dir() {
         return Ok(target);
     }
@@ -40,7 +47,7 @@ pub async fn install(
     std::fs::create_dir_all(&staging).with_context(|| format!("create {}", staging.display()))?;
     unpack(&bytes, &staging).with_context(|| format!("unpack code version {}", code.version))?;
     std::fs::rename(&staging, &target).with_context(|| format!("activate {}", target.display()))?;
-    prune(&root, &code.version);
+    prune(&root, &folder);
     Ok(target)
 }
 

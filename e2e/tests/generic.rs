@@ -165,3 +165,99 @@ async fn generic_runs_the_lifecycle_scripts() {
     );
     assert_eq!(env.live_vms().len(), 1);
 }
+
+/// Serves `body` at any path on 127.0.0.1 and returns the URL.
+async fn serve(body: Vec<u8>) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/code.tar", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            let body = body.clone();
+            tokio::spawn(async move {
+                let mut request = [0u8; 2048];
+                let _ = socket.read(&mut request).await;
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = socket.write_all(head.as_bytes()).await;
+                let _ = socket.write_all(&body).await;
+            });
+        }
+    });
+    url
+}
+
+fn url_service(url: &str, sha256: &str) -> serde_json::Value {
+    json!({
+        "apiVersion": "conpaas.io/v1alpha1", "kind": "Service",
+        "metadata": {"name": "fetched"},
+        "spec": {
+            "application": "demo", "type": "generic",
+            "roles": [{"name": "master", "count": 1}],
+            "code": {"active": "v1", "versions": [{"name": "v1", "url": url, "sha256": sha256}]}
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn generic_code_from_a_url_is_checked_against_its_sha256() {
+    use sha2::{Digest, Sha256};
+    let env = env("generic-url-e2e", 37).await;
+    env.apply(
+        EXAMPLE
+            .split("---")
+            .take(2)
+            .collect::<Vec<_>>()
+            .join("---")
+            .as_str(),
+    )
+    .await;
+    let body = archive();
+    let url = serve(body.clone()).await;
+    let pp = PatchParams::apply("conpaas-e2e").force();
+
+    // A wrong digest: the agent refuses the archive and says why; nothing runs.
+    let wrong = "0".repeat(64);
+    env.services()
+        .patch("fetched", &pp, &Patch::Apply(url_service(&url, &wrong)))
+        .await
+        .unwrap();
+    env.wait_service("fetched", "the agent to refuse the archive", |_| true)
+        .await;
+    let api = env.nodes_api();
+    conpaas_e2e::wait::until("the node to report the digest mismatch", LIMIT, || {
+        let api = api.clone();
+        async move {
+            let node = api.get("fetched-master-0").await?;
+            let agent = node.status.and_then(|s| s.agent).unwrap_or_default();
+            Ok(
+                agent.state == Some(conpaas_crds::v1alpha1::AgentState::Failed)
+                    && agent.message.unwrap_or_default().contains("sha256"),
+            )
+        }
+    })
+    .await
+    .unwrap();
+    let token = env.nodes("fetched").await[0].spec.token.clone();
+    assert!(
+        vm_file(&env, &token, "init.txt").is_none(),
+        "no script of an unverified archive ran"
+    );
+
+    // The right digest: the same node installs it and runs init.sh.
+    let right = hex::encode(Sha256::digest(&body));
+    env.services()
+        .patch("fetched", &pp, &Patch::Apply(url_service(&url, &right)))
+        .await
+        .unwrap();
+    env.wait_ready("fetched", "master 1/1, node 0/0").await;
+    env.wait_service("fetched", "init.sh to have run", |_| {
+        vm_file(&env, &token, "init.txt").is_some()
+    })
+    .await;
+}

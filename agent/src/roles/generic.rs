@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use conpaas_crds::v1alpha1::{AgentState, Member, ScriptStatus, ServiceNodeSpec};
+use conpaas_crds::v1alpha1::{AgentState, Member, NodeCode, ScriptStatus, ServiceNodeSpec};
 use tokio::process::{Child, Command};
 
 use super::{RoleEnv, RoleReport};
@@ -43,7 +43,7 @@ pub struct Generic {
     env: RoleEnv,
     role: String,
     code_dir: Option<PathBuf>,
-    code_version: Option<String>,
+    installed: Option<NodeCode>,
     members: Vec<Member>,
     scripts: BTreeMap<&'static str, Script>,
     notify_pending: bool,
@@ -70,7 +70,7 @@ impl Generic {
             env,
             role: String::new(),
             code_dir: None,
-            code_version: None,
+            installed: None,
             members: Vec::new(),
             scripts,
             notify_pending: false,
@@ -88,8 +88,7 @@ impl Generic {
             }
             self.notify_pending = true;
         }
-        let wanted = spec.code.as_ref().map(|c| c.version.clone());
-        if wanted != self.code_version
+        if spec.code != self.installed
             && let Some(code) = &spec.code
         {
             match code::install(
@@ -104,7 +103,7 @@ impl Generic {
                     tracing::info!(version = %code.version, "code version installed");
                     self.stop_script("run.sh").await;
                     self.code_dir = Some(dir);
-                    self.code_version = wanted;
+                    self.installed = Some(code.clone());
                     self.error = None;
                     self.init_pending = true;
                 }
@@ -181,7 +180,7 @@ impl Generic {
         RoleReport {
             state: Some(state),
             message: Some(message),
-            code_version: self.code_version.clone(),
+            code_version: self.installed.as_ref().map(|c| c.version.clone()),
             scripts,
             ..Default::default()
         }
