@@ -1,25 +1,30 @@
 //! The agent's main loop: watch the own ServiceNode (the only one its token can read), run the
-//! startup script once, converge the role to each new spec, report changes, heartbeat, and stop
-//! the role cleanly on SIGTERM (the cloud terminating the VM).
+//! startup script once, converge the role to each new spec, report status only when it changes,
+//! renew the node's heartbeat Lease (a small write that wakes no reconciler), and stop the role
+//! cleanly on SIGTERM (the cloud terminating the VM).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use conpaas_crds::bootstrap::AgentBootstrap;
+use conpaas_crds::labels::MANAGER_AGENT;
 use conpaas_crds::v1alpha1::{AgentState, AgentStatus, ServiceNode};
 use futures::StreamExt;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
+use serde_json::json;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::report;
 use crate::roles::{Role, RoleEnv, RoleReport};
 
-/// How often the agent reports that it is alive even when nothing changed.
-const HEARTBEAT: Duration = Duration::from_secs(20);
+/// The longest interval between heartbeats; shorter when the node's timeout asks for it.
+const MAX_HEARTBEAT: Duration = Duration::from_secs(20);
 /// How often the role is polled for changes of its own (a script ended).
 const POLL: Duration = Duration::from_millis(500);
 
@@ -39,7 +44,10 @@ pub async fn run(
     let mut terminate = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
     let mut poll = tokio::time::interval(POLL);
-    let mut heartbeat = tokio::time::interval(HEARTBEAT);
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &boot.namespace);
+    let mut beat_every = MAX_HEARTBEAT;
+    let mut last_beat = tokio::time::Instant::now();
+    let mut next_beat = last_beat;
 
     let env = RoleEnv {
         client,
@@ -54,7 +62,6 @@ pub async fn run(
     let mut last_sent: Option<(Option<i64>, RoleReport)> = None;
 
     loop {
-        let mut beat = false;
         tokio::select! {
             update = updates.next() => match update {
                 Some(Ok(node)) => {
@@ -66,6 +73,9 @@ pub async fn run(
                         role.apply(&node.spec).await;
                     }
                     generation = node.metadata.generation;
+                    beat_every = heartbeat_interval(node.spec.heartbeat_timeout_seconds);
+                    // A shorter interval takes effect now, not after the beat already scheduled.
+                    next_beat = next_beat.min(last_beat + beat_every);
                     role_name = Some(node.spec.role.clone());
                 }
                 Some(Err(e)) => tracing::warn!(error = %e, "watching own ServiceNode"),
@@ -76,7 +86,14 @@ pub async fn run(
                     role.poll().await;
                 }
             }
-            _ = heartbeat.tick() => beat = true,
+            _ = tokio::time::sleep_until(next_beat) => {
+                last_beat = tokio::time::Instant::now();
+                next_beat = last_beat + beat_every;
+                if let Err(e) = renew(&leases, &boot.node).await {
+                    tracing::warn!(error = %e, "renew heartbeat lease");
+                }
+                continue;
+            }
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
         }
@@ -89,10 +106,9 @@ pub async fn run(
             now.message = Some(e.clone());
         }
         let changed = last_sent.as_ref() != Some(&(generation, now.clone()));
-        if changed || beat {
+        if changed {
             let status = AgentStatus {
                 state: now.state,
-                heartbeat_time: Some(Time(Timestamp::now())),
                 observed_generation: generation,
                 role: role_name.clone(),
                 message: now.message.clone(),
@@ -111,6 +127,25 @@ pub async fn run(
         role.shutdown().await;
     }
     Ok(())
+}
+
+/// A third of the node's heartbeat timeout, at most [`MAX_HEARTBEAT`], at least a second.
+fn heartbeat_interval(timeout_seconds: i32) -> Duration {
+    (Duration::from_secs(timeout_seconds.max(3) as u64) / 3)
+        .clamp(Duration::from_secs(1), MAX_HEARTBEAT)
+}
+
+/// Renews the node's heartbeat Lease (created by the controller).
+async fn renew(leases: &Api<Lease>, node: &str) -> Result<(), kube::Error> {
+    let patch = json!({"spec": {"renewTime": MicroTime(Timestamp::now())}});
+    let pp = PatchParams {
+        field_manager: Some(MANAGER_AGENT.into()),
+        ..Default::default()
+    };
+    leases
+        .patch(node, &pp, &Patch::Merge(&patch))
+        .await
+        .map(|_| ())
 }
 
 /// Runs the Service's startup script once, before the role starts.

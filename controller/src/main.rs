@@ -13,9 +13,10 @@ use clap::Parser;
 use conpaas_crds::v1alpha1::{Application, Cloud, Service, ServiceNode};
 use conpaas_reconcilers::{AgentApi, Context, application, cloud, service, service_node};
 use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{Controller, watcher};
+use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, Config};
 
 #[tokio::main]
@@ -41,6 +42,26 @@ async fn main() -> anyhow::Result<()> {
     let local = args.local_config()?;
     tracing::info!(state_dir = %local.state_dir.display(), agent = %local.agent_binary.display(), api = %agent_api.url, "starting conpaas-controller");
 
+    // Heartbeat Leases are read from a watched cache; the loops start once it is filled, so a
+    // restarted controller never sees every node as silent.
+    let (leases, lease_writer) = reflector::store::<Lease>();
+    let lease_watch = watcher(
+        Api::<Lease>::all(client.clone()),
+        watcher::Config::default().labels(conpaas_crds::labels::LABEL_SERVICE),
+    )
+    .default_backoff()
+    .reflect(lease_writer)
+    .for_each(|event| async {
+        if let Err(e) = event {
+            tracing::warn!(error = %e, "watching heartbeat leases");
+        }
+    });
+    let lease_watch = tokio::spawn(lease_watch);
+    leases
+        .wait_until_ready()
+        .await
+        .context("fill the heartbeat lease cache")?;
+
     let ctx = Arc::new(Context {
         client: client.clone(),
         drivers: Arc::new(drivers::Drivers::new(local)),
@@ -54,6 +75,7 @@ async fn main() -> anyhow::Result<()> {
         ),
         backoff: Default::default(),
         settings: Default::default(),
+        leases,
     });
 
     let services = Controller::new(
@@ -112,6 +134,7 @@ async fn main() -> anyhow::Result<()> {
     .run(cloud::reconcile, cloud::error_policy, ctx.clone())
     .for_each(|_| async {});
     futures::join!(services, nodes, applications, clouds);
+    lease_watch.abort();
     tracing::info!("conpaas-controller stopped");
     Ok(())
 }

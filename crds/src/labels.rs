@@ -46,4 +46,6 @@ pub mod conditions {
     pub const PROGRESSING: &str = "Progressing";
     /// Something is wrong that the controller cannot fix by itself.
     pub const DEGRADED: &str = "Degraded";
+    /// ServiceNodes: False while the VM is lost or the agent is silent.
+    pub const HEALTHY: &str = "Healthy";
 }

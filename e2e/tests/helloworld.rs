@@ -5,6 +5,7 @@ mod common;
 use common::*;
 use conpaas_crds::v1alpha1::{Cloud, Phase};
 use conpaas_e2e::wait;
+use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use serde_json::json;
 
@@ -22,7 +23,6 @@ async fn helloworld_runs_scales_stops_and_starts() {
         let status = node.status.clone().unwrap();
         let agent = status.agent.expect("the agent reported");
         assert_eq!(agent.greeting.as_deref(), Some("Hello World!"));
-        assert!(agent.heartbeat_time.is_some());
         assert!(
             status
                 .provider_id
@@ -54,6 +54,17 @@ async fn helloworld_runs_scales_stops_and_starts() {
     assert_eq!(env.live_vms().len(), 3);
     let svc = env.services().get("hello").await.unwrap();
     assert_eq!(svc.status.unwrap().phase, Phase::Running);
+    let leases: Api<Lease> = Api::namespaced(env.client.clone(), &env.ns);
+    for node in &nodes {
+        let lease = leases
+            .get(node.metadata.name.as_deref().unwrap())
+            .await
+            .expect("a heartbeat Lease per node");
+        assert!(
+            lease.spec.unwrap().renew_time.is_some(),
+            "the agent renews its Lease"
+        );
+    }
     let clouds: Api<Cloud> = Api::all(env.client.clone());
     wait::until("the Cloud to count 3 nodes", LIMIT, || {
         let clouds = clouds.clone();

@@ -5,8 +5,10 @@ use std::time::Duration;
 
 use conpaas_cloud::ComputeDriver;
 use conpaas_crds::v1alpha1::Cloud;
+use k8s_openapi::api::coordination::v1::Lease;
 use kube::Client;
 use kube::runtime::events::Recorder;
+use kube::runtime::reflector::Store;
 
 use crate::backoff::Backoff;
 
@@ -33,8 +35,6 @@ pub struct AgentApi {
 pub struct Settings {
     /// How often a node's VM is looked at when nothing else happens.
     pub node_resync: Duration,
-    /// How old an agent's heartbeat may be before its node is not Ready.
-    pub heartbeat_timeout: Duration,
     /// Lifetime of an agent's token.
     pub agent_token_ttl: Duration,
 }
@@ -43,7 +43,6 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             node_resync: Duration::from_secs(30),
-            heartbeat_timeout: Duration::from_secs(90),
             agent_token_ttl: Duration::from_secs(7 * 24 * 3600),
         }
     }
@@ -63,4 +62,6 @@ pub struct Context {
     pub backoff: Backoff,
     /// Tunables.
     pub settings: Settings,
+    /// The agents' heartbeat Leases, kept current by a watch: reading a heartbeat costs no call.
+    pub leases: Store<Lease>,
 }

@@ -31,7 +31,7 @@ pub struct RoleEnv {
 /// The role of one node.
 pub enum Role {
     Helloworld(helloworld::Helloworld),
-    Generic(generic::Generic),
+    Generic(Box<generic::Generic>),
 }
 
 impl Role {
@@ -39,7 +39,7 @@ impl Role {
     pub fn new(service_type: ServiceType, env: RoleEnv) -> Self {
         match service_type {
             ServiceType::Helloworld => Role::Helloworld(helloworld::Helloworld::new(env)),
-            ServiceType::Generic => Role::Generic(generic::Generic::new(env)),
+            ServiceType::Generic => Role::Generic(Box::new(generic::Generic::new(env))),
         }
     }
 

@@ -36,6 +36,7 @@ use super::Phase;
         json_path = ".metadata.creationTimestamp"
     )
 )]
+#[kube(validation = Rule::new("self.metadata.name.size() <= 40").message("metadata.name: at most 40 characters, since node names and labels derive from it"))]
 #[x_kube(validation = Rule::new("self.type == oldSelf.type").message("spec.type is immutable: create a new Service instead").field_path(".type"))]
 #[x_kube(validation = Rule::new("self.application == oldSelf.application").message("spec.application is immutable").field_path(".application"))]
 #[serde(rename_all = "camelCase")]
@@ -66,11 +67,47 @@ pub struct ServiceSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 65536))]
     pub startup_script: Option<String>,
+    /// How node health is judged and how many unhealthy nodes are replaced at once.
+    #[serde(default)]
+    pub health: HealthSpec,
     /// Other services of the same application this one uses.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["service".into()]))]
     pub links: Vec<ServiceLink>,
+}
+
+/// Node health checks and bounded remediation, like Cluster API's MachineHealthCheck.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthSpec {
+    /// A node whose agent has not renewed its heartbeat Lease for this long is unhealthy and
+    /// replaced.
+    #[serde(default = "default_heartbeat_timeout")]
+    #[schemars(range(min = 3, max = 3600))]
+    pub heartbeat_timeout_seconds: i32,
+    /// When more than this share of the service's nodes is unhealthy at once (a cloud outage),
+    /// nothing is replaced until health returns. At least one node is always replaceable.
+    #[serde(default = "default_max_unhealthy")]
+    #[schemars(range(min = 0, max = 100))]
+    pub max_unhealthy_percent: i32,
+}
+
+fn default_heartbeat_timeout() -> i32 {
+    60
+}
+
+fn default_max_unhealthy() -> i32 {
+    40
+}
+
+impl Default for HealthSpec {
+    fn default() -> Self {
+        Self {
+            heartbeat_timeout_seconds: default_heartbeat_timeout(),
+            max_unhealthy_percent: default_max_unhealthy(),
+        }
+    }
 }
 
 /// Service types this controller runs.

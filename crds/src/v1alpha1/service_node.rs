@@ -66,10 +66,17 @@ pub struct ServiceNodeSpec {
     /// The Service's startup script.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub startup_script: Option<String>,
+    /// How often the agent must renew its heartbeat Lease (named as the node), at the latest.
+    #[serde(default = "default_heartbeat_timeout")]
+    pub heartbeat_timeout_seconds: i32,
     /// The service's nodes with their addresses, for types whose nodes know each other.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Atomic)]
     pub members: Vec<Member>,
+}
+
+fn default_heartbeat_timeout() -> i32 {
+    super::HealthSpec::default().heartbeat_timeout_seconds
 }
 
 /// A code version as one node fetches it.
@@ -135,9 +142,6 @@ pub struct AgentStatus {
     /// Overall state of the node's role: `Starting`, `Ready` or `Failed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<AgentState>,
-    /// When the agent last reported.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub heartbeat_time: Option<Time>,
     /// The ServiceNode generation the agent has applied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,

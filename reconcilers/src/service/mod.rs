@@ -107,10 +107,14 @@ async fn reconcile_inner(service: &Arc<Service>, ctx: &Arc<Context>) -> Result<R
         .await
         .ctx("patch status", format!("{ns}/{}", service.name_any()))?;
     }
-    // Missing Applications and Clouds are not watched: look again soon.
+    // Missing Applications and Clouds are not watched, and a node's health only ages: look again.
     Ok(match desired {
         Err(_) => Requeue::requeue(Duration::from_secs(5)),
-        Ok(_) => Requeue::requeue(Duration::from_secs(300)),
+        Ok(_) => Requeue::requeue(
+            observed
+                .next_health_check
+                .unwrap_or(Duration::from_secs(300)),
+        ),
     })
 }
 

@@ -1,13 +1,16 @@
 //! Reads everything the Service loop decides on. Network: the API server only.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
+use crate::service_node::status::UNHEALTHY_REASONS;
 use conpaas_crds::labels::LABEL_SERVICE;
-use conpaas_crds::labels::conditions::READY;
+use conpaas_crds::labels::conditions::{HEALTHY, READY};
 use conpaas_crds::v1alpha1::{
-    Application, Cloud, NodeCode, Service, ServiceNode, VmState, is_condition_true,
+    Application, Cloud, NodeCode, Service, ServiceNode, is_condition_true,
 };
 use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 use sha2::{Digest, Sha256};
@@ -27,6 +30,8 @@ pub struct Observed {
     pub siblings: BTreeSet<String>,
     /// The Service's nodes.
     pub nodes: Vec<ObservedNode>,
+    /// When unhealthy nodes need another look, if any is unhealthy.
+    pub next_health_check: Option<Duration>,
     /// The active code version, resolved.
     pub code: Result<Option<NodeCode>, Problem>,
 }
@@ -71,13 +76,13 @@ pub async fn observe(ctx: &Context, service: &Service) -> Result<Observed, Error
             .map(|s| s.name_any())
             .collect()
     };
-    let nodes = list_nodes(ctx, &ns, &name)
-        .await?
-        .iter()
-        .map(observed_node)
-        .collect();
+    let listed = list_nodes(ctx, &ns, &name).await?;
+    let now = Timestamp::now();
+    let nodes = listed.iter().map(|n| observed_node(n, &now)).collect();
+    let next_health_check = next_health_check(&listed, &now);
     let code = resolve_code(ctx, &ns, service).await?;
     Ok(Observed {
+        next_health_check,
         application,
         clouds,
         siblings,
@@ -97,16 +102,68 @@ pub async fn list_nodes(ctx: &Context, ns: &str, service: &str) -> Result<Vec<Se
         .items)
 }
 
-fn observed_node(node: &ServiceNode) -> ObservedNode {
+fn observed_node(node: &ServiceNode, now: &Timestamp) -> ObservedNode {
     let status = node.status.clone().unwrap_or_default();
     ObservedNode {
         name: node.name_any(),
         spec: node.spec.clone(),
         deleting: node.metadata.deletion_timestamp.is_some(),
-        failed: matches!(status.vm_state, Some(VmState::Failed | VmState::Terminated)),
+        unhealthy: unhealthy(node, now),
+        suspect: healthy_false(node),
         ready: is_condition_true(&status.conditions, READY),
         address: status.address,
     }
+}
+
+/// Why a node counts as unhealthy: its `Healthy` condition has been False for at least its
+/// heartbeat timeout (the VM failed or vanished, or the agent went silent or never reported).
+fn unhealthy(node: &ServiceNode, now: &Timestamp) -> Option<&'static str> {
+    let status = node.status.as_ref()?;
+    let healthy = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == HEALTHY && c.status == "False")?;
+    let persisted = now
+        .duration_since(healthy.last_transition_time.0)
+        .as_secs_f64();
+    if persisted < node.spec.heartbeat_timeout_seconds as f64 {
+        return None;
+    }
+    UNHEALTHY_REASONS
+        .iter()
+        .copied()
+        .find(|r| *r == healthy.reason)
+}
+
+/// True when the node's `Healthy` condition is False, however recently.
+fn healthy_false(node: &ServiceNode) -> bool {
+    node.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == HEALTHY && c.status == "False")
+    })
+}
+
+/// When to look again at nodes whose `Healthy` condition is False: when the first one's
+/// confirmation window ends, or every 10 s while they wait (remediation held).
+fn next_health_check(nodes: &[ServiceNode], now: &Timestamp) -> Option<Duration> {
+    nodes
+        .iter()
+        .filter_map(|n| {
+            let status = n.status.as_ref()?;
+            let c = status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == HEALTHY && c.status == "False")?;
+            let persisted = now.duration_since(c.last_transition_time.0).as_secs_f64();
+            let remaining = n.spec.heartbeat_timeout_seconds as f64 - persisted;
+            Some(if remaining > 0.0 {
+                Duration::from_secs_f64(remaining + 0.1)
+            } else {
+                Duration::from_secs(10)
+            })
+        })
+        .min()
 }
 
 async fn resolve_code(

@@ -2,8 +2,10 @@
 //! exist, the list of node actions that moves one towards the other. No I/O; table-tested.
 //!
 //! Rules, per role:
-//! - nodes whose VM failed or whose placement (cloud, instance type) no longer matches are
-//!   deleted and replaced, under the same role (a generic master is replaced, never dropped);
+//! - unhealthy nodes (VM failed or gone, heartbeat stale) are deleted and replaced under the
+//!   same role (a generic master is replaced, never dropped) — unless more than the Service's
+//!   `maxUnhealthyPercent` of its nodes are unhealthy at once, when nothing is replaced;
+//! - nodes whose placement (cloud, instance type) no longer matches are replaced;
 //! - surplus nodes go not-ready first, then newest (highest ordinal) first;
 //! - missing nodes are created with the lowest ordinals no existing node uses, so a retry after
 //!   a stale read creates the same names again and the API server refuses the duplicates;
@@ -29,6 +31,8 @@ pub struct Desired {
     pub roles: Vec<DesiredRole>,
     /// Configuration every node gets.
     pub config: NodeConfig,
+    /// Above this share of unhealthy nodes, none is replaced.
+    pub max_unhealthy_percent: i32,
 }
 
 /// One role's count and placement.
@@ -55,6 +59,8 @@ pub struct NodeConfig {
     pub startup_script: Option<String>,
     /// Whether nodes get the member list (types whose nodes know each other).
     pub with_members: bool,
+    /// Heartbeat timeout of the nodes' agents.
+    pub heartbeat_timeout_seconds: i32,
 }
 
 /// A ServiceNode as the planner sees it.
@@ -66,8 +72,10 @@ pub struct ObservedNode {
     pub spec: ServiceNodeSpec,
     /// Being deleted already.
     pub deleting: bool,
-    /// Its VM failed or vanished: replace it.
-    pub failed: bool,
+    /// Why it is unhealthy (VM failed or gone, heartbeat stale) for long enough: replace it.
+    pub unhealthy: Option<&'static str>,
+    /// Unhealthy right now, confirmed or not: counts against the share of unhealthy nodes.
+    pub suspect: bool,
     /// Ready condition is True.
     pub ready: bool,
     /// VM address, once known.
@@ -116,6 +124,11 @@ pub fn plan(desired: &Desired, nodes: &[ObservedNode]) -> Vec<Action> {
         return actions;
     }
 
+    let unhealthy = live
+        .iter()
+        .filter(|n| n.suspect || n.unhealthy.is_some())
+        .count();
+    let remediate = remediation_allowed(live.len(), unhealthy, desired.max_unhealthy_percent);
     let mut keep: Vec<&ObservedNode> = Vec::new();
     for node in &live {
         let Some(role) = desired.roles.iter().find(|r| r.name == node.spec.role) else {
@@ -125,10 +138,10 @@ pub fn plan(desired: &Desired, nodes: &[ObservedNode]) -> Vec<Action> {
             });
             continue;
         };
-        if node.failed {
+        if let (Some(reason), true) = (node.unhealthy, remediate) {
             actions.push(Action::DeleteNode {
                 name: node.name.clone(),
-                reason: "VmFailed",
+                reason,
             });
         } else if node.spec.cloud != role.cloud || node.spec.instance_type != role.instance_type {
             actions.push(Action::DeleteNode {
@@ -212,6 +225,12 @@ pub fn plan(desired: &Desired, nodes: &[ObservedNode]) -> Vec<Action> {
     actions
 }
 
+/// Whether unhealthy nodes may be replaced: when at most `percent` of the live nodes are
+/// unhealthy, and always when only one is (so a one-node service heals).
+pub fn remediation_allowed(live: usize, unhealthy: usize, percent: i32) -> bool {
+    unhealthy <= 1 || unhealthy * 100 <= live * percent.max(0) as usize
+}
+
 /// `<service>-<role>-<ordinal>`.
 pub fn node_name(service: &str, role: &str, ordinal: u32) -> String {
     format!("{service}-{role}-{ordinal}")
@@ -241,6 +260,7 @@ fn node_spec(
         code: desired.config.code.clone(),
         settings: desired.config.settings.clone(),
         startup_script: desired.config.startup_script.clone(),
+        heartbeat_timeout_seconds: desired.config.heartbeat_timeout_seconds,
         members: members.to_vec(),
     }
 }
@@ -268,6 +288,7 @@ mod tests {
                 with_members: ty == ServiceType::Generic,
                 ..Default::default()
             },
+            max_unhealthy_percent: 40,
         }
     }
 
@@ -288,7 +309,8 @@ mod tests {
             name: node_name("svc", role, ordinal),
             spec: node_spec(d, &r, format!("token-{role}-{ordinal}"), &[]),
             deleting: false,
-            failed: false,
+            unhealthy: None,
+            suspect: false,
             ready: true,
             address: None,
         }
@@ -402,7 +424,7 @@ mod tests {
                 desired: hw3.clone(),
                 nodes: {
                     let mut n: Vec<_> = (0..3).map(|i| node(&hw3, "node", i)).collect();
-                    n[1].failed = true;
+                    n[1].unhealthy = Some("VmFailed");
                     n
                 },
                 create: vec!["svc-node-3"],
@@ -428,7 +450,7 @@ mod tests {
                         node(&generic, "node", 0),
                         node(&generic, "node", 1),
                     ];
-                    n[0].failed = true;
+                    n[0].unhealthy = Some("VmFailed");
                     n
                 },
                 create: vec!["svc-master-1"],
@@ -444,6 +466,40 @@ mod tests {
                 ],
                 create: vec![],
                 delete: vec![("svc-node-1", "ScaledDown"), ("svc-node-0", "ScaledDown")],
+            },
+            Case {
+                name: "a stale heartbeat replaces the node",
+                desired: hw3.clone(),
+                nodes: {
+                    let mut n: Vec<_> = (0..3).map(|i| node(&hw3, "node", i)).collect();
+                    n[2].unhealthy = Some("HeartbeatStale");
+                    n
+                },
+                create: vec!["svc-node-3"],
+                delete: vec![("svc-node-2", "HeartbeatStale")],
+            },
+            Case {
+                name: "an outage (most nodes unhealthy) replaces nothing",
+                desired: hw3.clone(),
+                nodes: {
+                    let mut n: Vec<_> = (0..3).map(|i| node(&hw3, "node", i)).collect();
+                    n[0].unhealthy = Some("HeartbeatStale");
+                    n[1].unhealthy = Some("HeartbeatStale");
+                    n
+                },
+                create: vec![],
+                delete: vec![],
+            },
+            Case {
+                name: "a one-node service still heals",
+                desired: desired(Helloworld, true, &[("node", 1)]),
+                nodes: {
+                    let mut n = vec![node(&hw3, "node", 0)];
+                    n[0].unhealthy = Some("VmFailed");
+                    n
+                },
+                create: vec!["svc-node-1"],
+                delete: vec![("svc-node-0", "VmFailed")],
             },
             Case {
                 name: "a changed placement replaces the node",
@@ -517,6 +573,16 @@ mod tests {
             .map(|m| (m.role.as_str(), m.address.as_str()))
             .collect();
         assert_eq!(roles, vec![("master", "127.0.1.1"), ("node", "127.0.1.2")]);
+    }
+
+    #[test]
+    fn remediation_is_bounded_by_the_share_of_unhealthy_nodes() {
+        assert!(remediation_allowed(1, 1, 40), "one node always heals");
+        assert!(remediation_allowed(10, 4, 40));
+        assert!(!remediation_allowed(10, 5, 40));
+        assert!(!remediation_allowed(3, 2, 40));
+        assert!(remediation_allowed(3, 0, 0));
+        assert!(remediation_allowed(3, 3, 100), "100% replaces every node");
     }
 
     #[test]

@@ -5,7 +5,7 @@ use conpaas_crds::labels::conditions::{DEGRADED, PROGRESSING, READY};
 use conpaas_crds::v1alpha1::{Phase, PhaseChange, RoleStatus, ServiceStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::plan::{Desired, ObservedNode};
+use super::plan::{Desired, ObservedNode, remediation_allowed};
 use super::validate::Problem;
 use crate::conditions::{Desired as Cond, merge};
 
@@ -22,7 +22,11 @@ pub fn build(
 ) -> ServiceStatus {
     let roles = role_counts(desired, nodes);
     let phase = phase(previous.phase, desired, &roles, nodes);
-    let degraded_nodes = nodes.iter().filter(|n| n.failed && !n.deleting).count();
+    let live = nodes.iter().filter(|n| !n.deleting).count();
+    let unhealthy = nodes
+        .iter()
+        .filter(|n| (n.suspect || n.unhealthy.is_some()) && !n.deleting)
+        .count();
     let ready_text = roles
         .iter()
         .map(|r| format!("{} {}/{}", r.name, r.ready, r.desired))
@@ -61,11 +65,25 @@ pub fn build(
             ),
             match desired {
                 Err(problem) => Cond::new(DEGRADED, true, problem.reason, problem.message.clone()),
-                Ok(_) if degraded_nodes > 0 => Cond::new(
+                Ok(d)
+                    if unhealthy > 0
+                        && !remediation_allowed(live, unhealthy, d.max_unhealthy_percent) =>
+                {
+                    Cond::new(
+                        DEGRADED,
+                        true,
+                        "RemediationHeld",
+                        format!(
+                            "{unhealthy} of {live} nodes are unhealthy, more than {}%: none is replaced until health returns",
+                            d.max_unhealthy_percent
+                        ),
+                    )
+                }
+                Ok(_) if unhealthy > 0 => Cond::new(
                     DEGRADED,
                     true,
-                    "NodesFailed",
-                    format!("{degraded_nodes} nodes failed and are being replaced"),
+                    "NodesUnhealthy",
+                    format!("{unhealthy} nodes are unhealthy and being replaced"),
                 ),
                 Ok(_) => Cond::new(DEGRADED, false, "AsExpected", ""),
             },
@@ -181,6 +199,7 @@ mod tests {
                 instance_type: None,
             }],
             config: NodeConfig::default(),
+            max_unhealthy_percent: 40,
         })
     }
 
@@ -199,10 +218,12 @@ mod tests {
                     code: None,
                     settings: Default::default(),
                     startup_script: None,
+                    heartbeat_timeout_seconds: 60,
                     members: vec![],
                 },
                 deleting: false,
-                failed: false,
+                unhealthy: None,
+                suspect: false,
                 ready: i < ready,
                 address: None,
             })

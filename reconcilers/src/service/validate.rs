@@ -128,7 +128,9 @@ pub fn validate(spec: &ServiceSpec, inputs: Inputs<'_>) -> Result<Desired, Probl
             settings: spec.settings.clone(),
             startup_script: spec.startup_script.clone(),
             with_members: service_kind.with_members(),
+            heartbeat_timeout_seconds: spec.health.heartbeat_timeout_seconds,
         },
+        max_unhealthy_percent: spec.health.max_unhealthy_percent,
     })
 }
 
@@ -154,6 +156,7 @@ mod tests {
             code: None,
             settings: Default::default(),
             startup_script: None,
+            health: Default::default(),
             links: vec![],
         }
     }

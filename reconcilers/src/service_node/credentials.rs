@@ -1,10 +1,12 @@
 //! The agent's own identity: a ServiceAccount named as its ServiceNode, a Role that allows only
-//! reading that ServiceNode (and its code ConfigMap) and patching its status, the RoleBinding,
-//! and a short-lived token from TokenRequest. Nothing with wider rights ever reaches a VM.
+//! reading that ServiceNode (and its code ConfigMap), patching its status and renewing its
+//! heartbeat Lease, the RoleBinding, and a short-lived token from TokenRequest. Nothing with
+//! wider rights ever reaches a VM.
 
 use conpaas_crds::labels::MANAGER_CONTROLLER;
 use conpaas_crds::v1alpha1::ServiceNode;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
@@ -13,7 +15,7 @@ use kube::{Resource, ResourceExt};
 use crate::Context;
 use crate::error::{Error, KubeResultExt, is_not_found};
 
-/// Creates or updates the node's ServiceAccount, Role and RoleBinding.
+/// Creates or updates the node's ServiceAccount, Role, RoleBinding and heartbeat Lease.
 pub async fn ensure(ctx: &Context, node: &ServiceNode) -> Result<(), Error> {
     let ns = node.namespace().ok_or(Error::MissingField("namespace"))?;
     let name = node.name_any();
@@ -49,7 +51,7 @@ pub async fn ensure(ctx: &Context, node: &ServiceNode) -> Result<(), Error> {
         .ctx("apply role", &object)?;
 
     let binding = RoleBinding {
-        metadata: meta,
+        metadata: meta.clone(),
         role_ref: RoleRef {
             api_group: "rbac.authorization.k8s.io".into(),
             kind: "Role".into(),
@@ -66,6 +68,22 @@ pub async fn ensure(ctx: &Context, node: &ServiceNode) -> Result<(), Error> {
         .patch(&name, &pp, &Patch::Apply(with_type(&binding)))
         .await
         .ctx("apply role binding", &object)?;
+
+    // The controller owns the Lease's identity and duration; the agent only renews it.
+    let mut lease_meta = meta;
+    lease_meta.labels = node.metadata.labels.clone();
+    let lease = Lease {
+        metadata: lease_meta,
+        spec: Some(LeaseSpec {
+            holder_identity: Some(name.clone()),
+            lease_duration_seconds: Some(node.spec.heartbeat_timeout_seconds),
+            ..Default::default()
+        }),
+    };
+    Api::<Lease>::namespaced(ctx.client.clone(), &ns)
+        .patch(&name, &pp, &Patch::Apply(with_type(&lease)))
+        .await
+        .ctx("apply lease", &object)?;
     Ok(())
 }
 
@@ -88,6 +106,13 @@ pub fn rules(node: &ServiceNode) -> Vec<PolicyRule> {
             ..Default::default()
         },
     ];
+    rules.push(PolicyRule {
+        api_groups: Some(vec!["coordination.k8s.io".into()]),
+        resources: Some(vec!["leases".into()]),
+        verbs: vec!["get".into(), "patch".into(), "update".into()],
+        resource_names: Some(vec![node.name_any()]),
+        ..Default::default()
+    });
     if let Some(cm) = node.spec.code.as_ref().and_then(|c| c.config_map.as_ref()) {
         rules.push(PolicyRule {
             api_groups: Some(vec![String::new()]),
@@ -121,13 +146,20 @@ pub async fn token(ctx: &Context, node: &ServiceNode) -> Result<String, Error> {
         .ok_or(Error::MissingField("token request status"))
 }
 
-/// Deletes the node's ServiceAccount, Role and RoleBinding (owner references would too, where a
+/// Deletes the node's Lease, ServiceAccount, Role and RoleBinding (owner references would too, where a
 /// garbage collector runs).
 pub async fn remove(ctx: &Context, node: &ServiceNode) -> Result<(), Error> {
     let ns = node.namespace().ok_or(Error::MissingField("namespace"))?;
     let name = node.name_any();
     let dp = DeleteParams::default();
     let object = format!("{ns}/{name}");
+    ignore_missing(
+        Api::<Lease>::namespaced(ctx.client.clone(), &ns)
+            .delete(&name, &dp)
+            .await
+            .map(|_| ()),
+    )
+    .ctx("delete lease", &object)?;
     ignore_missing(
         Api::<RoleBinding>::namespaced(ctx.client.clone(), &ns)
             .delete(&name, &dp)

@@ -17,10 +17,12 @@ use conpaas_crds::labels::{
     TAG_ROLE, TAG_SERVICE_UID,
 };
 use conpaas_crds::v1alpha1::{Cloud, ServiceNode, VmState};
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action as Requeue;
+use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
@@ -97,7 +99,7 @@ async fn reconcile_inner(node: &ServiceNode, ctx: &Context) -> Result<Requeue, E
             patch_status(
                 &api,
                 node,
-                &status::build(node, &view, ctx.settings.heartbeat_timeout, &now),
+                &status::build(node, &view, heartbeat(ctx, node).as_ref(), &now),
             )
             .await?;
             events::publish(
@@ -117,11 +119,14 @@ async fn reconcile_inner(node: &ServiceNode, ctx: &Context) -> Result<Requeue, E
         }
     };
 
-    let status = status::build(node, &vm, ctx.settings.heartbeat_timeout, &now);
+    let status = status::build(node, &vm, heartbeat(ctx, node).as_ref(), &now);
+    tracing::debug!(vm = ?vm.state, ready = %status.conditions[0].reason, "observed");
     if status::changed(node, &status) {
         patch_status(&api, node, &status).await?;
     }
-    Ok(Requeue::requeue(ctx.settings.node_resync))
+    // Look again within half a heartbeat timeout, so a silent agent is noticed in time.
+    let timeout = Duration::from_secs(node.spec.heartbeat_timeout_seconds.max(1) as u64);
+    Ok(Requeue::requeue(ctx.settings.node_resync.min(timeout / 2)))
 }
 
 async fn driver_for(
@@ -308,7 +313,7 @@ fn blocked_status(
     problem: Desired,
     now: &Time,
 ) -> conpaas_crds::v1alpha1::ServiceNodeStatus {
-    let mut status = status::build(node, &current_view(node), Duration::MAX, now);
+    let mut status = status::build(node, &current_view(node), None, now);
     status.conditions = crate::conditions::merge(
         &node.status.clone().unwrap_or_default().conditions,
         vec![problem],
@@ -316,6 +321,18 @@ fn blocked_status(
         now,
     );
     status
+}
+
+/// When the node's agent last renewed its heartbeat Lease.
+fn heartbeat(ctx: &Context, node: &ServiceNode) -> Option<Timestamp> {
+    let key = ObjectRef::<Lease>::new(&node.name_any()).within(&node.namespace()?);
+    ctx.leases
+        .get(&key)?
+        .spec
+        .as_ref()?
+        .renew_time
+        .as_ref()
+        .map(|t| t.0)
 }
 
 /// The cloud's VM ID inside a provider ID such as `local:///<id>`.

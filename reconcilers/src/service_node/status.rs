@@ -3,9 +3,10 @@
 
 use std::time::Duration;
 
-use conpaas_crds::labels::conditions::READY;
+use conpaas_crds::labels::conditions::{HEALTHY, READY};
 use conpaas_crds::v1alpha1::{AgentState, ServiceNode, ServiceNodeStatus, VmState};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
 
 use crate::conditions::{Desired, merge};
 
@@ -22,8 +23,19 @@ pub struct VmView {
     pub created_at: Option<Time>,
 }
 
-/// The node's Ready condition from its VM and its agent's report.
-pub fn ready(node: &ServiceNode, vm: &VmView, heartbeat_timeout: Duration, now: &Time) -> Desired {
+/// How long a new VM's agent may take to renew its heartbeat Lease the first time.
+pub fn startup_grace(node: &ServiceNode) -> Duration {
+    Duration::from_secs((3 * node.spec.heartbeat_timeout_seconds.max(1) as u64).max(120))
+}
+
+/// The node's Ready condition from its VM, its agent's heartbeat (the Lease's renew time) and
+/// its agent's report.
+pub fn ready(
+    node: &ServiceNode,
+    vm: &VmView,
+    heartbeat: Option<&Timestamp>,
+    now: &Time,
+) -> Desired {
     let agent = node.status.as_ref().and_then(|s| s.agent.as_ref());
     let no = |reason: &str, message: String| Desired::new(READY, false, reason, message);
     match vm.state {
@@ -35,21 +47,35 @@ pub fn ready(node: &ServiceNode, vm: &VmView, heartbeat_timeout: Duration, now: 
         }
         Some(VmState::Running) => {}
     }
+    let age = |t: &Timestamp| now.0.duration_since(*t).as_secs_f64();
+    match heartbeat {
+        None => {
+            let booted = vm.created_at.as_ref().map_or(0.0, |t| age(&t.0));
+            if booted > startup_grace(node).as_secs_f64() {
+                return no(
+                    "AgentNeverReported",
+                    format!("no heartbeat from the agent {booted:.0}s after the VM started"),
+                );
+            }
+            return no(
+                "AgentNotReported",
+                "waiting for the agent's first heartbeat".into(),
+            );
+        }
+        Some(beat) if age(beat) > node.spec.heartbeat_timeout_seconds as f64 => {
+            return no(
+                "HeartbeatStale",
+                format!("no heartbeat from the agent for {:.0}s", age(beat)),
+            );
+        }
+        Some(_) => {}
+    }
     let Some(agent) = agent else {
         return no(
             "AgentNotReported",
             "waiting for the agent's first report".into(),
         );
     };
-    if let Some(beat) = &agent.heartbeat_time {
-        let age = now.0.duration_since(beat.0).as_secs_f64();
-        if age > heartbeat_timeout.as_secs_f64() {
-            return no(
-                "HeartbeatStale",
-                format!("no heartbeat from the agent for {age:.0}s"),
-            );
-        }
-    }
     if agent.observed_generation != node.metadata.generation {
         return no(
             "AgentApplying",
@@ -64,11 +90,26 @@ pub fn ready(node: &ServiceNode, vm: &VmView, heartbeat_timeout: Duration, now: 
     }
 }
 
+/// Ready reasons that make a node unhealthy: its VM is lost or its agent went silent.
+pub const UNHEALTHY_REASONS: [&str; 4] =
+    ["VmFailed", "VmGone", "HeartbeatStale", "AgentNeverReported"];
+
+/// The node's `Healthy` condition. Its `lastTransitionTime` tells the Service loop how long the
+/// node has been unhealthy, so a node is replaced only after the problem persisted (as Cluster
+/// API's MachineHealthCheck does) and an outage is seen as a whole, not node by node.
+pub fn healthy(ready: &Desired) -> Desired {
+    if !ready.status && UNHEALTHY_REASONS.contains(&ready.reason.as_str()) {
+        Desired::new(HEALTHY, false, ready.reason.clone(), ready.message.clone())
+    } else {
+        Desired::new(HEALTHY, true, "Healthy", "")
+    }
+}
+
 /// The full controller-owned status (server-side apply drops owned fields that are left out).
 pub fn build(
     node: &ServiceNode,
     vm: &VmView,
-    heartbeat_timeout: Duration,
+    heartbeat: Option<&Timestamp>,
     now: &Time,
 ) -> ServiceNodeStatus {
     let previous = node.status.clone().unwrap_or_default();
@@ -78,12 +119,16 @@ pub fn build(
         vm_state: vm.state,
         created_at: vm.created_at.clone(),
         observed_generation: node.metadata.generation,
-        conditions: merge(
-            &previous.conditions,
-            vec![ready(node, vm, heartbeat_timeout, now)],
-            node.metadata.generation,
-            now,
-        ),
+        conditions: {
+            let ready = ready(node, vm, heartbeat, now);
+            let healthy = healthy(&ready);
+            merge(
+                &previous.conditions,
+                vec![ready, healthy],
+                node.metadata.generation,
+                now,
+            )
+        },
         agent: None,
     }
 }
@@ -97,4 +142,115 @@ pub fn changed(node: &ServiceNode, status: &ServiceNodeStatus) -> bool {
         || current.created_at != status.created_at
         || current.observed_generation != status.observed_generation
         || current.conditions != status.conditions
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use conpaas_crds::v1alpha1::{AgentStatus, ServiceNodeSpec, ServiceNodeStatus, ServiceType};
+    use kube::api::ObjectMeta;
+
+    fn at(secs: i64) -> Timestamp {
+        Timestamp::from_second(secs).unwrap()
+    }
+
+    fn node(agent: Option<AgentState>) -> ServiceNode {
+        let mut node = ServiceNode::new(
+            "s-node-0",
+            ServiceNodeSpec {
+                application: "a".into(),
+                service: "s".into(),
+                service_type: ServiceType::Helloworld,
+                role: "node".into(),
+                cloud: "local".into(),
+                instance_type: None,
+                token: "t".into(),
+                code: None,
+                settings: Default::default(),
+                startup_script: None,
+                heartbeat_timeout_seconds: 10,
+                members: vec![],
+            },
+        );
+        node.metadata = ObjectMeta {
+            generation: Some(1),
+            ..node.metadata
+        };
+        node.status = Some(ServiceNodeStatus {
+            agent: agent.map(|state| AgentStatus {
+                state: Some(state),
+                observed_generation: Some(1),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        node
+    }
+
+    fn running_since(secs: i64) -> VmView {
+        VmView {
+            provider_id: Some("local:///x".into()),
+            address: None,
+            state: Some(VmState::Running),
+            created_at: Some(Time(at(secs))),
+        }
+    }
+
+    #[test]
+    fn ready_and_healthy_from_vm_heartbeat_and_report() {
+        let now = Time(at(1000));
+        let cases: Vec<(ServiceNode, VmView, Option<Timestamp>, &str, bool)> = vec![
+            (
+                node(Some(AgentState::Ready)),
+                running_since(990),
+                Some(at(995)),
+                "AgentReady",
+                true,
+            ),
+            (
+                node(Some(AgentState::Ready)),
+                running_since(900),
+                Some(at(985)),
+                "HeartbeatStale",
+                false,
+            ),
+            (
+                node(None),
+                running_since(990),
+                None,
+                "AgentNotReported",
+                true,
+            ),
+            (
+                node(None),
+                running_since(800),
+                None,
+                "AgentNeverReported",
+                false,
+            ),
+            (
+                node(Some(AgentState::Failed)),
+                running_since(990),
+                Some(at(999)),
+                "AgentFailed",
+                true,
+            ),
+            (
+                node(Some(AgentState::Ready)),
+                VmView {
+                    state: Some(VmState::Failed),
+                    ..running_since(990)
+                },
+                Some(at(999)),
+                "VmFailed",
+                false,
+            ),
+        ];
+        for (node, vm, beat, reason, healthy_expected) in cases {
+            let r = ready(&node, &vm, beat.as_ref(), &now);
+            assert_eq!(r.reason, reason);
+            assert_eq!(r.status, reason == "AgentReady");
+            assert_eq!(healthy(&r).status, healthy_expected, "{reason}: Healthy");
+        }
+    }
 }

@@ -1,0 +1,92 @@
+//! Node health and bounded remediation: a node whose agent dies is replaced; when most agents
+//! go silent at once (an outage), nothing is replaced and the Service says why, and it resumes
+//! when health returns.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use common::*;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+
+const MANIFEST: &str = "apiVersion: conpaas.io/v1alpha1\nkind: Service\nmetadata: {name: hello}\nspec:\n  application: demo\n  type: helloworld\n  roles: [{name: node, count: 3}]\n  health: {heartbeatTimeoutSeconds: 3, maxUnhealthyPercent: 40}\n";
+
+fn names(nodes: &[conpaas_crds::v1alpha1::ServiceNode]) -> BTreeSet<String> {
+    nodes
+        .iter()
+        .filter_map(|n| n.metadata.name.clone())
+        .collect()
+}
+
+fn degraded_reason(s: &conpaas_crds::v1alpha1::Service) -> Option<String> {
+    let status = s.status.as_ref()?;
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Degraded" && c.status == "True")
+        .map(|c| c.reason.clone())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dead_agents_are_replaced_and_an_outage_holds_remediation() {
+    let env = env("health-e2e", 39).await;
+    env.apply(&EXAMPLE.split("---").take(2).collect::<Vec<_>>().join("---"))
+        .await;
+    env.apply(MANIFEST).await;
+    env.wait_ready("hello", "node 3/3").await;
+
+    // One agent dies: its node is replaced.
+    let before = names(&env.nodes("hello").await);
+    let victim = env.live_vms()[0];
+    let killed_at = Instant::now();
+    killpg(Pid::from_raw(victim), Signal::SIGKILL).unwrap();
+    env.wait_service("hello", "a replacement node", |_| true)
+        .await;
+    conpaas_e2e::wait::until("the dead node replaced", LIMIT, || async {
+        let now = names(&env.nodes("hello").await);
+        Ok(now.len() == 3 && now.difference(&before).count() == 1)
+    })
+    .await
+    .unwrap();
+    env.wait_ready("hello", "node 3/3").await;
+    println!(
+        "time to replace a killed node: {:.1}s",
+        killed_at.elapsed().as_secs_f64()
+    );
+
+    // Every agent freezes (the VMs run, nothing reports): remediation is held.
+    let frozen = names(&env.nodes("hello").await);
+    let pids = env.live_vms();
+    for pid in &pids {
+        killpg(Pid::from_raw(*pid), Signal::SIGSTOP).unwrap();
+    }
+    env.wait_service("hello", "remediation held with every node unhealthy", |s| {
+        let held = degraded_reason(s).as_deref() == Some("RemediationHeld");
+        let status = s.status.as_ref();
+        let all = status.is_some_and(|st| {
+            st.conditions
+                .iter()
+                .any(|c| c.message.starts_with("3 of 3 nodes are unhealthy"))
+        });
+        held && all
+    })
+    .await;
+    assert_eq!(
+        names(&env.nodes("hello").await),
+        frozen,
+        "no node was replaced during the outage"
+    );
+
+    // Health returns: the same nodes are Ready again, none replaced.
+    for pid in &pids {
+        killpg(Pid::from_raw(*pid), Signal::SIGCONT).unwrap();
+    }
+    env.wait_ready("hello", "node 3/3").await;
+    assert_eq!(
+        names(&env.nodes("hello").await),
+        frozen,
+        "the same nodes serve again"
+    );
+}
