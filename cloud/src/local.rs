@@ -62,6 +62,8 @@ struct Record {
     address: String,
     tags: Tags,
     instance_type: Option<String>,
+    // 0 until the process is started: the record is written first, so a crash between the two
+    // leaves a record to find, never an unrecorded process.
     pid: i32,
     // The process start time from /proc, so a recycled PID is never mistaken for the VM.
     start_ticks: u64,
@@ -132,10 +134,24 @@ impl LocalCloud {
             })
     }
 
+    /// The VM's process: from the record, or (when a crash interrupted the boot before the PID
+    /// was recorded) found by the user-data path on its command line.
+    fn process(&self, record: &Record) -> Option<(i32, u64)> {
+        if record.pid != 0 {
+            return (process_state(record.pid, record.start_ticks) == ProcessState::Alive)
+                .then_some((record.pid, record.start_ticks));
+        }
+        let marker = self.vm_dir(&record.id).join("user-data");
+        find_by_cmdline(&marker.to_string_lossy())
+            .into_iter()
+            .next()
+    }
+
     fn to_vm(&self, record: Record) -> Vm {
-        let state = match process_state(record.pid, record.start_ticks) {
-            ProcessState::Alive => VmState::Running,
-            ProcessState::Gone => VmState::Failed,
+        let state = if self.process(&record).is_some() {
+            VmState::Running
+        } else {
+            VmState::Failed
         };
         Vm {
             provider_id: format!("local:///{}", record.id),
@@ -148,14 +164,47 @@ impl LocalCloud {
         }
     }
 
+    /// Writes the VM's record, then starts its process and records the PID.
     fn boot(&self, request: &CreateRequest, address: &str) -> Result<Record, CloudError> {
         let id = request.token.clone();
+        let dir = self.vm_dir(&id);
+        let mut record = Record {
+            id: id.clone(),
+            token: request.token.clone(),
+            name: request.name.clone(),
+            address: address.to_string(),
+            tags: request.tags.clone(),
+            instance_type: request.instance_type.clone(),
+            pid: 0,
+            start_ticks: 0,
+            created_unix_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis() as u64,
+        };
+        fs::create_dir_all(&dir).map_err(|e| io_error("create VM folder", &dir, e))?;
+        fs::write(dir.join("user-data"), &request.user_data)
+            .map_err(|e| io_error("write user-data", &dir.join("user-data"), e))?;
+        self.write_record(&record)?;
+        self.start_process(&mut record)?;
+        Ok(record)
+    }
+
+    fn write_record(&self, record: &Record) -> Result<(), CloudError> {
+        write_atomically(
+            &self.vm_dir(&record.id).join("vm.json"),
+            &serde_json::to_vec_pretty(record).expect("a record serialises"),
+        )
+    }
+
+    /// Starts the agent of a recorded VM and records its PID.
+    fn start_process(&self, record: &mut Record) -> Result<(), CloudError> {
+        let id = record.id.clone();
+        let address = record.address.clone();
         let dir = self.vm_dir(&id);
         let work = dir.join("work");
         fs::create_dir_all(&work).map_err(|e| io_error("create VM folder", &work, e))?;
         let user_data = dir.join("user-data");
-        fs::write(&user_data, &request.user_data)
-            .map_err(|e| io_error("write user-data", &user_data, e))?;
         let log_path = dir.join("agent.log");
         let log =
             fs::File::create(&log_path).map_err(|e| io_error("create agent log", &log_path, e))?;
@@ -168,7 +217,7 @@ impl LocalCloud {
             .arg(&user_data)
             .arg("--work-dir")
             .arg(&work)
-            .env(ENV_VM_ADDRESS, address)
+            .env(ENV_VM_ADDRESS, &address)
             .env(ENV_VM_ID, &id)
             .current_dir(&work)
             .stdin(Stdio::null())
@@ -181,40 +230,22 @@ impl LocalCloud {
                 CloudError::Transient(format!("start {}: {e}", self.config.agent_binary.display()))
             })?;
         let pid = child.id() as i32;
-        let start_ticks = start_ticks(pid).unwrap_or(0);
         // Reap the agent when it exits while this controller lives; after a restart init does.
         std::thread::spawn(move || child.wait());
-
-        let record = Record {
-            id,
-            token: request.token.clone(),
-            name: request.name.clone(),
-            address: address.to_string(),
-            tags: request.tags.clone(),
-            instance_type: request.instance_type.clone(),
-            pid,
-            start_ticks,
-            created_unix_ms: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_millis() as u64,
-        };
-        write_atomically(
-            &dir.join("vm.json"),
-            &serde_json::to_vec_pretty(&record).expect("a record serialises"),
-        )?;
-        Ok(record)
+        record.pid = pid;
+        record.start_ticks = start_ticks(pid).unwrap_or(0);
+        self.write_record(record)
     }
 
     async fn stop(&self, record: &Record) {
-        if process_state(record.pid, record.start_ticks) == ProcessState::Gone {
+        let Some((pid, ticks)) = self.process(record) else {
             return;
-        }
-        let group = Pid::from_raw(record.pid);
+        };
+        let group = Pid::from_raw(pid);
         let _ = killpg(group, Signal::SIGTERM);
         let deadline = tokio::time::Instant::now() + self.config.stop_grace;
         while tokio::time::Instant::now() < deadline {
-            if process_state(record.pid, record.start_ticks) == ProcessState::Gone {
+            if process_state(pid, ticks) == ProcessState::Gone {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -233,7 +264,11 @@ impl ComputeDriver for LocalCloud {
     async fn create(&self, request: &CreateRequest) -> Result<Vm, CloudError> {
         check_token(&request.token)?;
         let _guard = self.create_lock.lock().await;
-        if let Some(record) = self.read_record(&request.token)? {
+        if let Some(mut record) = self.read_record(&request.token)? {
+            // A boot a crash interrupted before the process started is completed, not repeated.
+            if record.pid == 0 && self.process(&record).is_none() {
+                self.start_process(&mut record)?;
+            }
             return Ok(self.to_vm(record));
         }
         let records = self.records()?;
@@ -289,6 +324,25 @@ fn proc_stat(pid: i32) -> Option<(char, u64)> {
     let state = fields.first()?.chars().next()?;
     let start = fields.get(19)?.parse().ok()?;
     Some((state, start))
+}
+
+/// Processes whose command line contains `needle`, with their start times.
+pub fn find_by_cmdline(needle: &str) -> Vec<(i32, u64)> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(needle))
+        })
+        .filter_map(|pid| {
+            let (state, start) = proc_stat(pid)?;
+            (state != 'Z' && state != 'X').then_some((pid, start))
+        })
+        .collect()
 }
 
 fn start_ticks(pid: i32) -> Option<u64> {
@@ -406,5 +460,68 @@ mod tests {
         }
         assert_eq!(state, VmState::Failed);
         cloud.delete(&vm.id).await.unwrap();
+    }
+
+    fn crashed_boot(cloud: &LocalCloud, token: &str) -> Record {
+        let request = crate::conformance::request(token);
+        let record = Record {
+            id: token.into(),
+            token: token.into(),
+            name: request.name.clone(),
+            address: "127.201.9.9".into(),
+            tags: request.tags.clone(),
+            instance_type: None,
+            pid: 0,
+            start_ticks: 0,
+            created_unix_ms: 0,
+        };
+        fs::create_dir_all(cloud.vm_dir(token)).unwrap();
+        fs::write(cloud.vm_dir(token).join("user-data"), "{}").unwrap();
+        cloud.write_record(&record).unwrap();
+        record
+    }
+
+    #[tokio::test]
+    async fn a_boot_cut_off_before_the_process_started_is_completed_by_the_next_create() {
+        let dir = tempfile::tempdir().unwrap();
+        let cloud = cloud(dir.path());
+        crashed_boot(&cloud, "crash-1");
+        assert_eq!(
+            cloud.get("crash-1").await.unwrap().unwrap().state,
+            VmState::Failed
+        );
+        let vm = cloud
+            .create(&crate::conformance::request("crash-1"))
+            .await
+            .unwrap();
+        assert_eq!(vm.state, VmState::Running);
+        assert_eq!(
+            cloud.list(&Tags::new()).await.unwrap().len(),
+            1,
+            "still one VM for the token"
+        );
+        cloud.delete("crash-1").await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_process_started_but_not_recorded_is_found_and_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let cloud = cloud(dir.path());
+        let mut record = crashed_boot(&cloud, "crash-2");
+        // Start the process, then forget its PID, as a crash right after the spawn would.
+        cloud.start_process(&mut record).unwrap();
+        let pid = record.pid;
+        record.pid = 0;
+        cloud.write_record(&record).unwrap();
+        assert_eq!(
+            cloud.get("crash-2").await.unwrap().unwrap().state,
+            VmState::Running
+        );
+        cloud.delete("crash-2").await.unwrap();
+        assert_eq!(
+            process_state(pid, record.start_ticks),
+            ProcessState::Gone,
+            "no process outlives the delete"
+        );
     }
 }

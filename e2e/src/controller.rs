@@ -78,17 +78,14 @@ impl Controller {
         }
     }
 
-    /// PIDs of the local VMs' agents recorded in the state folder.
+    /// PIDs of the live local VMs' agents: every process started from this state folder, also
+    /// one a crash kept from being recorded.
     pub fn vm_pids(&self) -> Vec<i32> {
-        let Ok(entries) = std::fs::read_dir(self.state_dir.join("vms")) else {
-            return Vec::new();
-        };
-        entries
-            .flatten()
-            .filter_map(|e| std::fs::read(e.path().join("vm.json")).ok())
-            .filter_map(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-            .filter_map(|v| v["pid"].as_i64())
-            .map(|p| p as i32)
+        // Arguments are NUL-separated: this matches agents, not the scripts they start.
+        let marker = format!("--user-data\0{}/vms/", self.state_dir.display());
+        conpaas_cloud::local::find_by_cmdline(&marker)
+            .into_iter()
+            .map(|(pid, _)| pid)
             .collect()
     }
 
