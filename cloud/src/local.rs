@@ -373,11 +373,12 @@ mod tests {
     use super::*;
 
     // A stand-in agent: a shell script that sleeps until it is stopped, and records its address.
+    // No `exec`: like the real agent, it keeps its command line (with --user-data) while it runs.
     fn fake_agent(dir: &Path) -> PathBuf {
         let path = dir.join("fake-agent");
         fs::write(
             &path,
-            "#!/bin/sh\necho \"$CONPAAS_VM_ADDRESS\" > address\nexec sleep 600\n",
+            "#!/bin/sh\necho \"$CONPAAS_VM_ADDRESS\" > address\nsleep 600\n",
         )
         .unwrap();
         fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();

@@ -23,6 +23,9 @@ pub struct Args {
     /// API server URL written into agents' bootstrap [default: the URL this controller uses]
     #[arg(long, env = "CONPAAS_AGENT_API_SERVER")]
     pub agent_api_server: Option<String>,
+    /// Seconds an unclaimed VM carrying our tag is spared before the orphan sweep terminates it
+    #[arg(long, env = "CONPAAS_ORPHAN_GRACE_SECONDS", default_value_t = 120)]
+    pub orphan_grace_seconds: u64,
     /// Log as JSON lines instead of text
     #[arg(long, env = "CONPAAS_LOG_JSON")]
     pub log_json: bool,

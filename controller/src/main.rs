@@ -74,7 +74,10 @@ async fn main() -> anyhow::Result<()> {
             },
         ),
         backoff: Default::default(),
-        settings: Default::default(),
+        settings: conpaas_reconcilers::context::Settings {
+            orphan_grace: Duration::from_secs(args.orphan_grace_seconds),
+            ..Default::default()
+        },
         leases,
     });
 

@@ -17,13 +17,28 @@ pub struct Controller {
     state_dir: PathBuf,
     log: PathBuf,
     subnet: u8,
+    env: Vec<(String, String)>,
 }
 
 impl Controller {
     /// Starts the controller against `cp`, keeping local VMs under `state_dir` with addresses
     /// 127.`subnet`.x.y.
     pub fn start(cp: &ControlPlane, state_dir: &Path, subnet: u8) -> anyhow::Result<Self> {
+        Self::start_with(cp, state_dir, subnet, &[])
+    }
+
+    /// Like [`Controller::start`], with extra environment variables (flags) for the controller.
+    pub fn start_with(
+        cp: &ControlPlane,
+        state_dir: &Path,
+        subnet: u8,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let mut controller = Controller {
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             child: None,
             kubeconfig: cp.kubeconfig.clone(),
             state_dir: state_dir.to_path_buf(),
@@ -56,6 +71,7 @@ impl Controller {
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info,kube_runtime=warn".into()),
             )
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

@@ -37,6 +37,8 @@ pub struct Settings {
     pub node_resync: Duration,
     /// Lifetime of an agent's token.
     pub agent_token_ttl: Duration,
+    /// How old an unclaimed VM with our tag must be before the orphan sweep terminates it.
+    pub orphan_grace: Duration,
 }
 
 impl Default for Settings {
@@ -44,6 +46,7 @@ impl Default for Settings {
         Self {
             node_resync: Duration::from_secs(30),
             agent_token_ttl: Duration::from_secs(7 * 24 * 3600),
+            orphan_grace: Duration::from_secs(120),
         }
     }
 }

@@ -123,6 +123,11 @@ pub struct ServiceNodeStatus {
     /// When the VM was created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_at: Option<Time>,
+    /// Journal of the create: when the controller asked the cloud for this node's VM. Written
+    /// before the call, so a restarted controller that finds it looks the VM up by token and
+    /// tags before it creates anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub create_requested_at: Option<Time>,
     /// Generation of the spec the controller last acted on (credentials, VM).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,

@@ -24,10 +24,15 @@ pub struct Env {
 
 /// A control plane, a controller with local cloud subnet `subnet`, and namespace `ns`.
 pub async fn env(ns: &str, subnet: u8) -> Env {
+    env_with(ns, subnet, &[]).await
+}
+
+/// Like [`env`], with extra controller environment variables.
+pub async fn env_with(ns: &str, subnet: u8, vars: &[(&str, &str)]) -> Env {
     let _ = tracing_subscriber::fmt().with_test_writer().try_init();
     let cp = ControlPlane::start().await.expect("control plane");
     let state = tempfile::tempdir().expect("state folder");
-    let controller = Controller::start(&cp, state.path(), subnet).expect("controller");
+    let controller = Controller::start_with(&cp, state.path(), subnet, vars).expect("controller");
     let client = cp.client().await.expect("client");
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let namespace = Namespace {

@@ -1,8 +1,10 @@
 //! The Cloud loop: says which provider a Cloud selects and whether this controller can use it
-//! (a driver can be built: the backend is compiled in and its settings are complete).
+//! (a driver can be built: the backend is compiled in and its settings are complete), counts
+//! its nodes, and sweeps its orphan VMs ([`sweep`]).
 //!
-//! Network: the API server only; credentials checks against the IaaS come with the EC2 and
-//! OpenNebula drivers.
+//! Network: the API server, and the Cloud through its driver (one list call per sweep).
+
+pub mod sweep;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,15 +29,20 @@ pub async fn reconcile(cloud: Arc<Cloud>, ctx: Arc<Context>) -> Result<Requeue, 
     let api: Api<Cloud> = Api::all(ctx.client.clone());
     let nodes: Api<ServiceNode> = Api::all(ctx.client.clone());
     let name = cloud.name_any();
-    let count = nodes
+    let all_nodes = nodes
         .list(&ListParams::default())
         .await
         .ctx("list service nodes", "")?
-        .items
+        .items;
+    let count = all_nodes
         .iter()
         .filter(|n| n.spec.cloud == name && n.metadata.deletion_timestamp.is_none())
         .count();
-    let condition = match ctx.drivers.driver(&cloud) {
+    let driver = ctx.drivers.driver(&cloud);
+    if let Ok(driver) = &driver {
+        sweep::sweep(&ctx, &cloud, driver.as_ref(), &all_nodes).await?;
+    }
+    let condition = match driver {
         Ok(_) => Desired::new(
             READY,
             true,

@@ -83,7 +83,7 @@ async fn reconcile_inner(node: &ServiceNode, ctx: &Context) -> Result<Requeue, E
                 .await
                 .map_err(|source| cloud_error("describe VM", node, source))?;
             match found {
-                Some(vm) => view(&vm),
+                Some(vm) => view(node, &vm),
                 // Gone behind our back: report it; the Service loop replaces the node.
                 None => VmView {
                     provider_id: Some(provider_id),
@@ -93,8 +93,41 @@ async fn reconcile_inner(node: &ServiceNode, ctx: &Context) -> Result<Requeue, E
             }
         }
         None => {
-            let vm = create_vm(ctx, node, driver.as_ref()).await?;
-            let view = view(&vm);
+            let journaled = node
+                .status
+                .as_ref()
+                .and_then(|s| s.create_requested_at.clone());
+            let requested_at = match &journaled {
+                Some(at) => at.clone(),
+                None => {
+                    // Journal the intent before the cloud call.
+                    let intent = VmView {
+                        create_requested_at: Some(now.clone()),
+                        ..current_view(node)
+                    };
+                    patch_status(&api, node, &status::build(node, &intent, None, &now)).await?;
+                    now.clone()
+                }
+            };
+            // A create journaled by an earlier run may have happened: look the VM up by its
+            // tags and token before creating anything.
+            let earlier = match journaled {
+                Some(_) => driver
+                    .list(&node_filter(node))
+                    .await
+                    .map_err(|source| cloud_error("list VMs", node, source))?
+                    .into_iter()
+                    .find(|vm| vm.token == node.spec.token && vm.state != CloudVmState::Terminated),
+                None => None,
+            };
+            let (vm, reason) = match earlier {
+                Some(vm) => (vm, "VmAdopted"),
+                None => (create_vm(ctx, node, driver.as_ref()).await?, "VmCreated"),
+            };
+            let view = VmView {
+                create_requested_at: Some(requested_at),
+                ..view(node, &vm)
+            };
             // Record the provider ID at once, before anything else can fail.
             patch_status(
                 &api,
@@ -102,19 +135,12 @@ async fn reconcile_inner(node: &ServiceNode, ctx: &Context) -> Result<Requeue, E
                 &status::build(node, &view, heartbeat(ctx, node).as_ref(), &now),
             )
             .await?;
-            events::publish(
-                ctx,
-                node,
-                false,
-                "VmCreated",
-                "CreateVm",
-                format!(
-                    "created VM {} at {}",
-                    vm.provider_id,
-                    vm.address.clone().unwrap_or_default()
-                ),
-            )
-            .await;
+            let note = format!(
+                "VM {} at {}",
+                vm.provider_id,
+                vm.address.clone().unwrap_or_default()
+            );
+            events::publish(ctx, node, false, reason, "CreateVm", note).await;
             return Ok(Requeue::requeue(Duration::from_secs(1)));
         }
     };
@@ -281,8 +307,13 @@ async fn release(
     Ok(Requeue::await_change())
 }
 
-fn view(vm: &Vm) -> VmView {
+/// The node's VM as the cloud describes it, with the node's create journal kept.
+fn view(node: &ServiceNode, vm: &Vm) -> VmView {
     VmView {
+        create_requested_at: node
+            .status
+            .as_ref()
+            .and_then(|s| s.create_requested_at.clone()),
         provider_id: Some(vm.provider_id.clone()),
         address: vm.address.clone(),
         state: Some(match vm.state {
@@ -305,6 +336,7 @@ fn current_view(node: &ServiceNode) -> VmView {
         address: s.address,
         state: s.vm_state,
         created_at: s.created_at,
+        create_requested_at: s.create_requested_at,
     }
 }
 

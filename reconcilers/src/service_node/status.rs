@@ -21,6 +21,8 @@ pub struct VmView {
     pub state: Option<VmState>,
     /// Creation time.
     pub created_at: Option<Time>,
+    /// When the create was journaled.
+    pub create_requested_at: Option<Time>,
 }
 
 /// How long a new VM's agent may take to renew its heartbeat Lease the first time.
@@ -118,6 +120,7 @@ pub fn build(
         address: vm.address.clone(),
         vm_state: vm.state,
         created_at: vm.created_at.clone(),
+        create_requested_at: vm.create_requested_at.clone(),
         observed_generation: node.metadata.generation,
         conditions: {
             let ready = ready(node, vm, heartbeat, now);
@@ -140,6 +143,7 @@ pub fn changed(node: &ServiceNode, status: &ServiceNodeStatus) -> bool {
         || current.address != status.address
         || current.vm_state != status.vm_state
         || current.created_at != status.created_at
+        || current.create_requested_at != status.create_requested_at
         || current.observed_generation != status.observed_generation
         || current.conditions != status.conditions
 }
@@ -193,6 +197,7 @@ mod tests {
             address: None,
             state: Some(VmState::Running),
             created_at: Some(Time(at(secs))),
+            create_requested_at: None,
         }
     }
 

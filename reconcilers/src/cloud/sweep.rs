@@ -1,0 +1,142 @@
+//! The orphan sweep: VMs that carry our `managed-by` tag but that no ServiceNode claims (same
+//! namespace, node name and token) are terminated once older than a grace period, and reported
+//! as Events. VMs without our tag are never listed, so never touched.
+
+use std::collections::HashSet;
+use std::time::{Duration, SystemTime};
+
+use conpaas_cloud::{ComputeDriver, Tags, Vm, VmState};
+use conpaas_crds::labels::{MANAGED_BY_VALUE, TAG_MANAGED_BY, TAG_NAMESPACE, TAG_NODE};
+use conpaas_crds::v1alpha1::{Cloud, ServiceNode};
+use kube::ResourceExt;
+
+use crate::error::Error;
+use crate::{Context, events};
+
+/// The VMs of `vms` no node claims and older than `grace`. Pure.
+pub fn orphans<'a>(
+    vms: &'a [Vm],
+    nodes: &[ServiceNode],
+    now: SystemTime,
+    grace: Duration,
+) -> Vec<&'a Vm> {
+    let claimed: HashSet<(String, String, &str)> = nodes
+        .iter()
+        .map(|n| {
+            (
+                n.namespace().unwrap_or_default(),
+                n.name_any(),
+                n.spec.token.as_str(),
+            )
+        })
+        .collect();
+    vms.iter()
+        .filter(|vm| vm.state != VmState::Terminated)
+        .filter(|vm| {
+            let tag = |k: &str| vm.tags.get(k).cloned().unwrap_or_default();
+            !claimed.contains(&(tag(TAG_NAMESPACE), tag(TAG_NODE), vm.token.as_str()))
+        })
+        .filter(|vm| now.duration_since(vm.created_at).unwrap_or_default() >= grace)
+        .collect()
+}
+
+/// Terminates this Cloud's orphans; `nodes` are every ServiceNode of the cluster (one driver may
+/// serve several Clouds, so any node may claim a VM it lists). Returns how many went.
+pub async fn sweep(
+    ctx: &Context,
+    cloud: &Cloud,
+    driver: &dyn ComputeDriver,
+    nodes: &[ServiceNode],
+) -> Result<usize, Error> {
+    let ours = Tags::from([(TAG_MANAGED_BY.to_string(), MANAGED_BY_VALUE.to_string())]);
+    let cloud_error = |operation, source| Error::Cloud {
+        operation,
+        cloud: cloud.name_any(),
+        source,
+    };
+    let vms = driver
+        .list(&ours)
+        .await
+        .map_err(|e| cloud_error("list VMs", e))?;
+    let found = orphans(&vms, nodes, SystemTime::now(), ctx.settings.orphan_grace);
+    for vm in &found {
+        tracing::warn!(vm = %vm.provider_id, "terminating orphan VM");
+        driver
+            .delete(&vm.id)
+            .await
+            .map_err(|e| cloud_error("terminate VM", e))?;
+        let owner = format!(
+            "{}/{}",
+            vm.tags.get(TAG_NAMESPACE).map_or("?", String::as_str),
+            vm.tags.get(TAG_NODE).map_or("?", String::as_str)
+        );
+        let note = format!(
+            "terminated VM {} tagged for {owner}, which no ServiceNode claims",
+            vm.provider_id
+        );
+        events::publish(ctx, cloud, true, "OrphanSwept", "DeleteVm", note).await;
+    }
+    Ok(found.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use conpaas_crds::v1alpha1::{ServiceNodeSpec, ServiceType};
+
+    fn vm(namespace: &str, node: &str, token: &str, age: u64) -> Vm {
+        Vm {
+            id: token.into(),
+            provider_id: format!("memory:///{token}"),
+            token: token.into(),
+            state: VmState::Running,
+            address: None,
+            tags: Tags::from([
+                (TAG_MANAGED_BY.to_string(), MANAGED_BY_VALUE.to_string()),
+                (TAG_NAMESPACE.to_string(), namespace.to_string()),
+                (TAG_NODE.to_string(), node.to_string()),
+            ]),
+            created_at: SystemTime::UNIX_EPOCH + Duration::from_secs(1000 - age),
+        }
+    }
+
+    fn node(namespace: &str, name: &str, token: &str) -> ServiceNode {
+        let mut n = ServiceNode::new(
+            name,
+            ServiceNodeSpec {
+                application: "a".into(),
+                service: "s".into(),
+                service_type: ServiceType::Helloworld,
+                role: "node".into(),
+                cloud: "local".into(),
+                instance_type: None,
+                token: token.into(),
+                code: None,
+                settings: Default::default(),
+                startup_script: None,
+                heartbeat_timeout_seconds: 60,
+                members: vec![],
+            },
+        );
+        n.metadata.namespace = Some(namespace.into());
+        n
+    }
+
+    #[test]
+    fn only_unclaimed_vms_past_the_grace_period_are_orphans() {
+        let vms = vec![
+            vm("ns", "s-node-0", "t0", 600),    // claimed
+            vm("ns", "s-node-1", "t1", 600),    // node gone: orphan
+            vm("ns", "s-node-2", "old", 600),   // node re-created with a new token: orphan
+            vm("other", "s-node-0", "t0", 600), // same name, other namespace: orphan
+            vm("ns", "s-node-3", "t3", 10),     // unclaimed but young: spared
+        ];
+        let nodes = vec![node("ns", "s-node-0", "t0"), node("ns", "s-node-2", "new")];
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
+        let found: Vec<(&str, &str)> = orphans(&vms, &nodes, now, Duration::from_secs(120))
+            .iter()
+            .map(|v| (v.tags[TAG_NAMESPACE].as_str(), v.token.as_str()))
+            .collect();
+        assert_eq!(found, vec![("ns", "t1"), ("ns", "old"), ("other", "t0")]);
+    }
+}
