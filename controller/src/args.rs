@@ -26,6 +26,9 @@ pub struct Args {
     /// Seconds an unclaimed VM carrying our tag is spared before the orphan sweep terminates it
     #[arg(long, env = "CONPAAS_ORPHAN_GRACE_SECONDS", default_value_t = 120)]
     pub orphan_grace_seconds: u64,
+    /// Where /metrics, /healthz and /readyz are served
+    #[arg(long, env = "CONPAAS_HTTP_ADDRESS", default_value = "127.0.0.1:9464")]
+    pub http_address: std::net::SocketAddr,
     /// Log as JSON lines instead of text
     #[arg(long, env = "CONPAAS_LOG_JSON")]
     pub log_json: bool,

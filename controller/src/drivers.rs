@@ -6,17 +6,19 @@ use conpaas_cloud::ComputeDriver;
 use conpaas_cloud::local::{LocalCloud, LocalConfig};
 use conpaas_crds::v1alpha1::Cloud;
 use conpaas_reconcilers::DriverRegistry;
+use conpaas_reconcilers::metrics::{Metered, Metrics};
 
 /// The controller's drivers. Every local Cloud shares one local driver: they share the host's
 /// addresses and state folder, and tags keep their VMs apart.
 pub struct Drivers {
-    local: Arc<LocalCloud>,
+    local: Arc<dyn ComputeDriver>,
 }
 
 impl Drivers {
-    pub fn new(local: LocalConfig) -> Self {
+    /// Every driver is metered: its calls are counted and timed.
+    pub fn new(local: LocalConfig, metrics: Arc<Metrics>) -> Self {
         Self {
-            local: Arc::new(LocalCloud::new(local)),
+            local: Arc::new(Metered::new(Arc::new(LocalCloud::new(local)), metrics)),
         }
     }
 }

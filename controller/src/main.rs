@@ -4,6 +4,7 @@
 
 mod args;
 mod drivers;
+mod http;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,9 +63,23 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("fill the heartbeat lease cache")?;
 
+    let metrics = Arc::new(conpaas_reconcilers::metrics::Metrics::default());
+    let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let health = http::Health {
+        metrics: metrics.clone(),
+        ready: ready.clone(),
+    };
+    let address = args.http_address;
+    tokio::spawn(async move {
+        if let Err(e) = http::serve(address, health).await {
+            tracing::error!(error = %e, %address, "the metrics and health endpoints stopped");
+        }
+    });
+
     let ctx = Arc::new(Context {
         client: client.clone(),
-        drivers: Arc::new(drivers::Drivers::new(local)),
+        drivers: Arc::new(drivers::Drivers::new(local, metrics.clone())),
+        metrics,
         agent_api,
         recorder: Recorder::new(
             client.clone(),
@@ -136,6 +151,7 @@ async fn main() -> anyhow::Result<()> {
     .shutdown_on_signal()
     .run(cloud::reconcile, cloud::error_policy, ctx.clone())
     .for_each(|_| async {});
+    ready.store(true, std::sync::atomic::Ordering::Relaxed);
     futures::join!(services, nodes, applications, clouds);
     lease_watch.abort();
     tracing::info!("conpaas-controller stopped");

@@ -18,6 +18,8 @@ pub struct Controller {
     log: PathBuf,
     subnet: u8,
     env: Vec<(String, String)>,
+    /// Where this controller serves /metrics, /healthz and /readyz.
+    pub http_address: std::net::SocketAddr,
 }
 
 impl Controller {
@@ -34,7 +36,11 @@ impl Controller {
         subnet: u8,
         env: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
         let mut controller = Controller {
+            http_address: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
             env: env
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -71,6 +77,7 @@ impl Controller {
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info,kube_runtime=warn".into()),
             )
+            .env("CONPAAS_HTTP_ADDRESS", self.http_address.to_string())
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)

@@ -76,6 +76,34 @@ async fn helloworld_runs_scales_stops_and_starts() {
     .await
     .unwrap();
 
+    // The controller reports what it did at /metrics and is healthy and ready.
+    let address = env.controller.http_address;
+    let metrics = http_get_path(&address.ip().to_string(), address.port(), "/metrics")
+        .await
+        .unwrap();
+    for needle in [
+        r#"conpaas_cloud_calls_total{provider="local",operation="create",result="ok"} 3"#,
+        "conpaas_node_ready_seconds_count 3",
+        r#"conpaas_reconciles_total{kind="Service"}"#,
+    ] {
+        assert!(
+            metrics.contains(needle),
+            "/metrics lacks {needle}:\n{metrics}"
+        );
+    }
+    assert_eq!(
+        http_get_path(&address.ip().to_string(), address.port(), "/healthz")
+            .await
+            .unwrap(),
+        "ok"
+    );
+    assert_eq!(
+        http_get_path(&address.ip().to_string(), address.port(), "/readyz")
+            .await
+            .unwrap(),
+        "ok"
+    );
+
     // 2. Scale to 5, then to 2: ADAPTING, then RUNNING; removed nodes' processes are gone.
     let scale = |n: i32| json!({"apiVersion": "conpaas.io/v1alpha1", "kind": "Service", "spec": {"application": "demo", "type": "helloworld", "roles": [{"name": "node", "count": n}]}});
     let pp = PatchParams::apply("conpaas-e2e").force();

@@ -65,6 +65,8 @@ pub struct Context {
     pub backoff: Backoff,
     /// Tunables.
     pub settings: Settings,
+    /// Metrics served at `/metrics`.
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// The agents' heartbeat Leases, kept current by a watch: reading a heartbeat costs no call.
     pub leases: Store<Lease>,
 }

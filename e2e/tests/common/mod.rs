@@ -156,11 +156,17 @@ pub fn tail(text: &str, lines: usize) -> String {
 
 /// GETs `http://address:port/` and returns the body.
 pub async fn http_get(address: &str, port: u16) -> anyhow::Result<String> {
+    http_get_path(address, port, "/").await
+}
+
+/// GETs `http://address:port<path>` and returns the body.
+pub async fn http_get_path(address: &str, port: u16, path: &str) -> anyhow::Result<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect((address, port)).await?;
     stream
         .write_all(
-            format!("GET / HTTP/1.1\r\nhost: {address}\r\nconnection: close\r\n\r\n").as_bytes(),
+            format!("GET {path} HTTP/1.1\r\nhost: {address}\r\nconnection: close\r\n\r\n")
+                .as_bytes(),
         )
         .await?;
     let mut response = String::new();

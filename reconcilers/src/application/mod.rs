@@ -25,6 +25,7 @@ use crate::{Context, finalizers};
 /// Reconciles one Application.
 #[tracing::instrument(skip_all, fields(kind = "Application", namespace = app.namespace().unwrap_or_default(), name = app.name_any()))]
 pub async fn reconcile(app: Arc<Application>, ctx: Arc<Context>) -> Result<Requeue, Error> {
+    let _metrics = ctx.metrics.reconcile("Application");
     let requeue = reconcile_inner(&app, &ctx).await?;
     ctx.backoff.succeeded(&backoff_key(&app));
     Ok(requeue)
@@ -32,6 +33,7 @@ pub async fn reconcile(app: Arc<Application>, ctx: Arc<Context>) -> Result<Reque
 
 /// What to do after a failed reconcile: back off per object.
 pub fn error_policy(app: Arc<Application>, error: &Error, ctx: Arc<Context>) -> Requeue {
+    ctx.metrics.failed("Application", error.category());
     let key = backoff_key(&app);
     let wait = ctx.backoff.failed(&key);
     tracing::warn!(error = %error, category = error.category(), retry_in = ?wait, object = %key, "reconcile failed");

@@ -26,6 +26,7 @@ use crate::{Context, finalizers};
 /// Reconciles one Cloud.
 #[tracing::instrument(skip_all, fields(kind = "Cloud", name = cloud.name_any()))]
 pub async fn reconcile(cloud: Arc<Cloud>, ctx: Arc<Context>) -> Result<Requeue, Error> {
+    let _metrics = ctx.metrics.reconcile("Cloud");
     let api: Api<Cloud> = Api::all(ctx.client.clone());
     let nodes: Api<ServiceNode> = Api::all(ctx.client.clone());
     let name = cloud.name_any();
@@ -81,6 +82,7 @@ pub async fn reconcile(cloud: Arc<Cloud>, ctx: Arc<Context>) -> Result<Requeue, 
 
 /// What to do after a failed reconcile: back off per object.
 pub fn error_policy(cloud: Arc<Cloud>, error: &Error, ctx: Arc<Context>) -> Requeue {
+    ctx.metrics.failed("Cloud", error.category());
     let key = format!("cloud/{}", finalizers::full_name(cloud.as_ref()));
     let wait = ctx.backoff.failed(&key);
     tracing::warn!(error = %error, category = error.category(), retry_in = ?wait, object = %key, "reconcile failed");

@@ -28,6 +28,7 @@ use crate::{Context, events, finalizers};
 /// Reconciles one Service.
 #[tracing::instrument(skip_all, fields(kind = "Service", namespace = service.namespace().unwrap_or_default(), name = service.name_any()))]
 pub async fn reconcile(service: Arc<Service>, ctx: Arc<Context>) -> Result<Requeue, Error> {
+    let _metrics = ctx.metrics.reconcile("Service");
     let requeue = reconcile_inner(&service, &ctx).await?;
     ctx.backoff.succeeded(&backoff_key(&service));
     Ok(requeue)
@@ -151,6 +152,7 @@ async fn delete_nodes_then_release(
 
 /// What to do after a failed reconcile: back off per object.
 pub fn error_policy(service: Arc<Service>, error: &Error, ctx: Arc<Context>) -> Requeue {
+    ctx.metrics.failed("Service", error.category());
     let key = backoff_key(&service);
     let wait = ctx.backoff.failed(&key);
     tracing::warn!(error = %error, category = error.category(), retry_in = ?wait, object = %key, "reconcile failed");

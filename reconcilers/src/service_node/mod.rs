@@ -34,6 +34,7 @@ use status::VmView;
 /// Reconciles one ServiceNode.
 #[tracing::instrument(skip_all, fields(kind = "ServiceNode", namespace = node.namespace().unwrap_or_default(), name = node.name_any()))]
 pub async fn reconcile(node: Arc<ServiceNode>, ctx: Arc<Context>) -> Result<Requeue, Error> {
+    let _metrics = ctx.metrics.reconcile("ServiceNode");
     let requeue = reconcile_inner(&node, &ctx).await?;
     ctx.backoff.succeeded(&backoff_key(&node));
     Ok(requeue)
@@ -41,6 +42,7 @@ pub async fn reconcile(node: Arc<ServiceNode>, ctx: Arc<Context>) -> Result<Requ
 
 /// What to do after a failed reconcile: back off per object.
 pub fn error_policy(node: Arc<ServiceNode>, error: &Error, ctx: Arc<Context>) -> Requeue {
+    ctx.metrics.failed("ServiceNode", error.category());
     let key = backoff_key(&node);
     let wait = ctx.backoff.failed(&key);
     tracing::warn!(error = %error, category = error.category(), retry_in = ?wait, object = %key, "reconcile failed");
@@ -148,6 +150,9 @@ async fn reconcile_inner(node: &ServiceNode, ctx: &Context) -> Result<Requeue, E
     let status = status::build(node, &vm, heartbeat(ctx, node).as_ref(), &now);
     tracing::debug!(vm = ?vm.state, ready = %status.conditions[0].reason, "observed");
     if status::changed(node, &status) {
+        if let Some(seconds) = status::first_ready_after(node, &status, &now) {
+            ctx.metrics.node_ready(seconds);
+        }
         patch_status(&api, node, &status).await?;
     }
     // Look again within half a heartbeat timeout, so a silent agent is noticed in time.

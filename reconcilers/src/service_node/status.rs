@@ -136,6 +136,33 @@ pub fn build(
     }
 }
 
+/// Seconds from VM creation to Ready, when `status` makes a starting node Ready for the first
+/// time (not when a node recovers).
+pub fn first_ready_after(
+    node: &ServiceNode,
+    status: &ServiceNodeStatus,
+    now: &Time,
+) -> Option<f64> {
+    const STARTING: [&str; 4] = [
+        "VmPending",
+        "AgentNotReported",
+        "AgentStarting",
+        "AgentApplying",
+    ];
+    let previous = node
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == READY));
+    let was_starting =
+        previous.is_none_or(|c| c.status != "True" && STARTING.contains(&c.reason.as_str()));
+    let is_ready = status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == READY && c.status == "True");
+    let created = status.created_at.as_ref()?;
+    (was_starting && is_ready).then(|| now.0.duration_since(created.0).as_secs_f64())
+}
+
 /// True when `status` differs from what the node shows in the controller's fields.
 pub fn changed(node: &ServiceNode, status: &ServiceNodeStatus) -> bool {
     let current = node.status.clone().unwrap_or_default();
