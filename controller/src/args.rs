@@ -29,6 +29,16 @@ pub struct Args {
     /// Where /metrics, /healthz and /readyz are served
     #[arg(long, env = "CONPAAS_HTTP_ADDRESS", default_value = "127.0.0.1:9464")]
     pub http_address: std::net::SocketAddr,
+    /// Elect a leader among replicas; only the leader reconciles
+    #[arg(long, env = "CONPAAS_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_elect: bool,
+    /// Namespace of the leader-election Lease [default: the controller's own namespace in a
+    /// cluster, else `default`]
+    #[arg(long, env = "CONPAAS_LEADER_NAMESPACE")]
+    pub leader_namespace: Option<String>,
+    /// Seconds a leader's Lease lasts without renewal; a standby takes over after about this long
+    #[arg(long, env = "CONPAAS_LEADER_LEASE_SECONDS", default_value_t = 15)]
+    pub leader_lease_seconds: u64,
     /// Log as JSON lines instead of text
     #[arg(long, env = "CONPAAS_LOG_JSON")]
     pub log_json: bool,

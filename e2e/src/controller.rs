@@ -51,7 +51,7 @@ impl Controller {
             log: cp
                 .dir()
                 .join("logs")
-                .join(format!("conpaas-controller-{subnet}.log")),
+                .join(format!("conpaas-controller-{subnet}-{port}.log")),
             subnet,
         };
         controller.restart()?;
@@ -97,6 +97,14 @@ impl Controller {
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops the controller gracefully (SIGTERM) and waits for it to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = nix::sys::signal::kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
             let _ = child.wait();
         }
     }

@@ -73,7 +73,8 @@ async fn killing_the_controller_at_random_points_leaks_and_doubles_nothing() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(0x5eed_c0de);
     let mut rng = Seeded(seed);
-    let mut env = env("torture-e2e", 40).await;
+    // A killed leader's Lease must expire before its restart leads: keep that short here.
+    let mut env = env_with("torture-e2e", 40, &[("CONPAAS_LEADER_LEASE_SECONDS", "2")]).await;
     env.apply(&EXAMPLE.replace("count: 3", "count: 0")).await;
     env.wait_ready("hello", "node 0/0").await;
     let pp = PatchParams::apply("conpaas-e2e").force();
