@@ -31,6 +31,7 @@ pub async fn run(cloud: &dyn ComputeDriver) {
     create_is_idempotent_on_the_token(cloud).await;
     vms_carry_their_tags_and_list_filters_by_tag(cloud).await;
     delete_is_idempotent_and_final(cloud).await;
+    tags_can_be_added(cloud).await;
     invalid_tokens_are_refused(cloud).await;
 }
 
@@ -150,6 +151,37 @@ async fn delete_is_idempotent_and_final(cloud: &dyn ComputeDriver) {
             .expect("get of an unknown ID")
             .is_none()
     );
+}
+
+async fn tags_can_be_added(cloud: &dyn ComputeDriver) {
+    let vm = cloud.create(&request("retag-1")).await.expect("create");
+    let extra = Tags::from([("conpaas.io/orphaned".to_string(), "true".to_string())]);
+    cloud.set_tags(&vm.id, &extra).await.expect("set tags");
+    let got = cloud
+        .get(&vm.id)
+        .await
+        .expect("get")
+        .expect("the VM exists");
+    assert_eq!(
+        got.tags.get("conpaas.io/orphaned").map(String::as_str),
+        Some("true")
+    );
+    assert_eq!(
+        got.tags.get("conpaas.io/node"),
+        vm.tags.get("conpaas.io/node"),
+        "other tags are kept"
+    );
+    assert_eq!(
+        cloud.list(&extra).await.expect("list").len(),
+        1,
+        "the new tag is listed by"
+    );
+    cloud.delete(&vm.id).await.expect("delete");
+    let err = cloud
+        .set_tags("does-not-exist", &extra)
+        .await
+        .expect_err("tagging a missing VM fails");
+    assert_eq!(err.category(), "NotFound");
 }
 
 async fn invalid_tokens_are_refused(cloud: &dyn ComputeDriver) {

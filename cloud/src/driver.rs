@@ -78,6 +78,9 @@ pub trait ComputeDriver: Send + Sync {
 
     /// Terminates a VM. Deleting a VM that is already gone succeeds.
     async fn delete(&self, id: &str) -> Result<(), CloudError>;
+
+    /// Adds `tags` to a VM (overwriting keys it has). `NotFound` when the VM does not exist.
+    async fn set_tags(&self, id: &str, tags: &Tags) -> Result<(), CloudError>;
 }
 
 /// Checks a token against the rules every backend shares.

@@ -290,6 +290,15 @@ impl ComputeDriver for LocalCloud {
             .collect())
     }
 
+    async fn set_tags(&self, id: &str, tags: &Tags) -> Result<(), CloudError> {
+        let _guard = self.create_lock.lock().await;
+        let mut record = self
+            .read_record(id)?
+            .ok_or_else(|| CloudError::NotFound(format!("VM {id}")))?;
+        record.tags.extend(tags.clone());
+        self.write_record(&record)
+    }
+
     async fn delete(&self, id: &str) -> Result<(), CloudError> {
         let Some(record) = self.read_record(id)? else {
             return Ok(());

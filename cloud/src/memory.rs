@@ -128,6 +128,17 @@ impl ComputeDriver for MemoryCloud {
         inner.vms.remove(id);
         Ok(())
     }
+
+    async fn set_tags(&self, id: &str, tags: &Tags) -> Result<(), CloudError> {
+        let mut inner = self.lock();
+        inner.calls += 1;
+        let vm = inner
+            .vms
+            .get_mut(id)
+            .ok_or_else(|| CloudError::NotFound(format!("VM {id}")))?;
+        vm.tags.extend(tags.clone());
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -26,6 +26,15 @@ pub const TAG_ROLE: &str = "conpaas.io/role";
 /// Value of [`TAG_MANAGED_BY`] for this operator.
 pub const MANAGED_BY_VALUE: &str = "conpaas-controller";
 
+/// Annotation on a Service: `"true"` stops all reconciling of it (and its nodes' VMs) until
+/// removed, e.g. for maintenance.
+pub const ANNOTATION_PAUSED: &str = "conpaas.io/paused";
+/// Annotation the controller puts on a ServiceNode whose VM is to be left running when the
+/// node goes (its Service was deleted with `deletionPolicy: Orphan`).
+pub const ANNOTATION_ORPHAN_VM: &str = "conpaas.io/orphan-vm";
+/// VM tag added to a VM left running by `deletionPolicy: Orphan`; the orphan sweep spares it.
+pub const TAG_ORPHANED: &str = "conpaas.io/orphaned";
+
 /// Finalizer on a ServiceNode: its VM is terminated before the object goes.
 pub const FINALIZER_VM: &str = "conpaas.io/vm";
 /// Finalizer on a Service: its ServiceNodes (and so their VMs) are gone before the object goes.
@@ -48,4 +57,6 @@ pub mod conditions {
     pub const DEGRADED: &str = "Degraded";
     /// ServiceNodes: False while the VM is lost or the agent is silent.
     pub const HEALTHY: &str = "Healthy";
+    /// Services: True while the `conpaas.io/paused` annotation stops reconciling.
+    pub const PAUSED: &str = "Paused";
 }

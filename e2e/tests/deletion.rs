@@ -68,3 +68,107 @@ async fn a_restarted_controller_adopts_running_vms_instead_of_creating_new_ones(
         "the old VMs were adopted"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deletion_policy_orphan_leaves_the_vms_running_and_unswept() {
+    let env = env_with(
+        "orphan-policy-e2e",
+        43,
+        &[("CONPAAS_ORPHAN_GRACE_SECONDS", "1")],
+    )
+    .await;
+    env.apply(EXAMPLE).await;
+    env.apply("apiVersion: conpaas.io/v1alpha1\nkind: Service\nmetadata: {name: hello}\nspec: {application: demo, type: helloworld, deletionPolicy: Orphan, roles: [{name: node, count: 3}]}\n").await;
+    env.wait_ready("hello", "node 3/3").await;
+    let before = env.live_vms();
+
+    env.services()
+        .delete("hello", &DeleteParams::default())
+        .await
+        .unwrap();
+    env.wait_gone("hello").await;
+    assert!(env.nodes("hello").await.is_empty(), "the nodes are gone");
+    assert_eq!(env.live_vms(), before, "the VMs run on");
+    // Give the sweep (grace 1s) a pass over them: it runs on every node change and each minute.
+    env.apply("apiVersion: conpaas.io/v1alpha1\nkind: Service\nmetadata: {name: other}\nspec: {application: demo, type: helloworld, roles: [{name: node, count: 1}]}\n").await;
+    env.wait_ready("other", "node 1/1").await;
+    assert!(
+        before.iter().all(|p| alive(*p)),
+        "the sweep spared the orphaned VMs"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_paused_service_is_left_alone_until_resumed() {
+    use kube::api::{Patch, PatchParams};
+    let env = env("paused-e2e", 44).await;
+    env.apply(EXAMPLE).await;
+    // A short heartbeat timeout: the VM killed while paused is replaced soon after the resume.
+    env.apply("apiVersion: conpaas.io/v1alpha1\nkind: Service\nmetadata: {name: hello}\nspec: {application: demo, type: helloworld, health: {heartbeatTimeoutSeconds: 3}, roles: [{name: node, count: 3}]}\n").await;
+    env.wait_ready("hello", "node 3/3").await;
+    let pause = |value: Option<&str>| serde_json::json!({"metadata": {"annotations": {"conpaas.io/paused": value}}});
+    env.services()
+        .patch(
+            "hello",
+            &PatchParams::default(),
+            &Patch::Merge(pause(Some("true"))),
+        )
+        .await
+        .unwrap();
+    env.wait_service("hello", "the Paused condition", |s| {
+        s.status.as_ref().is_some_and(|st| {
+            st.conditions
+                .iter()
+                .any(|c| c.type_ == "Paused" && c.status == "True")
+        })
+    })
+    .await;
+    wait::until("every node told it is paused", LIMIT, || async {
+        Ok(env.nodes("hello").await.iter().all(|n| n.spec.paused))
+    })
+    .await
+    .unwrap();
+
+    // Scaling up and a dead VM change nothing while paused.
+    let spec = serde_json::json!({"apiVersion": "conpaas.io/v1alpha1", "kind": "Service",
+        "spec": {"application": "demo", "type": "helloworld", "health": {"heartbeatTimeoutSeconds": 3}, "roles": [{"name": "node", "count": 4}]}});
+    env.services()
+        .patch(
+            "hello",
+            &PatchParams::apply("conpaas-e2e").force(),
+            &Patch::Apply(spec),
+        )
+        .await
+        .unwrap();
+    let victim = env.live_vms()[0];
+    nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(victim),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    env.wait_service("hello", "the scale-up observed while paused", |s| {
+        s.status
+            .as_ref()
+            .is_some_and(|st| st.observed_generation == s.metadata.generation)
+    })
+    .await;
+    let names: Vec<_> = env
+        .nodes("hello")
+        .await
+        .into_iter()
+        .filter_map(|n| n.metadata.name)
+        .collect();
+    assert_eq!(
+        names.len(),
+        3,
+        "no node added or replaced while paused: {names:?}"
+    );
+
+    // Resumed: the dead node is replaced and the fourth added.
+    env.services()
+        .patch("hello", &PatchParams::default(), &Patch::Merge(pause(None)))
+        .await
+        .unwrap();
+    env.wait_ready("hello", "node 4/4").await;
+    assert_eq!(env.live_vms().len(), 4);
+}

@@ -221,6 +221,13 @@ impl ComputeDriver for Metered {
         self.record("delete", started, &result);
         result
     }
+
+    async fn set_tags(&self, id: &str, tags: &Tags) -> Result<(), CloudError> {
+        let started = Instant::now();
+        let result = self.inner.set_tags(id, tags).await;
+        self.record("set_tags", started, &result);
+        result
+    }
 }
 
 #[cfg(test)]

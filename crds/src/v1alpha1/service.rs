@@ -67,6 +67,10 @@ pub struct ServiceSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 65536))]
     pub startup_script: Option<String>,
+    /// What happens to the VMs when the Service is deleted: `Delete` terminates them, `Orphan`
+    /// leaves them running with their ownership tags (and `conpaas.io/orphaned`).
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
     /// How node health is judged and how many unhealthy nodes are replaced at once.
     #[serde(default)]
     pub health: HealthSpec,
@@ -148,6 +152,16 @@ impl ServiceType {
             ServiceType::Helloworld => None,
         }
     }
+}
+
+/// What deleting a Service does to its VMs.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum DeletionPolicy {
+    // Terminate every VM before the Service goes.
+    #[default]
+    Delete,
+    // Leave the VMs running, tagged, unmanaged.
+    Orphan,
 }
 
 /// Whether the service should run.

@@ -66,6 +66,10 @@ pub struct ServiceNodeSpec {
     /// The Service's startup script.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub startup_script: Option<String>,
+    /// The Service is paused: the controller creates, replaces and terminates nothing for this
+    /// node until it is resumed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub paused: bool,
     /// How often the agent must renew its heartbeat Lease (named as the node), at the latest.
     #[serde(default = "default_heartbeat_timeout")]
     pub heartbeat_timeout_seconds: i32,

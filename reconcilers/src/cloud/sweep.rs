@@ -6,7 +6,9 @@ use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
 
 use conpaas_cloud::{ComputeDriver, Tags, Vm, VmState};
-use conpaas_crds::labels::{MANAGED_BY_VALUE, TAG_MANAGED_BY, TAG_NAMESPACE, TAG_NODE};
+use conpaas_crds::labels::{
+    MANAGED_BY_VALUE, TAG_MANAGED_BY, TAG_NAMESPACE, TAG_NODE, TAG_ORPHANED,
+};
 use conpaas_crds::v1alpha1::{Cloud, ServiceNode};
 use kube::ResourceExt;
 
@@ -32,6 +34,8 @@ pub fn orphans<'a>(
         .collect();
     vms.iter()
         .filter(|vm| vm.state != VmState::Terminated)
+        // Left running on purpose by `deletionPolicy: Orphan`.
+        .filter(|vm| !vm.tags.contains_key(TAG_ORPHANED))
         .filter(|vm| {
             let tag = |k: &str| vm.tags.get(k).cloned().unwrap_or_default();
             !claimed.contains(&(tag(TAG_NAMESPACE), tag(TAG_NODE), vm.token.as_str()))
@@ -115,6 +119,7 @@ mod tests {
                 settings: Default::default(),
                 startup_script: None,
                 heartbeat_timeout_seconds: 60,
+                paused: false,
                 members: vec![],
             },
         );

@@ -13,7 +13,10 @@ pub mod validate;
 use std::sync::Arc;
 use std::time::Duration;
 
-use conpaas_crds::labels::{FINALIZER_NODES, MANAGER_CONTROLLER};
+use conpaas_crds::labels::{
+    ANNOTATION_ORPHAN_VM, ANNOTATION_PAUSED, FINALIZER_NODES, MANAGER_CONTROLLER,
+};
+use conpaas_crds::v1alpha1::DeletionPolicy;
 use conpaas_crds::v1alpha1::{Service, ServiceNode};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -58,6 +61,10 @@ async fn reconcile_inner(service: &Arc<Service>, ctx: &Arc<Context>) -> Result<R
             clouds: &observed.clouds,
             siblings: &observed.siblings,
             code: observed.code,
+            paused: service
+                .annotations()
+                .get(ANNOTATION_PAUSED)
+                .is_some_and(|v| v == "true"),
         },
     );
     if let Ok(desired) = &desired {
@@ -131,10 +138,26 @@ async fn delete_nodes_then_release(
         return Ok(Requeue::await_change());
     }
     let node_api: Api<ServiceNode> = Api::namespaced(ctx.client.clone(), ns);
+    let orphan = service.spec.deletion_policy == DeletionPolicy::Orphan;
     for node in nodes
         .iter()
         .filter(|n| n.metadata.deletion_timestamp.is_none())
     {
+        if orphan && !node.annotations().contains_key(ANNOTATION_ORPHAN_VM) {
+            // Marked before the delete: the node's finalizer then releases its VM instead.
+            let mark = json!({"metadata": {"annotations": {ANNOTATION_ORPHAN_VM: "true"}}});
+            node_api
+                .patch(
+                    &node.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Merge(&mark),
+                )
+                .await
+                .ctx(
+                    "mark node to orphan its VM",
+                    format!("{ns}/{}", node.name_any()),
+                )?;
+        }
         match node_api
             .delete(&node.name_any(), &DeleteParams::default())
             .await

@@ -33,6 +33,8 @@ pub struct Desired {
     pub config: NodeConfig,
     /// Above this share of unhealthy nodes, none is replaced.
     pub max_unhealthy_percent: i32,
+    /// The Service is paused: nodes are only told so.
+    pub paused: bool,
 }
 
 /// One role's count and placement.
@@ -111,6 +113,20 @@ pub enum Action {
 /// Plans the node actions that move `nodes` towards `desired`.
 pub fn plan(desired: &Desired, nodes: &[ObservedNode]) -> Vec<Action> {
     let service = desired.service.as_str();
+    if desired.paused {
+        // Nothing is created, deleted or re-specced, and each node learns it is paused.
+        return nodes
+            .iter()
+            .filter(|n| !n.deleting && !n.spec.paused)
+            .map(|n| Action::PatchNodeSpec {
+                name: n.name.clone(),
+                spec: ServiceNodeSpec {
+                    paused: true,
+                    ..n.spec.clone()
+                },
+            })
+            .collect();
+    }
     let mut actions = Vec::new();
     let live: Vec<&ObservedNode> = nodes.iter().filter(|n| !n.deleting).collect();
 
@@ -261,6 +277,7 @@ fn node_spec(
         settings: desired.config.settings.clone(),
         startup_script: desired.config.startup_script.clone(),
         heartbeat_timeout_seconds: desired.config.heartbeat_timeout_seconds,
+        paused: false,
         members: members.to_vec(),
     }
 }
@@ -289,6 +306,7 @@ mod tests {
                 ..Default::default()
             },
             max_unhealthy_percent: 40,
+            paused: false,
         }
     }
 
@@ -583,6 +601,30 @@ mod tests {
         assert!(!remediation_allowed(3, 2, 40));
         assert!(remediation_allowed(3, 0, 0));
         assert!(remediation_allowed(3, 3, 100), "100% replaces every node");
+    }
+
+    #[test]
+    fn a_paused_service_only_tells_its_nodes_it_is_paused() {
+        let mut d = desired(ServiceType::Helloworld, true, &[("node", 5)]);
+        d.paused = true;
+        let mut nodes: Vec<_> = (0..3).map(|i| node(&d, "node", i)).collect();
+        nodes[0].unhealthy = Some("VmFailed");
+        let actions = plan(&d, &nodes);
+        assert_eq!(actions.len(), 3, "no create, no replacement: {actions:?}");
+        for action in &actions {
+            let Action::PatchNodeSpec { spec, .. } = action else {
+                panic!("{action:?}")
+            };
+            assert!(spec.paused);
+        }
+        let paused: Vec<_> = nodes
+            .into_iter()
+            .map(|mut n| {
+                n.spec.paused = true;
+                n
+            })
+            .collect();
+        assert!(plan(&d, &paused).is_empty(), "paused nodes are left alone");
     }
 
     #[test]

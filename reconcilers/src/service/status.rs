@@ -1,7 +1,7 @@
 //! The Service's status: phase, per-role counts, conditions, history. Built by a pure function
 //! from what was observed, and written by server-side apply only when it changed.
 
-use conpaas_crds::labels::conditions::{DEGRADED, PROGRESSING, READY};
+use conpaas_crds::labels::conditions::{DEGRADED, PAUSED, PROGRESSING, READY};
 use conpaas_crds::v1alpha1::{Phase, PhaseChange, RoleStatus, ServiceStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
@@ -48,7 +48,9 @@ pub fn build(
         ),
         (p, _) => (false, title(p), format!("waiting for nodes: {ready_text}")),
     };
-    let progressing = matches!(phase, Phase::Prologue | Phase::Adapting | Phase::Epilogue);
+    let paused = desired.as_ref().is_ok_and(|d| d.paused);
+    let progressing =
+        !paused && matches!(phase, Phase::Prologue | Phase::Adapting | Phase::Epilogue);
     let conditions = merge(
         &previous.conditions,
         vec![
@@ -86,6 +88,16 @@ pub fn build(
                     format!("{unhealthy} nodes are unhealthy and being replaced"),
                 ),
                 Ok(_) => Cond::new(DEGRADED, false, "AsExpected", ""),
+            },
+            if paused {
+                Cond::new(
+                    PAUSED,
+                    true,
+                    "Paused",
+                    "the conpaas.io/paused annotation stops all reconciling; remove it to resume",
+                )
+            } else {
+                Cond::new(PAUSED, false, "NotPaused", "")
             },
         ],
         generation,
@@ -200,6 +212,7 @@ mod tests {
             }],
             config: NodeConfig::default(),
             max_unhealthy_percent: 40,
+            paused: false,
         })
     }
 
@@ -219,6 +232,7 @@ mod tests {
                     settings: Default::default(),
                     startup_script: None,
                     heartbeat_timeout_seconds: 60,
+                    paused: false,
                     members: vec![],
                 },
                 deleting: false,

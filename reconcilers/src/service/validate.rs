@@ -39,6 +39,8 @@ pub struct Inputs<'a> {
     pub siblings: &'a BTreeSet<String>,
     /// The active code version, resolved with its digest, or why it could not be.
     pub code: Result<Option<NodeCode>, Problem>,
+    /// The Service carries `conpaas.io/paused: "true"`.
+    pub paused: bool,
 }
 
 /// Validates `spec` against what exists.
@@ -131,6 +133,7 @@ pub fn validate(spec: &ServiceSpec, inputs: Inputs<'_>) -> Result<Desired, Probl
             heartbeat_timeout_seconds: spec.health.heartbeat_timeout_seconds,
         },
         max_unhealthy_percent: spec.health.max_unhealthy_percent,
+        paused: inputs.paused,
     })
 }
 
@@ -157,6 +160,7 @@ mod tests {
             settings: Default::default(),
             startup_script: None,
             health: Default::default(),
+            deletion_policy: Default::default(),
             links: vec![],
         }
     }
@@ -189,6 +193,7 @@ mod tests {
                 clouds: &clouds,
                 siblings: &siblings,
                 code: Ok(None),
+                paused: false,
             },
         )
     }
@@ -271,6 +276,7 @@ mod tests {
                 clouds: &clouds,
                 siblings: &siblings,
                 code: Ok(None),
+                paused: false,
             },
         )
         .unwrap_err();

@@ -13,8 +13,8 @@ use std::time::Duration;
 use conpaas_cloud::{ComputeDriver, CreateRequest, Tags, Vm, VmState as CloudVmState};
 use conpaas_crds::bootstrap::AgentBootstrap;
 use conpaas_crds::labels::{
-    FINALIZER_VM, MANAGED_BY_VALUE, MANAGER_CONTROLLER, TAG_MANAGED_BY, TAG_NAMESPACE, TAG_NODE,
-    TAG_ROLE, TAG_SERVICE_UID,
+    ANNOTATION_ORPHAN_VM, FINALIZER_VM, MANAGED_BY_VALUE, MANAGER_CONTROLLER, TAG_MANAGED_BY,
+    TAG_NAMESPACE, TAG_NODE, TAG_ORPHANED, TAG_ROLE, TAG_SERVICE_UID,
 };
 use conpaas_crds::v1alpha1::{Cloud, ServiceNode, VmState};
 use k8s_openapi::api::coordination::v1::Lease;
@@ -67,6 +67,17 @@ async fn reconcile_inner(node: &ServiceNode, ctx: &Context) -> Result<Requeue, E
         }
     };
 
+    if node.spec.paused
+        && (node.metadata.deletion_timestamp.is_some()
+            || node
+                .status
+                .as_ref()
+                .and_then(|s| s.provider_id.as_ref())
+                .is_none())
+    {
+        // Paused: no VM is created or terminated until the Service resumes.
+        return Ok(Requeue::requeue(Duration::from_secs(10)));
+    }
     if node.metadata.deletion_timestamp.is_some() {
         return release(ctx, &api, node, driver.as_ref()).await;
     }
@@ -271,6 +282,13 @@ async fn release(
     );
     ids.sort();
     ids.dedup();
+    if node
+        .annotations()
+        .get(ANNOTATION_ORPHAN_VM)
+        .is_some_and(|v| v == "true")
+    {
+        return orphan(ctx, api, node, driver, &ids).await;
+    }
     for id in &ids {
         driver
             .delete(id)
@@ -306,6 +324,34 @@ async fn release(
             format!("terminated VM {}", ids.join(", ")),
         )
         .await;
+    }
+    credentials::remove(ctx, node).await?;
+    finalizers::remove(api, node, FINALIZER_VM).await?;
+    Ok(Requeue::await_change())
+}
+
+/// Leaves the node's VMs running, marked `conpaas.io/orphaned` (so the sweep spares them) with
+/// their ownership tags kept, and lets the node go.
+async fn orphan(
+    ctx: &Context,
+    api: &Api<ServiceNode>,
+    node: &ServiceNode,
+    driver: &dyn ComputeDriver,
+    ids: &[String],
+) -> Result<Requeue, Error> {
+    let mark = Tags::from([(TAG_ORPHANED.to_string(), "true".to_string())]);
+    for id in ids {
+        match driver.set_tags(id, &mark).await {
+            Ok(()) | Err(conpaas_cloud::CloudError::NotFound(_)) => {}
+            Err(source) => return Err(cloud_error("tag VM", node, source)),
+        }
+    }
+    if !ids.is_empty() {
+        let note = format!(
+            "left VM {} running (deletionPolicy: Orphan)",
+            ids.join(", ")
+        );
+        events::publish(ctx, node, false, "VmOrphaned", "OrphanVm", note).await;
     }
     credentials::remove(ctx, node).await?;
     finalizers::remove(api, node, FINALIZER_VM).await?;

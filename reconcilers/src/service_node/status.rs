@@ -200,6 +200,7 @@ mod tests {
                 settings: Default::default(),
                 startup_script: None,
                 heartbeat_timeout_seconds: 10,
+                paused: false,
                 members: vec![],
             },
         );
