@@ -1,4 +1,5 @@
-//! Applying YAML manifests the way `kubectl apply --server-side` does, into a chosen namespace.
+//! Applying YAML manifests the way `kubectl apply --server-side` does (strict field validation:
+//! unknown fields are errors), into a chosen namespace.
 
 use anyhow::Context as _;
 use kube::Client;
@@ -41,7 +42,9 @@ pub async fn apply(client: &Client, yaml: &str, namespace: &str) -> anyhow::Resu
         };
         api.patch(
             &name,
-            &PatchParams::apply("conpaas-e2e").force(),
+            &PatchParams::apply("conpaas-e2e")
+                .force()
+                .validation_strict(),
             &Patch::Apply(&object),
         )
         .await

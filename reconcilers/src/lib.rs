@@ -19,6 +19,7 @@ pub mod context;
 pub mod error;
 pub mod events;
 pub mod finalizers;
+pub mod guard;
 pub mod metrics;
 pub mod service;
 pub mod service_node;

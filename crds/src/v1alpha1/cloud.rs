@@ -55,6 +55,8 @@ pub struct CloudSpec {
 /// Settings of the local cloud. It has none yet; `{}` selects it.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
+// Without properties the API server would keep any key here; say plainly that none is taken.
+#[schemars(extend("maxProperties" = 0))]
 pub struct LocalCloud {}
 
 /// Settings of an EC2 cloud.

@@ -61,7 +61,7 @@ pub struct ServiceSpec {
     pub code: Option<CodeSpec>,
     /// Type-specific settings (helloworld: `greeting`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(extend("maxProperties" = 64))]
+    #[schemars(extend("maxProperties" = 64, "additionalProperties" = {"type": "string", "maxLength": 4096}))]
     pub settings: BTreeMap<String, String>,
     /// A shell script every node runs once before its role starts.
     #[serde(default, skip_serializing_if = "Option::is_none")]

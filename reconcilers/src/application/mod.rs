@@ -46,13 +46,11 @@ fn backoff_key(app: &Application) -> String {
 
 /// The Services that name `app` as their application.
 pub async fn services_of(ctx: &Context, ns: &str, app: &str) -> Result<Vec<Service>, Error> {
-    let api: Api<Service> = Api::namespaced(ctx.client.clone(), ns);
-    let all = api
-        .list(&ListParams::default())
+    let api = Api::namespaced(ctx.client.clone(), ns);
+    let (all, _unreadable) = crate::guard::list::<Service>(&api, &ListParams::default())
         .await
         .ctx("list services", ns)?;
     Ok(all
-        .items
         .into_iter()
         .filter(|s| s.spec.application == app)
         .collect())

@@ -28,20 +28,19 @@ use crate::{Context, finalizers};
 pub async fn reconcile(cloud: Arc<Cloud>, ctx: Arc<Context>) -> Result<Requeue, Error> {
     let _metrics = ctx.metrics.reconcile("Cloud");
     let api: Api<Cloud> = Api::all(ctx.client.clone());
-    let nodes: Api<ServiceNode> = Api::all(ctx.client.clone());
+    let nodes = Api::all(ctx.client.clone());
     let name = cloud.name_any();
-    let all_nodes = nodes
-        .list(&ListParams::default())
+    let (all_nodes, unreadable) = crate::guard::list::<ServiceNode>(&nodes, &ListParams::default())
         .await
-        .ctx("list service nodes", "")?
-        .items;
+        .ctx("list service nodes", "")?;
     let count = all_nodes
         .iter()
         .filter(|n| n.spec.cloud == name && n.metadata.deletion_timestamp.is_none())
         .count();
     let driver = ctx.drivers.driver(&cloud);
     if let Ok(driver) = &driver {
-        sweep::sweep(&ctx, &cloud, driver.as_ref(), &all_nodes).await?;
+        let claims = sweep::claims(&all_nodes, &unreadable);
+        sweep::sweep(&ctx, &cloud, driver.as_ref(), &claims).await?;
     }
     let condition = match driver {
         Ok(_) => Desired::new(

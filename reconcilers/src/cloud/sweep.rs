@@ -10,47 +10,74 @@ use conpaas_crds::labels::{
     MANAGED_BY_VALUE, TAG_MANAGED_BY, TAG_NAMESPACE, TAG_NODE, TAG_ORPHANED,
 };
 use conpaas_crds::v1alpha1::{Cloud, ServiceNode};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
 
 use crate::error::Error;
 use crate::{Context, events};
 
-/// The VMs of `vms` no node claims and older than `grace`. Pure.
+/// A ServiceNode's claim on VMs: its namespace and name, and its token when the node could be
+/// read (an unreadable node claims every VM tagged with its name, so none of them is swept).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Claim {
+    namespace: String,
+    name: String,
+    token: Option<String>,
+}
+
+/// The claims of every node, readable or not.
+pub fn claims(nodes: &[ServiceNode], unreadable: &[ObjectMeta]) -> Vec<Claim> {
+    let readable = nodes.iter().map(|n| Claim {
+        namespace: n.namespace().unwrap_or_default(),
+        name: n.name_any(),
+        token: Some(n.spec.token.clone()),
+    });
+    let unknown = unreadable.iter().map(|m| Claim {
+        namespace: m.namespace.clone().unwrap_or_default(),
+        name: m.name.clone().unwrap_or_default(),
+        token: None,
+    });
+    readable.chain(unknown).collect()
+}
+
+/// The VMs of `vms` no claim covers and older than `grace`. Pure.
 pub fn orphans<'a>(
     vms: &'a [Vm],
-    nodes: &[ServiceNode],
+    claims: &[Claim],
     now: SystemTime,
     grace: Duration,
 ) -> Vec<&'a Vm> {
-    let claimed: HashSet<(String, String, &str)> = nodes
-        .iter()
-        .map(|n| {
-            (
-                n.namespace().unwrap_or_default(),
-                n.name_any(),
-                n.spec.token.as_str(),
-            )
-        })
-        .collect();
+    let claimed: HashSet<&Claim> = claims.iter().collect();
     vms.iter()
         .filter(|vm| vm.state != VmState::Terminated)
         // Left running on purpose by `deletionPolicy: Orphan`.
         .filter(|vm| !vm.tags.contains_key(TAG_ORPHANED))
         .filter(|vm| {
             let tag = |k: &str| vm.tags.get(k).cloned().unwrap_or_default();
-            !claimed.contains(&(tag(TAG_NAMESPACE), tag(TAG_NODE), vm.token.as_str()))
+            let (namespace, name) = (tag(TAG_NAMESPACE), tag(TAG_NODE));
+            let exact = Claim {
+                namespace: namespace.clone(),
+                name: name.clone(),
+                token: Some(vm.token.clone()),
+            };
+            let any = Claim {
+                namespace,
+                name,
+                token: None,
+            };
+            !claimed.contains(&exact) && !claimed.contains(&any)
         })
         .filter(|vm| now.duration_since(vm.created_at).unwrap_or_default() >= grace)
         .collect()
 }
 
-/// Terminates this Cloud's orphans; `nodes` are every ServiceNode of the cluster (one driver may
-/// serve several Clouds, so any node may claim a VM it lists). Returns how many went.
+/// Terminates this Cloud's orphans. `claims` come from every ServiceNode of the cluster: one
+/// driver may serve several Clouds, so any node may claim a VM it lists. Returns how many went.
 pub async fn sweep(
     ctx: &Context,
     cloud: &Cloud,
     driver: &dyn ComputeDriver,
-    nodes: &[ServiceNode],
+    claims: &[Claim],
 ) -> Result<usize, Error> {
     let ours = Tags::from([(TAG_MANAGED_BY.to_string(), MANAGED_BY_VALUE.to_string())]);
     let cloud_error = |operation, source| Error::Cloud {
@@ -62,7 +89,7 @@ pub async fn sweep(
         .list(&ours)
         .await
         .map_err(|e| cloud_error("list VMs", e))?;
-    let found = orphans(&vms, nodes, SystemTime::now(), ctx.settings.orphan_grace);
+    let found = orphans(&vms, claims, SystemTime::now(), ctx.settings.orphan_grace);
     for vm in &found {
         tracing::warn!(vm = %vm.provider_id, "terminating orphan VM");
         driver
@@ -135,10 +162,17 @@ mod tests {
             vm("ns", "s-node-2", "old", 600),   // node re-created with a new token: orphan
             vm("other", "s-node-0", "t0", 600), // same name, other namespace: orphan
             vm("ns", "s-node-3", "t3", 10),     // unclaimed but young: spared
+            vm("ns", "s-node-4", "t4", 600),    // its node cannot be read: spared
         ];
         let nodes = vec![node("ns", "s-node-0", "t0"), node("ns", "s-node-2", "new")];
+        let unreadable = vec![ObjectMeta {
+            namespace: Some("ns".into()),
+            name: Some("s-node-4".into()),
+            ..Default::default()
+        }];
+        let claims = claims(&nodes, &unreadable);
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
-        let found: Vec<(&str, &str)> = orphans(&vms, &nodes, now, Duration::from_secs(120))
+        let found: Vec<(&str, &str)> = orphans(&vms, &claims, now, Duration::from_secs(120))
             .iter()
             .map(|v| (v.tags[TAG_NAMESPACE].as_str(), v.token.as_str()))
             .collect();

@@ -1,6 +1,6 @@
 //! Reads everything the Service loop decides on. Network: the API server only.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use crate::service_node::status::UNHEALTHY_REASONS;
@@ -27,7 +27,7 @@ pub struct Observed {
     /// Names of existing Clouds.
     pub clouds: BTreeSet<String>,
     /// Other Services of the same Application.
-    pub siblings: BTreeSet<String>,
+    pub siblings: BTreeMap<String, Vec<String>>,
     /// The Service's nodes.
     pub nodes: Vec<ObservedNode>,
     /// When unhealthy nodes need another look, if any is unhealthy.
@@ -62,18 +62,22 @@ pub async fn observe(ctx: &Context, service: &Service) -> Result<Observed, Error
         .iter()
         .map(|c| c.name_any())
         .collect();
-    let services: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
+    let services = Api::namespaced(ctx.client.clone(), &ns);
     let siblings = if service.spec.links.is_empty() {
-        BTreeSet::new()
+        BTreeMap::new()
     } else {
-        services
-            .list(&ListParams::default())
+        crate::guard::list::<Service>(&services, &ListParams::default())
             .await
             .ctx("list services", &ns)?
-            .items
+            .0
             .into_iter()
             .filter(|s| s.spec.application == service.spec.application && s.name_any() != name)
-            .map(|s| s.name_any())
+            .map(|s| {
+                (
+                    s.name_any(),
+                    s.spec.links.iter().map(|l| l.service.clone()).collect(),
+                )
+            })
             .collect()
     };
     let listed = list_nodes(ctx, &ns, &name).await?;
@@ -93,13 +97,14 @@ pub async fn observe(ctx: &Context, service: &Service) -> Result<Observed, Error
 
 /// The ServiceNodes of a Service, by label.
 pub async fn list_nodes(ctx: &Context, ns: &str, service: &str) -> Result<Vec<ServiceNode>, Error> {
-    let api: Api<ServiceNode> = Api::namespaced(ctx.client.clone(), ns);
+    let api = Api::namespaced(ctx.client.clone(), ns);
     let lp = ListParams::default().labels(&format!("{LABEL_SERVICE}={service}"));
-    Ok(api
-        .list(&lp)
+    // Unreadable nodes are reported by their own loop; their names stay reserved anyway,
+    // since creating a node under a taken name fails.
+    let (nodes, _unreadable) = crate::guard::list::<ServiceNode>(&api, &lp)
         .await
-        .ctx("list service nodes", format!("{ns}/{service}"))?
-        .items)
+        .ctx("list service nodes", format!("{ns}/{service}"))?;
+    Ok(nodes)
 }
 
 fn observed_node(node: &ServiceNode, now: &Timestamp) -> ObservedNode {

@@ -1,7 +1,7 @@
 //! Checks that a Service can be satisfied and turns its spec into the planner's [`Desired`].
 //! Pure: everything it needs was observed before.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use conpaas_crds::v1alpha1::{ApplicationSpec, DesiredState, NodeCode, ServiceSpec};
 
@@ -36,7 +36,7 @@ pub struct Inputs<'a> {
     /// Names of the Clouds that exist.
     pub clouds: &'a BTreeSet<String>,
     /// Names of the other Services of the same Application.
-    pub siblings: &'a BTreeSet<String>,
+    pub siblings: &'a BTreeMap<String, Vec<String>>,
     /// The active code version, resolved with its digest, or why it could not be.
     pub code: Result<Option<NodeCode>, Problem>,
     /// The Service carries `conpaas.io/paused: "true"`.
@@ -75,7 +75,7 @@ pub fn validate(spec: &ServiceSpec, inputs: Inputs<'_>) -> Result<Desired, Probl
                 "spec.links: a service cannot link to itself",
             ));
         }
-        if !inputs.siblings.contains(&link.service) {
+        if !inputs.siblings.contains_key(&link.service) {
             return Err(Problem::new(
                 "LinkNotFound",
                 format!(
@@ -84,6 +84,13 @@ pub fn validate(spec: &ServiceSpec, inputs: Inputs<'_>) -> Result<Desired, Probl
                 ),
             ));
         }
+    }
+
+    if let Some(cycle) = link_cycle(inputs.service, spec, inputs.siblings) {
+        return Err(Problem::new(
+            "LinkCycle",
+            format!("spec.links: {} forms a cycle", cycle.join(" -> ")),
+        ));
     }
 
     let mut roles = Vec::new();
@@ -137,6 +144,35 @@ pub fn validate(spec: &ServiceSpec, inputs: Inputs<'_>) -> Result<Desired, Probl
     })
 }
 
+/// A path of links from `service` back to itself, if there is one.
+fn link_cycle(
+    service: &str,
+    spec: &ServiceSpec,
+    siblings: &BTreeMap<String, Vec<String>>,
+) -> Option<Vec<String>> {
+    let mut stack: Vec<Vec<String>> = spec
+        .links
+        .iter()
+        .map(|l| vec![service.to_string(), l.service.clone()])
+        .collect();
+    let mut seen = BTreeSet::new();
+    while let Some(path) = stack.pop() {
+        let last = path.last().expect("paths are never empty");
+        if last == service {
+            return Some(path);
+        }
+        if !seen.insert(last.clone()) {
+            continue;
+        }
+        for next in siblings.get(last).into_iter().flatten() {
+            let mut longer = path.clone();
+            longer.push(next.clone());
+            stack.push(longer);
+        }
+    }
+    None
+}
+
 fn list_or_none(items: &[&str]) -> String {
     if items.is_empty() {
         "none".into()
@@ -184,7 +220,7 @@ mod tests {
             description: None,
         };
         let clouds: BTreeSet<String> = clouds.iter().map(|c| c.to_string()).collect();
-        let siblings = BTreeSet::from(["db".to_string()]);
+        let siblings = BTreeMap::from([("db".to_string(), vec![])]);
         validate(
             spec,
             Inputs {
@@ -265,9 +301,40 @@ mod tests {
     }
 
     #[test]
+    fn link_cycles_are_reported_with_their_path() {
+        let mut s = spec(ServiceType::Helloworld, vec![]);
+        s.links.push(ServiceLink {
+            service: "db".into(),
+        });
+        let app = ApplicationSpec {
+            cloud: Some("local".into()),
+            description: None,
+        };
+        let clouds = BTreeSet::from(["local".to_string()]);
+        let siblings = BTreeMap::from([
+            ("db".to_string(), vec!["cache".to_string()]),
+            ("cache".to_string(), vec!["hello".to_string()]),
+        ]);
+        let inputs = Inputs {
+            service: "hello",
+            application: Some(&app),
+            clouds: &clouds,
+            siblings: &siblings,
+            code: Ok(None),
+            paused: false,
+        };
+        let problem = validate(&s, inputs).unwrap_err();
+        assert_eq!(problem.reason, "LinkCycle");
+        assert_eq!(
+            problem.message,
+            "spec.links: hello -> db -> cache -> hello forms a cycle"
+        );
+    }
+
+    #[test]
     fn a_missing_application_is_reported() {
         let clouds = BTreeSet::new();
-        let siblings = BTreeSet::new();
+        let siblings = BTreeMap::new();
         let problem = validate(
             &spec(ServiceType::Helloworld, vec![]),
             Inputs {

@@ -1,0 +1,103 @@
+//! One object the controller cannot read (written against a newer schema, say) must not stop
+//! the loop for every other object: watches deserialize into [`DeserializeGuard`], and an
+//! unreadable object gets a warning, an Event and a metric instead of a reconcile.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Resource;
+use kube::api::{Api, ListParams};
+use kube::core::error_boundary::{DeserializeGuard, InvalidObject};
+use kube::runtime::controller::Action as Requeue;
+use kube::runtime::events::{Event, EventType};
+use serde::de::DeserializeOwned;
+
+use crate::{Context, Error};
+
+/// Reconciles the object with `reconcile` when it could be read; reports it otherwise.
+pub async fn reconcile<K, F, Fut>(
+    guard: Arc<DeserializeGuard<K>>,
+    ctx: Arc<Context>,
+    reconcile: F,
+) -> Result<Requeue, Error>
+where
+    K: Resource<DynamicType = ()> + Clone,
+    F: FnOnce(Arc<K>, Arc<Context>) -> Fut,
+    Fut: Future<Output = Result<Requeue, Error>>,
+{
+    match &guard.0 {
+        Ok(object) => reconcile(Arc::new(object.clone()), ctx).await,
+        Err(invalid) => {
+            report::<K>(&ctx, invalid).await;
+            Ok(Requeue::await_change())
+        }
+    }
+}
+
+/// Lists objects like `Api::list`, but one unreadable item does not fail the list: it comes
+/// back as its metadata in the second vector.
+pub async fn list<K>(
+    api: &Api<DeserializeGuard<K>>,
+    params: &ListParams,
+) -> Result<(Vec<K>, Vec<ObjectMeta>), kube::Error>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let mut readable = Vec::new();
+    let mut unreadable = Vec::new();
+    for item in api.list(params).await?.items {
+        match item.0 {
+            Ok(object) => readable.push(object),
+            Err(invalid) => unreadable.push(invalid.metadata),
+        }
+    }
+    Ok((readable, unreadable))
+}
+
+/// The error policy of the readable object; unreadable ones are not retried until they change.
+pub fn error_policy<K>(
+    guard: Arc<DeserializeGuard<K>>,
+    error: &Error,
+    ctx: Arc<Context>,
+    policy: fn(Arc<K>, &Error, Arc<Context>) -> Requeue,
+) -> Requeue
+where
+    K: Clone,
+{
+    match &guard.0 {
+        Ok(object) => policy(Arc::new(object.clone()), error, ctx),
+        Err(_) => Requeue::requeue(Duration::from_secs(300)),
+    }
+}
+
+async fn report<K: Resource<DynamicType = ()>>(ctx: &Context, invalid: &InvalidObject) {
+    let kind = K::kind(&());
+    let meta = &invalid.metadata;
+    let name = meta.name.clone().unwrap_or_default();
+    tracing::warn!(kind = %kind, namespace = meta.namespace.as_deref().unwrap_or(""), name = %name, error = %invalid.error, "cannot read object");
+    ctx.metrics.failed(&kind, "InvalidObject");
+    let reference = ObjectReference {
+        api_version: Some(K::api_version(&()).into_owned()),
+        kind: Some(kind.into_owned()),
+        name: meta.name.clone(),
+        namespace: meta.namespace.clone(),
+        uid: meta.uid.clone(),
+        ..Default::default()
+    };
+    let event = Event {
+        type_: EventType::Warning,
+        reason: "InvalidObject".into(),
+        note: Some(format!(
+            "the controller cannot read this object: {}",
+            invalid.error
+        )),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+        tracing::warn!(error = %e, "could not publish event");
+    }
+}
