@@ -10,6 +10,7 @@ mod code;
 mod node;
 mod report;
 mod roles;
+mod token;
 
 use std::path::PathBuf;
 
@@ -43,5 +44,13 @@ async fn main() -> anyhow::Result<()> {
     let boot = bootstrap::read(&args.user_data)?;
     let client = bootstrap::client(&boot, &args.work_dir).await?;
     tracing::info!(node = %boot.node, namespace = %boot.namespace, address = %args.address, "agent starting");
+    tokio::spawn(token::keep_fresh(
+        client.clone(),
+        boot.namespace.clone(),
+        boot.node.clone(),
+        args.work_dir.join("token"),
+        std::time::Duration::from_secs(boot.token_ttl_seconds),
+        std::time::Duration::from_secs(boot.token_refresh_seconds.max(1)),
+    ));
     node::run(client, boot, args.work_dir, args.address).await
 }

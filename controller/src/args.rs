@@ -26,6 +26,12 @@ pub struct Args {
     /// Seconds an unclaimed VM carrying our tag is spared before the orphan sweep terminates it
     #[arg(long, env = "CONPAAS_ORPHAN_GRACE_SECONDS", default_value_t = 120)]
     pub orphan_grace_seconds: u64,
+    /// Lifetime of the token each agent gets (the API server's minimum is 600)
+    #[arg(long, env = "CONPAAS_AGENT_TOKEN_TTL_SECONDS", default_value_t = 3600)]
+    pub agent_token_ttl_seconds: u64,
+    /// When agents renew their token [default: two thirds of its lifetime]
+    #[arg(long, env = "CONPAAS_AGENT_TOKEN_REFRESH_SECONDS")]
+    pub agent_token_refresh_seconds: Option<u64>,
     /// Where /metrics, /healthz and /readyz are served
     #[arg(long, env = "CONPAAS_HTTP_ADDRESS", default_value = "127.0.0.1:9464")]
     pub http_address: std::net::SocketAddr,

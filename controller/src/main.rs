@@ -114,6 +114,11 @@ async fn main() -> anyhow::Result<()> {
         backoff: Default::default(),
         settings: conpaas_reconcilers::context::Settings {
             orphan_grace: Duration::from_secs(args.orphan_grace_seconds),
+            agent_token_ttl: Duration::from_secs(args.agent_token_ttl_seconds),
+            agent_token_refresh: Duration::from_secs(
+                args.agent_token_refresh_seconds
+                    .unwrap_or(args.agent_token_ttl_seconds * 2 / 3),
+            ),
             ..Default::default()
         },
         leases,

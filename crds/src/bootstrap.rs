@@ -23,4 +23,18 @@ pub struct AgentBootstrap {
     pub node: String,
     /// Bearer token of the node's ServiceAccount.
     pub token: String,
+    /// Lifetime the agent asks for when it renews its token.
+    #[serde(default = "default_token_ttl")]
+    pub token_ttl_seconds: u64,
+    /// How long after getting a token the agent renews it (before it expires).
+    #[serde(default = "default_token_refresh")]
+    pub token_refresh_seconds: u64,
+}
+
+fn default_token_ttl() -> u64 {
+    3600
+}
+
+fn default_token_refresh() -> u64 {
+    default_token_ttl() * 2 / 3
 }

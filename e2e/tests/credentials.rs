@@ -95,6 +95,13 @@ async fn a_node_token_reaches_only_its_own_node() {
             .await,
         "patching its own spec",
     );
+    let request = k8s_openapi::api::authentication::v1::TokenRequest::default();
+    forbidden(
+        Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(agent.clone(), &env.ns)
+            .create_token_request(&other_name, &kube::api::PostParams::default(), &request)
+            .await,
+        "minting a token for another node",
+    );
     forbidden(
         Api::<Service>::namespaced(agent.clone(), &env.ns)
             .get("hello")
@@ -112,5 +119,47 @@ async fn a_node_token_reaches_only_its_own_node() {
             .list(&ListParams::default())
             .await,
         "listing Secrets cluster-wide",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn agents_renew_their_own_token_before_it_expires() {
+    let env = env_with(
+        "token-e2e",
+        47,
+        &[
+            ("CONPAAS_AGENT_TOKEN_TTL_SECONDS", "600"),
+            ("CONPAAS_AGENT_TOKEN_REFRESH_SECONDS", "2"),
+        ],
+    )
+    .await;
+    env.apply(&EXAMPLE.replace("count: 3", "count: 2")).await;
+    env.wait_ready("hello", "node 2/2").await;
+    let nodes = env.nodes("hello").await;
+    let node = &nodes[0];
+    let vm = env.state.path().join("vms").join(&node.spec.token);
+    let boot: AgentBootstrap =
+        serde_json::from_slice(&std::fs::read(vm.join("user-data")).unwrap()).unwrap();
+    let token_file = vm.join("work/token");
+    conpaas_e2e::wait::until("the agent to renew its token", LIMIT, || async {
+        Ok(std::fs::read_to_string(&token_file).is_ok_and(|t| !t.is_empty() && t != boot.token))
+    })
+    .await
+    .unwrap();
+
+    // The renewed token is the node's identity: it reads its own node, and no other.
+    let mut config = Config::new(boot.api_server_url.parse().unwrap());
+    config.root_cert = Some(boot.ca_certs.iter().map(|c| c.0.clone()).collect());
+    config.auth_info.token = Some(std::fs::read_to_string(&token_file).unwrap().into());
+    let renewed: Api<ServiceNode> = Api::namespaced(Client::try_from(config).unwrap(), &env.ns);
+    renewed
+        .get(node.metadata.name.as_deref().unwrap())
+        .await
+        .expect("the renewed token works");
+    forbidden(
+        renewed
+            .get(nodes[1].metadata.name.as_deref().unwrap())
+            .await,
+        "reading another node with the renewed token",
     );
 }

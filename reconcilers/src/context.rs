@@ -37,6 +37,8 @@ pub struct Settings {
     pub node_resync: Duration,
     /// Lifetime of an agent's token.
     pub agent_token_ttl: Duration,
+    /// When agents renew their token (by then at most two thirds of its lifetime).
+    pub agent_token_refresh: Duration,
     /// How old an unclaimed VM with our tag must be before the orphan sweep terminates it.
     pub orphan_grace: Duration,
 }
@@ -45,7 +47,8 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             node_resync: Duration::from_secs(30),
-            agent_token_ttl: Duration::from_secs(7 * 24 * 3600),
+            agent_token_ttl: Duration::from_secs(3600),
+            agent_token_refresh: Duration::from_secs(2400),
             orphan_grace: Duration::from_secs(120),
         }
     }

@@ -106,6 +106,14 @@ pub fn rules(node: &ServiceNode) -> Vec<PolicyRule> {
             ..Default::default()
         },
     ];
+    // Renewing its own token, as a kubelet does for its pods.
+    rules.push(PolicyRule {
+        api_groups: Some(vec![String::new()]),
+        resources: Some(vec!["serviceaccounts/token".into()]),
+        verbs: vec!["create".into()],
+        resource_names: Some(vec![node.name_any()]),
+        ..Default::default()
+    });
     rules.push(PolicyRule {
         api_groups: Some(vec!["coordination.k8s.io".into()]),
         resources: Some(vec!["leases".into()]),

@@ -218,6 +218,8 @@ async fn create_vm(
         namespace: ns,
         node: node.name_any(),
         token,
+        token_ttl_seconds: ctx.settings.agent_token_ttl.as_secs(),
+        token_refresh_seconds: ctx.settings.agent_token_refresh.as_secs(),
     };
     let request = CreateRequest {
         token: node.spec.token.clone(),
