@@ -121,6 +121,8 @@ async fn main() -> anyhow::Result<()> {
             ),
             ..Default::default()
         },
+        // One VM listing per Cloud every 10 s serves every node on it.
+        vms: conpaas_reconcilers::service_node::vm_cache::VmCache::new(Duration::from_secs(10)),
         leases,
     });
 

@@ -90,3 +90,34 @@ async fn dead_agents_are_replaced_and_an_outage_holds_remediation() {
         "the same nodes serve again"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_vm_deleted_out_of_band_is_replaced() {
+    use conpaas_cloud::ComputeDriver;
+    use conpaas_cloud::local::{LocalCloud, LocalConfig};
+    let env = env("out-of-band-e2e", 48).await;
+    env.apply(&EXAMPLE.split("---").take(2).collect::<Vec<_>>().join("---"))
+        .await;
+    env.apply(MANIFEST).await;
+    env.wait_ready("hello", "node 3/3").await;
+
+    // Someone terminates a VM with the cloud's own tools.
+    let before = names(&env.nodes("hello").await);
+    let victim = env.nodes("hello").await[0].spec.token.clone();
+    let cloud = LocalCloud::new(LocalConfig {
+        state_dir: env.state.path().to_path_buf(),
+        agent_binary: "/bin/false".into(),
+        subnet: 48,
+        stop_grace: std::time::Duration::from_secs(5),
+    });
+    cloud.delete(&victim).await.unwrap();
+
+    conpaas_e2e::wait::until("the lost node replaced", LIMIT, || async {
+        let now = names(&env.nodes("hello").await);
+        Ok(now.len() == 3 && now.difference(&before).count() == 1)
+    })
+    .await
+    .unwrap();
+    env.wait_ready("hello", "node 3/3").await;
+    assert_eq!(env.live_vms().len(), 3, "one VM per node again");
+}

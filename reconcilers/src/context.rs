@@ -70,6 +70,8 @@ pub struct Context {
     pub settings: Settings,
     /// Metrics served at `/metrics`.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Shared per-Cloud VM listings the VM loop reads from.
+    pub vms: crate::service_node::vm_cache::VmCache,
     /// The agents' heartbeat Leases, kept current by a watch: reading a heartbeat costs no call.
     pub leases: Store<Lease>,
 }

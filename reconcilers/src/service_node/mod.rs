@@ -6,6 +6,7 @@
 
 pub mod credentials;
 pub mod status;
+pub mod vm_cache;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -91,8 +92,9 @@ async fn reconcile_inner(node: &ServiceNode, ctx: &Context) -> Result<Requeue, E
             if generation_changed {
                 credentials::ensure(ctx, node).await?;
             }
-            let found = driver
-                .get(vm_id(&provider_id))
+            let found = ctx
+                .vms
+                .get(&node.spec.cloud, driver.as_ref(), vm_id(&provider_id))
                 .await
                 .map_err(|source| cloud_error("describe VM", node, source))?;
             match found {
