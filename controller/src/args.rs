@@ -17,6 +17,10 @@ pub struct Args {
     /// The agent executable local VMs run [default: conpaas-agent beside this executable]
     #[arg(long, env = "CONPAAS_AGENT_BINARY")]
     pub agent_binary: Option<PathBuf>,
+    /// What serves `local` Clouds: `process` (a conpaas-agent process per VM) or `memory` (VMs
+    /// exist only in this process and boot nothing; for benchmarks with simulated agents)
+    #[arg(long, env = "CONPAAS_LOCAL_BACKEND", default_value = "process", value_parser = ["process", "memory"])]
+    pub local_backend: String,
     /// Local VMs get addresses 127.<subnet>.x.y
     #[arg(long, env = "CONPAAS_LOCAL_SUBNET", default_value_t = 100)]
     pub local_subnet: u8,

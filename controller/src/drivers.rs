@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use conpaas_cloud::ComputeDriver;
 use conpaas_cloud::local::{LocalCloud, LocalConfig};
+use conpaas_cloud::memory::MemoryCloud;
 use conpaas_crds::v1alpha1::Cloud;
 use conpaas_reconcilers::DriverRegistry;
 use conpaas_reconcilers::metrics::{Metered, Metrics};
@@ -15,10 +16,16 @@ pub struct Drivers {
 }
 
 impl Drivers {
-    /// Every driver is metered: its calls are counted and timed.
-    pub fn new(local: LocalConfig, metrics: Arc<Metrics>) -> Self {
+    /// Every driver is metered: its calls are counted and timed. `in_memory` serves local
+    /// Clouds from the memory backend instead of processes.
+    pub fn new(local: LocalConfig, in_memory: bool, metrics: Arc<Metrics>) -> Self {
+        let backend: Arc<dyn ComputeDriver> = if in_memory {
+            Arc::new(MemoryCloud::new())
+        } else {
+            Arc::new(LocalCloud::new(local))
+        };
         Self {
-            local: Arc::new(Metered::new(Arc::new(LocalCloud::new(local)), metrics)),
+            local: Arc::new(Metered::new(backend, metrics)),
         }
     }
 }

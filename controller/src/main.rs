@@ -101,7 +101,11 @@ async fn main() -> anyhow::Result<()> {
 
     let ctx = Arc::new(Context {
         client: client.clone(),
-        drivers: Arc::new(drivers::Drivers::new(local, metrics.clone())),
+        drivers: Arc::new(drivers::Drivers::new(
+            local,
+            args.local_backend == "memory",
+            metrics.clone(),
+        )),
         metrics,
         agent_api,
         recorder: Recorder::new(

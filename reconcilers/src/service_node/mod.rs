@@ -63,7 +63,10 @@ async fn reconcile_inner(node: &ServiceNode, ctx: &Context) -> Result<Requeue, E
         Ok(driver) => driver,
         Err(problem) => {
             // Without a driver the VM can be neither created nor terminated: say so and wait.
-            patch_status(&api, node, &blocked_status(node, problem, &now)).await?;
+            let status = blocked_status(node, problem, &now);
+            if status::changed(node, &status) {
+                patch_status(&api, node, &status).await?;
+            }
             return Ok(Requeue::requeue(Duration::from_secs(5)));
         }
     };
@@ -378,9 +381,7 @@ fn view(node: &ServiceNode, vm: &Vm) -> VmView {
             CloudVmState::Terminated => VmState::Terminated,
             CloudVmState::Failed => VmState::Failed,
         }),
-        created_at: Some(Time(
-            Timestamp::try_from(vm.created_at).unwrap_or_else(|_| Timestamp::now()),
-        )),
+        created_at: Some(Time(whole_seconds(vm.created_at))),
     }
 }
 
@@ -420,6 +421,15 @@ fn heartbeat(ctx: &Context, node: &ServiceNode) -> Option<Timestamp> {
         .renew_time
         .as_ref()
         .map(|t| t.0)
+}
+
+/// A cloud's timestamp at the API's resolution (whole seconds): compared with what was stored, a
+/// finer one would always differ and rewrite the status on every reconcile.
+fn whole_seconds(t: std::time::SystemTime) -> Timestamp {
+    let secs = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    Timestamp::from_second(secs).unwrap_or_else(|_| Timestamp::now())
 }
 
 /// The cloud's VM ID inside a provider ID such as `local:///<id>`.

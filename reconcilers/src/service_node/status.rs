@@ -166,13 +166,30 @@ pub fn first_ready_after(
 /// True when `status` differs from what the node shows in the controller's fields.
 pub fn changed(node: &ServiceNode, status: &ServiceNodeStatus) -> bool {
     let current = node.status.clone().unwrap_or_default();
-    current.provider_id != status.provider_id
-        || current.address != status.address
-        || current.vm_state != status.vm_state
-        || current.created_at != status.created_at
-        || current.create_requested_at != status.create_requested_at
-        || current.observed_generation != status.observed_generation
-        || current.conditions != status.conditions
+    let differs = [
+        ("providerId", current.provider_id != status.provider_id),
+        ("address", current.address != status.address),
+        ("vmState", current.vm_state != status.vm_state),
+        ("createdAt", current.created_at != status.created_at),
+        (
+            "createRequestedAt",
+            current.create_requested_at != status.create_requested_at,
+        ),
+        (
+            "observedGeneration",
+            current.observed_generation != status.observed_generation,
+        ),
+        ("conditions", current.conditions != status.conditions),
+    ];
+    let fields: Vec<&str> = differs
+        .iter()
+        .filter(|(_, d)| *d)
+        .map(|(f, _)| *f)
+        .collect();
+    if !fields.is_empty() {
+        tracing::debug!(?fields, "status changed");
+    }
+    !fields.is_empty()
 }
 
 #[cfg(test)]

@@ -1,0 +1,419 @@
+//! `conpaas-scale-bench`: the controller at scale, against a real API server. Prints numbers;
+//! asserts nothing about speed.
+//!
+//! - The raw rate at which the API server accepts server-side-apply patches (64 workers, no
+//!   controller running).
+//! - Services totalling N nodes (default 3000) on a `local` Cloud served by the memory backend,
+//!   each node's agent simulated here: it gets its node's own token (TokenRequest, as the real
+//!   bootstrap does) and makes the real agent's calls with it (Lease renewals, SSA of
+//!   status.agent). Time until every Service is Ready, API writes made, writes per node, the
+//!   controller's RSS.
+//! - A steady-state window: API writes by the controller, and its cloud calls by operation.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::Parser;
+use conpaas_crds::v1alpha1::{Service, ServiceNode, is_condition_true};
+use conpaas_e2e::{ControlPlane, Controller, manifest, wait};
+use futures::StreamExt;
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, ListParams, ObjectMeta, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Config};
+use serde_json::json;
+use tokio::sync::Semaphore;
+
+#[derive(Parser)]
+struct Args {
+    /// Nodes in all
+    #[arg(long, default_value_t = 3000)]
+    nodes: usize,
+    /// Nodes per Service
+    #[arg(long, default_value_t = 100)]
+    per_service: usize,
+    /// Seconds of steady state to measure
+    #[arg(long, default_value_t = 300)]
+    steady_seconds: u64,
+}
+
+const NS: &str = "default";
+
+/// The API server's mutating requests from its own metrics, by "verb resource/subresource".
+async fn api_writes_by(client: &Client) -> anyhow::Result<BTreeMap<String, u64>> {
+    let req = http::Request::get("/metrics").body(Vec::new())?;
+    let text = client.request_text(req).await?;
+    let label = |line: &str, name: &str| {
+        let key = format!("{name}=\"");
+        line.split(key.as_str())
+            .nth(1)
+            .and_then(|v| v.split('"').next())
+            .unwrap_or("")
+            .to_string()
+    };
+    let mut by = BTreeMap::new();
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("apiserver_request_total{"))
+    {
+        let verb = label(line, "verb");
+        if [
+            "POST",
+            "PUT",
+            "PATCH",
+            "APPLY",
+            "DELETE",
+            "DELETECOLLECTION",
+        ]
+        .contains(&verb.as_str())
+        {
+            let n = line
+                .rsplit(' ')
+                .next()
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0) as u64;
+            *by.entry(format!(
+                "{verb} {}/{}",
+                label(line, "resource"),
+                label(line, "subresource")
+            ))
+            .or_insert(0) += n;
+        }
+    }
+    Ok(by)
+}
+
+/// The API server's mutating requests so far.
+async fn api_writes(client: &Client) -> anyhow::Result<u64> {
+    Ok(api_writes_by(client).await?.values().sum())
+}
+
+/// What grew between two breakdowns, largest first.
+fn grown(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) -> String {
+    let mut rows: Vec<(u64, &String)> = after
+        .iter()
+        .map(|(k, v)| (v - before.get(k).copied().unwrap_or(0), k))
+        .filter(|(d, _)| *d > 0)
+        .collect();
+    rows.sort_by(|a, b| b.cmp(a));
+    rows.iter()
+        .map(|(d, k)| format!("    {d:>7}  {k}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A client without credentials: each request carries the bearer token of the node it acts for.
+struct Agents {
+    raw: Client,
+    writes: AtomicU64,
+}
+
+impl Agents {
+    async fn send(
+        &self,
+        method: http::Method,
+        path: String,
+        content_type: &str,
+        body: serde_json::Value,
+        token: &str,
+    ) -> anyhow::Result<()> {
+        let req = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", content_type)
+            .body(serde_json::to_vec(&body)?)?;
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        self.raw.request_text(req).await?;
+        Ok(())
+    }
+
+    async fn renew(&self, node: &str, token: &str) -> anyhow::Result<()> {
+        let body = json!({"spec": {"renewTime": MicroTime(Timestamp::now())}});
+        let path = format!(
+            "/apis/coordination.k8s.io/v1/namespaces/{NS}/leases/{node}?fieldManager=conpaas-agent"
+        );
+        self.send(
+            http::Method::PATCH,
+            path,
+            "application/merge-patch+json",
+            body,
+            token,
+        )
+        .await
+    }
+
+    async fn report(&self, node: &ServiceNode, token: &str) -> anyhow::Result<()> {
+        let name = node.metadata.name.clone().unwrap_or_default();
+        let body = json!({"apiVersion": "conpaas.io/v1alpha1", "kind": "ServiceNode", "status": {"agent": {
+            "state": "Ready", "observedGeneration": node.metadata.generation, "role": node.spec.role,
+            "message": "simulated agent", "greeting": "Hello World!"}}});
+        let path = format!(
+            "/apis/conpaas.io/v1alpha1/namespaces/{NS}/servicenodes/{name}/status?fieldManager=conpaas-agent&force=true"
+        );
+        self.send(
+            http::Method::PATCH,
+            path,
+            "application/apply-patch+yaml",
+            body,
+            token,
+        )
+        .await
+    }
+}
+
+/// Boots a simulated agent for every node that has a VM, and keeps its heartbeat.
+async fn simulate_agents(admin: Client, agents: Arc<Agents>) {
+    let nodes: Api<ServiceNode> = Api::namespaced(admin.clone(), NS);
+    let accounts: Api<ServiceAccount> = Api::namespaced(admin, NS);
+    let booting = Arc::new(Semaphore::new(64));
+    let mut started: HashSet<(String, i64)> = HashSet::new();
+    let mut stream = watcher(nodes, watcher::Config::default())
+        .default_backoff()
+        .applied_objects()
+        .boxed();
+    while let Some(Ok(node)) = stream.next().await {
+        let has_vm = node
+            .status
+            .as_ref()
+            .is_some_and(|s| s.provider_id.is_some());
+        let key = (
+            node.metadata.name.clone().unwrap_or_default(),
+            node.metadata.generation.unwrap_or(0),
+        );
+        if !has_vm || node.metadata.deletion_timestamp.is_some() || !started.insert(key) {
+            continue;
+        }
+        let (agents, accounts, booting) = (agents.clone(), accounts.clone(), booting.clone());
+        tokio::spawn(async move {
+            let Ok(_permit) = booting.acquire().await else {
+                return;
+            };
+            let name = node.metadata.name.clone().unwrap_or_default();
+            let request = TokenRequest {
+                spec: TokenRequestSpec {
+                    expiration_seconds: Some(3600),
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            let Ok(Some(token)) = accounts
+                .create_token_request(&name, &PostParams::default(), &request)
+                .await
+                .map(|t| t.status.map(|s| s.token))
+            else {
+                return;
+            };
+            if agents.renew(&name, &token).await.is_err()
+                || agents.report(&node, &token).await.is_err()
+            {
+                return;
+            }
+            drop(_permit);
+            loop {
+                tokio::time::sleep(Duration::from_secs(20)).await;
+                if agents.renew(&name, &token).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// Accepted SSA status patches per second, 64 workers, for `seconds`.
+async fn raw_apply_rate(admin: &Client, seconds: u64) -> anyhow::Result<f64> {
+    let api: Api<ServiceNode> = Api::namespaced(admin.clone(), "rate");
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(admin.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &k8s_openapi::api::core::v1::Namespace {
+                metadata: ObjectMeta {
+                    name: Some("rate".into()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        )
+        .await?;
+    for i in 0..64 {
+        let node: ServiceNode = serde_json::from_value(
+            json!({"apiVersion": "conpaas.io/v1alpha1", "kind": "ServiceNode", "metadata": {"name": format!("rate-{i}")},
+            "spec": {"application": "a", "service": "s", "serviceType": "helloworld", "role": "node", "cloud": "none", "token": format!("t{i}")}}),
+        )?;
+        api.create(&PostParams::default(), &node).await?;
+    }
+    let done = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let mut workers = Vec::new();
+    for i in 0..64 {
+        let (api, done) = (api.clone(), done.clone());
+        workers.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                n += 1;
+                let patch = json!({"apiVersion": "conpaas.io/v1alpha1", "kind": "ServiceNode", "status": {"agent": {"message": format!("write {n}")}}});
+                let pp = kube::api::PatchParams::apply("rate").force();
+                if api.patch_status(&format!("rate-{i}"), &pp, &kube::api::Patch::Apply(&patch)).await.is_ok() {
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    for w in workers {
+        w.await?;
+    }
+    // Gone before the controller starts: they belong to no Cloud and would only add noise.
+    namespaces.delete("rate", &Default::default()).await?;
+    api.delete_collection(&Default::default(), &ListParams::default())
+        .await?;
+    Ok(done.load(Ordering::Relaxed) as f64 / seconds as f64)
+}
+
+fn rss_mib(pid: u32) -> anyhow::Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .context("VmRSS")?
+        .parse()?;
+    Ok(kib / 1024.0)
+}
+
+async fn cloud_calls(controller: &Controller) -> anyhow::Result<String> {
+    let stream = tokio::net::TcpStream::connect(controller.http_address).await?;
+    let (mut r, mut w) = stream.into_split();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    w.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .await?;
+    let mut text = String::new();
+    r.read_to_string(&mut text).await?;
+    Ok(text
+        .lines()
+        .filter(|l| l.starts_with("conpaas_cloud_calls_total{"))
+        .collect::<Vec<_>>()
+        .join("\n"))
+}
+
+fn sum_calls(metrics: &str, operation: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.contains(&format!("operation=\"{operation}\"")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let cp = ControlPlane::start().await?;
+    let admin = cp.client().await?;
+
+    let rate = raw_apply_rate(&admin, 10).await?;
+    println!("raw server-side-apply rate (64 workers, no controller): {rate:.0} patches/s");
+
+    let state = tempfile::tempdir()?;
+    let controller = Controller::start_with(
+        &cp,
+        state.path(),
+        130,
+        &[("CONPAAS_LOCAL_BACKEND", "memory")],
+    )?;
+    manifest::apply(&admin, "apiVersion: conpaas.io/v1alpha1\nkind: Cloud\nmetadata: {name: local}\nspec: {local: {}}\n---\napiVersion: conpaas.io/v1alpha1\nkind: Application\nmetadata: {name: bench}\nspec: {cloud: local}\n", NS).await?;
+
+    let mut config = Config::new(cp.url.parse()?);
+    config.root_cert = Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(&cp.kubeconfig)?,
+        &Default::default(),
+    )
+    .await?
+    .root_cert;
+    let agents = Arc::new(Agents {
+        raw: Client::try_from(config)?,
+        writes: AtomicU64::new(0),
+    });
+    tokio::spawn(simulate_agents(admin.clone(), agents.clone()));
+
+    let services = args.nodes.div_ceil(args.per_service);
+    let writes_before = api_writes(&admin).await?;
+    let started = Instant::now();
+    for i in 0..services {
+        let count = args.per_service.min(args.nodes - i * args.per_service);
+        let yaml = format!(
+            "apiVersion: conpaas.io/v1alpha1\nkind: Service\nmetadata: {{name: s{i}}}\nspec: {{application: bench, type: helloworld, roles: [{{name: node, count: {count}}}]}}\n"
+        );
+        manifest::apply(&admin, &yaml, NS).await?;
+    }
+    let api: Api<Service> = Api::namespaced(admin.clone(), NS);
+    wait::until("every Service Ready", Duration::from_secs(3600), || {
+        let api = api.clone();
+        async move {
+            let list = api.list(&ListParams::default()).await?;
+            Ok(list.items.len() == services
+                && list.items.iter().all(|s| {
+                    s.status
+                        .as_ref()
+                        .is_some_and(|st| is_condition_true(&st.conditions, "Ready"))
+                }))
+        }
+    })
+    .await?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let writes = api_writes(&admin).await? - writes_before;
+    let pid = controller.pid().context("controller pid")?;
+    println!(
+        "{} nodes in {services} Services: all Ready in {elapsed:.1}s",
+        args.nodes
+    );
+    println!(
+        "API writes: {writes} ({:.1} per node; simulated agents made {})",
+        writes as f64 / args.nodes as f64,
+        agents.writes.load(Ordering::Relaxed)
+    );
+    println!(
+        "target: time to Ready <= 2 x writes / raw rate = {:.1}s",
+        2.0 * writes as f64 / rate
+    );
+    println!(
+        "controller RSS at {} nodes: {:.1} MiB",
+        args.nodes,
+        rss_mib(pid)?
+    );
+
+    // Steady state: nothing changes; only heartbeats flow.
+    let calls_before = cloud_calls(&controller).await?;
+    let breakdown_before = api_writes_by(&admin).await?;
+    let writes_before = api_writes(&admin).await?;
+    let agent_writes_before = agents.writes.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(args.steady_seconds)).await;
+    let total = api_writes(&admin).await? - writes_before;
+    let by_agents = agents.writes.load(Ordering::Relaxed) - agent_writes_before;
+    let calls_after = cloud_calls(&controller).await?;
+    println!(
+        "  writes by resource:\n{}",
+        grown(&breakdown_before, &api_writes_by(&admin).await?)
+    );
+    println!(
+        "steady state, {}s: {} API writes by the controller ({total} in all, {by_agents} by the agents' heartbeats)",
+        args.steady_seconds,
+        total.saturating_sub(by_agents)
+    );
+    for op in ["list", "get", "create", "delete"] {
+        println!(
+            "  cloud {op} calls: {:.0}",
+            sum_calls(&calls_after, op) - sum_calls(&calls_before, op)
+        );
+    }
+    println!(
+        "controller RSS after steady state: {:.1} MiB",
+        rss_mib(pid)?
+    );
+    Ok(())
+}
