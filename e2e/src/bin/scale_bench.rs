@@ -273,6 +273,11 @@ async fn raw_apply_rate(admin: &Client, seconds: u64) -> anyhow::Result<f64> {
     namespaces.delete("rate", &Default::default()).await?;
     api.delete_collection(&Default::default(), &ListParams::default())
         .await?;
+    wait::until("the scratch namespace to be gone", Duration::from_secs(120), || {
+        let namespaces = namespaces.clone();
+        async move { Ok(namespaces.get_opt("rate").await?.is_none()) }
+    })
+    .await?;
     Ok(done.load(Ordering::Relaxed) as f64 / seconds as f64)
 }
 
