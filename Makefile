@@ -4,7 +4,7 @@
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/conpaas/target
 CARGO ?= cargo
 
-.PHONY: run test build kube crds lint bench
+.PHONY: run test build kube crds lint bench scale-bench
 
 kube:
 	e2e/tools/build-kube.sh
@@ -28,3 +28,7 @@ lint:
 bench: kube
 	$(CARGO) build --workspace --bins --release
 	$(CARGO_TARGET_DIR)/release/conpaas-bench
+
+scale-bench: kube
+	$(CARGO) build --workspace --bins --release
+	$(CARGO_TARGET_DIR)/release/conpaas-scale-bench

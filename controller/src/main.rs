@@ -23,7 +23,7 @@ use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
-use kube::{Api, Client, Config};
+use kube::{Api, Client, Config, ResourceExt};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -87,6 +87,7 @@ async fn main() -> anyhow::Result<()> {
         watcher::Config::default().labels(conpaas_crds::labels::LABEL_SERVICE),
     )
     .default_backoff()
+    .modify(|lease| lease.managed_fields_mut().clear())
     .reflect(lease_writer)
     .for_each(|event| async {
         if let Err(e) = event {

@@ -52,17 +52,6 @@ async fn delete_and_wait(client: &kube::Client, name: &str) -> anyhow::Result<()
     .await
 }
 
-fn rss_mib(pid: u32) -> anyhow::Result<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .context("VmRSS")?
-        .parse()?;
-    Ok(kib / 1024.0)
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cp = ControlPlane::start().await?;
@@ -89,12 +78,12 @@ async fn main() -> anyhow::Result<()> {
     );
 
     let pid = controller.pid().context("controller pid")?;
-    let idle = rss_mib(pid)?;
+    let idle = conpaas_e2e::process::rss_mib(pid)?;
     let t = apply_until_ready(&client, "three-hundred", 300, Duration::from_secs(1200)).await?;
     println!("apply -> Ready, 300 nodes: {:.1}s", t.as_secs_f64());
     let mut peak: f64 = 0.0;
     for _ in 0..10 {
-        peak = peak.max(rss_mib(pid)?);
+        peak = peak.max(conpaas_e2e::process::rss_mib(pid)?);
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     println!("controller RSS: {idle:.1} MiB idle, {peak:.1} MiB holding 300 nodes");

@@ -273,23 +273,16 @@ async fn raw_apply_rate(admin: &Client, seconds: u64) -> anyhow::Result<f64> {
     namespaces.delete("rate", &Default::default()).await?;
     api.delete_collection(&Default::default(), &ListParams::default())
         .await?;
-    wait::until("the scratch namespace to be gone", Duration::from_secs(120), || {
-        let namespaces = namespaces.clone();
-        async move { Ok(namespaces.get_opt("rate").await?.is_none()) }
-    })
+    wait::until(
+        "the scratch namespace to be gone",
+        Duration::from_secs(120),
+        || {
+            let namespaces = namespaces.clone();
+            async move { Ok(namespaces.get_opt("rate").await?.is_none()) }
+        },
+    )
     .await?;
     Ok(done.load(Ordering::Relaxed) as f64 / seconds as f64)
-}
-
-fn rss_mib(pid: u32) -> anyhow::Result<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .context("VmRSS")?
-        .parse()?;
-    Ok(kib / 1024.0)
 }
 
 async fn cloud_calls(controller: &Controller) -> anyhow::Result<String> {
@@ -389,7 +382,7 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "controller RSS at {} nodes: {:.1} MiB",
         args.nodes,
-        rss_mib(pid)?
+        conpaas_e2e::process::rss_mib(pid)?
     );
 
     // Steady state: nothing changes; only heartbeats flow.
@@ -418,7 +411,7 @@ async fn main() -> anyhow::Result<()> {
     }
     println!(
         "controller RSS after steady state: {:.1} MiB",
-        rss_mib(pid)?
+        conpaas_e2e::process::rss_mib(pid)?
     );
     Ok(())
 }
