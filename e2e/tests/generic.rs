@@ -261,3 +261,91 @@ async fn generic_code_from_a_url_is_checked_against_its_sha256() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_master_is_replaced_in_place_and_the_nodes_learn_its_address() {
+    let env = env("generic-master-e2e", 49).await;
+    env.apply(
+        EXAMPLE
+            .split("---")
+            .take(2)
+            .collect::<Vec<_>>()
+            .join("---")
+            .as_str(),
+    )
+    .await;
+    let cms: Api<ConfigMap> = Api::namespaced(env.client.clone(), &env.ns);
+    let cm = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some("gen-code".into()),
+            ..Default::default()
+        },
+        binary_data: Some(BTreeMap::from([(
+            "code.tar".to_string(),
+            ByteString(archive()),
+        )])),
+        ..Default::default()
+    };
+    cms.create(&PostParams::default(), &cm).await.unwrap();
+    let mut spec = service(1);
+    spec["spec"]["health"] = json!({"heartbeatTimeoutSeconds": 3});
+    let pp = PatchParams::apply("conpaas-e2e").force();
+    env.services()
+        .patch("gen", &pp, &Patch::Apply(&spec))
+        .await
+        .unwrap();
+    env.wait_ready("gen", "master 1/1, node 1/1").await;
+
+    let nodes = env.nodes("gen").await;
+    let master = nodes
+        .iter()
+        .find(|n| n.spec.role == "master")
+        .unwrap()
+        .clone();
+    let worker = nodes
+        .iter()
+        .find(|n| n.spec.role == "node")
+        .unwrap()
+        .clone();
+    let pid = env.live_vms().into_iter().find(|pid| {
+        std::fs::read(format!("/proc/{pid}/cmdline"))
+            .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&master.spec.token))
+    });
+    nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(pid.expect("the master's VM")),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+
+    // A new master (same role, new node) takes over, and notify.sh tells the worker its address.
+    conpaas_e2e::wait::until("a new master", LIMIT, || async {
+        let now = env.nodes("gen").await;
+        Ok(now
+            .iter()
+            .any(|n| n.spec.role == "master" && n.metadata.name != master.metadata.name))
+    })
+    .await
+    .unwrap();
+    env.wait_ready("gen", "master 1/1, node 1/1").await;
+    let new_master = env
+        .nodes("gen")
+        .await
+        .into_iter()
+        .find(|n| n.spec.role == "master")
+        .unwrap();
+    let new_ip = new_master.status.unwrap().address.unwrap();
+    env.wait_service("gen", "the worker told the new master's address", |_| {
+        vm_file(&env, &worker.spec.token, "members.txt")
+            .is_some_and(|m| m.split_whitespace().any(|a| a == new_ip))
+    })
+    .await;
+    assert_eq!(
+        env.nodes("gen")
+            .await
+            .iter()
+            .filter(|n| n.spec.role == "master")
+            .count(),
+        1,
+        "exactly one master"
+    );
+}
