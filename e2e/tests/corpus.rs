@@ -742,15 +742,7 @@ async fn a_corpus_of_bad_manifests_is_refused_or_reported_and_nothing_stalls() {
     );
 
     // The controller lives and serves: the valid Service still scales.
-    let spec = json!({"apiVersion": "conpaas.io/v1alpha1", "kind": "Service", "spec": {"application": "demo", "type": "helloworld", "roles": [{"name": "node", "count": 4}]}});
-    env.services()
-        .patch(
-            "hello",
-            &PatchParams::apply("conpaas-e2e").force(),
-            &Patch::Apply(spec),
-        )
-        .await
-        .unwrap();
+    env.scale_hello(4).await;
     env.wait_ready("hello", "node 4/4").await;
     assert!(
         !env.controller.log().contains("panicked"),
@@ -821,14 +813,6 @@ async fn an_object_the_controller_cannot_read_stops_nothing_else() {
     })
     .await
     .unwrap();
-    let spec = json!({"apiVersion": "conpaas.io/v1alpha1", "kind": "Service", "spec": {"application": "demo", "type": "helloworld", "roles": [{"name": "node", "count": 4}]}});
-    env.services()
-        .patch(
-            "hello",
-            &PatchParams::apply("conpaas-e2e").force(),
-            &Patch::Apply(spec),
-        )
-        .await
-        .unwrap();
+    env.scale_hello(4).await;
     env.wait_ready("hello", "node 4/4").await;
 }

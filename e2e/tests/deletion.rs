@@ -54,12 +54,7 @@ async fn a_restarted_controller_adopts_running_vms_instead_of_creating_new_ones(
     env.controller.kill();
     env.controller.restart().unwrap();
     // Scale up so the new controller has work; the three old VMs must remain the same processes.
-    let pp = kube::api::PatchParams::apply("conpaas-e2e").force();
-    let spec = serde_json::json!({"apiVersion": "conpaas.io/v1alpha1", "kind": "Service", "spec": {"application": "demo", "type": "helloworld", "roles": [{"name": "node", "count": 4}]}});
-    env.services()
-        .patch("hello", &pp, &kube::api::Patch::Apply(spec))
-        .await
-        .unwrap();
+    env.scale_hello(4).await;
     env.wait_ready("hello", "node 4/4").await;
     let after = env.live_vms();
     assert_eq!(after.len(), 4, "one VM per node, none doubled");

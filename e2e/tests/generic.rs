@@ -46,6 +46,23 @@ fn service(nodes: i32) -> serde_json::Value {
     })
 }
 
+/// The ConfigMap `gen-code` holding the scripts' archive.
+async fn create_code(env: &Env) {
+    let cms: Api<ConfigMap> = Api::namespaced(env.client.clone(), &env.ns);
+    let cm = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some("gen-code".into()),
+            ..Default::default()
+        },
+        binary_data: Some(BTreeMap::from([(
+            "code.tar".to_string(),
+            ByteString(archive()),
+        )])),
+        ..Default::default()
+    };
+    cms.create(&PostParams::default(), &cm).await.unwrap();
+}
+
 fn vm_file(env: &Env, token: &str, file: &str) -> Option<String> {
     std::fs::read_to_string(
         env.state
@@ -70,19 +87,7 @@ async fn generic_runs_the_lifecycle_scripts() {
             .as_str(),
     )
     .await;
-    let cms: Api<ConfigMap> = Api::namespaced(env.client.clone(), &env.ns);
-    let cm = ConfigMap {
-        metadata: ObjectMeta {
-            name: Some("gen-code".into()),
-            ..Default::default()
-        },
-        binary_data: Some(BTreeMap::from([(
-            "code.tar".to_string(),
-            ByteString(archive()),
-        )])),
-        ..Default::default()
-    };
-    cms.create(&PostParams::default(), &cm).await.unwrap();
+    create_code(&env).await;
     let pp = PatchParams::apply("conpaas-e2e").force();
     env.services()
         .patch("gen", &pp, &Patch::Apply(service(2)))
@@ -274,19 +279,7 @@ async fn a_dead_master_is_replaced_in_place_and_the_nodes_learn_its_address() {
             .as_str(),
     )
     .await;
-    let cms: Api<ConfigMap> = Api::namespaced(env.client.clone(), &env.ns);
-    let cm = ConfigMap {
-        metadata: ObjectMeta {
-            name: Some("gen-code".into()),
-            ..Default::default()
-        },
-        binary_data: Some(BTreeMap::from([(
-            "code.tar".to_string(),
-            ByteString(archive()),
-        )])),
-        ..Default::default()
-    };
-    cms.create(&PostParams::default(), &cm).await.unwrap();
+    create_code(&env).await;
     let mut spec = service(1);
     spec["spec"]["health"] = json!({"heartbeatTimeoutSeconds": 3});
     let pp = PatchParams::apply("conpaas-e2e").force();

@@ -7,8 +7,6 @@ use std::time::Instant;
 
 use common::*;
 use conpaas_e2e::{Controller, wait};
-use kube::api::{Patch, PatchParams};
-use serde_json::json;
 
 const LEASE: &[(&str, &str)] = &[("CONPAAS_LEADER_LEASE_SECONDS", "4")];
 
@@ -60,16 +58,7 @@ async fn a_standby_replica_takes_over_when_the_leader_dies() {
         "the standby created nothing while it stood by"
     );
 
-    let spec = json!({"apiVersion": "conpaas.io/v1alpha1", "kind": "Service",
-        "spec": {"application": "demo", "type": "helloworld", "roles": [{"name": "node", "count": 4}]}});
-    env.services()
-        .patch(
-            "hello",
-            &PatchParams::apply("conpaas-e2e").force(),
-            &Patch::Apply(spec),
-        )
-        .await
-        .unwrap();
+    env.scale_hello(4).await;
     env.wait_ready("hello", "node 4/4").await;
     assert_eq!(
         env.live_vms().len(),

@@ -7,7 +7,7 @@ mod common;
 use common::*;
 use conpaas_e2e::wait;
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, ListParams};
 use serde_json::json;
 
 fn service(name: &str, spec: serde_json::Value) -> String {
@@ -82,12 +82,7 @@ async fn an_unsatisfiable_service_says_why_and_the_rest_keeps_working() {
     );
 
     // The healthy service still scales, and the broken one recovers once its Application exists.
-    let pp = PatchParams::apply("conpaas-e2e").force();
-    let spec = json!({"apiVersion": "conpaas.io/v1alpha1", "kind": "Service", "spec": {"application": "demo", "type": "helloworld", "roles": [{"name": "node", "count": 4}]}});
-    env.services()
-        .patch("hello", &pp, &Patch::Apply(spec))
-        .await
-        .unwrap();
+    env.scale_hello(4).await;
     env.wait_ready("hello", "node 4/4").await;
     env.apply("apiVersion: conpaas.io/v1alpha1\nkind: Application\nmetadata: {name: nowhere}\nspec: {cloud: local}\n").await;
     env.wait_ready("orphan", "node 1/1").await;

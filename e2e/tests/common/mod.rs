@@ -75,6 +75,17 @@ impl Env {
         self.nodes_api().list(&lp).await.expect("list nodes").items
     }
 
+    /// Applies the example's helloworld Service `hello` with `count` nodes.
+    pub async fn scale_hello(&self, count: i32) {
+        let spec = serde_json::json!({"apiVersion": "conpaas.io/v1alpha1", "kind": "Service",
+            "spec": {"application": "demo", "type": "helloworld", "roles": [{"name": "node", "count": count}]}});
+        let pp = kube::api::PatchParams::apply("conpaas-e2e").force();
+        self.services()
+            .patch("hello", &pp, &kube::api::Patch::Apply(spec))
+            .await
+            .expect("scale hello");
+    }
+
     /// Waits until the Service is Ready for its current generation and `ready` reads as given.
     pub async fn wait_ready(&self, service: &str, ready: &str) {
         let api = self.services();
