@@ -55,7 +55,14 @@ async fn main() -> anyhow::Result<()> {
         logs = cp.dir().join("logs").display(),
         state = state.display(),
     );
-    tokio::signal::ctrl_c().await?;
+    // Ctrl-C, a closed terminal or a plain `kill`: each stops everything, VMs included.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result?,
+        _ = term.recv() => {}
+        _ = hangup.recv() => {}
+    }
     eprintln!("stopping ...");
     drop(controller);
     drop(cp);
