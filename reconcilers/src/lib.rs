@@ -19,6 +19,8 @@ pub mod context;
 pub mod error;
 pub mod events;
 pub mod finalizers;
+#[cfg(test)]
+mod fixtures;
 pub mod guard;
 pub mod metrics;
 pub mod service;

@@ -113,7 +113,6 @@ pub async fn sweep(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use conpaas_crds::v1alpha1::{ServiceNodeSpec, ServiceType};
 
     fn vm(namespace: &str, node: &str, token: &str, age: u64) -> Vm {
         Vm {
@@ -132,24 +131,7 @@ mod tests {
     }
 
     fn node(namespace: &str, name: &str, token: &str) -> ServiceNode {
-        let mut n = ServiceNode::new(
-            name,
-            ServiceNodeSpec {
-                application: "a".into(),
-                service: "s".into(),
-                service_type: ServiceType::Helloworld,
-                role: "node".into(),
-                cloud: "local".into(),
-                instance_type: None,
-                token: token.into(),
-                code: None,
-                settings: Default::default(),
-                startup_script: None,
-                heartbeat_timeout_seconds: 60,
-                paused: false,
-                members: vec![],
-            },
-        );
+        let mut n = ServiceNode::new(name, crate::fixtures::node_spec(token));
         n.metadata.namespace = Some(namespace.into());
         n
     }

@@ -191,7 +191,7 @@ fn title(phase: Phase) -> String {
 mod tests {
     use super::*;
     use crate::service::plan::{DesiredRole, NodeConfig};
-    use conpaas_crds::v1alpha1::{ServiceNodeSpec, ServiceType};
+    use conpaas_crds::v1alpha1::ServiceType;
     use k8s_openapi::jiff::Timestamp;
 
     fn now(s: i64) -> Time {
@@ -220,21 +220,7 @@ mod tests {
         (0..n)
             .map(|i| ObservedNode {
                 name: format!("s-node-{i}"),
-                spec: ServiceNodeSpec {
-                    application: "a".into(),
-                    service: "s".into(),
-                    service_type: ServiceType::Helloworld,
-                    role: "node".into(),
-                    cloud: "local".into(),
-                    instance_type: None,
-                    token: format!("t{i}"),
-                    code: None,
-                    settings: Default::default(),
-                    startup_script: None,
-                    heartbeat_timeout_seconds: 60,
-                    paused: false,
-                    members: vec![],
-                },
+                spec: crate::fixtures::node_spec(&format!("t{i}")),
                 deleting: false,
                 unhealthy: None,
                 suspect: false,

@@ -159,43 +159,31 @@ pub async fn token(ctx: &Context, node: &ServiceNode) -> Result<String, Error> {
 pub async fn remove(ctx: &Context, node: &ServiceNode) -> Result<(), Error> {
     let ns = node.namespace().ok_or(Error::MissingField("namespace"))?;
     let name = node.name_any();
-    let dp = DeleteParams::default();
-    let object = format!("{ns}/{name}");
-    ignore_missing(
-        Api::<Lease>::namespaced(ctx.client.clone(), &ns)
-            .delete(&name, &dp)
-            .await
-            .map(|_| ()),
-    )
-    .ctx("delete lease", &object)?;
-    ignore_missing(
-        Api::<RoleBinding>::namespaced(ctx.client.clone(), &ns)
-            .delete(&name, &dp)
-            .await
-            .map(|_| ()),
-    )
-    .ctx("delete role binding", &object)?;
-    ignore_missing(
-        Api::<Role>::namespaced(ctx.client.clone(), &ns)
-            .delete(&name, &dp)
-            .await
-            .map(|_| ()),
-    )
-    .ctx("delete role", &object)?;
-    ignore_missing(
-        Api::<ServiceAccount>::namespaced(ctx.client.clone(), &ns)
-            .delete(&name, &dp)
-            .await
-            .map(|_| ()),
-    )
-    .ctx("delete service account", &object)?;
-    Ok(())
+    delete_if_present::<Lease>(ctx, &ns, &name, "delete lease").await?;
+    delete_if_present::<RoleBinding>(ctx, &ns, &name, "delete role binding").await?;
+    delete_if_present::<Role>(ctx, &ns, &name, "delete role").await?;
+    delete_if_present::<ServiceAccount>(ctx, &ns, &name, "delete service account").await
 }
 
-fn ignore_missing(result: Result<(), kube::Error>) -> Result<(), kube::Error> {
-    match result {
+async fn delete_if_present<K>(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    operation: &'static str,
+) -> Result<(), Error>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    match Api::<K>::namespaced(ctx.client.clone(), ns)
+        .delete(name, &DeleteParams::default())
+        .await
+    {
+        Ok(_) => Ok(()),
         Err(e) if is_not_found(&e) => Ok(()),
-        other => other,
+        Err(e) => Err(e).ctx(operation, format!("{ns}/{name}")),
     }
 }
 

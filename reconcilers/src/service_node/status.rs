@@ -195,7 +195,7 @@ pub fn changed(node: &ServiceNode, status: &ServiceNodeStatus) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use conpaas_crds::v1alpha1::{AgentStatus, ServiceNodeSpec, ServiceNodeStatus, ServiceType};
+    use conpaas_crds::v1alpha1::{AgentStatus, ServiceNodeSpec, ServiceNodeStatus};
     use kube::api::ObjectMeta;
 
     fn at(secs: i64) -> Timestamp {
@@ -206,19 +206,8 @@ mod tests {
         let mut node = ServiceNode::new(
             "s-node-0",
             ServiceNodeSpec {
-                application: "a".into(),
-                service: "s".into(),
-                service_type: ServiceType::Helloworld,
-                role: "node".into(),
-                cloud: "local".into(),
-                instance_type: None,
-                token: "t".into(),
-                code: None,
-                settings: Default::default(),
-                startup_script: None,
                 heartbeat_timeout_seconds: 10,
-                paused: false,
-                members: vec![],
+                ..crate::fixtures::node_spec("t")
             },
         );
         node.metadata = ObjectMeta {
