@@ -6,9 +6,8 @@ mod common;
 
 use common::*;
 use conpaas_e2e::wait;
-use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
 /// Server-side apply names list-map items by key, schema validation by index: either names it.
@@ -674,7 +673,7 @@ fn corpus() -> Vec<(Value, Expect)> {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_corpus_of_bad_manifests_is_refused_or_reported_and_nothing_stalls() {
     let env = env("corpus-e2e", 45).await;
-    env.apply(EXAMPLE).await;
+    env.apply(&EXAMPLE).await;
     env.apply("apiVersion: conpaas.io/v1alpha1\nkind: Application\nmetadata: {name: no-cloud}\nspec: {}\n").await;
     env.apply("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: empty}\ndata: {other: x}\n")
         .await;
@@ -753,7 +752,7 @@ async fn a_corpus_of_bad_manifests_is_refused_or_reported_and_nothing_stalls() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_object_the_controller_cannot_read_stops_nothing_else() {
     let env = env("unreadable-e2e", 46).await;
-    env.apply(EXAMPLE).await;
+    env.apply(&EXAMPLE).await;
     env.wait_ready("hello", "node 3/3").await;
 
     // A newer CRD allows a VM state this controller does not know; one node shows it.
@@ -796,23 +795,8 @@ async fn an_object_the_controller_cannot_read_stops_nothing_else() {
     .unwrap();
 
     // The controller says it cannot read it, and keeps serving everything else.
-    let events: Api<Event> = Api::namespaced(env.client.clone(), &env.ns);
-    wait::until("an InvalidObject event", LIMIT, || {
-        let events = events.clone();
-        async move {
-            Ok(events
-                .list(&ListParams::default())
-                .await?
-                .items
-                .iter()
-                .any(|e| {
-                    e.reason.as_deref() == Some("InvalidObject")
-                        && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("ghost")
-                }))
-        }
-    })
-    .await
-    .unwrap();
+    env.wait_event(&env.ns, "InvalidObject", Some("ghost"))
+        .await;
     env.scale_hello(4).await;
     env.wait_ready("hello", "node 4/4").await;
 }

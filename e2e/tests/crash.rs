@@ -12,8 +12,7 @@ use conpaas_cloud::local::{LocalCloud, LocalConfig};
 use conpaas_cloud::{ComputeDriver, CreateRequest, Tags, VmState};
 use conpaas_crds::v1alpha1::ServiceNode;
 use conpaas_e2e::wait;
-use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use serde_json::json;
 
 /// The controller's VMs as the cloud lists them, live ones only.
@@ -188,20 +187,7 @@ async fn orphans_are_swept_and_foreign_vms_are_never_touched() {
     })
     .await
     .unwrap();
-    let events: Api<Event> = Api::namespaced(env.client.clone(), "default");
-    wait::until("an OrphanSwept event", LIMIT, || {
-        let events = events.clone();
-        async move {
-            Ok(events
-                .list(&ListParams::default())
-                .await?
-                .items
-                .iter()
-                .any(|e| e.reason.as_deref() == Some("OrphanSwept")))
-        }
-    })
-    .await
-    .unwrap();
+    env.wait_event("default", "OrphanSwept", None).await;
     let nodes = env.nodes("hello").await;
     let vms = live_vms(env.state.path()).await;
     assert_eq!(leaks_and_duplicates(&vms, &nodes), (0, 0));

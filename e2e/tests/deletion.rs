@@ -11,7 +11,7 @@ use kube::api::{Api, DeleteParams};
 #[tokio::test(flavor = "multi_thread")]
 async fn deleting_the_application_while_the_controller_is_down_still_terminates_every_vm() {
     let mut env = env("delete-e2e", 33).await;
-    env.apply(EXAMPLE).await;
+    env.apply(&EXAMPLE).await;
     env.wait_ready("hello", "node 3/3").await;
     assert_eq!(env.live_vms().len(), 3);
 
@@ -44,7 +44,7 @@ async fn deleting_the_application_while_the_controller_is_down_still_terminates_
 #[tokio::test(flavor = "multi_thread")]
 async fn a_restarted_controller_adopts_running_vms_instead_of_creating_new_ones() {
     let mut env = env("restart-e2e", 34).await;
-    env.apply(EXAMPLE).await;
+    env.apply(&EXAMPLE).await;
     env.wait_ready("hello", "node 3/3").await;
     let before = {
         let mut p = env.live_vms();
@@ -72,7 +72,7 @@ async fn deletion_policy_orphan_leaves_the_vms_running_and_unswept() {
         &[("CONPAAS_ORPHAN_GRACE_SECONDS", "1")],
     )
     .await;
-    env.apply(EXAMPLE).await;
+    env.apply(&EXAMPLE).await;
     env.apply("apiVersion: conpaas.io/v1alpha1\nkind: Service\nmetadata: {name: hello}\nspec: {application: demo, type: helloworld, deletionPolicy: Orphan, roles: [{name: node, count: 3}]}\n").await;
     env.wait_ready("hello", "node 3/3").await;
     let before = env.live_vms();
@@ -97,7 +97,7 @@ async fn deletion_policy_orphan_leaves_the_vms_running_and_unswept() {
 async fn a_paused_service_is_left_alone_until_resumed() {
     use kube::api::{Patch, PatchParams};
     let env = env("paused-e2e", 44).await;
-    env.apply(EXAMPLE).await;
+    env.apply(&EXAMPLE).await;
     // A short heartbeat timeout: the VM killed while paused is replaced soon after the resume.
     env.apply("apiVersion: conpaas.io/v1alpha1\nkind: Service\nmetadata: {name: hello}\nspec: {application: demo, type: helloworld, health: {heartbeatTimeoutSeconds: 3}, roles: [{name: node, count: 3}]}\n").await;
     env.wait_ready("hello", "node 3/3").await;

@@ -78,15 +78,7 @@ fn vm_file(env: &Env, token: &str, file: &str) -> Option<String> {
 #[tokio::test(flavor = "multi_thread")]
 async fn generic_runs_the_lifecycle_scripts() {
     let env = env("generic-e2e", 32).await;
-    env.apply(
-        EXAMPLE
-            .split("---")
-            .take(2)
-            .collect::<Vec<_>>()
-            .join("---")
-            .as_str(),
-    )
-    .await;
+    env.apply_cloud_and_app().await;
     create_code(&env).await;
     let pp = PatchParams::apply("conpaas-e2e").force();
     env.services()
@@ -213,15 +205,7 @@ fn url_service(url: &str, sha256: &str) -> serde_json::Value {
 async fn generic_code_from_a_url_is_checked_against_its_sha256() {
     use sha2::{Digest, Sha256};
     let env = env("generic-url-e2e", 37).await;
-    env.apply(
-        EXAMPLE
-            .split("---")
-            .take(2)
-            .collect::<Vec<_>>()
-            .join("---")
-            .as_str(),
-    )
-    .await;
+    env.apply_cloud_and_app().await;
     let body = archive();
     let url = serve(body.clone()).await;
     let pp = PatchParams::apply("conpaas-e2e").force();
@@ -270,15 +254,7 @@ async fn generic_code_from_a_url_is_checked_against_its_sha256() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dead_master_is_replaced_in_place_and_the_nodes_learn_its_address() {
     let env = env("generic-master-e2e", 49).await;
-    env.apply(
-        EXAMPLE
-            .split("---")
-            .take(2)
-            .collect::<Vec<_>>()
-            .join("---")
-            .as_str(),
-    )
-    .await;
+    env.apply_cloud_and_app().await;
     create_code(&env).await;
     let mut spec = service(1);
     spec["spec"]["health"] = json!({"heartbeatTimeoutSeconds": 3});

@@ -32,8 +32,7 @@ fn degraded_reason(s: &conpaas_crds::v1alpha1::Service) -> Option<String> {
 #[tokio::test(flavor = "multi_thread")]
 async fn dead_agents_are_replaced_and_an_outage_holds_remediation() {
     let env = env("health-e2e", 39).await;
-    env.apply(&EXAMPLE.split("---").take(2).collect::<Vec<_>>().join("---"))
-        .await;
+    env.apply_cloud_and_app().await;
     env.apply(MANIFEST).await;
     env.wait_ready("hello", "node 3/3").await;
 
@@ -96,8 +95,7 @@ async fn a_vm_deleted_out_of_band_is_replaced() {
     use conpaas_cloud::ComputeDriver;
     use conpaas_cloud::local::{LocalCloud, LocalConfig};
     let env = env("out-of-band-e2e", 48).await;
-    env.apply(&EXAMPLE.split("---").take(2).collect::<Vec<_>>().join("---"))
-        .await;
+    env.apply_cloud_and_app().await;
     env.apply(MANIFEST).await;
     env.wait_ready("hello", "node 3/3").await;
 

@@ -12,7 +12,7 @@ use serde_json::json;
 #[tokio::test(flavor = "multi_thread")]
 async fn helloworld_runs_scales_stops_and_starts() {
     let env = env("hello-e2e", 31).await;
-    env.apply(EXAMPLE).await;
+    env.apply(&EXAMPLE).await;
 
     // 1. Three nodes, three VMs, each agent reporting its greeting and serving it.
     env.wait_ready("hello", "node 3/3").await;
@@ -126,17 +126,7 @@ async fn helloworld_runs_scales_stops_and_starts() {
         2,
         "the removed nodes' processes are gone"
     );
-    let history: Vec<Phase> = env
-        .services()
-        .get("hello")
-        .await
-        .unwrap()
-        .status
-        .unwrap()
-        .history
-        .iter()
-        .map(|h| h.phase)
-        .collect();
+    let history: Vec<Phase> = phase_history(&env).await;
     assert!(
         history
             .windows(2)
@@ -170,17 +160,7 @@ async fn helloworld_runs_scales_stops_and_starts() {
         .await
         .unwrap();
     env.wait_ready("hello", "node 2/2").await;
-    let history: Vec<Phase> = env
-        .services()
-        .get("hello")
-        .await
-        .unwrap()
-        .status
-        .unwrap()
-        .history
-        .iter()
-        .map(|h| h.phase)
-        .collect();
+    let history: Vec<Phase> = phase_history(&env).await;
     let tail: Vec<Phase> = history[history.len() - 4..].to_vec();
     assert_eq!(
         tail,
@@ -199,4 +179,10 @@ async fn helloworld_runs_scales_stops_and_starts() {
         .unwrap();
     env.wait_gone("hello").await;
     assert!(env.live_vms().is_empty(), "no VM outlives its Service");
+}
+
+/// The phases of the Service `hello`'s history, oldest first.
+async fn phase_history(env: &Env) -> Vec<Phase> {
+    let status = env.services().get("hello").await.unwrap().status.unwrap();
+    status.history.iter().map(|h| h.phase).collect()
 }

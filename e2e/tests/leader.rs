@@ -20,7 +20,7 @@ async fn endpoint(controller: &Controller, path: &str) -> Option<String> {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_standby_replica_takes_over_when_the_leader_dies() {
     let mut env = env_with("leader-e2e", 42, LEASE).await;
-    env.apply(EXAMPLE).await;
+    env.apply(&EXAMPLE).await;
     env.wait_ready("hello", "node 3/3").await;
 
     // A second replica on the same cloud state stands by: alive, not ready, not acting.

@@ -5,9 +5,6 @@
 mod common;
 
 use common::*;
-use conpaas_e2e::wait;
-use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, ListParams};
 use serde_json::json;
 
 fn service(name: &str, spec: serde_json::Value) -> String {
@@ -48,7 +45,7 @@ async fn invalid_manifests_are_rejected_naming_the_field() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unsatisfiable_service_says_why_and_the_rest_keeps_working() {
     let env = env("unsatisfiable-e2e", 36).await;
-    env.apply(EXAMPLE).await;
+    env.apply(&EXAMPLE).await;
     env.apply(&service("orphan", json!({"application": "nowhere", "type": "helloworld", "roles": [{"name": "node", "count": 1}]}))).await;
     env.apply(&service("lost", json!({"application": "demo", "type": "helloworld", "roles": [{"name": "node", "count": 1, "cloud": "mars"}]}))).await;
     env.wait_ready("hello", "node 3/3").await;
@@ -62,19 +59,7 @@ async fn an_unsatisfiable_service_says_why_and_the_rest_keeps_working() {
             })
         })
         .await;
-        let events: Api<Event> = Api::namespaced(env.client.clone(), &env.ns);
-        wait::until(&format!("a {reason} event"), LIMIT, || {
-            let events = events.clone();
-            async move {
-                let list = events.list(&ListParams::default()).await?;
-                Ok(list.items.iter().any(|e| {
-                    e.reason.as_deref() == Some(reason)
-                        && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
-                }))
-            }
-        })
-        .await
-        .unwrap();
+        env.wait_event(&env.ns, reason, Some(name)).await;
     }
     assert!(
         env.nodes("orphan").await.is_empty() && env.nodes("lost").await.is_empty(),

@@ -11,7 +11,12 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::Client;
 use kube::api::{Api, ListParams, ObjectMeta, PostParams};
 
-pub const EXAMPLE: &str = include_str!("../../../manifests/examples/helloworld.yaml");
+/// The helloworld example, read when the tests run (cargo runs them in the package folder) so a
+/// test binary compiled in another checkout never applies that checkout's copy.
+pub static EXAMPLE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    std::fs::read_to_string("../manifests/examples/helloworld.yaml")
+        .expect("manifests/examples/helloworld.yaml")
+});
 pub const LIMIT: Duration = Duration::from_secs(120);
 
 pub struct Env {
@@ -73,6 +78,36 @@ impl Env {
     pub async fn nodes(&self, service: &str) -> Vec<ServiceNode> {
         let lp = ListParams::default().labels(&format!("conpaas.io/service={service}"));
         self.nodes_api().list(&lp).await.expect("list nodes").items
+    }
+
+    /// Applies the example's Cloud and Application, without its Service.
+    pub async fn apply_cloud_and_app(&self) {
+        self.apply(&EXAMPLE.split("---").take(2).collect::<Vec<_>>().join("---"))
+            .await;
+    }
+
+    /// Waits for an Event with `reason` in `namespace`, about the object `regarding` if given.
+    pub async fn wait_event(&self, namespace: &str, reason: &str, regarding: Option<&str>) {
+        let events: Api<k8s_openapi::api::events::v1::Event> =
+            Api::namespaced(self.client.clone(), namespace);
+        wait::until(&format!("a {reason} event"), LIMIT, || {
+            let events = events.clone();
+            async move {
+                Ok(events
+                    .list(&ListParams::default())
+                    .await?
+                    .items
+                    .iter()
+                    .any(|e| {
+                        e.reason.as_deref() == Some(reason)
+                            && regarding.is_none_or(|name| {
+                                e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+                            })
+                    }))
+            }
+        })
+        .await
+        .expect("event");
     }
 
     /// Applies the example's helloworld Service `hello` with `count` nodes.
