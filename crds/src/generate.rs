@@ -57,11 +57,26 @@ fn role_rules() -> Vec<ValidationRule> {
         field_path: Some(".roles".into()),
         ..Default::default()
     }];
+    let defaults = ServiceType::ALL
+        .iter()
+        .map(|t| format!("'{}': '{}'", t.as_str(), t.default_role()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    rules.push(ValidationRule {
+        rule: format!(
+            "!has(self.replicas) || self.roles.all(r, r.name != {{{defaults}}}[self.type] || !has(r.count))"
+        ),
+        message: Some(
+            "spec.replicas: the default role's count is also set in spec.roles[].count; keep one (kubectl scale sets spec.replicas)".into(),
+        ),
+        field_path: Some(".replicas".into()),
+        ..Default::default()
+    });
     for t in ServiceType::ALL {
         if let Some((role, count)) = t.fixed_role() {
             rules.push(ValidationRule {
                 rule: format!(
-                    "self.type != '{}' || self.roles.all(r, r.name != '{role}' || r.count == {count})",
+                    "self.type != '{}' || self.roles.all(r, r.name != '{role}' || !has(r.count) || r.count == {count})",
                     t.as_str()
                 ),
                 message: Some(format!(
@@ -164,7 +179,7 @@ mod tests {
         assert!(
             rules
                 .iter()
-                .any(|r| r.rule.contains("r.name != 'master' || r.count == 1"))
+                .any(|r| r.rule.contains("r.name != 'master' || !has(r.count) || r.count == 1"))
         );
     }
 }

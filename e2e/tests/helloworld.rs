@@ -150,7 +150,7 @@ async fn helloworld_runs_scales_stops_and_starts() {
     assert!(env.live_vms().is_empty(), "no VM runs while stopped");
     assert_eq!(
         env.services().get("hello").await.unwrap().spec.roles[0].count,
-        2,
+        Some(2),
         "the spec stays"
     );
 

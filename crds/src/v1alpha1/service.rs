@@ -21,6 +21,11 @@ use super::Phase;
     shortname = "cpsvc",
     shortname = "cps",
     category = "conpaas",
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
     doc = "An elastic ConPaaS service: a type, roles with node counts, code and settings.",
     printcolumn(name = "Type", type_ = "string", json_path = ".spec.type"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
@@ -56,6 +61,12 @@ pub struct ServiceSpec {
     #[schemars(length(max = 16))]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
     pub roles: Vec<RoleSpec>,
+    /// Node count of the type's scalable default role (`node` for helloworld and generic):
+    /// what `kubectl scale` sets. When it is set, the `roles` entry of that role (if any) leaves
+    /// `count` out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub replicas: Option<i32>,
     /// Code versions and which one is active.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<CodeSpec>,
@@ -144,6 +155,13 @@ impl ServiceType {
         }
     }
 
+    /// The role `spec.replicas` and `kubectl scale` count.
+    pub fn default_role(self) -> &'static str {
+        match self {
+            ServiceType::Helloworld | ServiceType::Generic => "node",
+        }
+    }
+
     /// A role whose count is fixed: it runs exactly this many nodes while the service runs and
     /// is never scaled (the generic master).
     pub fn fixed_role(self) -> Option<(&'static str, i32)> {
@@ -184,9 +202,11 @@ pub struct RoleSpec {
         regex(pattern = r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
     )]
     pub name: String,
-    /// How many nodes run this role.
+    /// How many nodes run this role; unset runs the type's default count (or `spec.replicas`
+    /// for the default role).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 1000))]
-    pub count: i32,
+    pub count: Option<i32>,
     /// Cloud for this role's nodes; defaults to the Application's cloud.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
@@ -273,6 +293,13 @@ pub struct ServiceStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
     pub roles: Vec<RoleStatus>,
+    /// Nodes of the default role that exist (the scale subresource's replicas).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i32>,
+    /// Label selector of the default role's ServiceNodes (for the scale subresource and
+    /// autoscalers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
     /// Code version the nodes were told to run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active_code_version: Option<String>,

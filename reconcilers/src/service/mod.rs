@@ -77,13 +77,14 @@ async fn reconcile_inner(service: &Arc<Service>, ctx: &Arc<Context>) -> Result<R
 
     let previous = service.status.clone().unwrap_or_default();
     let now = Time(Timestamp::now());
-    let status = status::build(
+    let mut status = status::build(
         &previous,
         service.meta().generation,
         &desired,
         &observed.nodes,
         &now,
     );
+    status::set_scale(&mut status, &service.name_any(), service.spec.r#type);
     if status != previous {
         if status.phase != previous.phase {
             let warning = desired.is_err();

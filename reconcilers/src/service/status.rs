@@ -2,7 +2,8 @@
 //! from what was observed, and written by server-side apply only when it changed.
 
 use conpaas_crds::labels::conditions::{DEGRADED, PAUSED, PROGRESSING, READY};
-use conpaas_crds::v1alpha1::{Phase, PhaseChange, RoleStatus, ServiceStatus};
+use conpaas_crds::labels::{LABEL_ROLE, LABEL_SERVICE};
+use conpaas_crds::v1alpha1::{Phase, PhaseChange, RoleStatus, ServiceStatus, ServiceType};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::plan::{Desired, ObservedNode, remediation_allowed};
@@ -127,7 +128,23 @@ pub fn build(
         observed_generation: generation,
         conditions,
         history,
+        replicas: None,
+        selector: None,
     }
+}
+
+/// Fills what the scale subresource reads: the default role's current node count and the label
+/// selector of its ServiceNodes.
+pub fn set_scale(status: &mut ServiceStatus, service: &str, ty: ServiceType) {
+    let role = ty.default_role();
+    status.replicas = Some(
+        status
+            .roles
+            .iter()
+            .find(|r| r.name == role)
+            .map_or(0, |r| r.current),
+    );
+    status.selector = Some(format!("{LABEL_SERVICE}={service},{LABEL_ROLE}={role}"));
 }
 
 fn role_counts(desired: &Result<Desired, Problem>, nodes: &[ObservedNode]) -> Vec<RoleStatus> {
@@ -191,7 +208,6 @@ fn title(phase: Phase) -> String {
 mod tests {
     use super::*;
     use crate::service::plan::{DesiredRole, NodeConfig};
-    use conpaas_crds::v1alpha1::ServiceType;
     use k8s_openapi::jiff::Timestamp;
 
     fn now(s: i64) -> Time {

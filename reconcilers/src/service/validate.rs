@@ -98,7 +98,10 @@ pub fn validate(spec: &ServiceSpec, inputs: Inputs<'_>) -> Result<Desired, Probl
         let role_spec = spec.roles.iter().find(|r| r.name == *name);
         let count = match spec.r#type.fixed_role() {
             Some((fixed, count)) if fixed == *name => count,
-            _ => role_spec.map_or(*default_count, |r| r.count),
+            _ if *name == spec.r#type.default_role() && spec.replicas.is_some() => {
+                spec.replicas.unwrap_or(*default_count)
+            }
+            _ => role_spec.and_then(|r| r.count).unwrap_or(*default_count),
         };
         let cloud = role_spec
             .and_then(|r| r.cloud.clone())
@@ -192,6 +195,7 @@ mod tests {
             r#type: ty,
             state: DesiredState::Running,
             roles,
+            replicas: None,
             code: None,
             settings: Default::default(),
             startup_script: None,
@@ -204,7 +208,7 @@ mod tests {
     fn role(name: &str, count: i32, cloud: Option<&str>) -> RoleSpec {
         RoleSpec {
             name: name.into(),
-            count,
+            count: Some(count),
             cloud: cloud.map(Into::into),
             instance_type: None,
         }
@@ -249,6 +253,24 @@ mod tests {
             .collect();
         assert_eq!(roles, vec![("master", 1, "local"), ("node", 2, "local")]);
         assert!(d.config.with_members);
+    }
+
+    #[test]
+    fn replicas_count_the_default_role_and_a_role_entry_may_leave_its_count_out() {
+        let placed = RoleSpec {
+            count: None,
+            ..role("node", 0, Some("other"))
+        };
+        let mut scaled = spec(ServiceType::Generic, vec![placed]);
+        scaled.replicas = Some(4);
+        let d = run(&scaled, Some("local"), &["local", "other"]).unwrap();
+        let node = d.roles.iter().find(|r| r.name == "node").unwrap();
+        assert_eq!((node.count, node.cloud.as_str()), (4, "other"));
+
+        scaled.replicas = None;
+        let d = run(&scaled, Some("local"), &["local", "other"]).unwrap();
+        let node = d.roles.iter().find(|r| r.name == "node").unwrap();
+        assert_eq!(node.count, 0, "no count anywhere: the type's default");
     }
 
     #[test]
