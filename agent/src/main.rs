@@ -7,6 +7,7 @@
 
 mod bootstrap;
 mod code;
+mod logserver;
 mod node;
 mod report;
 mod roles;
@@ -33,7 +34,10 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let log = logserver::LogBuffer::default();
     tracing_subscriber::fmt()
+        .with_writer(log.clone())
+        .with_ansi(false)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
@@ -44,6 +48,11 @@ async fn main() -> anyhow::Result<()> {
     let boot = bootstrap::read(&args.user_data)?;
     let client = bootstrap::client(&boot, &args.work_dir).await?;
     tracing::info!(node = %boot.node, namespace = %boot.namespace, address = %args.address, "agent starting");
+    tokio::spawn(logserver::serve(
+        args.address.clone(),
+        log,
+        args.work_dir.join("logs"),
+    ));
     tokio::spawn(token::keep_fresh(
         client.clone(),
         boot.namespace.clone(),

@@ -176,10 +176,9 @@ mod tests {
             rules[0].rule,
             "self.roles.all(r, r.name in {'helloworld': ['node'], 'generic': ['master', 'node']}[self.type])"
         );
-        assert!(
-            rules
-                .iter()
-                .any(|r| r.rule.contains("r.name != 'master' || !has(r.count) || r.count == 1"))
-        );
+        assert!(rules.iter().any(|r| {
+            r.rule
+                .contains("r.name != 'master' || !has(r.count) || r.count == 1")
+        }));
     }
 }

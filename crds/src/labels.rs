@@ -60,3 +60,15 @@ pub mod conditions {
     /// Services: True while the `conpaas.io/paused` annotation stops reconciling.
     pub const PAUSED: &str = "Paused";
 }
+
+/// Annotation: the name people gave an object (ConPaaS names may hold spaces and capitals;
+/// Kubernetes names cannot, and cannot change). `cpsctl rename` sets it.
+pub const ANNOTATION_DISPLAY_NAME: &str = "conpaas.io/display-name";
+/// Annotation: where an imported ConPaaS manifest had the startup script from (its URL).
+pub const ANNOTATION_STARTUP_SCRIPT_URL: &str = "conpaas.io/startup-script-url";
+/// Annotation: the position of a Service in the ConPaaS manifest it came from (order matters:
+/// databases before web tiers).
+pub const ANNOTATION_MANIFEST_INDEX: &str = "conpaas.io/manifest-index";
+/// Annotation: ConPaaS manifest fields this operator does not act on, kept as JSON so an export
+/// writes them back.
+pub const ANNOTATION_MANIFEST_EXTRA: &str = "conpaas.io/manifest-extra";

@@ -155,6 +155,17 @@ impl ServiceType {
         }
     }
 
+    /// The keys of `spec.settings` this type reads, each with what it does.
+    pub fn settings(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            ServiceType::Helloworld => &[(
+                "greeting",
+                "the text every node serves on port 8080 (default `Hello World!`)",
+            )],
+            ServiceType::Generic => &[],
+        }
+    }
+
     /// The role `spec.replicas` and `kubectl scale` count.
     pub fn default_role(self) -> &'static str {
         match self {

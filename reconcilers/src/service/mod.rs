@@ -28,6 +28,45 @@ use serde_json::json;
 use crate::error::{Error, KubeResultExt, is_not_found};
 use crate::{Context, events, finalizers};
 
+/// What the Service loop would do now, without doing it: `cpsctl plan` prints this, and the
+/// loop acts on it.
+pub struct Preview {
+    /// Everything read.
+    pub observed: observe::Observed,
+    /// The validated desired state, or why the Service cannot be satisfied.
+    pub desired: Result<plan::Desired, validate::Problem>,
+    /// The node actions that move the nodes towards `desired` (none when it is an error).
+    pub actions: Vec<plan::Action>,
+}
+
+/// Observes `service` and plans its node actions. Reads only; writes nothing.
+pub async fn preview(client: &kube::Client, service: &Service) -> Result<Preview, Error> {
+    let mut observed = observe::observe(client, service).await?;
+    let desired = validate::validate(
+        &service.spec,
+        validate::Inputs {
+            service: &service.name_any(),
+            application: observed.application.as_ref().map(|a| &a.spec),
+            clouds: &observed.clouds,
+            siblings: &observed.siblings,
+            code: std::mem::replace(&mut observed.code, Ok(None)),
+            paused: service
+                .annotations()
+                .get(ANNOTATION_PAUSED)
+                .is_some_and(|v| v == "true"),
+        },
+    );
+    let actions = match &desired {
+        Ok(desired) => plan::plan(desired, &observed.nodes),
+        Err(_) => Vec::new(),
+    };
+    Ok(Preview {
+        observed,
+        desired,
+        actions,
+    })
+}
+
 /// Reconciles one Service.
 #[tracing::instrument(skip_all, fields(kind = "Service", namespace = service.namespace().unwrap_or_default(), name = service.name_any()))]
 pub async fn reconcile(service: Arc<Service>, ctx: Arc<Context>) -> Result<Requeue, Error> {
@@ -52,26 +91,13 @@ async fn reconcile_inner(service: &Arc<Service>, ctx: &Arc<Context>) -> Result<R
     }
     finalizers::add(&api, service, FINALIZER_NODES).await?;
 
-    let observed = observe::observe(ctx, service).await?;
-    let desired = validate::validate(
-        &service.spec,
-        validate::Inputs {
-            service: &service.name_any(),
-            application: observed.application.as_ref().map(|a| &a.spec),
-            clouds: &observed.clouds,
-            siblings: &observed.siblings,
-            code: observed.code,
-            paused: service
-                .annotations()
-                .get(ANNOTATION_PAUSED)
-                .is_some_and(|v| v == "true"),
-        },
-    );
-    if let Ok(desired) = &desired {
-        let actions = plan::plan(desired, &observed.nodes);
-        if !actions.is_empty() {
-            tracing::debug!(?actions, "plan");
-        }
+    let Preview {
+        observed,
+        desired,
+        actions,
+    } = preview(&ctx.client, service).await?;
+    if !actions.is_empty() {
+        tracing::debug!(?actions, "plan");
         act::act(ctx, service, actions).await?;
     }
 
@@ -133,7 +159,7 @@ async fn delete_nodes_then_release(
     service: &Service,
     ns: &str,
 ) -> Result<Requeue, Error> {
-    let nodes = observe::list_nodes(ctx, ns, &service.name_any()).await?;
+    let nodes = observe::list_nodes(&ctx.client, ns, &service.name_any()).await?;
     if nodes.is_empty() {
         finalizers::remove(api, service, FINALIZER_NODES).await?;
         return Ok(Requeue::await_change());

@@ -17,7 +17,6 @@ use sha2::{Digest, Sha256};
 
 use super::plan::ObservedNode;
 use super::validate::Problem;
-use crate::Context;
 use crate::error::{Error, KubeResultExt, is_not_found};
 
 /// What the Service loop observed.
@@ -37,12 +36,12 @@ pub struct Observed {
 }
 
 /// Observes `service`.
-pub async fn observe(ctx: &Context, service: &Service) -> Result<Observed, Error> {
+pub async fn observe(client: &kube::Client, service: &Service) -> Result<Observed, Error> {
     let ns = service
         .namespace()
         .ok_or(Error::MissingField("namespace"))?;
     let name = service.name_any();
-    let apps: Api<Application> = Api::namespaced(ctx.client.clone(), &ns);
+    let apps: Api<Application> = Api::namespaced(client.clone(), &ns);
     let application = match apps.get(&service.spec.application).await {
         Ok(app) => Some(app),
         Err(e) if is_not_found(&e) => None,
@@ -53,7 +52,7 @@ pub async fn observe(ctx: &Context, service: &Service) -> Result<Observed, Error
             );
         }
     };
-    let clouds: Api<Cloud> = Api::all(ctx.client.clone());
+    let clouds: Api<Cloud> = Api::all(client.clone());
     let clouds = clouds
         .list(&ListParams::default())
         .await
@@ -62,7 +61,7 @@ pub async fn observe(ctx: &Context, service: &Service) -> Result<Observed, Error
         .iter()
         .map(|c| c.name_any())
         .collect();
-    let services = Api::namespaced(ctx.client.clone(), &ns);
+    let services = Api::namespaced(client.clone(), &ns);
     let siblings = if service.spec.links.is_empty() {
         BTreeMap::new()
     } else {
@@ -80,11 +79,11 @@ pub async fn observe(ctx: &Context, service: &Service) -> Result<Observed, Error
             })
             .collect()
     };
-    let listed = list_nodes(ctx, &ns, &name).await?;
+    let listed = list_nodes(client, &ns, &name).await?;
     let now = Timestamp::now();
     let nodes = listed.iter().map(|n| observed_node(n, &now)).collect();
     let next_health_check = next_health_check(&listed, &now);
-    let code = resolve_code(ctx, &ns, service).await?;
+    let code = resolve_code(client, &ns, service).await?;
     Ok(Observed {
         next_health_check,
         application,
@@ -96,8 +95,12 @@ pub async fn observe(ctx: &Context, service: &Service) -> Result<Observed, Error
 }
 
 /// The ServiceNodes of a Service, by label.
-pub async fn list_nodes(ctx: &Context, ns: &str, service: &str) -> Result<Vec<ServiceNode>, Error> {
-    let api = Api::namespaced(ctx.client.clone(), ns);
+pub async fn list_nodes(
+    client: &kube::Client,
+    ns: &str,
+    service: &str,
+) -> Result<Vec<ServiceNode>, Error> {
+    let api = Api::namespaced(client.clone(), ns);
     let lp = ListParams::default().labels(&format!("{LABEL_SERVICE}={service}"));
     // Unreadable nodes are reported by their own loop; their names stay reserved anyway,
     // since creating a node under a taken name fails.
@@ -172,7 +175,7 @@ fn next_health_check(nodes: &[ServiceNode], now: &Timestamp) -> Option<Duration>
 }
 
 async fn resolve_code(
-    ctx: &Context,
+    client: &kube::Client,
     ns: &str,
     service: &Service,
 ) -> Result<Result<Option<NodeCode>, Problem>, Error> {
@@ -199,7 +202,7 @@ async fn resolve_code(
     let Some(key) = &version.config_map else {
         return Ok(Ok(None));
     };
-    let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
     let cm = match cms.get(&key.name).await {
         Ok(cm) => cm,
         Err(e) if is_not_found(&e) => {

@@ -1,0 +1,156 @@
+//! The agent's own log, kept in memory as well as written to stderr, and served read-only on
+//! port 5555 of the VM's address (ConPaaS agents listened on 5555 too): `GET /log?tail=N` is the
+//! agent's log, `GET /log/<script>.log?tail=N` a generic script's output. `cpsctl logs` reads it.
+
+use std::collections::VecDeque;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// Port of the log endpoint.
+pub const PORT: u16 = 5555;
+/// Lines of the agent's log kept in memory.
+const KEPT_LINES: usize = 2000;
+
+/// The latest lines of the agent's log.
+#[derive(Clone, Default)]
+pub struct LogBuffer(Arc<Mutex<VecDeque<String>>>);
+
+impl LogBuffer {
+    fn push(&self, text: &str) {
+        let mut lines = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        for line in text.lines() {
+            if lines.len() == KEPT_LINES {
+                lines.pop_front();
+            }
+            lines.push_back(line.to_string());
+        }
+    }
+
+    fn tail(&self, n: usize) -> String {
+        let lines = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let skip = lines.len().saturating_sub(n);
+        lines.iter().skip(skip).map(|l| format!("{l}\n")).collect()
+    }
+}
+
+/// Writes each log record to stderr and into the buffer.
+pub struct Tee(LogBuffer);
+
+impl Write for Tee {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.push(&String::from_utf8_lossy(buf));
+        std::io::stderr().write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuffer {
+    type Writer = Tee;
+
+    fn make_writer(&'a self) -> Tee {
+        Tee(self.clone())
+    }
+}
+
+/// Serves the logs until the agent exits. A bind failure is logged, not fatal: the role matters
+/// more than its log endpoint.
+pub async fn serve(address: String, buffer: LogBuffer, script_logs: PathBuf) {
+    let addr = format!("{address}:{PORT}");
+    let listener = match TcpListener::bind(&addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(%addr, error = %e, "cannot serve the agent log");
+            return;
+        }
+    };
+    loop {
+        let Ok((mut socket, _)) = listener.accept().await else {
+            continue;
+        };
+        let buffer = buffer.clone();
+        let script_logs = script_logs.clone();
+        tokio::spawn(async move {
+            let mut request = [0u8; 2048];
+            let n = socket.read(&mut request).await.unwrap_or(0);
+            let (status, body) = answer(
+                &String::from_utf8_lossy(&request[..n]),
+                &buffer,
+                &script_logs,
+            );
+            let response = format!(
+                "HTTP/1.1 {status}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = socket.write_all(response.as_bytes()).await;
+        });
+    }
+}
+
+fn answer(
+    request: &str,
+    buffer: &LogBuffer,
+    script_logs: &std::path::Path,
+) -> (&'static str, String) {
+    let target = request.split_whitespace().nth(1).unwrap_or("/");
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let tail = query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("tail="))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(100);
+    if path == "/log" {
+        return ("200 OK", buffer.tail(tail));
+    }
+    let Some(name) = path.strip_prefix("/log/") else {
+        return ("404 Not Found", "try /log or /log/<script>.log\n".into());
+    };
+    // Only plain file names of the script log folder: no separators, no way out of it.
+    if !name.ends_with(".log")
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_')
+        || name.starts_with('.')
+    {
+        return (
+            "400 Bad Request",
+            format!("{name:?} is not a log name like init.sh.log\n"),
+        );
+    }
+    match std::fs::read_to_string(script_logs.join(name)) {
+        Ok(text) => {
+            let lines: Vec<&str> = text.lines().collect();
+            let skip = lines.len().saturating_sub(tail);
+            (
+                "200 OK",
+                lines[skip..].iter().map(|l| format!("{l}\n")).collect(),
+            )
+        }
+        Err(e) => ("404 Not Found", format!("{name}: {e}\n")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tail_and_script_logs_are_served_and_nothing_else() {
+        let buffer = LogBuffer::default();
+        buffer.push("one\ntwo\nthree\n");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("run.sh.log"), "a\nb\n").unwrap();
+        let get = |line: &str| answer(&format!("GET {line} HTTP/1.1\r\n\r\n"), &buffer, dir.path());
+        assert_eq!(get("/log?tail=2"), ("200 OK", "two\nthree\n".into()));
+        assert_eq!(get("/log/run.sh.log?tail=1"), ("200 OK", "b\n".into()));
+        assert_eq!(get("/log/..%2Fetc.log").0, "400 Bad Request");
+        assert_eq!(get("/log/../token").0, "400 Bad Request");
+        assert_eq!(get("/log/init.sh.log").0, "404 Not Found");
+    }
+}

@@ -1,0 +1,345 @@
+//! The command line: global flags like kubectl's, and one subcommand per verb, each with examples.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use conpaas_crds::v1alpha1::ServiceType;
+
+/// Drive ConPaaS applications and services on Kubernetes.
+#[derive(Parser, Debug)]
+#[command(
+    version,
+    propagate_version = true,
+    after_help = "Examples:\n  cpsctl create helloworld --app demo --node 3\n  cpsctl describe --app demo\n  cpsctl add-nodes helloworld --node 2\n  cpsctl import wordpress.json --cloud local\n  cpsctl doctor"
+)]
+pub struct Cli {
+    /// Path to the kubeconfig file [default: $KUBECONFIG, ~/.kube/config, in-cluster]
+    #[arg(long, global = true)]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use
+    #[arg(long, global = true)]
+    pub context: Option<String>,
+    /// Namespace [default: the context's namespace, else `default`]
+    #[arg(short = 'n', long, global = true)]
+    pub namespace: Option<String>,
+    /// Output format
+    #[arg(short = 'o', long, global = true, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+    /// What to do
+    #[command(subcommand)]
+    pub verb: Verb,
+}
+
+/// How results are printed.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Tables and trees for people
+    Table,
+    /// YAML, as kubectl prints it
+    Yaml,
+    /// JSON, as kubectl prints it
+    Json,
+}
+
+/// What a `wait` waits for.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WaitFor {
+    /// Ready for its current spec (RUNNING, or STOPPED when stopped)
+    Ready,
+    /// Stopped: no nodes left
+    Stopped,
+    /// Gone
+    Deleted,
+}
+
+/// Role counts given as `--<role> N` (e.g. `--node 2`, `--web=3`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct RoleCounts {
+    /// `--<role> N` for each role to change; `cpsctl usage <type>` lists a type's roles
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "--ROLE N"
+    )]
+    pub counts: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Verb {
+    /// Create a Service (and its Application when missing)
+    #[command(
+        after_help = "Examples:\n  cpsctl create helloworld --app demo --node 3\n  cpsctl create generic --app batch --name workers --cloud local --node 4\n  cpsctl create helloworld --stopped"
+    )]
+    Create {
+        /// Service type; `cpsctl usage <type>` shows its roles and settings
+        #[arg(value_parser = parse_type)]
+        r#type: ServiceType,
+        /// Application to add the Service to; created when missing
+        #[arg(long, default_value = "default")]
+        app: String,
+        /// Service name [default: the type, or type-2, type-3, ... when taken]
+        #[arg(long)]
+        name: Option<String>,
+        /// Cloud of a new Application [default: the only Cloud, when there is one]
+        #[arg(long)]
+        cloud: Option<String>,
+        /// Create it stopped (no VMs until `cpsctl start`)
+        #[arg(long)]
+        stopped: bool,
+        #[command(flatten)]
+        roles: RoleCounts,
+    },
+    /// List Services with their phase and readiness
+    #[command(
+        after_help = "Examples:\n  cpsctl list\n  cpsctl list --app demo\n  cpsctl list -A -o yaml"
+    )]
+    List {
+        /// Only this Application's Services
+        #[arg(long)]
+        app: Option<String>,
+        /// Every namespace
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
+    },
+    /// Show an Application, its Services and their nodes as a tree
+    #[command(
+        after_help = "Examples:\n  cpsctl describe hello\n  cpsctl describe --app demo\n  cpsctl describe            # every Application of the namespace"
+    )]
+    Describe {
+        /// A Service
+        service: Option<String>,
+        /// A whole Application
+        #[arg(long, conflicts_with = "service")]
+        app: Option<String>,
+    },
+    /// Start a stopped Service (its roles get their nodes again)
+    #[command(after_help = "Example:\n  cpsctl start hello && cpsctl wait hello")]
+    Start {
+        /// The Service
+        service: String,
+    },
+    /// Stop a Service: every node goes, the Service and its settings stay
+    #[command(after_help = "Example:\n  cpsctl stop hello && cpsctl wait hello --for stopped")]
+    Stop {
+        /// The Service
+        service: String,
+    },
+    /// Delete a Service and every VM it runs
+    #[command(after_help = "Example:\n  cpsctl terminate hello --wait")]
+    Terminate {
+        /// The Service
+        service: String,
+        /// Return only when the Service and its VMs are gone
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Give a Service a new display name (Kubernetes names cannot change)
+    #[command(after_help = "Example:\n  cpsctl rename hello 'Front page'")]
+    Rename {
+        /// The Service
+        service: String,
+        /// The new display name, shown by list and describe and written by export
+        display_name: String,
+    },
+    /// A service type's roles, their default counts and its settings
+    #[command(after_help = "Examples:\n  cpsctl usage generic\n  cpsctl usage helloworld -o yaml")]
+    Usage {
+        /// Service type
+        #[arg(value_parser = parse_type)]
+        r#type: ServiceType,
+    },
+    /// Add nodes to roles of a Service
+    #[command(
+        after_help = "Examples:\n  cpsctl add-nodes hello --node 2\n  cpsctl add-nodes workers --node=3"
+    )]
+    AddNodes {
+        /// The Service
+        service: String,
+        #[command(flatten)]
+        roles: RoleCounts,
+    },
+    /// Remove nodes from roles of a Service (the newest and not-ready go first)
+    #[command(after_help = "Example:\n  cpsctl remove-nodes hello --node 1")]
+    RemoveNodes {
+        /// The Service
+        service: String,
+        #[command(flatten)]
+        roles: RoleCounts,
+    },
+    /// Set role counts of a Service; a bare number sets the default role
+    #[command(
+        after_help = "Examples:\n  cpsctl scale hello 5\n  cpsctl scale workers --node 10\n  kubectl scale services.conpaas.io/hello --replicas=5   # the same, for the default role"
+    )]
+    Scale {
+        /// The Service
+        service: String,
+        #[command(flatten)]
+        roles: RoleCounts,
+    },
+    /// Agent logs of a Service's nodes, and what the controller reported about them
+    #[command(
+        after_help = "Examples:\n  cpsctl logs hello\n  cpsctl logs hello --node hello-node-0 --tail 20\n  cpsctl logs workers --role master --controller\n  cpsctl logs workers --file run.sh.log"
+    )]
+    Logs {
+        /// The Service
+        service: String,
+        /// Only nodes of this role
+        #[arg(long)]
+        role: Option<String>,
+        /// Only this node
+        #[arg(long)]
+        node: Option<String>,
+        /// The controller's side instead of the agents': Events and, when the controller runs
+        /// in the cluster, its log lines naming the Service
+        #[arg(long)]
+        controller: bool,
+        /// Lines per node
+        #[arg(long, default_value_t = 100)]
+        tail: usize,
+        /// A generic script's output instead of the agent's log, e.g. `run.sh.log`
+        #[arg(long, conflicts_with = "controller")]
+        file: Option<String>,
+    },
+    /// Set the script every node of a Service runs once before its role starts
+    #[command(
+        after_help = "Examples:\n  cpsctl startup-script hello setup.sh\n  echo 'apt-get install -y htop' | cpsctl startup-script hello -"
+    )]
+    StartupScript {
+        /// The Service
+        service: String,
+        /// Script file, `-` for standard input
+        file: PathBuf,
+    },
+    /// The Clouds nodes can run on, and whether they work
+    #[command(after_help = "Example:\n  cpsctl clouds")]
+    Clouds,
+    /// What the controller would do to a Service's nodes now (reads only, writes nothing)
+    #[command(after_help = "Example:\n  cpsctl plan hello")]
+    Plan {
+        /// The Service
+        service: String,
+    },
+    /// Wait until a Service is Ready, stopped or deleted
+    #[command(
+        after_help = "Examples:\n  cpsctl wait hello\n  cpsctl wait hello --for stopped --timeout 10m"
+    )]
+    Wait {
+        /// The Service
+        service: String,
+        /// What to wait for
+        #[arg(long = "for", value_enum, default_value_t = WaitFor::Ready)]
+        condition: WaitFor,
+        /// Give up after this long (e.g. 90s, 5m)
+        #[arg(long, default_value = "5m", value_parser = parse_duration)]
+        timeout: Duration,
+    },
+    /// Preflight: API server, CRDs, controller and each Cloud's credentials
+    #[command(after_help = "Example:\n  cpsctl doctor && cpsctl create helloworld")]
+    Doctor,
+    /// Create an Application from a ConPaaS manifest (JSON) and apply it
+    #[command(
+        after_help = "Examples:\n  cpsctl import wordpress.json --cloud local\n  cpsctl import mediawiki.json --dry-run -o yaml"
+    )]
+    Import {
+        /// The ConPaaS manifest (`-` for standard input)
+        file: PathBuf,
+        /// Cloud of the Application (ConPaaS' `default` cloud) [default: the only Cloud]
+        #[arg(long)]
+        cloud: Option<String>,
+        /// Print the resources; apply nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Write an Application back as a ConPaaS manifest (JSON)
+    #[command(after_help = "Example:\n  cpsctl export demo > demo.json")]
+    Export {
+        /// The Application
+        app: String,
+    },
+    /// Print a shell completion script
+    #[command(
+        after_help = "Examples:\n  cpsctl completion bash > /etc/bash_completion.d/cpsctl\n  cpsctl completion zsh > \"${fpath[1]}/_cpsctl\""
+    )]
+    Completion {
+        /// The shell
+        shell: clap_complete::Shell,
+    },
+}
+
+/// Parses a service type name, listing the valid ones when it is not one.
+pub fn parse_type(name: &str) -> Result<ServiceType, String> {
+    ServiceType::ALL
+        .into_iter()
+        .find(|t| t.as_str() == name)
+        .ok_or_else(|| {
+            let known: Vec<&str> = ServiceType::ALL.iter().map(|t| t.as_str()).collect();
+            format!(
+                "unknown service type {name:?}; this ConPaaS runs: {}",
+                known.join(", ")
+            )
+        })
+}
+
+/// Parses `90s`, `5m`, `1h` or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 90s, 5m or 1h"))?;
+    let seconds = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => return Err(format!("{text:?}: the unit must be s, m or h")),
+    };
+    Ok(Duration::from_secs(seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent_and_every_verb_has_examples() {
+        Cli::command().debug_assert();
+        for verb in Cli::command().get_subcommands() {
+            let help = verb
+                .get_after_help()
+                .map(|h| h.to_string())
+                .unwrap_or_default();
+            assert!(
+                help.contains("cpsctl"),
+                "`{}` has no example",
+                verb.get_name()
+            );
+        }
+    }
+
+    #[test]
+    fn role_counts_are_taken_as_given() {
+        let cli = Cli::parse_from(["cpsctl", "add-nodes", "hello", "--node", "2", "--web=3"]);
+        let Verb::AddNodes { service, roles } = cli.verb else {
+            panic!("parsed {:?}", cli.verb)
+        };
+        assert_eq!(service, "hello");
+        assert_eq!(roles.counts, ["--node", "2", "--web=3"]);
+    }
+
+    #[test]
+    fn durations_and_types_parse_or_say_what_is_wrong() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_duration("5d").unwrap_err().contains("unit"));
+        assert!(
+            parse_type("php")
+                .unwrap_err()
+                .contains("helloworld, generic")
+        );
+    }
+}

@@ -1,0 +1,171 @@
+//! Read-only verbs: usage (a type's roles and settings), clouds, plan.
+
+use conpaas_crds::labels::conditions::READY;
+use conpaas_crds::v1alpha1::{ServiceType, find_condition};
+use conpaas_reconcilers::service::plan::Action;
+use conpaas_reconcilers::service::preview;
+use kube::ResourceExt;
+use kube::api::ListParams;
+use serde_json::json;
+
+use crate::args::Output;
+use crate::connect::Session;
+use crate::output::{Table, structured};
+
+pub fn usage(output: Output, ty: ServiceType) -> anyhow::Result<()> {
+    let roles: Vec<_> = ty
+        .roles()
+        .iter()
+        .map(|(name, count)| {
+            json!({
+                "name": name,
+                "defaultCount": count,
+                "fixed": ty.fixed_role().is_some_and(|(f, _)| f == *name),
+                "scaledByReplicas": *name == ty.default_role(),
+            })
+        })
+        .collect();
+    let settings: Vec<_> = ty
+        .settings()
+        .iter()
+        .map(|(key, what)| json!({"key": key, "description": what}))
+        .collect();
+    let value = json!({"type": ty.as_str(), "roles": roles, "settings": settings});
+    if structured(output, &value)? {
+        return Ok(());
+    }
+    println!("{} roles:", ty.as_str());
+    for (name, count) in ty.roles() {
+        let note = match ty.fixed_role() {
+            Some((fixed, n)) if fixed == *name => format!("always exactly {n}"),
+            _ if *name == ty.default_role() => {
+                format!("default {count}; --{name} N, spec.replicas, kubectl scale")
+            }
+            _ => format!("default {count}; --{name} N"),
+        };
+        println!("  {name:<10} {note}");
+    }
+    if ty.settings().is_empty() {
+        println!("settings: none");
+    } else {
+        println!("settings (spec.settings):");
+        for (key, what) in ty.settings() {
+            println!("  {key:<10} {what}");
+        }
+    }
+    Ok(())
+}
+
+pub async fn clouds(s: &Session) -> anyhow::Result<()> {
+    let clouds = s.clouds().list(&ListParams::default()).await?.items;
+    if structured(
+        s.output,
+        &json!({"apiVersion": "v1", "kind": "List", "items": clouds}),
+    )? {
+        return Ok(());
+    }
+    let mut table = Table::new(&["name", "provider", "ready", "nodes", "message"]);
+    for cloud in &clouds {
+        let st = cloud.status.clone().unwrap_or_default();
+        let ready = find_condition(&st.conditions, READY);
+        table.row(vec![
+            cloud.name_any(),
+            st.provider.clone().unwrap_or_default(),
+            ready.map(|c| c.status.clone()).unwrap_or_default(),
+            st.nodes.map(|n| n.to_string()).unwrap_or_default(),
+            ready.map(|c| c.message.clone()).unwrap_or_default(),
+        ]);
+    }
+    table.print_or(
+        "no Clouds; an admin creates one (kind: Cloud, see manifests/examples/helloworld.yaml)",
+    );
+    Ok(())
+}
+
+pub async fn plan(s: &Session, service: &str) -> anyhow::Result<()> {
+    let svc = s.service(service).await?;
+    let p = preview(&s.client, &svc).await?;
+    let actions: Vec<_> = p
+        .actions
+        .iter()
+        .map(|a| match a {
+            Action::CreateNode { name, spec } => {
+                json!({"action": "create", "node": name, "role": spec.role, "cloud": spec.cloud})
+            }
+            Action::DeleteNode { name, reason } => {
+                json!({"action": "delete", "node": name, "reason": reason})
+            }
+            Action::PatchNodeSpec { name, .. } => json!({"action": "update", "node": name}),
+        })
+        .collect();
+    let roles: Vec<_> = match &p.desired {
+        Ok(d) => d
+            .roles
+            .iter()
+            .map(|r| {
+                let of_role = p
+                    .observed
+                    .nodes
+                    .iter()
+                    .filter(|n| n.spec.role == r.name && !n.deleting);
+                json!({
+                    "role": r.name,
+                    "cloud": r.cloud,
+                    "desired": if d.running { r.count } else { 0 },
+                    "current": of_role.clone().count(),
+                    "ready": of_role.filter(|n| n.ready).count(),
+                })
+            })
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    let problem = p
+        .desired
+        .as_ref()
+        .err()
+        .map(|e| json!({"reason": e.reason, "message": e.message}));
+    let value = json!({"service": service, "roles": roles, "actions": actions, "problem": problem});
+    if structured(s.output, &value)? {
+        return Ok(());
+    }
+    if let Err(problem) = &p.desired {
+        println!(
+            "service/{service} cannot be satisfied ({}): {}",
+            problem.reason, problem.message
+        );
+        println!("nothing will change until that is fixed");
+        return Ok(());
+    }
+    let mut table = Table::new(&["role", "cloud", "desired", "current", "ready"]);
+    for r in &roles {
+        table.row(
+            ["role", "cloud", "desired", "current", "ready"]
+                .iter()
+                .map(|k| {
+                    r[k].as_str()
+                        .map(String::from)
+                        .unwrap_or_else(|| r[k].to_string())
+                })
+                .collect(),
+        );
+    }
+    print!("{}", table.render());
+    if actions.is_empty() {
+        println!("no changes: the nodes match the spec");
+    }
+    for a in &p.actions {
+        match a {
+            Action::CreateNode { name, spec } => {
+                println!(
+                    "+ create {name} (role {} on cloud {})",
+                    spec.role, spec.cloud
+                )
+            }
+            Action::DeleteNode { name, reason } => println!("- delete {name} ({reason})"),
+            Action::PatchNodeSpec { name, .. } => {
+                println!("~ update {name} (settings, code or members)")
+            }
+        }
+    }
+    Ok(())
+}
