@@ -4,10 +4,13 @@
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/conpaas/target
 CARGO ?= cargo
 
-.PHONY: run test build kube crds lint bench scale-bench
+.PHONY: run test build kube helm crds install-yaml lint bench scale-bench
 
 kube:
 	e2e/tools/build-kube.sh
+
+helm:
+	e2e/tools/build-helm.sh
 
 build:
 	$(CARGO) build --workspace --bins
@@ -15,11 +18,17 @@ build:
 run: kube build
 	$(CARGO_TARGET_DIR)/debug/conpaas-devcluster
 
-test: kube build
+test: kube helm build
 	$(CARGO) test --workspace --no-fail-fast
 
+# The CRDs, generated from crds/src into manifests/crds and the chart's crds folder, and the
+# plain install manifest rendered from the chart. Tests fail when any of them is stale.
 crds:
-	$(CARGO) run -q -p conpaas-crds --bin crdgen
+	$(CARGO) run -q -p conpaas-crds --bin crdgen manifests/crds
+	$(CARGO) run -q -p conpaas-crds --bin crdgen charts/conpaas/crds
+
+install-yaml: helm
+	e2e/tools/render-install.sh > manifests/install.yaml
 
 lint:
 	$(CARGO) fmt --all --check

@@ -11,7 +11,7 @@ use kube::ResourceExt;
 use kube::core::error_boundary::DeserializeGuard;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::reflector::{self, Store};
-use kube::runtime::{Controller, WatchStreamExt, watcher};
+use kube::runtime::{Controller, WatchStreamExt, predicates, watcher};
 use kube::{Api, Client};
 
 type Guarded<K> = DeserializeGuard<K>;
@@ -86,16 +86,20 @@ pub async fn run(client: Client, ctx: Arc<Context>) {
         ctx.clone(),
     )
     .for_each(|_| async {});
-    // Node changes refresh their Cloud's node count; the debounce folds a burst into one pass.
+    // Nodes created, re-specced or deleted (a new generation; status changes are not) refresh
+    // their Cloud's node count and finalizer; the debounce folds a burst into one pass. Status
+    // changes would keep resetting the debounce while a service scales, starving the Cloud.
+    let node_generations = watcher(Api::<Guarded<ServiceNode>>::all(client.clone()), all())
+        .default_backoff()
+        .touched_objects()
+        .predicate_filter(predicates::generation, Default::default());
     let clouds = {
         let (store, stream) = slim(Api::<Guarded<Cloud>>::all(client.clone()));
         Controller::for_stream(stream, store)
     }
-    .watches(
-        Api::<Guarded<ServiceNode>>::all(client.clone()),
-        all(),
-        |node| Some(ObjectRef::<Guarded<Cloud>>::new(&node.0.ok()?.spec.cloud)),
-    )
+    .watches_stream(node_generations, |node| {
+        Some(ObjectRef::<Guarded<Cloud>>::new(&node.0.ok()?.spec.cloud))
+    })
     .with_config(kube::runtime::controller::Config::default().debounce(Duration::from_secs(2)))
     .shutdown_on_signal()
     .run(

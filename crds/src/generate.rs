@@ -152,20 +152,18 @@ mod tests {
     fn committed_crds_match_the_types() {
         // Resolved when the test runs (cargo runs it in the package folder), not when it was
         // compiled: a shared build cache may hold a binary compiled in another checkout.
-        let dir = std::path::Path::new("../manifests/crds");
-        for crd in all() {
-            let path = dir.join(file_name(&crd));
-            let committed = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-                panic!(
-                    "{}: {e}; run `cargo run -p conpaas-crds --bin crdgen`",
+        for dir in ["../manifests/crds", "../charts/conpaas/crds"] {
+            let dir = std::path::Path::new(dir);
+            for crd in all() {
+                let path = dir.join(file_name(&crd));
+                let committed = std::fs::read_to_string(&path)
+                    .unwrap_or_else(|e| panic!("{}: {e}; run `make crds`", path.display()));
+                assert!(
+                    committed == to_yaml(&crd),
+                    "{} is stale; run `make crds`",
                     path.display()
-                )
-            });
-            assert!(
-                committed == to_yaml(&crd),
-                "{} is stale; run `cargo run -p conpaas-crds --bin crdgen`",
-                path.display()
-            );
+                );
+            }
         }
     }
 

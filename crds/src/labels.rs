@@ -37,7 +37,8 @@ pub const TAG_ORPHANED: &str = "conpaas.io/orphaned";
 
 /// Finalizer on a ServiceNode: its VM is terminated before the object goes.
 pub const FINALIZER_VM: &str = "conpaas.io/vm";
-/// Finalizer on a Service: its ServiceNodes (and so their VMs) are gone before the object goes.
+/// Finalizer on a Service or a Cloud: the ServiceNodes of the Service, or on the Cloud, (and so
+/// their VMs) are gone before the object goes.
 pub const FINALIZER_NODES: &str = "conpaas.io/nodes";
 /// Finalizer on an Application: its Services are gone before the object goes.
 pub const FINALIZER_SERVICES: &str = "conpaas.io/services";

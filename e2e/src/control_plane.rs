@@ -23,9 +23,19 @@ pub struct ControlPlane {
     pub url: String,
     /// A kubeconfig file with cluster-admin rights.
     pub kubeconfig: PathBuf,
+    /// The API server's CA certificate.
+    pub ca: PathBuf,
 }
 
 impl ControlPlane {
+    /// A kubeconfig file (in the control plane's folder) that authenticates with `token`, e.g. a
+    /// ServiceAccount's, to run a program with exactly that account's rights.
+    pub fn kubeconfig_with_token(&self, name: &str, token: &str) -> anyhow::Result<PathBuf> {
+        let path = self.dir.path().join(format!("kubeconfig-{name}"));
+        write_kubeconfig(&path, &self.url, &self.ca, token)?;
+        Ok(path)
+    }
+
     /// Starts etcd, kube-apiserver and kube-controller-manager, and installs the CRDs.
     pub async fn start() -> anyhow::Result<Self> {
         let kube_dir = crate::cache_dir().join("kube-v1.34.4");
@@ -41,6 +51,7 @@ impl ControlPlane {
         let mut cp = ControlPlane {
             url: String::new(),
             kubeconfig: dir.path().join("kubeconfig"),
+            ca: PathBuf::new(),
             dir,
             processes: Vec::new(),
         };
@@ -111,7 +122,8 @@ impl ControlPlane {
             || async { Ok(ca.exists()) },
         )
         .await?;
-        write_kubeconfig(&cp.kubeconfig, &cp.url, &ca)?;
+        write_kubeconfig(&cp.kubeconfig, &cp.url, &ca, ADMIN_TOKEN)?;
+        cp.ca = ca;
         let client = cp.client().await?;
         wait::until(
             "the API server to be ready",
@@ -197,9 +209,9 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-fn write_kubeconfig(path: &Path, url: &str, ca: &Path) -> anyhow::Result<()> {
+fn write_kubeconfig(path: &Path, url: &str, ca: &Path, token: &str) -> anyhow::Result<()> {
     let body = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: conpaas\n  cluster:\n    server: {url}\n    certificate-authority: {ca}\nusers:\n- name: admin\n  user:\n    token: {ADMIN_TOKEN}\ncontexts:\n- name: conpaas\n  context:\n    cluster: conpaas\n    user: admin\n    namespace: default\ncurrent-context: conpaas\n",
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: conpaas\n  cluster:\n    server: {url}\n    certificate-authority: {ca}\nusers:\n- name: admin\n  user:\n    token: {token}\ncontexts:\n- name: conpaas\n  context:\n    cluster: conpaas\n    user: admin\n    namespace: default\ncurrent-context: conpaas\n",
         ca = ca.display()
     );
     std::fs::write(path, body)?;

@@ -10,6 +10,7 @@ pub mod control_plane;
 pub mod controller;
 pub mod manifest;
 pub mod process;
+pub mod tools;
 pub mod wait;
 
 pub use control_plane::ControlPlane;

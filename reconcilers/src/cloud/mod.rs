@@ -9,8 +9,8 @@ pub mod sweep;
 use std::sync::Arc;
 use std::time::Duration;
 
-use conpaas_crds::labels::MANAGER_CONTROLLER;
 use conpaas_crds::labels::conditions::READY;
+use conpaas_crds::labels::{FINALIZER_NODES, MANAGER_CONTROLLER};
 use conpaas_crds::v1alpha1::{Cloud, CloudStatus, ServiceNode};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -37,12 +37,29 @@ pub async fn reconcile(cloud: Arc<Cloud>, ctx: Arc<Context>) -> Result<Requeue, 
         .iter()
         .filter(|n| n.spec.cloud == name && n.metadata.deletion_timestamp.is_none())
         .count();
+    // Nodes need their Cloud to terminate their VMs, so a deleted Cloud stays until none is
+    // left (`kubectl delete -f` of a whole example deletes the Cloud first).
+    let holders = all_nodes.iter().filter(|n| n.spec.cloud == name).count();
+    let deleting = cloud.metadata.deletion_timestamp.is_some();
+    if deleting && holders == 0 {
+        finalizers::remove(&api, cloud.as_ref(), FINALIZER_NODES).await?;
+        return Ok(Requeue::await_change());
+    }
+    if !deleting {
+        finalizers::add(&api, cloud.as_ref(), FINALIZER_NODES).await?;
+    }
     let driver = ctx.drivers.driver(&cloud);
     if let Ok(driver) = &driver {
         let claims = sweep::claims(&all_nodes, &unreadable);
         sweep::sweep(&ctx, &cloud, driver.as_ref(), &claims).await?;
     }
     let condition = match driver {
+        _ if deleting => Desired::new(
+            READY,
+            false,
+            "Deleting",
+            format!("waiting for {holders} nodes to terminate their VMs before the Cloud goes"),
+        ),
         Ok(_) => Desired::new(
             READY,
             true,
@@ -76,7 +93,8 @@ pub async fn reconcile(cloud: Arc<Cloud>, ctx: Arc<Context>) -> Result<Requeue, 
         .ctx("patch status", &name)?;
     }
     ctx.backoff.succeeded(&format!("cloud/{name}"));
-    Ok(Requeue::requeue(Duration::from_secs(60)))
+    let again = if deleting { 2 } else { 60 };
+    Ok(Requeue::requeue(Duration::from_secs(again)))
 }
 
 /// What to do after a failed reconcile: back off per object.

@@ -1,0 +1,343 @@
+//! Installing ConPaaS as operators do, and driving it with kubectl as users do: the Helm chart
+//! (lint, values schema, template | kubectl apply --dry-run=server), `manifests/install.yaml`
+//! (fresh, and installed for real), the controller running with exactly the chart's RBAC,
+//! `kubectl scale`, an empty `kubectl diff` after converging, and the printer columns.
+
+mod common;
+
+use conpaas_e2e::tools::{Ran, helm, kubectl, repo_root, run};
+use conpaas_e2e::{ControlPlane, Controller, wait};
+use k8s_openapi::api::authentication::v1::TokenRequest;
+use k8s_openapi::api::core::v1::ServiceAccount;
+use kube::Api;
+use kube::api::PostParams;
+
+fn kubectl_run(cp: &ControlPlane, args: &[&str], stdin: Option<&str>) -> Ran {
+    run(&kubectl(), args, &cp.kubeconfig, stdin).expect("kubectl")
+}
+
+fn helm_run(cp: &ControlPlane, args: &[&str]) -> Ran {
+    run(&helm(), args, &cp.kubeconfig, None).expect("helm")
+}
+
+#[tokio::test]
+async fn the_chart_lints_and_renders_objects_the_api_server_accepts() {
+    let cp = ControlPlane::start().await.expect("control plane");
+    helm_run(&cp, &["lint", "--strict", "charts/conpaas"]).ok();
+    // The values schema rejects bad values, naming them.
+    let bad = helm_run(&cp, &["lint", "charts/conpaas", "--set", "replicas=0"]);
+    assert_ne!(bad.code, Some(0));
+    assert!(
+        format!("{}{}", bad.stdout, bad.stderr).contains("replicas"),
+        "{}{}",
+        bad.stdout,
+        bad.stderr
+    );
+
+    kubectl_run(&cp, &["create", "namespace", "conpaas"], None).ok();
+    let values = [
+        "--set",
+        "clouds[0].name=aws",
+        "--set",
+        "clouds[0].spec.ec2.region=us-east-1",
+        "--set",
+        "clouds[0].spec.ec2.imageId=ami-03cf127a",
+        "--set",
+        "clouds[0].spec.ec2.instanceType=t3.micro",
+    ];
+    let mut args = vec![
+        "template",
+        "conpaas",
+        "charts/conpaas",
+        "--namespace",
+        "conpaas",
+    ];
+    args.extend(values);
+    let rendered = helm_run(&cp, &args).ok().stdout;
+    assert!(
+        rendered.contains("kind: Cloud"),
+        "clouds from values render"
+    );
+    let applied = kubectl_run(
+        &cp,
+        &["apply", "--dry-run=server", "-f", "-"],
+        Some(&rendered),
+    )
+    .ok()
+    .stdout;
+    for object in [
+        "serviceaccount/conpaas",
+        "clusterrole.rbac.authorization.k8s.io/conpaas",
+        "clusterrolebinding.rbac.authorization.k8s.io/conpaas",
+        "service/conpaas-metrics",
+        "deployment.apps/conpaas",
+        "cloud.conpaas.io/aws",
+    ] {
+        assert!(
+            applied.contains(&format!("{object} created (server dry run)")),
+            "{object} not accepted:\n{applied}"
+        );
+    }
+
+    // manifests/install.yaml is what the chart renders today.
+    let fresh = run(
+        &repo_root().join("e2e/tools/render-install.sh"),
+        &[],
+        &cp.kubeconfig,
+        None,
+    )
+    .unwrap()
+    .ok()
+    .stdout;
+    let committed = std::fs::read_to_string(repo_root().join("manifests/install.yaml")).unwrap();
+    assert!(
+        fresh == committed,
+        "manifests/install.yaml is stale: run `make install-yaml`"
+    );
+}
+
+/// Mints a token for the chart's controller ServiceAccount.
+async fn controller_token(client: &kube::Client) -> String {
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), "conpaas");
+    let request: TokenRequest = serde_json::from_value(
+        serde_json::json!({"spec": {"audiences": [], "expirationSeconds": 3600}}),
+    )
+    .unwrap();
+    accounts
+        .create_token_request("conpaas", &PostParams::default(), &request)
+        .await
+        .expect("token for the controller's ServiceAccount")
+        .status
+        .expect("token")
+        .token
+}
+
+#[tokio::test]
+async fn installed_from_install_yaml_the_controller_runs_with_its_rbac_and_kubectl_works() {
+    let cp = ControlPlane::start().await.expect("control plane");
+    let client = cp.client().await.unwrap();
+    kubectl_run(
+        &cp,
+        &[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "-f",
+            "manifests/install.yaml",
+        ],
+        None,
+    )
+    .ok();
+
+    // No kubelet runs here, so the Deployment's pod never starts; the same binary runs as a
+    // process with the token of the chart's ServiceAccount: any permission the chart lacks
+    // fails this test.
+    let token = controller_token(&client).await;
+    let kubeconfig = cp.kubeconfig_with_token("controller", &token).unwrap();
+    let kubeconfig = kubeconfig.to_string_lossy().into_owned();
+    let state = tempfile::tempdir().unwrap();
+    let mut controller = Controller::start_with(
+        &cp,
+        state.path(),
+        121,
+        &[
+            ("KUBECONFIG", &kubeconfig),
+            ("CONPAAS_LEADER_NAMESPACE", "conpaas"),
+        ],
+    )
+    .unwrap();
+
+    kubectl_run(&cp, &["create", "namespace", "demo"], None).ok();
+    let example = common::EXAMPLE.replace("namespace: default", "namespace: demo");
+    let example_file = cp.dir().join("helloworld.yaml");
+    std::fs::write(&example_file, &example).unwrap();
+    let file = example_file.to_string_lossy().into_owned();
+    kubectl_run(&cp, &["apply", "-f", &file], None).ok();
+    let waited = kubectl_run(
+        &cp,
+        &[
+            "-n",
+            "demo",
+            "wait",
+            "--for=condition=Ready",
+            "services.conpaas.io/hello",
+            "--timeout=120s",
+        ],
+        None,
+    );
+    if waited.code != Some(0) {
+        panic!("not Ready:\n{}\n{}", waited.stderr, controller.log());
+    }
+    assert!(
+        !controller.log().contains("forbidden"),
+        "the chart's RBAC lacks a permission:\n{}",
+        controller.log()
+    );
+
+    // The controller never writes into spec: after converging, kubectl diff is empty.
+    let diff = kubectl_run(&cp, &["diff", "-f", &file], None);
+    assert_eq!(
+        diff.code,
+        Some(0),
+        "kubectl diff after converging:\n{}{}",
+        diff.stdout,
+        diff.stderr
+    );
+
+    // kubectl scale goes through the scale subresource to spec.replicas; with the example's
+    // roles[node].count set as well, the API server refuses and says which field to drop.
+    let refused = kubectl_run(
+        &cp,
+        &[
+            "-n",
+            "demo",
+            "scale",
+            "services.conpaas.io/hello",
+            "--replicas=5",
+        ],
+        None,
+    );
+    assert_ne!(refused.code, Some(0));
+    assert!(
+        refused.stderr.contains("spec.replicas"),
+        "{}",
+        refused.stderr
+    );
+    let drop_count = r#"[{"op":"remove","path":"/spec/roles/0/count"},{"op":"add","path":"/spec/replicas","value":3}]"#;
+    kubectl_run(
+        &cp,
+        &[
+            "-n",
+            "demo",
+            "patch",
+            "services.conpaas.io/hello",
+            "--type=json",
+            "-p",
+            drop_count,
+        ],
+        None,
+    )
+    .ok();
+    kubectl_run(
+        &cp,
+        &[
+            "-n",
+            "demo",
+            "scale",
+            "services.conpaas.io/hello",
+            "--replicas=5",
+        ],
+        None,
+    )
+    .ok();
+    let api: Api<conpaas_crds::v1alpha1::Service> = Api::namespaced(client.clone(), "demo");
+    wait::until("5 nodes Ready after kubectl scale", common::LIMIT, || {
+        let api = api.clone();
+        async move {
+            let s = api.get("hello").await?;
+            let st = s.status.unwrap_or_default();
+            Ok(st.observed_generation == s.metadata.generation
+                && st.ready.as_deref() == Some("node 5/5")
+                && st.replicas == Some(5))
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", controller.log()));
+    let scale = kubectl_run(
+        &cp,
+        &[
+            "-n",
+            "demo",
+            "get",
+            "--raw",
+            "/apis/conpaas.io/v1alpha1/namespaces/demo/services/hello/scale",
+        ],
+        None,
+    )
+    .ok()
+    .stdout;
+    let scale: serde_json::Value = serde_json::from_str(&scale).unwrap();
+    assert_eq!(scale["spec"]["replicas"], 5);
+    assert_eq!(scale["status"]["replicas"], 5);
+    assert_eq!(
+        scale["status"]["selector"],
+        "conpaas.io/service=hello,conpaas.io/role=node"
+    );
+
+    let clouds: Api<conpaas_crds::v1alpha1::Cloud> = Api::all(client.clone());
+    wait::until("the Cloud to count 5 nodes", common::LIMIT, || {
+        let clouds = clouds.clone();
+        async move { Ok(clouds.get("local").await?.status.and_then(|s| s.nodes) == Some(5)) }
+    })
+    .await
+    .unwrap();
+
+    // The printer columns answer "is it working", checked against a snapshot with the parts
+    // that change per run (ages, addresses, IDs, node names) masked.
+    let snapshot = |args: &[&str]| {
+        let out = kubectl_run(&cp, args, None).ok().stdout;
+        mask(&out)
+    };
+    let got = format!(
+        "{}{}{}",
+        snapshot(&["get", "cpcloud"]),
+        snapshot(&["-n", "demo", "get", "cpapp,cpsvc"]),
+        snapshot(&["-n", "demo", "get", "cpnode", "--sort-by=.metadata.name"]),
+    );
+    let expected_path = repo_root().join("e2e/tests/snapshots/printer-columns.txt");
+    let expected = std::fs::read_to_string(&expected_path).unwrap_or_default();
+    if std::env::var_os("CONPAAS_UPDATE_SNAPSHOTS").is_some() {
+        std::fs::write(&expected_path, &got).unwrap();
+    }
+    assert!(
+        got == expected,
+        "printer columns changed (CONPAAS_UPDATE_SNAPSHOTS=1 rewrites {}):\n{got}",
+        expected_path.display()
+    );
+
+    // Deleting the whole example at once (the Cloud first) still terminates every VM.
+    let deleted = kubectl_run(
+        &cp,
+        &["delete", "-f", &file, "--wait=true", "--timeout=120s"],
+        None,
+    );
+    if deleted.code != Some(0) {
+        panic!(
+            "kubectl delete:\n{}{}\n{}",
+            deleted.stdout,
+            deleted.stderr,
+            controller.log()
+        );
+    }
+    assert!(controller.vm_pids().is_empty(), "every VM is gone");
+    controller.stop();
+}
+
+/// Masks what differs between runs in kubectl's table output and aligns it again.
+fn mask(table: &str) -> String {
+    let rows: Vec<Vec<String>> = table
+        .lines()
+        .map(|line| {
+            line.split_whitespace()
+                .map(|cell| {
+                    let is_age = cell.len() <= 4
+                        && cell.ends_with(['s', 'm', 'h'])
+                        && cell[..cell.len() - 1].chars().all(|c| c.is_ascii_digit())
+                        && cell.len() > 1;
+                    if is_age {
+                        "<age>".to_string()
+                    } else if cell.starts_with("local:///") {
+                        "<provider-id>".into()
+                    } else if cell.starts_with("127.") {
+                        "<address>".into()
+                    } else if let Some(i) = cell.find("-node-") {
+                        format!("{}-node-<n>", &cell[..i])
+                    } else {
+                        cell.to_string()
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    rows.iter().map(|r| format!("{}\n", r.join(" "))).collect()
+}
