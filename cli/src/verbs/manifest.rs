@@ -37,6 +37,26 @@ pub async fn import(
         Some(c) => c,
         None => s.only_cloud().await?,
     };
+    // Types this ConPaaS does not run are refused before anything is downloaded or applied.
+    let unsupported: Vec<String> = parsed["Services"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .filter_map(|(i, svc)| {
+            let ty = svc["Type"].as_str().unwrap_or_default().to_lowercase();
+            (!ServiceType::ALL.iter().any(|t| t.as_str() == ty))
+                .then(|| format!("Services[{i}].Type {ty}"))
+        })
+        .collect();
+    if !unsupported.is_empty() && !dry_run {
+        let known: Vec<&str> = ServiceType::ALL.iter().map(|t| t.as_str()).collect();
+        anyhow::bail!(
+            "{}: not a type this ConPaaS runs yet ({}); nothing was applied (`--dry-run -o yaml` shows the resources)",
+            unsupported.join(", "),
+            known.join(", ")
+        );
+    }
     let downloads = download(&parsed).await?;
     let mut fetch = |url: &str| {
         downloads
@@ -62,24 +82,6 @@ pub async fn import(
             &serde_json::json!({"apiVersion": "v1", "kind": "List", "items": objects}),
         )?;
         return Ok(());
-    }
-    let unsupported: Vec<String> = imported
-        .services
-        .iter()
-        .enumerate()
-        .filter_map(|(i, svc)| {
-            let ty = svc["spec"]["type"].as_str().unwrap_or_default();
-            (!ServiceType::ALL.iter().any(|t| t.as_str() == ty))
-                .then(|| format!("Services[{i}].Type {ty}"))
-        })
-        .collect();
-    if !unsupported.is_empty() {
-        let known: Vec<&str> = ServiceType::ALL.iter().map(|t| t.as_str()).collect();
-        anyhow::bail!(
-            "{}: not a type this ConPaaS runs yet ({}); nothing was applied (`--dry-run -o yaml` shows the resources)",
-            unsupported.join(", "),
-            known.join(", ")
-        );
     }
     // Everything is checked by the API server first, so a rejected object applies nothing.
     for dry in [true, false] {
