@@ -130,9 +130,11 @@ fn corpus() -> Vec<(Value, Expect)> {
             Rejected("spec.code.versions"),
         ),
         (service("t18", json!("hello")), Rejected("spec")),
+        // A role entry may leave its count out, but then spec.replicas and the entry's count
+        // must not both count the default role.
         (
-            service("t19", hw(json!([{"name": "node"}]))),
-            Rejected(COUNT),
+            service("t19", with(node(json!(2)), "replicas", json!(3))),
+            Rejected("spec.replicas"),
         ),
         (
             service("t20", json!({"type": "helloworld"})),

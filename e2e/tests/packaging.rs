@@ -79,6 +79,76 @@ async fn the_chart_lints_and_renders_objects_the_api_server_accepts() {
         );
     }
 
+    // helm install, upgrade and uninstall for real (no kubelet runs the pods; the objects are
+    // what is checked). The CRDs stay after uninstall, as Helm treats its crds/ folder.
+    helm_run(
+        &cp,
+        &[
+            "install",
+            "conpaas",
+            "charts/conpaas",
+            "--namespace",
+            "conpaas",
+            "--set",
+            "replicas=1",
+        ],
+    )
+    .ok();
+    let replicas = |cp: &ControlPlane| {
+        kubectl_run(
+            cp,
+            &[
+                "-n",
+                "conpaas",
+                "get",
+                "deployment",
+                "conpaas",
+                "-o",
+                "jsonpath={.spec.replicas}",
+            ],
+            None,
+        )
+        .ok()
+        .stdout
+    };
+    assert_eq!(replicas(&cp), "1");
+    helm_run(
+        &cp,
+        &[
+            "upgrade",
+            "conpaas",
+            "charts/conpaas",
+            "--namespace",
+            "conpaas",
+            "--set",
+            "replicas=3",
+        ],
+    )
+    .ok();
+    assert_eq!(replicas(&cp), "3");
+    helm_run(&cp, &["uninstall", "conpaas", "--namespace", "conpaas"]).ok();
+    let gone = kubectl_run(
+        &cp,
+        &[
+            "-n",
+            "conpaas",
+            "get",
+            "deployment,serviceaccount",
+            "-l",
+            "app.kubernetes.io/name=conpaas",
+            "-o",
+            "name",
+        ],
+        None,
+    )
+    .ok();
+    assert_eq!(
+        gone.stdout.trim(),
+        "",
+        "uninstall removes the controller's objects"
+    );
+    kubectl_run(&cp, &["get", "crd", "services.conpaas.io"], None).ok();
+
     // manifests/install.yaml is what the chart renders today.
     let fresh = run(
         &repo_root().join("e2e/tools/render-install.sh"),
