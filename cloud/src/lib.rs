@@ -10,10 +10,14 @@ mod driver;
 mod error;
 
 pub mod conformance;
+#[cfg(any(feature = "ec2", feature = "opennebula"))]
+mod limits;
 #[cfg(feature = "local")]
 pub mod local;
 #[cfg(feature = "memory")]
 pub mod memory;
+#[cfg(feature = "opennebula")]
+pub mod opennebula;
 
 pub use driver::{ComputeDriver, CreateRequest, Tags, Vm, VmState};
 pub use error::CloudError;

@@ -197,6 +197,19 @@ impl Client {
         Vm::pool_from_xml(&text(method, &v)?).map_err(|e| malformed(method, e))
     }
 
+    /// `one.vm.update` in merge mode: sets the given user-template attributes (template text),
+    /// keeping the others.
+    pub async fn vm_update_merge(&self, vm: i64, attributes: &str) -> Result<(), Error> {
+        let method = "one.vm.update";
+        let args = vec![
+            Value::Int(vm as i32),
+            Value::from(attributes),
+            Value::Int(1),
+        ];
+        self.call(method, args).await?;
+        Ok(())
+    }
+
     /// `one.vm.action`: e.g. `terminate` or `terminate-hard`.
     pub async fn vm_action(&self, action: &str, vm: i64) -> Result<(), Error> {
         let method = "one.vm.action";

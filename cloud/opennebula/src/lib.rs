@@ -1,6 +1,6 @@
 //! An async client for OpenNebula's XML-RPC API, covering what a VM's lifecycle needs:
 //! `one.system.version`, `one.template.instantiate`, `one.vm.allocate`, `one.vm.info`,
-//! `one.vmpool.info` and `one.vm.action`. It uses the `xmlrpc` crate's value types to encode
+//! `one.vmpool.info`, `one.vm.action` and `one.vm.update`. It uses the `xmlrpc` crate's value types to encode
 //! requests and parse responses, and does the HTTP exchange itself with an async client (the
 //! crate's own transport blocks).
 //!

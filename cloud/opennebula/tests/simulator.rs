@@ -122,6 +122,22 @@ async fn a_vm_is_instantiated_runs_is_listed_and_terminated() {
     );
     assert_eq!(running.ips.len(), 1);
 
+    one.vm_update_merge(vm, "CONPAAS_ORPHANED = \"true\"")
+        .await
+        .unwrap();
+    let updated = one.vm_info(vm).await.unwrap();
+    assert_eq!(
+        updated
+            .user_template
+            .get("CONPAAS_ORPHANED")
+            .map(String::as_str),
+        Some("true")
+    );
+    assert!(
+        updated.user_template.contains_key("CONPAAS_NODE"),
+        "merge keeps the others"
+    );
+
     let listed = one.vm_pool(PoolFilter::All).await.unwrap();
     assert_eq!(listed.iter().map(|v| v.id).collect::<Vec<_>>(), [vm]);
 

@@ -2,7 +2,7 @@
 """An OpenNebula front-end simulator speaking the documented XML-RPC API, for tests.
 
 It answers the calls a VM lifecycle needs -- one.system.version, one.template.instantiate,
-one.vm.allocate, one.vm.info, one.vmpool.info, one.vm.action -- in OpenNebula's reply format
+one.vm.allocate, one.vm.info, one.vmpool.info, one.vm.action, one.vm.update -- in OpenNebula's reply format
 ([success, result-or-message, error-code]) with OpenNebula's error codes, and keeps VMs in
 memory moving through realistic states: PENDING -> ACTIVE/PROLOG -> ACTIVE/BOOT ->
 ACTIVE/RUNNING, and on terminate ACTIVE/SHUTDOWN -> DONE, one step per --step seconds.
@@ -183,8 +183,17 @@ def api(front):
         vm.terminated_at = time.time()
         return vm_id
 
+    def update(vm_id, template_text, mode=0):
+        vm = front.vm('one.vm.update', vm_id)
+        attrs = parse_template(template_text)
+        if mode == 0:
+            vm.template = {k: v for k, v in vm.template.items() if k in ('NAME', 'CPU', 'MEMORY', 'VCPU', 'CONTEXT', 'NIC')}
+        vm.template.update(attrs)
+        return vm_id
+
     return {
         'one.system.version': guarded('one.system.version', version),
+        'one.vm.update': guarded('one.vm.update', update),
         'one.template.instantiate': guarded('one.template.instantiate', instantiate),
         'one.vm.allocate': guarded('one.vm.allocate', allocate),
         'one.vm.info': guarded('one.vm.info', info),

@@ -36,6 +36,9 @@ def main():
     allocated = one.vm.allocate('NAME = "raw"\nMEMORY = "128"\nCPU = "1"', False)
     assert allocated == vm_id + 1, allocated
 
+    one.vm.update(allocated, 'ROLE = "web"', 1)
+    assert one.vm.info(allocated).USER_TEMPLATE.get("ROLE") == "web"
+
     one.vm.action("terminate", vm_id)
     deadline = time.time() + 10
     while one.vm.info(vm_id).STATE != pyone.VM_STATE.DONE:
