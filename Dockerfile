@@ -2,13 +2,13 @@
 # The agent sits beside the controller because the `local` cloud starts VMs as agent processes.
 #   docker build -t <registry>/conpaas-controller:0.1.0 .
 FROM rust:1.95-alpine AS build
-RUN apk add --no-cache musl-dev gcc make perl
+RUN apk add --no-cache musl-dev gcc g++ make cmake perl
 WORKDIR /src
 COPY . .
 # Alpine's Rust targets musl: the binaries are static. Caches keep rebuilds short.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p conpaas-controller -p conpaas-agent \
+    cargo build --release --locked -p conpaas-controller -p conpaas-agent --features conpaas-controller/ec2,conpaas-controller/opennebula \
  && mkdir -p /out \
  && cp target/release/conpaas-controller target/release/conpaas-agent /out/
 

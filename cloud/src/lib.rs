@@ -10,6 +10,8 @@ mod driver;
 mod error;
 
 pub mod conformance;
+#[cfg(feature = "ec2")]
+pub mod ec2;
 #[cfg(any(feature = "ec2", feature = "opennebula"))]
 mod limits;
 #[cfg(feature = "local")]

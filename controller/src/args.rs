@@ -42,8 +42,8 @@ pub struct Args {
     /// Elect a leader among replicas; only the leader reconciles
     #[arg(long, env = "CONPAAS_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
     pub leader_elect: bool,
-    /// Namespace of the leader-election Lease [default: the controller's own namespace in a
-    /// cluster, else `default`]
+    /// Namespace of the leader-election Lease and of the Clouds' credential Secrets [default:
+    /// the controller's own namespace in a cluster, else `default`]
     #[arg(long, env = "CONPAAS_LEADER_NAMESPACE")]
     pub leader_namespace: Option<String>,
     /// Seconds a leader's Lease lasts without renewal; a standby takes over after about this long

@@ -29,6 +29,8 @@ use kube::{Api, Client, Config, ResourceExt};
 async fn main() -> anyhow::Result<()> {
     let args = args::Args::parse();
     args.init_logging();
+    // With the EC2 driver compiled in, rustls has two crypto backends and picks none itself.
+    let _ = rustls::crypto::ring::default_provider().install_default();
 
     let config = Config::infer()
         .await
@@ -106,6 +108,8 @@ async fn main() -> anyhow::Result<()> {
             local,
             args.local_backend == "memory",
             metrics.clone(),
+            client.clone(),
+            &namespace,
         )),
         metrics,
         agent_api,

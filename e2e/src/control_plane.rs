@@ -38,6 +38,8 @@ impl ControlPlane {
 
     /// Starts etcd, kube-apiserver and kube-controller-manager, and installs the CRDs.
     pub async fn start() -> anyhow::Result<Self> {
+        // With the EC2 driver compiled in, rustls has two crypto backends and picks none itself.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let kube_dir = crate::cache_dir().join("kube-v1.34.4");
         let apiserver = kube_dir.join("kube-apiserver");
         let kcm = kube_dir.join("kube-controller-manager");

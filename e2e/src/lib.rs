@@ -9,7 +9,10 @@
 pub mod control_plane;
 pub mod controller;
 pub mod manifest;
+#[cfg(feature = "ec2")]
+pub mod moto;
 pub mod process;
+pub mod standin;
 pub mod tools;
 pub mod wait;
 

@@ -679,7 +679,9 @@ async fn a_corpus_of_bad_manifests_is_refused_or_reported_and_nothing_stalls() {
     env.apply("apiVersion: conpaas.io/v1alpha1\nkind: Application\nmetadata: {name: no-cloud}\nspec: {}\n").await;
     env.apply("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: empty}\ndata: {other: x}\n")
         .await;
-    env.apply("apiVersion: conpaas.io/v1alpha1\nkind: Cloud\nmetadata: {name: aws}\nspec: {ec2: {region: us-east-1, imageId: ami-03cf127a, instanceType: t3.micro}}\n").await;
+    // An EC2 Cloud that cannot work: its credentials Secret does not exist (and its endpoint is
+    // a closed loopback port, so nothing ever leaves the machine).
+    env.apply("apiVersion: conpaas.io/v1alpha1\nkind: Cloud\nmetadata: {name: aws}\nspec: {ec2: {region: us-east-1, endpoint: 'http://127.0.0.1:9', imageId: ami-03cf127a, instanceType: t3.micro, credentialsSecret: {name: missing}}}\n").await;
     env.wait_ready("hello", "node 3/3").await;
 
     let cases = corpus();

@@ -14,9 +14,11 @@ use crate::backoff::Backoff;
 
 /// Builds (and caches) the driver for a Cloud. The controller implements it with the backends
 /// it was compiled with; tests may hand out a memory cloud.
+#[async_trait::async_trait]
 pub trait DriverRegistry: Send + Sync {
-    /// The driver for this Cloud, or why there is none (e.g. a backend not compiled in).
-    fn driver(&self, cloud: &Cloud) -> Result<Arc<dyn ComputeDriver>, String>;
+    /// The driver for this Cloud, or why there is none (a backend not compiled in, credentials
+    /// that cannot be read).
+    async fn driver(&self, cloud: &Cloud) -> Result<Arc<dyn ComputeDriver>, String>;
 }
 
 /// How agents reach the API server, as written into their bootstrap.

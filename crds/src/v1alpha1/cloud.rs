@@ -50,6 +50,29 @@ pub struct CloudSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 2048))]
     pub api_server_url: Option<String>,
+    /// Credits per VM-hour by instance type (1 credit = 1 VM-hour when a type is not listed).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 256, "additionalProperties" = {"type": "integer", "minimum": 0}))]
+    pub prices: std::collections::BTreeMap<String, i64>,
+    /// Most calls per second per operation (create, describe, delete, tag) this controller makes
+    /// to the cloud's API; keeps a scale-up under the provider's limits.
+    #[serde(default = "default_calls_per_second")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub calls_per_second: i32,
+}
+
+fn default_calls_per_second() -> i32 {
+    10
+}
+
+/// A key of a Secret in the controller's own namespace (Clouds are cluster-scoped; their
+/// credentials stay where only the controller reads them).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct CredentialsRef {
+    /// Secret name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
 }
 
 /// Settings of the local cloud. It has none yet; `{}` selects it.
@@ -76,19 +99,46 @@ pub struct Ec2Cloud {
     /// Default instance type; a Service role may override it.
     #[schemars(length(min = 1, max = 64))]
     pub instance_type: String,
+    /// Subnet the VMs are launched in; unset uses the default VPC's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    pub subnet_id: Option<String>,
+    /// Security groups of the VMs (IDs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub security_group_ids: Vec<String>,
+    /// EC2 key pair for SSH access to the VMs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 255))]
+    pub key_name: Option<String>,
+    /// Secret with `accessKeyId` and `secretAccessKey` (and optionally `sessionToken`); without
+    /// it the SDK's default chain is used (environment, profile, instance role).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret: Option<CredentialsRef>,
 }
 
 /// Settings of an OpenNebula cloud.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(validation = Rule::new("has(self.templateId) != has(self.template)").message("spec.opennebula: exactly one of templateId or template"))]
 #[serde(rename_all = "camelCase")]
 pub struct OpenNebulaCloud {
     /// The XML-RPC URL, e.g. `http://one:2633/RPC2`.
     #[schemars(length(min = 1, max = 2048))]
     pub endpoint: String,
-    /// ID of the VM template to instantiate.
+    /// ID of the VM template to instantiate; exclusive with `template`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0))]
+    #[schemars(range(min = 0, max = 2147483647))]
     pub template_id: Option<i64>,
+    /// A full VM template (OpenNebula template text) to allocate; exclusive with `templateId`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 65536))]
+    pub template: Option<String>,
+    /// Virtual networks each VM gets a NIC on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub network_ids: Vec<i64>,
+    /// Secret whose key `session` holds the session string (`user:password` or `user:token`).
+    pub credentials_secret: CredentialsRef,
 }
 
 /// What the controller observed about a Cloud.

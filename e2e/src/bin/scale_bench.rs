@@ -10,7 +10,7 @@
 //!   controller's RSS.
 //! - A steady-state window: API writes by the controller, and its cloud calls by operation.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -18,17 +18,11 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use clap::Parser;
 use conpaas_crds::v1alpha1::{Service, ServiceNode, is_condition_true};
+use conpaas_e2e::standin::StandIns;
 use conpaas_e2e::{ControlPlane, Controller, manifest, wait};
-use futures::StreamExt;
-use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::core::v1::ServiceAccount;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
-use k8s_openapi::jiff::Timestamp;
+use kube::Client;
 use kube::api::{Api, ListParams, ObjectMeta, PostParams};
-use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Client, Config};
 use serde_json::json;
-use tokio::sync::Semaphore;
 
 #[derive(Parser)]
 struct Args {
@@ -106,124 +100,6 @@ fn grown(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) -> Strin
         .map(|(d, k)| format!("    {d:>7}  {k}"))
         .collect::<Vec<_>>()
         .join("\n")
-}
-
-/// A client without credentials: each request carries the bearer token of the node it acts for.
-struct Agents {
-    raw: Client,
-    writes: AtomicU64,
-}
-
-impl Agents {
-    async fn send(
-        &self,
-        method: http::Method,
-        path: String,
-        content_type: &str,
-        body: serde_json::Value,
-        token: &str,
-    ) -> anyhow::Result<()> {
-        let req = http::Request::builder()
-            .method(method)
-            .uri(path)
-            .header("authorization", format!("Bearer {token}"))
-            .header("content-type", content_type)
-            .body(serde_json::to_vec(&body)?)?;
-        self.writes.fetch_add(1, Ordering::Relaxed);
-        self.raw.request_text(req).await?;
-        Ok(())
-    }
-
-    async fn renew(&self, node: &str, token: &str) -> anyhow::Result<()> {
-        let body = json!({"spec": {"renewTime": MicroTime(Timestamp::now())}});
-        let path = format!(
-            "/apis/coordination.k8s.io/v1/namespaces/{NS}/leases/{node}?fieldManager=conpaas-agent"
-        );
-        self.send(
-            http::Method::PATCH,
-            path,
-            "application/merge-patch+json",
-            body,
-            token,
-        )
-        .await
-    }
-
-    async fn report(&self, node: &ServiceNode, token: &str) -> anyhow::Result<()> {
-        let name = node.metadata.name.clone().unwrap_or_default();
-        let body = json!({"apiVersion": "conpaas.io/v1alpha1", "kind": "ServiceNode", "status": {"agent": {
-            "state": "Ready", "observedGeneration": node.metadata.generation, "role": node.spec.role,
-            "message": "simulated agent", "greeting": "Hello World!"}}});
-        let path = format!(
-            "/apis/conpaas.io/v1alpha1/namespaces/{NS}/servicenodes/{name}/status?fieldManager=conpaas-agent&force=true"
-        );
-        self.send(
-            http::Method::PATCH,
-            path,
-            "application/apply-patch+yaml",
-            body,
-            token,
-        )
-        .await
-    }
-}
-
-/// Boots a simulated agent for every node that has a VM, and keeps its heartbeat.
-async fn simulate_agents(admin: Client, agents: Arc<Agents>) {
-    let nodes: Api<ServiceNode> = Api::namespaced(admin.clone(), NS);
-    let accounts: Api<ServiceAccount> = Api::namespaced(admin, NS);
-    let booting = Arc::new(Semaphore::new(64));
-    let mut started: HashSet<(String, i64)> = HashSet::new();
-    let mut stream = watcher(nodes, watcher::Config::default())
-        .default_backoff()
-        .applied_objects()
-        .boxed();
-    while let Some(Ok(node)) = stream.next().await {
-        let has_vm = node
-            .status
-            .as_ref()
-            .is_some_and(|s| s.provider_id.is_some());
-        let key = (
-            node.metadata.name.clone().unwrap_or_default(),
-            node.metadata.generation.unwrap_or(0),
-        );
-        if !has_vm || node.metadata.deletion_timestamp.is_some() || !started.insert(key) {
-            continue;
-        }
-        let (agents, accounts, booting) = (agents.clone(), accounts.clone(), booting.clone());
-        tokio::spawn(async move {
-            let Ok(_permit) = booting.acquire().await else {
-                return;
-            };
-            let name = node.metadata.name.clone().unwrap_or_default();
-            let request = TokenRequest {
-                spec: TokenRequestSpec {
-                    expiration_seconds: Some(3600),
-                    ..Default::default()
-                },
-                ..Default::default()
-            };
-            let Ok(Some(token)) = accounts
-                .create_token_request(&name, &PostParams::default(), &request)
-                .await
-                .map(|t| t.status.map(|s| s.token))
-            else {
-                return;
-            };
-            if agents.renew(&name, &token).await.is_err()
-                || agents.report(&node, &token).await.is_err()
-            {
-                return;
-            }
-            drop(_permit);
-            loop {
-                tokio::time::sleep(Duration::from_secs(20)).await;
-                if agents.renew(&name, &token).await.is_err() {
-                    return;
-                }
-            }
-        });
-    }
 }
 
 /// Accepted SSA status patches per second, 64 workers, for `seconds`.
@@ -326,18 +202,8 @@ async fn main() -> anyhow::Result<()> {
     )?;
     manifest::apply(&admin, "apiVersion: conpaas.io/v1alpha1\nkind: Cloud\nmetadata: {name: local}\nspec: {local: {}}\n---\napiVersion: conpaas.io/v1alpha1\nkind: Application\nmetadata: {name: bench}\nspec: {cloud: local}\n", NS).await?;
 
-    let mut config = Config::new(cp.url.parse()?);
-    config.root_cert = Config::from_custom_kubeconfig(
-        kube::config::Kubeconfig::read_from(&cp.kubeconfig)?,
-        &Default::default(),
-    )
-    .await?
-    .root_cert;
-    let agents = Arc::new(Agents {
-        raw: Client::try_from(config)?,
-        writes: AtomicU64::new(0),
-    });
-    tokio::spawn(simulate_agents(admin.clone(), agents.clone()));
+    let agents = Arc::new(StandIns::new(&cp).await?);
+    tokio::spawn(agents.clone().run(admin.clone(), NS.to_string(), |_| true));
 
     let services = args.nodes.div_ceil(args.per_service);
     let writes_before = api_writes(&admin).await?;
@@ -373,7 +239,7 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "API writes: {writes} ({:.1} per node; simulated agents made {})",
         writes as f64 / args.nodes as f64,
-        agents.writes.load(Ordering::Relaxed)
+        agents.writes()
     );
     println!(
         "target: time to Ready <= 2 x writes / raw rate = {:.1}s",
@@ -389,10 +255,10 @@ async fn main() -> anyhow::Result<()> {
     let calls_before = cloud_calls(&controller).await?;
     let breakdown_before = api_writes_by(&admin).await?;
     let writes_before = api_writes(&admin).await?;
-    let agent_writes_before = agents.writes.load(Ordering::Relaxed);
+    let agent_writes_before = agents.writes();
     tokio::time::sleep(Duration::from_secs(args.steady_seconds)).await;
     let total = api_writes(&admin).await? - writes_before;
-    let by_agents = agents.writes.load(Ordering::Relaxed) - agent_writes_before;
+    let by_agents = agents.writes() - agent_writes_before;
     let calls_after = cloud_calls(&controller).await?;
     println!(
         "  writes by resource:\n{}",

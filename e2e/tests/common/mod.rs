@@ -110,9 +110,10 @@ impl Env {
         .expect("event");
     }
 
-    /// Applies the example's helloworld Service `hello` with `count` nodes.
+    /// Applies (creates or scales) the example's helloworld Service `hello` with `count` nodes.
     pub async fn scale_hello(&self, count: i32) {
         let spec = serde_json::json!({"apiVersion": "conpaas.io/v1alpha1", "kind": "Service",
+            "metadata": {"name": "hello"},
             "spec": {"application": "demo", "type": "helloworld", "roles": [{"name": "node", "count": count}]}});
         let pp = kube::api::PatchParams::apply("conpaas-e2e").force();
         self.services()

@@ -48,17 +48,33 @@ pub async fn reconcile(cloud: Arc<Cloud>, ctx: Arc<Context>) -> Result<Requeue, 
     if !deleting {
         finalizers::add(&api, cloud.as_ref(), FINALIZER_NODES).await?;
     }
-    let driver = ctx.drivers.driver(&cloud);
-    if let Ok(driver) = &driver {
-        let claims = sweep::claims(&all_nodes, &unreadable);
-        sweep::sweep(&ctx, &cloud, driver.as_ref(), &claims).await?;
-    }
+    let driver = ctx.drivers.driver(&cloud).await;
+    // The sweep's listing is also the check that the cloud answers and takes our credentials.
+    let swept = match &driver {
+        Ok(driver) => {
+            let claims = sweep::claims(&all_nodes, &unreadable);
+            sweep::sweep(&ctx, &cloud, driver.as_ref(), &claims)
+                .await
+                .map(|_| ())
+        }
+        Err(_) => Ok(()),
+    };
     let condition = match driver {
         _ if deleting => Desired::new(
             READY,
             false,
             "Deleting",
             format!("waiting for {holders} nodes to terminate their VMs before the Cloud goes"),
+        ),
+        Ok(_) if swept.is_err() => Desired::new(
+            READY,
+            false,
+            "CloudUnavailable",
+            swept
+                .as_ref()
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default(),
         ),
         Ok(_) => Desired::new(
             READY,
@@ -92,6 +108,7 @@ pub async fn reconcile(cloud: Arc<Cloud>, ctx: Arc<Context>) -> Result<Requeue, 
         .await
         .ctx("patch status", &name)?;
     }
+    swept?;
     ctx.backoff.succeeded(&format!("cloud/{name}"));
     let again = if deleting { 2 } else { 60 };
     Ok(Requeue::requeue(Duration::from_secs(again)))

@@ -199,6 +199,7 @@ async fn driver_for(
     Ok(ctx
         .drivers
         .driver(&cloud)
+        .await
         .map_err(|why| Desired::new("Ready", false, "CloudUnavailable", why)))
 }
 

@@ -1,0 +1,171 @@
+//! Stand-in agents for VMs that boot nothing (the memory backend, moto's EC2 instances). For
+//! each ServiceNode with a VM, a stand-in gets the node's own token (TokenRequest for the
+//! node's ServiceAccount, as the real bootstrap carries) and makes the real agent's calls with
+//! it: server-side apply of `status.agent` (Ready, for the node's generation) and a renewal of
+//! the node's heartbeat Lease every 20 s. Nothing else of the agent is simulated: no role
+//! software runs, nothing listens on the node's address.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use conpaas_crds::v1alpha1::ServiceNode;
+use futures::StreamExt;
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Config};
+use serde_json::json;
+use tokio::sync::Semaphore;
+
+use crate::ControlPlane;
+
+/// The stand-ins of one control plane. Requests carry the bearer token of the node they act
+/// for, over a client that has no credentials of its own.
+pub struct StandIns {
+    raw: Client,
+    writes: AtomicU64,
+}
+
+impl StandIns {
+    /// Stand-ins that reach `cp`'s API server.
+    pub async fn new(cp: &ControlPlane) -> anyhow::Result<Self> {
+        let mut config = Config::new(cp.url.parse()?);
+        config.root_cert = Config::from_custom_kubeconfig(
+            kube::config::Kubeconfig::read_from(&cp.kubeconfig)?,
+            &Default::default(),
+        )
+        .await?
+        .root_cert;
+        Ok(Self {
+            raw: Client::try_from(config)?,
+            writes: AtomicU64::new(0),
+        })
+    }
+
+    /// API writes the stand-ins made so far.
+    pub fn writes(&self) -> u64 {
+        self.writes.load(Ordering::Relaxed)
+    }
+
+    async fn send(
+        &self,
+        method: http::Method,
+        path: String,
+        content_type: &str,
+        body: serde_json::Value,
+        token: &str,
+    ) -> anyhow::Result<()> {
+        let req = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", content_type)
+            .body(serde_json::to_vec(&body)?)?;
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        self.raw.request_text(req).await?;
+        Ok(())
+    }
+
+    async fn renew(&self, ns: &str, node: &str, token: &str) -> anyhow::Result<()> {
+        let body = json!({"spec": {"renewTime": MicroTime(Timestamp::now())}});
+        let path = format!(
+            "/apis/coordination.k8s.io/v1/namespaces/{ns}/leases/{node}?fieldManager=conpaas-agent"
+        );
+        self.send(
+            http::Method::PATCH,
+            path,
+            "application/merge-patch+json",
+            body,
+            token,
+        )
+        .await
+    }
+
+    async fn report(&self, ns: &str, node: &ServiceNode, token: &str) -> anyhow::Result<()> {
+        let name = node.metadata.name.clone().unwrap_or_default();
+        let body = json!({"apiVersion": "conpaas.io/v1alpha1", "kind": "ServiceNode", "status": {"agent": {
+            "state": "Ready", "observedGeneration": node.metadata.generation, "role": node.spec.role,
+            "message": "simulated agent", "greeting": "Hello World!"}}});
+        let path = format!(
+            "/apis/conpaas.io/v1alpha1/namespaces/{ns}/servicenodes/{name}/status?fieldManager=conpaas-agent&force=true"
+        );
+        self.send(
+            http::Method::PATCH,
+            path,
+            "application/apply-patch+yaml",
+            body,
+            token,
+        )
+        .await
+    }
+
+    /// Boots a stand-in for every node of namespace `ns` that has a VM and that `wanted`
+    /// selects, and keeps its heartbeat. Runs until the watch ends.
+    pub async fn run(self: Arc<Self>, admin: Client, ns: String, wanted: fn(&ServiceNode) -> bool) {
+        let nodes: Api<ServiceNode> = Api::namespaced(admin.clone(), &ns);
+        let accounts: Api<ServiceAccount> = Api::namespaced(admin, &ns);
+        let booting = Arc::new(Semaphore::new(64));
+        let mut started: HashSet<(String, i64)> = HashSet::new();
+        let mut stream = watcher(nodes, watcher::Config::default())
+            .default_backoff()
+            .applied_objects()
+            .boxed();
+        while let Some(Ok(node)) = stream.next().await {
+            let has_vm = node
+                .status
+                .as_ref()
+                .is_some_and(|s| s.provider_id.is_some());
+            // By UID: a node re-created under the same name is a new VM to boot.
+            let key = (
+                node.metadata.uid.clone().unwrap_or_default(),
+                node.metadata.generation.unwrap_or(0),
+            );
+            if !has_vm
+                || !wanted(&node)
+                || node.metadata.deletion_timestamp.is_some()
+                || !started.insert(key)
+            {
+                continue;
+            }
+            let (me, accounts, booting, ns) =
+                (self.clone(), accounts.clone(), booting.clone(), ns.clone());
+            tokio::spawn(async move {
+                let Ok(_permit) = booting.acquire().await else {
+                    return;
+                };
+                let name = node.metadata.name.clone().unwrap_or_default();
+                let request = TokenRequest {
+                    spec: TokenRequestSpec {
+                        expiration_seconds: Some(3600),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                };
+                let Ok(Some(token)) = accounts
+                    .create_token_request(&name, &PostParams::default(), &request)
+                    .await
+                    .map(|t| t.status.map(|s| s.token))
+                else {
+                    return;
+                };
+                if me.renew(&ns, &name, &token).await.is_err()
+                    || me.report(&ns, &node, &token).await.is_err()
+                {
+                    return;
+                }
+                drop(_permit);
+                loop {
+                    tokio::time::sleep(Duration::from_secs(20)).await;
+                    if me.renew(&ns, &name, &token).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    }
+}
