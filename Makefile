@@ -7,7 +7,7 @@ CARGO ?= cargo
 # `make build` and `make run` leave it out.
 TEST_FEATURES = conpaas-controller/ec2,conpaas-cloud/ec2,conpaas-cloud/opennebula,conpaas-e2e/ec2
 
-.PHONY: run test build kube helm crds install-yaml lint bench scale-bench
+.PHONY: run test build kube helm crds install-yaml lint bench scale-bench ec2-bench
 
 kube:
 	e2e/tools/build-kube.sh
@@ -45,3 +45,7 @@ bench: kube
 scale-bench: kube
 	$(CARGO) build --workspace --bins --release
 	$(CARGO_TARGET_DIR)/release/conpaas-scale-bench
+
+ec2-bench: kube
+	$(CARGO) build --workspace --bins --release --features $(TEST_FEATURES)
+	$(CARGO_TARGET_DIR)/release/conpaas-ec2-bench

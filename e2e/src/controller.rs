@@ -58,6 +58,22 @@ impl Controller {
         Ok(controller)
     }
 
+    /// The controller's `conpaas_cloud_calls_total` lines from /metrics.
+    pub async fn cloud_calls(&self) -> anyhow::Result<String> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let stream = tokio::net::TcpStream::connect(self.http_address).await?;
+        let (mut r, mut w) = stream.into_split();
+        w.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .await?;
+        let mut text = String::new();
+        r.read_to_string(&mut text).await?;
+        Ok(text
+            .lines()
+            .filter(|l| l.starts_with("conpaas_cloud_calls_total{"))
+            .collect::<Vec<_>>()
+            .join("\n"))
+    }
+
     /// Starts the controller again after [`Controller::kill`].
     pub fn restart(&mut self) -> anyhow::Result<()> {
         let bin = crate::binaries_dir().join("conpaas-controller");
@@ -138,4 +154,14 @@ impl Drop for Controller {
             let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
         }
     }
+}
+
+/// The sum of `conpaas_cloud_calls_total` lines (from [`Controller::cloud_calls`]) for one
+/// operation.
+pub fn sum_calls(metrics: &str, operation: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.contains(&format!("operation=\"{operation}\"")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }

@@ -161,29 +161,6 @@ async fn raw_apply_rate(admin: &Client, seconds: u64) -> anyhow::Result<f64> {
     Ok(done.load(Ordering::Relaxed) as f64 / seconds as f64)
 }
 
-async fn cloud_calls(controller: &Controller) -> anyhow::Result<String> {
-    let stream = tokio::net::TcpStream::connect(controller.http_address).await?;
-    let (mut r, mut w) = stream.into_split();
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    w.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-        .await?;
-    let mut text = String::new();
-    r.read_to_string(&mut text).await?;
-    Ok(text
-        .lines()
-        .filter(|l| l.starts_with("conpaas_cloud_calls_total{"))
-        .collect::<Vec<_>>()
-        .join("\n"))
-}
-
-fn sum_calls(metrics: &str, operation: &str) -> f64 {
-    metrics
-        .lines()
-        .filter(|l| l.contains(&format!("operation=\"{operation}\"")))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -252,14 +229,14 @@ async fn main() -> anyhow::Result<()> {
     );
 
     // Steady state: nothing changes; only heartbeats flow.
-    let calls_before = cloud_calls(&controller).await?;
+    let calls_before = controller.cloud_calls().await?;
     let breakdown_before = api_writes_by(&admin).await?;
     let writes_before = api_writes(&admin).await?;
     let agent_writes_before = agents.writes();
     tokio::time::sleep(Duration::from_secs(args.steady_seconds)).await;
     let total = api_writes(&admin).await? - writes_before;
     let by_agents = agents.writes() - agent_writes_before;
-    let calls_after = cloud_calls(&controller).await?;
+    let calls_after = controller.cloud_calls().await?;
     println!(
         "  writes by resource:\n{}",
         grown(&breakdown_before, &api_writes_by(&admin).await?)
@@ -272,7 +249,8 @@ async fn main() -> anyhow::Result<()> {
     for op in ["list", "get", "create", "delete"] {
         println!(
             "  cloud {op} calls: {:.0}",
-            sum_calls(&calls_after, op) - sum_calls(&calls_before, op)
+            conpaas_e2e::controller::sum_calls(&calls_after, op)
+                - conpaas_e2e::controller::sum_calls(&calls_before, op)
         );
     }
     println!(
