@@ -452,7 +452,7 @@ fn corpus() -> Vec<(Value, Expect)> {
         (
             cloud(
                 "c10",
-                json!({"local": {}, "opennebula": {"endpoint": "http://one"}, "ec2": {"region": "r", "imageId": "i", "instanceType": "t"}}),
+                json!({"local": {}, "opennebula": {"endpoint": "http://one", "templateId": 0, "credentialsSecret": {"name": "one"}}, "ec2": {"region": "r", "imageId": "i", "instanceType": "t"}}),
             ),
             Rejected("exactly one of"),
         ),

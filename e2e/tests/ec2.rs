@@ -20,22 +20,50 @@ fn on_ec2(node: &ServiceNode) -> bool {
     node.spec.cloud == "aws"
 }
 
-/// A control plane and controller, moto, the credentials Secret, Cloud `aws` and stand-ins.
-async fn setup(ns: &str, subnet: u8) -> (common::Env, Moto) {
+/// The Cloud of the EC2 issue, as written there but for moto's port.
+const ISSUE_CLOUD: &str = "apiVersion: conpaas.io/v1alpha1
+kind: Cloud
+metadata: {name: aws}
+spec:
+  ec2:
+    region: us-east-1
+    endpoint: http://127.0.0.1:5000   # optional; else AWS_ENDPOINT_URL, else AWS itself
+    imageId: ami-03cf127a
+    instanceType: t3.micro
+";
+
+/// A control plane and controller, moto, Cloud `aws` and stand-ins. With `secret`, the Cloud's
+/// credentials come from a Secret in the controller's namespace; without, the Cloud is the
+/// issue's manifest verbatim and the controller has credentials in its environment (the SDK's
+/// default chain).
+async fn setup(ns: &str, subnet: u8, secret: bool) -> (common::Env, Moto) {
     let moto = Moto::start().expect("moto");
-    let env = common::env(ns, subnet).await;
-    manifest::apply(
-        &env.client,
-        "apiVersion: v1\nkind: Secret\nmetadata: {name: aws-creds}\nstringData: {accessKeyId: testing, secretAccessKey: testing}\n",
-        "default",
-    )
-    .await
-    .unwrap();
-    env.apply(&format!(
-        "apiVersion: conpaas.io/v1alpha1\nkind: Cloud\nmetadata: {{name: aws}}\nspec:\n  ec2:\n    region: us-east-1\n    endpoint: {}\n    imageId: ami-03cf127a\n    instanceType: t3.micro\n    credentialsSecret: {{name: aws-creds}}\n",
-        moto.endpoint
-    ))
-    .await;
+    let cloud = ISSUE_CLOUD.replace("http://127.0.0.1:5000", &moto.endpoint);
+    let env = if secret {
+        let env = common::env(ns, subnet).await;
+        manifest::apply(
+            &env.client,
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: aws-creds}\nstringData: {accessKeyId: testing, secretAccessKey: testing}\n",
+            "default",
+        )
+        .await
+        .unwrap();
+        env.apply(&format!(
+            "{cloud}    credentialsSecret: {{name: aws-creds}}\n"
+        ))
+        .await;
+        env
+    } else {
+        let vars = [
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+            // Nothing may leave loopback: no instance-metadata lookups.
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+        ];
+        let env = common::env_with(ns, subnet, &vars).await;
+        env.apply(&cloud).await;
+        env
+    };
     let standins = Arc::new(StandIns::new(&env.cp).await.unwrap());
     tokio::spawn(standins.run(env.client.clone(), ns.to_string(), on_ec2));
     (env, moto)
@@ -66,7 +94,7 @@ async fn instances_match_nodes(env: &common::Env, moto: &Moto, service: &str, co
 
 #[tokio::test]
 async fn a_service_on_ec2_scales_and_the_instances_match_its_nodes() {
-    let (env, moto) = setup("aws", 123).await;
+    let (env, moto) = setup("aws", 123, true).await;
     env.apply("apiVersion: conpaas.io/v1alpha1\nkind: Application\nmetadata: {name: demo}\nspec: {cloud: aws}\n")
         .await;
     for count in [0, 5, 2, 0] {
@@ -90,7 +118,7 @@ async fn a_service_on_ec2_scales_and_the_instances_match_its_nodes() {
 
 #[tokio::test]
 async fn one_service_runs_a_role_on_the_local_cloud_and_one_on_ec2() {
-    let (env, moto) = setup("multi", 124).await;
+    let (env, moto) = setup("multi", 124, false).await;
     env.apply_cloud_and_app().await;
     env.apply("apiVersion: conpaas.io/v1alpha1\nkind: Service\nmetadata: {name: mixed}\nspec:\n  application: demo\n  type: generic\n  roles:\n  - {name: master, cloud: local}\n  - {name: node, count: 2, cloud: aws}\n")
         .await;

@@ -26,7 +26,7 @@ async fn invalid_manifests_are_rejected_naming_the_field() {
         ),
         ("apiVersion: conpaas.io/v1alpha1\nkind: Cloud\nmetadata: {name: none}\nspec: {}\n".to_string(), "exactly one of spec.local, spec.ec2 or spec.opennebula"),
         (
-            "apiVersion: conpaas.io/v1alpha1\nkind: Cloud\nmetadata: {name: two}\nspec: {local: {}, opennebula: {endpoint: 'http://one:2633/RPC2'}}\n".to_string(),
+            "apiVersion: conpaas.io/v1alpha1\nkind: Cloud\nmetadata: {name: two}\nspec: {local: {}, opennebula: {endpoint: 'http://one:2633/RPC2', templateId: 0, credentialsSecret: {name: one}}}\n".to_string(),
             "exactly one of spec.local, spec.ec2 or spec.opennebula",
         ),
     ];

@@ -41,6 +41,17 @@ impl Error {
             Error::MissingField(_) => "MissingField",
         }
     }
+
+    /// The error with its causes, `what failed: why`, for conditions people read.
+    pub fn chain(&self) -> String {
+        let mut text = self.to_string();
+        let mut cause = std::error::Error::source(self);
+        while let Some(c) = cause {
+            text.push_str(&format!(": {c}"));
+            cause = c.source();
+        }
+        text
+    }
 }
 
 /// Attaches an operation and object name to a kube error.

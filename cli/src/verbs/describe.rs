@@ -1,10 +1,10 @@
 //! describe: Application -> Services -> nodes as a tree, with phases, conditions and their
-//! messages, addresses, code versions and credit use (1 credit = 1 VM-hour, each started hour
-//! counted as ConPaaS charged it).
+//! messages, addresses, code versions and credit use (each started VM-hour costs its Cloud's
+//! price for the instance type, 1 credit when it sets none, as ConPaaS charged).
 
 use anyhow::Context as _;
 use conpaas_crds::labels::ANNOTATION_DISPLAY_NAME;
-use conpaas_crds::v1alpha1::{Application, Service, ServiceNode};
+use conpaas_crds::v1alpha1::{Application, Cloud, Service, ServiceNode};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
@@ -50,18 +50,40 @@ pub async fn describe(
     }
     let value = json!({"applications": apps, "services": services, "nodes": nodes});
     if !structured(s.output, &value)? {
-        print!("{}", tree(&apps, &services, &nodes, Timestamp::now()));
+        let clouds = s.clouds().list(&ListParams::default()).await?.items;
+        let price = |node: &ServiceNode| price(&clouds, node);
+        print!(
+            "{}",
+            tree(&apps, &services, &nodes, Timestamp::now(), &price)
+        );
     }
     Ok(())
 }
 
-/// Credits a node has used so far: each started VM-hour counts one.
-pub fn credits(node: &ServiceNode, now: Timestamp) -> i64 {
+/// A node's price in credits per VM-hour: its Cloud's `prices` for its instance type (the
+/// role's, else the Cloud's default), else 1.
+fn price(clouds: &[Cloud], node: &ServiceNode) -> i64 {
+    let Some(cloud) = clouds.iter().find(|c| c.name_any() == node.spec.cloud) else {
+        return 1;
+    };
+    let instance_type = node
+        .spec
+        .instance_type
+        .clone()
+        .or_else(|| cloud.spec.ec2.as_ref().map(|e| e.instance_type.clone()));
+    instance_type
+        .and_then(|t| cloud.spec.prices.get(&t).copied())
+        .unwrap_or(1)
+}
+
+/// VM-hours a node has used so far: each started hour counts, as ConPaaS charged.
+pub fn hours(node: &ServiceNode, now: Timestamp) -> i64 {
     let Some(created) = node.status.as_ref().and_then(|st| st.created_at.as_ref()) else {
         return 0;
     };
+    // The hour a VM starts in counts from its first second.
     let seconds = now.duration_since(created.0).as_secs().max(0);
-    (seconds + 3599) / 3600
+    seconds / 3600 + 1
 }
 
 fn display(meta_name: &str, annotations: &std::collections::BTreeMap<String, String>) -> String {
@@ -91,7 +113,9 @@ pub fn tree(
     services: &[Service],
     nodes: &[ServiceNode],
     now: Timestamp,
+    price: &dyn Fn(&ServiceNode) -> i64,
 ) -> String {
+    let credits = |n: &ServiceNode| hours(n, now) * price(n);
     let mut out = String::new();
     let mut app_names: Vec<String> = apps.iter().map(|a| a.name_any()).collect();
     // Services whose Application is missing still show, under its name.
@@ -109,7 +133,7 @@ pub fn tree(
         let app_credits: i64 = nodes
             .iter()
             .filter(|n| n.spec.application == app_name)
-            .map(|n| credits(n, now))
+            .map(&credits)
             .sum();
         match app {
             Some(a) => {
@@ -139,7 +163,7 @@ pub fn tree(
                 .iter()
                 .filter(|n| n.spec.service == svc.name_any())
                 .collect();
-            let svc_credits: i64 = svc_nodes.iter().map(|n| credits(n, now)).sum();
+            let svc_credits: i64 = svc_nodes.iter().map(|n| credits(n)).sum();
             out.push_str(&format!(
                 "{branch}Service {}  {}  {}  {}  code {}  credits {svc_credits}\n",
                 display(&svc.name_any(), svc.annotations()),
@@ -171,7 +195,7 @@ pub fn tree(
                         .map(|a| format!("{a:?}"))
                         .unwrap_or_else(|| "-".into()),
                     agent.code_version.as_deref().unwrap_or("-"),
-                    credits(node, now),
+                    credits(node),
                 ));
                 let twig_pad = if j + 1 == svc_nodes.len() {
                     "   "
@@ -228,7 +252,18 @@ mod tests {
         .unwrap();
         // 1 h 30 min after the VM started: two started hours.
         let now: Timestamp = "2026-11-23T11:30:00Z".parse().unwrap();
-        let text = tree(&[app], &[svc], &[node], now);
+        let priced = tree(
+            std::slice::from_ref(&app),
+            std::slice::from_ref(&svc),
+            std::slice::from_ref(&node),
+            now,
+            &|_| 3,
+        );
+        assert!(
+            priced.contains("credits 6"),
+            "3 credits per VM-hour:\n{priced}"
+        );
+        let text = tree(&[app], &[svc], &[node], now, &|_| 1);
         assert_eq!(
             text,
             "Application demo  cloud local  services 1/1 ready  credits 2\n\

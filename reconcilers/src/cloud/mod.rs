@@ -70,11 +70,7 @@ pub async fn reconcile(cloud: Arc<Cloud>, ctx: Arc<Context>) -> Result<Requeue, 
             READY,
             false,
             "CloudUnavailable",
-            swept
-                .as_ref()
-                .err()
-                .map(|e| e.to_string())
-                .unwrap_or_default(),
+            swept.as_ref().err().map(|e| e.chain()).unwrap_or_default(),
         ),
         Ok(_) => Desired::new(
             READY,
