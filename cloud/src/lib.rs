@@ -18,6 +18,8 @@ mod limits;
 pub mod local;
 #[cfg(feature = "memory")]
 pub mod memory;
+#[cfg(feature = "ec2")]
+pub mod moto;
 #[cfg(feature = "opennebula")]
 pub mod opennebula;
 

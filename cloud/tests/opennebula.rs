@@ -2,94 +2,38 @@
 //! conformance suite, and failed, refused and malformed calls mapped by meaning.
 #![cfg(feature = "opennebula")]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-
 use conpaas_cloud::opennebula::{OpenNebula, OpenNebulaConfig};
 use conpaas_cloud::{ComputeDriver, Tags, VmState, conformance};
+use opennebula::simulator::Simulator;
 
 const SESSION: &str = "oneadmin:secret";
 
-struct Simulator {
-    child: Child,
-    endpoint: String,
+fn start() -> Simulator {
+    Simulator::start(SESSION, 0.05).expect("python3 runs the simulator")
 }
 
-impl Simulator {
-    fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut child = Command::new("python3")
-            .args([
-                "opennebula/tests/simulator/one_simulator.py",
-                "--port",
-                &port.to_string(),
-                "--auth",
-                SESSION,
-                "--step",
-                "0.05",
-            ])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3 runs the simulator");
-        let mut line = String::new();
-        BufReader::new(child.stdout.as_mut().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert!(line.starts_with("listening"), "simulator said {line:?}");
-        Simulator {
-            child,
-            endpoint: format!("http://127.0.0.1:{port}/RPC2"),
-        }
-    }
-
-    fn driver(&self, session: &str) -> OpenNebula {
-        OpenNebula::new(OpenNebulaConfig {
-            endpoint: self.endpoint.clone(),
-            session: session.into(),
-            template_id: Some(0),
-            template: None,
-            network_ids: vec![0],
-            calls_per_second: 1000,
-        })
-        .unwrap()
-    }
-
-    fn fault(&self, method: &str, kind: &str, count: i32) {
-        let script = format!(
-            "import xmlrpc.client; xmlrpc.client.ServerProxy('{}').sim.fault('{method}', '{kind}', {count})",
-            self.endpoint
-        );
-        assert!(
-            Command::new("python3")
-                .args(["-c", &script])
-                .status()
-                .unwrap()
-                .success()
-        );
-    }
-}
-
-impl Drop for Simulator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn driver(sim: &Simulator, session: &str) -> OpenNebula {
+    OpenNebula::new(OpenNebulaConfig {
+        endpoint: sim.endpoint.clone(),
+        session: session.into(),
+        template_id: Some(0),
+        template: None,
+        network_ids: vec![0],
+        calls_per_second: 1000,
+    })
+    .unwrap()
 }
 
 #[tokio::test]
 async fn passes_the_conformance_suite() {
-    let sim = Simulator::start();
-    conformance::run(&sim.driver(SESSION)).await;
+    let sim = start();
+    conformance::run(&driver(&sim, SESSION)).await;
 }
 
 #[tokio::test]
 async fn the_bootstrap_goes_into_context_and_ownership_into_the_user_template() {
-    let sim = Simulator::start();
-    let one = sim.driver(SESSION);
+    let sim = start();
+    let one = driver(&sim, SESSION);
     let vm = one.create(&conformance::request("ctx-1")).await.unwrap();
     assert!(vm.provider_id.starts_with("opennebula://"));
     assert_eq!(vm.token, "ctx-1");
@@ -115,9 +59,9 @@ async fn the_bootstrap_goes_into_context_and_ownership_into_the_user_template() 
 
 #[tokio::test]
 async fn refused_and_broken_calls_are_errors_by_meaning_never_absent_vms() {
-    let sim = Simulator::start();
-    let one = sim.driver(SESSION);
-    let wrong = sim.driver("oneadmin:wrong");
+    let sim = start();
+    let one = driver(&sim, SESSION);
+    let wrong = driver(&sim, "oneadmin:wrong");
     assert_eq!(wrong.check().await.unwrap_err().category(), "Unauthorized");
     assert_eq!(
         wrong.list(&Tags::new()).await.unwrap_err().category(),
@@ -125,20 +69,22 @@ async fn refused_and_broken_calls_are_errors_by_meaning_never_absent_vms() {
     );
 
     one.create(&conformance::request("keep-1")).await.unwrap();
-    sim.fault("one.vmpool.info", "garbage", 1);
+    sim.fault("one.vmpool.info", "garbage", 1).await.unwrap();
     assert_eq!(
         one.list(&Tags::new()).await.unwrap_err().category(),
         "Transient",
         "a broken listing is not an empty one"
     );
-    sim.fault("one.vmpool.info", "http500", 1);
+    sim.fault("one.vmpool.info", "http500", 1).await.unwrap();
     assert_eq!(
         one.list(&Tags::new()).await.unwrap_err().category(),
         "Transient"
     );
-    sim.fault("one.vm.info", "shape", 1);
+    sim.fault("one.vm.info", "shape", 1).await.unwrap();
     assert_eq!(one.get("0").await.unwrap_err().category(), "Transient");
-    sim.fault("one.template.instantiate", "code:16384", 1);
+    sim.fault("one.template.instantiate", "code:16384", 1)
+        .await
+        .unwrap();
     assert_eq!(
         one.create(&conformance::request("full-1"))
             .await
@@ -146,7 +92,7 @@ async fn refused_and_broken_calls_are_errors_by_meaning_never_absent_vms() {
             .category(),
         "QuotaExceeded"
     );
-    sim.fault("one.vm.action", "code:32768", 1);
+    sim.fault("one.vm.action", "code:32768", 1).await.unwrap();
     assert_eq!(
         one.delete("0").await.unwrap_err().category(),
         "Transient",

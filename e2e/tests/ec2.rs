@@ -11,8 +11,9 @@ mod common;
 use std::sync::Arc;
 
 use common::LIMIT;
+use conpaas_cloud::moto::Moto;
 use conpaas_crds::v1alpha1::ServiceNode;
-use conpaas_e2e::moto::Moto;
+use conpaas_e2e::moto::live_instances;
 use conpaas_e2e::standin::StandIns;
 use conpaas_e2e::{manifest, wait};
 
@@ -84,7 +85,7 @@ async fn instances_match_nodes(env: &common::Env, moto: &Moto, service: &str, co
                 .map(|p| p.rsplit('/').next().unwrap_or_default().to_string())
                 .collect();
             recorded.sort();
-            let live = moto.live_instances().await?;
+            let live = live_instances(moto).await?;
             Ok(recorded.len() == count && live == recorded)
         },
     )
@@ -111,7 +112,7 @@ async fn a_service_on_ec2_scales_and_the_instances_match_its_nodes() {
         .unwrap();
     env.wait_gone("hello").await;
     assert!(
-        moto.live_instances().await.unwrap().is_empty(),
+        live_instances(&moto).await.unwrap().is_empty(),
         "deleting the Service leaves no running instance with our tag"
     );
 }
@@ -158,6 +159,6 @@ async fn one_service_runs_a_role_on_the_local_cloud_and_one_on_ec2() {
         .await
         .unwrap();
     env.wait_gone("mixed").await;
-    assert!(moto.live_instances().await.unwrap().is_empty());
+    assert!(live_instances(&moto).await.unwrap().is_empty());
     assert!(env.live_vms().is_empty());
 }

@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 
 use common::LIMIT;
@@ -14,42 +12,7 @@ use conpaas_crds::v1alpha1::{Cloud, find_condition};
 use conpaas_e2e::standin::StandIns;
 use conpaas_e2e::{manifest, wait};
 use kube::Api;
-
-struct Simulator(Child, String);
-
-impl Drop for Simulator {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn simulator() -> Simulator {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = Command::new("python3")
-        .args([
-            "../cloud/opennebula/tests/simulator/one_simulator.py",
-            "--port",
-            &port.to_string(),
-            "--auth",
-            "oneadmin:secret",
-            "--step",
-            "0.05",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3 runs the simulator");
-    let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.starts_with("listening"), "simulator said {line:?}");
-    Simulator(child, format!("http://127.0.0.1:{port}/RPC2"))
-}
+use opennebula::simulator::Simulator;
 
 /// Live (not DONE) VMs in the simulator.
 async fn live_vms(endpoint: &str) -> usize {
@@ -62,12 +25,12 @@ async fn live_vms(endpoint: &str) -> usize {
 
 #[tokio::test]
 async fn a_service_on_opennebula_follows_its_nodes() {
-    let sim = simulator();
+    let sim = Simulator::start("oneadmin:secret", 0.05).expect("python3 runs the simulator");
     let env = common::env("one", 125).await;
     manifest::apply(&env.client, "apiVersion: v1\nkind: Secret\nmetadata: {name: one-creds}\nstringData: {session: 'oneadmin:secret'}\n---\napiVersion: v1\nkind: Secret\nmetadata: {name: wrong-creds}\nstringData: {session: 'oneadmin:nope'}\n", "default")
         .await
         .unwrap();
-    env.apply(&format!("apiVersion: conpaas.io/v1alpha1\nkind: Cloud\nmetadata: {{name: one}}\nspec: {{opennebula: {{endpoint: '{0}', templateId: 0, networkIds: [0], credentialsSecret: {{name: one-creds}}}}}}\n---\napiVersion: conpaas.io/v1alpha1\nkind: Cloud\nmetadata: {{name: refused}}\nspec: {{opennebula: {{endpoint: '{0}', templateId: 0, credentialsSecret: {{name: wrong-creds}}}}}}\n", sim.1))
+    env.apply(&format!("apiVersion: conpaas.io/v1alpha1\nkind: Cloud\nmetadata: {{name: one}}\nspec: {{opennebula: {{endpoint: '{0}', templateId: 0, networkIds: [0], credentialsSecret: {{name: one-creds}}}}}}\n---\napiVersion: conpaas.io/v1alpha1\nkind: Cloud\nmetadata: {{name: refused}}\nspec: {{opennebula: {{endpoint: '{0}', templateId: 0, credentialsSecret: {{name: wrong-creds}}}}}}\n", sim.endpoint))
         .await;
     env.apply("apiVersion: conpaas.io/v1alpha1\nkind: Application\nmetadata: {name: demo}\nspec: {cloud: one}\n")
         .await;
@@ -76,7 +39,7 @@ async fn a_service_on_opennebula_follows_its_nodes() {
 
     env.scale_hello(3).await;
     env.wait_ready("hello", "node 3/3").await;
-    assert_eq!(live_vms(&sim.1).await, 3);
+    assert_eq!(live_vms(&sim.endpoint).await, 3);
     let nodes = env.nodes("hello").await;
     assert!(nodes.iter().all(|n| {
         n.status
@@ -88,7 +51,7 @@ async fn a_service_on_opennebula_follows_its_nodes() {
     env.scale_hello(1).await;
     env.wait_ready("hello", "node 1/1").await;
     wait::until("2 VMs terminated", LIMIT, || async {
-        Ok(live_vms(&sim.1).await == 1)
+        Ok(live_vms(&sim.endpoint).await == 1)
     })
     .await
     .unwrap();
@@ -111,5 +74,5 @@ async fn a_service_on_opennebula_follows_its_nodes() {
         .await
         .unwrap();
     env.wait_gone("hello").await;
-    assert_eq!(live_vms(&sim.1).await, 0, "no VM is left");
+    assert_eq!(live_vms(&sim.endpoint).await, 0, "no VM is left");
 }

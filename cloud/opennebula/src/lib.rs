@@ -12,6 +12,7 @@
 
 mod client;
 mod error;
+pub mod simulator;
 mod vm;
 
 pub use client::{Client, PoolFilter};

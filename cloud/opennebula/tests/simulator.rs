@@ -2,79 +2,20 @@
 //! request and reply formats, realistic VM states, injected faults), and the simulator itself
 //! against OpenNebula's own Python bindings.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use opennebula::simulator::Simulator;
 use opennebula::{Client, Error, ErrorCode, LcmState, PoolFilter, VmState};
 
 const SESSION: &str = "oneadmin:secret";
 
-/// A simulator process on a free loopback port, stopped when dropped.
-struct Simulator {
-    child: Child,
-    endpoint: String,
+fn start() -> Simulator {
+    Simulator::start(SESSION, 0.05).expect("python3 runs the simulator")
 }
 
-impl Simulator {
-    fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut child = Command::new("python3")
-            .args([
-                "tests/simulator/one_simulator.py",
-                "--port",
-                &port.to_string(),
-                "--auth",
-                SESSION,
-                "--step",
-                "0.05",
-            ])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3 runs the simulator");
-        let mut line = String::new();
-        BufReader::new(child.stdout.as_mut().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert!(line.starts_with("listening"), "simulator said {line:?}");
-        Simulator {
-            child,
-            endpoint: format!("http://127.0.0.1:{port}/RPC2"),
-        }
-    }
-
-    fn client(&self) -> Client {
-        Client::new(&self.endpoint, SESSION).unwrap()
-    }
-
-    /// Makes the next `count` calls of `method` fail as `kind` says (see the simulator's doc).
-    async fn fault(&self, method: &str, kind: &str, count: i32) {
-        let request = xmlrpc::Request::new("sim.fault")
-            .arg(method)
-            .arg(kind)
-            .arg(count);
-        let mut body = Vec::new();
-        request.write_as_xml(&mut body).unwrap();
-        let status = reqwest::Client::new()
-            .post(&self.endpoint)
-            .body(body)
-            .send()
-            .await
-            .unwrap()
-            .status();
-        assert!(status.is_success());
-    }
-}
-
-impl Drop for Simulator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn client(sim: &Simulator) -> Client {
+    Client::new(&sim.endpoint, SESSION).unwrap()
 }
 
 async fn until_state(client: &Client, vm: i64, want: (VmState, LcmState)) -> opennebula::Vm {
@@ -96,8 +37,8 @@ async fn until_state(client: &Client, vm: i64, want: (VmState, LcmState)) -> ope
 
 #[tokio::test]
 async fn a_vm_is_instantiated_runs_is_listed_and_terminated() {
-    let sim = Simulator::start();
-    let one = sim.client();
+    let sim = start();
+    let one = client(&sim);
     assert!(!one.version().await.unwrap().is_empty());
 
     let extra = "CONPAAS_NODE = \"hello-node-0\"\nCONTEXT = [ CONPAAS_USER_DATA = \"e30=\", TOKEN = \"t\" ]";
@@ -155,8 +96,8 @@ async fn a_vm_is_instantiated_runs_is_listed_and_terminated() {
 
 #[tokio::test]
 async fn refusals_and_broken_replies_map_to_errors() {
-    let sim = Simulator::start();
-    let one = sim.client();
+    let sim = start();
+    let one = client(&sim);
     let wrong = Client::new(&sim.endpoint, "oneadmin:wrong").unwrap();
     assert_eq!(
         wrong.version().await.unwrap_err().code(),
@@ -176,22 +117,22 @@ async fn refusals_and_broken_replies_map_to_errors() {
         Some(ErrorCode::NoExists)
     );
 
-    sim.fault("one.vm.info", "code:32768", 1).await;
+    sim.fault("one.vm.info", "code:32768", 1).await.unwrap();
     assert_eq!(
         one.vm_info(0).await.unwrap_err().code(),
         Some(ErrorCode::Locked)
     );
-    sim.fault("one.vmpool.info", "http500", 1).await;
+    sim.fault("one.vmpool.info", "http500", 1).await.unwrap();
     match one.vm_pool(PoolFilter::All).await.unwrap_err() {
         Error::Transport { status, .. } => assert_eq!(status, Some(500)),
         other => panic!("expected a transport error, got {other}"),
     }
-    sim.fault("one.vmpool.info", "garbage", 1).await;
+    sim.fault("one.vmpool.info", "garbage", 1).await.unwrap();
     assert!(matches!(
         one.vm_pool(PoolFilter::All).await.unwrap_err(),
         Error::Malformed { .. }
     ));
-    sim.fault("one.system.version", "shape", 1).await;
+    sim.fault("one.system.version", "shape", 1).await.unwrap();
     let shape = one.version().await.unwrap_err();
     assert!(matches!(shape, Error::Malformed { .. }), "{shape}");
     // A fault lasts only as long as it was asked to.
@@ -206,7 +147,7 @@ async fn refusals_and_broken_replies_map_to_errors() {
 
 #[test]
 fn opennebulas_own_python_bindings_accept_the_simulator() {
-    let sim = Simulator::start();
+    let sim = start();
     let out = Command::new("python3")
         .args(["tests/simulator/pyone_check.py", &sim.endpoint, SESSION])
         .output()

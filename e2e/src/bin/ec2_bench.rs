@@ -12,9 +12,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use conpaas_cloud::moto::Moto;
 use conpaas_crds::v1alpha1::Service;
 use conpaas_e2e::controller::sum_calls;
-use conpaas_e2e::moto::Moto;
+use conpaas_e2e::moto::live_instances;
 use conpaas_e2e::standin::StandIns;
 use conpaas_e2e::{ControlPlane, Controller, manifest, wait};
 use kube::api::{Api, Patch, PatchParams};
@@ -83,7 +84,7 @@ async fn main() -> anyhow::Result<()> {
     scale(&api, 0).await?;
     ready(&api, 0).await?;
     wait::until("moto empty", Duration::from_secs(120), || async {
-        Ok(moto.live_instances().await?.is_empty())
+        Ok(live_instances(&moto).await?.is_empty())
     })
     .await?;
     let total = started.elapsed();
@@ -115,21 +116,21 @@ async fn main() -> anyhow::Result<()> {
 
     let (mut duplicates, mut leaked) = (0usize, 0usize);
     for run in 0..args.crash_runs {
-        let before = moto.live_instances().await?.len();
+        let before = live_instances(&moto).await?.len();
         scale(&api, 1).await?;
         wait::until("RunInstances", Duration::from_secs(60), || async {
-            Ok(moto.live_instances().await?.len() > before)
+            Ok(live_instances(&moto).await?.len() > before)
         })
         .await?;
         controller.kill();
         controller.restart()?;
         ready(&api, 1).await?;
-        let live = moto.live_instances().await?.len();
+        let live = live_instances(&moto).await?.len();
         duplicates += live.saturating_sub(1);
         scale(&api, 0).await?;
         ready(&api, 0).await?;
         // The orphan sweep would remove a duplicate after its grace period; count before that.
-        let left = moto.live_instances().await?.len();
+        let left = live_instances(&moto).await?.len();
         leaked += left;
         println!(
             "run {run}: {live} instance(s) while Ready with 1 node, {left} left after scaling to 0"
