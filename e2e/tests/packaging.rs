@@ -256,17 +256,14 @@ async fn installed_from_install_yaml_the_controller_runs_with_its_rbac_and_kubec
 
     // kubectl scale goes through the scale subresource to spec.replicas; with the example's
     // roles[node].count set as well, the API server refuses and says which field to drop.
-    let refused = kubectl_run(
-        &cp,
-        &[
-            "-n",
-            "demo",
-            "scale",
-            "services.conpaas.io/hello",
-            "--replicas=5",
-        ],
-        None,
-    );
+    let scale_to_5 = [
+        "-n",
+        "demo",
+        "scale",
+        "services.conpaas.io/hello",
+        "--replicas=5",
+    ];
+    let refused = kubectl_run(&cp, &scale_to_5, None);
     assert_ne!(refused.code, Some(0));
     assert!(
         refused.stderr.contains("spec.replicas"),
@@ -288,18 +285,7 @@ async fn installed_from_install_yaml_the_controller_runs_with_its_rbac_and_kubec
         None,
     )
     .ok();
-    kubectl_run(
-        &cp,
-        &[
-            "-n",
-            "demo",
-            "scale",
-            "services.conpaas.io/hello",
-            "--replicas=5",
-        ],
-        None,
-    )
-    .ok();
+    kubectl_run(&cp, &scale_to_5, None).ok();
     let api: Api<conpaas_crds::v1alpha1::Service> = Api::namespaced(client.clone(), "demo");
     wait::until("5 nodes Ready after kubectl scale", common::LIMIT, || {
         let api = api.clone();

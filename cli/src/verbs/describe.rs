@@ -19,7 +19,6 @@ pub async fn describe(
     service: Option<String>,
     app: Option<String>,
 ) -> anyhow::Result<()> {
-    let all_services = s.services().list(&ListParams::default()).await?.items;
     let (apps, services): (Vec<Application>, Vec<Service>) = match (service, app) {
         (Some(name), _) => {
             let svc = s.service(&name).await?;
@@ -33,7 +32,11 @@ pub async fn describe(
                     s.namespace
                 )
             })?;
-            let services = all_services
+            let services = s
+                .services()
+                .list(&ListParams::default())
+                .await?
+                .items
                 .into_iter()
                 .filter(|x| x.spec.application == name)
                 .collect();
@@ -41,7 +44,7 @@ pub async fn describe(
         }
         (None, None) => (
             s.applications().list(&ListParams::default()).await?.items,
-            all_services,
+            s.services().list(&ListParams::default()).await?.items,
         ),
     };
     let mut nodes = Vec::new();

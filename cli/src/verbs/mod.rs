@@ -43,7 +43,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Verb::Describe { service, app } => describe::describe(&s, service, app).await?,
         Verb::Start { service } => services::set_state(&s, &service, "Running").await?,
         Verb::Stop { service } => services::set_state(&s, &service, "Stopped").await?,
-        Verb::Terminate { service, wait } => services::terminate(&s, &service, wait).await?,
+        Verb::Terminate { service, wait } => {
+            return services::terminate(&s, &service, wait).await;
+        }
         Verb::Rename {
             service,
             display_name,

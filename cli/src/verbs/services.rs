@@ -2,6 +2,7 @@
 
 use std::io::Read as _;
 use std::path::Path;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -12,6 +13,7 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
 
+use crate::args::WaitFor;
 use crate::connect::Session;
 use crate::output::{Table, age, structured};
 use crate::roles;
@@ -263,23 +265,15 @@ pub async fn startup_script(s: &Session, service: &str, file: &Path) -> anyhow::
     Ok(())
 }
 
-pub async fn terminate(s: &Session, service: &str, wait: bool) -> anyhow::Result<()> {
+pub async fn terminate(s: &Session, service: &str, wait: bool) -> anyhow::Result<ExitCode> {
     s.service(service).await?;
     s.services()
         .delete(service, &DeleteParams::default())
         .await
         .with_context(|| format!("delete Service {service:?}"))?;
     println!("service/{service} terminating: its VMs are terminated before it goes");
-    if wait {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
-        while s.services().get_opt(service).await?.is_some() {
-            anyhow::ensure!(
-                tokio::time::Instant::now() < deadline,
-                "service/{service} still exists after 5 minutes; `cpsctl describe {service}` shows what its nodes wait for"
-            );
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-        println!("service/{service} deleted");
+    if !wait {
+        return Ok(ExitCode::SUCCESS);
     }
-    Ok(())
+    super::wait::wait(s, service, WaitFor::Deleted, Duration::from_secs(300)).await
 }

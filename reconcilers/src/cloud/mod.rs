@@ -59,20 +59,15 @@ pub async fn reconcile(cloud: Arc<Cloud>, ctx: Arc<Context>) -> Result<Requeue, 
         }
         Err(_) => Ok(()),
     };
-    let condition = match driver {
+    let condition = match (driver, &swept) {
         _ if deleting => Desired::new(
             READY,
             false,
             "Deleting",
             format!("waiting for {holders} nodes to terminate their VMs before the Cloud goes"),
         ),
-        Ok(_) if swept.is_err() => Desired::new(
-            READY,
-            false,
-            "CloudUnavailable",
-            swept.as_ref().err().map(|e| e.chain()).unwrap_or_default(),
-        ),
-        Ok(_) => Desired::new(
+        (Ok(_), Err(e)) => Desired::new(READY, false, "CloudUnavailable", e.chain()),
+        (Ok(_), Ok(())) => Desired::new(
             READY,
             true,
             "DriverReady",
@@ -81,7 +76,7 @@ pub async fn reconcile(cloud: Arc<Cloud>, ctx: Arc<Context>) -> Result<Requeue, 
                 cloud.spec.provider().unwrap_or("?")
             ),
         ),
-        Err(why) => Desired::new(READY, false, "DriverUnavailable", why),
+        (Err(why), _) => Desired::new(READY, false, "DriverUnavailable", why),
     };
     let previous = cloud.status.clone().unwrap_or_default();
     let status = CloudStatus {
