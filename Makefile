@@ -7,7 +7,11 @@ CARGO ?= cargo
 # `make build` and `make run` leave it out.
 TEST_FEATURES = conpaas-controller/ec2,conpaas-cloud/ec2,conpaas-cloud/opennebula,conpaas-e2e/ec2
 
-.PHONY: run test build kube helm crds install-yaml lint bench scale-bench ec2-bench
+.PHONY: run test build deps kube helm crds install-yaml lint bench scale-bench ec2-bench
+
+# Python packages the tests use (pyone, moto), installed only when missing.
+deps:
+	e2e/tools/install-deps.sh
 
 kube:
 	e2e/tools/build-kube.sh
@@ -21,15 +25,16 @@ build:
 run: kube build
 	$(CARGO_TARGET_DIR)/debug/conpaas-devcluster
 
-test: kube helm
+test: deps kube helm
 	$(CARGO) build --workspace --bins --features $(TEST_FEATURES)
 	$(CARGO) test --workspace --no-fail-fast --features $(TEST_FEATURES)
 
-# The CRDs, generated from crds/src into manifests/crds and the chart's crds folder, and the
-# plain install manifest rendered from the chart. Tests fail when any of them is stale.
+# The CRDs, generated from crds/src into manifests/crds and the chart's crds folder, the service
+# types' page (docs/service-types.md) from their descriptors, and the plain install manifest rendered from the chart. Tests fail when any of them is stale.
 crds:
 	$(CARGO) run -q -p conpaas-crds --bin crdgen manifests/crds
 	$(CARGO) run -q -p conpaas-crds --bin crdgen charts/conpaas/crds
+	$(CARGO) run -q -p conpaas-crds --bin crdgen -- --docs docs/service-types.md
 
 install-yaml: helm
 	e2e/tools/render-install.sh > manifests/install.yaml
@@ -46,6 +51,6 @@ scale-bench: kube
 	$(CARGO) build --workspace --bins --release
 	$(CARGO_TARGET_DIR)/release/conpaas-scale-bench
 
-ec2-bench: kube
+ec2-bench: deps kube
 	$(CARGO) build --workspace --bins --release --features $(TEST_FEATURES)
 	$(CARGO_TARGET_DIR)/release/conpaas-ec2-bench

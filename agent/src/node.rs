@@ -21,7 +21,7 @@ use serde_json::json;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::report;
-use crate::roles::{Role, RoleEnv, RoleReport};
+use crate::roles::{self, Role, RoleEnv, RoleReport};
 
 /// The longest interval between heartbeats; shorter when the node's timeout asks for it.
 const MAX_HEARTBEAT: Duration = Duration::from_secs(20);
@@ -55,7 +55,7 @@ pub async fn run(
         work_dir: work_dir.clone(),
         address,
     };
-    let mut role: Option<Role> = None;
+    let mut role: Option<Box<dyn Role>> = None;
     let mut generation: Option<i64> = None;
     let mut role_name: Option<String> = None;
     let mut startup_error: Option<String> = None;
@@ -67,7 +67,7 @@ pub async fn run(
                 Some(Ok(node)) => {
                     if role.is_none() {
                         startup_error = run_startup_script(&node, &work_dir).await.err();
-                        role = Some(Role::new(node.spec.service_type, env.clone()));
+                        role = Some(roles::for_type(node.spec.service_type, env.clone()));
                     }
                     if let Some(role) = role.as_mut() {
                         role.apply(&node.spec).await;
@@ -124,6 +124,7 @@ pub async fn run(
     }
     tracing::info!("stopping");
     if let Some(role) = role.as_mut() {
+        role.drain().await;
         role.shutdown().await;
     }
     Ok(())

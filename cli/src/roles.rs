@@ -1,4 +1,4 @@
-//! Role counts: parsing `--<role> N`, reading a Service's effective counts, and the JSON patch
+//! Role counts: parsing `--<role> N` and the JSON patch
 //! that changes one — written where the count lives today, so a GitOps manifest that sets
 //! `roles[].count` and `kubectl scale` (which sets `spec.replicas`) both keep working.
 
@@ -37,7 +37,7 @@ pub fn parse(
                 }
             }
         } else if bare_default && out.is_empty() && token.parse::<i32>().is_ok() {
-            (ty.default_role().to_string(), token.clone())
+            (ty.descriptor().default_role.to_string(), token.clone())
         } else {
             bail!("expected --<role> N, got {token:?}; {}", roles_hint(ty));
         };
@@ -46,7 +46,7 @@ pub fn parse(
                 "--{role} is a cpsctl flag: put it before the verb (cpsctl --{role} ... add-nodes ...)"
             );
         }
-        if !ty.roles().iter().any(|(name, _)| *name == role) {
+        if ty.descriptor().role(&role).is_none() {
             bail!("{} has no role {role:?}; {}", ty.as_str(), roles_hint(ty));
         }
         let count: i32 =
@@ -62,30 +62,13 @@ pub fn parse(
 }
 
 fn roles_hint(ty: ServiceType) -> String {
-    let roles: Vec<String> = ty.roles().iter().map(|(r, _)| format!("--{r} N")).collect();
-    format!("{} takes {}", ty.as_str(), roles.join(", "))
-}
-
-/// The count a role runs, by the controller's precedence: a fixed role's count, then
-/// `spec.replicas` for the default role, then the role entry's count, then the type's default.
-pub fn effective_count(spec: &ServiceSpec, role: &str) -> i32 {
-    let ty = spec.r#type;
-    if let Some((fixed, count)) = ty.fixed_role()
-        && fixed == role
-    {
-        return count;
-    }
-    if role == ty.default_role()
-        && let Some(replicas) = spec.replicas
-    {
-        return replicas;
-    }
-    spec.roles
+    let roles: Vec<String> = ty
+        .descriptor()
+        .roles
         .iter()
-        .find(|r| r.name == role)
-        .and_then(|r| r.count)
-        .or_else(|| ty.roles().iter().find(|(r, _)| *r == role).map(|(_, c)| *c))
-        .unwrap_or(0)
+        .map(|r| format!("--{} N", r.name))
+        .collect();
+    format!("{} takes {}", ty.as_str(), roles.join(", "))
 }
 
 /// JSON patch operations that set `role` to `count`, guarded by `resource_version` so a
@@ -97,17 +80,16 @@ pub fn count_patch(
     count: i32,
 ) -> anyhow::Result<Value> {
     let ty = spec.r#type;
-    if let Some((fixed, fixed_count)) = ty.fixed_role()
-        && fixed == role
-    {
+    let descriptor = ty.descriptor();
+    if let Some(fixed_count) = descriptor.role(role).and_then(|r| r.fixed()) {
         bail!(
-            "a {} service always has exactly {fixed_count} {fixed}; scale its other roles",
+            "a {} service always has exactly {fixed_count} {role}; scale its other roles",
             ty.as_str()
         );
     }
     let entry = spec.roles.iter().position(|r| r.name == role);
     let entry_has_count = entry.is_some_and(|i| spec.roles[i].count.is_some());
-    let set = if role == ty.default_role() && (spec.replicas.is_some() || !entry_has_count) {
+    let set = if role == descriptor.default_role && (spec.replicas.is_some() || !entry_has_count) {
         json!({"op": "add", "path": "/spec/replicas", "value": count})
     } else if let Some(i) = entry {
         json!({"op": "add", "path": format!("/spec/roles/{i}/count"), "value": count})
@@ -171,23 +153,6 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("before the verb"), "{err}");
-    }
-
-    #[test]
-    fn effective_counts_follow_the_controllers_precedence() {
-        let s = spec("generic", json!([{"name": "node", "count": 3}]), None);
-        assert_eq!(
-            (effective_count(&s, "master"), effective_count(&s, "node")),
-            (1, 3)
-        );
-        let s = spec(
-            "generic",
-            json!([{"name": "node", "cloud": "aws"}]),
-            Some(5),
-        );
-        assert_eq!(effective_count(&s, "node"), 5);
-        let s = spec("helloworld", json!([]), None);
-        assert_eq!(effective_count(&s, "node"), 1, "the type's default");
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! `Service` (what users apply: type, roles with counts, code, settings) and `ServiceNode` (one
 //! per VM, written by the controller, reported on by the agent). [`labels`] holds the label,
 //! annotation, tag and field-manager names every other crate shares; [`generate`] renders the
-//! CRDs that `crdgen` writes into `manifests/crds/`.
+//! CRDs that `crdgen` writes into `manifests/crds/`. [`types`] holds one descriptor per service
+//! type, from which validation, CEL rules, `cpsctl usage` and the docs are derived.
 
 // Several `printcolumn(...)` arguments of one `#[kube]` attribute repeat `type_ = ...`, which
 // clippy mistakes for duplicated attributes.
@@ -13,4 +14,5 @@
 pub mod bootstrap;
 pub mod generate;
 pub mod labels;
+pub mod types;
 pub mod v1alpha1;

@@ -18,5 +18,6 @@ pub fn node_spec(token: &str) -> ServiceNodeSpec {
         heartbeat_timeout_seconds: 60,
         paused: false,
         members: vec![],
+        generic: None,
     }
 }

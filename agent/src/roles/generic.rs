@@ -16,7 +16,7 @@ use std::time::Duration;
 use conpaas_crds::v1alpha1::{AgentState, Member, NodeCode, ScriptStatus, ServiceNodeSpec};
 use tokio::process::{Child, Command};
 
-use super::{RoleEnv, RoleReport};
+use super::{Role, RoleEnv, RoleReport};
 use crate::code;
 
 const SCRIPTS: [&str; 5] = [
@@ -26,7 +26,8 @@ const SCRIPTS: [&str; 5] = [
     "interrupt.sh",
     "cleanup.sh",
 ];
-const STOP_WAIT: Duration = Duration::from_secs(5);
+/// How long scripts get to end when the node stops, unless `spec.generic.stopGraceSeconds` says.
+const DEFAULT_STOP_WAIT: Duration = Duration::from_secs(5);
 
 enum ScriptState {
     NeverStarted,
@@ -50,6 +51,7 @@ pub struct Generic {
     // A new code version waits here until the master's address is known, so MASTER_IP is set.
     init_pending: bool,
     error: Option<String>,
+    stop_wait: Duration,
 }
 
 impl Generic {
@@ -76,11 +78,20 @@ impl Generic {
             notify_pending: false,
             init_pending: false,
             error: None,
+            stop_wait: DEFAULT_STOP_WAIT,
         }
     }
+}
 
-    pub async fn apply(&mut self, spec: &ServiceNodeSpec) {
+#[async_trait::async_trait]
+impl Role for Generic {
+    async fn apply(&mut self, spec: &ServiceNodeSpec) {
         self.role = spec.role.clone();
+        self.stop_wait = spec
+            .generic
+            .as_ref()
+            .and_then(|g| g.stop_grace_seconds)
+            .map_or(DEFAULT_STOP_WAIT, |s| Duration::from_secs(s.max(1) as u64));
         if spec.members != self.members {
             self.members = spec.members.clone();
             if let Err(e) = self.write_members() {
@@ -113,7 +124,7 @@ impl Generic {
         self.poll().await;
     }
 
-    pub async fn poll(&mut self) {
+    async fn poll(&mut self) {
         if self.init_pending && self.master_ip().is_some() {
             self.init_pending = false;
             self.start("init.sh");
@@ -143,7 +154,7 @@ impl Generic {
         }
     }
 
-    pub fn report(&self) -> RoleReport {
+    fn report(&self) -> RoleReport {
         let scripts = self
             .scripts
             .iter()
@@ -186,7 +197,7 @@ impl Generic {
         }
     }
 
-    pub async fn shutdown(&mut self) {
+    async fn shutdown(&mut self) {
         if matches!(self.scripts["run.sh"].state, ScriptState::Running(_)) {
             self.start("interrupt.sh");
             self.wait_for("interrupt.sh").await;
@@ -197,7 +208,9 @@ impl Generic {
             self.wait_for("cleanup.sh").await;
         }
     }
+}
 
+impl Generic {
     /// The master's address: the own one on the master, else from the member list.
     fn master_ip(&self) -> Option<String> {
         if self.role == "master" {
@@ -266,7 +279,7 @@ impl Generic {
     async fn wait_for(&mut self, name: &'static str) {
         let script = self.scripts.get_mut(name).expect("known script");
         if let ScriptState::Running(child) = &mut script.state
-            && let Ok(Ok(exit)) = tokio::time::timeout(STOP_WAIT, child.wait()).await
+            && let Ok(Ok(exit)) = tokio::time::timeout(self.stop_wait, child.wait()).await
         {
             script.state = ScriptState::Stopped(exit.code().unwrap_or(-1));
         }

@@ -7,7 +7,7 @@ use conpaas_crds::v1alpha1::{AgentState, ServiceNodeSpec};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-use super::{RoleEnv, RoleReport};
+use super::{Role, RoleEnv, RoleReport};
 
 /// Port the greeting is served on.
 pub const PORT: u16 = 8080;
@@ -29,8 +29,11 @@ impl Helloworld {
             error: None,
         }
     }
+}
 
-    pub async fn apply(&mut self, spec: &ServiceNodeSpec) {
+#[async_trait::async_trait]
+impl Role for Helloworld {
+    async fn apply(&mut self, spec: &ServiceNodeSpec) {
         let greeting = spec
             .settings
             .get("greeting")
@@ -50,7 +53,7 @@ impl Helloworld {
         }
     }
 
-    pub fn report(&self) -> RoleReport {
+    fn report(&self) -> RoleReport {
         let greeting = self
             .greeting
             .read()
@@ -71,7 +74,7 @@ impl Helloworld {
         }
     }
 
-    pub fn shutdown(&mut self) {
+    async fn shutdown(&mut self) {
         if let Some(server) = self.server.take() {
             server.abort();
         }

@@ -1,5 +1,9 @@
-//! The software a node runs, one module per service type. A role converges to the node's spec
-//! in `apply`, is polled for state changes, and stops cleanly in `shutdown`.
+//! The software a node runs, one module per service type behind the [`Role`] trait, chosen once
+//! by [`for_type`] when the agent first sees its node. A role converges to the node's spec in
+//! `apply`, notices changes of its own in `poll`, says how it is in `report`, lets go of its work
+//! in `drain` (peers stop sending it any) and stops cleanly in `shutdown`.
+//!
+//! Adding a service type: a module here implementing [`Role`] and its arm in [`for_type`].
 
 mod generic;
 mod helloworld;
@@ -28,49 +32,29 @@ pub struct RoleEnv {
     pub address: String,
 }
 
-/// The role of one node.
-pub enum Role {
-    Helloworld(helloworld::Helloworld),
-    Generic(Box<generic::Generic>),
-}
-
-impl Role {
-    /// The role for a service type.
-    pub fn new(service_type: ServiceType, env: RoleEnv) -> Self {
-        match service_type {
-            ServiceType::Helloworld => Role::Helloworld(helloworld::Helloworld::new(env)),
-            ServiceType::Generic => Role::Generic(Box::new(generic::Generic::new(env))),
-        }
-    }
-
+/// The software of one node's role.
+#[async_trait::async_trait]
+pub trait Role: Send {
     /// Converges to `spec`.
-    pub async fn apply(&mut self, spec: &ServiceNodeSpec) {
-        match self {
-            Role::Helloworld(r) => r.apply(spec).await,
-            Role::Generic(r) => r.apply(spec).await,
-        }
-    }
+    async fn apply(&mut self, spec: &ServiceNodeSpec);
 
     /// Notices what changed on its own (a script ended).
-    pub async fn poll(&mut self) {
-        if let Role::Generic(r) = self {
-            r.poll().await;
-        }
-    }
+    async fn poll(&mut self) {}
 
     /// The current report.
-    pub fn report(&self) -> RoleReport {
-        match self {
-            Role::Helloworld(r) => r.report(),
-            Role::Generic(r) => r.report(),
-        }
-    }
+    fn report(&self) -> RoleReport;
+
+    /// Finishes the work in flight before the node goes; nothing to do for roles without any.
+    async fn drain(&mut self) {}
 
     /// Stops the role's software.
-    pub async fn shutdown(&mut self) {
-        match self {
-            Role::Helloworld(r) => r.shutdown(),
-            Role::Generic(r) => r.shutdown().await,
-        }
+    async fn shutdown(&mut self);
+}
+
+/// The role for a service type.
+pub fn for_type(service_type: ServiceType, env: RoleEnv) -> Box<dyn Role> {
+    match service_type {
+        ServiceType::Helloworld => Box::new(helloworld::Helloworld::new(env)),
+        ServiceType::Generic => Box::new(generic::Generic::new(env)),
     }
 }

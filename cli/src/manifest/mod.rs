@@ -311,7 +311,7 @@ pub fn export(application: &Value, services: &[Value]) -> (Value, Vec<String>) {
             let default_role = conpaas_crds::v1alpha1::ServiceType::ALL
                 .iter()
                 .find(|t| t.as_str() == ty)
-                .map(|t| t.default_role())
+                .map(|t| t.descriptor().default_role)
                 .unwrap_or("node");
             instances.insert(default_role.into(), json!(replicas));
         }

@@ -13,44 +13,73 @@ use crate::connect::Session;
 use crate::output::{Table, structured};
 
 pub fn usage(output: Output, ty: ServiceType) -> anyhow::Result<()> {
-    let roles: Vec<_> = ty
-        .roles()
+    let d = ty.descriptor();
+    let roles: Vec<_> = d
+        .roles
         .iter()
-        .map(|(name, count)| {
+        .map(|r| {
             json!({
-                "name": name,
-                "defaultCount": count,
-                "fixed": ty.fixed_role().is_some_and(|(f, _)| f == *name),
-                "scaledByReplicas": *name == ty.default_role(),
+                "name": r.name,
+                "summary": r.summary,
+                "defaultCount": r.default_count,
+                "min": r.min,
+                "max": r.max,
+                "fixed": r.fixed().is_some(),
+                "scaledByReplicas": r.name == d.default_role,
             })
         })
         .collect();
-    let settings: Vec<_> = ty
-        .settings()
+    let settings: Vec<_> = d
+        .settings
         .iter()
-        .map(|(key, what)| json!({"key": key, "description": what}))
+        .map(|s| {
+            json!({
+                "key": s.key,
+                "description": s.description,
+                "accepted": s.check.describe(),
+                "default": s.default,
+            })
+        })
         .collect();
-    let value = json!({"type": ty.as_str(), "roles": roles, "settings": settings});
+    let value = json!({
+        "type": d.name,
+        "summary": d.summary,
+        "roles": roles,
+        "settings": settings,
+        "membersKnown": d.members,
+    });
     if structured(output, &value)? {
         return Ok(());
     }
-    println!("{} roles:", ty.as_str());
-    for (name, count) in ty.roles() {
-        let note = match ty.fixed_role() {
-            Some((fixed, n)) if fixed == *name => format!("always exactly {n}"),
-            _ if *name == ty.default_role() => {
+    println!("{}: {}", d.name, d.summary);
+    println!("roles:");
+    for r in d.roles {
+        let count = r.default_count;
+        let name = r.name;
+        let note = match r.fixed() {
+            Some(n) => format!("always exactly {n}"),
+            None if name == d.default_role => {
                 format!("default {count}; --{name} N, spec.replicas, kubectl scale")
             }
-            _ => format!("default {count}; --{name} N"),
+            None => format!("default {count}; --{name} N"),
         };
-        println!("  {name:<10} {note}");
+        println!("  {name:<10} {note}; {}", r.summary);
     }
-    if ty.settings().is_empty() {
+    if d.settings.is_empty() {
         println!("settings: none");
     } else {
         println!("settings (spec.settings):");
-        for (key, what) in ty.settings() {
-            println!("  {key:<10} {what}");
+        for s in d.settings {
+            let default = s
+                .default
+                .map(|v| format!("; default {v:?}"))
+                .unwrap_or_default();
+            println!(
+                "  {:<10} {} ({}{default})",
+                s.key,
+                s.description,
+                s.check.describe()
+            );
         }
     }
     Ok(())

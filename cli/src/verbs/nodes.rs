@@ -34,7 +34,7 @@ pub async fn change(
         let (from, to) = loop {
             attempt += 1;
             let svc = s.service(service).await?;
-            let from = roles::effective_count(&svc.spec, &role);
+            let from = svc.spec.role_count(&role);
             let to = match how {
                 Change::Add => from + n,
                 Change::Set => n,

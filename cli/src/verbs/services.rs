@@ -67,9 +67,10 @@ pub async fn create(
         "state": if stopped { "Stopped" } else { "Running" },
     });
     let mut entries: Vec<Value> = Vec::new();
-    for (role, _) in ty.roles() {
+    let descriptor = ty.descriptor();
+    for role in descriptor.roles.iter().map(|r| r.name) {
         let count = counts.iter().find(|(r, _)| r == role).map(|(_, c)| *c);
-        if *role == ty.default_role() {
+        if role == descriptor.default_role {
             if let Some(count) = count {
                 spec["replicas"] = json!(count);
             }

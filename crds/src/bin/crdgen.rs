@@ -1,14 +1,23 @@
 //! Writes the operator's CRDs into a folder (default `manifests/crds`), one file per CRD.
 //! `crdgen -` prints them all to stdout instead, as one multi-document stream.
+//! `crdgen --docs FILE` writes the service types' page (`docs/service-types.md`).
 
 use std::path::PathBuf;
 
-use conpaas_crds::generate;
+use conpaas_crds::{generate, types};
 
 fn main() -> std::io::Result<()> {
-    let target = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "manifests/crds".into());
+    let mut args = std::env::args().skip(1);
+    let target = args.next().unwrap_or_else(|| "manifests/crds".into());
+    if target == "--docs" {
+        let path = PathBuf::from(
+            args.next()
+                .unwrap_or_else(|| "docs/service-types.md".into()),
+        );
+        std::fs::write(&path, types::markdown())?;
+        eprintln!("wrote {}", path.display());
+        return Ok(());
+    }
     let crds = generate::all();
     if target == "-" {
         for crd in &crds {

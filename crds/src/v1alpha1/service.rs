@@ -8,6 +8,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::Phase;
+use crate::types::{self, TypeDescriptor};
 
 /// An elastic service of a ConPaaS application: its type, its roles and how many nodes each
 /// role runs, the code it serves, and type-specific settings.
@@ -90,6 +91,21 @@ pub struct ServiceSpec {
     #[schemars(length(max = 16))]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["service".into()]))]
     pub links: Vec<ServiceLink>,
+    /// Options of a generic service; only a Service of type `generic` takes this section.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generic: Option<GenericSpec>,
+}
+
+/// Structured options of a generic service (`spec.generic`). Each type with options of its own
+/// has a section named after it; CEL refuses a section on a Service of another type.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct GenericSpec {
+    /// How long `interrupt.sh`, `run.sh` and `cleanup.sh` may take to end when a node stops
+    /// before they are killed (default 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub stop_grace_seconds: Option<i32>,
 }
 
 /// Node health checks and bounded remediation, like Cluster API's MachineHealthCheck.
@@ -139,47 +155,18 @@ impl ServiceType {
     /// Every type, in the order documentation lists them.
     pub const ALL: [ServiceType; 2] = [ServiceType::Helloworld, ServiceType::Generic];
 
+    /// Everything the operator knows about this type: one module per type under
+    /// [`crate::types`]. Registering a new type is its arm here.
+    pub fn descriptor(self) -> &'static TypeDescriptor {
+        match self {
+            ServiceType::Helloworld => &types::helloworld::DESCRIPTOR,
+            ServiceType::Generic => &types::generic::DESCRIPTOR,
+        }
+    }
+
     /// The name used in manifests.
     pub fn as_str(self) -> &'static str {
-        match self {
-            ServiceType::Helloworld => "helloworld",
-            ServiceType::Generic => "generic",
-        }
-    }
-
-    /// The roles this type offers, each with the count it runs when the spec omits it.
-    pub fn roles(self) -> &'static [(&'static str, i32)] {
-        match self {
-            ServiceType::Helloworld => &[("node", 1)],
-            ServiceType::Generic => &[("master", 1), ("node", 0)],
-        }
-    }
-
-    /// The keys of `spec.settings` this type reads, each with what it does.
-    pub fn settings(self) -> &'static [(&'static str, &'static str)] {
-        match self {
-            ServiceType::Helloworld => &[(
-                "greeting",
-                "the text every node serves on port 8080 (default `Hello World!`)",
-            )],
-            ServiceType::Generic => &[],
-        }
-    }
-
-    /// The role `spec.replicas` and `kubectl scale` count.
-    pub fn default_role(self) -> &'static str {
-        match self {
-            ServiceType::Helloworld | ServiceType::Generic => "node",
-        }
-    }
-
-    /// A role whose count is fixed: it runs exactly this many nodes while the service runs and
-    /// is never scaled (the generic master).
-    pub fn fixed_role(self) -> Option<(&'static str, i32)> {
-        match self {
-            ServiceType::Generic => Some(("master", 1)),
-            ServiceType::Helloworld => None,
-        }
+        self.descriptor().name
     }
 }
 

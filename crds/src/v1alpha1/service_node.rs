@@ -77,6 +77,9 @@ pub struct ServiceNodeSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Atomic)]
     pub members: Vec<Member>,
+    /// The Service's `spec.generic` options, for generic nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generic: Option<super::GenericSpec>,
 }
 
 fn default_heartbeat_timeout() -> i32 {

@@ -4,7 +4,6 @@
 //! builder are pure. No step ever calls a cloud: VMs belong to the ServiceNode loop.
 
 pub mod act;
-pub mod kinds;
 pub mod observe;
 pub mod plan;
 pub mod status;

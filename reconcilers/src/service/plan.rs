@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use conpaas_crds::v1alpha1::{Member, NodeCode, ServiceNodeSpec, ServiceType};
+use conpaas_crds::v1alpha1::{GenericSpec, Member, NodeCode, ServiceNodeSpec, ServiceType};
 
 /// What the Service asks for, validated.
 #[derive(Debug, Clone, PartialEq)]
@@ -63,6 +63,8 @@ pub struct NodeConfig {
     pub with_members: bool,
     /// Heartbeat timeout of the nodes' agents.
     pub heartbeat_timeout_seconds: i32,
+    /// The Service's `spec.generic` section.
+    pub generic: Option<GenericSpec>,
 }
 
 /// A ServiceNode as the planner sees it.
@@ -279,6 +281,7 @@ fn node_spec(
         heartbeat_timeout_seconds: desired.config.heartbeat_timeout_seconds,
         paused: false,
         members: members.to_vec(),
+        generic: desired.config.generic.clone(),
     }
 }
 

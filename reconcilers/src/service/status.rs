@@ -136,7 +136,7 @@ pub fn build(
 /// Fills what the scale subresource reads: the default role's current node count and the label
 /// selector of its ServiceNodes.
 pub fn set_scale(status: &mut ServiceStatus, service: &str, ty: ServiceType) {
-    let role = ty.default_role();
+    let role = ty.descriptor().default_role;
     status.replicas = Some(
         status
             .roles

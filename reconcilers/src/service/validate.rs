@@ -5,7 +5,6 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use conpaas_crds::v1alpha1::{ApplicationSpec, DesiredState, NodeCode, ServiceSpec};
 
-use super::kinds::kind;
 use super::plan::{Desired, DesiredRole, NodeConfig};
 
 /// Why a Service cannot be satisfied now; shown as the Ready condition and an Event.
@@ -54,20 +53,10 @@ pub fn validate(spec: &ServiceSpec, inputs: Inputs<'_>) -> Result<Desired, Probl
             ),
         ));
     };
-    let service_kind = kind(spec.r#type);
-    for key in spec.settings.keys() {
-        if !service_kind.settings().iter().any(|(k, _)| k == key) {
-            let known: Vec<&str> = service_kind.settings().iter().map(|(k, _)| *k).collect();
-            return Err(Problem::new(
-                "InvalidSettings",
-                format!(
-                    "spec.settings.{key}: not a setting of type {} (known: {})",
-                    spec.r#type.as_str(),
-                    list_or_none(&known)
-                ),
-            ));
-        }
-    }
+    let descriptor = spec.r#type.descriptor();
+    descriptor
+        .check_settings(&spec.settings)
+        .map_err(|message| Problem::new("InvalidSettings", message))?;
     for link in &spec.links {
         if link.service == inputs.service {
             return Err(Problem::new(
@@ -94,15 +83,10 @@ pub fn validate(spec: &ServiceSpec, inputs: Inputs<'_>) -> Result<Desired, Probl
     }
 
     let mut roles = Vec::new();
-    for (name, default_count) in spec.r#type.roles() {
-        let role_spec = spec.roles.iter().find(|r| r.name == *name);
-        let count = match spec.r#type.fixed_role() {
-            Some((fixed, count)) if fixed == *name => count,
-            _ if *name == spec.r#type.default_role() && spec.replicas.is_some() => {
-                spec.replicas.unwrap_or(*default_count)
-            }
-            _ => role_spec.and_then(|r| r.count).unwrap_or(*default_count),
-        };
+    for role in descriptor.roles {
+        let name = role.name;
+        let role_spec = spec.roles.iter().find(|r| r.name == name);
+        let count = spec.role_count(name);
         let cloud = role_spec
             .and_then(|r| r.cloud.clone())
             .or_else(|| application.cloud.clone());
@@ -139,7 +123,8 @@ pub fn validate(spec: &ServiceSpec, inputs: Inputs<'_>) -> Result<Desired, Probl
             code: inputs.code?,
             settings: spec.settings.clone(),
             startup_script: spec.startup_script.clone(),
-            with_members: service_kind.with_members(),
+            with_members: descriptor.members,
+            generic: spec.generic.clone(),
             heartbeat_timeout_seconds: spec.health.heartbeat_timeout_seconds,
         },
         max_unhealthy_percent: spec.health.max_unhealthy_percent,
@@ -176,14 +161,6 @@ fn link_cycle(
     None
 }
 
-fn list_or_none(items: &[&str]) -> String {
-    if items.is_empty() {
-        "none".into()
-    } else {
-        items.join(", ")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,6 +179,7 @@ mod tests {
             health: Default::default(),
             deletion_policy: Default::default(),
             links: vec![],
+            generic: None,
         }
     }
 

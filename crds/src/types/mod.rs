@@ -1,0 +1,250 @@
+//! Service types, one module per type, each a [`TypeDescriptor`]: its roles with their counts,
+//! the role `kubectl scale` counts, its settings and how they are checked, whether its nodes learn
+//! their members, and what a link to it exports. The CRD's CEL rules ([`crate::generate`]), the
+//! controller's validation, `cpsctl usage` and `docs/service-types.md` are all derived from it.
+//!
+//! Adding a type: a module here with its descriptor, a [`ServiceType`] variant and its arm in
+//! [`ServiceType::descriptor`] (the registration line), a role module in the agent, and, when it
+//! has structured configuration, a typed section `spec.<type>` (see [`crate::v1alpha1::GenericSpec`]).
+//! The README's "Adding a service type" lists every step.
+
+pub mod generic;
+pub mod helloworld;
+mod settings;
+
+pub use settings::{SettingCheck, SettingDescriptor};
+
+use crate::v1alpha1::{ServiceSpec, ServiceType};
+
+/// Everything the operator knows about one service type.
+#[derive(Debug)]
+pub struct TypeDescriptor {
+    /// The name used in manifests (`spec.type`).
+    pub name: &'static str,
+    /// One line on what the service is, for `cpsctl usage` and the docs.
+    pub summary: &'static str,
+    /// Its roles, in the order documentation lists them.
+    pub roles: &'static [RoleDescriptor],
+    /// The role `spec.replicas` and `kubectl scale` count.
+    pub default_role: &'static str,
+    /// The keys of `spec.settings` it reads.
+    pub settings: &'static [SettingDescriptor],
+    /// Whether every node is told the service's members and their addresses.
+    pub members: bool,
+    /// The environment variables a Service linking to this one receives, each with what it holds;
+    /// `<AS>` stands for the link's name in capitals.
+    pub link_exports: &'static [(&'static str, &'static str)],
+}
+
+/// One role of a type.
+#[derive(Debug)]
+pub struct RoleDescriptor {
+    /// Role name, as in `spec.roles[].name`.
+    pub name: &'static str,
+    /// What nodes of this role do.
+    pub summary: &'static str,
+    /// Nodes it runs when the spec leaves its count out.
+    pub default_count: i32,
+    /// The fewest nodes it may run while the service runs.
+    pub min: i32,
+    /// The most nodes it may run; `None` is the API's own bound.
+    pub max: Option<i32>,
+}
+
+impl RoleDescriptor {
+    /// The count of a role that runs exactly one number of nodes (the generic master).
+    pub fn fixed(&self) -> Option<i32> {
+        (self.max == Some(self.min)).then_some(self.min)
+    }
+}
+
+impl TypeDescriptor {
+    /// The role of this name.
+    pub fn role(&self, name: &str) -> Option<&'static RoleDescriptor> {
+        self.roles.iter().find(|r| r.name == name)
+    }
+
+    /// The setting of this key.
+    pub fn setting(&self, key: &str) -> Option<&'static SettingDescriptor> {
+        self.settings.iter().find(|s| s.key == key)
+    }
+
+    /// Checks every key and value of `settings`: an unknown key or a refused value names the
+    /// key, what is wrong and what is accepted.
+    pub fn check_settings<'a>(
+        &self,
+        settings: impl IntoIterator<Item = (&'a String, &'a String)>,
+    ) -> Result<(), String> {
+        for (key, value) in settings {
+            let Some(setting) = self.setting(key) else {
+                let known: Vec<&str> = self.settings.iter().map(|s| s.key).collect();
+                let known = if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                };
+                return Err(format!(
+                    "spec.settings.{key}: not a setting of type {} (known: {known})",
+                    self.name
+                ));
+            };
+            setting
+                .check
+                .check(value)
+                .map_err(|why| format!("spec.settings.{key}: {why}"))?;
+        }
+        Ok(())
+    }
+}
+
+impl ServiceSpec {
+    /// The number of nodes `role` runs, by the one precedence the controller and cpsctl share: a
+    /// fixed role's count, then `spec.replicas` for the default role, then the role entry's
+    /// count, then the type's default. 0 for a role the type does not have.
+    pub fn role_count(&self, role: &str) -> i32 {
+        let descriptor = self.r#type.descriptor();
+        let Some(role_descriptor) = descriptor.role(role) else {
+            return 0;
+        };
+        if let Some(count) = role_descriptor.fixed() {
+            return count;
+        }
+        if role == descriptor.default_role
+            && let Some(replicas) = self.replicas
+        {
+            return replicas;
+        }
+        self.roles
+            .iter()
+            .find(|r| r.name == role)
+            .and_then(|r| r.count)
+            .unwrap_or(role_descriptor.default_count)
+    }
+}
+
+/// The service types as a Markdown page (`docs/service-types.md`, written by `crdgen --docs`).
+pub fn markdown() -> String {
+    let mut out = String::from(
+        "<!-- Generated by `make crds` (crdgen --docs) from crds/src/types; do not edit. -->\n# Service types\n",
+    );
+    for ty in ServiceType::ALL {
+        let d = ty.descriptor();
+        out.push_str(&format!("\n## `{}`\n\n{}\n\n", d.name, d.summary));
+        out.push_str("| role | does | default count | min | max |\n|---|---|---|---|---|\n");
+        for r in d.roles {
+            let default = if r.name == d.default_role {
+                format!("{} (`spec.replicas`, `kubectl scale`)", r.default_count)
+            } else {
+                r.default_count.to_string()
+            };
+            let max = r.max.map_or("-".to_string(), |m| m.to_string());
+            out.push_str(&format!(
+                "| `{}` | {} | {default} | {} | {max} |\n",
+                r.name, r.summary, r.min
+            ));
+        }
+        if d.settings.is_empty() {
+            out.push_str("\nSettings: none.\n");
+        } else {
+            out.push_str("\n| setting | what it does | accepted | default |\n|---|---|---|---|\n");
+            for s in d.settings {
+                out.push_str(&format!(
+                    "| `{}` | {} | {} | {} |\n",
+                    s.key,
+                    s.description,
+                    s.check.describe(),
+                    s.default.map_or("-".to_string(), |v| format!("`{v}`"))
+                ));
+            }
+        }
+        out.push_str(&format!(
+            "\nNodes learn their members: {}.\n",
+            if d.members { "yes" } else { "no" }
+        ));
+        if d.link_exports.is_empty() {
+            out.push_str("A link to it exports nothing yet.\n");
+        } else {
+            out.push_str("A link to it exports:\n");
+            for (var, what) in d.link_exports {
+                out.push_str(&format!("- `<AS>_{var}`: {what}\n"));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn spec(value: serde_json::Value) -> ServiceSpec {
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn counts_follow_one_precedence() {
+        let s = spec(
+            json!({"application": "a", "type": "generic", "roles": [{"name": "node", "count": 3}, {"name": "master", "count": 4}]}),
+        );
+        assert_eq!((s.role_count("master"), s.role_count("node")), (1, 3));
+        let s = spec(
+            json!({"application": "a", "type": "generic", "replicas": 5, "roles": [{"name": "node", "cloud": "aws"}]}),
+        );
+        assert_eq!(s.role_count("node"), 5, "replicas counts the default role");
+        let s = spec(json!({"application": "a", "type": "helloworld"}));
+        assert_eq!(s.role_count("node"), 1, "the type's default");
+        assert_eq!(s.role_count("web"), 0, "a role the type lacks");
+    }
+
+    #[test]
+    fn settings_are_checked_by_key_and_value() {
+        let d = ServiceType::Helloworld.descriptor();
+        let ok = [("greeting".to_string(), "hi".to_string())];
+        assert_eq!(d.check_settings(ok.iter().map(|(k, v)| (k, v))), Ok(()));
+        let unknown = [("colour".to_string(), "red".to_string())];
+        let err = d
+            .check_settings(unknown.iter().map(|(k, v)| (k, v)))
+            .unwrap_err();
+        assert!(
+            err.contains("spec.settings.colour") && err.contains("known: greeting"),
+            "{err}"
+        );
+        let long = [("greeting".to_string(), "x".repeat(300))];
+        let err = d
+            .check_settings(long.iter().map(|(k, v)| (k, v)))
+            .unwrap_err();
+        assert!(
+            err.contains("spec.settings.greeting") && err.contains("at most 256"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn every_type_is_consistent() {
+        for ty in ServiceType::ALL {
+            let d = ty.descriptor();
+            assert_eq!(d.name, ty.as_str());
+            let default = d.role(d.default_role).expect("the default role is a role");
+            assert!(
+                default.fixed().is_none(),
+                "{}: the default role scales",
+                d.name
+            );
+            for r in d.roles {
+                assert!(
+                    r.min <= r.default_count,
+                    "{}.{}: default below min",
+                    d.name,
+                    r.name
+                );
+                assert!(
+                    r.max.is_none_or(|m| r.default_count <= m),
+                    "{}.{}",
+                    d.name,
+                    r.name
+                );
+            }
+        }
+    }
+}

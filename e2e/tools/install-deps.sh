@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Installs what the tests use besides Rust and Go, each only when it is missing, so `make test`
+# works on a fresh machine and costs nothing on a prepared one.
+#   - pyone (PyPI): OpenNebula's own Python bindings check the XML-RPC simulator.
+#   - moto[server] (PyPI): the EC2 peer of the EC2 driver's tests.
+set -euo pipefail
+
+pip_install() {
+  python3 -m pip install -q --root-user-action=ignore "$@"
+}
+
+python3 -c 'import pyone' 2>/dev/null || pip_install 'pyone==7.3.*'
+python3 -c 'import moto.server, flask' 2>/dev/null || pip_install 'moto[server]==5.*'
