@@ -10,20 +10,9 @@ use crate::CloudError;
 /// Tags on a VM: ownership marks the operator sets at launch and filters on.
 pub type Tags = BTreeMap<String, String>;
 
-/// A VM's state as the cloud reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum VmState {
-    /// Requested, not yet running.
-    Pending,
-    /// Running.
-    Running,
-    /// Being shut down.
-    Stopping,
-    /// Shut down for good; may still be listed for a while.
-    Terminated,
-    /// Failed (crashed, or could not boot).
-    Failed,
-}
+/// A VM's state as the cloud reports it: the API's own type, so a ServiceNode's `status.vmState`
+/// is what the driver said, with no mapping in between.
+pub use conpaas_crds::v1alpha1::VmState;
 
 /// Everything needed to create one VM.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,11 +4,12 @@
 //! semantic error they all map into, so reconcilers branch on meaning, never on a provider's
 //! text. Backends are feature-gated modules: [`local`] (each VM is a detached agent process on
 //! this host; the embedded default) and [`memory`] (an in-process fake that is a real backend).
-//! [`conformance`] is the suite every backend passes.
+//! `conformance` (feature `testing`) is the suite every backend passes.
 
 mod driver;
 mod error;
 
+#[cfg(feature = "testing")]
 pub mod conformance;
 #[cfg(feature = "ec2")]
 pub mod ec2;
@@ -18,7 +19,7 @@ mod limits;
 pub mod local;
 #[cfg(feature = "memory")]
 pub mod memory;
-#[cfg(feature = "ec2")]
+#[cfg(all(feature = "ec2", feature = "testing"))]
 pub mod moto;
 #[cfg(feature = "opennebula")]
 pub mod opennebula;

@@ -12,7 +12,7 @@ mod leader;
 mod loops;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -135,11 +135,10 @@ async fn main() -> anyhow::Result<()> {
         leases,
     });
 
-    ready.store(true, Ordering::Relaxed);
     match leading {
         Some(leadership) => {
             tokio::select! {
-                _ = loops::run(client, ctx) => {}
+                _ = loops::run(client, ctx, ready) => {}
                 _ = leadership.lost() => {
                     // Stop acting at once: another replica may already lead.
                     tracing::error!("lost leadership; exiting");
@@ -148,7 +147,7 @@ async fn main() -> anyhow::Result<()> {
             }
             leadership.release().await;
         }
-        None => loops::run(client, ctx).await,
+        None => loops::run(client, ctx, ready).await,
     }
     lease_watch.abort();
     tracing::info!("conpaas-controller stopped");

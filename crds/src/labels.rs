@@ -60,6 +60,12 @@ pub mod conditions {
     pub const HEALTHY: &str = "Healthy";
     /// Services: True while the `conpaas.io/paused` annotation stops reconciling.
     pub const PAUSED: &str = "Paused";
+    /// kstatus: True while the controller converges the object (not Ready, not stalled). Flux,
+    /// kpt and `kubectl wait`-style tools report the object as in progress.
+    pub const RECONCILING: &str = "Reconciling";
+    /// kstatus: True when the controller cannot make progress without someone changing the spec
+    /// or what it refers to; tools report the object as failed instead of waiting forever.
+    pub const STALLED: &str = "Stalled";
 }
 
 /// Annotation: the name people gave an object (ConPaaS names may hold spaces and capitals;

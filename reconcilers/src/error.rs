@@ -42,6 +42,16 @@ impl Error {
         }
     }
 
+    /// True when retrying cannot help until something changes: the cloud refused for a reason
+    /// that repeats (credentials, image, instance type), or the object lacks a field.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            Error::Kube { .. } => false,
+            Error::Cloud { source, .. } => !source.is_retryable(),
+            Error::MissingField(_) => true,
+        }
+    }
+
     /// The error with its causes, `what failed: why`, for conditions people read.
     pub fn chain(&self) -> String {
         let mut text = self.to_string();

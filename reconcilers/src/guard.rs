@@ -1,6 +1,8 @@
-//! One object the controller cannot read (written against a newer schema, say) must not stop
-//! the loop for every other object: watches deserialize into [`DeserializeGuard`], and an
-//! unreadable object gets a warning, an Event and a metric instead of a reconcile.
+//! What every loop does around its reconcile, written once: one object the controller cannot
+//! read (written against a newer schema, say) must not stop the loop for every other object, so
+//! watches deserialize into [`DeserializeGuard`] and an unreadable object gets a warning, an
+//! Event and a metric instead of a reconcile; every reconcile is counted; a failure is logged
+//! once with its causes and backs off per object, and a permanent one waits for a change.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -29,12 +31,27 @@ where
     Fut: Future<Output = Result<Requeue, Error>>,
 {
     match &guard.0 {
-        Ok(object) => reconcile(Arc::new(object.clone()), ctx).await,
+        Ok(object) => {
+            let _metrics = ctx.metrics.reconcile(&K::kind(&()));
+            let key = backoff_key(object);
+            let requeue = reconcile(Arc::new(object.clone()), ctx.clone()).await?;
+            ctx.backoff.succeeded(&key);
+            Ok(requeue)
+        }
         Err(invalid) => {
             report::<K>(&ctx, invalid).await;
             Ok(Requeue::await_change())
         }
     }
+}
+
+/// The object's key in the per-object backoff: `<kind>/<namespace>/<name>`.
+fn backoff_key<K: Resource<DynamicType = ()>>(object: &K) -> String {
+    format!(
+        "{}/{}",
+        K::kind(&()).to_lowercase(),
+        crate::finalizers::full_name(object)
+    )
 }
 
 /// Lists objects like `Api::list`, but one unreadable item does not fail the list: it comes
@@ -57,20 +74,26 @@ where
     Ok((readable, unreadable))
 }
 
-/// The error policy of the readable object; unreadable ones are not retried until they change.
-pub fn error_policy<K>(
-    guard: Arc<DeserializeGuard<K>>,
-    error: &Error,
-    ctx: Arc<Context>,
-    policy: fn(Arc<K>, &Error, Arc<Context>) -> Requeue,
-) -> Requeue
+/// After a failed reconcile: a permanent failure (the cloud refused for a reason that repeats)
+/// waits for the object to change; anything else is retried with per-object backoff. Unreadable
+/// objects are not retried until they change.
+pub fn error_policy<K>(guard: Arc<DeserializeGuard<K>>, error: &Error, ctx: Arc<Context>) -> Requeue
 where
-    K: Clone,
+    K: Resource<DynamicType = ()> + Clone,
 {
-    match &guard.0 {
-        Ok(object) => policy(Arc::new(object.clone()), error, ctx),
-        Err(_) => Requeue::requeue(Duration::from_secs(300)),
+    let Ok(object) = &guard.0 else {
+        return Requeue::requeue(Duration::from_secs(300));
+    };
+    let kind = K::kind(&());
+    ctx.metrics.failed(&kind, error.category());
+    let key = backoff_key(object);
+    if error.is_permanent() {
+        tracing::warn!(error = %error.chain(), category = error.category(), object = %key, "reconcile failed; waiting for a change of the object or its Cloud");
+        return Requeue::await_change();
     }
+    let wait = ctx.backoff.failed(&key);
+    tracing::warn!(error = %error.chain(), category = error.category(), retry_in = ?wait, object = %key, "reconcile failed");
+    Requeue::requeue(wait)
 }
 
 async fn report<K: Resource<DynamicType = ()>>(ctx: &Context, invalid: &InvalidObject) {

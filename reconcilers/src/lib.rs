@@ -25,6 +25,7 @@ pub mod guard;
 pub mod metrics;
 pub mod service;
 pub mod service_node;
+pub mod status_apply;
 
 pub use context::{AgentApi, Context, DriverRegistry};
 pub use error::Error;

@@ -12,6 +12,7 @@
 
 mod client;
 mod error;
+#[cfg(feature = "simulator")]
 pub mod simulator;
 mod vm;
 

@@ -6,42 +6,25 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use conpaas_crds::labels::FINALIZER_SERVICES;
 use conpaas_crds::labels::conditions::READY;
-use conpaas_crds::labels::{FINALIZER_SERVICES, MANAGER_CONTROLLER};
 use conpaas_crds::v1alpha1::{
     Application, ApplicationStatus, Service, ServicePhaseSummary, is_condition_true,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams};
 use kube::runtime::controller::Action as Requeue;
 use kube::{Resource, ResourceExt};
-use serde_json::json;
 
 use crate::conditions::{Desired, merge};
 use crate::error::{Error, KubeResultExt, is_not_found};
-use crate::{Context, finalizers};
+use crate::{Context, finalizers, status_apply};
 
 /// Reconciles one Application.
 #[tracing::instrument(skip_all, fields(kind = "Application", namespace = app.namespace().unwrap_or_default(), name = app.name_any()))]
 pub async fn reconcile(app: Arc<Application>, ctx: Arc<Context>) -> Result<Requeue, Error> {
-    let _metrics = ctx.metrics.reconcile("Application");
-    let requeue = reconcile_inner(&app, &ctx).await?;
-    ctx.backoff.succeeded(&backoff_key(&app));
-    Ok(requeue)
-}
-
-/// What to do after a failed reconcile: back off per object.
-pub fn error_policy(app: Arc<Application>, error: &Error, ctx: Arc<Context>) -> Requeue {
-    ctx.metrics.failed("Application", error.category());
-    let key = backoff_key(&app);
-    let wait = ctx.backoff.failed(&key);
-    tracing::warn!(error = %error, category = error.category(), retry_in = ?wait, object = %key, "reconcile failed");
-    Requeue::requeue(wait)
-}
-
-fn backoff_key(app: &Application) -> String {
-    format!("application/{}", finalizers::full_name(app))
+    reconcile_inner(&app, &ctx).await
 }
 
 /// The Services that name `app` as their application.
@@ -96,14 +79,7 @@ async fn reconcile_inner(app: &Application, ctx: &Context) -> Result<Requeue, Er
         &Time(Timestamp::now()),
     );
     if status != previous {
-        let patch = json!({"apiVersion": Application::api_version(&()), "kind": Application::kind(&()), "status": status});
-        api.patch_status(
-            &app.name_any(),
-            &PatchParams::apply(MANAGER_CONTROLLER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await
-        .ctx("patch status", finalizers::full_name(app))?;
+        status_apply::apply(&api, app, &status).await?;
     }
     Ok(Requeue::requeue(Duration::from_secs(300)))
 }
@@ -164,5 +140,67 @@ pub fn build_status(
         service_phases: phases,
         observed_generation: generation,
         conditions: merge(&previous.conditions, vec![condition], generation, now),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use conpaas_crds::v1alpha1::{Phase, ServiceSpec, ServiceStatus};
+
+    fn at(secs: i64) -> Time {
+        Time(Timestamp::from_second(secs).unwrap())
+    }
+
+    fn service(name: &str, phase: Option<Phase>, ready: bool) -> Service {
+        let spec: ServiceSpec = serde_json::from_value(
+            serde_json::json!({"application": "demo", "type": "helloworld"}),
+        )
+        .unwrap();
+        let mut s = Service::new(name, spec);
+        s.status = phase.map(|phase| ServiceStatus {
+            phase,
+            conditions: merge(
+                &[],
+                vec![Desired::new(READY, ready, "x", "")],
+                Some(1),
+                &at(0),
+            ),
+            ..Default::default()
+        });
+        s
+    }
+
+    #[test]
+    fn aggregates_its_services() {
+        let services = vec![
+            service("web", Some(Phase::Running), true),
+            service("db", Some(Phase::Prologue), false),
+            service("new", None, false),
+        ];
+        let s = build_status(&Default::default(), Some(4), &services, &at(10));
+        assert_eq!((s.services, s.ready_services), (3, 1));
+        let phases: Vec<(&str, &str)> = s
+            .service_phases
+            .iter()
+            .map(|p| (p.name.as_str(), p.phase.as_str()))
+            .collect();
+        assert_eq!(
+            phases,
+            vec![("db", "PROLOGUE"), ("new", "INIT"), ("web", "RUNNING")]
+        );
+        assert_eq!(s.conditions[0].status, "False");
+        assert_eq!(s.conditions[0].message, "not ready: db, new");
+        assert_eq!(s.observed_generation, Some(4));
+
+        let all = vec![
+            service("web", Some(Phase::Running), true),
+            service("batch", Some(Phase::Stopped), true),
+        ];
+        let s2 = build_status(&s, Some(4), &all, &at(20));
+        assert_eq!(s2.conditions[0].reason, "AllServicesReady");
+        assert_eq!(s2.conditions[0].last_transition_time, at(20), "flipped");
+        let s3 = build_status(&s2, Some(4), &all, &at(30));
+        assert_eq!(s3, s2, "nothing changed, nothing to write");
     }
 }

@@ -1,20 +1,15 @@
-//! The orphan sweep: VMs that carry our `managed-by` tag but that no ServiceNode claims (same
-//! namespace, node name and token) are terminated once older than a grace period, and reported
-//! as Events. VMs without our tag are never listed, so never touched.
+//! The orphan sweep's judgement: VMs that carry our `managed-by` tag but that no ServiceNode
+//! claims (same namespace, node name and token) are orphans once older than a grace period. VMs
+//! without our tag are never listed, so never touched. Pure; the Cloud loop lists and terminates.
 
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
 
-use conpaas_cloud::{ComputeDriver, Tags, Vm, VmState};
-use conpaas_crds::labels::{
-    MANAGED_BY_VALUE, TAG_MANAGED_BY, TAG_NAMESPACE, TAG_NODE, TAG_ORPHANED,
-};
-use conpaas_crds::v1alpha1::{Cloud, ServiceNode};
+use conpaas_cloud::{Vm, VmState};
+use conpaas_crds::labels::{TAG_NAMESPACE, TAG_NODE, TAG_ORPHANED};
+use conpaas_crds::v1alpha1::ServiceNode;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
-
-use crate::error::Error;
-use crate::{Context, events};
 
 /// A ServiceNode's claim on VMs: its namespace and name, and its token when the node could be
 /// read (an unreadable node claims every VM tagged with its name, so none of them is swept).
@@ -71,48 +66,11 @@ pub fn orphans<'a>(
         .collect()
 }
 
-/// Terminates this Cloud's orphans. `claims` come from every ServiceNode of the cluster: one
-/// driver may serve several Clouds, so any node may claim a VM it lists. Returns how many went.
-pub async fn sweep(
-    ctx: &Context,
-    cloud: &Cloud,
-    driver: &dyn ComputeDriver,
-    claims: &[Claim],
-) -> Result<usize, Error> {
-    let ours = Tags::from([(TAG_MANAGED_BY.to_string(), MANAGED_BY_VALUE.to_string())]);
-    let cloud_error = |operation, source| Error::Cloud {
-        operation,
-        cloud: cloud.name_any(),
-        source,
-    };
-    let vms = driver
-        .list(&ours)
-        .await
-        .map_err(|e| cloud_error("list VMs", e))?;
-    let found = orphans(&vms, claims, SystemTime::now(), ctx.settings.orphan_grace);
-    for vm in &found {
-        tracing::warn!(vm = %vm.provider_id, "terminating orphan VM");
-        driver
-            .delete(&vm.id)
-            .await
-            .map_err(|e| cloud_error("terminate VM", e))?;
-        let owner = format!(
-            "{}/{}",
-            vm.tags.get(TAG_NAMESPACE).map_or("?", String::as_str),
-            vm.tags.get(TAG_NODE).map_or("?", String::as_str)
-        );
-        let note = format!(
-            "terminated VM {} tagged for {owner}, which no ServiceNode claims",
-            vm.provider_id
-        );
-        events::publish(ctx, cloud, true, "OrphanSwept", "DeleteVm", note).await;
-    }
-    Ok(found.len())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use conpaas_cloud::Tags;
+    use conpaas_crds::labels::{MANAGED_BY_VALUE, TAG_MANAGED_BY};
 
     fn vm(namespace: &str, node: &str, token: &str, age: u64) -> Vm {
         Vm {
@@ -130,6 +88,11 @@ mod tests {
         }
     }
 
+    fn orphaned(mut vm: Vm) -> Vm {
+        vm.tags.insert(TAG_ORPHANED.to_string(), "true".to_string());
+        vm
+    }
+
     fn node(namespace: &str, name: &str, token: &str) -> ServiceNode {
         let mut n = ServiceNode::new(name, crate::fixtures::node_spec(token));
         n.metadata.namespace = Some(namespace.into());
@@ -139,12 +102,13 @@ mod tests {
     #[test]
     fn only_unclaimed_vms_past_the_grace_period_are_orphans() {
         let vms = vec![
-            vm("ns", "s-node-0", "t0", 600),    // claimed
-            vm("ns", "s-node-1", "t1", 600),    // node gone: orphan
-            vm("ns", "s-node-2", "old", 600),   // node re-created with a new token: orphan
-            vm("other", "s-node-0", "t0", 600), // same name, other namespace: orphan
-            vm("ns", "s-node-3", "t3", 10),     // unclaimed but young: spared
-            vm("ns", "s-node-4", "t4", 600),    // its node cannot be read: spared
+            vm("ns", "s-node-0", "t0", 600),           // claimed
+            vm("ns", "s-node-1", "t1", 600),           // node gone: orphan
+            vm("ns", "s-node-2", "old", 600),          // node re-created with a new token: orphan
+            vm("other", "s-node-0", "t0", 600),        // same name, other namespace: orphan
+            vm("ns", "s-node-3", "t3", 10),            // unclaimed but young: spared
+            vm("ns", "s-node-4", "t4", 600),           // its node cannot be read: spared
+            orphaned(vm("ns", "s-node-5", "t5", 600)), // left running by deletionPolicy: Orphan
         ];
         let nodes = vec![node("ns", "s-node-0", "t0"), node("ns", "s-node-2", "new")];
         let unreadable = vec![ObjectMeta {

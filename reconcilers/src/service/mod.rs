@@ -12,9 +12,7 @@ pub mod validate;
 use std::sync::Arc;
 use std::time::Duration;
 
-use conpaas_crds::labels::{
-    ANNOTATION_ORPHAN_VM, ANNOTATION_PAUSED, FINALIZER_NODES, MANAGER_CONTROLLER,
-};
+use conpaas_crds::labels::{ANNOTATION_ORPHAN_VM, ANNOTATION_PAUSED, FINALIZER_NODES};
 use conpaas_crds::v1alpha1::DeletionPolicy;
 use conpaas_crds::v1alpha1::{Service, ServiceNode};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -25,7 +23,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use crate::error::{Error, KubeResultExt, is_not_found};
-use crate::{Context, events, finalizers};
+use crate::{Context, events, finalizers, status_apply};
 
 /// What the Service loop would do now, without doing it: `cpsctl plan` prints this, and the
 /// loop acts on it.
@@ -69,17 +67,7 @@ pub async fn preview(client: &kube::Client, service: &Service) -> Result<Preview
 /// Reconciles one Service.
 #[tracing::instrument(skip_all, fields(kind = "Service", namespace = service.namespace().unwrap_or_default(), name = service.name_any()))]
 pub async fn reconcile(service: Arc<Service>, ctx: Arc<Context>) -> Result<Requeue, Error> {
-    let _metrics = ctx.metrics.reconcile("Service");
-    let requeue = reconcile_inner(&service, &ctx).await?;
-    ctx.backoff.succeeded(&backoff_key(&service));
-    Ok(requeue)
-}
-
-fn backoff_key(service: &Service) -> String {
-    format!("service/{}", finalizers::full_name(service))
-}
-
-async fn reconcile_inner(service: &Arc<Service>, ctx: &Arc<Context>) -> Result<Requeue, Error> {
+    let (service, ctx) = (service.as_ref(), ctx.as_ref());
     let ns = service
         .namespace()
         .ok_or(Error::MissingField("namespace"))?;
@@ -120,7 +108,7 @@ async fn reconcile_inner(service: &Arc<Service>, ctx: &Arc<Context>) -> Result<R
             );
             events::publish(
                 ctx,
-                service.as_ref(),
+                service,
                 warning,
                 &status.conditions[0].reason,
                 "Reconcile",
@@ -128,18 +116,7 @@ async fn reconcile_inner(service: &Arc<Service>, ctx: &Arc<Context>) -> Result<R
             )
             .await;
         }
-        let patch = json!({
-            "apiVersion": Service::api_version(&()),
-            "kind": Service::kind(&()),
-            "status": status,
-        });
-        api.patch_status(
-            &service.name_any(),
-            &PatchParams::apply(MANAGER_CONTROLLER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await
-        .ctx("patch status", format!("{ns}/{}", service.name_any()))?;
+        status_apply::apply(&api, service, &status).await?;
     }
     // Missing Applications and Clouds are not watched, and a node's health only ages: look again.
     Ok(match desired {
@@ -197,13 +174,4 @@ async fn delete_nodes_then_release(
     }
     // Node deletions wake this loop through the owner reference; the requeue is a safety net.
     Ok(Requeue::requeue(Duration::from_secs(10)))
-}
-
-/// What to do after a failed reconcile: back off per object.
-pub fn error_policy(service: Arc<Service>, error: &Error, ctx: Arc<Context>) -> Requeue {
-    ctx.metrics.failed("Service", error.category());
-    let key = backoff_key(&service);
-    let wait = ctx.backoff.failed(&key);
-    tracing::warn!(error = %error, category = error.category(), retry_in = ?wait, object = %key, "reconcile failed");
-    Requeue::requeue(wait)
 }

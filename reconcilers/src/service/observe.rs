@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use crate::service_node::status::UNHEALTHY_REASONS;
+use crate::service_node::status::{self as node_status, UNHEALTHY_REASONS};
 use conpaas_crds::labels::LABEL_SERVICE;
 use conpaas_crds::labels::conditions::{HEALTHY, READY};
 use conpaas_crds::v1alpha1::{
@@ -15,7 +15,7 @@ use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 use sha2::{Digest, Sha256};
 
-use super::plan::ObservedNode;
+use super::plan::{NodeFailure, ObservedNode};
 use super::validate::Problem;
 use crate::error::{Error, KubeResultExt, is_not_found};
 
@@ -119,6 +119,15 @@ fn observed_node(node: &ServiceNode, now: &Timestamp) -> ObservedNode {
         unhealthy: unhealthy(node, now),
         suspect: healthy_false(node),
         ready: is_condition_true(&status.conditions, READY),
+        failure: status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == READY && c.status == "False" && node_status::is_failure(&c.reason))
+            .map(|c| NodeFailure {
+                reason: c.reason.clone(),
+                message: c.message.clone(),
+                stalled: node_status::is_stalled(&c.reason),
+            }),
         address: status.address,
     }
 }
@@ -240,4 +249,82 @@ async fn resolve_code(
         url: None,
         sha256: hex::encode(Sha256::digest(&bytes)),
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conditions::{Desired as Cond, merge};
+    use conpaas_crds::v1alpha1::{ServiceNodeSpec, ServiceNodeStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn at(secs: i64) -> Timestamp {
+        Timestamp::from_second(secs).unwrap()
+    }
+
+    /// A node with heartbeat timeout 10 whose Healthy condition turned to `healthy` at `since`.
+    fn node(healthy: bool, reason: &str, since: i64) -> ServiceNode {
+        let mut n = ServiceNode::new(
+            "s-node-0",
+            ServiceNodeSpec {
+                heartbeat_timeout_seconds: 10,
+                ..crate::fixtures::node_spec("t")
+            },
+        );
+        n.status = Some(ServiceNodeStatus {
+            conditions: merge(
+                &[],
+                vec![Cond::new(HEALTHY, healthy, reason, "")],
+                None,
+                &Time(at(since)),
+            ),
+            ..Default::default()
+        });
+        n
+    }
+
+    #[test]
+    fn a_node_is_unhealthy_only_after_its_timeout() {
+        let cases = [
+            ("healthy", node(true, "Healthy", 0), 100, None, None),
+            (
+                "just turned: suspect, not yet replaced; look again when the window ends",
+                node(false, "HeartbeatStale", 95),
+                100,
+                None,
+                Some(5.1),
+            ),
+            (
+                "unhealthy for the whole timeout",
+                node(false, "HeartbeatStale", 90),
+                100,
+                Some("HeartbeatStale"),
+                Some(10.0),
+            ),
+            (
+                "the VM is gone",
+                node(false, "VmGone", 50),
+                100,
+                Some("VmGone"),
+                Some(10.0),
+            ),
+            (
+                "a reason that is not a health failure",
+                node(false, "AgentStarting", 50),
+                100,
+                None,
+                Some(10.0),
+            ),
+        ];
+        for (what, n, now, want, next) in cases {
+            let now = at(now);
+            assert_eq!(unhealthy(&n, &now), want, "{what}");
+            assert_eq!(healthy_false(&n), next.is_some(), "{what}: suspect");
+            let got = next_health_check(std::slice::from_ref(&n), &now).map(|d| d.as_secs_f64());
+            match (got, next) {
+                (Some(g), Some(w)) => assert!((g - w).abs() < 0.01, "{what}: {g} != {w}"),
+                (g, w) => assert_eq!(g, w, "{what}"),
+            }
+        }
+    }
 }

@@ -84,6 +84,19 @@ pub struct ObservedNode {
     pub ready: bool,
     /// VM address, once known.
     pub address: Option<String>,
+    /// Why the node failed (its cloud refused, its agent failed), as its Ready condition says.
+    pub failure: Option<NodeFailure>,
+}
+
+/// A node's failure as its Ready condition reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeFailure {
+    /// The Ready reason, e.g. `ProviderQuotaExceeded` or `AgentFailed`.
+    pub reason: String,
+    /// Its message: the provider's or the agent's own words.
+    pub message: String,
+    /// Nothing changes until someone changes the spec or the Cloud.
+    pub stalled: bool,
 }
 
 /// A step the executor performs on ServiceNode objects.
@@ -334,6 +347,7 @@ mod tests {
             suspect: false,
             ready: true,
             address: None,
+            failure: None,
         }
     }
 

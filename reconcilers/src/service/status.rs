@@ -1,12 +1,14 @@
 //! The Service's status: phase, per-role counts, conditions, history. Built by a pure function
 //! from what was observed, and written by server-side apply only when it changed.
 
-use conpaas_crds::labels::conditions::{DEGRADED, PAUSED, PROGRESSING, READY};
+use conpaas_crds::labels::conditions::{
+    DEGRADED, PAUSED, PROGRESSING, READY, RECONCILING, STALLED,
+};
 use conpaas_crds::labels::{LABEL_ROLE, LABEL_SERVICE};
 use conpaas_crds::v1alpha1::{Phase, PhaseChange, RoleStatus, ServiceStatus, ServiceType};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::plan::{Desired, ObservedNode, remediation_allowed};
+use super::plan::{Desired, NodeFailure, ObservedNode, remediation_allowed};
 use super::validate::Problem;
 use crate::conditions::{Desired as Cond, merge};
 
@@ -50,12 +52,36 @@ pub fn build(
         (p, _) => (false, title(p), format!("waiting for nodes: {ready_text}")),
     };
     let paused = desired.as_ref().is_ok_and(|d| d.paused);
+    let failures: Vec<(&str, &NodeFailure)> = nodes
+        .iter()
+        .filter(|n| !n.deleting)
+        .filter_map(|n| Some((n.name.as_str(), n.failure.as_ref()?)))
+        .collect();
+    // kstatus: Stalled when only a change of spec (or of what it names) can help; Reconciling
+    // while converging otherwise.
+    let stalled = match desired {
+        Err(problem) => Cond::new(STALLED, true, problem.reason, problem.message.clone()),
+        Ok(_) => match failures.iter().find(|(_, f)| f.stalled) {
+            Some((node, failure)) => Cond::new(
+                STALLED,
+                true,
+                failure.reason.clone(),
+                failed_nodes_message(node, failure, 1),
+            ),
+            None => Cond::new(STALLED, false, "AsExpected", ""),
+        },
+    };
+    let reconciling = if !ready && !stalled.status && !paused {
+        Cond::new(RECONCILING, true, reason.clone(), message.clone())
+    } else {
+        Cond::new(RECONCILING, false, "Idle", "")
+    };
     let progressing =
         !paused && matches!(phase, Phase::Prologue | Phase::Adapting | Phase::Epilogue);
     let conditions = merge(
         &previous.conditions,
         vec![
-            Cond::new(READY, ready, reason, message),
+            Cond::new(READY, ready, reason.clone(), message.clone()),
             Cond::new(
                 PROGRESSING,
                 progressing,
@@ -82,6 +108,12 @@ pub fn build(
                         ),
                     )
                 }
+                Ok(_) if let Some((node, failure)) = failures.first() => Cond::new(
+                    DEGRADED,
+                    true,
+                    failure.reason.clone(),
+                    failed_nodes_message(node, failure, failures.len()),
+                ),
                 Ok(_) if unhealthy > 0 => Cond::new(
                     DEGRADED,
                     true,
@@ -100,6 +132,8 @@ pub fn build(
             } else {
                 Cond::new(PAUSED, false, "NotPaused", "")
             },
+            reconciling,
+            stalled,
         ],
         generation,
         now,
@@ -199,6 +233,16 @@ fn phase(
     }
 }
 
+/// `node x: <its message>`, and how many more failed.
+fn failed_nodes_message(node: &str, failure: &NodeFailure, failed: usize) -> String {
+    let more = match failed {
+        0 | 1 => String::new(),
+        2 => " (and 1 more node)".into(),
+        n => format!(" (and {} more nodes)", n - 1),
+    };
+    format!("node {node}: {}{more}", failure.message)
+}
+
 fn title(phase: Phase) -> String {
     let s = phase.as_str();
     format!("{}{}", &s[..1], s[1..].to_lowercase())
@@ -242,8 +286,70 @@ mod tests {
                 suspect: false,
                 ready: i < ready,
                 address: None,
+                failure: None,
             })
             .collect()
+    }
+
+    fn condition<'a>(s: &'a ServiceStatus, type_: &str) -> (&'a str, &'a str, &'a str) {
+        let c = s.conditions.iter().find(|c| c.type_ == type_).unwrap();
+        (c.status.as_str(), c.reason.as_str(), c.message.as_str())
+    }
+
+    fn failing(mut n: Vec<ObservedNode>, reason: &str, stalled: bool) -> Vec<ObservedNode> {
+        for node in n.iter_mut().skip(1) {
+            node.failure = Some(NodeFailure {
+                reason: reason.into(),
+                message: "create VM on cloud aws: quota exceeded: 20 instances".into(),
+                stalled,
+            });
+        }
+        n
+    }
+
+    #[test]
+    fn a_failing_node_is_named_and_a_dead_end_is_stalled_for_kstatus() {
+        let at = now(1);
+        // Converging: Reconciling, not Stalled.
+        let s = build(
+            &ServiceStatus::default(),
+            Some(1),
+            &desired(3, true),
+            &nodes(3, 1),
+            &at,
+        );
+        assert_eq!(condition(&s, RECONCILING).0, "True");
+        assert_eq!(condition(&s, STALLED).0, "False");
+        // A cloud refusal that may pass: Degraded names the node, still Reconciling.
+        let n = failing(nodes(3, 1), "ProviderQuotaExceeded", false);
+        let s = build(&s, Some(1), &desired(3, true), &n, &at);
+        let (status, reason, message) = condition(&s, DEGRADED);
+        assert_eq!((status, reason), ("True", "ProviderQuotaExceeded"));
+        assert_eq!(
+            message,
+            "node s-node-1: create VM on cloud aws: quota exceeded: 20 instances (and 1 more node)"
+        );
+        assert_eq!(condition(&s, RECONCILING).0, "True");
+        assert_eq!(condition(&s, STALLED).0, "False");
+        // A refusal that repeats: Stalled, no longer Reconciling.
+        let n = failing(nodes(3, 1), "ProviderUnauthorized", true);
+        let s = build(&s, Some(1), &desired(3, true), &n, &at);
+        assert_eq!(condition(&s, STALLED).0, "True");
+        assert_eq!(condition(&s, STALLED).1, "ProviderUnauthorized");
+        assert_eq!(condition(&s, RECONCILING).0, "False");
+        // An unsatisfiable spec: Stalled with the validation's reason.
+        let problem = Err(Problem::new("CloudNotFound", "spec.roles[node]: no Cloud"));
+        let s = build(&s, Some(2), &problem, &[], &at);
+        assert_eq!(condition(&s, STALLED).1, "CloudNotFound");
+        assert_eq!(condition(&s, RECONCILING).0, "False");
+        // Ready: neither.
+        let s = build(&s, Some(3), &desired(3, true), &nodes(3, 3), &at);
+        assert_eq!(condition(&s, READY).0, "True");
+        assert_eq!(
+            (condition(&s, STALLED).0, condition(&s, RECONCILING).0),
+            ("False", "False")
+        );
+        assert_eq!(condition(&s, DEGRADED).0, "False");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use conpaas_cloud::CloudError;
 use conpaas_crds::labels::conditions::{HEALTHY, READY};
 use conpaas_crds::v1alpha1::{AgentState, ServiceNode, ServiceNodeStatus, VmState};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -90,6 +91,58 @@ pub fn ready(
         Some(AgentState::Failed) => no("AgentFailed", message),
         _ => no("AgentStarting", message),
     }
+}
+
+/// The node's Ready reason when its cloud refused a call: `Provider<category>`, e.g.
+/// `ProviderQuotaExceeded`; the message is the provider's own.
+pub fn provider_failure_reason(error: &CloudError) -> String {
+    format!("Provider{}", error.category())
+}
+
+/// Provider failures that repeat until someone changes the node's spec or its Cloud (credentials,
+/// image, instance type): the loop stops retrying them and the Service is Stalled.
+pub const PERMANENT_PROVIDER_REASONS: [&str; 5] = [
+    "ProviderNotFound",
+    "ProviderAlreadyExists",
+    "ProviderUnauthorized",
+    "ProviderUnsupported",
+    "ProviderOther",
+];
+
+/// Ready reasons of a node that failed (rather than one still starting): shown on its Service.
+pub fn is_failure(reason: &str) -> bool {
+    reason.starts_with("Provider")
+        || [
+            "CloudNotFound",
+            "CloudUnavailable",
+            "AgentFailed",
+            "VmFailed",
+        ]
+        .contains(&reason)
+}
+
+/// Ready reasons of a node that cannot make progress without outside intervention.
+pub fn is_stalled(reason: &str) -> bool {
+    PERMANENT_PROVIDER_REASONS.contains(&reason) || reason == "CloudUnavailable"
+}
+
+/// `status` with its Ready condition replaced by `ready` (the other conditions kept).
+pub fn with_ready(
+    node: &ServiceNode,
+    mut status: ServiceNodeStatus,
+    ready: Desired,
+    now: &Time,
+) -> ServiceNodeStatus {
+    let previous = node.status.clone().unwrap_or_default();
+    let merged = merge(
+        &previous.conditions,
+        vec![ready],
+        node.metadata.generation,
+        now,
+    );
+    status.conditions.retain(|c| c.type_ != READY);
+    status.conditions.splice(0..0, merged);
+    status
 }
 
 /// Ready reasons that make a node unhealthy: its VM is lost or its agent went silent.
@@ -233,6 +286,40 @@ mod tests {
             created_at: Some(Time(at(secs))),
             create_requested_at: None,
         }
+    }
+
+    #[test]
+    fn permanent_provider_reasons_are_the_errors_not_worth_retrying() {
+        let every = [
+            CloudError::NotFound("x".into()),
+            CloudError::AlreadyExists("x".into()),
+            CloudError::Unauthorized("x".into()),
+            CloudError::QuotaExceeded("x".into()),
+            CloudError::Throttled("x".into()),
+            CloudError::Transient("x".into()),
+            CloudError::Unsupported("x".into()),
+            CloudError::Other("x".into()),
+        ];
+        for error in every {
+            let reason = provider_failure_reason(&error);
+            assert!(is_failure(&reason), "{reason}");
+            assert_eq!(is_stalled(&reason), !error.is_retryable(), "{reason}");
+        }
+    }
+
+    #[test]
+    fn with_ready_replaces_only_ready() {
+        let n = node(None);
+        let built = build(&n, &running_since(990), None, &Time(at(1000)));
+        let failed = with_ready(
+            &n,
+            built,
+            Desired::new(READY, false, "ProviderUnauthorized", "denied"),
+            &Time(at(1000)),
+        );
+        let types: Vec<&str> = failed.conditions.iter().map(|c| c.type_.as_str()).collect();
+        assert_eq!(types, vec![READY, HEALTHY]);
+        assert_eq!(failed.conditions[0].reason, "ProviderUnauthorized");
     }
 
     #[test]

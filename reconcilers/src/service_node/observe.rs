@@ -1,0 +1,197 @@
+//! Reads what the ServiceNode loop decides on: the node's Cloud and driver, and its VMs.
+//! Network: the API server (the Cloud) and the cloud (cached listings; fresh lookups by ID and
+//! by tag only while deleting or after a journaled create).
+
+use std::sync::Arc;
+
+use conpaas_cloud::{ComputeDriver, Tags, Vm, VmState};
+use conpaas_crds::labels::{
+    ANNOTATION_ORPHAN_VM, FINALIZER_VM, MANAGED_BY_VALUE, TAG_MANAGED_BY, TAG_NAMESPACE, TAG_NODE,
+};
+use conpaas_crds::v1alpha1::{Cloud, ServiceNode};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::Api;
+use kube::{Resource, ResourceExt};
+
+use super::plan::{Facts, vm_id};
+use super::status::VmView;
+use crate::Context;
+use crate::conditions::Desired;
+use crate::error::{Error, KubeResultExt, is_not_found};
+
+/// What was observed about one node.
+pub struct Observed {
+    /// The plan's inputs.
+    pub facts: Facts,
+    /// The node's driver, when there is one.
+    pub driver: Option<Arc<dyn ComputeDriver>>,
+    /// The recorded VM as the cloud describes it now (for the status).
+    pub vm: VmView,
+}
+
+/// Observes `node`.
+pub async fn observe(ctx: &Context, node: &ServiceNode) -> Result<Observed, Error> {
+    let status = node.status.clone().unwrap_or_default();
+    let mut facts = Facts {
+        deleting: node.meta().deletion_timestamp.is_some(),
+        paused: node.spec.paused,
+        has_finalizer: node.finalizers().iter().any(|f| f == FINALIZER_VM),
+        orphan_vm: node
+            .annotations()
+            .get(ANNOTATION_ORPHAN_VM)
+            .is_some_and(|v| v == "true"),
+        generation_changed: status.observed_generation != node.metadata.generation,
+        provider_id: status.provider_id.clone(),
+        journaled: status.create_requested_at.is_some(),
+        token: node.spec.token.clone(),
+        blocked: None,
+        live_vms: vec![],
+    };
+    let mut vm = current_view(node);
+    let driver = match driver_for(ctx, node).await? {
+        Ok(driver) => driver,
+        Err(problem) => {
+            facts.blocked = Some(problem);
+            return Ok(Observed {
+                facts,
+                driver: None,
+                vm,
+            });
+        }
+    };
+    let idle = (facts.paused && (facts.deleting || facts.provider_id.is_none()))
+        || (facts.deleting && !facts.has_finalizer);
+    if idle {
+        // Nothing will be done with the VMs: do not ask the cloud about them.
+    } else if facts.deleting {
+        let mut live = match &facts.provider_id {
+            Some(p) => driver
+                .get(vm_id(p))
+                .await
+                .map_err(|source| cloud_error("describe VM", node, source))?
+                .into_iter()
+                .collect(),
+            None => Vec::new(),
+        };
+        live.extend(tagged(node, driver.as_ref()).await?);
+        facts.live_vms = live;
+    } else if let Some(provider_id) = &facts.provider_id {
+        let found = ctx
+            .vms
+            .get(&node.spec.cloud, driver.as_ref(), vm_id(provider_id))
+            .await
+            .map_err(|source| cloud_error("describe VM", node, source))?;
+        vm = match found {
+            Some(found) => view(node, &found),
+            // Gone behind our back: report it; the Service loop replaces the node.
+            None => VmView {
+                state: Some(VmState::Terminated),
+                ..vm
+            },
+        };
+    } else if facts.journaled {
+        facts.live_vms = tagged(node, driver.as_ref()).await?;
+    }
+    facts.live_vms.retain(|v| v.state != VmState::Terminated);
+    Ok(Observed {
+        facts,
+        driver: Some(driver),
+        vm,
+    })
+}
+
+/// The live VMs carrying the node's tags.
+async fn tagged(node: &ServiceNode, driver: &dyn ComputeDriver) -> Result<Vec<Vm>, Error> {
+    driver
+        .list(&node_filter(node))
+        .await
+        .map_err(|source| cloud_error("list VMs", node, source))
+}
+
+async fn driver_for(
+    ctx: &Context,
+    node: &ServiceNode,
+) -> Result<Result<Arc<dyn ComputeDriver>, Desired>, Error> {
+    let clouds: Api<Cloud> = Api::all(ctx.client.clone());
+    let cloud = match clouds.get(&node.spec.cloud).await {
+        Ok(cloud) => cloud,
+        Err(e) if is_not_found(&e) => {
+            return Ok(Err(Desired::new(
+                "Ready",
+                false,
+                "CloudNotFound",
+                format!(
+                    "spec.cloud: Cloud {:?} does not exist; its VM cannot be managed",
+                    node.spec.cloud
+                ),
+            )));
+        }
+        Err(e) => return Err(e).ctx("get cloud", &node.spec.cloud),
+    };
+    Ok(ctx
+        .drivers
+        .driver(&cloud)
+        .await
+        .map_err(|why| Desired::new("Ready", false, "CloudUnavailable", why)))
+}
+
+/// The tags that find this node's VMs and nobody else's.
+pub fn node_filter(node: &ServiceNode) -> Tags {
+    Tags::from([
+        (TAG_MANAGED_BY.to_string(), MANAGED_BY_VALUE.to_string()),
+        (
+            TAG_NAMESPACE.to_string(),
+            node.namespace().unwrap_or_default(),
+        ),
+        (TAG_NODE.to_string(), node.name_any()),
+    ])
+}
+
+/// The node's VM as the cloud describes it, with the node's create journal kept.
+pub fn view(node: &ServiceNode, vm: &Vm) -> VmView {
+    VmView {
+        create_requested_at: node
+            .status
+            .as_ref()
+            .and_then(|s| s.create_requested_at.clone()),
+        provider_id: Some(vm.provider_id.clone()),
+        address: vm.address.clone(),
+        state: Some(vm.state),
+        created_at: Some(Time(whole_seconds(vm.created_at))),
+    }
+}
+
+/// The VM as the node's status records it.
+pub fn current_view(node: &ServiceNode) -> VmView {
+    let s = node.status.clone().unwrap_or_default();
+    VmView {
+        provider_id: s.provider_id,
+        address: s.address,
+        state: s.vm_state,
+        created_at: s.created_at,
+        create_requested_at: s.create_requested_at,
+    }
+}
+
+/// A cloud's timestamp at the API's resolution (whole seconds): compared with what was stored, a
+/// finer one would always differ and rewrite the status on every reconcile.
+fn whole_seconds(t: std::time::SystemTime) -> Timestamp {
+    let secs = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    Timestamp::from_second(secs).unwrap_or_else(|_| Timestamp::now())
+}
+
+/// A cloud error, named after the call and the node's Cloud.
+pub fn cloud_error(
+    operation: &'static str,
+    node: &ServiceNode,
+    source: conpaas_cloud::CloudError,
+) -> Error {
+    Error::Cloud {
+        operation,
+        cloud: node.spec.cloud.clone(),
+        source,
+    }
+}

@@ -1,0 +1,38 @@
+//! The one way the controller writes a status: server-side apply of the whole controller-owned
+//! status under the controller's field manager (forced: these fields are the controller's). An
+//! object that went meanwhile has no status left to write.
+
+use conpaas_crds::labels::MANAGER_CONTROLLER;
+use kube::api::{Api, Patch, PatchParams};
+use kube::{Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use crate::error::{Error, KubeResultExt, is_not_found};
+use crate::finalizers::full_name;
+
+/// Applies `status` to `object`.
+pub async fn apply<K, S>(api: &Api<K>, object: &K, status: &S) -> Result<(), Error>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+    S: Serialize,
+{
+    let patch = json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    match api
+        .patch_status(
+            &object.name_any(),
+            &PatchParams::apply(MANAGER_CONTROLLER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if is_not_found(&e) => Ok(()),
+        Err(e) => Err(e).ctx("patch status", full_name(object)),
+    }
+}
