@@ -284,3 +284,52 @@ impl ComputeDriver for Ec2 {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_ec2::error::ErrorMetadata;
+    use aws_sdk_ec2::operation::run_instances::RunInstancesError;
+
+    /// What the SDK hands the driver when EC2 answers a RunInstances with `code`.
+    fn answered(code: &str) -> SdkError<RunInstancesError, ()> {
+        let meta = ErrorMetadata::builder()
+            .code(code)
+            .message("the provider's own words")
+            .build();
+        SdkError::service_error(RunInstancesError::generic(meta), ())
+    }
+
+    // moto neither throttles nor refuses quota, so these codes are checked on the SDK's own
+    // error values: each maps by meaning and keeps EC2's code and message for the user.
+    #[test]
+    fn ec2_error_codes_map_by_meaning() {
+        let cases = [
+            ("RequestLimitExceeded", "Throttled"),
+            ("InstanceLimitExceeded", "QuotaExceeded"),
+            ("VcpuLimitExceeded", "QuotaExceeded"),
+            ("InsufficientInstanceCapacity", "QuotaExceeded"),
+            ("AuthFailure", "Unauthorized"),
+            ("UnauthorizedOperation", "Unauthorized"),
+            ("InvalidInstanceID.NotFound", "NotFound"),
+            ("IdempotentParameterMismatch", "AlreadyExists"),
+            ("InternalError", "Transient"),
+            ("ServiceUnavailable", "Transient"),
+            ("InvalidAMIID.NotFound", "Other"),
+            ("InvalidParameterValue", "Other"),
+        ];
+        for (code, category) in cases {
+            let error = map_error(answered(code));
+            assert_eq!(error.category(), category, "{code}");
+            let text = error.to_string();
+            assert!(
+                text.contains(code) && text.contains("the provider's own words"),
+                "{code}: {text}"
+            );
+        }
+        let timeout = map_error(SdkError::<RunInstancesError, ()>::timeout_error("slow"));
+        assert_eq!(timeout.category(), "Transient");
+        assert!(!map_error(answered("InvalidAMIID.NotFound")).is_retryable());
+        assert!(map_error(answered("RequestLimitExceeded")).is_retryable());
+    }
+}

@@ -17,6 +17,12 @@ pub struct Moto {
 impl Moto {
     /// Starts moto and waits until it accepts connections.
     pub fn start() -> std::io::Result<Self> {
+        Self::start_with(&[])
+    }
+
+    /// Starts moto with these environment variables (e.g. `MOTO_ENABLE_AMI_VALIDATION`, which
+    /// makes it refuse unknown images as EC2 does).
+    pub fn start_with(vars: &[(&str, &str)]) -> std::io::Result<Self> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
@@ -29,6 +35,7 @@ impl Moto {
                 "-p",
                 &port.to_string(),
             ])
+            .envs(vars.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()?;

@@ -145,17 +145,22 @@ impl ControlPlane {
         )
         .await?;
 
-        if kcm.exists() {
-            cp.spawn(
-                "kube-controller-manager",
-                Command::new(&kcm).args([
-                    &format!("--kubeconfig={}", cp.kubeconfig.display()),
-                    "--controllers=garbage-collector-controller,namespace-controller",
-                    "--leader-elect=false",
-                    "--secure-port=0",
-                ]),
-            )?;
-        }
+        // Without it nothing collects the objects a deleted owner leaves, and cascades would
+        // pass or fail for the wrong reason: refuse to run instead.
+        anyhow::ensure!(
+            kcm.exists(),
+            "{} is missing; build it with e2e/tools/build-kube.sh (make kube)",
+            kcm.display()
+        );
+        cp.spawn(
+            "kube-controller-manager",
+            Command::new(&kcm).args([
+                &format!("--kubeconfig={}", cp.kubeconfig.display()),
+                "--controllers=garbage-collector-controller,namespace-controller",
+                "--leader-elect=false",
+                "--secure-port=0",
+            ]),
+        )?;
         install_crds(&client).await?;
         Ok(cp)
     }

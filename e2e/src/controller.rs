@@ -76,7 +76,7 @@ impl Controller {
 
     /// Starts the controller again after [`Controller::kill`].
     pub fn restart(&mut self) -> anyhow::Result<()> {
-        let bin = crate::binaries_dir().join("conpaas-controller");
+        let bin = crate::built_binary("conpaas-controller");
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -84,10 +84,7 @@ impl Controller {
         let child = Command::new(&bin)
             .env("KUBECONFIG", &self.kubeconfig)
             .env("CONPAAS_STATE_DIR", &self.state_dir)
-            .env(
-                "CONPAAS_AGENT_BINARY",
-                crate::binaries_dir().join("conpaas-agent"),
-            )
+            .env("CONPAAS_AGENT_BINARY", crate::built_binary("conpaas-agent"))
             .env("CONPAAS_LOCAL_SUBNET", self.subnet.to_string())
             .env(
                 "RUST_LOG",

@@ -33,6 +33,60 @@ pub fn binaries_dir() -> PathBuf {
     }
 }
 
+/// A workspace binary the tests run (`conpaas-controller`, `conpaas-agent`, `cpsctl`), refused
+/// when older than any source it is built from: `cargo test -p conpaas-e2e` builds the tests but
+/// not the binaries, and would otherwise test yesterday's controller. `make test` builds both.
+pub fn built_binary(name: &str) -> PathBuf {
+    let path = binaries_dir().join(name);
+    let built = std::fs::metadata(&path)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|e| {
+            panic!(
+                "{}: {e}; build the binaries first: cargo build --workspace --bins (make test does)",
+                path.display()
+            )
+        });
+    let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    if let Some(newer) = newer_source(&workspace, built) {
+        panic!(
+            "{} is older than {}; rebuild it: cargo build --workspace --bins (make test does)",
+            path.display(),
+            newer.display()
+        );
+    }
+    path
+}
+
+/// A Rust source or manifest of the binaries' crates changed after `than`.
+fn newer_source(workspace: &std::path::Path, than: std::time::SystemTime) -> Option<PathBuf> {
+    let mut pending: Vec<PathBuf> = ["crds", "cloud", "reconcilers", "agent", "controller", "cli"]
+        .iter()
+        .map(|c| workspace.join(c))
+        .collect();
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(meta) = entry.metadata() else {
+                continue;
+            };
+            let name = entry.file_name();
+            if meta.is_dir() {
+                if name != "tests" && name != "target" {
+                    pending.push(path);
+                }
+            } else if (path.extension().is_some_and(|e| e == "rs") || name == "Cargo.toml")
+                && meta.modified().is_ok_and(|m| m > than)
+            {
+                return Some(path);
+            }
+        }
+    }
+    None
+}
+
 /// Where built kube binaries and other downloads are cached.
 pub fn cache_dir() -> PathBuf {
     std::env::var_os("CONPAAS_CACHE")

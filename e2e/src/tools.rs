@@ -19,7 +19,7 @@ pub fn helm() -> PathBuf {
 
 /// The workspace's cpsctl.
 pub fn cpsctl() -> PathBuf {
-    crate::binaries_dir().join("cpsctl")
+    crate::built_binary("cpsctl")
 }
 
 /// The repository's root (tests run in their package folder).

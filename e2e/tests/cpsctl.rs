@@ -155,8 +155,26 @@ async fn every_verb_does_what_it_says() {
     assert_eq!(service(&env, "helloworld").await.spec.replicas, Some(3));
 
     // plan: reads only, and says what the controller will do.
-    let plan = cps(&env, &["plan", "helloworld"]).ok().stdout;
-    assert!(plan.contains("node") && plan.contains("3"), "{plan}");
+    let plan: serde_json::Value =
+        serde_json::from_str(&cps(&env, &["-o", "json", "plan", "helloworld"]).ok().stdout)
+            .unwrap();
+    let role = &plan["roles"][0];
+    assert_eq!(
+        (role["role"].as_str(), role["desired"].as_i64()),
+        (Some("node"), Some(3)),
+        "{plan}"
+    );
+    let creates = plan["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["action"] == "create")
+        .count() as i64;
+    assert_eq!(
+        role["current"].as_i64().unwrap() + creates,
+        3,
+        "the plan creates what is missing: {plan}"
+    );
     cps(&env, &["wait", "helloworld"]).ok();
     let settled = cps(&env, &["plan", "helloworld"]).ok().stdout;
     assert!(settled.contains("no changes"), "{settled}");

@@ -32,7 +32,9 @@ async fn live_vms(state: &Path) -> Vec<conpaas_cloud::Vm> {
         .await
         .unwrap()
         .into_iter()
-        .filter(|vm| vm.state == VmState::Running)
+        // Every VM that still exists counts: a leaked VM that is starting or stopping costs money
+        // all the same.
+        .filter(|vm| vm.state != VmState::Terminated)
         .collect()
 }
 

@@ -84,9 +84,12 @@ async fn deletion_policy_orphan_leaves_the_vms_running_and_unswept() {
     env.wait_gone("hello").await;
     assert!(env.nodes("hello").await.is_empty(), "the nodes are gone");
     assert_eq!(env.live_vms(), before, "the VMs run on");
-    // Give the sweep (grace 1s) a pass over them: it runs on every node change and each minute.
+    // A VM with our tags that nobody claims, made now: the sweep (grace 1 s) must take it, which
+    // proves a sweep passed over the orphaned VMs too. It runs on node changes and each minute.
+    let stray = stray_vm(&env, "orphan-policy-e2e", 43).await;
     env.apply("apiVersion: conpaas.io/v1alpha1\nkind: Service\nmetadata: {name: other}\nspec: {application: demo, type: helloworld, roles: [{name: node, count: 1}]}\n").await;
     env.wait_ready("other", "node 1/1").await;
+    wait_swept(&env, &stray).await;
     assert!(
         before.iter().all(|p| alive(*p)),
         "the sweep spared the orphaned VMs"
@@ -147,6 +150,26 @@ async fn a_paused_service_is_left_alone_until_resumed() {
             .is_some_and(|st| st.observed_generation == s.metadata.generation)
     })
     .await;
+    // The dead VM is noticed (the VM listing is at most 10 s old) and its node stays unhealthy
+    // past the heartbeat timeout, when an unpaused Service would replace it; then look.
+    wait::until(
+        "the dead node unhealthy past its timeout",
+        LIMIT,
+        || async {
+            let now = k8s_openapi::jiff::Timestamp::now();
+            Ok(env.nodes("hello").await.iter().any(|n| {
+                n.status.as_ref().is_some_and(|st| {
+                    st.conditions.iter().any(|c| {
+                        c.type_ == "Healthy"
+                            && c.status == "False"
+                            && now.duration_since(c.last_transition_time.0).as_secs() >= 3 + 2
+                    })
+                })
+            }))
+        },
+    )
+    .await
+    .unwrap();
     let names: Vec<_> = env
         .nodes("hello")
         .await
@@ -166,4 +189,57 @@ async fn a_paused_service_is_left_alone_until_resumed() {
         .unwrap();
     env.wait_ready("hello", "node 4/4").await;
     assert_eq!(env.live_vms().len(), 4);
+}
+
+/// Makes a VM carrying our managed-by tag for a node that does not exist, as a crash between a
+/// create and its record would leave; returns its provider ID.
+async fn stray_vm(env: &Env, namespace: &str, subnet: u8) -> String {
+    use conpaas_cloud::local::{LocalCloud, LocalConfig};
+    use conpaas_cloud::{ComputeDriver, CreateRequest, Tags};
+    let cloud = LocalCloud::new(LocalConfig {
+        state_dir: env.state.path().to_path_buf(),
+        agent_binary: "/bin/sleep".into(),
+        subnet,
+        stop_grace: std::time::Duration::from_secs(1),
+    });
+    let vm = cloud
+        .create(&CreateRequest {
+            token: "stray-token".into(),
+            name: "stray".into(),
+            instance_type: None,
+            tags: Tags::from([
+                (
+                    "conpaas.io/managed-by".to_string(),
+                    "conpaas-controller".to_string(),
+                ),
+                ("conpaas.io/namespace".to_string(), namespace.to_string()),
+                ("conpaas.io/node".to_string(), "stray-node-0".to_string()),
+            ]),
+            user_data: "{}".into(),
+        })
+        .await
+        .unwrap();
+    vm.provider_id
+}
+
+/// Waits for the sweep's Event about the stray VM.
+async fn wait_swept(env: &Env, provider_id: &str) {
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(env.client.clone(), "default");
+    wait::until("the sweep to take the stray VM", LIMIT, || {
+        let events = events.clone();
+        async move {
+            Ok(events
+                .list(&Default::default())
+                .await?
+                .items
+                .iter()
+                .any(|e| {
+                    e.reason.as_deref() == Some("OrphanSwept")
+                        && e.note.as_deref().is_some_and(|n| n.contains(provider_id))
+                }))
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", env.controller.log()));
 }

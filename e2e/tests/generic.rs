@@ -216,8 +216,18 @@ async fn generic_code_from_a_url_is_checked_against_its_sha256() {
         .patch("fetched", &pp, &Patch::Apply(url_service(&url, &wrong)))
         .await
         .unwrap();
-    env.wait_service("fetched", "the agent to refuse the archive", |_| true)
-        .await;
+    env.wait_service("fetched", "Degraded naming the refusing node", |s| {
+        s.status.as_ref().is_some_and(|st| {
+            st.conditions.iter().any(|c| {
+                c.type_ == "Degraded"
+                    && c.status == "True"
+                    && c.reason == "AgentFailed"
+                    && c.message.starts_with("node fetched-master-0: ")
+                    && c.message.contains("sha256")
+            })
+        })
+    })
+    .await;
     let api = env.nodes_api();
     conpaas_e2e::wait::until("the node to report the digest mismatch", LIMIT, || {
         let api = api.clone();

@@ -5,7 +5,9 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::jiff::Timestamp;
 
 use common::*;
 use nix::sys::signal::{Signal, killpg};
@@ -29,6 +31,22 @@ fn degraded_reason(s: &conpaas_crds::v1alpha1::Service) -> Option<String> {
         .map(|c| c.reason.clone())
 }
 
+/// When the last of the nodes' `Healthy` conditions turned False.
+fn latest_unhealthy_since(nodes: &[conpaas_crds::v1alpha1::ServiceNode]) -> Option<Timestamp> {
+    nodes
+        .iter()
+        .filter_map(|n| {
+            let c = n
+                .status
+                .as_ref()?
+                .conditions
+                .iter()
+                .find(|c| c.type_ == "Healthy" && c.status == "False")?;
+            Some(c.last_transition_time.0)
+        })
+        .max()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn dead_agents_are_replaced_and_an_outage_holds_remediation() {
     let env = env("health-e2e", 39).await;
@@ -41,8 +59,6 @@ async fn dead_agents_are_replaced_and_an_outage_holds_remediation() {
     let victim = env.live_vms()[0];
     let killed_at = Instant::now();
     killpg(Pid::from_raw(victim), Signal::SIGKILL).unwrap();
-    env.wait_service("hello", "a replacement node", |_| true)
-        .await;
     conpaas_e2e::wait::until("the dead node replaced", LIMIT, || async {
         let now = names(&env.nodes("hello").await);
         Ok(now.len() == 3 && now.difference(&before).count() == 1)
@@ -72,11 +88,21 @@ async fn dead_agents_are_replaced_and_an_outage_holds_remediation() {
         held && all
     })
     .await;
+    // Held is decided as soon as the nodes turn unhealthy; a replacement could only come once
+    // they stayed so for the whole heartbeat timeout (the confirmation window). Stay frozen past
+    // that, and past the Service's look at the end of the window, then check.
+    let turned = latest_unhealthy_since(&env.nodes("hello").await).expect("unhealthy nodes");
+    let window = Duration::from_secs(3 + 3);
+    let elapsed =
+        Duration::from_secs(Timestamp::now().duration_since(turned).as_secs().max(0) as u64);
+    tokio::time::sleep(window.saturating_sub(elapsed)).await;
     assert_eq!(
         names(&env.nodes("hello").await),
         frozen,
         "no node was replaced during the outage"
     );
+    let held = env.services().get("hello").await.unwrap();
+    assert_eq!(degraded_reason(&held).as_deref(), Some("RemediationHeld"));
 
     // Health returns: the same nodes are Ready again, none replaced.
     for pid in &pids {

@@ -79,12 +79,21 @@ impl<T> KubeResultExt<T> for Result<T, kube::Error> {
     }
 }
 
-/// True when the API answered 404.
-pub(crate) fn is_not_found(e: &kube::Error) -> bool {
-    matches!(e, kube::Error::Api(status) if status.code == 404)
-}
+pub(crate) use conpaas_planner::error::{is_conflict, is_not_found};
 
-/// True when the API answered 409 AlreadyExists.
-pub(crate) fn is_conflict(e: &kube::Error) -> bool {
-    matches!(e, kube::Error::Api(status) if status.code == 409)
+impl From<conpaas_planner::Error> for Error {
+    fn from(e: conpaas_planner::Error) -> Self {
+        match e {
+            conpaas_planner::Error::Kube {
+                operation,
+                object,
+                source,
+            } => Error::Kube {
+                operation,
+                object,
+                source,
+            },
+            conpaas_planner::Error::MissingField(f) => Error::MissingField(f),
+        }
+    }
 }

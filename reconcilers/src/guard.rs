@@ -9,15 +9,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ObjectReference;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
-use kube::api::{Api, ListParams};
 use kube::core::error_boundary::{DeserializeGuard, InvalidObject};
 use kube::runtime::controller::Action as Requeue;
 use kube::runtime::events::{Event, EventType};
-use serde::de::DeserializeOwned;
 
 use crate::{Context, Error};
+
+pub use conpaas_planner::list::list;
 
 /// Reconciles the object with `reconcile` when it could be read; reports it otherwise.
 pub async fn reconcile<K, F, Fut>(
@@ -52,26 +51,6 @@ fn backoff_key<K: Resource<DynamicType = ()>>(object: &K) -> String {
         K::kind(&()).to_lowercase(),
         crate::finalizers::full_name(object)
     )
-}
-
-/// Lists objects like `Api::list`, but one unreadable item does not fail the list: it comes
-/// back as its metadata in the second vector.
-pub async fn list<K>(
-    api: &Api<DeserializeGuard<K>>,
-    params: &ListParams,
-) -> Result<(Vec<K>, Vec<ObjectMeta>), kube::Error>
-where
-    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
-{
-    let mut readable = Vec::new();
-    let mut unreadable = Vec::new();
-    for item in api.list(params).await?.items {
-        match item.0 {
-            Ok(object) => readable.push(object),
-            Err(invalid) => unreadable.push(invalid.metadata),
-        }
-    }
-    Ok((readable, unreadable))
 }
 
 /// After a failed reconcile: a permanent failure (the cloud refused for a reason that repeats)

@@ -14,18 +14,16 @@
 pub mod application;
 pub mod backoff;
 pub mod cloud;
-pub mod conditions;
 pub mod context;
 pub mod error;
 pub mod events;
 pub mod finalizers;
-#[cfg(test)]
-mod fixtures;
 pub mod guard;
 pub mod metrics;
 pub mod service;
 pub mod service_node;
 pub mod status_apply;
 
+pub use conpaas_planner::conditions;
 pub use context::{AgentApi, Context, DriverRegistry};
 pub use error::Error;

@@ -2,8 +2,8 @@
 
 use conpaas_crds::labels::conditions::READY;
 use conpaas_crds::v1alpha1::{ServiceType, find_condition};
-use conpaas_reconcilers::service::plan::Action;
-use conpaas_reconcilers::service::preview;
+use conpaas_planner::service::plan::Action;
+use conpaas_planner::service::preview;
 use kube::ResourceExt;
 use kube::api::ListParams;
 use serde_json::json;

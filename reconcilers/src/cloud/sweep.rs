@@ -94,7 +94,7 @@ mod tests {
     }
 
     fn node(namespace: &str, name: &str, token: &str) -> ServiceNode {
-        let mut n = ServiceNode::new(name, crate::fixtures::node_spec(token));
+        let mut n = ServiceNode::new(name, conpaas_planner::fixtures::node_spec(token));
         n.metadata.namespace = Some(namespace.into());
         n
     }

@@ -4,15 +4,13 @@
 //! builder are pure. No step ever calls a cloud: VMs belong to the ServiceNode loop.
 
 pub mod act;
-pub mod observe;
-pub mod plan;
-pub mod status;
-pub mod validate;
+
+pub use conpaas_planner::service::{Preview, observe, plan, preview, status, validate};
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use conpaas_crds::labels::{ANNOTATION_ORPHAN_VM, ANNOTATION_PAUSED, FINALIZER_NODES};
+use conpaas_crds::labels::{ANNOTATION_ORPHAN_VM, FINALIZER_NODES};
 use conpaas_crds::v1alpha1::DeletionPolicy;
 use conpaas_crds::v1alpha1::{Service, ServiceNode};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -24,45 +22,6 @@ use serde_json::json;
 
 use crate::error::{Error, KubeResultExt, is_not_found};
 use crate::{Context, events, finalizers, status_apply};
-
-/// What the Service loop would do now, without doing it: `cpsctl plan` prints this, and the
-/// loop acts on it.
-pub struct Preview {
-    /// Everything read.
-    pub observed: observe::Observed,
-    /// The validated desired state, or why the Service cannot be satisfied.
-    pub desired: Result<plan::Desired, validate::Problem>,
-    /// The node actions that move the nodes towards `desired` (none when it is an error).
-    pub actions: Vec<plan::Action>,
-}
-
-/// Observes `service` and plans its node actions. Reads only; writes nothing.
-pub async fn preview(client: &kube::Client, service: &Service) -> Result<Preview, Error> {
-    let mut observed = observe::observe(client, service).await?;
-    let desired = validate::validate(
-        &service.spec,
-        validate::Inputs {
-            service: &service.name_any(),
-            application: observed.application.as_ref().map(|a| &a.spec),
-            clouds: &observed.clouds,
-            siblings: &observed.siblings,
-            code: std::mem::replace(&mut observed.code, Ok(None)),
-            paused: service
-                .annotations()
-                .get(ANNOTATION_PAUSED)
-                .is_some_and(|v| v == "true"),
-        },
-    );
-    let actions = match &desired {
-        Ok(desired) => plan::plan(desired, &observed.nodes),
-        Err(_) => Vec::new(),
-    };
-    Ok(Preview {
-        observed,
-        desired,
-        actions,
-    })
-}
 
 /// Reconciles one Service.
 #[tracing::instrument(skip_all, fields(kind = "Service", namespace = service.namespace().unwrap_or_default(), name = service.name_any()))]

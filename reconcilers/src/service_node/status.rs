@@ -10,6 +10,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
 use crate::conditions::{Desired, merge};
+pub use conpaas_planner::node_reasons::{
+    PERMANENT_PROVIDER_REASONS, UNHEALTHY_REASONS, is_failure, is_stalled,
+};
 
 /// What the controller knows about the node's VM.
 #[derive(Debug, Clone, PartialEq)]
@@ -99,33 +102,6 @@ pub fn provider_failure_reason(error: &CloudError) -> String {
     format!("Provider{}", error.category())
 }
 
-/// Provider failures that repeat until someone changes the node's spec or its Cloud (credentials,
-/// image, instance type): the loop stops retrying them and the Service is Stalled.
-pub const PERMANENT_PROVIDER_REASONS: [&str; 5] = [
-    "ProviderNotFound",
-    "ProviderAlreadyExists",
-    "ProviderUnauthorized",
-    "ProviderUnsupported",
-    "ProviderOther",
-];
-
-/// Ready reasons of a node that failed (rather than one still starting): shown on its Service.
-pub fn is_failure(reason: &str) -> bool {
-    reason.starts_with("Provider")
-        || [
-            "CloudNotFound",
-            "CloudUnavailable",
-            "AgentFailed",
-            "VmFailed",
-        ]
-        .contains(&reason)
-}
-
-/// Ready reasons of a node that cannot make progress without outside intervention.
-pub fn is_stalled(reason: &str) -> bool {
-    PERMANENT_PROVIDER_REASONS.contains(&reason) || reason == "CloudUnavailable"
-}
-
 /// `status` with its Ready condition replaced by `ready` (the other conditions kept).
 pub fn with_ready(
     node: &ServiceNode,
@@ -144,10 +120,6 @@ pub fn with_ready(
     status.conditions.splice(0..0, merged);
     status
 }
-
-/// Ready reasons that make a node unhealthy: its VM is lost or its agent went silent.
-pub const UNHEALTHY_REASONS: [&str; 4] =
-    ["VmFailed", "VmGone", "HeartbeatStale", "AgentNeverReported"];
 
 /// The node's `Healthy` condition. Its `lastTransitionTime` tells the Service loop how long the
 /// node has been unhealthy, so a node is replaced only after the problem persisted (as Cluster
@@ -260,7 +232,7 @@ mod tests {
             "s-node-0",
             ServiceNodeSpec {
                 heartbeat_timeout_seconds: 10,
-                ..crate::fixtures::node_spec("t")
+                ..conpaas_planner::fixtures::node_spec("t")
             },
         );
         node.metadata = ObjectMeta {

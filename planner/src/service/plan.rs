@@ -448,10 +448,15 @@ mod tests {
                 ],
             },
             Case {
-                name: "start after stop creates every node",
+                name: "start while the stop's nodes are still going: new names, no collision",
                 desired: hw3.clone(),
-                nodes: vec![],
-                create: vec!["svc-node-0", "svc-node-1", "svc-node-2"],
+                nodes: (0..3)
+                    .map(|i| ObservedNode {
+                        deleting: true,
+                        ..node(&hw3, "node", i)
+                    })
+                    .collect(),
+                create: vec!["svc-node-3", "svc-node-4", "svc-node-5"],
                 delete: vec![],
             },
             Case {
@@ -646,7 +651,14 @@ mod tests {
 
     #[test]
     fn a_stale_read_plans_the_same_names_again() {
-        let d = desired(ServiceType::Helloworld, true, &[("node", 2)]);
-        assert_eq!(created(&plan(&d, &[])), created(&plan(&d, &[])));
+        // A reconcile that acted, then one that read the nodes before the first one's creates
+        // showed up: it plans names the first one already created (which the API refuses as
+        // existing), never new ones that would be a second VM for the same slot.
+        let d = desired(ServiceType::Helloworld, true, &[("node", 3)]);
+        let first = created(&plan(&d, &[node(&d, "node", 0)]));
+        assert_eq!(first, vec!["svc-node-1", "svc-node-2"]);
+        let stale = created(&plan(&d, &[node(&d, "node", 0), node(&d, "node", 2)]));
+        assert_eq!(stale, vec!["svc-node-1"]);
+        assert!(stale.iter().all(|n| first.contains(n)));
     }
 }

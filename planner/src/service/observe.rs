@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use crate::service_node::status::{self as node_status, UNHEALTHY_REASONS};
+use crate::node_reasons::{self as node_status, UNHEALTHY_REASONS};
 use conpaas_crds::labels::LABEL_SERVICE;
 use conpaas_crds::labels::conditions::{HEALTHY, READY};
 use conpaas_crds::v1alpha1::{
@@ -65,7 +65,7 @@ pub async fn observe(client: &kube::Client, service: &Service) -> Result<Observe
     let siblings = if service.spec.links.is_empty() {
         BTreeMap::new()
     } else {
-        crate::guard::list::<Service>(&services, &ListParams::default())
+        crate::list::list::<Service>(&services, &ListParams::default())
             .await
             .ctx("list services", &ns)?
             .0
@@ -104,7 +104,7 @@ pub async fn list_nodes(
     let lp = ListParams::default().labels(&format!("{LABEL_SERVICE}={service}"));
     // Unreadable nodes are reported by their own loop; their names stay reserved anyway,
     // since creating a node under a taken name fails.
-    let (nodes, _unreadable) = crate::guard::list::<ServiceNode>(&api, &lp)
+    let (nodes, _unreadable) = crate::list::list::<ServiceNode>(&api, &lp)
         .await
         .ctx("list service nodes", format!("{ns}/{service}"))?;
     Ok(nodes)

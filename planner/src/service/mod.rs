@@ -1,0 +1,52 @@
+//! The Service loop's pure middle and its reads: observe (the API server only) -> validate ->
+//! plan -> status. The controller acts on the plan; `cpsctl plan` prints it.
+
+pub mod observe;
+pub mod plan;
+pub mod status;
+pub mod validate;
+
+use conpaas_crds::labels::ANNOTATION_PAUSED;
+use conpaas_crds::v1alpha1::Service;
+use kube::ResourceExt;
+
+use crate::Error;
+
+/// What the Service loop would do now, without doing it: `cpsctl plan` prints this, and the
+/// loop acts on it.
+pub struct Preview {
+    /// Everything read.
+    pub observed: observe::Observed,
+    /// The validated desired state, or why the Service cannot be satisfied.
+    pub desired: Result<plan::Desired, validate::Problem>,
+    /// The node actions that move the nodes towards `desired` (none when it is an error).
+    pub actions: Vec<plan::Action>,
+}
+
+/// Observes `service` and plans its node actions. Reads only; writes nothing.
+pub async fn preview(client: &kube::Client, service: &Service) -> Result<Preview, Error> {
+    let mut observed = observe::observe(client, service).await?;
+    let desired = validate::validate(
+        &service.spec,
+        validate::Inputs {
+            service: &service.name_any(),
+            application: observed.application.as_ref().map(|a| &a.spec),
+            clouds: &observed.clouds,
+            siblings: &observed.siblings,
+            code: std::mem::replace(&mut observed.code, Ok(None)),
+            paused: service
+                .annotations()
+                .get(ANNOTATION_PAUSED)
+                .is_some_and(|v| v == "true"),
+        },
+    );
+    let actions = match &desired {
+        Ok(desired) => plan::plan(desired, &observed.nodes),
+        Err(_) => Vec::new(),
+    };
+    Ok(Preview {
+        observed,
+        desired,
+        actions,
+    })
+}
