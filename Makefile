@@ -7,7 +7,7 @@ CARGO ?= cargo
 # `make build` and `make run` leave it out.
 TEST_FEATURES = conpaas-controller/ec2,conpaas-cloud/ec2,conpaas-cloud/opennebula,conpaas-e2e/ec2
 
-.PHONY: run test build deps kube helm crds install-yaml lint bench scale-bench ec2-bench
+.PHONY: run test build deps kube helm kstatus crds install-yaml lint bench scale-bench ec2-bench
 
 # Python packages the tests use (pyone, moto), installed only when missing.
 deps:
@@ -19,13 +19,17 @@ kube:
 helm:
 	e2e/tools/build-helm.sh
 
+# sigs.k8s.io/cli-utils' kstatus (as Flux and kpt judge objects), for the e2e tests.
+kstatus:
+	e2e/tools/build-kstatus.sh
+
 build:
 	$(CARGO) build --workspace --bins
 
 run: kube build
 	$(CARGO_TARGET_DIR)/debug/conpaas-devcluster
 
-test: deps kube helm
+test: deps kube helm kstatus
 	$(CARGO) build --workspace --bins --features $(TEST_FEATURES)
 	$(CARGO) test --workspace --no-fail-fast --features $(TEST_FEATURES)
 

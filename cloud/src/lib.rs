@@ -4,7 +4,8 @@
 //! semantic error they all map into, so reconcilers branch on meaning, never on a provider's
 //! text. Backends are feature-gated modules: [`local`] (each VM is a detached agent process on
 //! this host; the embedded default) and [`memory`] (an in-process fake that is a real backend).
-//! `conformance` (feature `testing`) is the suite every backend passes.
+//! `conformance` (feature `testing`) is the suite every backend passes; `faulty` (same feature)
+//! makes any backend refuse chosen calls.
 
 mod driver;
 mod error;
@@ -13,6 +14,8 @@ mod error;
 pub mod conformance;
 #[cfg(feature = "ec2")]
 pub mod ec2;
+#[cfg(feature = "testing")]
+pub mod faulty;
 #[cfg(any(feature = "ec2", feature = "opennebula"))]
 mod limits;
 #[cfg(feature = "local")]

@@ -95,3 +95,28 @@ pub fn cache_dir() -> PathBuf {
             PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/conpaas")
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_source_newer_than_the_binary_is_found() {
+        let ws = tempfile::tempdir().unwrap();
+        let src = ws.path().join("reconcilers/src/service");
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join("plan.rs"), "// old").unwrap();
+        let built = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
+        assert_eq!(
+            newer_source(ws.path(), built),
+            None,
+            "binary built after the edit"
+        );
+        let before = std::time::SystemTime::now() - std::time::Duration::from_secs(5);
+        assert_eq!(
+            newer_source(ws.path(), before),
+            Some(src.join("plan.rs")),
+            "an edit after the build"
+        );
+    }
+}

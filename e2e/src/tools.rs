@@ -17,6 +17,19 @@ pub fn helm() -> PathBuf {
     crate::cache_dir().join("helm-v4.3.1/helm")
 }
 
+/// How kstatus (sigs.k8s.io/cli-utils v0.37.2, as Flux and kpt use it; built by
+/// `e2e/tools/build-kstatus.sh`) judges `object`: `Current`, `InProgress`, `Failed`, ...
+pub fn kstatus(object: &impl serde::Serialize) -> anyhow::Result<String> {
+    let program = crate::cache_dir().join("kstatus-v0.37.2/kstatus");
+    let json = serde_json::to_string(object)?;
+    let ran = run(&program, &[], Path::new("/dev/null"), Some(&json))
+        .with_context(|| format!("run {} (make kstatus builds it)", program.display()))?;
+    if ran.code != Some(0) {
+        bail!("kstatus failed: {}", ran.stderr);
+    }
+    Ok(ran.stdout.lines().next().unwrap_or_default().to_string())
+}
+
 /// The workspace's cpsctl.
 pub fn cpsctl() -> PathBuf {
     crate::built_binary("cpsctl")

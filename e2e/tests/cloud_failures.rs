@@ -2,7 +2,8 @@
 //! (with AMI validation on, as EC2 has) refuses the Cloud's image, and the node's Ready
 //! condition carries EC2's own message, an Event says it, the Service is Degraded naming the
 //! node and Stalled (kstatus: failed, not waiting forever), the refusal is not retried while
-//! nothing changes, and fixing the Cloud's image wakes the node, which then runs.
+//! nothing changes, and fixing the Cloud's image wakes the node, which then runs. kstatus (as
+//! Flux and kpt use it) calls the stuck Service Failed and the running one Current.
 #![cfg(feature = "ec2")]
 
 mod common;
@@ -16,6 +17,7 @@ use conpaas_crds::v1alpha1::{Cloud, Service, ServiceNode, find_condition};
 use conpaas_e2e::controller::sum_calls;
 use conpaas_e2e::moto::live_instances;
 use conpaas_e2e::standin::StandIns;
+use conpaas_e2e::tools::kstatus;
 use conpaas_e2e::{manifest, wait};
 use kube::api::{Api, Patch, PatchParams};
 
@@ -90,6 +92,20 @@ async fn a_refused_create_is_shown_stalls_and_resumes_when_the_cloud_is_fixed() 
         live_instances(&moto).await.unwrap().is_empty(),
         "no instance runs"
     );
+    let hello = env.services().get("hello").await.unwrap();
+    assert_eq!(
+        kstatus(&hello).unwrap(),
+        "Failed",
+        "GitOps tools see a dead end"
+    );
+
+    // An unsatisfiable spec is a dead end too (kstatus used to wait on it forever).
+    env.apply("apiVersion: conpaas.io/v1alpha1\nkind: Service\nmetadata: {name: lost}\nspec: {application: demo, type: helloworld, roles: [{name: node, count: 1, cloud: nowhere}]}\n")
+        .await;
+    env.wait_service("lost", "kstatus to call it Failed", |s| {
+        service_conditions(s, "Stalled").1 == "CloudNotFound" && kstatus(s).unwrap() == "Failed"
+    })
+    .await;
 
     // A refusal that repeats is not retried while nothing changes: past the first backoff steps
     // (0.5 s, 1 s, 2 s) no further create reaches the cloud.
@@ -110,6 +126,7 @@ async fn a_refused_create_is_shown_stalls_and_resumes_when_the_cloud_is_fixed() 
         .unwrap();
     env.wait_ready("hello", "node 1/1").await;
     let hello = env.services().get("hello").await.unwrap();
+    assert_eq!(kstatus(&hello).unwrap(), "Current");
     assert_eq!(service_conditions(&hello, "Stalled").0, "False");
     assert_eq!(service_conditions(&hello, "Degraded").0, "False");
     assert_eq!(live_instances(&moto).await.unwrap().len(), 1);

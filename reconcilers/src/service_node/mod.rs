@@ -22,7 +22,6 @@ pub mod vm_cache;
 use std::sync::Arc;
 use std::time::Duration;
 
-use conpaas_crds::labels::conditions::READY;
 use conpaas_crds::v1alpha1::ServiceNode;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -32,7 +31,6 @@ use kube::runtime::controller::Action as Requeue;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 
-use crate::conditions::Desired;
 use crate::error::Error;
 use crate::{Context, events, status_apply};
 use plan::{Next, StatusUpdate};
@@ -89,25 +87,11 @@ async fn pipeline(node: &ServiceNode, ctx: &Context, now: &Time) -> Result<Reque
 }
 
 /// Shows a failed cloud call where the user looks: the node's Ready condition carries the
-/// provider's message and an Event says it once. Only for nodes whose VM does not exist yet or
-/// is going: a failed look at a running VM is the Cloud's to report (its Ready condition), not a
-/// reason to call a serving node unready.
+/// provider's message ([`status::failure_status`]) and an Event says it, once.
 async fn report_failure(ctx: &Context, node: &ServiceNode, error: &Error, now: &Time) {
-    let Error::Cloud { source, .. } = error else {
+    let Some((reason, failed)) = status::failure_status(node, error, now) else {
         return;
     };
-    let status_now = node.status.clone().unwrap_or_default();
-    if status_now.provider_id.is_some() && node.meta().deletion_timestamp.is_none() {
-        return;
-    }
-    let reason = status::provider_failure_reason(source);
-    let built = status::build(node, &observe::current_view(node), None, now);
-    let failed = status::with_ready(
-        node,
-        built,
-        Desired::new(READY, false, reason.clone(), error.chain()),
-        now,
-    );
     if !status::changed(node, &failed) {
         return;
     }

@@ -10,6 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
 use crate::conditions::{Desired, merge};
+use crate::error::Error;
 pub use conpaas_planner::node_reasons::{
     PERMANENT_PROVIDER_REASONS, UNHEALTHY_REASONS, is_failure, is_stalled,
 };
@@ -100,6 +101,31 @@ pub fn ready(
 /// `ProviderQuotaExceeded`; the message is the provider's own.
 pub fn provider_failure_reason(error: &CloudError) -> String {
     format!("Provider{}", error.category())
+}
+
+/// The node's status after a failed cloud call, and its Ready reason: `Ready=False` with
+/// `Provider<category>` and the whole error chain (the provider's own message last). `None` for
+/// failures that are not the node's to show: a failed look at a VM that runs is the Cloud's to
+/// report (its Ready condition), not a reason to call a serving node unready.
+pub fn failure_status(
+    node: &ServiceNode,
+    error: &Error,
+    now: &Time,
+) -> Option<(String, ServiceNodeStatus)> {
+    let Error::Cloud { source, .. } = error else {
+        return None;
+    };
+    let has_vm = node
+        .status
+        .as_ref()
+        .is_some_and(|s| s.provider_id.is_some());
+    if has_vm && node.metadata.deletion_timestamp.is_none() {
+        return None;
+    }
+    let reason = provider_failure_reason(source);
+    let built = build(node, &super::observe::current_view(node), None, now);
+    let ready = Desired::new(READY, false, reason.clone(), error.chain());
+    Some((reason, with_ready(node, built, ready, now)))
 }
 
 /// `status` with its Ready condition replaced by `ready` (the other conditions kept).
@@ -277,6 +303,83 @@ mod tests {
             assert!(is_failure(&reason), "{reason}");
             assert_eq!(is_stalled(&reason), !error.is_retryable(), "{reason}");
         }
+    }
+
+    /// Every refusal the memory cloud can be made to give: the node shows it with the
+    /// provider's words, and the loop retries it or waits for a change by its meaning.
+    #[tokio::test]
+    async fn each_refusal_of_the_cloud_reaches_the_node_and_is_retried_by_its_meaning() {
+        use conpaas_cloud::ComputeDriver;
+        use conpaas_cloud::faulty::{Faulty, Operation};
+        use conpaas_cloud::memory::MemoryCloud;
+        let now = Time(at(1000));
+        let cases = [
+            (
+                CloudError::Unauthorized("AuthFailure: bad key".into()),
+                true,
+            ),
+            (
+                CloudError::QuotaExceeded("InstanceLimitExceeded: 20".into()),
+                false,
+            ),
+            (
+                CloudError::Throttled("RequestLimitExceeded: slow down".into()),
+                false,
+            ),
+            (
+                CloudError::Transient("InternalError: try again".into()),
+                false,
+            ),
+            (
+                CloudError::Other("InvalidAMIID.NotFound: ami-0".into()),
+                true,
+            ),
+            (CloudError::Unsupported("no spot instances".into()), true),
+            (
+                CloudError::NotFound("InvalidSubnetID.NotFound: subnet-0".into()),
+                true,
+            ),
+            (
+                CloudError::AlreadyExists("IdempotentParameterMismatch: token".into()),
+                true,
+            ),
+        ];
+        let new_node = node(None);
+        for (injected, permanent) in cases {
+            let cloud = Faulty::new(MemoryCloud::new()).fail(Operation::Create, injected.clone());
+            let refused = cloud
+                .create(&conpaas_cloud::conformance::request("t-1"))
+                .await
+                .unwrap_err();
+            let error = Error::Cloud {
+                operation: "create VM",
+                cloud: "local".into(),
+                source: refused,
+            };
+            let (reason, status) = failure_status(&new_node, &error, &now).expect("shown");
+            let ready = &status.conditions[0];
+            assert_eq!(reason, format!("Provider{}", injected.category()));
+            assert_eq!(
+                (ready.type_.as_str(), ready.status.as_str()),
+                (READY, "False")
+            );
+            assert_eq!(ready.reason, reason);
+            assert_eq!(
+                ready.message,
+                format!("create VM on cloud local: {injected}")
+            );
+            assert_eq!(error.is_permanent(), permanent, "{reason}");
+            assert_eq!(is_stalled(&reason), permanent, "{reason}");
+        }
+        // A failed look at a VM that runs is not the node's failure to show.
+        let mut running = node(Some(AgentState::Ready));
+        running.status.as_mut().unwrap().provider_id = Some("memory:///vm-1".into());
+        let error = Error::Cloud {
+            operation: "describe VM",
+            cloud: "local".into(),
+            source: CloudError::Transient("timeout".into()),
+        };
+        assert!(failure_status(&running, &error, &now).is_none());
     }
 
     #[test]
