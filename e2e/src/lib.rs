@@ -47,7 +47,13 @@ pub fn built_binary(name: &str) -> PathBuf {
             )
         });
     let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    if let Some(newer) = newer_source(&workspace, built) {
+    // The crates each binary is built from: cargo relinks a binary only when one of them changed.
+    let crates: &[&str] = match name {
+        "conpaas-agent" => &["crds", "agent"],
+        "cpsctl" => &["crds", "planner", "cli"],
+        _ => &["crds", "cloud", "planner", "reconcilers", "controller"],
+    };
+    if let Some(newer) = newer_source(&workspace, crates, built) {
         panic!(
             "{} is older than {}; rebuild it: cargo build --workspace --bins (make test does)",
             path.display(),
@@ -57,12 +63,13 @@ pub fn built_binary(name: &str) -> PathBuf {
     path
 }
 
-/// A Rust source or manifest of the binaries' crates changed after `than`.
-fn newer_source(workspace: &std::path::Path, than: std::time::SystemTime) -> Option<PathBuf> {
-    let mut pending: Vec<PathBuf> = ["crds", "cloud", "reconcilers", "agent", "controller", "cli"]
-        .iter()
-        .map(|c| workspace.join(c))
-        .collect();
+/// A Rust source of `crates` changed after `than`.
+fn newer_source(
+    workspace: &std::path::Path,
+    crates: &[&str],
+    than: std::time::SystemTime,
+) -> Option<PathBuf> {
+    let mut pending: Vec<PathBuf> = crates.iter().map(|c| workspace.join(c)).collect();
     while let Some(dir) = pending.pop() {
         let Ok(entries) = std::fs::read_dir(&dir) else {
             continue;
@@ -77,7 +84,7 @@ fn newer_source(workspace: &std::path::Path, than: std::time::SystemTime) -> Opt
                 if name != "tests" && name != "target" {
                     pending.push(path);
                 }
-            } else if (path.extension().is_some_and(|e| e == "rs") || name == "Cargo.toml")
+            } else if path.extension().is_some_and(|e| e == "rs")
                 && meta.modified().is_ok_and(|m| m > than)
             {
                 return Some(path);
@@ -106,17 +113,23 @@ mod tests {
         let src = ws.path().join("reconcilers/src/service");
         std::fs::create_dir_all(&src).unwrap();
         std::fs::write(src.join("plan.rs"), "// old").unwrap();
+        let crates = ["crds", "reconcilers"];
         let built = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
         assert_eq!(
-            newer_source(ws.path(), built),
+            newer_source(ws.path(), &crates, built),
             None,
             "binary built after the edit"
         );
         let before = std::time::SystemTime::now() - std::time::Duration::from_secs(5);
         assert_eq!(
-            newer_source(ws.path(), before),
+            newer_source(ws.path(), &crates, before),
             Some(src.join("plan.rs")),
             "an edit after the build"
+        );
+        assert_eq!(
+            newer_source(ws.path(), &["crds", "agent"], before),
+            None,
+            "an edit in a crate the binary is not built from"
         );
     }
 }

@@ -3,6 +3,17 @@
 use conpaas_cloud::moto::Moto;
 use conpaas_cloud::{ComputeDriver, Tags, VmState};
 
+/// The Secret `aws-creds` (in the controller's namespace, `default`) with moto's credentials,
+/// for a Cloud's `ec2.credentialsSecret`.
+pub async fn apply_credentials(client: &kube::Client) -> anyhow::Result<()> {
+    crate::manifest::apply(
+        client,
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: aws-creds}\nstringData: {accessKeyId: testing, secretAccessKey: testing}\n",
+        "default",
+    )
+    .await
+}
+
 /// The instances moto runs (not terminated) that carry our managed-by tag, by ID.
 pub async fn live_instances(moto: &Moto) -> anyhow::Result<Vec<String>> {
     let ours = Tags::from([(

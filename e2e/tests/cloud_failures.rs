@@ -15,10 +15,10 @@ use common::LIMIT;
 use conpaas_cloud::moto::Moto;
 use conpaas_crds::v1alpha1::{Cloud, Service, ServiceNode, find_condition};
 use conpaas_e2e::controller::sum_calls;
-use conpaas_e2e::moto::live_instances;
+use conpaas_e2e::moto::{apply_credentials, live_instances};
 use conpaas_e2e::standin::StandIns;
 use conpaas_e2e::tools::kstatus;
-use conpaas_e2e::{manifest, wait};
+use conpaas_e2e::wait;
 use kube::api::{Api, Patch, PatchParams};
 
 fn condition(
@@ -38,13 +38,7 @@ fn service_conditions(s: &Service, type_: &str) -> (String, String, String) {
 async fn a_refused_create_is_shown_stalls_and_resumes_when_the_cloud_is_fixed() {
     let moto = Moto::start_with(&[("MOTO_ENABLE_AMI_VALIDATION", "true")]).expect("moto");
     let env = common::env("refused", 125).await;
-    manifest::apply(
-        &env.client,
-        "apiVersion: v1\nkind: Secret\nmetadata: {name: aws-creds}\nstringData: {accessKeyId: testing, secretAccessKey: testing}\n",
-        "default",
-    )
-    .await
-    .unwrap();
+    apply_credentials(&env.client).await.unwrap();
     env.apply(&format!(
         "apiVersion: conpaas.io/v1alpha1\nkind: Cloud\nmetadata: {{name: aws}}\nspec:\n  ec2:\n    region: us-east-1\n    endpoint: {}\n    imageId: ami-0badc0ffee0000000\n    instanceType: t3.micro\n    credentialsSecret: {{name: aws-creds}}\n",
         moto.endpoint

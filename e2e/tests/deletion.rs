@@ -89,7 +89,10 @@ async fn deletion_policy_orphan_leaves_the_vms_running_and_unswept() {
     let stray = stray_vm(&env, "orphan-policy-e2e", 43).await;
     env.apply("apiVersion: conpaas.io/v1alpha1\nkind: Service\nmetadata: {name: other}\nspec: {application: demo, type: helloworld, roles: [{name: node, count: 1}]}\n").await;
     env.wait_ready("other", "node 1/1").await;
-    wait_swept(&env, &stray).await;
+    env.wait_event_where("default", "OrphanSwept", |e| {
+        e.note.as_deref().is_some_and(|n| n.contains(&stray))
+    })
+    .await;
     assert!(
         before.iter().all(|p| alive(*p)),
         "the sweep spared the orphaned VMs"
@@ -220,26 +223,4 @@ async fn stray_vm(env: &Env, namespace: &str, subnet: u8) -> String {
         .await
         .unwrap();
     vm.provider_id
-}
-
-/// Waits for the sweep's Event about the stray VM.
-async fn wait_swept(env: &Env, provider_id: &str) {
-    let events: Api<k8s_openapi::api::events::v1::Event> =
-        Api::namespaced(env.client.clone(), "default");
-    wait::until("the sweep to take the stray VM", LIMIT, || {
-        let events = events.clone();
-        async move {
-            Ok(events
-                .list(&Default::default())
-                .await?
-                .items
-                .iter()
-                .any(|e| {
-                    e.reason.as_deref() == Some("OrphanSwept")
-                        && e.note.as_deref().is_some_and(|n| n.contains(provider_id))
-                }))
-        }
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", env.controller.log()));
 }

@@ -13,9 +13,9 @@ use std::sync::Arc;
 use common::LIMIT;
 use conpaas_cloud::moto::Moto;
 use conpaas_crds::v1alpha1::ServiceNode;
-use conpaas_e2e::moto::live_instances;
+use conpaas_e2e::moto::{apply_credentials, live_instances};
 use conpaas_e2e::standin::StandIns;
-use conpaas_e2e::{manifest, wait};
+use conpaas_e2e::wait;
 
 fn on_ec2(node: &ServiceNode) -> bool {
     node.spec.cloud == "aws"
@@ -42,13 +42,7 @@ async fn setup(ns: &str, subnet: u8, secret: bool) -> (common::Env, Moto) {
     let cloud = ISSUE_CLOUD.replace("http://127.0.0.1:5000", &moto.endpoint);
     let env = if secret {
         let env = common::env(ns, subnet).await;
-        manifest::apply(
-            &env.client,
-            "apiVersion: v1\nkind: Secret\nmetadata: {name: aws-creds}\nstringData: {accessKeyId: testing, secretAccessKey: testing}\n",
-            "default",
-        )
-        .await
-        .unwrap();
+        apply_credentials(&env.client).await.unwrap();
         env.apply(&format!(
             "{cloud}    credentialsSecret: {{name: aws-creds}}\n"
         ))

@@ -88,26 +88,37 @@ impl Env {
 
     /// Waits for an Event with `reason` in `namespace`, about the object `regarding` if given.
     pub async fn wait_event(&self, namespace: &str, reason: &str, regarding: Option<&str>) {
+        self.wait_event_where(namespace, reason, |e| {
+            regarding.is_none_or(|name| {
+                e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+            })
+        })
+        .await;
+    }
+
+    /// Waits for an Event with `reason` in `namespace` that `matches`.
+    pub async fn wait_event_where(
+        &self,
+        namespace: &str,
+        reason: &str,
+        matches: impl Fn(&k8s_openapi::api::events::v1::Event) -> bool,
+    ) {
         let events: Api<k8s_openapi::api::events::v1::Event> =
             Api::namespaced(self.client.clone(), namespace);
         wait::until(&format!("a {reason} event"), LIMIT, || {
             let events = events.clone();
+            let matches = &matches;
             async move {
                 Ok(events
                     .list(&ListParams::default())
                     .await?
                     .items
                     .iter()
-                    .any(|e| {
-                        e.reason.as_deref() == Some(reason)
-                            && regarding.is_none_or(|name| {
-                                e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
-                            })
-                    }))
+                    .any(|e| e.reason.as_deref() == Some(reason) && matches(e)))
             }
         })
         .await
-        .expect("event");
+        .unwrap_or_else(|e| panic!("{e}\n{}", self.controller.log()));
     }
 
     /// Applies (creates or scales) the example's helloworld Service `hello` with `count` nodes.

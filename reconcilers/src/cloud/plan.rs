@@ -121,23 +121,9 @@ pub fn plan(f: &Facts, now: SystemTime, grace: Duration) -> CloudPlan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use conpaas_cloud::{Tags, VmState};
-    use conpaas_crds::labels::{MANAGED_BY_VALUE, TAG_MANAGED_BY, TAG_NAMESPACE, TAG_NODE};
 
     fn stray(token: &str) -> Vm {
-        Vm {
-            id: token.into(),
-            provider_id: format!("memory:///{token}"),
-            token: token.into(),
-            state: VmState::Running,
-            address: None,
-            tags: Tags::from([
-                (TAG_MANAGED_BY.to_string(), MANAGED_BY_VALUE.to_string()),
-                (TAG_NAMESPACE.to_string(), "ns".to_string()),
-                (TAG_NODE.to_string(), "gone-node-0".to_string()),
-            ]),
-            created_at: SystemTime::UNIX_EPOCH,
-        }
+        super::super::sweep::tests::vm("ns", "gone-node-0", token, 1000)
     }
 
     fn facts() -> Facts {
@@ -152,7 +138,9 @@ mod tests {
     fn plans_by_situation() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
         let grace = Duration::from_secs(120);
-        let cases: Vec<(&str, Facts, Vec<CloudAction>, Option<(&str, bool)>)> = vec![
+        // (situation, facts, actions, Ready reason and status)
+        type Case = (&'static str, Facts, Vec<CloudAction>, Option<(&'static str, bool)>);
+        let cases: Vec<Case> = vec![
             (
                 "new Cloud: finalizer, listing fine",
                 Facts {

@@ -67,12 +67,13 @@ pub fn orphans<'a>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use conpaas_cloud::Tags;
     use conpaas_crds::labels::{MANAGED_BY_VALUE, TAG_MANAGED_BY};
 
-    fn vm(namespace: &str, node: &str, token: &str, age: u64) -> Vm {
+    /// A running VM of ours tagged for `namespace/node`, `age` seconds old at t = 1000 s.
+    pub(crate) fn vm(namespace: &str, node: &str, token: &str, age: u64) -> Vm {
         Vm {
             id: token.into(),
             provider_id: format!("memory:///{token}"),
