@@ -113,7 +113,7 @@ pub async fn clouds(s: &Session) -> anyhow::Result<()> {
 
 pub async fn plan(s: &Session, service: &str) -> anyhow::Result<()> {
     let svc = s.service(service).await?;
-    let p = preview(&s.client, &svc).await?;
+    let p = preview(&s.client, &svc, &|_| None).await?;
     let actions: Vec<_> = p
         .actions
         .iter()

@@ -24,8 +24,12 @@ pub struct Preview {
 }
 
 /// Observes `service` and plans its node actions. Reads only; writes nothing.
-pub async fn preview(client: &kube::Client, service: &Service) -> Result<Preview, Error> {
-    let mut observed = observe::observe(client, service).await?;
+pub async fn preview(
+    client: &kube::Client,
+    service: &Service,
+    heartbeats: observe::Heartbeats<'_>,
+) -> Result<Preview, Error> {
+    let mut observed = observe::observe(client, service, heartbeats).await?;
     let desired = validate::validate(
         &service.spec,
         validate::Inputs {

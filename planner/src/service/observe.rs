@@ -35,8 +35,16 @@ pub struct Observed {
     pub code: Result<Option<NodeCode>, Problem>,
 }
 
+/// When a node's agent last renewed its heartbeat Lease, if that is known (the controller keeps
+/// the Leases in a watched cache; `cpsctl` does not look).
+pub type Heartbeats<'a> = &'a (dyn Fn(&ServiceNode) -> Option<Timestamp> + Sync);
+
 /// Observes `service`.
-pub async fn observe(client: &kube::Client, service: &Service) -> Result<Observed, Error> {
+pub async fn observe(
+    client: &kube::Client,
+    service: &Service,
+    heartbeats: Heartbeats<'_>,
+) -> Result<Observed, Error> {
     let ns = service
         .namespace()
         .ok_or(Error::MissingField("namespace"))?;
@@ -81,7 +89,10 @@ pub async fn observe(client: &kube::Client, service: &Service) -> Result<Observe
     };
     let listed = list_nodes(client, &ns, &name).await?;
     let now = Timestamp::now();
-    let nodes = listed.iter().map(|n| observed_node(n, &now)).collect();
+    let nodes = listed
+        .iter()
+        .map(|n| observed_node(n, heartbeats(n), &now))
+        .collect();
     let next_health_check = next_health_check(&listed, &now);
     let code = resolve_code(client, &ns, service).await?;
     Ok(Observed {
@@ -110,14 +121,25 @@ pub async fn list_nodes(
     Ok(nodes)
 }
 
-fn observed_node(node: &ServiceNode, now: &Timestamp) -> ObservedNode {
+fn observed_node(
+    node: &ServiceNode,
+    heartbeat: Option<Timestamp>,
+    now: &Timestamp,
+) -> ObservedNode {
     let status = node.status.clone().unwrap_or_default();
+    // An agent that renewed its heartbeat within the timeout lives, whatever the node's condition
+    // still says (the node loop rewrites it at its next pass): after an outage nodes recover one
+    // by one, and the last one would otherwise be replaced just as it comes back.
+    let beating = heartbeat.is_some_and(|t| {
+        now.duration_since(t).as_secs_f64() < node.spec.heartbeat_timeout_seconds as f64
+    });
+    let silent = |reason: &str| beating && SILENT_AGENT_REASONS.contains(&reason);
     ObservedNode {
         name: node.name_any(),
         spec: node.spec.clone(),
         deleting: node.metadata.deletion_timestamp.is_some(),
-        unhealthy: unhealthy(node, now),
-        suspect: healthy_false(node),
+        unhealthy: unhealthy(node, now).filter(|reason| !silent(reason)),
+        suspect: healthy_false(node).is_some_and(|reason| !silent(&reason)),
         ready: is_condition_true(&status.conditions, READY),
         failure: status
             .conditions
@@ -152,14 +174,18 @@ fn unhealthy(node: &ServiceNode, now: &Timestamp) -> Option<&'static str> {
         .find(|r| *r == healthy.reason)
 }
 
-/// True when the node's `Healthy` condition is False, however recently.
-fn healthy_false(node: &ServiceNode) -> bool {
-    node.status.as_ref().is_some_and(|s| {
+/// Why the node's `Healthy` condition is False, however recently.
+fn healthy_false(node: &ServiceNode) -> Option<String> {
+    node.status.as_ref().and_then(|s| {
         s.conditions
             .iter()
-            .any(|c| c.type_ == HEALTHY && c.status == "False")
+            .find(|c| c.type_ == HEALTHY && c.status == "False")
+            .map(|c| c.reason.clone())
     })
 }
+
+/// Healthy reasons a fresh heartbeat disproves.
+const SILENT_AGENT_REASONS: [&str; 2] = ["HeartbeatStale", "AgentNeverReported"];
 
 /// When to look again at nodes whose `Healthy` condition is False: when the first one's
 /// confirmation window ends, or every 10 s while they wait (remediation held).
@@ -284,6 +310,25 @@ mod tests {
     }
 
     #[test]
+    fn a_fresh_heartbeat_outweighs_a_stale_condition() {
+        let now = at(100);
+        let stale = node(false, "HeartbeatStale", 50);
+        let o = observed_node(&stale, Some(at(99)), &now);
+        assert_eq!((o.unhealthy, o.suspect), (None, false), "it beats again");
+        let o = observed_node(&stale, Some(at(50)), &now);
+        assert_eq!((o.unhealthy, o.suspect), (Some("HeartbeatStale"), true));
+        let o = observed_node(&stale, None, &now);
+        assert_eq!(o.unhealthy, Some("HeartbeatStale"), "no heartbeat known");
+        let gone = node(false, "VmGone", 50);
+        let o = observed_node(&gone, Some(at(99)), &now);
+        assert_eq!(
+            o.unhealthy,
+            Some("VmGone"),
+            "a heartbeat does not bring a VM back"
+        );
+    }
+
+    #[test]
     fn a_node_is_unhealthy_only_after_its_timeout() {
         let cases = [
             ("healthy", node(true, "Healthy", 0), 100, None, None),
@@ -319,7 +364,11 @@ mod tests {
         for (what, n, now, want, next) in cases {
             let now = at(now);
             assert_eq!(unhealthy(&n, &now), want, "{what}");
-            assert_eq!(healthy_false(&n), next.is_some(), "{what}: suspect");
+            assert_eq!(
+                healthy_false(&n).is_some(),
+                next.is_some(),
+                "{what}: suspect"
+            );
             let got = next_health_check(std::slice::from_ref(&n), &now).map(|d| d.as_secs_f64());
             match (got, next) {
                 (Some(g), Some(w)) => assert!((g - w).abs() < 0.01, "{what}: {g} != {w}"),

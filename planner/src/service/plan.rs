@@ -127,7 +127,6 @@ pub enum Action {
 
 /// Plans the node actions that move `nodes` towards `desired`.
 pub fn plan(desired: &Desired, nodes: &[ObservedNode]) -> Vec<Action> {
-    let service = desired.service.as_str();
     if desired.paused {
         // Nothing is created, deleted or re-specced, and each node learns it is paused.
         return nodes
@@ -142,6 +141,45 @@ pub fn plan(desired: &Desired, nodes: &[ObservedNode]) -> Vec<Action> {
             })
             .collect();
     }
+    // A paused node's VM is never terminated: a node deleted after the resume, or deleted while
+    // paused, first learns that the Service runs again, or it would keep its VM forever.
+    let mut actions = Vec::new();
+    for action in plan_running(desired, nodes) {
+        let unpause = |name: &str| {
+            nodes
+                .iter()
+                .find(|n| n.name == name && n.spec.paused)
+                .map(|n| Action::PatchNodeSpec {
+                    name: n.name.clone(),
+                    spec: ServiceNodeSpec {
+                        paused: false,
+                        ..n.spec.clone()
+                    },
+                })
+        };
+        if let Action::DeleteNode { name, .. } = &action {
+            actions.extend(unpause(name));
+        }
+        actions.push(action);
+    }
+    actions.extend(
+        nodes
+            .iter()
+            .filter(|n| n.deleting && n.spec.paused)
+            .map(|n| Action::PatchNodeSpec {
+                name: n.name.clone(),
+                spec: ServiceNodeSpec {
+                    paused: false,
+                    ..n.spec.clone()
+                },
+            }),
+    );
+    actions
+}
+
+/// The node actions of a Service that is not paused.
+fn plan_running(desired: &Desired, nodes: &[ObservedNode]) -> Vec<Action> {
+    let service = desired.service.as_str();
     let mut actions = Vec::new();
     let live: Vec<&ObservedNode> = nodes.iter().filter(|n| !n.deleting).collect();
 
@@ -647,6 +685,34 @@ mod tests {
             })
             .collect();
         assert!(plan(&d, &paused).is_empty(), "paused nodes are left alone");
+    }
+
+    #[test]
+    fn a_resumed_service_unpauses_a_node_before_deleting_it() {
+        let d = desired(ServiceType::Helloworld, true, &[("node", 1)]);
+        let mut dead = node(&d, "node", 1);
+        dead.spec.paused = true;
+        dead.unhealthy = Some("HeartbeatStale");
+        let mut going = node(&d, "node", 2);
+        going.spec.paused = true;
+        going.deleting = true;
+        let actions = plan(&d, &[node(&d, "node", 0), dead, going]);
+        let steps: Vec<(&str, &str, bool)> = actions
+            .iter()
+            .map(|a| match a {
+                Action::PatchNodeSpec { name, spec } => ("patch", name.as_str(), spec.paused),
+                Action::DeleteNode { name, .. } => ("delete", name.as_str(), false),
+                Action::CreateNode { name, .. } => ("create", name.as_str(), false),
+            })
+            .collect();
+        assert_eq!(
+            steps,
+            vec![
+                ("patch", "svc-node-1", false),
+                ("delete", "svc-node-1", false),
+                ("patch", "svc-node-2", false),
+            ]
+        );
     }
 
     #[test]

@@ -139,7 +139,12 @@ mod tests {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
         let grace = Duration::from_secs(120);
         // (situation, facts, actions, Ready reason and status)
-        type Case = (&'static str, Facts, Vec<CloudAction>, Option<(&'static str, bool)>);
+        type Case = (
+            &'static str,
+            Facts,
+            Vec<CloudAction>,
+            Option<(&'static str, bool)>,
+        );
         let cases: Vec<Case> = vec![
             (
                 "new Cloud: finalizer, listing fine",

@@ -41,7 +41,10 @@ pub async fn reconcile(service: Arc<Service>, ctx: Arc<Context>) -> Result<Reque
         observed,
         desired,
         actions,
-    } = preview(&ctx.client, service).await?;
+    } = preview(&ctx.client, service, &|node| {
+        crate::service_node::heartbeat(ctx, node)
+    })
+    .await?;
     if !actions.is_empty() {
         tracing::debug!(?actions, "plan");
         act::act(ctx, service, actions).await?;

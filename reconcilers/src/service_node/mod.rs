@@ -111,7 +111,7 @@ fn api(ctx: &Context, node: &ServiceNode) -> Result<Api<ServiceNode>, Error> {
 }
 
 /// When the node's agent last renewed its heartbeat Lease.
-fn heartbeat(ctx: &Context, node: &ServiceNode) -> Option<Timestamp> {
+pub fn heartbeat(ctx: &Context, node: &ServiceNode) -> Option<Timestamp> {
     let key = ObjectRef::<Lease>::new(&node.name_any()).within(&node.namespace()?);
     ctx.leases
         .get(&key)?
