@@ -102,6 +102,7 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("fill the heartbeat lease cache")?;
 
+    let (caches, cache_writers) = loops::caches();
     let ctx = Arc::new(Context {
         client: client.clone(),
         drivers: Arc::new(drivers::Drivers::new(
@@ -133,12 +134,13 @@ async fn main() -> anyhow::Result<()> {
         // One VM listing per Cloud every 10 s serves every node on it.
         vms: conpaas_reconcilers::service_node::vm_cache::VmCache::new(Duration::from_secs(10)),
         leases,
+        caches,
     });
 
     match leading {
         Some(leadership) => {
             tokio::select! {
-                _ = loops::run(client, ctx, ready) => {}
+                _ = loops::run(client, ctx, cache_writers, ready) => {}
                 _ = leadership.lost() => {
                     // Stop acting at once: another replica may already lead.
                     tracing::error!("lost leadership; exiting");
@@ -147,7 +149,7 @@ async fn main() -> anyhow::Result<()> {
             }
             leadership.release().await;
         }
-        None => loops::run(client, ctx, ready).await,
+        None => loops::run(client, ctx, cache_writers, ready).await,
     }
     lease_watch.abort();
     tracing::info!("conpaas-controller stopped");

@@ -76,4 +76,6 @@ pub struct Context {
     pub vms: crate::service_node::vm_cache::VmCache,
     /// The agents' heartbeat Leases, kept current by a watch: reading a heartbeat costs no call.
     pub leases: Store<Lease>,
+    /// The loops' own kinds, kept current by their watches.
+    pub caches: crate::caches::Caches,
 }

@@ -16,8 +16,6 @@ use kube::runtime::events::{Event, EventType};
 
 use crate::{Context, Error};
 
-pub use conpaas_planner::list::list;
-
 /// Reconciles the object with `reconcile` when it could be read; reports it otherwise.
 pub async fn reconcile<K, F, Fut>(
     guard: Arc<DeserializeGuard<K>>,

@@ -29,7 +29,12 @@ pub async fn preview(
     service: &Service,
     heartbeats: observe::Heartbeats<'_>,
 ) -> Result<Preview, Error> {
-    let mut observed = observe::observe(client, service, heartbeats).await?;
+    let observed = observe::observe(client, service, heartbeats).await?;
+    Ok(decide(service, observed))
+}
+
+/// Validates and plans from an observation. Pure.
+pub fn decide(service: &Service, mut observed: observe::Observed) -> Preview {
     let desired = validate::validate(
         &service.spec,
         validate::Inputs {
@@ -48,9 +53,9 @@ pub async fn preview(
         Ok(desired) => plan::plan(desired, &observed.nodes),
         Err(_) => Vec::new(),
     };
-    Ok(Preview {
+    Preview {
         observed,
         desired,
         actions,
-    })
+    }
 }

@@ -39,7 +39,21 @@ pub struct Observed {
 /// the Leases in a watched cache; `cpsctl` does not look).
 pub type Heartbeats<'a> = &'a (dyn Fn(&ServiceNode) -> Option<Timestamp> + Sync);
 
-/// Observes `service`.
+/// What a Service's observation is made of, however it was read: from the API server
+/// (`cpsctl`, [`observe`]) or from the controller's watch caches.
+pub struct Objects<'a> {
+    /// The Application the Service names, if it exists.
+    pub application: Option<Application>,
+    /// Names of the Clouds that exist.
+    pub clouds: BTreeSet<String>,
+    /// The Services of the same namespace (read only when the Service has links).
+    pub services: Vec<&'a Service>,
+    /// The Service's ServiceNodes.
+    pub nodes: Vec<&'a ServiceNode>,
+}
+
+/// Observes `service` through the API server (what `cpsctl plan` does; the controller reads
+/// its caches and calls [`from_objects`]).
 pub async fn observe(
     client: &kube::Client,
     service: &Service,
@@ -69,40 +83,65 @@ pub async fn observe(
         .iter()
         .map(|c| c.name_any())
         .collect();
-    let services = Api::namespaced(client.clone(), &ns);
-    let siblings = if service.spec.links.is_empty() {
-        BTreeMap::new()
+    let services = if service.spec.links.is_empty() {
+        Vec::new()
     } else {
-        crate::list::list::<Service>(&services, &ListParams::default())
+        let api = Api::namespaced(client.clone(), &ns);
+        crate::list::list::<Service>(&api, &ListParams::default())
             .await
             .ctx("list services", &ns)?
             .0
-            .into_iter()
-            .filter(|s| s.spec.application == service.spec.application && s.name_any() != name)
-            .map(|s| {
-                (
-                    s.name_any(),
-                    s.spec.links.iter().map(|l| l.service.clone()).collect(),
-                )
-            })
-            .collect()
     };
-    let listed = list_nodes(client, &ns, &name).await?;
-    let now = Timestamp::now();
-    let nodes = listed
-        .iter()
-        .map(|n| observed_node(n, heartbeats(n), &now))
-        .collect();
-    let next_health_check = next_health_check(&listed, &now);
+    let nodes = list_nodes(client, &ns, &name).await?;
     let code = resolve_code(client, &ns, service).await?;
-    Ok(Observed {
-        next_health_check,
+    let objects = Objects {
         application,
         clouds,
+        services: services.iter().collect(),
+        nodes: nodes.iter().collect(),
+    };
+    Ok(from_objects(
+        service,
+        objects,
+        code,
+        heartbeats,
+        &Timestamp::now(),
+    ))
+}
+
+/// The observation of `service` from what was read. Pure.
+pub fn from_objects(
+    service: &Service,
+    objects: Objects<'_>,
+    code: Result<Option<NodeCode>, Problem>,
+    heartbeats: Heartbeats<'_>,
+    now: &Timestamp,
+) -> Observed {
+    let name = service.name_any();
+    let siblings = objects
+        .services
+        .iter()
+        .filter(|s| s.spec.application == service.spec.application && s.name_any() != name)
+        .map(|s| {
+            (
+                s.name_any(),
+                s.spec.links.iter().map(|l| l.service.clone()).collect(),
+            )
+        })
+        .collect();
+    let nodes = objects
+        .nodes
+        .iter()
+        .map(|n| observed_node(n, heartbeats(n), now))
+        .collect();
+    Observed {
+        next_health_check: next_health_check(&objects.nodes, now),
+        application: objects.application,
+        clouds: objects.clouds,
         siblings,
         nodes,
         code,
-    })
+    }
 }
 
 /// The ServiceNodes of a Service, by label.
@@ -189,7 +228,7 @@ const SILENT_AGENT_REASONS: [&str; 2] = ["HeartbeatStale", "AgentNeverReported"]
 
 /// When to look again at nodes whose `Healthy` condition is False: when the first one's
 /// confirmation window ends, or every 10 s while they wait (remediation held).
-fn next_health_check(nodes: &[ServiceNode], now: &Timestamp) -> Option<Duration> {
+fn next_health_check(nodes: &[&ServiceNode], now: &Timestamp) -> Option<Duration> {
     nodes
         .iter()
         .filter_map(|n| {
@@ -209,7 +248,9 @@ fn next_health_check(nodes: &[ServiceNode], now: &Timestamp) -> Option<Duration>
         .min()
 }
 
-async fn resolve_code(
+/// The active code version with its digest (a ConfigMap's is read and hashed), or why there is
+/// none.
+pub async fn resolve_code(
     client: &kube::Client,
     ns: &str,
     service: &Service,
@@ -369,7 +410,7 @@ mod tests {
                 next.is_some(),
                 "{what}: suspect"
             );
-            let got = next_health_check(std::slice::from_ref(&n), &now).map(|d| d.as_secs_f64());
+            let got = next_health_check(&[&n], &now).map(|d| d.as_secs_f64());
             match (got, next) {
                 (Some(g), Some(w)) => assert!((g - w).abs() < 0.01, "{what}: {g} != {w}"),
                 (g, w) => assert_eq!(g, w, "{what}"),

@@ -13,7 +13,7 @@ use conpaas_crds::v1alpha1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, ListParams};
+use kube::api::{Api, DeleteParams};
 use kube::runtime::controller::Action as Requeue;
 use kube::{Resource, ResourceExt};
 
@@ -27,22 +27,31 @@ pub async fn reconcile(app: Arc<Application>, ctx: Arc<Context>) -> Result<Reque
     reconcile_inner(&app, &ctx).await
 }
 
-/// The Services that name `app` as their application.
-pub async fn services_of(ctx: &Context, ns: &str, app: &str) -> Result<Vec<Service>, Error> {
-    let api = Api::namespaced(ctx.client.clone(), ns);
-    let (all, _unreadable) = crate::guard::list::<Service>(&api, &ListParams::default())
-        .await
-        .ctx("list services", ns)?;
-    Ok(all
-        .into_iter()
+/// The Services that name `app` as their application, from the watch cache.
+fn services_of(ctx: &Context, ns: &str, app: &str) -> Vec<Service> {
+    ctx.caches
+        .services_in(ns)
+        .iter()
+        .filter_map(crate::caches::readable)
         .filter(|s| s.spec.application == app)
-        .collect())
+        .cloned()
+        .collect()
+}
+
+/// The Services the Application's status counts: not those going (the shared watch announces a
+/// Service's deletion, not its removal).
+fn staying(services: &[Service]) -> Vec<Service> {
+    services
+        .iter()
+        .filter(|s| s.metadata.deletion_timestamp.is_none())
+        .cloned()
+        .collect()
 }
 
 async fn reconcile_inner(app: &Application, ctx: &Context) -> Result<Requeue, Error> {
     let ns = app.namespace().ok_or(Error::MissingField("namespace"))?;
     let api: Api<Application> = Api::namespaced(ctx.client.clone(), &ns);
-    let services = services_of(ctx, &ns, &app.name_any()).await?;
+    let services = services_of(ctx, &ns, &app.name_any());
 
     if app.metadata.deletion_timestamp.is_some() {
         if services.is_empty() {
@@ -75,7 +84,7 @@ async fn reconcile_inner(app: &Application, ctx: &Context) -> Result<Requeue, Er
     let status = build_status(
         &previous,
         app.meta().generation,
-        &services,
+        &staying(&services),
         &Time(Timestamp::now()),
     );
     if status != previous {

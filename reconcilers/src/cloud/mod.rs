@@ -16,15 +16,15 @@ use conpaas_cloud::{ComputeDriver, Tags};
 use conpaas_crds::labels::{
     FINALIZER_NODES, MANAGED_BY_VALUE, TAG_MANAGED_BY, TAG_NAMESPACE, TAG_NODE,
 };
-use conpaas_crds::v1alpha1::{Cloud, CloudStatus, ServiceNode};
+use conpaas_crds::v1alpha1::{Cloud, CloudStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, ListParams};
+use kube::api::Api;
 use kube::runtime::controller::Action as Requeue;
 use kube::{Resource, ResourceExt};
 
 use crate::conditions::merge;
-use crate::error::{Error, KubeResultExt};
+use crate::error::Error;
 use crate::{Context, events, finalizers, status_apply};
 use plan::CloudAction;
 
@@ -99,10 +99,7 @@ async fn observe(
     cloud: &Cloud,
 ) -> Result<(plan::Facts, Option<Arc<dyn ComputeDriver>>, Option<Error>), Error> {
     let name = cloud.name_any();
-    let nodes = Api::all(ctx.client.clone());
-    let (all_nodes, unreadable) = crate::guard::list::<ServiceNode>(&nodes, &ListParams::default())
-        .await
-        .ctx("list service nodes", "")?;
+    let (all_nodes, unreadable) = ctx.caches.all_nodes();
     let on_cloud = || all_nodes.iter().filter(|n| n.spec.cloud == name);
     let deleting = cloud.metadata.deletion_timestamp.is_some();
     let mut facts = plan::Facts {

@@ -5,7 +5,7 @@
 
 pub mod act;
 
-pub use conpaas_planner::service::{Preview, observe, plan, preview, status, validate};
+pub use conpaas_planner::service::{Preview, decide, observe, plan, preview, status, validate};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,8 +20,13 @@ use kube::runtime::controller::Action as Requeue;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
+use crate::caches::readable;
 use crate::error::{Error, KubeResultExt, is_not_found};
 use crate::{Context, events, finalizers, status_apply};
+
+/// How soon to look again while nodes are going: the shared watch announces a node's last
+/// change (its finalizer removed), not its removal.
+const NODES_GOING: Duration = Duration::from_secs(2);
 
 /// Reconciles one Service.
 #[tracing::instrument(skip_all, fields(kind = "Service", namespace = service.namespace().unwrap_or_default(), name = service.name_any()))]
@@ -41,10 +46,7 @@ pub async fn reconcile(service: Arc<Service>, ctx: Arc<Context>) -> Result<Reque
         observed,
         desired,
         actions,
-    } = preview(&ctx.client, service, &|node| {
-        crate::service_node::heartbeat(ctx, node)
-    })
-    .await?;
+    } = decide(service, observe_cached(ctx, service, &ns).await?);
     if !actions.is_empty() {
         tracing::debug!(?actions, "plan");
         act::act(ctx, service, actions).await?;
@@ -81,8 +83,10 @@ pub async fn reconcile(service: Arc<Service>, ctx: Arc<Context>) -> Result<Reque
         status_apply::apply(&api, service, &status).await?;
     }
     // Missing Applications and Clouds are not watched, and a node's health only ages: look again.
+    let going = observed.nodes.iter().any(|n| n.deleting);
     Ok(match desired {
         Err(_) => Requeue::requeue(Duration::from_secs(5)),
+        Ok(_) if going => Requeue::requeue(NODES_GOING),
         Ok(_) => Requeue::requeue(
             observed
                 .next_health_check
@@ -91,13 +95,44 @@ pub async fn reconcile(service: Arc<Service>, ctx: Arc<Context>) -> Result<Reque
     })
 }
 
+/// Observes `service` from the watch caches: no LIST or GET, but for a ConfigMap that holds the
+/// active code version.
+async fn observe_cached(
+    ctx: &Context,
+    service: &Service,
+    ns: &str,
+) -> Result<observe::Observed, Error> {
+    let nodes = ctx.caches.nodes_of(ns, &service.name_any());
+    let services = if service.spec.links.is_empty() {
+        Vec::new()
+    } else {
+        ctx.caches.services_in(ns)
+    };
+    let objects = observe::Objects {
+        application: ctx.caches.application(ns, &service.spec.application),
+        clouds: ctx.caches.cloud_names(),
+        services: services.iter().filter_map(readable).collect(),
+        nodes: nodes.iter().filter_map(readable).collect(),
+    };
+    let code = observe::resolve_code(&ctx.client, ns, service).await?;
+    let heartbeats = |node: &ServiceNode| crate::service_node::heartbeat(ctx, node);
+    Ok(observe::from_objects(
+        service,
+        objects,
+        code,
+        &heartbeats,
+        &Timestamp::now(),
+    ))
+}
+
 async fn delete_nodes_then_release(
     ctx: &Context,
     api: &Api<Service>,
     service: &Service,
     ns: &str,
 ) -> Result<Requeue, Error> {
-    let nodes = observe::list_nodes(&ctx.client, ns, &service.name_any()).await?;
+    let cached = ctx.caches.nodes_of(ns, &service.name_any());
+    let nodes: Vec<&ServiceNode> = cached.iter().filter_map(readable).collect();
     if nodes.is_empty() {
         finalizers::remove(api, service, FINALIZER_NODES).await?;
         return Ok(Requeue::await_change());
@@ -134,6 +169,6 @@ async fn delete_nodes_then_release(
             }
         }
     }
-    // Node deletions wake this loop through the owner reference; the requeue is a safety net.
-    Ok(Requeue::requeue(Duration::from_secs(10)))
+    // The caches' watches announce changes, not removals: look again until the nodes are gone.
+    Ok(Requeue::requeue(NODES_GOING))
 }

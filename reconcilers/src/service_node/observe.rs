@@ -1,6 +1,6 @@
 //! Reads what the ServiceNode loop decides on: the node's Cloud and driver, and its VMs.
-//! Network: the API server (the Cloud) and the cloud (cached listings; fresh lookups by ID and
-//! by tag only while deleting or after a journaled create).
+//! Network: the cloud only (cached listings; fresh lookups by ID and by tag only while deleting
+//! or after a journaled create). The Cloud object comes from the watch cache.
 
 use std::sync::Arc;
 
@@ -8,17 +8,16 @@ use conpaas_cloud::{ComputeDriver, Tags, Vm, VmState};
 use conpaas_crds::labels::{
     ANNOTATION_ORPHAN_VM, FINALIZER_VM, MANAGED_BY_VALUE, TAG_MANAGED_BY, TAG_NAMESPACE, TAG_NODE,
 };
-use conpaas_crds::v1alpha1::{Cloud, ServiceNode};
+use conpaas_crds::v1alpha1::ServiceNode;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::Api;
 use kube::{Resource, ResourceExt};
 
 use super::plan::{Facts, vm_id};
 use super::status::VmView;
 use crate::Context;
 use crate::conditions::Desired;
-use crate::error::{Error, KubeResultExt, is_not_found};
+use crate::error::Error;
 
 /// What was observed about one node.
 pub struct Observed {
@@ -49,7 +48,7 @@ pub async fn observe(ctx: &Context, node: &ServiceNode) -> Result<Observed, Erro
         live_vms: vec![],
     };
     let mut vm = current_view(node);
-    let driver = match driver_for(ctx, node).await? {
+    let driver = match driver_for(ctx, node).await {
         Ok(driver) => driver,
         Err(problem) => {
             facts.blocked = Some(problem);
@@ -109,31 +108,23 @@ async fn tagged(node: &ServiceNode, driver: &dyn ComputeDriver) -> Result<Vec<Vm
         .map_err(|source| cloud_error("list VMs", node, source))
 }
 
-async fn driver_for(
-    ctx: &Context,
-    node: &ServiceNode,
-) -> Result<Result<Arc<dyn ComputeDriver>, Desired>, Error> {
-    let clouds: Api<Cloud> = Api::all(ctx.client.clone());
-    let cloud = match clouds.get(&node.spec.cloud).await {
-        Ok(cloud) => cloud,
-        Err(e) if is_not_found(&e) => {
-            return Ok(Err(Desired::new(
-                "Ready",
-                false,
-                "CloudNotFound",
-                format!(
-                    "spec.cloud: Cloud {:?} does not exist; its VM cannot be managed",
-                    node.spec.cloud
-                ),
-            )));
-        }
-        Err(e) => return Err(e).ctx("get cloud", &node.spec.cloud),
+/// The node's Cloud (from the watch cache) and its driver, or why there is none.
+async fn driver_for(ctx: &Context, node: &ServiceNode) -> Result<Arc<dyn ComputeDriver>, Desired> {
+    let Some(cloud) = ctx.caches.cloud(&node.spec.cloud) else {
+        return Err(Desired::new(
+            "Ready",
+            false,
+            "CloudNotFound",
+            format!(
+                "spec.cloud: Cloud {:?} does not exist; its VM cannot be managed",
+                node.spec.cloud
+            ),
+        ));
     };
-    Ok(ctx
-        .drivers
+    ctx.drivers
         .driver(&cloud)
         .await
-        .map_err(|why| Desired::new("Ready", false, "CloudUnavailable", why)))
+        .map_err(|why| Desired::new("Ready", false, "CloudUnavailable", why))
 }
 
 /// The tags that find this node's VMs and nobody else's.
