@@ -135,6 +135,7 @@ async fn main() -> anyhow::Result<()> {
         vms: conpaas_reconcilers::service_node::vm_cache::VmCache::new(Duration::from_secs(10)),
         leases,
         caches,
+        credentials: Default::default(),
     });
 
     match leading {

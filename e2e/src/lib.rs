@@ -6,6 +6,7 @@
 //! [`ControlPlane::start`] gives a cluster with the CRDs installed; [`Controller::start`] runs
 //! `conpaas-controller` against it with its own local-cloud state; [`wait`] polls conditions.
 
+pub mod apiserver;
 pub mod control_plane;
 pub mod controller;
 pub mod manifest;

@@ -4,6 +4,7 @@
 //! writes only, never a LIST per reconcile.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use conpaas_crds::labels::LABEL_SERVICE;
 use conpaas_crds::v1alpha1::{Application, Cloud, Service, ServiceNode};
@@ -26,9 +27,18 @@ pub struct Caches {
     pub applications: Cache<Application>,
     /// Every Cloud.
     pub clouds: Cache<Cloud>,
+    /// How many of the four watches have listed everything once.
+    pub synced: Arc<AtomicUsize>,
 }
 
 impl Caches {
+    /// True once every cache holds the whole cluster's objects: a loop that read a cache still
+    /// filling (right after a restart) would see a Service without its nodes. Counted by the
+    /// watches themselves: a `Store`'s own readiness wakes only one waiter at a time.
+    pub fn ready(&self) -> bool {
+        self.synced.load(Ordering::Acquire) >= 4
+    }
+
     /// The Cloud of this name.
     pub fn cloud(&self, name: &str) -> Option<Cloud> {
         let object = self.clouds.get(&ObjectRef::new(name))?;

@@ -78,4 +78,6 @@ pub struct Context {
     pub leases: Store<Lease>,
     /// The loops' own kinds, kept current by their watches.
     pub caches: crate::caches::Caches,
+    /// The agents' credentials and tokens this controller already made.
+    pub credentials: crate::service_node::credentials::Memo,
 }

@@ -28,6 +28,8 @@ where
     Fut: Future<Output = Result<Requeue, Error>>,
 {
     match &guard.0 {
+        // A cache still filling (right after a start) would show a Service without its nodes.
+        Ok(_) if !ctx.caches.ready() => Ok(Requeue::requeue(Duration::from_secs(1))),
         Ok(object) => {
             let _metrics = ctx.metrics.reconcile(&K::kind(&()));
             let key = backoff_key(object);

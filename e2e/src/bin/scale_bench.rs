@@ -19,7 +19,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use conpaas_crds::v1alpha1::{Service, ServiceNode, is_condition_true};
 use conpaas_e2e::standin::StandIns;
-use conpaas_e2e::{ControlPlane, Controller, manifest, wait};
+use conpaas_e2e::{ControlPlane, Controller, apiserver, manifest, wait};
 use kube::Client;
 use kube::api::{Api, ListParams, ObjectMeta, PostParams};
 use serde_json::json;
@@ -39,48 +39,9 @@ struct Args {
 
 const NS: &str = "default";
 
-/// The API server's mutating requests from its own metrics, by "verb resource/subresource".
+/// The API server's mutating requests, by "verb resource/subresource".
 async fn api_writes_by(client: &Client) -> anyhow::Result<BTreeMap<String, u64>> {
-    let req = http::Request::get("/metrics").body(Vec::new())?;
-    let text = client.request_text(req).await?;
-    let label = |line: &str, name: &str| {
-        let key = format!("{name}=\"");
-        line.split(key.as_str())
-            .nth(1)
-            .and_then(|v| v.split('"').next())
-            .unwrap_or("")
-            .to_string()
-    };
-    let mut by = BTreeMap::new();
-    for line in text
-        .lines()
-        .filter(|l| l.starts_with("apiserver_request_total{"))
-    {
-        let verb = label(line, "verb");
-        if [
-            "POST",
-            "PUT",
-            "PATCH",
-            "APPLY",
-            "DELETE",
-            "DELETECOLLECTION",
-        ]
-        .contains(&verb.as_str())
-        {
-            let n = line
-                .rsplit(' ')
-                .next()
-                .and_then(|v| v.parse::<f64>().ok())
-                .unwrap_or(0.0) as u64;
-            *by.entry(format!(
-                "{verb} {}/{}",
-                label(line, "resource"),
-                label(line, "subresource")
-            ))
-            .or_insert(0) += n;
-        }
-    }
-    Ok(by)
+    apiserver::requests_by(client, &apiserver::WRITES).await
 }
 
 /// The API server's mutating requests so far.
@@ -90,10 +51,9 @@ async fn api_writes(client: &Client) -> anyhow::Result<u64> {
 
 /// What grew between two breakdowns, largest first.
 fn grown(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) -> String {
-    let mut rows: Vec<(u64, &String)> = after
-        .iter()
-        .map(|(k, v)| (v - before.get(k).copied().unwrap_or(0), k))
-        .filter(|(d, _)| *d > 0)
+    let mut rows: Vec<(u64, String)> = apiserver::grown(before, after)
+        .into_iter()
+        .map(|(k, d)| (d, k))
         .collect();
     rows.sort_by(|a, b| b.cmp(a));
     rows.iter()

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use conpaas_crds::labels::{ANNOTATION_ORPHAN_VM, FINALIZER_NODES};
-use conpaas_crds::v1alpha1::DeletionPolicy;
+use conpaas_crds::v1alpha1::{DeletionPolicy, Phase};
 use conpaas_crds::v1alpha1::{Service, ServiceNode};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -24,9 +24,10 @@ use crate::caches::readable;
 use crate::error::{Error, KubeResultExt, is_not_found};
 use crate::{Context, events, finalizers, status_apply};
 
-/// How soon to look again while nodes are going: the shared watch announces a node's last
-/// change (its finalizer removed), not its removal.
-const NODES_GOING: Duration = Duration::from_secs(2);
+/// How soon to look again while nodes come and go. A node's change may wake this loop before
+/// the node cache shows it (they are separate watches), and its removal wakes nothing that the
+/// cache has seen: reading the cache again is cheap, and the last change is never missed.
+const CONVERGING: Duration = Duration::from_secs(2);
 
 /// Reconciles one Service.
 #[tracing::instrument(skip_all, fields(kind = "Service", namespace = service.namespace().unwrap_or_default(), name = service.name_any()))]
@@ -83,10 +84,13 @@ pub async fn reconcile(service: Arc<Service>, ctx: Arc<Context>) -> Result<Reque
         status_apply::apply(&api, service, &status).await?;
     }
     // Missing Applications and Clouds are not watched, and a node's health only ages: look again.
-    let going = observed.nodes.iter().any(|n| n.deleting);
+    let converging = matches!(
+        status.phase,
+        Phase::Prologue | Phase::Adapting | Phase::Epilogue
+    );
     Ok(match desired {
         Err(_) => Requeue::requeue(Duration::from_secs(5)),
-        Ok(_) if going => Requeue::requeue(NODES_GOING),
+        Ok(_) if converging => Requeue::requeue(CONVERGING),
         Ok(_) => Requeue::requeue(
             observed
                 .next_health_check
@@ -169,6 +173,5 @@ async fn delete_nodes_then_release(
             }
         }
     }
-    // The caches' watches announce changes, not removals: look again until the nodes are gone.
-    Ok(Requeue::requeue(NODES_GOING))
+    Ok(Requeue::requeue(CONVERGING))
 }

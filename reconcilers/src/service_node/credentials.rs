@@ -3,6 +3,11 @@
 //! heartbeat Lease, the RoleBinding, and a short-lived token from TokenRequest. Nothing with
 //! wider rights ever reaches a VM.
 
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
+
 use conpaas_crds::labels::MANAGER_CONTROLLER;
 use conpaas_crds::v1alpha1::ServiceNode;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
@@ -15,8 +20,56 @@ use kube::{Resource, ResourceExt};
 use crate::Context;
 use crate::error::{Error, KubeResultExt, is_not_found};
 
-/// Creates or updates the node's ServiceAccount, Role, RoleBinding and heartbeat Lease.
+/// What this controller already did for each node (by UID), so that a retry or a new spec that
+/// changes nothing of the credentials writes nothing: the credentials as last applied, and the
+/// token minted for the node's VM.
+#[derive(Default)]
+pub struct Memo {
+    applied: Mutex<HashMap<String, u64>>,
+    tokens: Mutex<HashMap<String, (String, Instant)>>,
+}
+
+impl Memo {
+    fn applied(&self) -> MutexGuard<'_, HashMap<String, u64>> {
+        self.applied.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn tokens(&self) -> MutexGuard<'_, HashMap<String, (String, Instant)>> {
+        self.tokens.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Forgets a node that is gone.
+    fn forget(&self, uid: &str) {
+        self.applied().remove(uid);
+        self.tokens().remove(uid);
+    }
+}
+
+/// What the applied credentials depend on: the Role's rules, the Lease's duration and labels.
+fn fingerprint(node: &ServiceNode) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_string(&rules(node))
+        .expect("rules serialise")
+        .hash(&mut hasher);
+    node.spec.heartbeat_timeout_seconds.hash(&mut hasher);
+    node.metadata.labels.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// Creates or updates the node's ServiceAccount, Role, RoleBinding and heartbeat Lease, unless
+/// this controller applied them as they are now already.
 pub async fn ensure(ctx: &Context, node: &ServiceNode) -> Result<(), Error> {
+    let uid = node.uid().ok_or(Error::MissingField("uid"))?;
+    let wanted = fingerprint(node);
+    if ctx.credentials.applied().get(&uid) == Some(&wanted) {
+        return Ok(());
+    }
+    apply(ctx, node).await?;
+    ctx.credentials.applied().insert(uid, wanted);
+    Ok(())
+}
+
+async fn apply(ctx: &Context, node: &ServiceNode) -> Result<(), Error> {
     let ns = node.namespace().ok_or(Error::MissingField("namespace"))?;
     let name = node.name_any();
     let meta = ObjectMeta {
@@ -133,8 +186,24 @@ pub fn rules(node: &ServiceNode) -> Vec<PolicyRule> {
     rules
 }
 
-/// A fresh token for the node's ServiceAccount.
+/// A token for the node's ServiceAccount, minted once for its VM: a create that is retried
+/// reuses it while it has two thirds of its lifetime left.
 pub async fn token(ctx: &Context, node: &ServiceNode) -> Result<String, Error> {
+    let uid = node.uid().ok_or(Error::MissingField("uid"))?;
+    let fresh_for = ctx.settings.agent_token_ttl / 3;
+    if let Some((token, minted)) = ctx.credentials.tokens().get(&uid)
+        && minted.elapsed() < fresh_for
+    {
+        return Ok(token.clone());
+    }
+    let token = mint(ctx, node).await?;
+    ctx.credentials
+        .tokens()
+        .insert(uid, (token.clone(), Instant::now()));
+    Ok(token)
+}
+
+async fn mint(ctx: &Context, node: &ServiceNode) -> Result<String, Error> {
     let ns = node.namespace().ok_or(Error::MissingField("namespace"))?;
     let request = TokenRequest {
         spec: TokenRequestSpec {
@@ -159,6 +228,9 @@ pub async fn token(ctx: &Context, node: &ServiceNode) -> Result<String, Error> {
 pub async fn remove(ctx: &Context, node: &ServiceNode) -> Result<(), Error> {
     let ns = node.namespace().ok_or(Error::MissingField("namespace"))?;
     let name = node.name_any();
+    if let Some(uid) = node.uid() {
+        ctx.credentials.forget(&uid);
+    }
     delete_if_present::<Lease>(ctx, &ns, &name, "delete lease").await?;
     delete_if_present::<RoleBinding>(ctx, &ns, &name, "delete role binding").await?;
     delete_if_present::<Role>(ctx, &ns, &name, "delete role").await?;

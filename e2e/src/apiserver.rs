@@ -1,0 +1,68 @@
+//! What the API server says it served: `apiserver_request_total` from its own `/metrics`, so
+//! tests and benchmarks count every client's requests, not what a client believes it sent.
+
+use std::collections::BTreeMap;
+
+use kube::Client;
+
+/// Writes: every mutating verb the API server counts.
+pub const WRITES: [&str; 6] = [
+    "POST",
+    "PUT",
+    "PATCH",
+    "APPLY",
+    "DELETE",
+    "DELETECOLLECTION",
+];
+
+/// Requests served so far with one of `verbs`, by `"VERB resource/subresource"`.
+pub async fn requests_by(client: &Client, verbs: &[&str]) -> anyhow::Result<BTreeMap<String, u64>> {
+    let req = http::Request::get("/metrics").body(Vec::new())?;
+    let text = client.request_text(req).await?;
+    let label = |line: &str, name: &str| {
+        let key = format!("{name}=\"");
+        line.split(key.as_str())
+            .nth(1)
+            .and_then(|v| v.split('"').next())
+            .unwrap_or("")
+            .to_string()
+    };
+    let mut by = BTreeMap::new();
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("apiserver_request_total{"))
+    {
+        let verb = label(line, "verb");
+        if verbs.contains(&verb.as_str()) {
+            let n = line
+                .rsplit(' ')
+                .next()
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0) as u64;
+            *by.entry(format!(
+                "{verb} {}/{}",
+                label(line, "resource"),
+                label(line, "subresource")
+            ))
+            .or_insert(0) += n;
+        }
+    }
+    Ok(by)
+}
+
+/// What grew between two counts, by key.
+pub fn grown(
+    before: &BTreeMap<String, u64>,
+    after: &BTreeMap<String, u64>,
+) -> BTreeMap<String, u64> {
+    after
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                v.saturating_sub(before.get(k).copied().unwrap_or(0)),
+            )
+        })
+        .filter(|(_, d)| *d > 0)
+        .collect()
+}
