@@ -1,5 +1,5 @@
-//! The four reconcile loops and what wakes each of them. Each loop's own watch fills the cache of
-//! its kind ([`Caches`]), which every loop reads. Every watch reads objects through a
+//! The four reconcile loops and what wakes each of them. The caches every loop reads
+//! ([`Caches`]) are filled by the watches that wake a loop for another kind. Every watch reads objects through a
 //! `DeserializeGuard`, so one unreadable object never stops a loop.
 
 use std::sync::Arc;
@@ -55,7 +55,7 @@ pub fn caches() -> (Caches, Writers) {
 fn slim<K>(
     api: Api<Guarded<K>>,
     writer: Writer<Guarded<K>>,
-    synced: Arc<AtomicUsize>,
+    synced: Option<Arc<AtomicUsize>>,
 ) -> impl Stream<Item = Result<Guarded<K>, watcher::Error>>
 where
     K: kube::Resource<DynamicType = ()>
@@ -73,7 +73,9 @@ where
         .inspect({
             let mut counted = false;
             move |event| {
-                if let (Ok(watcher::Event::InitDone), false) = (event, counted) {
+                if let (Ok(watcher::Event::InitDone), false, Some(synced)) =
+                    (event, counted, &synced)
+                {
                     counted = true;
                     synced.fetch_add(1, Ordering::Release);
                 }
@@ -98,22 +100,27 @@ fn cloud_spec_or_readiness(cloud: &Guarded<Cloud>) -> Option<u64> {
     Some(hasher.finish())
 }
 
-/// Runs every loop until a shutdown signal. Each loop's own watch fills its kind's cache; what
-/// else wakes a loop comes from watches of its own.
+/// Runs every loop until a shutdown signal. The caches are filled by the watches that wake a
+/// loop for another kind (a Service for its nodes, a node for its Cloud, an Application for its
+/// Services), so a woken loop reads at least what woke it; each loop's watch of its own kind
+/// keeps a store of its own.
 pub async fn run(client: Client, ctx: Arc<Context>, writers: Writers, ready: Arc<AtomicBool>) {
     let all = watcher::Config::default;
     let caches = ctx.caches.clone();
 
-    // A Service wakes for its own changes and its nodes'.
+    // A Service wakes for its own changes and its nodes'. The watch that wakes it for a node
+    // fills the node cache it reads, so it never judges a node by an older copy than the one
+    // that woke it. (The loops' own watches keep stores of their own.)
+    let (service_store, service_writer) = reflector::store();
     let services = Controller::for_stream(
-        slim(
-            Api::all(client.clone()),
-            writers.services,
-            caches.synced.clone(),
-        ),
-        caches.services.clone(),
+        slim(Api::all(client.clone()), service_writer, None),
+        service_store,
     )
-    .owns(Api::<Guarded<ServiceNode>>::all(client.clone()), all())
+    .owns_stream(slim(
+        Api::all(client.clone()),
+        writers.nodes,
+        Some(caches.synced.clone()),
+    ))
     .shutdown_on_signal()
     .run(
         |o, c| guard::reconcile(o, c, service::reconcile),
@@ -122,19 +129,19 @@ pub async fn run(client: Client, ctx: Arc<Context>, writers: Writers, ready: Arc
     )
     .for_each(|_| async {});
     // A node waiting on its Cloud (a permanent refusal: credentials, image) wakes when the
-    // Cloud's spec changes or it turns Ready again (credentials fixed in its Secret).
-    let cloud_turns = watcher(Api::<Guarded<Cloud>>::all(client.clone()), all())
-        .default_backoff()
-        .touched_objects()
-        .predicate_filter(cloud_spec_or_readiness, Default::default());
+    // Cloud's spec changes or it turns Ready again (credentials fixed in its Secret). This watch
+    // fills the Cloud cache the nodes read, so a woken node sees the Cloud that woke it.
+    let cloud_turns = slim(
+        Api::all(client.clone()),
+        writers.clouds,
+        Some(caches.synced.clone()),
+    )
+    .predicate_filter(cloud_spec_or_readiness, Default::default());
     let nodes_of_cloud = caches.nodes.clone();
+    let (node_store, node_writer) = reflector::store();
     let nodes = Controller::for_stream(
-        slim(
-            Api::all(client.clone()),
-            writers.nodes,
-            caches.synced.clone(),
-        ),
-        caches.nodes.clone(),
+        slim(Api::all(client.clone()), node_writer, None),
+        node_store,
     )
     .watches_stream(cloud_turns, move |cloud| {
         let name = cloud.0.ok().map(|c| c.name_any()).unwrap_or_default();
@@ -152,20 +159,27 @@ pub async fn run(client: Client, ctx: Arc<Context>, writers: Writers, ready: Arc
         ctx.clone(),
     )
     .for_each(|_| async {});
-    // An Application wakes when one of its Services changes.
+    // An Application wakes when one of its Services changes; that watch fills the Service cache.
     let applications = Controller::for_stream(
         slim(
             Api::all(client.clone()),
             writers.applications,
-            caches.synced.clone(),
+            Some(caches.synced.clone()),
         ),
         caches.applications.clone(),
     )
-    .watches(Api::<Guarded<Service>>::all(client.clone()), all(), |svc| {
-        let svc = svc.0.ok()?;
-        let ns = svc.metadata.namespace.clone()?;
-        Some(ObjectRef::<Guarded<Application>>::new(&svc.spec.application).within(&ns))
-    })
+    .watches_stream(
+        slim(
+            Api::<Guarded<Service>>::all(client.clone()),
+            writers.services,
+            Some(caches.synced.clone()),
+        ),
+        |svc| {
+            let svc = svc.0.ok()?;
+            let ns = svc.metadata.namespace.clone()?;
+            Some(ObjectRef::<Guarded<Application>>::new(&svc.spec.application).within(&ns))
+        },
+    )
     .shutdown_on_signal()
     .run(
         |o, c| guard::reconcile(o, c, application::reconcile),
@@ -180,13 +194,11 @@ pub async fn run(client: Client, ctx: Arc<Context>, writers: Writers, ready: Arc
         .default_backoff()
         .touched_objects()
         .predicate_filter(predicates::generation, Default::default());
+    // The Cloud loop's own watch keeps a store of its own (Clouds are few).
+    let (cloud_store, cloud_writer) = reflector::store();
     let clouds = Controller::for_stream(
-        slim(
-            Api::all(client.clone()),
-            writers.clouds,
-            caches.synced.clone(),
-        ),
-        caches.clouds.clone(),
+        slim(Api::all(client.clone()), cloud_writer, None),
+        cloud_store,
     )
     .watches_stream(node_generations, |node| {
         Some(ObjectRef::<Guarded<Cloud>>::new(&node.0.ok()?.spec.cloud))

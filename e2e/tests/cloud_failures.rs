@@ -70,27 +70,27 @@ async fn a_refused_create_is_shown_stalls_and_resumes_when_the_cloud_is_fixed() 
         .await;
 
     // The Service names the node and the reason, and is Stalled rather than Reconciling.
-    env.wait_service("hello", "Degraded naming the node, and Stalled", |s| {
-        let (degraded, reason, message) = service_conditions(s, "Degraded");
-        let stalled = service_conditions(s, "Stalled").0 == "True";
-        let reconciling = service_conditions(s, "Reconciling").0 == "True";
-        degraded == "True"
-            && reason == "ProviderOther"
-            && message.starts_with("node hello-node-0: create VM on cloud aws")
-            && message.contains("InvalidAMIID")
-            && stalled
-            && !reconciling
-    })
+    // GitOps tools see a dead end: kstatus says Failed.
+    env.wait_service(
+        "hello",
+        "Degraded naming the node, Stalled, kstatus Failed",
+        |s| {
+            let (degraded, reason, message) = service_conditions(s, "Degraded");
+            let stalled = service_conditions(s, "Stalled").0 == "True";
+            let reconciling = service_conditions(s, "Reconciling").0 == "True";
+            degraded == "True"
+                && reason == "ProviderOther"
+                && message.starts_with("node hello-node-0: create VM on cloud aws")
+                && message.contains("InvalidAMIID")
+                && stalled
+                && !reconciling
+                && kstatus(s).unwrap() == "Failed"
+        },
+    )
     .await;
     assert!(
         live_instances(&moto).await.unwrap().is_empty(),
         "no instance runs"
-    );
-    let hello = env.services().get("hello").await.unwrap();
-    assert_eq!(
-        kstatus(&hello).unwrap(),
-        "Failed",
-        "GitOps tools see a dead end"
     );
 
     // An unsatisfiable spec is a dead end too (kstatus used to wait on it forever).
