@@ -145,20 +145,13 @@ pub fn plan(desired: &Desired, nodes: &[ObservedNode]) -> Vec<Action> {
     // paused, first learns that the Service runs again, or it would keep its VM forever.
     let mut actions = Vec::new();
     for action in plan_running(desired, nodes) {
-        let unpause = |name: &str| {
-            nodes
-                .iter()
-                .find(|n| n.name == name && n.spec.paused)
-                .map(|n| Action::PatchNodeSpec {
-                    name: n.name.clone(),
-                    spec: ServiceNodeSpec {
-                        paused: false,
-                        ..n.spec.clone()
-                    },
-                })
-        };
         if let Action::DeleteNode { name, .. } = &action {
-            actions.extend(unpause(name));
+            actions.extend(
+                nodes
+                    .iter()
+                    .find(|n| &n.name == name && n.spec.paused)
+                    .map(unpaused),
+            );
         }
         actions.push(action);
     }
@@ -166,15 +159,20 @@ pub fn plan(desired: &Desired, nodes: &[ObservedNode]) -> Vec<Action> {
         nodes
             .iter()
             .filter(|n| n.deleting && n.spec.paused)
-            .map(|n| Action::PatchNodeSpec {
-                name: n.name.clone(),
-                spec: ServiceNodeSpec {
-                    paused: false,
-                    ..n.spec.clone()
-                },
-            }),
+            .map(unpaused),
     );
     actions
+}
+
+/// Tells a paused node that its Service runs again.
+fn unpaused(node: &ObservedNode) -> Action {
+    Action::PatchNodeSpec {
+        name: node.name.clone(),
+        spec: ServiceNodeSpec {
+            paused: false,
+            ..node.spec.clone()
+        },
+    }
 }
 
 /// The node actions of a Service that is not paused.

@@ -5,7 +5,7 @@
 
 pub mod act;
 
-pub use conpaas_planner::service::{Preview, decide, observe, plan, preview, status, validate};
+pub use conpaas_planner::service::{Preview, decide, observe, plan, status, validate};
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -45,7 +45,7 @@ pub async fn observe(ctx: &Context, node: &ServiceNode) -> Result<Observed, Erro
         journaled: status.create_requested_at.is_some(),
         token: node.spec.token.clone(),
         blocked: None,
-        live_vms: vec![],
+        vms: vec![],
     };
     let mut vm = current_view(node);
     let driver = match driver_for(ctx, node).await {
@@ -74,7 +74,7 @@ pub async fn observe(ctx: &Context, node: &ServiceNode) -> Result<Observed, Erro
             None => Vec::new(),
         };
         live.extend(tagged(node, driver.as_ref()).await?);
-        facts.live_vms = live;
+        facts.vms = live;
     } else if let Some(provider_id) = &facts.provider_id {
         let found = ctx
             .vms
@@ -90,9 +90,8 @@ pub async fn observe(ctx: &Context, node: &ServiceNode) -> Result<Observed, Erro
             },
         };
     } else if facts.journaled {
-        facts.live_vms = tagged(node, driver.as_ref()).await?;
+        facts.vms = tagged(node, driver.as_ref()).await?;
     }
-    facts.live_vms.retain(|v| v.state != VmState::Terminated);
     Ok(Observed {
         facts,
         driver: Some(driver),

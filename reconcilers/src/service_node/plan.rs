@@ -28,10 +28,17 @@ pub struct Facts {
     pub token: String,
     /// Why its VM can be neither created nor terminated now (no Cloud, no driver).
     pub blocked: Option<Desired>,
-    /// VMs the cloud shows with the node's tags or its recorded ID, not terminated. Looked up
-    /// only when they decide something: while deleting, and before creating after a journaled
-    /// create.
-    pub live_vms: Vec<Vm>,
+    /// VMs the cloud shows with the node's tags or its recorded ID, in any state (terminated ones
+    /// may still be listed; the plan ignores them). Looked up only when they decide something:
+    /// while deleting, and before creating after a journaled create.
+    pub vms: Vec<Vm>,
+}
+
+impl Facts {
+    /// The node's VMs that are not terminated.
+    fn live(&self) -> impl Iterator<Item = &Vm> {
+        self.vms.iter().filter(|vm| vm.state != VmState::Terminated)
+    }
 }
 
 /// One step of the executor.
@@ -141,7 +148,7 @@ pub fn plan(f: &Facts) -> NodePlan {
     }
     // No VM recorded. A create journaled by an earlier run may have happened: adopt what the
     // cloud shows with the node's token before creating anything.
-    let earlier = f.live_vms.iter().find(|vm| vm.token == f.token);
+    let earlier = f.live().find(|vm| vm.token == f.token);
     match (f.journaled, earlier) {
         (true, Some(vm)) => actions.push(AdoptVm(vm.clone())),
         (true, None) => actions.extend([EnsureCredentials, CreateVm]),
@@ -161,12 +168,7 @@ fn plan_release(f: &Facts) -> NodePlan {
     if !f.has_finalizer {
         return NodePlan::new(vec![], StatusUpdate::Unchanged, Next::AwaitChange);
     }
-    let mut live: Vec<String> = f
-        .live_vms
-        .iter()
-        .filter(|vm| vm.state != VmState::Terminated)
-        .map(|vm| vm.id.clone())
-        .collect();
+    let mut live: Vec<String> = f.live().map(|vm| vm.id.clone()).collect();
     live.sort();
     live.dedup();
     if f.orphan_vm {
@@ -238,7 +240,7 @@ mod tests {
                 "journaled, the VM exists with our token: adopt it",
                 Facts {
                     journaled: true,
-                    live_vms: vec![
+                    vms: vec![
                         vm("other", "x", VmState::Running),
                         vm("vm-1", "t", VmState::Pending),
                     ],
@@ -248,10 +250,20 @@ mod tests {
                 Next::After(Duration::from_secs(1)),
             ),
             (
+                "journaled, only a terminated VM with our token: create, never adopt it",
+                Facts {
+                    journaled: true,
+                    vms: vec![vm("vm-0", "t", VmState::Terminated)],
+                    ..facts()
+                },
+                vec![EnsureCredentials, CreateVm],
+                Next::After(Duration::from_secs(1)),
+            ),
+            (
                 "journaled, nothing found: create (the token keeps it single)",
                 Facts {
                     journaled: true,
-                    live_vms: vec![vm("other", "x", VmState::Running)],
+                    vms: vec![vm("other", "x", VmState::Running)],
                     ..facts()
                 },
                 vec![EnsureCredentials, CreateVm],
@@ -281,7 +293,7 @@ mod tests {
                 Facts {
                     deleting: true,
                     provider_id: recorded.clone(),
-                    live_vms: vec![
+                    vms: vec![
                         vm("vm-1", "t", VmState::Running),
                         vm("vm-1", "t", VmState::Running),
                     ],
@@ -295,7 +307,7 @@ mod tests {
                 Facts {
                     deleting: true,
                     provider_id: recorded.clone(),
-                    live_vms: vec![vm("vm-1", "t", VmState::Terminated)],
+                    vms: vec![vm("vm-1", "t", VmState::Terminated)],
                     ..facts()
                 },
                 vec![
@@ -311,7 +323,7 @@ mod tests {
                     deleting: true,
                     orphan_vm: true,
                     provider_id: recorded.clone(),
-                    live_vms: vec![vm("vm-2", "t", VmState::Running)],
+                    vms: vec![vm("vm-2", "t", VmState::Running)],
                     ..facts()
                 },
                 vec![
@@ -346,7 +358,7 @@ mod tests {
                     paused: true,
                     deleting: true,
                     provider_id: recorded.clone(),
-                    live_vms: vec![vm("vm-1", "t", VmState::Running)],
+                    vms: vec![vm("vm-1", "t", VmState::Running)],
                     ..facts()
                 },
                 vec![],
@@ -366,7 +378,7 @@ mod tests {
         let p = plan(&Facts {
             deleting: true,
             blocked: Some(problem.clone()),
-            live_vms: vec![vm("vm-1", "t", VmState::Running)],
+            vms: vec![vm("vm-1", "t", VmState::Running)],
             ..facts()
         });
         assert_eq!(p.actions, vec![]);
