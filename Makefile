@@ -7,7 +7,9 @@ CARGO ?= cargo
 # `make build` and `make run` leave it out.
 TEST_FEATURES = conpaas-controller/ec2,conpaas-cloud/ec2,conpaas-cloud/opennebula,conpaas-e2e/ec2
 
-.PHONY: run test build deps kube helm kstatus crds install-yaml lint bench scale-bench ec2-bench
+NEXTEST ?= $(HOME)/.cache/conpaas/nextest-0.9.151/bin/cargo-nextest
+
+.PHONY: run test build deps kube helm kstatus nextest crds install-yaml lint bench scale-bench ec2-bench
 
 # Python packages the tests use (pyone, moto), installed only when missing.
 deps:
@@ -19,6 +21,10 @@ kube:
 helm:
 	e2e/tools/build-helm.sh
 
+# Runs the test binaries side by side (.config/nextest.toml).
+nextest:
+	e2e/tools/install-nextest.sh
+
 # sigs.k8s.io/cli-utils' kstatus (as Flux and kpt judge objects), for the e2e tests.
 kstatus:
 	e2e/tools/build-kstatus.sh
@@ -29,9 +35,9 @@ build:
 run: kube build
 	$(CARGO_TARGET_DIR)/debug/conpaas-devcluster
 
-test: deps kube helm kstatus
+test: deps kube helm kstatus nextest
 	$(CARGO) build --workspace --bins --features $(TEST_FEATURES)
-	$(CARGO) test --workspace --no-fail-fast --features $(TEST_FEATURES)
+	$(NEXTEST) nextest run --workspace --features $(TEST_FEATURES)
 
 # The CRDs, generated from crds/src into manifests/crds and the chart's crds folder, the service
 # types' page (docs/service-types.md) from their descriptors, and the plain install manifest rendered from the chart. Tests fail when any of them is stale.

@@ -49,6 +49,10 @@ pub struct Args {
     /// Seconds a leader's Lease lasts without renewal; a standby takes over after about this long
     #[arg(long, env = "CONPAAS_LEADER_LEASE_SECONDS", default_value_t = 15)]
     pub leader_lease_seconds: u64,
+    /// Writes to the API server in flight at once; more wait their turn, and a write the server
+    /// refuses for load (429) keeps its slot while it waits the server's Retry-After.
+    #[arg(long, env = "CONPAAS_MAX_CONCURRENT_WRITES", default_value_t = 32)]
+    pub max_concurrent_writes: usize,
     /// Log as JSON lines instead of text
     #[arg(long, env = "CONPAAS_LOG_JSON")]
     pub log_json: bool,

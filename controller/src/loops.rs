@@ -1,6 +1,6 @@
-//! The four reconcile loops and what wakes each of them. The caches every loop reads
-//! ([`Caches`]) are filled by the watches that wake a loop for another kind. Every watch reads objects through a
-//! `DeserializeGuard`, so one unreadable object never stops a loop.
+//! The four reconcile loops and what wakes each of them. One watch per kind fills that kind's
+//! cache ([`Caches`]), which every loop reads, and then wakes the loops that care. Every watch
+//! reads objects through a `DeserializeGuard`, so one unreadable object never stops a loop.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -9,15 +9,20 @@ use std::time::Duration;
 use conpaas_crds::v1alpha1::{Application, Cloud, Service, ServiceNode};
 use conpaas_reconcilers::caches::Caches;
 use conpaas_reconcilers::{Context, application, cloud, guard, service, service_node};
-use futures::{Stream, StreamExt};
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
+use futures::{FutureExt, StreamExt};
 use kube::ResourceExt;
 use kube::core::error_boundary::DeserializeGuard;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::reflector::{self, store::Writer};
 use kube::runtime::{Controller, WatchStreamExt, predicates, watcher};
 use kube::{Api, Client};
+use tokio::sync::mpsc;
 
 type Guarded<K> = DeserializeGuard<K>;
+/// What wakes a loop: objects of one kind, in the order its watch saw them.
+type Trigger<K> = BoxStream<'static, Result<Guarded<K>, watcher::Error>>;
 
 /// What fills the loops' caches ([`Caches`]): one writer per kind, given to its watch.
 pub struct Writers {
@@ -50,13 +55,19 @@ pub fn caches() -> (Caches, Writers) {
     )
 }
 
-/// A loop's own watch, filling its kind's cache. `managedFields` are dropped before objects are
-/// cached: the loops never read them, and at thousands of nodes they are most of the memory.
-fn slim<K>(
-    api: Api<Guarded<K>>,
+/// A kind's one watch: every object it sees goes into the kind's cache first, then to each of
+/// `subscribers` trigger streams, in order. A loop woken by a trigger therefore reads a cache at
+/// least as new as what woke it, and each kind is listed and held in memory once however many
+/// loops it wakes. `managedFields` are dropped before objects are cached: the loops never read
+/// them, and at thousands of nodes they are most of the memory. The returned future drives the
+/// watch (retrying with backoff when the API server fails) and counts its first full listing in
+/// `synced`.
+fn shared_watch<K>(
+    client: &Client,
     writer: Writer<Guarded<K>>,
-    synced: Option<Arc<AtomicUsize>>,
-) -> impl Stream<Item = Result<Guarded<K>, watcher::Error>>
+    synced: Arc<AtomicUsize>,
+    subscribers: usize,
+) -> (BoxFuture<'static, ()>, Vec<Trigger<K>>)
 where
     K: kube::Resource<DynamicType = ()>
         + Clone
@@ -66,22 +77,60 @@ where
         + Sync
         + 'static,
 {
-    watcher(api, watcher::Config::default())
-        .default_backoff()
-        .modify(|object| object.managed_fields_mut().clear())
-        .reflect(writer)
-        .inspect({
-            let mut counted = false;
-            move |event| {
-                if let (Ok(watcher::Event::InitDone), false, Some(synced)) =
-                    (event, counted, &synced)
-                {
+    let (senders, receivers): (Vec<_>, Vec<_>) = (0..subscribers)
+        .map(|_| mpsc::unbounded_channel::<Guarded<K>>())
+        .unzip();
+    let kind = K::kind(&()).into_owned();
+    let mut counted = false;
+    // A (re)listing reaches the cache all at once when it is complete; its objects wake the
+    // loops then, or a loop woken earlier would not find a new object and drop the wake-up.
+    let mut listed = Vec::new();
+    let driver = watcher(
+        Api::<Guarded<K>>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .modify(|object| object.managed_fields_mut().clear())
+    .reflect(writer)
+    .for_each(move |event| {
+        match event {
+            Ok(watcher::Event::InitApply(o)) => listed.push(o),
+            Ok(watcher::Event::InitDone) => {
+                if !counted {
                     counted = true;
                     synced.fetch_add(1, Ordering::Release);
                 }
+                for o in listed.drain(..) {
+                    wake(&senders, o);
+                }
             }
+            Ok(watcher::Event::Apply(o) | watcher::Event::Delete(o)) => wake(&senders, o),
+            Ok(watcher::Event::Init) => listed.clear(),
+            Err(e) => {
+                tracing::warn!(error = %e, kind = %kind, "watch failed; retrying with backoff")
+            }
+        }
+        futures::future::ready(())
+    })
+    .boxed();
+    let triggers = receivers
+        .into_iter()
+        .map(|rx| {
+            futures::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|object| (Ok(object), rx))
+            })
+            .boxed()
         })
-        .touched_objects()
+        .collect();
+    (driver, triggers)
+}
+
+/// Hands an object to every subscriber of its watch.
+fn wake<K: Clone>(subscribers: &[mpsc::UnboundedSender<K>], object: K) {
+    for subscriber in subscribers {
+        // A subscriber gone means its loop stopped (shutdown).
+        let _ = subscriber.send(object.clone());
+    }
 }
 
 /// A Cloud's generation and whether it is Ready: the changes that may unblock its nodes.
@@ -100,86 +149,62 @@ fn cloud_spec_or_readiness(cloud: &Guarded<Cloud>) -> Option<u64> {
     Some(hasher.finish())
 }
 
-/// Runs every loop until a shutdown signal. The caches are filled by the watches that wake a
-/// loop for another kind (a Service for its nodes, a node for its Cloud, an Application for its
-/// Services), so a woken loop reads at least what woke it; each loop's watch of its own kind
-/// keeps a store of its own.
+/// Runs every loop until a shutdown signal. Each kind has one watch ([`shared_watch`]) that
+/// fills its cache and wakes the loops that care: a Service for its own changes and its nodes',
+/// a node for its own and its Cloud's, an Application for its Services', a Cloud for its nodes'
+/// generations.
 pub async fn run(client: Client, ctx: Arc<Context>, writers: Writers, ready: Arc<AtomicBool>) {
-    let all = watcher::Config::default;
     let caches = ctx.caches.clone();
+    let synced = || caches.synced.clone();
+    let (service_watch, service_triggers) = shared_watch(&client, writers.services, synced(), 2);
+    let (node_watch, node_triggers) = shared_watch(&client, writers.nodes, synced(), 3);
+    let (cloud_watch, cloud_triggers) = shared_watch(&client, writers.clouds, synced(), 2);
+    let (application_watch, application_triggers) =
+        shared_watch(&client, writers.applications, synced(), 1);
+    let [services_of_service_loop, services_of_applications] = take(service_triggers);
+    let [nodes_of_node_loop, nodes_of_services, nodes_of_clouds] = take(node_triggers);
+    let [clouds_of_cloud_loop, clouds_of_nodes] = take(cloud_triggers);
+    let [applications_of_application_loop] = take(application_triggers);
 
-    // A Service wakes for its own changes and its nodes'. The watch that wakes it for a node
-    // fills the node cache it reads, so it never judges a node by an older copy than the one
-    // that woke it. (The loops' own watches keep stores of their own.)
-    let (service_store, service_writer) = reflector::store();
-    let services = Controller::for_stream(
-        slim(Api::all(client.clone()), service_writer, None),
-        service_store,
-    )
-    .owns_stream(slim(
-        Api::all(client.clone()),
-        writers.nodes,
-        Some(caches.synced.clone()),
-    ))
-    .shutdown_on_signal()
-    .run(
-        |o, c| guard::reconcile(o, c, service::reconcile),
-        guard::error_policy,
-        ctx.clone(),
-    )
-    .for_each(|_| async {});
+    let services = Controller::for_stream(services_of_service_loop, caches.services.clone())
+        .owns_stream(nodes_of_services)
+        .shutdown_on_signal()
+        .run(
+            |o, c| guard::reconcile(o, c, service::reconcile),
+            guard::error_policy,
+            ctx.clone(),
+        )
+        .for_each(|_| async {});
     // A node waiting on its Cloud (a permanent refusal: credentials, image) wakes when the
-    // Cloud's spec changes or it turns Ready again (credentials fixed in its Secret). This watch
-    // fills the Cloud cache the nodes read, so a woken node sees the Cloud that woke it.
-    let cloud_turns = slim(
-        Api::all(client.clone()),
-        writers.clouds,
-        Some(caches.synced.clone()),
-    )
-    .predicate_filter(cloud_spec_or_readiness, Default::default());
+    // Cloud's spec changes or it turns Ready again (credentials fixed in its Secret).
+    let cloud_turns = clouds_of_nodes.predicate_filter(cloud_spec_or_readiness, Default::default());
     let nodes_of_cloud = caches.nodes.clone();
-    let (node_store, node_writer) = reflector::store();
-    let nodes = Controller::for_stream(
-        slim(Api::all(client.clone()), node_writer, None),
-        node_store,
-    )
-    .watches_stream(cloud_turns, move |cloud| {
-        let name = cloud.0.ok().map(|c| c.name_any()).unwrap_or_default();
-        nodes_of_cloud
-            .state()
-            .into_iter()
-            .filter(|n| n.0.as_ref().is_ok_and(|n| n.spec.cloud == name))
-            .map(|n| ObjectRef::from_obj(n.as_ref()))
-            .collect::<Vec<_>>()
-    })
-    .shutdown_on_signal()
-    .run(
-        |o, c| guard::reconcile(o, c, service_node::reconcile),
-        guard::error_policy,
-        ctx.clone(),
-    )
-    .for_each(|_| async {});
-    // An Application wakes when one of its Services changes; that watch fills the Service cache.
+    let nodes = Controller::for_stream(nodes_of_node_loop, caches.nodes.clone())
+        .watches_stream(cloud_turns, move |cloud| {
+            let name = cloud.0.ok().map(|c| c.name_any()).unwrap_or_default();
+            nodes_of_cloud
+                .state()
+                .into_iter()
+                .filter(|n| n.0.as_ref().is_ok_and(|n| n.spec.cloud == name))
+                .map(|n| ObjectRef::from_obj(n.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .shutdown_on_signal()
+        .run(
+            |o, c| guard::reconcile(o, c, service_node::reconcile),
+            guard::error_policy,
+            ctx.clone(),
+        )
+        .for_each(|_| async {});
     let applications = Controller::for_stream(
-        slim(
-            Api::all(client.clone()),
-            writers.applications,
-            Some(caches.synced.clone()),
-        ),
+        applications_of_application_loop,
         caches.applications.clone(),
     )
-    .watches_stream(
-        slim(
-            Api::<Guarded<Service>>::all(client.clone()),
-            writers.services,
-            Some(caches.synced.clone()),
-        ),
-        |svc| {
-            let svc = svc.0.ok()?;
-            let ns = svc.metadata.namespace.clone()?;
-            Some(ObjectRef::<Guarded<Application>>::new(&svc.spec.application).within(&ns))
-        },
-    )
+    .watches_stream(services_of_applications, |svc| {
+        let svc = svc.0.ok()?;
+        let ns = svc.metadata.namespace.clone()?;
+        Some(ObjectRef::<Guarded<Application>>::new(&svc.spec.application).within(&ns))
+    })
     .shutdown_on_signal()
     .run(
         |o, c| guard::reconcile(o, c, application::reconcile),
@@ -190,27 +215,20 @@ pub async fn run(client: Client, ctx: Arc<Context>, writers: Writers, ready: Arc
     // Nodes created, re-specced or deleted (a new generation; status changes are not) refresh
     // their Cloud's node count and finalizer; the debounce folds a burst into one pass. Status
     // changes would keep resetting the debounce while a service scales, starving the Cloud.
-    let node_generations = watcher(Api::<Guarded<ServiceNode>>::all(client.clone()), all())
-        .default_backoff()
-        .touched_objects()
-        .predicate_filter(predicates::generation, Default::default());
-    // The Cloud loop's own watch keeps a store of its own (Clouds are few).
-    let (cloud_store, cloud_writer) = reflector::store();
-    let clouds = Controller::for_stream(
-        slim(Api::all(client.clone()), cloud_writer, None),
-        cloud_store,
-    )
-    .watches_stream(node_generations, |node| {
-        Some(ObjectRef::<Guarded<Cloud>>::new(&node.0.ok()?.spec.cloud))
-    })
-    .with_config(kube::runtime::controller::Config::default().debounce(Duration::from_secs(2)))
-    .shutdown_on_signal()
-    .run(
-        |o, c| guard::reconcile(o, c, cloud::reconcile),
-        guard::error_policy,
-        ctx.clone(),
-    )
-    .for_each(|_| async {});
+    let node_generations =
+        nodes_of_clouds.predicate_filter(predicates::generation, Default::default());
+    let clouds = Controller::for_stream(clouds_of_cloud_loop, caches.clouds.clone())
+        .watches_stream(node_generations, |node| {
+            Some(ObjectRef::<Guarded<Cloud>>::new(&node.0.ok()?.spec.cloud))
+        })
+        .with_config(kube::runtime::controller::Config::default().debounce(Duration::from_secs(2)))
+        .shutdown_on_signal()
+        .run(
+            |o, c| guard::reconcile(o, c, cloud::reconcile),
+            guard::error_policy,
+            ctx.clone(),
+        )
+        .for_each(|_| async {});
     // Ready (for /readyz) once every cache holds the whole cluster's objects.
     let synced = async move {
         while !caches.ready() {
@@ -219,5 +237,17 @@ pub async fn run(client: Client, ctx: Arc<Context>, writers: Writers, ready: Arc
         ready.store(true, Ordering::Relaxed);
         tracing::info!("every watch has synced");
     };
-    futures::join!(services, nodes, applications, clouds, synced);
+    let watches = futures::future::join4(service_watch, node_watch, cloud_watch, application_watch);
+    // The loops end on a shutdown signal; the watches then have no one left to feed.
+    tokio::select! {
+        _ = futures::future::join5(services, nodes, applications, clouds, synced) => {}
+        _ = watches => tracing::error!("a watch ended"),
+    }
+}
+
+/// The triggers of a shared watch as an array, one per subscriber.
+fn take<K, const N: usize>(triggers: Vec<Trigger<K>>) -> [Trigger<K>; N] {
+    triggers
+        .try_into()
+        .unwrap_or_else(|_| unreachable!("shared_watch makes one trigger per subscriber"))
 }

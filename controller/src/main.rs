@@ -17,13 +17,14 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
+use conpaas_reconcilers::backpressure;
 use conpaas_reconcilers::metrics::Metrics;
 use conpaas_reconcilers::{AgentApi, Context};
 use futures::StreamExt;
-use k8s_openapi::api::coordination::v1::Lease;
-use kube::runtime::events::{Recorder, Reporter};
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use kube::client::ClientBuilder;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
-use kube::{Api, Client, Config, ResourceExt};
+use kube::{Api, Config};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -32,7 +33,7 @@ async fn main() -> anyhow::Result<()> {
     // With the EC2 driver compiled in, rustls has two crypto backends and picks none itself.
     let _ = rustls::crypto::ring::default_provider().install_default();
 
-    let config = Config::infer()
+    let mut config = Config::infer()
         .await
         .context("find the Kubernetes API server (KUBECONFIG, ~/.kube/config or in-cluster)")?;
     let own_url = config
@@ -49,7 +50,12 @@ async fn main() -> anyhow::Result<()> {
         .leader_namespace
         .clone()
         .unwrap_or_else(|| config.default_namespace.clone());
-    let client = Client::try_from(config).context("build the Kubernetes client")?;
+    // Writes are limited and refused ones retried by our own layers (backpressure), not kube's.
+    config.default_retry = false;
+    let client = ClientBuilder::try_from(config)
+        .context("build the Kubernetes client")?
+        .with_layer(&backpressure::layers(args.max_concurrent_writes))
+        .build();
     let local = args.local_config()?;
     let identity = format!("{}-{}", hostname(), std::process::id());
     tracing::info!(state_dir = %local.state_dir.display(), agent = %local.agent_binary.display(), api = %agent_api.url, %identity, "starting conpaas-controller");
@@ -89,7 +95,7 @@ async fn main() -> anyhow::Result<()> {
         watcher::Config::default().labels(conpaas_crds::labels::LABEL_SERVICE),
     )
     .default_backoff()
-    .modify(|lease| lease.managed_fields_mut().clear())
+    .modify(slim_lease)
     .reflect(lease_writer)
     .for_each(|event| async {
         if let Err(e) = event {
@@ -114,12 +120,10 @@ async fn main() -> anyhow::Result<()> {
         )),
         metrics,
         agent_api,
-        recorder: Recorder::new(
+        recorder: conpaas_reconcilers::events::Recorder::new(
             client.clone(),
-            Reporter {
-                controller: "conpaas-controller".into(),
-                instance: Some(identity),
-            },
+            "conpaas-controller",
+            &identity,
         ),
         backoff: Default::default(),
         settings: conpaas_reconcilers::context::Settings {
@@ -138,6 +142,12 @@ async fn main() -> anyhow::Result<()> {
         credentials: Default::default(),
     });
 
+    // Counts of repeated Events are written once a minute.
+    let event_counts = tokio::spawn({
+        let ctx = ctx.clone();
+        async move { ctx.recorder.run().await }
+    });
+
     match leading {
         Some(leadership) => {
             tokio::select! {
@@ -153,8 +163,24 @@ async fn main() -> anyhow::Result<()> {
         None => loops::run(client, ctx, cache_writers, ready).await,
     }
     lease_watch.abort();
+    event_counts.abort();
     tracing::info!("conpaas-controller stopped");
     Ok(())
+}
+
+/// Keeps what the loops read of a heartbeat Lease, its name and `renewTime`: thousands of them
+/// stay cached, and the rest (holder, durations, labels, owners) is only weight.
+fn slim_lease(lease: &mut Lease) {
+    let renew_time = lease.spec.as_mut().and_then(|s| s.renew_time.take());
+    let meta = &mut lease.metadata;
+    meta.managed_fields = None;
+    meta.labels = None;
+    meta.annotations = None;
+    meta.owner_references = None;
+    lease.spec = Some(LeaseSpec {
+        renew_time,
+        ..Default::default()
+    });
 }
 
 fn hostname() -> String {

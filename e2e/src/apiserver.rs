@@ -15,12 +15,46 @@ pub const WRITES: [&str; 6] = [
     "DELETECOLLECTION",
 ];
 
+/// Every verb the API server counts.
+pub const ALL: [&str; 10] = [
+    "GET",
+    "LIST",
+    "WATCH",
+    "POST",
+    "PUT",
+    "PATCH",
+    "APPLY",
+    "DELETE",
+    "DELETECOLLECTION",
+    "CONNECT",
+];
+
 /// Requests served so far with one of `verbs`, by `"VERB resource/subresource"`.
 pub async fn requests_by(client: &Client, verbs: &[&str]) -> anyhow::Result<BTreeMap<String, u64>> {
+    count_by(client, |verb, resource, subresource, _| {
+        verbs
+            .contains(&verb)
+            .then(|| format!("{verb} {resource}/{subresource}"))
+    })
+    .await
+}
+
+/// Responses served so far by HTTP status code.
+pub async fn responses_by_code(client: &Client) -> anyhow::Result<BTreeMap<String, u64>> {
+    count_by(client, |_, _, _, code| Some(code.to_string())).await
+}
+
+/// Sums `apiserver_request_total` by the key `key` makes of a series' verb, resource,
+/// subresource and code; series it returns None for are left out.
+async fn count_by(
+    client: &Client,
+    key: impl Fn(&str, &str, &str, &str) -> Option<String>,
+) -> anyhow::Result<BTreeMap<String, u64>> {
     let req = http::Request::get("/metrics").body(Vec::new())?;
     let text = client.request_text(req).await?;
     let label = |line: &str, name: &str| {
-        let key = format!("{name}=\"");
+        let key = format!(",{name}=\"");
+        let line = line.replacen('{', ",", 1);
         line.split(key.as_str())
             .nth(1)
             .and_then(|v| v.split('"').next())
@@ -32,20 +66,20 @@ pub async fn requests_by(client: &Client, verbs: &[&str]) -> anyhow::Result<BTre
         .lines()
         .filter(|l| l.starts_with("apiserver_request_total{"))
     {
-        let verb = label(line, "verb");
-        if verbs.contains(&verb.as_str()) {
-            let n = line
-                .rsplit(' ')
-                .next()
-                .and_then(|v| v.parse::<f64>().ok())
-                .unwrap_or(0.0) as u64;
-            *by.entry(format!(
-                "{verb} {}/{}",
-                label(line, "resource"),
-                label(line, "subresource")
-            ))
-            .or_insert(0) += n;
-        }
+        let Some(k) = key(
+            &label(line, "verb"),
+            &label(line, "resource"),
+            &label(line, "subresource"),
+            &label(line, "code"),
+        ) else {
+            continue;
+        };
+        let n = line
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0) as u64;
+        *by.entry(k).or_insert(0) += n;
     }
     Ok(by)
 }

@@ -37,7 +37,7 @@ fn service_conditions(s: &Service, type_: &str) -> (String, String, String) {
 #[tokio::test]
 async fn a_refused_create_is_shown_stalls_and_resumes_when_the_cloud_is_fixed() {
     let moto = Moto::start_with(&[("MOTO_ENABLE_AMI_VALIDATION", "true")]).expect("moto");
-    let env = common::env("refused", 125).await;
+    let env = common::env("refused", 126).await;
     apply_credentials(&env.client).await.unwrap();
     env.apply(&format!(
         "apiVersion: conpaas.io/v1alpha1\nkind: Cloud\nmetadata: {{name: aws}}\nspec:\n  ec2:\n    region: us-east-1\n    endpoint: {}\n    imageId: ami-0badc0ffee0000000\n    instanceType: t3.micro\n    credentialsSecret: {{name: aws-creds}}\n",

@@ -15,7 +15,7 @@ const CONPAAS: [&str; 4] = ["services", "servicenodes", "applications", "clouds"
 
 #[tokio::test(flavor = "multi_thread")]
 async fn reconciling_a_converged_service_reads_caches_and_writes_nothing() {
-    let env = env("quiet-e2e", 49).await;
+    let env = env("quiet-e2e", 50).await;
     env.apply(&EXAMPLE).await;
     env.wait_ready("hello", "node 3/3").await;
     // The Cloud counts the nodes after a short debounce: converged when it shows all three.

@@ -7,7 +7,6 @@ use conpaas_cloud::ComputeDriver;
 use conpaas_crds::v1alpha1::Cloud;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Client;
-use kube::runtime::events::Recorder;
 use kube::runtime::reflector::Store;
 
 use crate::backoff::Backoff;
@@ -64,8 +63,8 @@ pub struct Context {
     pub drivers: Arc<dyn DriverRegistry>,
     /// How agents reach the API server.
     pub agent_api: AgentApi,
-    /// Publishes Kubernetes Events.
-    pub recorder: Recorder,
+    /// Publishes Kubernetes Events, one per happening.
+    pub recorder: crate::events::Recorder,
     /// Per-object failure backoff.
     pub backoff: Backoff,
     /// Tunables.

@@ -12,7 +12,6 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Resource;
 use kube::core::error_boundary::{DeserializeGuard, InvalidObject};
 use kube::runtime::controller::Action as Requeue;
-use kube::runtime::events::{Event, EventType};
 
 use crate::{Context, Error};
 
@@ -89,17 +88,8 @@ async fn report<K: Resource<DynamicType = ()>>(ctx: &Context, invalid: &InvalidO
         uid: meta.uid.clone(),
         ..Default::default()
     };
-    let event = Event {
-        type_: EventType::Warning,
-        reason: "InvalidObject".into(),
-        note: Some(format!(
-            "the controller cannot read this object: {}",
-            invalid.error
-        )),
-        action: "Reconcile".into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, &reference).await {
-        tracing::warn!(error = %e, "could not publish event");
-    }
+    let note = format!("the controller cannot read this object: {}", invalid.error);
+    ctx.recorder
+        .publish(&reference, true, "InvalidObject", "Reconcile", note)
+        .await;
 }

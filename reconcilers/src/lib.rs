@@ -13,6 +13,7 @@
 
 pub mod application;
 pub mod backoff;
+pub mod backpressure;
 pub mod caches;
 pub mod cloud;
 pub mod context;
