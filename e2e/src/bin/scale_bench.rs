@@ -152,11 +152,15 @@ async fn overload(admin: Client, seconds: u64) -> anyhow::Result<u64> {
                 let mut n = 0u64;
                 while Instant::now() < deadline {
                     n += 1;
-                    let patch = json!({"apiVersion": "v1", "kind": "ConfigMap", "data": {"n": n.to_string()}});
-                    let pp = kube::api::PatchParams::apply("overload").force();
                     let name = format!("load-{i}-{}", n % 16);
-                    if api.patch(&name, &pp, &kube::api::Patch::Apply(&patch)).await.is_ok() {
-                        done.fetch_add(1, Ordering::Relaxed);
+                    let patch = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"n": n.to_string()}});
+                    let pp = kube::api::PatchParams::apply("overload").force();
+                    match api.patch(&name, &pp, &kube::api::Patch::Apply(&patch)).await {
+                        Ok(_) => {
+                            done.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) if n == 1 => eprintln!("overload worker {i}: {e}"),
+                        Err(_) => {}
                     }
                 }
             })
