@@ -1,6 +1,5 @@
 //! etcd + kube-apiserver (+ kube-controller-manager) on loopback, in a temporary folder.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -59,7 +58,11 @@ impl ControlPlane {
         };
         let root = cp.dir.path().to_path_buf();
 
-        let (client_port, peer_port, api_port) = (free_port()?, free_port()?, free_port()?);
+        let (client_port, peer_port, api_port) = (
+            crate::process::free_port()?,
+            crate::process::free_port()?,
+            crate::process::free_port()?,
+        );
         let etcd = etcd_bin_vendored_linux_amd64::etcd_bin_path().expect("vendored etcd");
         cp.spawn(
             "etcd",
@@ -210,10 +213,6 @@ impl Drop for ControlPlane {
             let _ = child.wait();
         }
     }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 fn write_kubeconfig(path: &Path, url: &str, ca: &Path, token: &str) -> anyhow::Result<()> {

@@ -36,9 +36,7 @@ impl Controller {
         subnet: u8,
         env: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
+        let port = crate::process::free_port()?;
         let mut controller = Controller {
             http_address: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
             env: env
