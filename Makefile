@@ -7,7 +7,7 @@ CARGO ?= cargo
 # `make build` and `make run` leave it out.
 TEST_FEATURES = conpaas-controller/ec2,conpaas-cloud/ec2,conpaas-cloud/opennebula,conpaas-e2e/ec2
 
-NEXTEST ?= $(HOME)/.cache/conpaas/nextest-0.9.151/bin/cargo-nextest
+NEXTEST ?= $(or $(CONPAAS_CACHE),$(HOME)/.cache/conpaas)/nextest-0.9.151/bin/cargo-nextest
 
 .PHONY: run test build deps kube helm kstatus nextest crds install-yaml lint bench scale-bench ec2-bench
 

@@ -14,6 +14,7 @@ use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt};
 use kube::ResourceExt;
 use kube::core::error_boundary::DeserializeGuard;
+use kube::runtime::controller::Action as Requeue;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::reflector::{self, store::Writer};
 use kube::runtime::{Controller, WatchStreamExt, predicates, watcher};
@@ -167,20 +168,14 @@ pub async fn run(client: Client, ctx: Arc<Context>, writers: Writers, ready: Arc
     let [applications_of_application_loop] = take(application_triggers);
 
     let services = Controller::for_stream(services_of_service_loop, caches.services.clone())
-        .owns_stream(nodes_of_services)
-        .shutdown_on_signal()
-        .run(
-            |o, c| guard::reconcile(o, c, service::reconcile),
-            guard::error_policy,
-            ctx.clone(),
-        )
-        .for_each(|_| async {});
+        .owns_stream(nodes_of_services);
     // A node waiting on its Cloud (a permanent refusal: credentials, image) wakes when the
     // Cloud's spec changes or it turns Ready again (credentials fixed in its Secret).
     let cloud_turns = clouds_of_nodes.predicate_filter(cloud_spec_or_readiness, Default::default());
     let nodes_of_cloud = caches.nodes.clone();
-    let nodes = Controller::for_stream(nodes_of_node_loop, caches.nodes.clone())
-        .watches_stream(cloud_turns, move |cloud| {
+    let nodes = Controller::for_stream(nodes_of_node_loop, caches.nodes.clone()).watches_stream(
+        cloud_turns,
+        move |cloud| {
             let name = cloud.0.ok().map(|c| c.name_any()).unwrap_or_default();
             nodes_of_cloud
                 .state()
@@ -188,14 +183,8 @@ pub async fn run(client: Client, ctx: Arc<Context>, writers: Writers, ready: Arc
                 .filter(|n| n.0.as_ref().is_ok_and(|n| n.spec.cloud == name))
                 .map(|n| ObjectRef::from_obj(n.as_ref()))
                 .collect::<Vec<_>>()
-        })
-        .shutdown_on_signal()
-        .run(
-            |o, c| guard::reconcile(o, c, service_node::reconcile),
-            guard::error_policy,
-            ctx.clone(),
-        )
-        .for_each(|_| async {});
+        },
+    );
     let applications = Controller::for_stream(
         applications_of_application_loop,
         caches.applications.clone(),
@@ -204,14 +193,7 @@ pub async fn run(client: Client, ctx: Arc<Context>, writers: Writers, ready: Arc
         let svc = svc.0.ok()?;
         let ns = svc.metadata.namespace.clone()?;
         Some(ObjectRef::<Guarded<Application>>::new(&svc.spec.application).within(&ns))
-    })
-    .shutdown_on_signal()
-    .run(
-        |o, c| guard::reconcile(o, c, application::reconcile),
-        guard::error_policy,
-        ctx.clone(),
-    )
-    .for_each(|_| async {});
+    });
     // Nodes created, re-specced or deleted (a new generation; status changes are not) refresh
     // their Cloud's node count and finalizer; the debounce folds a burst into one pass. Status
     // changes would keep resetting the debounce while a service scales, starving the Cloud.
@@ -221,14 +203,11 @@ pub async fn run(client: Client, ctx: Arc<Context>, writers: Writers, ready: Arc
         .watches_stream(node_generations, |node| {
             Some(ObjectRef::<Guarded<Cloud>>::new(&node.0.ok()?.spec.cloud))
         })
-        .with_config(kube::runtime::controller::Config::default().debounce(Duration::from_secs(2)))
-        .shutdown_on_signal()
-        .run(
-            |o, c| guard::reconcile(o, c, cloud::reconcile),
-            guard::error_policy,
-            ctx.clone(),
-        )
-        .for_each(|_| async {});
+        .with_config(kube::runtime::controller::Config::default().debounce(Duration::from_secs(2)));
+    let services = drive(services, &ctx, service::reconcile);
+    let nodes = drive(nodes, &ctx, service_node::reconcile);
+    let applications = drive(applications, &ctx, application::reconcile);
+    let clouds = drive(clouds, &ctx, cloud::reconcile);
     // Ready (for /readyz) once every cache holds the whole cluster's objects.
     let synced = async move {
         while !caches.ready() {
@@ -243,6 +222,30 @@ pub async fn run(client: Client, ctx: Arc<Context>, writers: Writers, ready: Arc
         _ = futures::future::join5(services, nodes, applications, clouds, synced) => {}
         _ = watches => tracing::error!("a watch ended"),
     }
+}
+
+/// Runs a loop until a shutdown signal, every reconcile through [`guard`].
+async fn drive<K, F, Fut>(controller: Controller<Guarded<K>>, ctx: &Arc<Context>, reconcile: F)
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+    F: Fn(Arc<K>, Arc<Context>) -> Fut + Copy + Send + 'static,
+    Fut: std::future::Future<Output = Result<Requeue, conpaas_reconcilers::Error>> + Send + 'static,
+{
+    controller
+        .shutdown_on_signal()
+        .run(
+            move |o, c| guard::reconcile(o, c, reconcile),
+            guard::error_policy,
+            ctx.clone(),
+        )
+        .for_each(|_| async {})
+        .await
 }
 
 /// The triggers of a shared watch as an array, one per subscriber.

@@ -15,28 +15,26 @@ pub const WRITES: [&str; 6] = [
     "DELETECOLLECTION",
 ];
 
-/// Every verb the API server counts.
-pub const ALL: [&str; 10] = [
-    "GET",
-    "LIST",
-    "WATCH",
-    "POST",
-    "PUT",
-    "PATCH",
-    "APPLY",
-    "DELETE",
-    "DELETECOLLECTION",
-    "CONNECT",
-];
-
 /// Requests served so far with one of `verbs`, by `"VERB resource/subresource"`.
 pub async fn requests_by(client: &Client, verbs: &[&str]) -> anyhow::Result<BTreeMap<String, u64>> {
     count_by(client, |verb, resource, subresource, _| {
         verbs
             .contains(&verb)
-            .then(|| format!("{verb} {resource}/{subresource}"))
+            .then(|| request_key(verb, resource, subresource))
     })
     .await
+}
+
+/// Every request served so far, by `"VERB resource/subresource"`.
+pub async fn all_requests_by(client: &Client) -> anyhow::Result<BTreeMap<String, u64>> {
+    count_by(client, |verb, resource, subresource, _| {
+        Some(request_key(verb, resource, subresource))
+    })
+    .await
+}
+
+fn request_key(verb: &str, resource: &str, subresource: &str) -> String {
+    format!("{verb} {resource}/{subresource}")
 }
 
 /// Responses served so far by HTTP status code.

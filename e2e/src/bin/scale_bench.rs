@@ -195,7 +195,7 @@ async fn main() -> anyhow::Result<()> {
 
     let services = args.nodes.div_ceil(args.per_service);
     let writes_before = api_writes(&admin).await?;
-    let requests_before = apiserver::requests_by(&admin, &apiserver::ALL).await?;
+    let requests_before = apiserver::all_requests_by(&admin).await?;
     let codes_before = apiserver::responses_by_code(&admin).await?;
     let started = Instant::now();
     let overload = (args.overload_seconds > 0)
@@ -262,10 +262,7 @@ async fn main() -> anyhow::Result<()> {
         "target: time to Ready <= 1.5 x writes / raw rate = {:.1}s",
         1.5 * writes as f64 / rate
     );
-    let requests = apiserver::grown(
-        &requests_before,
-        &apiserver::requests_by(&admin, &apiserver::ALL).await?,
-    );
+    let requests = apiserver::grown(&requests_before, &apiserver::all_requests_by(&admin).await?);
     // The overload's own ConfigMaps are not the controller's work.
     let (load, ours): (BTreeMap<_, _>, BTreeMap<_, _>) = requests
         .into_iter()
