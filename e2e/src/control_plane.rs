@@ -17,7 +17,8 @@ const ADMIN_TOKEN: &str = "conpaas-e2e-admin-token";
 /// A running control plane. Dropping it stops every process it started.
 pub struct ControlPlane {
     dir: tempfile::TempDir,
-    processes: Vec<Child>,
+    /// Each process with its name, in the order started.
+    processes: Vec<(String, Child)>,
     /// `https://127.0.0.1:<port>`.
     pub url: String,
     /// A kubeconfig file with cluster-admin rights.
@@ -35,8 +36,26 @@ impl ControlPlane {
         Ok(path)
     }
 
-    /// Starts etcd, kube-apiserver and kube-controller-manager, and installs the CRDs.
+    /// Starts etcd, kube-apiserver and kube-controller-manager, and installs the CRDs. A start
+    /// that fails (a process exits, or the API server is not ready in time, e.g. on a machine
+    /// loaded by other tests) is tried again in a new folder on new ports; the error names each
+    /// attempt's cause with the end of its logs.
     pub async fn start() -> anyhow::Result<Self> {
+        const ATTEMPTS: usize = 3;
+        let mut failures = Vec::new();
+        for attempt in 1..=ATTEMPTS {
+            match Self::start_once().await {
+                Ok(cp) => return Ok(cp),
+                Err(e) => {
+                    eprintln!("control plane attempt {attempt} of {ATTEMPTS} failed: {e:#}");
+                    failures.push(format!("attempt {attempt}: {e:#}"));
+                }
+            }
+        }
+        bail!("the control plane did not start:\n{}", failures.join("\n"))
+    }
+
+    async fn start_once() -> anyhow::Result<Self> {
         // With the EC2 driver compiled in, rustls has two crypto backends and picks none itself.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let kube_dir = crate::cache_dir().join("kube-v1.34.4");
@@ -121,16 +140,16 @@ impl ControlPlane {
 
         // The serving certificate is self-signed for 127.0.0.1; trust exactly it.
         let ca = certs.join("apiserver.crt");
-        wait::until(
+        cp.wait_for(
             "the API server's certificate",
             Duration::from_secs(60),
-            || async { Ok(ca.exists()) },
+            || async { ca.exists() },
         )
         .await?;
         write_kubeconfig(&cp.kubeconfig, &cp.url, &ca, ADMIN_TOKEN)?;
         cp.ca = ca;
         let client = cp.client().await?;
-        wait::until(
+        cp.wait_for(
             "the API server to be ready",
             Duration::from_secs(90),
             || {
@@ -139,10 +158,10 @@ impl ControlPlane {
                     let req = http::Request::get("/readyz")
                         .body(Vec::new())
                         .expect("request");
-                    Ok(client
+                    client
                         .request_text(req)
                         .await
-                        .is_ok_and(|body| body.trim() == "ok"))
+                        .is_ok_and(|body| body.trim() == "ok")
                 }
             },
         )
@@ -193,8 +212,67 @@ impl ControlPlane {
             .stderr(log)
             .spawn()
             .with_context(|| format!("start {name}"))?;
-        self.processes.push(child);
+        self.processes.push((name.to_string(), child));
         Ok(())
+    }
+
+    /// Polls `check` until it holds, as [`wait::until`] does, but fails as soon as one of the
+    /// processes exits, or after `limit`, with the end of every process's log.
+    async fn wait_for<F, Fut>(
+        &mut self,
+        what: &str,
+        limit: Duration,
+        mut check: F,
+    ) -> anyhow::Result<()>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if check().await {
+                return Ok(());
+            }
+            let exited: Vec<String> = self
+                .processes
+                .iter_mut()
+                .filter_map(|(name, child)| {
+                    let status = child.try_wait().ok().flatten()?;
+                    Some(format!("{name} exited ({status})"))
+                })
+                .collect();
+            if !exited.is_empty() {
+                bail!(
+                    "waiting for {what}: {}\n{}",
+                    exited.join(", "),
+                    self.log_tails()
+                );
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!(
+                    "timed out after {limit:?} waiting for {what}\n{}",
+                    self.log_tails()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The last lines of each process's log, to say why a start failed.
+    fn log_tails(&self) -> String {
+        let mut out = String::new();
+        for (name, _) in &self.processes {
+            let path = self.dir.path().join("logs").join(format!("{name}.log"));
+            let log = std::fs::read_to_string(&path).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(15)..];
+            out.push_str(&format!(
+                "--- {name} (last {} lines)\n{}\n",
+                tail.len(),
+                tail.join("\n")
+            ));
+        }
+        out
     }
 
     /// Keeps the folder (and its logs) after the control plane stops; returns its path.
@@ -208,7 +286,7 @@ impl ControlPlane {
 impl Drop for ControlPlane {
     fn drop(&mut self) {
         // Reverse order: controllers first, etcd last.
-        for child in self.processes.iter_mut().rev() {
+        for (_, child) in self.processes.iter_mut().rev() {
             let _ = child.kill();
             let _ = child.wait();
         }
