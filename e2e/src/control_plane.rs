@@ -41,10 +41,15 @@ impl ControlPlane {
     /// loaded by other tests) is tried again in a new folder on new ports; the error names each
     /// attempt's cause with the end of its logs.
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(&[]).await
+    }
+
+    /// [`Self::start`] with more kube-apiserver flags, e.g. lower in-flight limits.
+    pub async fn start_with(apiserver_flags: &[String]) -> anyhow::Result<Self> {
         const ATTEMPTS: usize = 3;
         let mut failures = Vec::new();
         for attempt in 1..=ATTEMPTS {
-            match Self::start_once().await {
+            match Self::start_once(apiserver_flags).await {
                 Ok(cp) => return Ok(cp),
                 Err(e) => {
                     eprintln!("control plane attempt {attempt} of {ATTEMPTS} failed: {e:#}");
@@ -55,7 +60,7 @@ impl ControlPlane {
         bail!("the control plane did not start:\n{}", failures.join("\n"))
     }
 
-    async fn start_once() -> anyhow::Result<Self> {
+    async fn start_once(apiserver_flags: &[String]) -> anyhow::Result<Self> {
         // With the EC2 driver compiled in, rustls has two crypto backends and picks none itself.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let kube_dir = crate::cache_dir().join("kube-v1.34.4");
@@ -120,21 +125,23 @@ impl ControlPlane {
         let certs = root.join("certs");
         cp.spawn(
             "kube-apiserver",
-            Command::new(&apiserver).args([
-                &format!("--etcd-servers=http://127.0.0.1:{client_port}"),
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
-                &format!("--secure-port={api_port}"),
-                &format!("--cert-dir={}", certs.display()),
-                "--service-account-issuer=https://kubernetes.default.svc",
-                &format!("--service-account-key-file={}", key.display()),
-                &format!("--service-account-signing-key-file={}", key.display()),
-                "--service-cluster-ip-range=10.0.0.0/24",
-                &format!("--token-auth-file={}", root.join("tokens.csv").display()),
-                "--authorization-mode=RBAC",
-                "--disable-admission-plugins=ServiceAccount",
-                "--endpoint-reconciler-type=none",
-            ]),
+            Command::new(&apiserver)
+                .args([
+                    &format!("--etcd-servers=http://127.0.0.1:{client_port}"),
+                    "--bind-address=127.0.0.1",
+                    "--advertise-address=127.0.0.1",
+                    &format!("--secure-port={api_port}"),
+                    &format!("--cert-dir={}", certs.display()),
+                    "--service-account-issuer=https://kubernetes.default.svc",
+                    &format!("--service-account-key-file={}", key.display()),
+                    &format!("--service-account-signing-key-file={}", key.display()),
+                    "--service-cluster-ip-range=10.0.0.0/24",
+                    &format!("--token-auth-file={}", root.join("tokens.csv").display()),
+                    "--authorization-mode=RBAC",
+                    "--disable-admission-plugins=ServiceAccount",
+                    "--endpoint-reconciler-type=none",
+                ])
+                .args(apiserver_flags),
         )?;
         cp.url = format!("https://127.0.0.1:{api_port}");
 

@@ -29,6 +29,7 @@ use crate::ControlPlane;
 pub struct StandIns {
     raw: Client,
     writes: AtomicU64,
+    tokens: AtomicU64,
 }
 
 impl StandIns {
@@ -44,10 +45,17 @@ impl StandIns {
         Ok(Self {
             raw: Client::try_from(config)?,
             writes: AtomicU64::new(0),
+            tokens: AtomicU64::new(0),
         })
     }
 
-    /// API writes the stand-ins made so far.
+    /// Tokens the stand-ins requested for themselves so far: a real agent gets its token in the
+    /// bootstrap instead, so these are the benchmark's cost, not the system's.
+    pub fn tokens(&self) -> u64 {
+        self.tokens.load(Ordering::Relaxed)
+    }
+
+    /// API writes the stand-ins made so far (renewals and reports, with the nodes' tokens).
     pub fn writes(&self) -> u64 {
         self.writes.load(Ordering::Relaxed)
     }
@@ -146,6 +154,7 @@ impl StandIns {
                     },
                     ..Default::default()
                 };
+                me.tokens.fetch_add(1, Ordering::Relaxed);
                 let Ok(Some(token)) = accounts
                     .create_token_request(&name, &PostParams::default(), &request)
                     .await

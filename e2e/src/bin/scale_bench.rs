@@ -44,6 +44,11 @@ struct Args {
     /// ConfigMaps) saturates the API server; 0 for a quiet run
     #[arg(long, default_value_t = 0)]
     overload_seconds: u64,
+    /// The API server's --max-requests-inflight (and half of it as
+    /// --max-mutating-requests-inflight): lower than its default 400 to see requests refused
+    /// with 429 and the controller wait them out
+    #[arg(long)]
+    max_requests_inflight: Option<u32>,
 }
 
 const NS: &str = "default";
@@ -175,7 +180,16 @@ async fn overload(admin: Client, seconds: u64) -> anyhow::Result<u64> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let cp = ControlPlane::start().await?;
+    let limits: Vec<String> = args
+        .max_requests_inflight
+        .map(|n| {
+            vec![
+                format!("--max-requests-inflight={n}"),
+                format!("--max-mutating-requests-inflight={}", (n / 2).max(1)),
+            ]
+        })
+        .unwrap_or_default();
+    let cp = ControlPlane::start_with(&limits).await?;
     let admin = cp.client().await?;
 
     let rate = raw_apply_rate(&admin, 10).await?;
@@ -272,6 +286,28 @@ async fn main() -> anyhow::Result<()> {
         "API requests during the ramp (API server's count, ConfigMaps of the overload left out: {}): {total}, {:.1} per node",
         load.values().sum::<u64>(),
         total as f64 / args.nodes as f64
+    );
+    // What bringing a node up costs, apart from time: every write but the heartbeat renewals
+    // (one per node every 20 s, for as long as the ramp lasts) and the stand-ins' own tokens.
+    let renewals = ours.get("PATCH leases/").copied().unwrap_or(0);
+    let creation: u64 = ours
+        .iter()
+        .filter(|(k, _)| {
+            apiserver::WRITES
+                .iter()
+                .any(|w| k.starts_with(&format!("{w} ")))
+        })
+        .map(|(_, n)| n)
+        .sum::<u64>()
+        - renewals
+        - agents
+            .tokens()
+            .min(ours.get("POST serviceaccounts/token").copied().unwrap_or(0));
+    println!(
+        "writes to bring a node up: {:.2} per node (heartbeat renewals left out: {:.2} per node; the stand-ins' own {} token requests left out)",
+        creation as f64 / args.nodes as f64,
+        renewals as f64 / args.nodes as f64,
+        agents.tokens()
     );
     let mut rows: Vec<_> = ours.into_iter().collect();
     rows.sort_by_key(|row| std::cmp::Reverse(row.1));

@@ -35,6 +35,11 @@ pub fn startup_grace(node: &ServiceNode) -> Duration {
     Duration::from_secs((3 * node.spec.heartbeat_timeout_seconds.max(1) as u64).max(120))
 }
 
+/// Ready's message from a VM's start until its agent's first report. The first heartbeat comes
+/// between the two and is not a step of its own: a message of its own would cost every new node
+/// one more status write.
+const AGENT_STARTING: &str = "waiting for the agent's first heartbeat and report";
+
 /// The node's Ready condition from its VM, its agent's heartbeat (the Lease's renew time) and
 /// its agent's report.
 pub fn ready(
@@ -64,10 +69,7 @@ pub fn ready(
                     format!("no heartbeat from the agent {booted:.0}s after the VM started"),
                 );
             }
-            return no(
-                "AgentNotReported",
-                "waiting for the agent's first heartbeat".into(),
-            );
+            return no("AgentNotReported", AGENT_STARTING.into());
         }
         Some(beat) if age(beat) > node.spec.heartbeat_timeout_seconds as f64 => {
             return no(
@@ -78,10 +80,7 @@ pub fn ready(
         Some(_) => {}
     }
     let Some(agent) = agent else {
-        return no(
-            "AgentNotReported",
-            "waiting for the agent's first report".into(),
-        );
+        return no("AgentNotReported", AGENT_STARTING.into());
     };
     if agent.observed_generation != node.metadata.generation {
         return no(
@@ -447,6 +446,11 @@ mod tests {
                 false,
             ),
         ];
+        // The first heartbeat alone changes nothing a user sees, so it costs no status write.
+        assert_eq!(
+            ready(&node(None), &running_since(990), None, &now),
+            ready(&node(None), &running_since(990), Some(&at(999)), &now),
+        );
         for (node, vm, beat, reason, healthy_expected) in cases {
             let r = ready(&node, &vm, beat.as_ref(), &now);
             assert_eq!(r.reason, reason);
