@@ -1,24 +1,49 @@
-//! Fetching, verifying and unpacking code versions. An archive is accepted only when its
-//! SHA-256 matches the node's spec, and unpacked only when no member is absolute or climbs out
-//! with `..`. Versions live in `<work>/code/<version>-<digest prefix>`; the current and previous
-//! are kept.
+//! Fetching, verifying and unpacking code versions. An archive is streamed to disk while its
+//! SHA-256 is computed, accepted only when that matches the node's spec, and unpacked only when
+//! no member is absolute, climbs out with `..` or is a link, and the unpacked files stay within
+//! a count and a size (also relative to the archive: a small archive that unpacks to gigabytes
+//! is refused). Versions live in `<work>/code/<version>-<digest prefix>`; the current and
+//! previous are kept.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 use conpaas_crds::v1alpha1::NodeCode;
+use http_body_util::BodyExt;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::{Api, Client};
 use sha2::{Digest, Sha256};
 
 /// Largest archive the agent downloads.
-const MAX_ARCHIVE_BYTES: usize = 256 << 20;
+const MAX_ARCHIVE_BYTES: u64 = 2 << 30;
 
-/// Fetches `code`, checks its digest and unpacks it; returns the version's folder.
+/// What an archive may unpack to.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub files: u64,
+    pub bytes: u64,
+    /// Unpacked bytes per archive byte, above `ratio_floor` (a zip bomb's tell).
+    pub ratio: u64,
+    pub ratio_floor: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            files: 200_000,
+            bytes: 16 << 30,
+            ratio: 200,
+            ratio_floor: 64 << 20,
+        }
+    }
+}
+
+/// Fetches `code` of `service`, checks its digest and unpacks it; returns the version's folder.
 pub async fn install(
     client: &Client,
     namespace: &str,
+    service: &str,
     code: &NodeCode,
     work_dir: &Path,
 ) -> anyhow::Result<PathBuf> {
@@ -33,25 +58,109 @@ pub async fn install(
     if target.is_dir() {
         return Ok(target);
     }
-    let bytes = fetch(client, namespace, code).await?;
-    let digest = hex::encode(Sha256::digest(&bytes));
-    if digest != code.sha256 {
-        bail!(
-            "code version {}: sha256 is {digest}, the spec says {}",
-            code.version,
-            code.sha256
-        );
-    }
-    let staging = root.join(format!(".staging-{}", code.version));
-    let _ = std::fs::remove_dir_all(&staging);
-    std::fs::create_dir_all(&staging).with_context(|| format!("create {}", staging.display()))?;
-    unpack(&bytes, &staging).with_context(|| format!("unpack code version {}", code.version))?;
-    std::fs::rename(&staging, &target).with_context(|| format!("activate {}", target.display()))?;
+    std::fs::create_dir_all(&root).with_context(|| format!("create {}", root.display()))?;
+    let download = root.join(format!(".download-{}", code.version));
+    let fetched = fetch(client, namespace, service, code, &download).await;
+    let result = fetched.and_then(|digest| {
+        if digest != code.sha256 {
+            bail!(
+                "code version {}: sha256 is {digest}, the spec says {}",
+                code.version,
+                code.sha256
+            );
+        }
+        let staging = root.join(format!(".staging-{}", code.version));
+        let _ = std::fs::remove_dir_all(&staging);
+        std::fs::create_dir_all(&staging)
+            .with_context(|| format!("create {}", staging.display()))?;
+        unpack(&download, &staging, Limits::default())
+            .with_context(|| format!("unpack code version {}", code.version))?;
+        std::fs::rename(&staging, &target).with_context(|| format!("activate {}", target.display()))
+    });
+    let _ = std::fs::remove_file(&download);
+    result?;
     prune(&root, &folder);
     Ok(target)
 }
 
-async fn fetch(client: &Client, namespace: &str, code: &NodeCode) -> anyhow::Result<Vec<u8>> {
+/// Writes chunks to a file while hashing them, refusing more than [`MAX_ARCHIVE_BYTES`].
+struct Sink {
+    file: std::fs::File,
+    hasher: Sha256,
+    written: u64,
+    what: String,
+}
+
+impl Sink {
+    fn create(path: &Path, what: String) -> anyhow::Result<Self> {
+        Ok(Self {
+            file: std::fs::File::create(path)
+                .with_context(|| format!("create {}", path.display()))?,
+            hasher: Sha256::new(),
+            written: 0,
+            what,
+        })
+    }
+
+    fn write(&mut self, chunk: &[u8]) -> anyhow::Result<()> {
+        self.written += chunk.len() as u64;
+        if self.written > MAX_ARCHIVE_BYTES {
+            bail!(
+                "{}: archive larger than {MAX_ARCHIVE_BYTES} bytes",
+                self.what
+            );
+        }
+        self.hasher.update(chunk);
+        self.file.write_all(chunk).context("write the download")
+    }
+
+    fn finish(mut self) -> anyhow::Result<String> {
+        self.file.flush()?;
+        Ok(hex::encode(self.hasher.finalize()))
+    }
+}
+
+/// Streams the archive into `path`; returns its SHA-256.
+async fn fetch(
+    client: &Client,
+    namespace: &str,
+    service: &str,
+    code: &NodeCode,
+    path: &Path,
+) -> anyhow::Result<String> {
+    if code.artifact {
+        // Through the API server to the controller's code API, with this node's own token.
+        let uri = conpaas_crds::code_api::archive_path(namespace, service, &code.sha256);
+        let what = format!("archive sha256:{} of service {service}", code.sha256);
+        let request = http::Request::get(&uri)
+            .body(kube::client::Body::empty())
+            .context("build the download request")?;
+        let response = client
+            .send(request)
+            .await
+            .with_context(|| format!("download {what}"))?;
+        let (parts, mut body) = response.into_parts();
+        if !parts.status.is_success() {
+            let bytes = body
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            let message = serde_json::from_slice::<serde_json::Value>(&bytes)
+                .ok()
+                .and_then(|v| v["message"].as_str().map(str::to_string))
+                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
+            bail!("download {what}: {} {message}", parts.status);
+        }
+        let mut sink = Sink::create(path, what.clone())?;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.with_context(|| format!("download {what}"))?;
+            if let Some(data) = frame.data_ref() {
+                sink.write(data)?;
+            }
+        }
+        return sink.finish();
+    }
     if let Some(key) = &code.config_map {
         let cm = Api::<ConfigMap>::namespaced(client.clone(), namespace)
             .get(&key.name)
@@ -63,36 +172,52 @@ async fn fetch(client: &Client, namespace: &str, code: &NodeCode) -> anyhow::Res
             .or_else(|| {
                 cm.data
                     .and_then(|d| d.get(&key.key).map(|s| s.clone().into_bytes()))
-            });
-        return bytes.with_context(|| format!("ConfigMap {} has no key {}", key.name, key.key));
+            })
+            .with_context(|| format!("ConfigMap {} has no key {}", key.name, key.key))?;
+        let mut sink = Sink::create(path, format!("ConfigMap {}", key.name))?;
+        sink.write(&bytes)?;
+        return sink.finish();
     }
     let url = code
         .url
         .as_deref()
-        .context("code version has neither configMap nor url")?;
-    let response = reqwest::get(url)
+        .context("code version has no artifact, configMap or url")?;
+    let mut response = reqwest::get(url)
         .await
         .with_context(|| format!("download {url}"))?
         .error_for_status()?;
-    let bytes = response
-        .bytes()
+    let mut sink = Sink::create(path, url.to_string())?;
+    while let Some(chunk) = response
+        .chunk()
         .await
-        .with_context(|| format!("download {url}"))?;
-    if bytes.len() > MAX_ARCHIVE_BYTES {
-        bail!("{url}: archive larger than {MAX_ARCHIVE_BYTES} bytes");
+        .with_context(|| format!("download {url}"))?
+    {
+        sink.write(&chunk)?;
     }
-    Ok(bytes.to_vec())
+    sink.finish()
 }
 
-/// Unpacks a tar (or gzipped tar) archive into `dest`, refusing unsafe member names.
-pub fn unpack(bytes: &[u8], dest: &Path) -> anyhow::Result<()> {
-    let reader: Box<dyn Read> = if bytes.starts_with(&[0x1f, 0x8b]) {
-        Box::new(flate2::read::GzDecoder::new(bytes))
+/// Unpacks the tar (or gzipped tar) archive at `archive` into `dest`, refusing unsafe members
+/// and archives that unpack to more than `limits` allow.
+pub fn unpack(archive: &Path, dest: &Path, limits: Limits) -> anyhow::Result<()> {
+    let packed = std::fs::metadata(archive)
+        .with_context(|| format!("read {}", archive.display()))?
+        .len();
+    let max_bytes = limits
+        .bytes
+        .min((packed.saturating_mul(limits.ratio)).max(limits.ratio_floor));
+    let mut file = std::fs::File::open(archive)?;
+    let mut magic = [0u8; 2];
+    let gzipped = file.read_exact(&mut magic).is_ok() && magic == [0x1f, 0x8b];
+    let file = std::fs::File::open(archive)?;
+    let reader: Box<dyn Read> = if gzipped {
+        Box::new(flate2::read::GzDecoder::new(std::io::BufReader::new(file)))
     } else {
-        Box::new(bytes)
+        Box::new(std::io::BufReader::new(file))
     };
-    let mut archive = tar::Archive::new(reader);
-    for entry in archive.entries()? {
+    let mut tar = tar::Archive::new(reader);
+    let (mut files, mut bytes) = (0u64, 0u64);
+    for entry in tar.entries()? {
         let mut entry = entry?;
         let path = entry.path()?.into_owned();
         let safe = path
@@ -106,6 +231,16 @@ pub fn unpack(bytes: &[u8], dest: &Path) -> anyhow::Result<()> {
         }
         if entry.header().entry_type().is_symlink() || entry.header().entry_type().is_hard_link() {
             bail!("archive member {} is a link", path.display());
+        }
+        files += 1;
+        bytes += entry.header().size().unwrap_or(0);
+        if files > limits.files {
+            bail!("the archive has more than {} members", limits.files);
+        }
+        if bytes > max_bytes {
+            bail!(
+                "the archive unpacks to more than {max_bytes} bytes (it is {packed} bytes packed)"
+            );
         }
         entry.unpack_in(dest)?;
     }
@@ -146,18 +281,55 @@ mod tests {
         builder.into_inner().unwrap()
     }
 
+    fn unpack_bytes(bytes: &[u8], dest: &Path, limits: Limits) -> anyhow::Result<()> {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), bytes).unwrap();
+        unpack(file.path(), dest, limits)
+    }
+
     #[test]
     fn unpacks_plain_members() {
         let dir = tempfile::tempdir().unwrap();
-        unpack(&tar_with("init.sh"), dir.path()).unwrap();
+        unpack_bytes(&tar_with("init.sh"), dir.path(), Limits::default()).unwrap();
         assert_eq!(std::fs::read(dir.path().join("init.sh")).unwrap(), b"hi");
+    }
+
+    #[test]
+    fn refuses_an_archive_that_unpacks_to_far_more_than_it_is() {
+        // 64 MiB of zeros gzip to about 64 KiB: a ratio of 1000.
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_size(64 << 20);
+        header.set_mode(0o644);
+        header.set_cksum();
+        builder
+            .append_data(&mut header, "zeros", std::io::repeat(0).take(64 << 20))
+            .unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(&builder.into_inner().unwrap()).unwrap();
+        let bomb = gz.finish().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let limits = Limits {
+            ratio_floor: 1 << 20,
+            ..Limits::default()
+        };
+        let err = unpack_bytes(&bomb, dir.path(), limits).unwrap_err();
+        assert!(err.to_string().contains("unpacks to more than"), "{err}");
+        assert!(!dir.path().join("zeros").exists());
+        let many = Limits {
+            files: 0,
+            ..Limits::default()
+        };
+        let err = unpack_bytes(&tar_with("a"), dir.path(), many).unwrap_err();
+        assert!(err.to_string().contains("more than 0 members"), "{err}");
     }
 
     #[test]
     fn refuses_members_that_leave_the_folder() {
         for name in ["../evil.sh", "/etc/evil.sh", "a/../../evil.sh"] {
             let dir = tempfile::tempdir().unwrap();
-            let err = unpack(&tar_with(name), &dir.path().join("x")).unwrap_err();
+            let err = unpack_bytes(&tar_with(name), &dir.path().join("x"), Limits::default())
+                .unwrap_err();
             assert!(
                 err.to_string().contains("leaves the folder"),
                 "{name}: {err}"

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use conpaas_crds::bootstrap::AgentBootstrap;
 use conpaas_crds::labels::MANAGER_AGENT;
-use conpaas_crds::v1alpha1::{AgentState, AgentStatus, ServiceNode};
+use conpaas_crds::v1alpha1::{AgentState, AgentStatus, ServiceNode, heartbeat_interval};
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
@@ -23,8 +23,6 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::report;
 use crate::roles::{self, Role, RoleEnv, RoleReport};
 
-/// The longest interval between heartbeats; shorter when the node's timeout asks for it.
-const MAX_HEARTBEAT: Duration = Duration::from_secs(20);
 /// How often the role is polled for changes of its own (a script ended).
 const POLL: Duration = Duration::from_millis(500);
 
@@ -45,7 +43,8 @@ pub async fn run(
     let mut interrupt = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
     let mut poll = tokio::time::interval(POLL);
     let leases: Api<Lease> = Api::namespaced(client.clone(), &boot.namespace);
-    let mut beat_every = MAX_HEARTBEAT;
+    let mut beat_every =
+        heartbeat_interval(conpaas_crds::v1alpha1::HealthSpec::default().heartbeat_timeout_seconds);
     let mut last_beat = tokio::time::Instant::now();
     let mut next_beat = last_beat;
 
@@ -128,12 +127,6 @@ pub async fn run(
         role.shutdown().await;
     }
     Ok(())
-}
-
-/// A third of the node's heartbeat timeout, at most [`MAX_HEARTBEAT`], at least a second.
-fn heartbeat_interval(timeout_seconds: i32) -> Duration {
-    (Duration::from_secs(timeout_seconds.max(3) as u64) / 3)
-        .clamp(Duration::from_secs(1), MAX_HEARTBEAT)
 }
 
 /// Renews the node's heartbeat Lease (created by the controller).

@@ -23,12 +23,30 @@ pub struct Cli {
     /// Namespace [default: the context's namespace, else `default`]
     #[arg(short = 'n', long, global = true)]
     pub namespace: Option<String>,
-    /// Output format
-    #[arg(short = 'o', long, global = true, value_enum, default_value_t = Output::Table)]
-    pub output: Output,
+    /// Output format: table, yaml or json [default: table]; for `code download`, the file to
+    /// write
+    #[arg(
+        short = 'o',
+        long = "output",
+        global = true,
+        value_name = "FORMAT|FILE"
+    )]
+    pub output: Option<String>,
     /// What to do
     #[command(subcommand)]
     pub verb: Verb,
+}
+
+impl Cli {
+    /// How to print results, from `-o`.
+    pub fn format(&self) -> anyhow::Result<Output> {
+        match &self.output {
+            None => Ok(Output::Table),
+            Some(value) => Output::from_str(value, true).map_err(|_| {
+                anyhow::anyhow!("-o {value:?}: the output format is table, yaml or json")
+            }),
+        }
+    }
 }
 
 /// How results are printed.
@@ -257,6 +275,12 @@ pub enum Verb {
         /// The Application
         app: String,
     },
+    /// A Service's code versions: upload, list, activate, delete, download
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  cpsctl code upload hello ./site --activate\n  cpsctl code list hello\n  cpsctl code activate hello v1\n  cpsctl code download hello v1 -o v1.tar.gz"
+    )]
+    Code(CodeVerb),
     /// Print a shell completion script
     #[command(
         after_help = "Examples:\n  cpsctl completion bash > /etc/bash_completion.d/cpsctl\n  cpsctl completion zsh > \"${fpath[1]}/_cpsctl\""
@@ -264,6 +288,58 @@ pub enum Verb {
     Completion {
         /// The shell
         shell: clap_complete::Shell,
+    },
+}
+
+/// What `cpsctl code` does.
+#[derive(Subcommand, Debug)]
+pub enum CodeVerb {
+    /// Store an archive (or a directory, packed) and add it as a version
+    // `version` names a code version here, not cpsctl's own.
+    #[command(disable_version_flag = true)]
+    Upload {
+        /// The Service
+        service: String,
+        /// A tar, tar.gz or war file, or a directory to pack
+        path: PathBuf,
+        /// The version's name [default: code-<first 10 digits of its sha256>]
+        #[arg(long)]
+        version: Option<String>,
+        /// Make it the version the nodes serve
+        #[arg(long)]
+        activate: bool,
+    },
+    /// The versions, their source and digest, and which one is active
+    List {
+        /// The Service
+        service: String,
+    },
+    /// Make a version the one every node serves
+    // `version` names a code version here, not cpsctl's own.
+    #[command(disable_version_flag = true)]
+    Activate {
+        /// The Service
+        service: String,
+        /// The version
+        version: String,
+    },
+    /// Remove a version (never the active one)
+    // `version` names a code version here, not cpsctl's own.
+    #[command(disable_version_flag = true)]
+    Delete {
+        /// The Service
+        service: String,
+        /// The version
+        version: String,
+    },
+    /// Write a version's archive to a file, its digest checked
+    // `version` names a code version here, not cpsctl's own.
+    #[command(disable_version_flag = true)]
+    Download {
+        /// The Service
+        service: String,
+        /// The version (the file to write is given with -o)
+        version: String,
     },
 }
 

@@ -11,6 +11,8 @@ use crate::args::{Cli, Output};
 pub struct Session {
     /// The API client.
     pub client: Client,
+    /// What it was built from, for requests whose bodies stream ([`send_streaming`]).
+    pub config: Config,
     /// Namespace of namespaced objects.
     pub namespace: String,
     /// How to print.
@@ -18,7 +20,7 @@ pub struct Session {
 }
 
 /// Connects as `cli` says.
-pub async fn connect(cli: &Cli) -> anyhow::Result<Session> {
+pub async fn connect(cli: &Cli, output: Output) -> anyhow::Result<Session> {
     let options = KubeConfigOptions {
         context: cli.context.clone(),
         ..Default::default()
@@ -41,10 +43,48 @@ pub async fn connect(cli: &Cli) -> anyhow::Result<Session> {
         .namespace
         .clone()
         .unwrap_or_else(|| config.default_namespace.clone());
-    let client = Client::try_from(config).context("build the Kubernetes client")?;
+    let client = Client::try_from(config.clone()).context("build the Kubernetes client")?;
     Ok(Session {
         client,
+        config,
         namespace,
-        output: cli.output,
+        output,
     })
+}
+
+/// Sends a request whose body streams (an archive upload) to the API server, authenticated as
+/// the kube client would be: kube's own client takes request bodies only whole.
+pub async fn send_streaming<B>(
+    config: &Config,
+    request: http::Request<B>,
+) -> anyhow::Result<http::Response<hyper::body::Incoming>>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    use kube::client::ConfigExt;
+    use tower::{ServiceBuilder, ServiceExt};
+    let https = config
+        .rustls_https_connector()
+        .context("TLS to the API server")?;
+    let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build::<_, B>(https);
+    let service = ServiceBuilder::new()
+        .layer(config.base_uri_layer())
+        .option_layer(
+            config
+                .auth_layer()
+                .context("the kubeconfig's credentials")?,
+        )
+        .layer(
+            config
+                .extra_headers_layer()
+                .context("the kubeconfig's headers")?,
+        )
+        .map_err(Into::<Box<dyn std::error::Error + Send + Sync>>::into)
+        .service(http);
+    service
+        .oneshot(request)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))
 }

@@ -53,6 +53,37 @@ pub struct Args {
     /// refuses for load (429) keeps its slot while it waits the server's Retry-After.
     #[arg(long, env = "CONPAAS_MAX_CONCURRENT_WRITES", default_value_t = 32)]
     pub max_concurrent_writes: usize,
+    /// Where the code API (uploads and downloads of code archives, behind the API server as
+    /// `code.conpaas.io`) listens
+    #[arg(
+        long,
+        env = "CONPAAS_CODE_API_ADDRESS",
+        default_value = "127.0.0.1:9443"
+    )]
+    pub code_api_address: std::net::SocketAddr,
+    /// The Service, in the controller's namespace, that the code API's APIService names
+    #[arg(
+        long,
+        env = "CONPAAS_CODE_API_SERVICE",
+        default_value = "conpaas-code-api"
+    )]
+    pub code_api_service: String,
+    /// Outside a cluster: make that Service an ExternalName for this host, so the API server
+    /// dials this host at the code API's own port. In a cluster the Helm chart makes a ClusterIP
+    /// Service for the controller's pods instead
+    #[arg(long, env = "CONPAAS_CODE_API_EXTERNAL_NAME")]
+    pub code_api_external_name: Option<String>,
+    /// The port of that Service [default: the code API's own port with an external name, else
+    /// 443]
+    #[arg(long, env = "CONPAAS_CODE_API_SERVICE_PORT")]
+    pub code_api_service_port: Option<u16>,
+    /// Where code archives are kept: `file:///folder` or `memory://` [default: the `artifacts`
+    /// folder in the state folder]
+    #[arg(long, env = "CONPAAS_ARTIFACT_STORE")]
+    pub artifact_store: Option<String>,
+    /// The largest archive an upload may carry, in bytes
+    #[arg(long, env = "CONPAAS_MAX_ARCHIVE_BYTES", default_value_t = 2 << 30)]
+    pub max_archive_bytes: u64,
     /// Log as JSON lines instead of text
     #[arg(long, env = "CONPAAS_LOG_JSON")]
     pub log_json: bool,

@@ -6,6 +6,7 @@
 //! heartbeat cache -> the loops ([`loops::run`]).
 
 mod args;
+mod code_api;
 mod drivers;
 mod http;
 mod leader;
@@ -142,6 +143,8 @@ async fn main() -> anyhow::Result<()> {
         credentials: Default::default(),
     });
 
+    let code_api = tokio::spawn(serve_code_api(args, namespace, ctx.clone(), ready.clone()));
+
     // Counts of repeated Events are written once a minute.
     let event_counts = tokio::spawn({
         let ctx = ctx.clone();
@@ -164,8 +167,59 @@ async fn main() -> anyhow::Result<()> {
     }
     lease_watch.abort();
     event_counts.abort();
+    code_api.abort();
     tracing::info!("conpaas-controller stopped");
     Ok(())
+}
+
+/// Serves the code API; without it (e.g. an API server with no front proxy) the controller
+/// still reconciles, and says why uploads cannot work.
+async fn serve_code_api(
+    args: args::Args,
+    namespace: String,
+    ctx: Arc<Context>,
+    ready: Arc<AtomicBool>,
+) {
+    let served = async {
+        let store_url = match &args.artifact_store {
+            Some(url) => url.clone(),
+            None => format!(
+                "file://{}",
+                args.local_config()?.state_dir.join("artifacts").display()
+            ),
+        };
+        let store = conpaas_artifacts::Store::from_url(&store_url)?;
+        // Empty means none, so an environment can unset a default given by another layer.
+        let external_name = args
+            .code_api_external_name
+            .as_deref()
+            .filter(|name| !name.is_empty());
+        let port = args.code_api_service_port.unwrap_or(match external_name {
+            Some(_) => args.code_api_address.port(),
+            None => 443,
+        });
+        let target = code_api::Target {
+            namespace: &namespace,
+            service: &args.code_api_service,
+            port: port.into(),
+            external_name,
+        };
+        code_api::run(
+            args.code_api_address,
+            target,
+            store,
+            ctx,
+            ready,
+            args.max_archive_bytes,
+        )
+        .await
+    };
+    if let Err(e) = served.await {
+        tracing::error!(
+            error = format!("{e:#}"),
+            "the code API is not served: code uploads and archive downloads fail"
+        );
+    }
 }
 
 /// Keeps what the loops read of a heartbeat Lease, its name and `renewTime`: thousands of them

@@ -12,6 +12,7 @@
 #![allow(clippy::duplicated_attributes)]
 
 pub mod bootstrap;
+pub mod code_api;
 pub mod generate;
 pub mod labels;
 pub mod types;

@@ -118,6 +118,7 @@ impl ControlPlane {
         if !status.success() {
             bail!("openssl genrsa failed");
         }
+        let front_proxy = front_proxy_certificates(&root.join("front-proxy"))?;
         std::fs::write(
             root.join("tokens.csv"),
             format!("{ADMIN_TOKEN},admin,admin,system:masters\n"),
@@ -140,6 +141,17 @@ impl ControlPlane {
                     "--authorization-mode=RBAC",
                     "--disable-admission-plugins=ServiceAccount",
                     "--endpoint-reconciler-type=none",
+                    // The front proxy, for aggregated APIs (the controller's code API).
+                    &format!(
+                        "--requestheader-client-ca-file={}",
+                        front_proxy.ca.display()
+                    ),
+                    "--requestheader-allowed-names=front-proxy-client",
+                    "--requestheader-username-headers=X-Remote-User",
+                    "--requestheader-group-headers=X-Remote-Group",
+                    "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+                    &format!("--proxy-client-cert-file={}", front_proxy.cert.display()),
+                    &format!("--proxy-client-key-file={}", front_proxy.key.display()),
                 ])
                 .args(apiserver_flags),
         )?;
@@ -298,6 +310,91 @@ impl Drop for ControlPlane {
             let _ = child.wait();
         }
     }
+}
+
+/// The front proxy's CA and the client certificate (`front-proxy-client`) the API server
+/// presents to aggregated APIs, made with openssl as kubeadm makes them.
+struct FrontProxyFiles {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+fn front_proxy_certificates(dir: &Path) -> anyhow::Result<FrontProxyFiles> {
+    std::fs::create_dir_all(dir)?;
+    let files = FrontProxyFiles {
+        ca: dir.join("ca.crt"),
+        cert: dir.join("client.crt"),
+        key: dir.join("client.key"),
+    };
+    let (ca_key, csr, ext) = (
+        dir.join("ca.key"),
+        dir.join("client.csr"),
+        dir.join("client.ext"),
+    );
+    std::fs::write(
+        &ext,
+        "extendedKeyUsage=clientAuth\nkeyUsage=digitalSignature,keyEncipherment\n",
+    )?;
+    let run = |args: &[&std::ffi::OsStr]| -> anyhow::Result<()> {
+        let out = Command::new("openssl")
+            .args(args)
+            .output()
+            .context("run openssl for the front-proxy certificates")?;
+        anyhow::ensure!(
+            out.status.success(),
+            "openssl {:?}: {}",
+            args,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    };
+    let os = |s: &str| std::ffi::OsString::from(s);
+    run(&[
+        &os("req"),
+        &os("-x509"),
+        &os("-newkey"),
+        &os("rsa:2048"),
+        &os("-nodes"),
+        &os("-keyout"),
+        ca_key.as_os_str(),
+        &os("-out"),
+        files.ca.as_os_str(),
+        &os("-subj"),
+        &os("/CN=front-proxy-ca"),
+        &os("-days"),
+        &os("2"),
+    ])?;
+    run(&[
+        &os("req"),
+        &os("-newkey"),
+        &os("rsa:2048"),
+        &os("-nodes"),
+        &os("-keyout"),
+        files.key.as_os_str(),
+        &os("-out"),
+        csr.as_os_str(),
+        &os("-subj"),
+        &os("/CN=front-proxy-client"),
+    ])?;
+    run(&[
+        &os("x509"),
+        &os("-req"),
+        &os("-in"),
+        csr.as_os_str(),
+        &os("-CA"),
+        files.ca.as_os_str(),
+        &os("-CAkey"),
+        ca_key.as_os_str(),
+        &os("-CAcreateserial"),
+        &os("-out"),
+        files.cert.as_os_str(),
+        &os("-days"),
+        &os("2"),
+        &os("-extfile"),
+        ext.as_os_str(),
+    ])?;
+    Ok(files)
 }
 
 fn write_kubeconfig(path: &Path, url: &str, ca: &Path, token: &str) -> anyhow::Result<()> {

@@ -20,6 +20,8 @@ pub struct Controller {
     env: Vec<(String, String)>,
     /// Where this controller serves /metrics, /healthz and /readyz.
     pub http_address: std::net::SocketAddr,
+    /// Where it serves the code API (the API server reaches it through an ExternalName Service).
+    pub code_api_address: std::net::SocketAddr,
 }
 
 impl Controller {
@@ -37,8 +39,10 @@ impl Controller {
         env: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
         let port = crate::process::free_port()?;
+        let code_api_port = crate::process::free_port()?;
         let mut controller = Controller {
             http_address: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+            code_api_address: std::net::SocketAddr::from(([127, 0, 0, 1], code_api_port)),
             env: env
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -89,6 +93,11 @@ impl Controller {
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info,kube_runtime=warn".into()),
             )
             .env("CONPAAS_HTTP_ADDRESS", self.http_address.to_string())
+            .env(
+                "CONPAAS_CODE_API_ADDRESS",
+                self.code_api_address.to_string(),
+            )
+            .env("CONPAAS_CODE_API_EXTERNAL_NAME", "localhost")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)

@@ -2,7 +2,7 @@
 //! each ServiceNode with a VM, a stand-in gets the node's own token (TokenRequest for the
 //! node's ServiceAccount, as the real bootstrap carries) and makes the real agent's calls with
 //! it: server-side apply of `status.agent` (Ready, for the node's generation) and a renewal of
-//! the node's heartbeat Lease every 20 s. Nothing else of the agent is simulated: no role
+//! the node's heartbeat Lease as often as the agent would. Nothing else of the agent is simulated: no role
 //! software runs, nothing listens on the node's address.
 
 use std::collections::HashSet;
@@ -154,27 +154,54 @@ impl StandIns {
                     },
                     ..Default::default()
                 };
-                me.tokens.fetch_add(1, Ordering::Relaxed);
-                let Ok(Some(token)) = accounts
-                    .create_token_request(&name, &PostParams::default(), &request)
-                    .await
-                    .map(|t| t.status.map(|s| s.token))
-                else {
-                    return;
+                // As the real agent: a call refused for load (429) is tried again, never given up,
+                // or the node would look dead for the benchmark's own reason. A node that is gone
+                // (its account or Lease deleted) ends its stand-in.
+                let mut wait = Duration::from_millis(500);
+                let token = loop {
+                    me.tokens.fetch_add(1, Ordering::Relaxed);
+                    match accounts
+                        .create_token_request(&name, &PostParams::default(), &request)
+                        .await
+                    {
+                        Ok(t) => break t.status.map(|s| s.token).unwrap_or_default(),
+                        Err(kube::Error::Api(e)) if e.code == 404 => return,
+                        Err(_) => {}
+                    }
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(10));
                 };
-                if me.renew(&ns, &name, &token).await.is_err()
-                    || me.report(&ns, &node, &token).await.is_err()
-                {
-                    return;
+                loop {
+                    let booted = match me.renew(&ns, &name, &token).await {
+                        Ok(()) => me.report(&ns, &node, &token).await,
+                        Err(e) => Err(e),
+                    };
+                    match booted {
+                        Ok(()) => break,
+                        Err(e) if gone(&e) => return,
+                        Err(_) => {}
+                    }
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(10));
                 }
                 drop(_permit);
+                let every =
+                    conpaas_crds::v1alpha1::heartbeat_interval(node.spec.heartbeat_timeout_seconds);
+                let mut next = every;
                 loop {
-                    tokio::time::sleep(Duration::from_secs(20)).await;
-                    if me.renew(&ns, &name, &token).await.is_err() {
-                        return;
-                    }
+                    tokio::time::sleep(next).await;
+                    next = match me.renew(&ns, &name, &token).await {
+                        Ok(()) => every,
+                        Err(e) if gone(&e) => return,
+                        Err(_) => Duration::from_secs(1),
+                    };
                 }
             });
         }
     }
+}
+
+/// The node a call was made for no longer exists (or its credentials went with it).
+fn gone(error: &anyhow::Error) -> bool {
+    matches!(error.downcast_ref::<kube::Error>(), Some(kube::Error::Api(e)) if [401, 403, 404].contains(&e.code))
 }

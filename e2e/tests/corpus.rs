@@ -496,7 +496,7 @@ fn corpus() -> Vec<(Value, Expect)> {
         ),
         (
             service("g05", generic(version(json!({"name": "v1"})))),
-            Rejected("exactly one of configMap or url"),
+            Rejected("exactly one of artifact, configMap or url"),
         ),
         (
             service(
@@ -505,7 +505,7 @@ fn corpus() -> Vec<(Value, Expect)> {
                     json!({"name": "v1", "url": "https://x.org/a", "sha256": sha, "configMap": {"name": "c", "key": "k"}}),
                 )),
             ),
-            Rejected("exactly one of configMap or url"),
+            Rejected("exactly one of artifact, configMap or url"),
         ),
         (
             service(

@@ -213,6 +213,8 @@ async fn installed_from_install_yaml_the_controller_runs_with_its_rbac_and_kubec
         &[
             ("KUBECONFIG", &kubeconfig),
             ("CONPAAS_LEADER_NAMESPACE", "conpaas"),
+            // As in the cluster: the chart makes the code API's Service, not the controller.
+            ("CONPAAS_CODE_API_EXTERNAL_NAME", ""),
         ],
     )
     .unwrap();

@@ -53,6 +53,18 @@ impl Caches {
         object.0.as_ref().ok().cloned()
     }
 
+    /// The Service `namespace/name`.
+    pub fn service(&self, namespace: &str, name: &str) -> Option<Service> {
+        let object = self.services.get(&ObjectRef::new(name).within(namespace))?;
+        object.0.as_ref().ok().cloned()
+    }
+
+    /// The ServiceNode `namespace/name`.
+    pub fn node(&self, namespace: &str, name: &str) -> Option<ServiceNode> {
+        let object = self.nodes.get(&ObjectRef::new(name).within(namespace))?;
+        object.0.as_ref().ok().cloned()
+    }
+
     /// Names of every Cloud.
     pub fn cloud_names(&self) -> std::collections::BTreeSet<String> {
         self.clouds

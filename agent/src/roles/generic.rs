@@ -105,6 +105,7 @@ impl Role for Generic {
             match code::install(
                 &self.env.client,
                 &self.env.namespace,
+                &spec.service,
                 code,
                 &self.env.work_dir,
             )
@@ -112,7 +113,11 @@ impl Role for Generic {
             {
                 Ok(dir) => {
                     tracing::info!(version = %code.version, "code version installed");
+                    // The new version runs its own run.sh once its init.sh succeeded.
                     self.stop_script("run.sh").await;
+                    if let Some(run) = self.scripts.get_mut("run.sh") {
+                        run.state = ScriptState::NeverStarted;
+                    }
                     self.code_dir = Some(dir);
                     self.installed = Some(code.clone());
                     self.error = None;

@@ -1,5 +1,6 @@
 //! One module per group of verbs; `run` dispatches.
 
+mod code;
 mod describe;
 mod doctor;
 mod info;
@@ -17,16 +18,25 @@ use conpaas_crds::v1alpha1::{Application, Cloud, Service, ServiceNode};
 use kube::Api;
 use kube::api::ListParams;
 
-use crate::args::{Cli, Verb};
+use crate::args::{Cli, CodeVerb, Verb};
 use crate::connect::{Session, connect};
 
 /// Runs one verb; the exit code says whether it succeeded (doctor and wait may fail politely).
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Verb::Usage { r#type } = &cli.verb {
-        info::usage(cli.output, *r#type)?;
+        info::usage(cli.format()?, *r#type)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let s = connect(&cli).await?;
+    if let Verb::Code(CodeVerb::Download { service, version }) = &cli.verb {
+        let out = cli
+            .output
+            .as_deref()
+            .context("cpsctl code download SERVICE VERSION -o FILE: name the file to write")?;
+        let s = connect(&cli, crate::args::Output::Table).await?;
+        code::download(&s, service, version, std::path::Path::new(out)).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let s = connect(&cli, cli.format()?).await?;
     match cli.verb {
         Verb::Create {
             r#type,
@@ -84,6 +94,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             dry_run,
         } => manifest::import(&s, &file, cloud, dry_run).await?,
         Verb::Export { app } => manifest::export(&s, &app).await?,
+        Verb::Code(verb) => match verb {
+            CodeVerb::Upload {
+                service,
+                path,
+                version,
+                activate,
+            } => code::upload(&s, &service, &path, version, activate).await?,
+            CodeVerb::List { service } => code::list(&s, &service).await?,
+            CodeVerb::Activate { service, version } => {
+                code::activate(&s, &service, &version).await?
+            }
+            CodeVerb::Delete { service, version } => code::delete(&s, &service, &version).await?,
+            CodeVerb::Download { .. } => unreachable!("handled before connecting"),
+        },
         Verb::Usage { .. } | Verb::Completion { .. } => unreachable!("handled before connecting"),
     }
     Ok(ExitCode::SUCCESS)

@@ -86,6 +86,15 @@ fn default_heartbeat_timeout() -> i32 {
     super::HealthSpec::default().heartbeat_timeout_seconds
 }
 
+/// How often an agent renews its heartbeat Lease for a node whose timeout is `timeout_seconds`:
+/// a third of it (two renewals may be lost before the node counts as silent), at most 40 s, at
+/// least a second.
+pub fn heartbeat_interval(timeout_seconds: i32) -> std::time::Duration {
+    use std::time::Duration;
+    (Duration::from_secs(timeout_seconds.max(3) as u64) / 3)
+        .clamp(Duration::from_secs(1), Duration::from_secs(40))
+}
+
 /// A code version as one node fetches it.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
@@ -98,6 +107,10 @@ pub struct NodeCode {
     /// URL of the archive.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// The archive is in the artifact store: the agent fetches it through the code API with its
+    /// own token.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub artifact: bool,
     /// SHA-256 of the archive, lowercase hex; the agent refuses anything else.
     pub sha256: String,
 }

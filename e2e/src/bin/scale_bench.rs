@@ -288,7 +288,7 @@ async fn main() -> anyhow::Result<()> {
         total as f64 / args.nodes as f64
     );
     // What bringing a node up costs, apart from time: every write but the heartbeat renewals
-    // (one per node every 20 s, for as long as the ramp lasts) and the stand-ins' own tokens.
+    // (one per node every 40 s by default, for as long as the ramp lasts) and the stand-ins' own tokens.
     let renewals = ours.get("PATCH leases/").copied().unwrap_or(0);
     let creation: u64 = ours
         .iter()
@@ -335,6 +335,7 @@ async fn main() -> anyhow::Result<()> {
     let breakdown_before = api_writes_by(&admin).await?;
     let writes_before = api_writes(&admin).await?;
     let agent_writes_before = agents.writes();
+    let steady_from = k8s_openapi::jiff::Timestamp::now();
     tokio::time::sleep(Duration::from_secs(args.steady_seconds)).await;
     let total = api_writes(&admin).await? - writes_before;
     let by_agents = agents.writes() - agent_writes_before;
@@ -355,6 +356,37 @@ async fn main() -> anyhow::Result<()> {
                 - conpaas_e2e::controller::sum_calls(&calls_before, op)
         );
     }
+    // What a steady state should not have: Events, and nodes that are not Ready.
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(admin.clone(), NS);
+    let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
+    for e in events.list(&ListParams::default()).await?.items {
+        let last = e
+            .series
+            .as_ref()
+            .map(|s| s.last_observed_time.0)
+            .or(e.event_time.as_ref().map(|t| t.0));
+        if last.is_some_and(|t| t >= steady_from) {
+            let key = format!(
+                "{} on {}",
+                e.reason.unwrap_or_default(),
+                e.regarding.and_then(|r| r.kind).unwrap_or_default()
+            );
+            *reasons.entry(key).or_default() += 1;
+        }
+    }
+    println!("  Events during steady state: {reasons:?}");
+    let nodes: Api<ServiceNode> = Api::namespaced(admin.clone(), NS);
+    let mut unready: BTreeMap<String, u64> = BTreeMap::new();
+    for node in nodes.list(&ListParams::default()).await?.items {
+        let ready = node
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready").cloned());
+        if let Some(c) = ready.filter(|c| c.status != "True") {
+            *unready.entry(c.reason).or_default() += 1;
+        }
+    }
+    println!("  nodes not Ready at the end: {unready:?}");
     println!(
         "controller RSS after steady state: {:.1} MiB",
         conpaas_e2e::process::rss_mib(pid)?

@@ -267,12 +267,20 @@ pub async fn resolve_code(
             format!("spec.code.active: no version named {active:?}"),
         )));
     };
+    if let Some(artifact) = &version.artifact {
+        return Ok(Ok(Some(NodeCode {
+            version: version.name.clone(),
+            artifact: true,
+            sha256: artifact.sha256.clone(),
+            ..Default::default()
+        })));
+    }
     if let Some(url) = &version.url {
         return Ok(Ok(Some(NodeCode {
             version: version.name.clone(),
-            config_map: None,
             url: Some(url.clone()),
             sha256: version.sha256.clone().unwrap_or_default(),
+            ..Default::default()
         })));
     }
     let Some(key) = &version.config_map else {
@@ -313,8 +321,8 @@ pub async fn resolve_code(
     Ok(Ok(Some(NodeCode {
         version: version.name.clone(),
         config_map: Some(key.clone()),
-        url: None,
         sha256: hex::encode(Sha256::digest(&bytes)),
+        ..Default::default()
     })))
 }
 

@@ -1,6 +1,6 @@
 //! The agent's own identity: a ServiceAccount named as its ServiceNode, a Role that allows only
-//! reading that ServiceNode (and its code ConfigMap), patching its status and renewing its
-//! heartbeat Lease, the RoleBinding, and a short-lived token from TokenRequest. Nothing with
+//! reading that ServiceNode (and its code: its ConfigMap, its Service's archives), patching its
+//! status and renewing its heartbeat Lease, the RoleBinding, and a short-lived token from TokenRequest. Nothing with
 //! wider rights ever reaches a VM.
 
 use std::collections::HashMap;
@@ -172,6 +172,15 @@ pub fn rules(node: &ServiceNode) -> Vec<PolicyRule> {
         resources: Some(vec!["leases".into()]),
         verbs: vec!["get".into(), "patch".into(), "update".into()],
         resource_names: Some(vec![node.name_any()]),
+        ..Default::default()
+    });
+    // Its Service's archives, through the code API (the controller checks the node's Service
+    // again there).
+    rules.push(PolicyRule {
+        api_groups: Some(vec![conpaas_crds::code_api::GROUP.into()]),
+        resources: Some(vec![conpaas_crds::code_api::RESOURCE.into()]),
+        verbs: vec!["get".into()],
+        resource_names: Some(vec![node.spec.service.clone()]),
         ..Default::default()
     });
     if let Some(cm) = node.spec.code.as_ref().and_then(|c| c.config_map.as_ref()) {

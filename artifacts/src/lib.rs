@@ -1,0 +1,248 @@
+//! The artifact store: code archives kept by their SHA-256 in an object store (a local folder by
+//! default, a bucket in production), written and read as streams, never whole in memory. A write
+//! lands under a temporary name and takes its digest's name only when complete, so a reader never
+//! sees half an archive; every read is checked against the digest again, so a corrupted object
+//! fails the download instead of reaching a node.
+//!
+//! Layout: `sha256/<hex>` for archives, `uploads/<uuid>` while one is being written.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::{Stream, StreamExt};
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
+use sha2::{Digest, Sha256};
+
+/// What went wrong with the store or an archive.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the archive is larger than the limit of {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error("the archive's sha256 is {actual}, expected {expected}")]
+    DigestMismatch { expected: String, actual: String },
+    #[error("no archive with sha256 {0}")]
+    NotFound(String),
+    #[error("{0:?} is not a sha256 (64 lowercase hex digits)")]
+    BadDigest(String),
+    #[error("reading the upload: {0}")]
+    Body(String),
+    #[error("artifact store URL {url:?}: {reason}")]
+    Config { url: String, reason: String },
+    #[error("artifact store: {0}")]
+    Store(#[from] object_store::Error),
+}
+
+/// An archive in the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    /// Lowercase hex SHA-256 of the bytes.
+    pub sha256: String,
+    /// Length in bytes.
+    pub size: u64,
+}
+
+/// The store.
+#[derive(Clone)]
+pub struct Store {
+    objects: Arc<dyn ObjectStore>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Store({})", self.objects)
+    }
+}
+
+/// True for 64 lowercase hex digits.
+pub fn is_sha256(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+fn archive_path(sha256: &str) -> Result<Path, Error> {
+    if !is_sha256(sha256) {
+        return Err(Error::BadDigest(sha256.to_string()));
+    }
+    Ok(Path::from(format!("sha256/{sha256}")))
+}
+
+impl Store {
+    /// A store from a URL: `file:///absolute/folder` (created if missing) or `memory://`.
+    pub fn from_url(url: &str) -> Result<Self, Error> {
+        let config = |reason: &str| Error::Config {
+            url: url.to_string(),
+            reason: reason.to_string(),
+        };
+        let parsed = url::Url::parse(url).map_err(|e| config(&e.to_string()))?;
+        let objects: Arc<dyn ObjectStore> = match parsed.scheme() {
+            "file" => {
+                let folder = parsed
+                    .to_file_path()
+                    .map_err(|()| config("not an absolute path"))?;
+                std::fs::create_dir_all(&folder).map_err(|e| config(&e.to_string()))?;
+                Arc::new(object_store::local::LocalFileSystem::new_with_prefix(
+                    folder,
+                )?)
+            }
+            "memory" => Arc::new(object_store::memory::InMemory::new()),
+            other => return Err(config(&format!("unknown scheme {other:?} (file, memory)"))),
+        };
+        Ok(Self { objects })
+    }
+
+    /// Writes the archive `body` streams, at most `limit` bytes; with `expected`, the digest
+    /// must match. Nothing stays in the store when the body fails, is too large or mismatches.
+    pub async fn put<S, E>(
+        &self,
+        body: S,
+        limit: u64,
+        expected: Option<&str>,
+    ) -> Result<Stored, Error>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send,
+        E: std::fmt::Display,
+    {
+        let staging = Path::from(format!("uploads/{}", uuid::Uuid::new_v4()));
+        let upload = self.objects.put_multipart(&staging).await?;
+        let mut writer = WriteMultipart::new(upload);
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        let mut body = std::pin::pin!(body);
+        let failure = loop {
+            let chunk = match body.next().await {
+                None => break None,
+                Some(Err(e)) => break Some(Error::Body(e.to_string())),
+                Some(Ok(chunk)) => chunk,
+            };
+            size += chunk.len() as u64;
+            if size > limit {
+                break Some(Error::TooLarge { limit });
+            }
+            hasher.update(&chunk);
+            // Bounded buffering: at most a few parts in flight, whatever the archive's size.
+            if let Err(e) = writer.wait_for_capacity(4).await {
+                break Some(e.into());
+            }
+            writer.put(chunk);
+        };
+        if let Some(e) = failure {
+            let _ = writer.abort().await;
+            return Err(e);
+        }
+        writer.finish().await?;
+        let sha256 = hex::encode(hasher.finalize());
+        if let Some(expected) = expected
+            && expected != sha256
+        {
+            let _ = self.objects.delete(&staging).await;
+            return Err(Error::DigestMismatch {
+                expected: expected.to_string(),
+                actual: sha256,
+            });
+        }
+        self.objects
+            .rename(&staging, &archive_path(&sha256)?)
+            .await?;
+        tracing::info!(%sha256, size, "archive stored");
+        Ok(Stored { sha256, size })
+    }
+
+    /// The archive's size, if the store has it.
+    pub async fn size(&self, sha256: &str) -> Result<Option<u64>, Error> {
+        match self.objects.head(&archive_path(sha256)?).await {
+            Ok(meta) => Ok(Some(meta.size)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The archive's size and a stream of its bytes; the stream ends with
+    /// [`Error::DigestMismatch`] instead of its last chunk's success when the bytes are not what
+    /// their name says.
+    pub async fn get(
+        &self,
+        sha256: &str,
+    ) -> Result<(u64, BoxStream<'static, Result<Bytes, Error>>), Error> {
+        let result = match self.objects.get(&archive_path(sha256)?).await {
+            Ok(r) => r,
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(Error::NotFound(sha256.to_string()));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let size = result.meta.size;
+        let expected = sha256.to_string();
+        let verified = verify(result.into_stream(), expected);
+        Ok((size, verified.boxed()))
+    }
+
+    /// Removes an archive (absent is fine).
+    pub async fn delete(&self, sha256: &str) -> Result<(), Error> {
+        match self.objects.delete(&archive_path(sha256)?).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Every archive with its size and when it was written.
+    pub async fn list(&self) -> Result<Vec<Listed>, Error> {
+        let mut out = Vec::new();
+        let mut entries = self.objects.list(Some(&Path::from("sha256")));
+        while let Some(meta) = entries.next().await {
+            let meta = meta?;
+            let Some(sha256) = meta.location.filename().filter(|n| is_sha256(n)) else {
+                continue;
+            };
+            out.push(Listed {
+                sha256: sha256.to_string(),
+                size: meta.size,
+                written: meta.last_modified.timestamp(),
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// An archive as [`Store::list`] shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub sha256: String,
+    pub size: u64,
+    /// Unix seconds.
+    pub written: i64,
+}
+
+/// Passes `bytes` through, hashing them; at the end, an error if the digest is not `expected`.
+fn verify(
+    bytes: BoxStream<'static, object_store::Result<Bytes>>,
+    expected: String,
+) -> impl Stream<Item = Result<Bytes, Error>> {
+    futures::stream::unfold(
+        (bytes, Some(Sha256::new()), expected),
+        |(mut bytes, hasher, expected)| async move {
+            let mut hasher = hasher?;
+            match bytes.next().await {
+                Some(Ok(chunk)) => {
+                    hasher.update(&chunk);
+                    Some((Ok(chunk), (bytes, Some(hasher), expected)))
+                }
+                Some(Err(e)) => Some((Err(e.into()), (bytes, None, expected))),
+                None => {
+                    let actual = hex::encode(hasher.finalize());
+                    if actual == expected {
+                        None
+                    } else {
+                        let e = Error::DigestMismatch { expected, actual };
+                        Some((Err(e), (bytes, None, String::new())))
+                    }
+                }
+            }
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,155 @@
+use super::*;
+
+fn chunks(bytes: &[u8], size: usize) -> Vec<Result<Bytes, std::io::Error>> {
+    bytes
+        .chunks(size)
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect()
+}
+
+fn body(bytes: &[u8]) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + use<> {
+    futures::stream::iter(chunks(bytes, 64 << 10))
+}
+
+async fn read_all(store: &Store, sha256: &str) -> Result<Vec<u8>, Error> {
+    let (_, mut stream) = store.get(sha256).await?;
+    let mut out = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        out.extend_from_slice(&chunk?);
+    }
+    Ok(out)
+}
+
+fn folder_store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", dir.path().join("artifacts").display());
+    (dir, Store::from_url(&url).unwrap())
+}
+
+/// Files under `root`, relative, sorted.
+fn files(root: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if entry.path().is_dir() {
+                pending.push(entry.path());
+            } else {
+                out.push(
+                    entry
+                        .path()
+                        .strip_prefix(root)
+                        .unwrap()
+                        .display()
+                        .to_string(),
+                );
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 7 + i / 251) as u8).collect()
+}
+
+#[tokio::test]
+async fn an_archive_goes_in_by_stream_and_comes_out_verified() {
+    let (dir, store) = folder_store();
+    let bytes = pattern(12 << 20);
+    let stored = store.put(body(&bytes), 64 << 20, None).await.unwrap();
+    let sha256 = hex::encode(Sha256::digest(&bytes));
+    assert_eq!(
+        stored,
+        Stored {
+            sha256: sha256.clone(),
+            size: bytes.len() as u64
+        }
+    );
+    assert_eq!(read_all(&store, &sha256).await.unwrap(), bytes);
+    assert_eq!(store.size(&sha256).await.unwrap(), Some(bytes.len() as u64));
+
+    // The same bytes again are the same archive: one object, no leftovers.
+    let again = store
+        .put(body(&bytes), 64 << 20, Some(&sha256))
+        .await
+        .unwrap();
+    assert_eq!(again, stored);
+    assert_eq!(
+        files(&dir.path().join("artifacts")),
+        vec![format!("sha256/{sha256}")]
+    );
+    let listed = store.list().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].sha256, sha256);
+
+    store.delete(&sha256).await.unwrap();
+    assert!(matches!(store.get(&sha256).await, Err(Error::NotFound(_))));
+    store.delete(&sha256).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_refused_upload_leaves_nothing_behind() {
+    let (dir, store) = folder_store();
+    let bytes = pattern(3 << 20);
+
+    let too_large = store.put(body(&bytes), 1 << 20, None).await;
+    assert!(
+        matches!(too_large, Err(Error::TooLarge { limit }) if limit == 1 << 20),
+        "{too_large:?}"
+    );
+
+    let wrong = "0".repeat(64);
+    let mismatch = store.put(body(&bytes), 64 << 20, Some(&wrong)).await;
+    assert!(
+        matches!(&mismatch, Err(Error::DigestMismatch { expected, .. }) if *expected == wrong),
+        "{mismatch:?}"
+    );
+
+    // A client that goes away half way.
+    let mut broken = chunks(&bytes, 64 << 10);
+    broken.truncate(10);
+    broken.push(Err(std::io::Error::other("connection reset")));
+    let truncated = store
+        .put(futures::stream::iter(broken), 64 << 20, None)
+        .await;
+    assert!(
+        matches!(&truncated, Err(Error::Body(m)) if m.contains("connection reset")),
+        "{truncated:?}"
+    );
+
+    assert_eq!(files(&dir.path().join("artifacts")), Vec::<String>::new());
+    assert!(store.list().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_corrupted_archive_fails_its_download() {
+    let (dir, store) = folder_store();
+    let bytes = pattern(1 << 20);
+    let stored = store.put(body(&bytes), 64 << 20, None).await.unwrap();
+    let file = dir.path().join("artifacts/sha256").join(&stored.sha256);
+    let mut corrupted = bytes.clone();
+    corrupted[1000] ^= 1;
+    std::fs::write(&file, &corrupted).unwrap();
+    let read = read_all(&store, &stored.sha256).await;
+    assert!(
+        matches!(&read, Err(Error::DigestMismatch { expected, .. }) if *expected == stored.sha256),
+        "{read:?}"
+    );
+}
+
+#[tokio::test]
+async fn names_that_are_not_digests_are_refused() {
+    let store = Store::from_url("memory://").unwrap();
+    for name in ["../../etc/passwd", "ABC", &"a".repeat(63), &"g".repeat(64)] {
+        assert!(
+            matches!(store.get(name).await, Err(Error::BadDigest(_))),
+            "{name}"
+        );
+    }
+    assert!(matches!(
+        Store::from_url("ftp://x"),
+        Err(Error::Config { .. })
+    ));
+}

@@ -1,0 +1,339 @@
+//! `cpsctl code ...`: a Service's code versions, as ConPaaS' upload, list, activate, delete and
+//! download did. Archives go to the controller's artifact store through the code API
+//! (`code.conpaas.io`, behind the API server: the user's own kube credentials, and RBAC on the
+//! Service decides); the versions themselves are in the Service's `spec.code`, written with the
+//! same credentials, so GitOps tools see them as any other change.
+
+use std::io::Read;
+use std::path::Path;
+
+use anyhow::{Context as _, bail};
+use bytes::Bytes;
+use conpaas_crds::code_api::{Uploaded, archive_path, archives_path};
+use conpaas_crds::v1alpha1::{ArtifactRef, CodeVersion, Service};
+use futures::StreamExt;
+use http_body_util::BodyExt;
+use kube::api::{Patch, PatchParams};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncReadExt;
+
+use super::services::MANAGER;
+use crate::connect::Session;
+use crate::output::{Table, structured};
+
+/// Uploads `path` (a directory is packed as a gzipped tar; a file is sent as it is) and adds it
+/// to the Service as a version, active with `activate`.
+pub async fn upload(
+    s: &Session,
+    service: &str,
+    path: &Path,
+    version: Option<String>,
+    activate: bool,
+) -> anyhow::Result<()> {
+    let current = s.service(service).await?;
+    let packed;
+    let archive: &Path = if path.is_dir() {
+        packed = pack(path)?;
+        packed.path()
+    } else {
+        path
+    };
+    let (sha256, size) = digest(archive)?;
+    let name = version.unwrap_or_else(|| format!("code-{}", &sha256[..10]));
+    let existing = versions(&current).iter().find(|v| v.name == name).cloned();
+    if let Some(v) = &existing
+        && v.artifact.as_ref().map(|a| a.sha256.as_str()) != Some(sha256.as_str())
+    {
+        bail!(
+            "service {service} already has a version {name:?} with other code; name this one with --version"
+        );
+    }
+    let uploaded = send(s, service, archive, &sha256, size).await?;
+    anyhow::ensure!(
+        uploaded.sha256 == sha256,
+        "the store computed sha256 {} for what was sent as {sha256}",
+        uploaded.sha256
+    );
+    let updated = edit(s, service, |code_versions, active| {
+        if !code_versions.iter().any(|v| v.name == name) {
+            code_versions.push(CodeVersion {
+                name: name.clone(),
+                artifact: Some(ArtifactRef {
+                    sha256: sha256.clone(),
+                }),
+                ..Default::default()
+            });
+        }
+        if activate {
+            *active = Some(name.clone());
+        }
+        Ok(())
+    })
+    .await?;
+    if !structured(s.output, &updated)? {
+        let state = if activate {
+            ", active"
+        } else {
+            "; `cpsctl code activate` serves it"
+        };
+        println!(
+            "service/{service}: version {name} uploaded (sha256:{sha256}, {size} bytes){state}"
+        );
+    }
+    Ok(())
+}
+
+/// The Service's versions with their source and digest.
+pub async fn list(s: &Session, service: &str) -> anyhow::Result<()> {
+    let current = s.service(service).await?;
+    let all = versions(&current);
+    if structured(s.output, &all)? {
+        return Ok(());
+    }
+    let active = current.spec.code.as_ref().and_then(|c| c.active.clone());
+    let mut table = Table::new(&["name", "source", "sha256", "active"]);
+    for v in &all {
+        let (source, digest) = match (&v.artifact, &v.url, &v.config_map) {
+            (Some(a), _, _) => ("artifact".to_string(), a.sha256.clone()),
+            (_, Some(url), _) => (url.clone(), v.sha256.clone().unwrap_or_default()),
+            (_, _, Some(cm)) => (format!("configMap {}/{}", cm.name, cm.key), String::new()),
+            _ => (String::new(), String::new()),
+        };
+        let mark = if active.as_deref() == Some(&v.name) {
+            "*"
+        } else {
+            ""
+        };
+        table.row(vec![
+            v.name.clone(),
+            source,
+            digest.chars().take(12).collect(),
+            mark.into(),
+        ]);
+    }
+    table.print_or(&format!(
+        "service/{service} has no code versions; `cpsctl code upload {service} DIR` adds one"
+    ));
+    Ok(())
+}
+
+/// Makes `name` the version every node serves.
+pub async fn activate(s: &Session, service: &str, name: &str) -> anyhow::Result<()> {
+    let updated = edit(s, service, |versions, active| {
+        if !versions.iter().any(|v| v.name == name) {
+            bail!(
+                "service {service} has no version {name:?}; `cpsctl code list {service}` shows them"
+            );
+        }
+        *active = Some(name.to_string());
+        Ok(())
+    })
+    .await?;
+    if !structured(s.output, &updated)? {
+        println!(
+            "service/{service}: version {name} active; `cpsctl wait {service}` follows the nodes"
+        );
+    }
+    Ok(())
+}
+
+/// Removes a version that is not active.
+pub async fn delete(s: &Session, service: &str, name: &str) -> anyhow::Result<()> {
+    let updated = edit(s, service, |versions, active| {
+        if active.as_deref() == Some(name) {
+            bail!("version {name} is active: activate another one first");
+        }
+        let before = versions.len();
+        versions.retain(|v| v.name != name);
+        if versions.len() == before {
+            bail!("service {service} has no version {name:?}");
+        }
+        Ok(())
+    })
+    .await?;
+    if !structured(s.output, &updated)? {
+        println!("service/{service}: version {name} deleted");
+    }
+    Ok(())
+}
+
+/// Writes a version's archive (from the store) to `out`, checking its digest.
+pub async fn download(s: &Session, service: &str, name: &str, out: &Path) -> anyhow::Result<()> {
+    let current = s.service(service).await?;
+    let version = versions(&current)
+        .into_iter()
+        .find(|v| v.name == name)
+        .with_context(|| format!("service {service} has no version {name:?}"))?;
+    let Some(artifact) = version.artifact else {
+        bail!("version {name} is not in the artifact store (it comes from a URL or a ConfigMap)");
+    };
+    let request = http::Request::get(archive_path(&s.namespace, service, &artifact.sha256))
+        .body(Vec::new())?;
+    let response = s
+        .client
+        .send(request.map(Into::into))
+        .await
+        .with_context(|| format!("download version {name}"))?;
+    let (parts, mut body) = response.into_parts();
+    if !parts.status.is_success() {
+        let bytes = body
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        bail!("download version {name}: {}", refusal(parts.status, &bytes));
+    }
+    let partial = out.with_extension("partial");
+    let mut file =
+        std::fs::File::create(&partial).with_context(|| format!("create {}", partial.display()))?;
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.with_context(|| format!("download version {name}"))?;
+        if let Some(data) = frame.data_ref() {
+            hasher.update(data);
+            size += data.len() as u64;
+            std::io::Write::write_all(&mut file, data)?;
+        }
+    }
+    let got = hex::encode(hasher.finalize());
+    if got != artifact.sha256 {
+        let _ = std::fs::remove_file(&partial);
+        bail!(
+            "download version {name}: sha256 {got}, expected {}",
+            artifact.sha256
+        );
+    }
+    std::fs::rename(&partial, out).with_context(|| format!("write {}", out.display()))?;
+    println!(
+        "{}: version {name} ({size} bytes, sha256 verified)",
+        out.display()
+    );
+    Ok(())
+}
+
+fn versions(service: &Service) -> Vec<CodeVersion> {
+    service
+        .spec
+        .code
+        .as_ref()
+        .map(|c| c.versions.clone())
+        .unwrap_or_default()
+}
+
+/// Reads the Service, changes its versions and active version with `change`, and writes them
+/// back only if nobody changed the Service in between (else reads again).
+async fn edit(
+    s: &Session,
+    service: &str,
+    mut change: impl FnMut(&mut Vec<CodeVersion>, &mut Option<String>) -> anyhow::Result<()>,
+) -> anyhow::Result<Service> {
+    for _ in 0..5 {
+        let current = s.service(service).await?;
+        let mut all = versions(&current);
+        let mut active = current.spec.code.as_ref().and_then(|c| c.active.clone());
+        change(&mut all, &mut active)?;
+        let patch = json!({
+            "metadata": {"resourceVersion": current.metadata.resource_version},
+            "spec": {"code": {"versions": all, "active": active}},
+        });
+        let pp = PatchParams {
+            field_manager: Some(MANAGER.into()),
+            ..Default::default()
+        };
+        match s.services().patch(service, &pp, &Patch::Merge(patch)).await {
+            Ok(updated) => return Ok(updated),
+            Err(kube::Error::Api(e)) if e.code == 409 => continue,
+            Err(e) => return Err(e).with_context(|| format!("update Service {service:?}")),
+        }
+    }
+    bail!("service {service} kept changing while its versions were updated; try again")
+}
+
+/// A directory packed as a gzipped tar in a temporary file.
+fn pack(dir: &Path) -> anyhow::Result<tempfile::NamedTempFile> {
+    let file = tempfile::Builder::new().suffix(".tar.gz").tempfile()?;
+    let gz = flate2::write::GzEncoder::new(file.reopen()?, flate2::Compression::default());
+    let mut tar = tar::Builder::new(gz);
+    tar.follow_symlinks(false);
+    tar.append_dir_all(".", dir)
+        .with_context(|| format!("pack {}", dir.display()))?;
+    tar.into_inner()?.finish()?;
+    Ok(file)
+}
+
+/// SHA-256 and length of a file, read in chunks.
+fn digest(path: &Path) -> anyhow::Result<(String, u64)> {
+    let mut file = std::fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut size = 0u64;
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        size += n as u64;
+    }
+    Ok((hex::encode(hasher.finalize()), size))
+}
+
+/// Streams the file to the code API; the store checks the digest it was told.
+async fn send(
+    s: &Session,
+    service: &str,
+    path: &Path,
+    sha256: &str,
+    size: u64,
+) -> anyhow::Result<Uploaded> {
+    let file = tokio::fs::File::open(path)
+        .await
+        .with_context(|| format!("open {}", path.display()))?;
+    let chunks = futures::stream::unfold(file, |mut file| async move {
+        let mut buf = vec![0u8; 1 << 16];
+        match file.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(http_body::Frame::data(Bytes::from(buf))), file))
+            }
+            Err(e) => Some((Err(e), file)),
+        }
+    });
+    let body = http_body_util::StreamBody::new(chunks.boxed());
+    let uri = format!("{}?sha256={sha256}", archives_path(&s.namespace, service));
+    let request = http::Request::post(uri)
+        .header(http::header::CONTENT_TYPE, "application/octet-stream")
+        .header(http::header::CONTENT_LENGTH, size)
+        .body(body)?;
+    let response = crate::connect::send_streaming(&s.config, request)
+        .await
+        .context("upload the archive")?;
+    let status = response.status();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .context("read the upload's answer")?
+        .to_bytes();
+    if !status.is_success() {
+        bail!("upload refused: {}", refusal(status, &bytes));
+    }
+    serde_json::from_slice(&bytes).context("read the upload's answer")
+}
+
+/// The message of a Kubernetes `Status` answer, else the body as text.
+fn refusal(status: http::StatusCode, body: &[u8]) -> String {
+    let message = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["message"].as_str().map(str::to_string))
+        .unwrap_or_else(|| String::from_utf8_lossy(body).trim().to_string());
+    let hint = match status.as_u16() {
+        403 => " (RBAC: you need update on the Service to upload, get to download)",
+        503 => " (is the controller running? `cpsctl doctor` checks)",
+        _ => "",
+    };
+    format!("{status}: {message}{hint}")
+}

@@ -1,0 +1,279 @@
+//! The code API's handlers: discovery, upload and download of archives. Every answer that is not
+//! a success is a Kubernetes `Status`, so kubectl and cpsctl show its message as they show the
+//! API server's own.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Extension, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use conpaas_artifacts::Error as StoreError;
+use conpaas_crds::code_api::{GROUP, RESOURCE, Uploaded, VERSION};
+use conpaas_crds::v1alpha1::Service;
+use futures::StreamExt;
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+};
+use kube::api::PostParams;
+use kube::{Api, Resource};
+use serde_json::json;
+
+use super::CodeApi;
+use super::front_proxy::{Caller, Peer};
+
+pub fn router(api: Arc<CodeApi>) -> Router {
+    let base = format!("/apis/{GROUP}/{VERSION}");
+    Router::new()
+        .route(&base, get(discovery))
+        .route(
+            &format!("{base}/namespaces/{{namespace}}/services/{{service}}/archives"),
+            post(upload),
+        )
+        .route(
+            &format!("{base}/namespaces/{{namespace}}/services/{{service}}/archives/{{sha256}}"),
+            get(download),
+        )
+        .route("/healthz", get(|| async { "ok" }))
+        .fallback(|| async { status(StatusCode::NOT_FOUND, "NotFound", "no such path".into()) })
+        .with_state(api)
+}
+
+/// A request refused, answered as a Kubernetes `Status`.
+struct Refusal {
+    code: StatusCode,
+    reason: &'static str,
+    message: String,
+}
+
+fn status(code: StatusCode, reason: &'static str, message: String) -> Refusal {
+    Refusal {
+        code,
+        reason,
+        message,
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let body = json!({
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": self.message, "reason": self.reason, "code": self.code.as_u16(),
+        });
+        (self.code, axum::Json(body)).into_response()
+    }
+}
+
+/// What the API server's discovery and availability checks read.
+async fn discovery() -> Response {
+    let (name, _) = RESOURCE.split_once('/').expect("a subresource");
+    axum::Json(json!({
+        "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": format!("{GROUP}/{VERSION}"),
+        "resources": [{"name": RESOURCE, "singularName": "", "namespaced": true,
+                       "kind": "Archive", "verbs": ["create", "get"]},
+                      {"name": name, "singularName": "service", "namespaced": true,
+                       "kind": "Service", "verbs": []}],
+    }))
+    .into_response()
+}
+
+/// The caller, the Service and whether the controller can answer at all.
+fn admit(
+    api: &CodeApi,
+    peer: &Peer,
+    headers: &HeaderMap,
+    namespace: &str,
+    service: &str,
+) -> Result<(Caller, Service), Refusal> {
+    let caller = api
+        .proxy
+        .caller(peer, headers)
+        .map_err(|why| status(StatusCode::UNAUTHORIZED, "Unauthorized", why))?;
+    if !api.ready.load(Ordering::Relaxed) {
+        return Err(status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            "the controller is starting; try again".into(),
+        ));
+    }
+    let found = api.ctx.caches.service(namespace, service).ok_or_else(|| {
+        status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("services.conpaas.io {service:?} not found in namespace {namespace}"),
+        )
+    })?;
+    Ok((caller, found))
+}
+
+/// Asks the API server whether `caller` may `verb` the Service (RBAC decides, as for kubectl).
+async fn may(
+    api: &CodeApi,
+    caller: &Caller,
+    verb: &str,
+    namespace: &str,
+    service: &str,
+) -> Result<(), Refusal> {
+    let review = SubjectAccessReview {
+        spec: SubjectAccessReviewSpec {
+            user: Some(caller.user.clone()),
+            groups: Some(caller.groups.clone()),
+            extra: Some(caller.extra.clone()),
+            resource_attributes: Some(ResourceAttributes {
+                namespace: Some(namespace.into()),
+                verb: Some(verb.into()),
+                group: Some(Service::group(&()).into()),
+                resource: Some(Service::plural(&()).into()),
+                name: Some(service.into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let answer = Api::<SubjectAccessReview>::all(api.ctx.client.clone())
+        .create(&PostParams::default(), &review)
+        .await
+        .map_err(|e| {
+            status(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalError",
+                format!("could not check the caller's rights: {e}"),
+            )
+        })?;
+    if answer.status.is_some_and(|s| s.allowed) {
+        return Ok(());
+    }
+    Err(status(
+        StatusCode::FORBIDDEN,
+        "Forbidden",
+        format!(
+            "user {:?} may not {verb} services.conpaas.io {service:?} in namespace {namespace}",
+            caller.user
+        ),
+    ))
+}
+
+#[derive(serde::Deserialize)]
+struct UploadQuery {
+    /// The digest the uploader computed; a body with another one is refused.
+    sha256: Option<String>,
+}
+
+async fn upload(
+    State(api): State<Arc<CodeApi>>,
+    Extension(peer): Extension<Peer>,
+    Path((namespace, service)): Path<(String, String)>,
+    Query(query): Query<UploadQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Refusal> {
+    let (caller, found) = admit(&api, &peer, &headers, &namespace, &service)?;
+    may(&api, &caller, "update", &namespace, &service).await?;
+    let stored = api
+        .store
+        .put(
+            body.into_data_stream(),
+            api.max_archive_bytes,
+            query.sha256.as_deref(),
+        )
+        .await;
+    let stored = stored.map_err(|e| match e {
+        StoreError::TooLarge { .. } => status(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestEntityTooLarge",
+            e.to_string(),
+        ),
+        StoreError::DigestMismatch { .. } | StoreError::Body(_) | StoreError::BadDigest(_) => {
+            status(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                format!("upload refused, nothing stored: {e}"),
+            )
+        }
+        e => status(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalError",
+            e.to_string(),
+        ),
+    })?;
+    let note = format!(
+        "archive sha256:{} ({} bytes) uploaded by {}",
+        stored.sha256, stored.size, caller.user
+    );
+    conpaas_reconcilers::events::publish(
+        &api.ctx,
+        &found,
+        false,
+        "ArchiveUploaded",
+        "Upload",
+        note,
+    )
+    .await;
+    let answer = Uploaded {
+        sha256: stored.sha256,
+        size: stored.size,
+    };
+    Ok((StatusCode::CREATED, axum::Json(answer)).into_response())
+}
+
+/// The ServiceNode a node's token names, when it is one of `service`'s.
+fn is_node_of(api: &CodeApi, caller: &Caller, namespace: &str, service: &str) -> bool {
+    let prefix = format!("system:serviceaccount:{namespace}:");
+    caller
+        .user
+        .strip_prefix(&prefix)
+        .and_then(|node| api.ctx.caches.node(namespace, node))
+        .is_some_and(|node| node.spec.service == service)
+}
+
+async fn download(
+    State(api): State<Arc<CodeApi>>,
+    Extension(peer): Extension<Peer>,
+    Path((namespace, service, sha256)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, Refusal> {
+    let (caller, found) = admit(&api, &peer, &headers, &namespace, &service)?;
+    if !is_node_of(&api, &caller, &namespace, &service) {
+        may(&api, &caller, "get", &namespace, &service).await?;
+    }
+    // The store is shared by every Service: an archive is served only under a Service one of
+    // whose versions names it.
+    let named = found
+        .spec
+        .code
+        .iter()
+        .flat_map(|c| &c.versions)
+        .any(|v| v.artifact.as_ref().is_some_and(|a| a.sha256 == sha256));
+    if !named {
+        return Err(status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("no code version of service {service:?} has archive sha256:{sha256}"),
+        ));
+    }
+    let (size, bytes) = api.store.get(&sha256).await.map_err(|e| match e {
+        StoreError::NotFound(_) => status(StatusCode::NOT_FOUND, "NotFound", e.to_string()),
+        e => status(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalError",
+            e.to_string(),
+        ),
+    })?;
+    // A digest mismatch ends the stream with an error: the connection breaks and the client's
+    // own check fails, instead of a corrupted archive arriving whole.
+    let body = Body::from_stream(
+        bytes.map(|chunk| chunk.inspect_err(|e| tracing::error!(error = %e, "serving an archive"))),
+    );
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (header::CONTENT_LENGTH, size.to_string()),
+        ],
+        body,
+    )
+        .into_response())
+}

@@ -1,0 +1,40 @@
+//! The code API: an aggregated API group (`code.conpaas.io`) that the controller serves behind
+//! the API server, so that uploads and downloads of code archives need nothing but the caller's
+//! own kube credentials. The API server authenticates the caller (users with any kubeconfig,
+//! agents with their node token) and authorizes the path (`services/archives` of this group);
+//! the controller then checks the caller's rights on the Service itself.
+//!
+//! - `POST .../namespaces/{ns}/services/{service}/archives`: the body is an archive; answers
+//!   [`Uploaded`]. Needs `update` on the Service.
+//! - `GET .../namespaces/{ns}/services/{service}/archives/{sha256}`: an archive a version of the
+//!   Service names. Needs `get` on the Service, or to be the token of one of its nodes.
+
+use serde::{Deserialize, Serialize};
+
+/// The API group.
+pub const GROUP: &str = "code.conpaas.io";
+/// Its only version.
+pub const VERSION: &str = "v1alpha1";
+/// The APIService that registers it.
+pub const API_SERVICE: &str = "v1alpha1.code.conpaas.io";
+/// The resource (a subresource of `services`) the API server authorizes.
+pub const RESOURCE: &str = "services/archives";
+
+/// Where archives of `service` are uploaded.
+pub fn archives_path(namespace: &str, service: &str) -> String {
+    format!("/apis/{GROUP}/{VERSION}/namespaces/{namespace}/services/{service}/archives")
+}
+
+/// Where one archive of `service` is downloaded.
+pub fn archive_path(namespace: &str, service: &str, sha256: &str) -> String {
+    format!("{}/{sha256}", archives_path(namespace, service))
+}
+
+/// The answer to an upload.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Uploaded {
+    /// SHA-256 of the stored archive, lowercase hex.
+    pub sha256: String,
+    /// Its length in bytes.
+    pub size: u64,
+}

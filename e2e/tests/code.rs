@@ -1,0 +1,311 @@
+//! Code delivery through the artifact store: `cpsctl code upload` streams an archive through the
+//! API server to the controller's code API, the Service gets the version, and its node's agent
+//! fetches it with its own token and runs it. RBAC decides who may upload and download: a user
+//! without `update` on the Service stores nothing, one without `get` reads nothing, and a node
+//! token of one Service cannot fetch another Service's code.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use conpaas_crds::code_api::{archive_path, archives_path};
+use conpaas_e2e::tools::{Ran, cpsctl, run};
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
+use kube::api::{Api, PostParams};
+use kube::{Client, Config};
+use sha2::{Digest, Sha256};
+
+const NS: &str = "code-e2e";
+
+fn cps(kubeconfig: &Path, args: &[&str]) -> Ran {
+    let mut all = vec!["-n", NS];
+    all.extend_from_slice(args);
+    run(&cpsctl(), &all, kubeconfig, None).expect("cpsctl")
+}
+
+/// A generic Service's scripts; run.sh says which version runs.
+fn site(dir: &Path, version: &str) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("init.sh"), "echo init\n").unwrap();
+    std::fs::write(
+        dir.join("run.sh"),
+        format!("echo {version} > ../../running.txt\nexec sleep 600\n"),
+    )
+    .unwrap();
+}
+
+/// A ServiceAccount `name` with `rules` in the namespace, and a kubeconfig with its token.
+async fn user(env: &Env, name: &str, rules: serde_json::Value) -> (std::path::PathBuf, String) {
+    let apply = format!(
+        "apiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: {name}}}\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {{name: {name}}}\nrules: {rules}\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {{name: {name}}}\nroleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: {name}}}\nsubjects: [{{kind: ServiceAccount, name: {name}, namespace: {NS}}}]\n"
+    );
+    env.apply(&apply).await;
+    let token = token_of(env, name).await;
+    (env.cp.kubeconfig_with_token(name, &token).unwrap(), token)
+}
+
+async fn token_of(env: &Env, account: &str) -> String {
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            expiration_seconds: Some(3600),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<ServiceAccount>::namespaced(env.client.clone(), NS)
+        .create_token_request(account, &PostParams::default(), &request)
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .token
+}
+
+async fn client_with(env: &Env, token: &str) -> Client {
+    let mut config = Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(&env.cp.kubeconfig).unwrap(),
+        &Default::default(),
+    )
+    .await
+    .unwrap();
+    config.auth_info.token = Some(token.to_string().into());
+    Client::try_from(config).unwrap()
+}
+
+/// Status code and body of a GET through the API server.
+async fn get(client: &Client, path: &str) -> (u16, Vec<u8>) {
+    let request = http::Request::get(path).body(Vec::new()).unwrap();
+    let response = client.send(request.map(Into::into)).await.unwrap();
+    let status = response.status().as_u16();
+    let body = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec();
+    (status, body)
+}
+
+fn stored_archives(env: &Env) -> Vec<String> {
+    let dir = env.state.path().join("artifacts/sha256");
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn uploaded_code_runs_on_the_nodes_and_rbac_decides_who_may_touch_it() {
+    let env = env(NS, 51).await;
+    env.apply_cloud_and_app().await;
+    env.apply("apiVersion: conpaas.io/v1alpha1\nkind: Service\nmetadata: {name: gen}\nspec: {application: demo, type: generic, roles: [{name: master, count: 1}]}\n---\napiVersion: conpaas.io/v1alpha1\nkind: Service\nmetadata: {name: other}\nspec: {application: demo, type: generic, state: Stopped, roles: [{name: master, count: 1}]}\n").await;
+    let admin = env.cp.kubeconfig.clone();
+    let work = tempfile::tempdir().unwrap();
+    // The API server routes code.conpaas.io once it has found the controller serving it.
+    let api_services: Api<APIService> = Api::all(env.client.clone());
+    conpaas_e2e::wait::until("the code API to be available", LIMIT, || {
+        let api_services = api_services.clone();
+        async move {
+            let found = api_services
+                .get_opt(conpaas_crds::code_api::API_SERVICE)
+                .await?;
+            Ok(found
+                .and_then(|a| a.status)
+                .and_then(|s| s.conditions)
+                .unwrap_or_default()
+                .iter()
+                .any(|c| c.type_ == "Available" && c.status == "True"))
+        }
+    })
+    .await
+    .unwrap();
+
+    // Upload a directory as v1 and activate it: the node runs it.
+    site(&work.path().join("v1"), "v1");
+    let v1 = work.path().join("v1");
+    let out = cps(
+        &admin,
+        &[
+            "code",
+            "upload",
+            "gen",
+            v1.to_str().unwrap(),
+            "--version",
+            "v1",
+            "--activate",
+        ],
+    )
+    .ok();
+    assert!(out.stdout.contains("version v1 uploaded"), "{}", out.stdout);
+    env.wait_service("gen", "v1 running on every node", |s| {
+        conpaas_crds::v1alpha1::is_condition_true(
+            &s.status.clone().unwrap_or_default().conditions,
+            "Ready",
+        )
+    })
+    .await;
+    let node = env.nodes("gen").await.remove(0);
+    conpaas_e2e::wait::until("the node to run v1", LIMIT, || {
+        let path = env
+            .state
+            .path()
+            .join("vms")
+            .join(&node.spec.token)
+            .join("work/running.txt");
+        async move { Ok(std::fs::read_to_string(path).is_ok_and(|t| t.trim() == "v1")) }
+    })
+    .await
+    .unwrap();
+    let service = env.services().get("gen").await.unwrap();
+    let sha = service.spec.code.as_ref().unwrap().versions[0]
+        .artifact
+        .as_ref()
+        .unwrap()
+        .sha256
+        .clone();
+    assert_eq!(stored_archives(&env), vec![sha.clone()]);
+
+    // list shows it active; download gives the same bytes back.
+    let listed = cps(&admin, &["code", "list", "gen"]).ok().stdout;
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with("v1") && l.contains("artifact") && l.trim_end().ends_with('*')),
+        "{listed}"
+    );
+    let copy = work.path().join("v1.tar.gz");
+    cps(
+        &admin,
+        &[
+            "code",
+            "download",
+            "gen",
+            "v1",
+            "-o",
+            copy.to_str().unwrap(),
+        ],
+    )
+    .ok();
+    assert_eq!(
+        hex::encode(Sha256::digest(std::fs::read(&copy).unwrap())),
+        sha
+    );
+
+    // A reader (get on the Service, and the code API's paths) may download but not upload, and
+    // its upload stores nothing.
+    let code_paths = serde_json::json!([
+        {"apiGroups": ["conpaas.io"], "resources": ["services"], "verbs": ["get", "list"]},
+        {"apiGroups": ["code.conpaas.io"], "resources": ["services/archives"], "verbs": ["create", "get"]},
+    ]);
+    let (reader, _) = user(&env, "reader", code_paths).await;
+    site(&work.path().join("v2"), "v2");
+    let v2 = work.path().join("v2");
+    let refused = cps(
+        &reader,
+        &[
+            "code",
+            "upload",
+            "gen",
+            v2.to_str().unwrap(),
+            "--version",
+            "v2",
+        ],
+    );
+    assert_ne!(refused.code, Some(0));
+    assert!(
+        refused.stderr.contains("403") && refused.stderr.contains("may not update"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(
+        stored_archives(&env),
+        vec![sha.clone()],
+        "a refused upload stores nothing"
+    );
+    let copy2 = work.path().join("reader.tar.gz");
+    cps(
+        &reader,
+        &[
+            "code",
+            "download",
+            "gen",
+            "v1",
+            "-o",
+            copy2.to_str().unwrap(),
+        ],
+    )
+    .ok();
+
+    // A stranger may use the code API's paths but has no right on the Service: 403, no bytes.
+    let only_paths = serde_json::json!([
+        {"apiGroups": ["code.conpaas.io"], "resources": ["services/archives"], "verbs": ["create", "get"]},
+    ]);
+    let (_, stranger_token) = user(&env, "stranger", only_paths).await;
+    let stranger = client_with(&env, &stranger_token).await;
+    let (status, body) = get(&stranger, &archive_path(NS, "gen", &sha)).await;
+    assert_eq!(status, 403, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("may not get"));
+
+    // The node's own token fetches its Service's archive, and not another Service's.
+    let node_token = token_of(&env, node.metadata.name.as_deref().unwrap()).await;
+    let agent = client_with(&env, &node_token).await;
+    let (status, body) = get(&agent, &archive_path(NS, "gen", &sha)).await;
+    assert_eq!(
+        (status, Sha256::digest(&body).to_vec()),
+        (200, hex::decode(&sha).unwrap())
+    );
+    let (status, _) = get(&agent, &archive_path(NS, "other", &sha)).await;
+    assert_eq!(status, 403);
+    // An archive no version of the Service names is not served, whoever asks.
+    let (status, _) = get(&env.client, &archive_path(NS, "other", &sha)).await;
+    assert_eq!(status, 404);
+
+    // An upload whose bytes do not match the digest it claims stores nothing.
+    let request = http::Request::post(format!(
+        "{}?sha256={}",
+        archives_path(NS, "gen"),
+        "0".repeat(64)
+    ))
+    .body(b"not the archive".to_vec())
+    .unwrap();
+    let response = env.client.send(request.map(Into::into)).await.unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+    assert_eq!(stored_archives(&env), vec![sha.clone()]);
+
+    // The active version cannot be deleted; another one can.
+    let refused = cps(&admin, &["code", "delete", "gen", "v1"]);
+    assert!(refused.stderr.contains("is active"), "{}", refused.stderr);
+    cps(
+        &admin,
+        &[
+            "code",
+            "upload",
+            "gen",
+            v2.to_str().unwrap(),
+            "--version",
+            "v2",
+        ],
+    )
+    .ok();
+    cps(&admin, &["code", "activate", "gen", "v2"]).ok();
+    conpaas_e2e::wait::until("the node to run v2", LIMIT, || {
+        let path = env
+            .state
+            .path()
+            .join("vms")
+            .join(&node.spec.token)
+            .join("work/running.txt");
+        async move { Ok(std::fs::read_to_string(path).is_ok_and(|t| t.trim() == "v2")) }
+    })
+    .await
+    .unwrap();
+    cps(&admin, &["code", "delete", "gen", "v1"]).ok();
+    let listed = cps(&admin, &["code", "list", "gen"]).ok().stdout;
+    assert!(!listed.contains("v1") && listed.contains("v2"), "{listed}");
+}
