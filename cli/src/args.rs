@@ -275,10 +275,10 @@ pub enum Verb {
         /// The Application
         app: String,
     },
-    /// A Service's code versions: upload, list, activate, delete, download
+    /// A Service's code versions: upload, list, activate, rollback, delete, download
     #[command(
         subcommand,
-        after_help = "Examples:\n  cpsctl code upload hello ./site --activate\n  cpsctl code list hello\n  cpsctl code activate hello v1\n  cpsctl code download hello v1 -o v1.tar.gz"
+        after_help = "Examples:\n  cpsctl code upload hello ./site --activate\n  cpsctl code list hello\n  cpsctl code activate hello v1\n  cpsctl code rollback hello\n  cpsctl code download hello v1 -o v1.tar.gz"
     )]
     Code(CodeVerb),
     /// Print a shell completion script
@@ -322,6 +322,11 @@ pub enum CodeVerb {
         service: String,
         /// The version
         version: String,
+    },
+    /// Activate the version that was active before the current one
+    Rollback {
+        /// The Service
+        service: String,
     },
     /// Remove a version (never the active one)
     // `version` names a code version here, not cpsctl's own.

@@ -84,6 +84,21 @@ pub struct Args {
     /// The largest archive an upload may carry, in bytes
     #[arg(long, env = "CONPAAS_MAX_ARCHIVE_BYTES", default_value_t = 2 << 30)]
     pub max_archive_bytes: u64,
+    /// Seconds an archive that no code version names stays in the store (covers an upload
+    /// whose version is not written yet)
+    #[arg(
+        long,
+        env = "CONPAAS_ARTIFACT_GC_GRACE_SECONDS",
+        default_value_t = 3600
+    )]
+    pub artifact_gc_grace_seconds: u64,
+    /// Seconds between sweeps of the store
+    #[arg(
+        long,
+        env = "CONPAAS_ARTIFACT_GC_INTERVAL_SECONDS",
+        default_value_t = 600
+    )]
+    pub artifact_gc_interval_seconds: u64,
     /// Log as JSON lines instead of text
     #[arg(long, env = "CONPAAS_LOG_JSON")]
     pub log_json: bool,

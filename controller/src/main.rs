@@ -210,7 +210,11 @@ async fn serve_code_api(
             store,
             ctx,
             ready,
-            args.max_archive_bytes,
+            code_api::Settings {
+                max_archive_bytes: args.max_archive_bytes,
+                gc_grace: Duration::from_secs(args.artifact_gc_grace_seconds),
+                gc_every: Duration::from_secs(args.artifact_gc_interval_seconds.max(1)),
+            },
         )
         .await
     };

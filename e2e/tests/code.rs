@@ -102,7 +102,16 @@ fn stored_archives(env: &Env) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn uploaded_code_runs_on_the_nodes_and_rbac_decides_who_may_touch_it() {
-    let env = env(NS, 51).await;
+    // Archives no version names are swept 3 s after they were written.
+    let env = env_with(
+        NS,
+        51,
+        &[
+            ("CONPAAS_ARTIFACT_GC_GRACE_SECONDS", "3"),
+            ("CONPAAS_ARTIFACT_GC_INTERVAL_SECONDS", "1"),
+        ],
+    )
+    .await;
     env.apply_cloud_and_app().await;
     env.apply("apiVersion: conpaas.io/v1alpha1\nkind: Service\nmetadata: {name: gen}\nspec: {application: demo, type: generic, roles: [{name: master, count: 1}]}\n---\napiVersion: conpaas.io/v1alpha1\nkind: Service\nmetadata: {name: other}\nspec: {application: demo, type: generic, state: Stopped, roles: [{name: master, count: 1}]}\n").await;
     let admin = env.cp.kubeconfig.clone();
@@ -305,7 +314,40 @@ async fn uploaded_code_runs_on_the_nodes_and_rbac_decides_who_may_touch_it() {
     })
     .await
     .unwrap();
+    // Back to v1 with a rollback, then forward again to v2, which leaves v1 deletable.
+    cps(&admin, &["code", "rollback", "gen"]).ok();
+    let back = env.services().get("gen").await.unwrap();
+    assert_eq!(back.spec.code.unwrap().active.as_deref(), Some("v1"));
+    env.wait_service("gen", "v2 recorded as the previous version", |s| {
+        s.status
+            .as_ref()
+            .and_then(|st| st.previous_code_version.as_deref())
+            == Some("v2")
+    })
+    .await;
+    cps(&admin, &["code", "rollback", "gen"]).ok();
     cps(&admin, &["code", "delete", "gen", "v1"]).ok();
     let listed = cps(&admin, &["code", "list", "gen"]).ok().stdout;
     assert!(!listed.contains("v1") && listed.contains("v2"), "{listed}");
+    // v1's archive, named by no version now, leaves the store; v2's stays.
+    let v2_sha = env
+        .services()
+        .get("gen")
+        .await
+        .unwrap()
+        .spec
+        .code
+        .unwrap()
+        .versions[0]
+        .artifact
+        .clone()
+        .unwrap()
+        .sha256;
+    conpaas_e2e::wait::until("v1's archive to be swept", LIMIT, || {
+        let left = stored_archives(&env);
+        let v2_sha = v2_sha.clone();
+        async move { Ok(left == vec![v2_sha]) }
+    })
+    .await
+    .unwrap();
 }

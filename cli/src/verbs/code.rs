@@ -138,6 +138,16 @@ pub async fn activate(s: &Session, service: &str, name: &str) -> anyhow::Result<
     Ok(())
 }
 
+/// Activates the version that was active before the current one.
+pub async fn rollback(s: &Session, service: &str) -> anyhow::Result<()> {
+    let current = s.service(service).await?;
+    let status = current.status.unwrap_or_default();
+    let Some(previous) = status.previous_code_version else {
+        bail!("service {service} has had no other active version to go back to");
+    };
+    activate(s, service, &previous).await
+}
+
 /// Removes a version that is not active.
 pub async fn delete(s: &Session, service: &str, name: &str) -> anyhow::Result<()> {
     let updated = edit(s, service, |versions, active| {

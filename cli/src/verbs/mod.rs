@@ -105,6 +105,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             CodeVerb::Activate { service, version } => {
                 code::activate(&s, &service, &version).await?
             }
+            CodeVerb::Rollback { service } => code::rollback(&s, &service).await?,
             CodeVerb::Delete { service, version } => code::delete(&s, &service, &version).await?,
             CodeVerb::Download { .. } => unreachable!("handled before connecting"),
         },

@@ -9,6 +9,7 @@
 //! (`--request-timeout`, 60 s by default) to uploads and downloads.
 
 mod front_proxy;
+mod gc;
 mod register;
 mod routes;
 mod tls;
@@ -16,6 +17,7 @@ mod tls;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::Extension;
@@ -37,15 +39,24 @@ pub struct CodeApi {
     pub max_archive_bytes: u64,
 }
 
+/// Limits and the store's upkeep.
+pub struct Settings {
+    pub max_archive_bytes: u64,
+    /// How long an archive no version names is kept.
+    pub gc_grace: Duration,
+    /// How often the store is swept.
+    pub gc_every: Duration,
+}
+
 /// Registers the code API with the API server and serves it on `address` until the process
-/// ends.
+/// ends; sweeps the store meanwhile.
 pub async fn run(
     address: SocketAddr,
     target: Target<'_>,
     store: Store,
     ctx: Arc<Context>,
     ready: Arc<AtomicBool>,
-    max_archive_bytes: u64,
+    settings: Settings,
 ) -> anyhow::Result<()> {
     let client = ctx.client.clone();
     let proxy = front_proxy::FrontProxy::load(&client).await?;
@@ -67,12 +78,19 @@ pub async fn run(
         .with_context(|| format!("listen on {address} for the code API"))?;
     register::register(&client, &target, &identity.cert_pem).await?;
     tracing::info!(address = %listener.local_addr()?, store = ?store, "serving the code API");
+    let sweep = tokio::spawn(gc::run(
+        store.clone(),
+        ctx.clone(),
+        settings.gc_grace,
+        settings.gc_every,
+    ));
+    let _stop_sweep = AbortOnDrop(sweep);
     let api = Arc::new(CodeApi {
         store,
         ctx,
         ready,
         proxy,
-        max_archive_bytes,
+        max_archive_bytes: settings.max_archive_bytes,
     });
     let router = routes::router(api);
     let acceptor = TlsAcceptor::from(config);
@@ -102,5 +120,14 @@ pub async fn run(
                 tracing::debug!(error = %e, %remote, "code API connection");
             }
         });
+    }
+}
+
+/// Stops a task when the code API stops.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

@@ -318,6 +318,9 @@ pub struct ServiceStatus {
     /// Code version the nodes were told to run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active_code_version: Option<String>,
+    /// The version that was active before it (what `cpsctl code rollback` activates).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_code_version: Option<String>,
     /// Generation of the spec this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,

@@ -151,14 +151,23 @@ pub fn build(
         history.drain(..excess);
     }
 
+    let active_code_version = desired
+        .as_ref()
+        .ok()
+        .and_then(|d| d.config.code.as_ref().map(|c| c.version.clone()));
+    // Only a switch from one version to another makes a previous one; a spec that is invalid
+    // for a while (no active version) does not.
+    let previous_code_version = match (&previous.active_code_version, &active_code_version) {
+        (Some(old), Some(new)) if old != new => Some(old.clone()),
+        _ => previous.previous_code_version.clone(),
+    };
+
     ServiceStatus {
         phase,
         ready: (!roles.is_empty()).then_some(ready_text),
         roles,
-        active_code_version: desired
-            .as_ref()
-            .ok()
-            .and_then(|d| d.config.code.as_ref().map(|c| c.version.clone())),
+        active_code_version,
+        previous_code_version,
         observed_generation: generation,
         conditions,
         history,
@@ -440,6 +449,39 @@ mod tests {
         );
         let again = build(&first, Some(1), &desired(3, true), &nodes(3, 3), &now(99));
         assert_eq!(first, again, "no write when nothing changed");
+    }
+
+    #[test]
+    fn the_version_active_before_is_kept_for_a_rollback() {
+        let with_code = |version: Option<&str>| {
+            desired(1, true).map(|mut d| {
+                d.config.code = version.map(|v| conpaas_crds::v1alpha1::NodeCode {
+                    version: v.into(),
+                    ..Default::default()
+                });
+                d
+            })
+        };
+        let mut s = ServiceStatus::default();
+        let mut seen = Vec::new();
+        for step in [Some("v1"), Some("v2"), None, Some("v2"), Some("v1")] {
+            s = build(&s, Some(1), &with_code(step), &nodes(1, 1), &now(0));
+            seen.push((
+                s.active_code_version.clone(),
+                s.previous_code_version.clone(),
+            ));
+        }
+        let v = |x: &str| Some(x.to_string());
+        assert_eq!(
+            seen,
+            vec![
+                (v("v1"), None),
+                (v("v2"), v("v1")),
+                (None, v("v1")),
+                (v("v2"), v("v1")),
+                (v("v1"), v("v2")),
+            ]
+        );
     }
 
     #[test]

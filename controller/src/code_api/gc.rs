@@ -1,0 +1,88 @@
+//! Removes archives from the store that no Service's versions name. An upload is stored before
+//! cpsctl writes its version into the Service, so only archives older than a grace period go.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use conpaas_artifacts::{Listed, Store};
+use conpaas_reconcilers::Context;
+use conpaas_reconcilers::caches::readable;
+
+/// The archives to delete: named by no version and written more than `grace` before `now`
+/// (Unix seconds).
+pub fn unreferenced(
+    listed: &[Listed],
+    referenced: &BTreeSet<String>,
+    now: i64,
+    grace: Duration,
+) -> Vec<String> {
+    listed
+        .iter()
+        .filter(|a| !referenced.contains(&a.sha256))
+        .filter(|a| now - a.written >= grace.as_secs() as i64)
+        .map(|a| a.sha256.clone())
+        .collect()
+}
+
+/// Every archive a Service's versions name, or None when a Service cannot be read (its
+/// versions are unknown, so nothing may be deleted).
+fn referenced(ctx: &Context) -> Option<BTreeSet<String>> {
+    let mut names = BTreeSet::new();
+    for entry in ctx.caches.services.state() {
+        let service = readable(&entry)?;
+        let versions = service.spec.code.iter().flat_map(|c| &c.versions);
+        names.extend(versions.filter_map(|v| v.artifact.as_ref().map(|a| a.sha256.clone())));
+    }
+    Some(names)
+}
+
+/// Sweeps the store every `every` while the controller runs.
+pub async fn run(store: Store, ctx: Arc<Context>, grace: Duration, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        if !ctx.caches.ready() {
+            continue;
+        }
+        let Some(referenced) = referenced(&ctx) else {
+            tracing::info!("an unreadable Service may name archives: none is deleted this round");
+            continue;
+        };
+        let listed = match store.list().await {
+            Ok(listed) => listed,
+            Err(e) => {
+                tracing::warn!(error = %e, "list the artifact store");
+                continue;
+            }
+        };
+        let now = k8s_openapi::jiff::Timestamp::now().as_second();
+        for sha256 in unreferenced(&listed, &referenced, now, grace) {
+            match store.delete(&sha256).await {
+                Ok(()) => tracing::info!(%sha256, "deleted an archive no code version names"),
+                Err(e) => tracing::warn!(error = %e, %sha256, "delete an unreferenced archive"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_old_archives_no_version_names_go() {
+        let archive = |sha: &str, written: i64| Listed {
+            sha256: sha.into(),
+            size: 1,
+            written,
+        };
+        let listed = [
+            archive("named", 0),
+            archive("old", 0),
+            archive("fresh", 3000),
+        ];
+        let referenced = BTreeSet::from(["named".to_string()]);
+        let gone = unreferenced(&listed, &referenced, 3600, Duration::from_secs(3600));
+        assert_eq!(gone, vec!["old"]);
+    }
+}
