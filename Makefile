@@ -9,7 +9,7 @@ TEST_FEATURES = conpaas-controller/ec2,conpaas-cloud/ec2,conpaas-cloud/opennebul
 
 NEXTEST ?= $(or $(CONPAAS_CACHE),$(HOME)/.cache/conpaas)/nextest-0.9.151/bin/cargo-nextest
 
-.PHONY: run test build deps kube helm kstatus nextest crds install-yaml lint bench scale-bench ec2-bench
+.PHONY: run test build deps kube helm kstatus nextest crds install-yaml lint bench scale-bench code-bench ec2-bench
 
 # Python packages the tests use (pyone, moto), installed only when missing.
 deps:
@@ -60,6 +60,10 @@ bench: kube
 scale-bench: kube
 	$(CARGO) build --workspace --bins --release
 	$(CARGO_TARGET_DIR)/release/conpaas-scale-bench
+
+code-bench: kube
+	$(CARGO) build --workspace --bins --release
+	e2e/tools/code-bench.sh $(CARGO_TARGET_DIR)/release
 
 ec2-bench: deps kube
 	$(CARGO) build --workspace --bins --release --features $(TEST_FEATURES)

@@ -1,8 +1,9 @@
 //! Makes the API server proxy `code.conpaas.io` to this controller: the APIService (with the
 //! serving certificate as its CA bundle) and, when the controller runs outside the cluster
 //! (`make run`, the tests), a Service of type ExternalName that points at this host. In a
-//! cluster the Helm chart makes a ClusterIP Service for the controller's pods instead; only the
-//! leader is ready, so only the leader receives requests.
+//! cluster the Helm chart makes the APIService (so an uninstall removes it) and a ClusterIP
+//! Service for the controller's pods; the controller applies the same APIService with its CA
+//! bundle. Only the leader is ready, so only the leader receives requests.
 
 use anyhow::Context as _;
 use conpaas_crds::code_api::{API_SERVICE, GROUP, VERSION};
