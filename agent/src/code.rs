@@ -197,52 +197,129 @@ async fn fetch(
     sink.finish()
 }
 
-/// Unpacks the tar (or gzipped tar) archive at `archive` into `dest`, refusing unsafe members
-/// and archives that unpack to more than `limits` allow.
+/// Unpacks the archive at `archive` (tar, gzipped tar, or zip, which a war is) into `dest`,
+/// refusing unsafe members and archives that unpack to more than `limits` allow.
 pub fn unpack(archive: &Path, dest: &Path, limits: Limits) -> anyhow::Result<()> {
     let packed = std::fs::metadata(archive)
         .with_context(|| format!("read {}", archive.display()))?
         .len();
-    let max_bytes = limits
-        .bytes
-        .min((packed.saturating_mul(limits.ratio)).max(limits.ratio_floor));
-    let mut file = std::fs::File::open(archive)?;
-    let mut magic = [0u8; 2];
-    let gzipped = file.read_exact(&mut magic).is_ok() && magic == [0x1f, 0x8b];
-    let file = std::fs::File::open(archive)?;
-    let reader: Box<dyn Read> = if gzipped {
-        Box::new(flate2::read::GzDecoder::new(std::io::BufReader::new(file)))
-    } else {
-        Box::new(std::io::BufReader::new(file))
+    let mut budget = Budget {
+        limits,
+        max_bytes: limits
+            .bytes
+            .min((packed.saturating_mul(limits.ratio)).max(limits.ratio_floor)),
+        packed,
+        files: 0,
+        bytes: 0,
     };
+    let mut magic = [0u8; 4];
+    let _ = std::fs::File::open(archive)?.read(&mut magic)?;
+    let file = std::io::BufReader::new(std::fs::File::open(archive)?);
+    match magic {
+        [b'P', b'K', 3, 4] | [b'P', b'K', 5, 6] => unpack_zip(file, dest, &mut budget),
+        [0x1f, 0x8b, ..] => unpack_tar(flate2::read::GzDecoder::new(file), dest, &mut budget),
+        _ => unpack_tar(file, dest, &mut budget),
+    }
+}
+
+/// What an archive may still unpack to.
+struct Budget {
+    limits: Limits,
+    max_bytes: u64,
+    packed: u64,
+    files: u64,
+    bytes: u64,
+}
+
+impl Budget {
+    fn member(&mut self) -> anyhow::Result<()> {
+        self.files += 1;
+        if self.files > self.limits.files {
+            bail!("the archive has more than {} members", self.limits.files);
+        }
+        Ok(())
+    }
+
+    fn grow(&mut self, by: u64) -> anyhow::Result<()> {
+        self.bytes += by;
+        if self.bytes > self.max_bytes {
+            bail!(
+                "the archive unpacks to more than {} bytes (it is {} bytes packed)",
+                self.max_bytes,
+                self.packed
+            );
+        }
+        Ok(())
+    }
+}
+
+fn check_name(path: &Path) -> anyhow::Result<()> {
+    let safe = path
+        .components()
+        .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+    if !safe {
+        bail!(
+            "archive member {} is absolute or leaves the folder",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+fn unpack_tar(reader: impl Read, dest: &Path, budget: &mut Budget) -> anyhow::Result<()> {
     let mut tar = tar::Archive::new(reader);
-    let (mut files, mut bytes) = (0u64, 0u64);
     for entry in tar.entries()? {
         let mut entry = entry?;
         let path = entry.path()?.into_owned();
-        let safe = path
-            .components()
-            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
-        if !safe {
-            bail!(
-                "archive member {} is absolute or leaves the folder",
-                path.display()
-            );
-        }
+        check_name(&path)?;
         if entry.header().entry_type().is_symlink() || entry.header().entry_type().is_hard_link() {
             bail!("archive member {} is a link", path.display());
         }
-        files += 1;
-        bytes += entry.header().size().unwrap_or(0);
-        if files > limits.files {
-            bail!("the archive has more than {} members", limits.files);
-        }
-        if bytes > max_bytes {
-            bail!(
-                "the archive unpacks to more than {max_bytes} bytes (it is {packed} bytes packed)"
-            );
-        }
+        budget.member()?;
+        budget.grow(entry.header().size().unwrap_or(0))?;
         entry.unpack_in(dest)?;
+    }
+    Ok(())
+}
+
+fn unpack_zip(
+    reader: impl Read + std::io::Seek,
+    dest: &Path,
+    budget: &mut Budget,
+) -> anyhow::Result<()> {
+    let mut zip = zip::ZipArchive::new(reader).context("read the zip archive")?;
+    for i in 0..zip.len() {
+        let mut entry = zip.by_index(i)?;
+        let name = PathBuf::from(entry.name().context("read a zip member's name")?.as_ref());
+        check_name(&name)?;
+        if entry.is_symlink() {
+            bail!("archive member {} is a link", name.display());
+        }
+        budget.member()?;
+        let out = dest.join(&name);
+        if entry.is_dir() {
+            std::fs::create_dir_all(&out)?;
+            continue;
+        }
+        if let Some(parent) = out.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        // The sizes a zip declares can lie: count what actually comes out.
+        let mut file =
+            std::fs::File::create(&out).with_context(|| format!("create {}", out.display()))?;
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let n = entry.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            budget.grow(n as u64)?;
+            std::io::Write::write_all(&mut file, &buf[..n])?;
+        }
+        if let Some(mode) = entry.unix_mode() {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&out, std::fs::Permissions::from_mode(mode & 0o777))?;
+        }
     }
     Ok(())
 }
@@ -322,6 +399,56 @@ mod tests {
         };
         let err = unpack_bytes(&tar_with("a"), dir.path(), many).unwrap_err();
         assert!(err.to_string().contains("more than 0 members"), "{err}");
+    }
+
+    fn zip_with(members: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        let options = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated)
+            .unix_permissions(0o755);
+        for (name, body) in members {
+            writer.start_file(*name, options).unwrap();
+            writer.write_all(body).unwrap();
+        }
+        writer.finish().unwrap().into_inner()
+    }
+
+    #[test]
+    fn a_zip_or_war_unpacks_and_is_held_to_the_same_rules() {
+        let dir = tempfile::tempdir().unwrap();
+        let war = zip_with(&[("WEB-INF/web.xml", b"<web-app/>"), ("run.sh", b"echo hi")]);
+        unpack_bytes(&war, dir.path(), Limits::default()).unwrap();
+        assert_eq!(
+            std::fs::read(dir.path().join("WEB-INF/web.xml")).unwrap(),
+            b"<web-app/>"
+        );
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("run.sh"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o755);
+
+        for name in ["../evil.sh", "/etc/evil.sh", "a/../../evil.sh"] {
+            let dir = tempfile::tempdir().unwrap();
+            let err = unpack_bytes(
+                &zip_with(&[(name, b"x")]),
+                &dir.path().join("x"),
+                Limits::default(),
+            )
+            .unwrap_err();
+            assert!(
+                err.to_string().contains("leaves the folder"),
+                "{name}: {err}"
+            );
+        }
+        let bomb = zip_with(&[("zeros", &vec![0u8; 16 << 20])]);
+        let limits = Limits {
+            ratio_floor: 1 << 20,
+            ..Limits::default()
+        };
+        let err = unpack_bytes(&bomb, dir.path(), limits).unwrap_err();
+        assert!(err.to_string().contains("unpacks to more than"), "{err}");
     }
 
     #[test]
