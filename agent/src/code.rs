@@ -276,7 +276,8 @@ fn unpack_tar(reader: impl Read, dest: &Path, budget: &mut Budget) -> anyhow::Re
             bail!("archive member {} is a link", path.display());
         }
         budget.member()?;
-        budget.grow(entry.header().size().unwrap_or(0))?;
+        // The size the entry will write, a PAX record included (the plain header's can be 0).
+        budget.grow(entry.size())?;
         entry.unpack_in(dest)?;
     }
     Ok(())

@@ -150,6 +150,36 @@ impl Store {
         Ok(Stored { sha256, size })
     }
 
+    /// When the archive was written (Unix seconds), if the store has it. An archive uploaded
+    /// again is written again.
+    pub async fn written(&self, sha256: &str) -> Result<Option<i64>, Error> {
+        match self.objects.head(&archive_path(sha256)?).await {
+            Ok(meta) => Ok(Some(meta.last_modified.timestamp())),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Removes uploads that never completed (a client or the process went away between the
+    /// write and the rename) and are older than `before` (Unix seconds); returns how many.
+    pub async fn sweep_uploads(&self, before: i64) -> Result<usize, Error> {
+        let mut stale = Vec::new();
+        let mut entries = self.objects.list(Some(&Path::from("uploads")));
+        while let Some(meta) = entries.next().await {
+            let meta = meta?;
+            if meta.last_modified.timestamp() < before {
+                stale.push(meta.location);
+            }
+        }
+        for location in &stale {
+            match self.objects.delete(location).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(stale.len())
+    }
+
     /// The archive's size, if the store has it.
     pub async fn size(&self, sha256: &str) -> Result<Option<u64>, Error> {
         match self.objects.head(&archive_path(sha256)?).await {

@@ -153,3 +153,23 @@ async fn names_that_are_not_digests_are_refused() {
         Err(Error::Config { .. })
     ));
 }
+
+#[tokio::test]
+async fn uploads_that_never_completed_are_swept_once_old() {
+    let (dir, store) = folder_store();
+    let uploads = dir.path().join("artifacts/uploads");
+    std::fs::create_dir_all(&uploads).unwrap();
+    std::fs::write(uploads.join("left-behind"), b"half an archive").unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert_eq!(
+        store.sweep_uploads(now - 3600).await.unwrap(),
+        0,
+        "young: kept"
+    );
+    assert!(uploads.join("left-behind").exists());
+    assert_eq!(store.sweep_uploads(now + 10).await.unwrap(), 1);
+    assert!(!uploads.join("left-behind").exists());
+}

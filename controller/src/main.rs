@@ -172,57 +172,63 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Serves the code API; without it (e.g. an API server with no front proxy) the controller
-/// still reconciles, and says why uploads cannot work.
+/// Serves the code API; when it cannot start (an API server without a front proxy, a port
+/// taken, a refused call) the controller still reconciles, says why, and tries again with
+/// backoff (`cpsctl doctor` shows the APIService unavailable meanwhile).
 async fn serve_code_api(
     args: args::Args,
     namespace: String,
     ctx: Arc<Context>,
     ready: Arc<AtomicBool>,
 ) {
-    let served = async {
-        let store_url = match &args.artifact_store {
-            Some(url) => url.clone(),
-            None => format!(
-                "file://{}",
-                args.local_config()?.state_dir.join("artifacts").display()
-            ),
+    let mut wait = Duration::from_secs(5);
+    loop {
+        let served = async {
+            let store_url = match &args.artifact_store {
+                Some(url) => url.clone(),
+                None => format!(
+                    "file://{}",
+                    args.local_config()?.state_dir.join("artifacts").display()
+                ),
+            };
+            let store = conpaas_artifacts::Store::from_url(&store_url)?;
+            // Empty means none, so an environment can unset a default given by another layer.
+            let external_name = args
+                .code_api_external_name
+                .as_deref()
+                .filter(|name| !name.is_empty());
+            let port = args.code_api_service_port.unwrap_or(match external_name {
+                Some(_) => args.code_api_address.port(),
+                None => 443,
+            });
+            let target = code_api::Target {
+                namespace: &namespace,
+                service: &args.code_api_service,
+                port: port.into(),
+                external_name,
+            };
+            code_api::run(
+                args.code_api_address,
+                target,
+                store,
+                ctx.clone(),
+                ready.clone(),
+                code_api::Settings {
+                    max_archive_bytes: args.max_archive_bytes,
+                    gc_grace: Duration::from_secs(args.artifact_gc_grace_seconds),
+                    gc_every: Duration::from_secs(args.artifact_gc_interval_seconds.max(1)),
+                },
+            )
+            .await
         };
-        let store = conpaas_artifacts::Store::from_url(&store_url)?;
-        // Empty means none, so an environment can unset a default given by another layer.
-        let external_name = args
-            .code_api_external_name
-            .as_deref()
-            .filter(|name| !name.is_empty());
-        let port = args.code_api_service_port.unwrap_or(match external_name {
-            Some(_) => args.code_api_address.port(),
-            None => 443,
-        });
-        let target = code_api::Target {
-            namespace: &namespace,
-            service: &args.code_api_service,
-            port: port.into(),
-            external_name,
-        };
-        code_api::run(
-            args.code_api_address,
-            target,
-            store,
-            ctx,
-            ready,
-            code_api::Settings {
-                max_archive_bytes: args.max_archive_bytes,
-                gc_grace: Duration::from_secs(args.artifact_gc_grace_seconds),
-                gc_every: Duration::from_secs(args.artifact_gc_interval_seconds.max(1)),
-            },
-        )
-        .await
-    };
-    if let Err(e) = served.await {
-        tracing::error!(
-            error = format!("{e:#}"),
-            "the code API is not served: code uploads and archive downloads fail"
-        );
+        if let Err(e) = served.await {
+            tracing::error!(retry_in = ?wait,
+                error = format!("{e:#}"),
+                "the code API is not served: code uploads and archive downloads fail"
+            );
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(300));
     }
 }
 

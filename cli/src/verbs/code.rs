@@ -56,6 +56,12 @@ pub async fn upload(
         uploaded.sha256
     );
     let updated = edit(s, service, |code_versions, active| {
+        // Checked again on every try: someone may have taken the name meanwhile.
+        if let Some(v) = code_versions.iter().find(|v| v.name == name)
+            && v.artifact.as_ref().map(|a| a.sha256.as_str()) != Some(sha256.as_str())
+        {
+            bail!("service {service} got a version {name:?} with other code meanwhile; name this one with --version");
+        }
         if !code_versions.iter().any(|v| v.name == name) {
             code_versions.push(CodeVersion {
                 name: name.clone(),
@@ -194,9 +200,34 @@ pub async fn download(s: &Session, service: &str, name: &str, out: &Path) -> any
             .unwrap_or_default();
         bail!("download version {name}: {}", refusal(parts.status, &bytes));
     }
-    let partial = out.with_extension("partial");
+    let mut partial_name = out.as_os_str().to_owned();
+    partial_name.push(".partial");
+    let partial = std::path::PathBuf::from(partial_name);
+    let written = write_verified(&mut body, &partial, &artifact.sha256, name).await;
+    let size = match written {
+        Ok(size) => size,
+        Err(e) => {
+            let _ = std::fs::remove_file(&partial);
+            return Err(e);
+        }
+    };
+    std::fs::rename(&partial, out).with_context(|| format!("write {}", out.display()))?;
+    println!(
+        "{}: version {name} ({size} bytes, sha256 verified)",
+        out.display()
+    );
+    Ok(())
+}
+
+/// Writes the body to `path`, hashing it; fails when the digest is not `sha256`.
+async fn write_verified(
+    body: &mut kube::client::Body,
+    path: &Path,
+    sha256: &str,
+    name: &str,
+) -> anyhow::Result<u64> {
     let mut file =
-        std::fs::File::create(&partial).with_context(|| format!("create {}", partial.display()))?;
+        std::fs::File::create(path).with_context(|| format!("create {}", path.display()))?;
     let mut hasher = Sha256::new();
     let mut size = 0u64;
     while let Some(frame) = body.frame().await {
@@ -208,19 +239,10 @@ pub async fn download(s: &Session, service: &str, name: &str, out: &Path) -> any
         }
     }
     let got = hex::encode(hasher.finalize());
-    if got != artifact.sha256 {
-        let _ = std::fs::remove_file(&partial);
-        bail!(
-            "download version {name}: sha256 {got}, expected {}",
-            artifact.sha256
-        );
+    if got != sha256 {
+        bail!("download version {name}: sha256 {got}, expected {sha256}");
     }
-    std::fs::rename(&partial, out).with_context(|| format!("write {}", out.display()))?;
-    println!(
-        "{}: version {name} ({size} bytes, sha256 verified)",
-        out.display()
-    );
-    Ok(())
+    Ok(size)
 }
 
 fn versions(service: &Service) -> Vec<CodeVersion> {

@@ -67,6 +67,7 @@ pub async fn doctor(s: &Session) -> anyhow::Result<ExitCode> {
         check(&mut checks, &format!("crd {name}"), result);
     }
     check(&mut checks, "controller", controller(s).await);
+    check(&mut checks, "code api", code_api(s).await);
     match s.clouds().list(&ListParams::default()).await {
         Err(e) => check(
             &mut checks,
@@ -141,6 +142,32 @@ fn crd_matches(
         Ok("installed, current".into())
     } else {
         Err("installed but differs from this cpsctl's version: upgrade one of them (`kubectl apply --server-side -f manifests/crds/` or `helm upgrade`)".into())
+    }
+}
+
+/// Whether the API server reaches the controller's code API (uploads, downloads, agents' code).
+async fn code_api(s: &Session) -> Result<String, String> {
+    use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
+    let name = conpaas_crds::code_api::API_SERVICE;
+    let found = Api::<APIService>::all(s.client.clone())
+        .get_opt(name)
+        .await
+        .map_err(|e| format!("cannot read APIService {name}: {e}"))?
+        .ok_or_else(|| format!("no APIService {name}: the controller registers it when it leads, the chart installs it"))?;
+    let available = found
+        .status
+        .and_then(|st| st.conditions)
+        .unwrap_or_default()
+        .into_iter()
+        .find(|c| c.type_ == "Available");
+    match available {
+        Some(c) if c.status == "True" => Ok(format!("{name} available")),
+        Some(c) => Err(format!(
+            "{name} is not available ({}: {}): code uploads and downloads fail; the controller's log says why",
+            c.reason.unwrap_or_default(),
+            c.message.unwrap_or_default()
+        )),
+        None => Err(format!("{name} has not been checked by the API server yet")),
     }
 }
 

@@ -27,7 +27,7 @@ pub fn unreferenced(
 
 /// Every archive a Service's versions name, or None when a Service cannot be read (its
 /// versions are unknown, so nothing may be deleted).
-fn referenced(ctx: &Context) -> Option<BTreeSet<String>> {
+fn named_archives(ctx: &Context) -> Option<BTreeSet<String>> {
     let mut names = BTreeSet::new();
     for entry in ctx.caches.services.state() {
         let service = readable(&entry)?;
@@ -44,7 +44,7 @@ pub async fn run(store: Store, ctx: Arc<Context>, grace: Duration, every: Durati
         if !ctx.caches.ready() {
             continue;
         }
-        let Some(referenced) = referenced(&ctx) else {
+        let Some(referenced) = named_archives(&ctx) else {
             tracing::info!("an unreadable Service may name archives: none is deleted this round");
             continue;
         };
@@ -57,10 +57,29 @@ pub async fn run(store: Store, ctx: Arc<Context>, grace: Duration, every: Durati
         };
         let now = k8s_openapi::jiff::Timestamp::now().as_second();
         for sha256 in unreferenced(&listed, &referenced, now, grace) {
+            // Looked at again just before the delete: the listing may be seconds old, and an
+            // archive uploaded again (written anew) and named meanwhile must stay.
+            let still_named = named_archives(&ctx).is_none_or(|r| r.contains(&sha256));
+            let rewritten = match store.written(&sha256).await {
+                Ok(Some(written)) => now - written < grace.as_secs() as i64,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, %sha256, "look at an unreferenced archive");
+                    continue;
+                }
+            };
+            if still_named || rewritten {
+                continue;
+            }
             match store.delete(&sha256).await {
                 Ok(()) => tracing::info!(%sha256, "deleted an archive no code version names"),
                 Err(e) => tracing::warn!(error = %e, %sha256, "delete an unreferenced archive"),
             }
+        }
+        match store.sweep_uploads(now - grace.as_secs() as i64).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(uploads = n, "deleted uploads that never completed"),
+            Err(e) => tracing::warn!(error = %e, "sweep unfinished uploads"),
         }
     }
 }
