@@ -13,7 +13,6 @@ use conpaas_crds::code_api::{archive_path, archives_path};
 use conpaas_e2e::tools::{Ran, cpsctl, run};
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::ServiceAccount;
-use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
 use kube::api::{Api, PostParams};
 use kube::{Client, Config};
 use sha2::{Digest, Sha256};
@@ -117,23 +116,7 @@ async fn uploaded_code_runs_on_the_nodes_and_rbac_decides_who_may_touch_it() {
     let admin = env.cp.kubeconfig.clone();
     let work = tempfile::tempdir().unwrap();
     // The API server routes code.conpaas.io once it has found the controller serving it.
-    let api_services: Api<APIService> = Api::all(env.client.clone());
-    conpaas_e2e::wait::until("the code API to be available", LIMIT, || {
-        let api_services = api_services.clone();
-        async move {
-            let found = api_services
-                .get_opt(conpaas_crds::code_api::API_SERVICE)
-                .await?;
-            Ok(found
-                .and_then(|a| a.status)
-                .and_then(|s| s.conditions)
-                .unwrap_or_default()
-                .iter()
-                .any(|c| c.type_ == "Available" && c.status == "True"))
-        }
-    })
-    .await
-    .unwrap();
+    env.wait_code_api().await;
 
     // Upload a directory as v1 and activate it: the node runs it.
     site(&work.path().join("v1"), "v1");

@@ -81,7 +81,9 @@ async fn every_verb_does_what_it_says() {
     .await
     .unwrap();
 
-    // usage and doctor need no objects; doctor finds everything working.
+    // usage and doctor need no objects; doctor finds everything working (the code API too,
+    // once the API server has found it).
+    env.wait_code_api().await;
     let usage = cps(&env, &["usage", "generic"]).ok().stdout;
     assert!(
         usage.contains("master") && usage.contains("always exactly 1"),
@@ -93,6 +95,7 @@ async fn every_verb_does_what_it_says() {
         "crd services.conpaas.io",
         "controller",
         "cloud local",
+        "code api",
     ] {
         assert!(
             doctor

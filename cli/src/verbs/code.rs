@@ -1,8 +1,9 @@
 //! `cpsctl code ...`: a Service's code versions, as ConPaaS' upload, list, activate, delete and
-//! download did. Archives go to the controller's artifact store through the code API
-//! (`code.conpaas.io`, behind the API server: the user's own kube credentials, and RBAC on the
-//! Service decides); the versions themselves are in the Service's `spec.code`, written with the
-//! same credentials, so GitOps tools see them as any other change.
+//! download did, plus rollback to the version active before. Archives go to the controller's
+//! artifact store through the code API (`code.conpaas.io`, behind the API server: the user's own
+//! kube credentials, and RBAC on the Service decides); the versions themselves are in the
+//! Service's `spec.code`, written with the same credentials, so GitOps tools see them as any
+//! other change.
 
 use std::io::Read;
 use std::path::Path;

@@ -80,14 +80,8 @@ async fn discovery() -> Response {
     .into_response()
 }
 
-/// The caller, the Service and whether the controller can answer at all.
-fn admit(
-    api: &CodeApi,
-    peer: &Peer,
-    headers: &HeaderMap,
-    namespace: &str,
-    service: &str,
-) -> Result<(Caller, Service), Refusal> {
+/// The caller, once the controller can answer at all.
+fn admit(api: &CodeApi, peer: &Peer, headers: &HeaderMap) -> Result<Caller, Refusal> {
     let caller = api
         .proxy
         .caller(peer, headers)
@@ -99,14 +93,32 @@ fn admit(
             "the controller is starting; try again".into(),
         ));
     }
-    let found = api.ctx.caches.service(namespace, service).ok_or_else(|| {
+    Ok(caller)
+}
+
+/// The Service, from the cache; from the API server when the cache has not seen it yet (a
+/// Service applied a moment before the upload).
+async fn find_service(api: &CodeApi, namespace: &str, name: &str) -> Result<Service, Refusal> {
+    if let Some(found) = api.ctx.caches.service(namespace, name) {
+        return Ok(found);
+    }
+    let fetched = Api::<Service>::namespaced(api.ctx.client.clone(), namespace)
+        .get_opt(name)
+        .await
+        .map_err(|e| {
+            status(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalError",
+                format!("read services.conpaas.io {name:?}: {e}"),
+            )
+        })?;
+    fetched.ok_or_else(|| {
         status(
             StatusCode::NOT_FOUND,
             "NotFound",
-            format!("services.conpaas.io {service:?} not found in namespace {namespace}"),
+            format!("services.conpaas.io {name:?} not found in namespace {namespace}"),
         )
-    })?;
-    Ok((caller, found))
+    })
 }
 
 /// Asks the API server whether `caller` may `verb` the Service (RBAC decides, as for kubectl).
@@ -171,8 +183,10 @@ async fn upload(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Refusal> {
-    let (caller, found) = admit(&api, &peer, &headers, &namespace, &service)?;
+    let caller = admit(&api, &peer, &headers)?;
+    // Rights first: whether a Service exists is told only to those who may see it.
     may(&api, &caller, "update", &namespace, &service).await?;
+    let found = find_service(&api, &namespace, &service).await?;
     let stored = api
         .store
         .put(
@@ -236,10 +250,11 @@ async fn download(
     Path((namespace, service, sha256)): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, Refusal> {
-    let (caller, found) = admit(&api, &peer, &headers, &namespace, &service)?;
+    let caller = admit(&api, &peer, &headers)?;
     if !is_node_of(&api, &caller, &namespace, &service) {
         may(&api, &caller, "get", &namespace, &service).await?;
     }
+    let found = find_service(&api, &namespace, &service).await?;
     // The store is shared by every Service: an archive is served only under a Service one of
     // whose versions names it.
     let named = found

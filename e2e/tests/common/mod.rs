@@ -176,6 +176,27 @@ impl Env {
         }
     }
 
+    /// Waits until the API server routes the code API (code.conpaas.io) to the controller.
+    #[allow(dead_code)]
+    pub async fn wait_code_api(&self) {
+        use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
+        let api: Api<APIService> = Api::all(self.client.clone());
+        wait::until("the code API to be available", LIMIT, || {
+            let api = api.clone();
+            async move {
+                let found = api.get_opt(conpaas_crds::code_api::API_SERVICE).await?;
+                Ok(found
+                    .and_then(|a| a.status)
+                    .and_then(|s| s.conditions)
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|c| c.type_ == "Available" && c.status == "True"))
+            }
+        })
+        .await
+        .unwrap();
+    }
+
     /// Waits until the Service object is gone.
     pub async fn wait_gone(&self, service: &str) {
         let api = self.services();
