@@ -63,13 +63,6 @@ pub fn caches() -> (Caches, Writers) {
 /// them, and at thousands of nodes they are most of the memory. The returned future drives the
 /// watch (retrying with backoff when the API server fails) and counts its first full listing in
 /// `synced`.
-/// How long one watch request lasts before it is renewed (from where it left off). When a CRD's
-/// schema changes, the API server moves the resource to new storage and a watch on the old one
-/// can stay open delivering nothing until it ends (kubernetes#71138); kube's default of 290 s
-/// left the controller deaf that long (seen in CI: no event for a node changed right after the
-/// CRD was updated). A renewal a minute costs one request per kind.
-pub const WATCH_SECONDS: u32 = 60;
-
 fn shared_watch<K>(
     client: &Client,
     writer: Writer<Guarded<K>>,
@@ -95,7 +88,7 @@ where
     let mut listed = Vec::new();
     let driver = watcher(
         Api::<Guarded<K>>::all(client.clone()),
-        watcher::Config::default().timeout(WATCH_SECONDS),
+        watcher::Config::default(),
     )
     .default_backoff()
     .modify(|object| object.managed_fields_mut().clear())

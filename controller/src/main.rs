@@ -93,9 +93,7 @@ async fn main() -> anyhow::Result<()> {
     let (leases, lease_writer) = reflector::store::<Lease>();
     let lease_watch = watcher(
         Api::<Lease>::all(client.clone()),
-        watcher::Config::default()
-            .labels(conpaas_crds::labels::LABEL_SERVICE)
-            .timeout(loops::WATCH_SECONDS),
+        watcher::Config::default().labels(conpaas_crds::labels::LABEL_SERVICE),
     )
     .default_backoff()
     .modify(slim_lease)
