@@ -146,10 +146,7 @@ async fn fetch(
                 .await
                 .map(|b| b.to_bytes())
                 .unwrap_or_default();
-            let message = serde_json::from_slice::<serde_json::Value>(&bytes)
-                .ok()
-                .and_then(|v| v["message"].as_str().map(str::to_string))
-                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
+            let message = conpaas_crds::code_api::status_message(&bytes);
             bail!("download {what}: {} {message}", parts.status);
         }
         let mut sink = Sink::create(path, what.clone())?;

@@ -38,3 +38,12 @@ pub struct Uploaded {
     /// Its length in bytes.
     pub size: u64,
 }
+
+/// The message of a Kubernetes `Status` answer (what the code API and the API server send on a
+/// refusal), else the body as text.
+pub fn status_message(body: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["message"].as_str().map(str::to_string))
+        .unwrap_or_else(|| String::from_utf8_lossy(body).trim().to_string())
+}

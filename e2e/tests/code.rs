@@ -10,6 +10,7 @@ use std::path::Path;
 
 use common::*;
 use conpaas_crds::code_api::{archive_path, archives_path};
+use conpaas_crds::v1alpha1::ServiceNode;
 use conpaas_e2e::tools::{Ran, cpsctl, run};
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::ServiceAccount;
@@ -87,6 +88,22 @@ async fn get(client: &Client, path: &str) -> (u16, Vec<u8>) {
     (status, body)
 }
 
+/// Waits until the node's run.sh (written by `site`) says it runs `version`.
+async fn wait_running(env: &Env, node: &ServiceNode, version: &str) {
+    let path = env
+        .state
+        .path()
+        .join("vms")
+        .join(&node.spec.token)
+        .join("work/running.txt");
+    conpaas_e2e::wait::until(&format!("the node to run {version}"), LIMIT, || {
+        let path = path.clone();
+        async move { Ok(std::fs::read_to_string(path).is_ok_and(|t| t.trim() == version)) }
+    })
+    .await
+    .unwrap();
+}
+
 fn stored_archives(env: &Env) -> Vec<String> {
     let dir = env.state.path().join("artifacts/sha256");
     let mut names: Vec<String> = std::fs::read_dir(dir)
@@ -143,17 +160,7 @@ async fn uploaded_code_runs_on_the_nodes_and_rbac_decides_who_may_touch_it() {
     })
     .await;
     let node = env.nodes("gen").await.remove(0);
-    conpaas_e2e::wait::until("the node to run v1", LIMIT, || {
-        let path = env
-            .state
-            .path()
-            .join("vms")
-            .join(&node.spec.token)
-            .join("work/running.txt");
-        async move { Ok(std::fs::read_to_string(path).is_ok_and(|t| t.trim() == "v1")) }
-    })
-    .await
-    .unwrap();
+    wait_running(&env, &node, "v1").await;
     let service = env.services().get("gen").await.unwrap();
     let sha = service.spec.code.as_ref().unwrap().versions[0]
         .artifact
@@ -286,17 +293,7 @@ async fn uploaded_code_runs_on_the_nodes_and_rbac_decides_who_may_touch_it() {
     )
     .ok();
     cps(&admin, &["code", "activate", "gen", "v2"]).ok();
-    conpaas_e2e::wait::until("the node to run v2", LIMIT, || {
-        let path = env
-            .state
-            .path()
-            .join("vms")
-            .join(&node.spec.token)
-            .join("work/running.txt");
-        async move { Ok(std::fs::read_to_string(path).is_ok_and(|t| t.trim() == "v2")) }
-    })
-    .await
-    .unwrap();
+    wait_running(&env, &node, "v2").await;
     // Back to v1 with a rollback, then forward again to v2, which leaves v1 deletable.
     cps(&admin, &["code", "rollback", "gen"]).ok();
     let back = env.services().get("gen").await.unwrap();

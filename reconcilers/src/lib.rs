@@ -29,3 +29,13 @@ pub mod status_apply;
 pub use conpaas_planner::conditions;
 pub use context::{AgentApi, Context, DriverRegistry};
 pub use error::Error;
+
+/// An object with its apiVersion and kind set, as server-side apply needs.
+pub fn with_type<K: kube::Resource<DynamicType = ()> + serde::Serialize>(
+    object: &K,
+) -> serde_json::Value {
+    let mut value = serde_json::to_value(object).expect("API objects serialise");
+    value["apiVersion"] = K::api_version(&()).into();
+    value["kind"] = K::kind(&()).into();
+    value
+}

@@ -357,12 +357,9 @@ async fn send(
     serde_json::from_slice(&bytes).context("read the upload's answer")
 }
 
-/// The message of a Kubernetes `Status` answer, else the body as text.
+/// A refusal's message, with a hint where one helps.
 fn refusal(status: http::StatusCode, body: &[u8]) -> String {
-    let message = serde_json::from_slice::<serde_json::Value>(body)
-        .ok()
-        .and_then(|v| v["message"].as_str().map(str::to_string))
-        .unwrap_or_else(|| String::from_utf8_lossy(body).trim().to_string());
+    let message = conpaas_crds::code_api::status_message(body);
     let hint = match status.as_u16() {
         403 => " (RBAC: you need update on the Service to upload, get to download)",
         503 => " (is the controller running? `cpsctl doctor` checks)",

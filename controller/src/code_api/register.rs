@@ -8,13 +8,14 @@
 use anyhow::Context as _;
 use conpaas_crds::code_api::{API_SERVICE, GROUP, VERSION};
 use conpaas_crds::labels::MANAGER_CONTROLLER;
+use conpaas_reconcilers::with_type;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::{
     APIService, APIServiceSpec, ServiceReference,
 };
 use kube::api::{ObjectMeta, Patch, PatchParams};
-use kube::{Api, Client, Resource};
+use kube::{Api, Client};
 
 /// Where the API server finds the code API.
 pub struct Target<'a> {
@@ -49,7 +50,7 @@ pub async fn register(client: &Client, target: &Target<'_>, ca_bundle: &str) -> 
             ..Default::default()
         };
         Api::<Service>::namespaced(client.clone(), target.namespace)
-            .patch(target.service, &pp, &Patch::Apply(typed(&service)))
+            .patch(target.service, &pp, &Patch::Apply(with_type(&service)))
             .await
             .with_context(|| format!("apply Service {}/{}", target.namespace, target.service))?;
     }
@@ -74,15 +75,8 @@ pub async fn register(client: &Client, target: &Target<'_>, ca_bundle: &str) -> 
         ..Default::default()
     };
     Api::<APIService>::all(client.clone())
-        .patch(API_SERVICE, &pp, &Patch::Apply(typed(&api_service)))
+        .patch(API_SERVICE, &pp, &Patch::Apply(with_type(&api_service)))
         .await
         .with_context(|| format!("apply APIService {API_SERVICE}"))?;
     Ok(())
-}
-
-fn typed<K: Resource<DynamicType = ()> + serde::Serialize>(object: &K) -> serde_json::Value {
-    let mut value = serde_json::to_value(object).expect("API objects serialise");
-    value["apiVersion"] = K::api_version(&()).into();
-    value["kind"] = K::kind(&()).into();
-    value
 }

@@ -17,8 +17,8 @@ use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject
 use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Resource, ResourceExt};
 
-use crate::Context;
 use crate::error::{Error, KubeResultExt, is_not_found};
+use crate::{Context, with_type};
 
 /// What this controller already did for each node (by UID), so that a retry or a new spec that
 /// changes nothing of the credentials writes nothing: the credentials as last applied, and the
@@ -266,12 +266,4 @@ where
         Err(e) if is_not_found(&e) => Ok(()),
         Err(e) => Err(e).ctx(operation, format!("{ns}/{name}")),
     }
-}
-
-/// An object with its apiVersion and kind set, as server-side apply needs.
-fn with_type<K: Resource<DynamicType = ()> + serde::Serialize>(object: &K) -> serde_json::Value {
-    let mut value = serde_json::to_value(object).expect("API objects serialise");
-    value["apiVersion"] = K::api_version(&()).into();
-    value["kind"] = K::kind(&()).into();
-    value
 }
