@@ -12,7 +12,9 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
  && mkdir -p /out \
  && cp target/release/conpaas-controller target/release/conpaas-agent /out/
 
-FROM gcr.io/distroless/static-debian12:nonroot
+# Alpine rather than distroless: the controller runs `git` for Services with a git source.
+FROM alpine:3.22
+RUN apk add --no-cache git ca-certificates
 COPY --from=build /out/conpaas-controller /out/conpaas-agent /usr/local/bin/
 ENV CONPAAS_AGENT_BINARY=/usr/local/bin/conpaas-agent \
     CONPAAS_STATE_DIR=/var/lib/conpaas

@@ -8,6 +8,7 @@
 mod args;
 mod code_api;
 mod drivers;
+mod git;
 mod http;
 mod leader;
 mod loops;
@@ -143,7 +144,22 @@ async fn main() -> anyhow::Result<()> {
         credentials: Default::default(),
     });
 
-    let code_api = tokio::spawn(serve_code_api(args, namespace, ctx.clone(), ready.clone()));
+    let store = artifact_store(&args)?;
+    let git = git::run(
+        ctx.clone(),
+        store.clone(),
+        git::Settings {
+            cache_dir: args.local_config()?.state_dir.join("git"),
+            max_archive_bytes: args.max_archive_bytes,
+        },
+    );
+    let code_api = tokio::spawn(serve_code_api(
+        args,
+        namespace,
+        store,
+        ctx.clone(),
+        ready.clone(),
+    ));
 
     // Counts of repeated Events are written once a minute.
     let event_counts = tokio::spawn({
@@ -151,10 +167,17 @@ async fn main() -> anyhow::Result<()> {
         async move { ctx.recorder.run().await }
     });
 
+    // The git sources write Services: they run where the loops run, on the leader.
+    let work = async {
+        tokio::select! {
+            _ = loops::run(client, ctx, cache_writers, ready) => {}
+            _ = git => {}
+        }
+    };
     match leading {
         Some(leadership) => {
             tokio::select! {
-                _ = loops::run(client, ctx, cache_writers, ready) => {}
+                _ = work => {}
                 _ = leadership.lost() => {
                     // Stop acting at once: another replica may already lead.
                     tracing::error!("lost leadership; exiting");
@@ -163,7 +186,7 @@ async fn main() -> anyhow::Result<()> {
             }
             leadership.release().await;
         }
-        None => loops::run(client, ctx, cache_writers, ready).await,
+        None => work.await,
     }
     lease_watch.abort();
     event_counts.abort();
@@ -178,20 +201,13 @@ async fn main() -> anyhow::Result<()> {
 async fn serve_code_api(
     args: args::Args,
     namespace: String,
+    store: conpaas_artifacts::Store,
     ctx: Arc<Context>,
     ready: Arc<AtomicBool>,
 ) {
     let mut wait = Duration::from_secs(5);
     loop {
         let served = async {
-            let store_url = match &args.artifact_store {
-                Some(url) => url.clone(),
-                None => format!(
-                    "file://{}",
-                    args.local_config()?.state_dir.join("artifacts").display()
-                ),
-            };
-            let store = conpaas_artifacts::Store::from_url(&store_url)?;
             // Empty means none, so an environment can unset a default given by another layer.
             let external_name = args
                 .code_api_external_name
@@ -210,7 +226,7 @@ async fn serve_code_api(
             code_api::run(
                 args.code_api_address,
                 target,
-                store,
+                store.clone(),
                 ctx.clone(),
                 ready.clone(),
                 code_api::Settings {
@@ -230,6 +246,19 @@ async fn serve_code_api(
         tokio::time::sleep(wait).await;
         wait = (wait * 2).min(Duration::from_secs(300));
     }
+}
+
+/// The artifact store: `CONPAAS_ARTIFACT_STORE`, or `artifacts` in the state folder.
+fn artifact_store(args: &args::Args) -> anyhow::Result<conpaas_artifacts::Store> {
+    let url = match &args.artifact_store {
+        Some(url) => url.clone(),
+        None => format!(
+            "file://{}",
+            args.local_config()?.state_dir.join("artifacts").display()
+        ),
+    };
+    conpaas_artifacts::Store::from_url(&url)
+        .with_context(|| format!("open the artifact store {url}"))
 }
 
 /// Keeps what the loops read of a heartbeat Lease, its name and `renewTime`: thousands of them

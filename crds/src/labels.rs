@@ -32,6 +32,9 @@ pub const ANNOTATION_PAUSED: &str = "conpaas.io/paused";
 /// Annotation the controller puts on a ServiceNode whose VM is to be left running when the
 /// node goes (its Service was deleted with `deletionPolicy: Orphan`).
 pub const ANNOTATION_ORPHAN_VM: &str = "conpaas.io/orphan-vm";
+/// Annotation the controller puts on a Service with a git source: the commit its ref was at the
+/// last time a version was recorded (`autoActivate` activates a commit once, when the ref moves).
+pub const ANNOTATION_GIT_COMMIT: &str = "conpaas.io/git-commit";
 /// VM tag added to a VM left running by `deletionPolicy: Orphan`; the orphan sweep spares it.
 pub const TAG_ORPHANED: &str = "conpaas.io/orphaned";
 

@@ -102,7 +102,13 @@ pub async fn list(s: &Session, service: &str) -> anyhow::Result<()> {
     let mut table = Table::new(&["name", "source", "sha256", "active"]);
     for v in &all {
         let (source, digest) = match (&v.artifact, &v.url, &v.config_map) {
-            (Some(a), _, _) => ("artifact".to_string(), a.sha256.clone()),
+            (Some(a), _, _) => match &v.commit {
+                Some(commit) => (
+                    format!("git {}", &commit[..12.min(commit.len())]),
+                    a.sha256.clone(),
+                ),
+                None => ("artifact".to_string(), a.sha256.clone()),
+            },
             (_, Some(url), _) => (url.clone(), v.sha256.clone().unwrap_or_default()),
             (_, _, Some(cm)) => (format!("configMap {}/{}", cm.name, cm.key), String::new()),
             _ => (String::new(), String::new()),

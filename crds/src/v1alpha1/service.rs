@@ -233,6 +233,42 @@ pub struct CodeSpec {
     #[schemars(length(max = 32))]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
     pub versions: Vec<CodeVersion>,
+    /// A git repository the controller polls: each new commit of `ref` becomes the version
+    /// `git-<short sha>` (an archive of the commit in the artifact store).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git: Option<GitSource>,
+}
+
+/// Where the controller pulls code versions from, as ConPaaS' git push made them.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct GitSource {
+    /// Repository URL: `https://`, `http://` or `git://` (no credentials; local paths and
+    /// `file://` are refused, they would read the controller's own disk).
+    #[schemars(length(max = 2048), regex(pattern = r"^(https?|git)://[^\s]+$"))]
+    pub url: String,
+    /// Branch, tag or full commit to follow.
+    #[serde(default = "default_git_ref", rename = "ref")]
+    #[schemars(
+        length(min = 1, max = 255),
+        regex(pattern = r"^[A-Za-z0-9_][-A-Za-z0-9_./]*$")
+    )]
+    pub r#ref: String,
+    /// How often the ref is looked up, in seconds.
+    #[serde(default = "default_git_interval")]
+    #[schemars(range(min = 5, max = 86400))]
+    pub interval_seconds: i32,
+    /// Activate each new commit of the ref as soon as it is stored (ConPaaS' post-update hook).
+    #[serde(default)]
+    pub auto_activate: bool,
+}
+
+fn default_git_ref() -> String {
+    "HEAD".into()
+}
+
+fn default_git_interval() -> i32 {
+    60
 }
 
 /// One code version: a tar archive (optionally gzipped) from the artifact store, a ConfigMap or
@@ -262,6 +298,10 @@ pub struct CodeVersion {
     /// The archive is in the artifact store (`cpsctl code upload` puts it there).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifact: Option<ArtifactRef>,
+    /// The git commit the archive was packed from (versions made from `spec.code.git`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9a-f]{40}([0-9a-f]{24})?$"))]
+    pub commit: Option<String>,
 }
 
 /// An archive in the artifact store, named by its digest.

@@ -152,8 +152,15 @@ impl Env {
         )
         .await;
         if let Err(e) = result {
+            let status = api.get(service).await.ok().and_then(|s| s.status);
+            let nodes: Vec<_> = self
+                .nodes(service)
+                .await
+                .into_iter()
+                .map(|n| (n.metadata.name, n.status.and_then(|s| s.agent)))
+                .collect();
             panic!(
-                "{e:#}\n--- controller log (tail) ---\n{}",
+                "{e:#}\n--- status ---\n{status:?}\n--- nodes' agents ---\n{nodes:?}\n--- controller log (tail) ---\n{}",
                 tail(&self.controller.log(), 60)
             );
         }
