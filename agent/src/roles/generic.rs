@@ -123,7 +123,8 @@ impl Role for Generic {
                     self.error = None;
                     self.init_pending = true;
                 }
-                Err(e) => self.error = Some(format!("{e:#}")),
+                // The version that ran keeps running; the message names the one that failed.
+                Err(e) => self.error = Some(format!("code version {}: {e:#}", code.version)),
             }
         }
         self.poll().await;
@@ -188,9 +189,13 @@ impl Role for Generic {
                 ScriptState::Stopped(0) | ScriptState::NeverStarted => {
                     (AgentState::Ready, format!("role {} up", self.role))
                 }
-                ScriptState::Stopped(code) => {
-                    (AgentState::Failed, format!("init.sh exited with {code}"))
-                }
+                ScriptState::Stopped(code) => (
+                    AgentState::Failed,
+                    format!(
+                        "init.sh of code version {} exited with {code}",
+                        self.installed.as_ref().map_or("", |c| c.version.as_str())
+                    ),
+                ),
             }
         };
         RoleReport {

@@ -134,7 +134,7 @@ mod tests {
         let code = CodeSpec {
             active: Some(git_version(2).name),
             versions: vec![git_version(1), git_version(2)],
-            git: None,
+            ..Default::default()
         };
         assert_eq!(known(&code, &commit(1)), Some(&code.versions[0]));
         // The ref was force-pushed back to commit 1: no new version, commit 1 active again.
@@ -166,7 +166,7 @@ mod tests {
         let code = CodeSpec {
             active: Some(git_version(1).name),
             versions,
-            git: None,
+            ..Default::default()
         };
         let previous = git_version(2).name;
         let next = change(

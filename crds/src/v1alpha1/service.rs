@@ -237,6 +237,47 @@ pub struct CodeSpec {
     /// `git-<short sha>` (an archive of the commit in the artifact store).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub git: Option<GitSource>,
+    /// How a newly active version reaches the nodes.
+    #[serde(default)]
+    pub rollout: Rollout,
+}
+
+/// A version is activated a few nodes at a time: a node gets it once the nodes updated before
+/// it run it and are Ready.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Rollout {
+    /// Nodes of each role that may be switching versions (or not Ready) at once.
+    #[serde(default = "default_max_unavailable")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_unavailable: i32,
+    /// What a version that fails on a node does: `Stop` the rollout there (the nodes not updated
+    /// keep the version they run), or `Rollback` to the version active before.
+    #[serde(default)]
+    pub on_failure: OnFailure,
+}
+
+impl Default for Rollout {
+    fn default() -> Self {
+        Self {
+            max_unavailable: default_max_unavailable(),
+            on_failure: OnFailure::default(),
+        }
+    }
+}
+
+fn default_max_unavailable() -> i32 {
+    1
+}
+
+/// What a failed rollout does.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum OnFailure {
+    /// The rollout stops; the Service says where and why (`Progressing=False`, `RolloutFailed`).
+    #[default]
+    Stop,
+    /// The Service activates the version that was active before, by itself.
+    Rollback,
 }
 
 /// Where the controller pulls code versions from, as ConPaaS' git push made them.
@@ -386,6 +427,9 @@ pub struct RoleStatus {
     pub current: i32,
     /// Nodes that are Ready.
     pub ready: i32,
+    /// Nodes that run the active code version.
+    #[serde(default)]
+    pub updated: i32,
 }
 
 /// One entry of a Service's phase history.

@@ -190,6 +190,7 @@ fn observed_node(
                 stalled: node_status::is_stalled(&c.reason),
             }),
         address: status.address,
+        running_code: status.agent.and_then(|a| a.code_version),
     }
 }
 

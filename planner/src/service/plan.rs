@@ -65,6 +65,26 @@ pub struct NodeConfig {
     pub heartbeat_timeout_seconds: i32,
     /// The Service's `spec.generic` section.
     pub generic: Option<GenericSpec>,
+    /// How a new code version reaches the nodes.
+    pub rollout: RolloutPolicy,
+}
+
+/// How a new code version reaches the nodes of each role.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RolloutPolicy {
+    /// Nodes of a role that may be switching versions (or not Ready) at once.
+    pub max_unavailable: usize,
+    /// A version that fails on a node makes the Service activate the previous one.
+    pub rollback: bool,
+}
+
+impl Default for RolloutPolicy {
+    fn default() -> Self {
+        Self {
+            max_unavailable: 1,
+            rollback: false,
+        }
+    }
 }
 
 /// A ServiceNode as the planner sees it.
@@ -84,6 +104,8 @@ pub struct ObservedNode {
     pub ready: bool,
     /// VM address, once known.
     pub address: Option<String>,
+    /// The code version its agent reports running.
+    pub running_code: Option<String>,
     /// Why the node failed (its cloud refused, its agent failed), as its Ready condition says.
     pub failure: Option<NodeFailure>,
 }
@@ -275,13 +297,18 @@ fn plan_running(desired: &Desired, nodes: &[ObservedNode]) -> Vec<Action> {
         }
     }
 
+    let switching = code_switches(desired, &keep);
     for node in &keep {
         let role = desired
             .roles
             .iter()
             .find(|r| r.name == node.spec.role)
             .expect("kept nodes have a role");
-        let spec = node_spec(desired, role, node.spec.token.clone(), &members);
+        let mut spec = node_spec(desired, role, node.spec.token.clone(), &members);
+        if !switching.contains(&node.name.as_str()) {
+            // Its turn has not come: everything else changes now, the code later.
+            spec.code = node.spec.code.clone();
+        }
         if spec != node.spec {
             actions.push(Action::PatchNodeSpec {
                 name: node.name.clone(),
@@ -290,6 +317,88 @@ fn plan_running(desired: &Desired, nodes: &[ObservedNode]) -> Vec<Action> {
         }
     }
     actions
+}
+
+/// The kept nodes that get the active code version now. Per role, at most
+/// `rollout.maxUnavailable` nodes are switching or not Ready at once: a node counts as switching
+/// until its agent reports the version running and the node is Ready. Nodes that run no code
+/// yet, and nodes that are not Ready anyway, switch at once; the others go highest ordinal first
+/// (the lowest, which serves the Service's address, last). A version that failed on a node
+/// ([`rollout_failure`]) goes to no further node.
+pub fn code_switches<'a>(desired: &Desired, keep: &[&'a ObservedNode]) -> Vec<&'a str> {
+    let target = &desired.config.code;
+    let stale = |n: &&&ObservedNode| n.spec.code != *target;
+    let Some(version) = target.as_ref().map(|c| c.version.as_str()) else {
+        // No active version: every node drops its code at once.
+        return keep.iter().filter(stale).map(|n| n.name.as_str()).collect();
+    };
+    if rollout_failure(desired, keep).is_some() {
+        return Vec::new();
+    }
+    let mut switching = Vec::new();
+    for role in &desired.roles {
+        let of_role: Vec<&ObservedNode> = keep
+            .iter()
+            .copied()
+            .filter(|n| n.spec.role == role.name)
+            .collect();
+        let unavailable = of_role
+            .iter()
+            .filter(|n| !n.ready || (!stale(n) && n.running_code.as_deref() != Some(version)))
+            .count();
+        let mut budget = desired
+            .config
+            .rollout
+            .max_unavailable
+            .saturating_sub(unavailable);
+        let mut waiting: Vec<&ObservedNode> =
+            of_role.iter().copied().filter(|n| stale(&n)).collect();
+        waiting.sort_by_key(|n| {
+            (
+                n.spec.code.is_some() && n.ready,
+                std::cmp::Reverse(ordinal(&desired.service, n)),
+            )
+        });
+        for node in waiting {
+            let free = node.spec.code.is_none() || !node.ready;
+            if free || budget > 0 {
+                budget -= usize::from(!free);
+                switching.push(node.name.as_str());
+            }
+        }
+    }
+    switching
+}
+
+/// The version to activate by itself because the active one failed on a node and the Service
+/// asks to roll back (`rollout.onFailure: Rollback`): the version active before, while it is
+/// still one of the Service's versions.
+pub fn rollback_to<'a>(
+    desired: &Desired,
+    nodes: &[ObservedNode],
+    previous: Option<&'a str>,
+    versions: &[&str],
+) -> Option<&'a str> {
+    let live: Vec<&ObservedNode> = nodes.iter().filter(|n| !n.deleting).collect();
+    let active = desired.config.code.as_ref()?;
+    let previous = previous.filter(|p| *p != active.version && versions.contains(p))?;
+    (desired.config.rollout.rollback && rollout_failure(desired, &live).is_some())
+        .then_some(previous)
+}
+
+/// The first node on which the active version failed: it was given the version and its agent
+/// reports the role failed (the archive could not be installed, or the role's health check,
+/// generic's `init.sh`, failed). Its name and the agent's message.
+pub fn rollout_failure<'a>(
+    desired: &Desired,
+    nodes: &[&'a ObservedNode],
+) -> Option<(&'a str, &'a str)> {
+    let target = desired.config.code.as_ref()?;
+    nodes.iter().find_map(|n| {
+        let failure = n.failure.as_ref()?;
+        (n.spec.code.as_ref() == Some(target) && failure.reason == "AgentFailed")
+            .then_some((n.name.as_str(), failure.message.as_str()))
+    })
 }
 
 /// Whether unhealthy nodes may be replaced: when at most `percent` of the live nodes are
@@ -383,6 +492,7 @@ mod tests {
             suspect: false,
             ready: true,
             address: None,
+            running_code: None,
             failure: None,
         }
     }
@@ -405,6 +515,98 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    /// `n` ready nodes of role `node` running version `old`, and a Service that activated `new`.
+    fn rolling(n: u32, max_unavailable: usize) -> (Desired, Vec<ObservedNode>) {
+        let code = |version: &str| NodeCode {
+            version: version.into(),
+            ..Default::default()
+        };
+        let mut d = desired(ServiceType::Helloworld, true, &[("node", n as i32)]);
+        d.config.code = Some(code("old"));
+        let nodes: Vec<ObservedNode> = (0..n)
+            .map(|i| ObservedNode {
+                running_code: Some("old".into()),
+                ..node(&d, "node", i)
+            })
+            .collect();
+        d.config.code = Some(code("new"));
+        d.config.rollout.max_unavailable = max_unavailable;
+        (d, nodes)
+    }
+
+    /// The nodes given the active version, by name.
+    fn switched(d: &Desired, nodes: &[ObservedNode]) -> Vec<String> {
+        let mut names: Vec<String> = plan(d, nodes)
+            .into_iter()
+            .filter_map(|a| match a {
+                Action::PatchNodeSpec { name, spec } if spec.code == d.config.code => Some(name),
+                _ => None,
+            })
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_new_version_rolls_out_max_unavailable_nodes_at_a_time_highest_ordinal_first() {
+        let (d, mut nodes) = rolling(4, 1);
+        assert_eq!(switched(&d, &nodes), vec!["svc-node-3"]);
+        // Given the version but not running it yet: nobody else switches.
+        nodes[3].spec.code = d.config.code.clone();
+        assert_eq!(switched(&d, &nodes), Vec::<String>::new());
+        // Running it and Ready: the next one.
+        nodes[3].running_code = Some("new".into());
+        assert_eq!(switched(&d, &nodes), vec!["svc-node-2"]);
+        // A node not Ready for another reason uses up the budget...
+        nodes[0].ready = false;
+        // ...but switches itself, as it serves nothing anyway.
+        assert_eq!(switched(&d, &nodes), vec!["svc-node-0"]);
+        let (d, nodes) = rolling(4, 2);
+        assert_eq!(switched(&d, &nodes), vec!["svc-node-2", "svc-node-3"]);
+    }
+
+    #[test]
+    fn nodes_without_code_get_the_first_version_at_once() {
+        let (mut d, mut nodes) = rolling(3, 1);
+        for n in &mut nodes {
+            n.spec.code = None;
+            n.running_code = None;
+        }
+        assert_eq!(switched(&d, &nodes).len(), 3);
+        // Deactivating drops the code everywhere at once too.
+        let (_, nodes) = rolling(3, 1);
+        d.config.code = None;
+        assert_eq!(switched(&d, &nodes).len(), 3);
+    }
+
+    #[test]
+    fn a_version_that_fails_on_a_node_goes_no_further_and_rolls_back_when_asked() {
+        let (mut d, mut nodes) = rolling(3, 1);
+        nodes[2].spec.code = d.config.code.clone();
+        nodes[2].ready = false;
+        nodes[2].failure = Some(NodeFailure {
+            reason: "AgentFailed".into(),
+            message: "init.sh exited with 3".into(),
+            stalled: false,
+        });
+        assert_eq!(switched(&d, &nodes), Vec::<String>::new());
+        let live: Vec<&ObservedNode> = nodes.iter().collect();
+        assert_eq!(
+            rollout_failure(&d, &live),
+            Some(("svc-node-2", "init.sh exited with 3"))
+        );
+        let versions = ["old", "new"];
+        assert_eq!(
+            rollback_to(&d, &nodes, Some("old"), &versions),
+            None,
+            "Stop"
+        );
+        d.config.rollout.rollback = true;
+        assert_eq!(rollback_to(&d, &nodes, Some("old"), &versions), Some("old"));
+        assert_eq!(rollback_to(&d, &nodes, Some("gone"), &versions), None);
+        assert_eq!(rollback_to(&d, &nodes, None, &versions), None);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use conpaas_crds::labels::{LABEL_ROLE, LABEL_SERVICE};
 use conpaas_crds::v1alpha1::{Phase, PhaseChange, RoleStatus, ServiceStatus, ServiceType};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::plan::{Desired, NodeFailure, ObservedNode, remediation_allowed};
+use super::plan::{Desired, NodeFailure, ObservedNode, remediation_allowed, rollout_failure};
 use super::validate::Problem;
 use crate::conditions::{Desired as Cond, merge};
 
@@ -78,20 +78,26 @@ pub fn build(
     };
     let progressing =
         !paused && matches!(phase, Phase::Prologue | Phase::Adapting | Phase::Epilogue);
+    let rollout = match desired {
+        Ok(d) if !paused => rollout_condition(d, nodes),
+        _ => None,
+    };
     let conditions = merge(
         &previous.conditions,
         vec![
             Cond::new(READY, ready, reason.clone(), message.clone()),
-            Cond::new(
-                PROGRESSING,
-                progressing,
-                if progressing {
-                    title(phase)
-                } else {
-                    "Idle".into()
-                },
-                "",
-            ),
+            rollout.unwrap_or_else(|| {
+                Cond::new(
+                    PROGRESSING,
+                    progressing,
+                    if progressing {
+                        title(phase)
+                    } else {
+                        "Idle".into()
+                    },
+                    "",
+                )
+            }),
             match desired {
                 Err(problem) => Cond::new(DEGRADED, true, problem.reason, problem.message.clone()),
                 Ok(d)
@@ -208,9 +214,62 @@ fn role_counts(desired: &Result<Desired, Problem>, nodes: &[ObservedNode]) -> Ve
                 desired: if desired.running { role.count } else { 0 },
                 current: of_role().count() as i32,
                 ready: of_role().filter(|n| n.ready).count() as i32,
+                updated: of_role().filter(|n| runs_target(desired, n)).count() as i32,
             }
         })
         .collect()
+}
+
+/// Whether `node` has the active code version and its agent reports running it (nothing to
+/// run counts when no version is active).
+fn runs_target(desired: &Desired, node: &ObservedNode) -> bool {
+    match &desired.config.code {
+        None => node.spec.code.is_none(),
+        Some(code) => {
+            node.spec.code.as_ref() == Some(code)
+                && node.running_code.as_deref() == Some(code.version.as_str())
+        }
+    }
+}
+
+/// The Progressing condition while a code version rolls out: True with how far it got, or False
+/// with `RolloutFailed` naming the node and its agent's message. None when no rollout runs.
+fn rollout_condition(desired: &Desired, nodes: &[ObservedNode]) -> Option<Cond> {
+    let code = desired.config.code.as_ref()?;
+    let live: Vec<&ObservedNode> = nodes.iter().filter(|n| !n.deleting).collect();
+    if let Some((node, message)) = rollout_failure(desired, &live) {
+        let then = if desired.config.rollout.rollback {
+            "rolling back to the previous version"
+        } else {
+            "the rollout stopped; the other nodes keep the version they run"
+        };
+        return Some(Cond::new(
+            PROGRESSING,
+            false,
+            "RolloutFailed",
+            format!(
+                "code version {} failed on node {node}: {message}; {then}",
+                code.version
+            ),
+        ));
+    }
+    let updated = live.iter().filter(|n| runs_target(desired, n)).count();
+    (updated < live.len()
+        && live
+            .iter()
+            .any(|n| n.spec.code.is_some() || n.running_code.is_some()))
+    .then(|| {
+        Cond::new(
+            PROGRESSING,
+            true,
+            "RollingOut",
+            format!(
+                "code version {}: {updated}/{} nodes run it",
+                code.version,
+                live.len()
+            ),
+        )
+    })
 }
 
 /// The ConPaaS phase: PROLOGUE while starting, ADAPTING while changing a running service,
@@ -295,6 +354,7 @@ mod tests {
                 suspect: false,
                 ready: i < ready,
                 address: None,
+                running_code: None,
                 failure: None,
             })
             .collect()
@@ -427,7 +487,8 @@ mod tests {
                 name: "node".into(),
                 desired: 3,
                 current: 3,
-                ready: 2
+                ready: 2,
+                updated: 3,
             }
         );
         assert_eq!(s.observed_generation, Some(4));

@@ -3,9 +3,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use conpaas_crds::v1alpha1::{ApplicationSpec, DesiredState, NodeCode, ServiceSpec};
+use conpaas_crds::v1alpha1::{ApplicationSpec, DesiredState, NodeCode, OnFailure, ServiceSpec};
 
-use super::plan::{Desired, DesiredRole, NodeConfig};
+use super::plan::{Desired, DesiredRole, NodeConfig, RolloutPolicy};
 
 /// Why a Service cannot be satisfied now; shown as the Ready condition and an Event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,6 +126,14 @@ pub fn validate(spec: &ServiceSpec, inputs: Inputs<'_>) -> Result<Desired, Probl
             with_members: descriptor.members,
             generic: spec.generic.clone(),
             heartbeat_timeout_seconds: spec.health.heartbeat_timeout_seconds,
+            rollout: spec
+                .code
+                .as_ref()
+                .map(|c| RolloutPolicy {
+                    max_unavailable: c.rollout.max_unavailable.max(1) as usize,
+                    rollback: c.rollout.on_failure == OnFailure::Rollback,
+                })
+                .unwrap_or_default(),
         },
         max_unhealthy_percent: spec.health.max_unhealthy_percent,
         paused: inputs.paused,

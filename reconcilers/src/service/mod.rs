@@ -53,6 +53,10 @@ pub async fn reconcile(service: Arc<Service>, ctx: Arc<Context>) -> Result<Reque
         act::act(ctx, service, actions).await?;
     }
 
+    if let Ok(desired) = &desired {
+        roll_back_if_failed(ctx, &api, service, desired, &observed.nodes).await?;
+    }
+
     let previous = service.status.clone().unwrap_or_default();
     let now = Time(Timestamp::now());
     let mut status = status::build(
@@ -80,6 +84,9 @@ pub async fn reconcile(service: Arc<Service>, ctx: Arc<Context>) -> Result<Reque
                 note,
             )
             .await;
+        }
+        if let Some(failed) = newly_failed_rollout(&previous, &status) {
+            events::publish(ctx, service, true, "RolloutFailed", "Rollout", failed).await;
         }
         status_apply::apply(&api, service, &status).await?;
     }
@@ -127,6 +134,67 @@ async fn observe_cached(
         &heartbeats,
         &Timestamp::now(),
     ))
+}
+
+/// With `rollout.onFailure: Rollback`, a version that failed on a node makes the Service
+/// activate the version active before it, by itself: `spec.code.active` is set back (so what
+/// the Service says it runs stays true) and an Event says why.
+async fn roll_back_if_failed(
+    ctx: &Context,
+    api: &Api<Service>,
+    service: &Service,
+    desired: &plan::Desired,
+    nodes: &[plan::ObservedNode],
+) -> Result<(), Error> {
+    let previous = service
+        .status
+        .as_ref()
+        .and_then(|s| s.previous_code_version.as_deref());
+    let versions: Vec<&str> = service
+        .spec
+        .code
+        .iter()
+        .flat_map(|c| c.versions.iter().map(|v| v.name.as_str()))
+        .collect();
+    let Some(to) = plan::rollback_to(desired, nodes, previous, &versions) else {
+        return Ok(());
+    };
+    let failed = desired.config.code.as_ref().map(|c| c.version.as_str());
+    // Refused if the Service changed since it was read: a version activated meanwhile wins.
+    let patch = json!({
+        "metadata": {"resourceVersion": service.resource_version()},
+        "spec": {"code": {"active": to}},
+    });
+    api.patch(
+        &service.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
+    .ctx("roll back the code version", finalizers::full_name(service))?;
+    let note = format!(
+        "code version {} failed; activated {to}, the version active before it",
+        failed.unwrap_or_default()
+    );
+    tracing::warn!(%note, "rolled back");
+    events::publish(ctx, service, true, "RolledBack", "Rollout", note).await;
+    Ok(())
+}
+
+/// The message of a Progressing condition that turned `RolloutFailed` with this status.
+fn newly_failed_rollout(
+    previous: &conpaas_crds::v1alpha1::ServiceStatus,
+    status: &conpaas_crds::v1alpha1::ServiceStatus,
+) -> Option<String> {
+    let failed = |s: &conpaas_crds::v1alpha1::ServiceStatus| {
+        conpaas_crds::v1alpha1::find_condition(
+            &s.conditions,
+            conpaas_crds::labels::conditions::PROGRESSING,
+        )
+        .filter(|c| c.reason == "RolloutFailed")
+        .map(|c| c.message.clone())
+    };
+    failed(status).filter(|now| failed(previous).as_ref() != Some(now))
 }
 
 async fn delete_nodes_then_release(
