@@ -4,7 +4,7 @@ use std::path::Path;
 
 use anyhow::Context as _;
 use conpaas_crds::bootstrap::AgentBootstrap;
-use kube::{Client, Config};
+use kube::Config;
 
 /// Reads and parses the bootstrap document.
 pub fn read(path: &Path) -> anyhow::Result<AgentBootstrap> {
@@ -13,9 +13,9 @@ pub fn read(path: &Path) -> anyhow::Result<AgentBootstrap> {
     serde_json::from_slice(&bytes).with_context(|| format!("parse bootstrap {}", path.display()))
 }
 
-/// A client that authenticates with the node's token. The token lives in a file (mode 0600) so
+/// The API server connection with the node's token. The token lives in a file (mode 0600) so
 /// a refreshed token only needs the file rewritten.
-pub async fn client(boot: &AgentBootstrap, work_dir: &Path) -> anyhow::Result<Client> {
+pub fn config(boot: &AgentBootstrap, work_dir: &Path) -> anyhow::Result<Config> {
     std::fs::create_dir_all(work_dir).with_context(|| format!("create {}", work_dir.display()))?;
     let token_file = work_dir.join("token");
     std::fs::write(&token_file, &boot.token)
@@ -36,5 +36,5 @@ pub async fn client(boot: &AgentBootstrap, work_dir: &Path) -> anyhow::Result<Cl
     }
     config.accept_invalid_certs = boot.insecure_skip_tls_verify;
     config.auth_info.token_file = Some(token_file.to_string_lossy().into_owned());
-    Client::try_from(config).context("build the API client")
+    Ok(config)
 }

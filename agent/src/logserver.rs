@@ -1,6 +1,8 @@
 //! The agent's own log, kept in memory as well as written to stderr, and served read-only on
 //! port 5555 of the VM's address (ConPaaS agents listened on 5555 too): `GET /log?tail=N` is the
 //! agent's log, `GET /log/<script>.log?tail=N` a generic script's output. `cpsctl logs` reads it.
+//! Only to callers whose bearer token RBAC allows `get` on the Service's `logs` ([`LogAuth`]):
+//! 401 without a valid token, 403 without the right.
 
 use std::collections::VecDeque;
 use std::io::Write;
@@ -10,8 +12,12 @@ use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+use crate::log_auth::{LogAuth, Verdict};
+
 /// Port of the log endpoint.
 pub const PORT: u16 = 5555;
+/// The largest request read: a request line and headers with a long bearer token.
+const MAX_REQUEST: usize = 16 * 1024;
 /// Lines of the agent's log kept in memory.
 const KEPT_LINES: usize = 2000;
 
@@ -61,7 +67,7 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuffer {
 
 /// Serves the logs until the agent exits. A bind failure is logged, not fatal: the role matters
 /// more than its log endpoint.
-pub async fn serve(address: String, buffer: LogBuffer, script_logs: PathBuf) {
+pub async fn serve(address: String, buffer: LogBuffer, script_logs: PathBuf, auth: LogAuth) {
     let addr = format!("{address}:{PORT}");
     let listener = match TcpListener::bind(&addr).await {
         Ok(l) => l,
@@ -76,14 +82,15 @@ pub async fn serve(address: String, buffer: LogBuffer, script_logs: PathBuf) {
         };
         let buffer = buffer.clone();
         let script_logs = script_logs.clone();
+        let auth = auth.clone();
         tokio::spawn(async move {
-            let mut request = [0u8; 2048];
-            let n = socket.read(&mut request).await.unwrap_or(0);
-            let (status, body) = answer(
-                &String::from_utf8_lossy(&request[..n]),
-                &buffer,
-                &script_logs,
-            );
+            let request = read_head(&mut socket).await;
+            let (status, body) = match auth.check(bearer_token(&request)).await {
+                Verdict::Allowed => answer(&request, &buffer, &script_logs),
+                Verdict::Unauthenticated(why) => ("401 Unauthorized", format!("{why}\n")),
+                Verdict::Forbidden(why) => ("403 Forbidden", format!("{why}\n")),
+                Verdict::Unavailable(why) => ("503 Service Unavailable", format!("{why}\n")),
+            };
             let response = format!(
                 "HTTP/1.1 {status}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                 body.len()
@@ -91,6 +98,35 @@ pub async fn serve(address: String, buffer: LogBuffer, script_logs: PathBuf) {
             let _ = socket.write_all(response.as_bytes()).await;
         });
     }
+}
+
+/// The request line and headers, up to [`MAX_REQUEST`] bytes (a peer that stops sending gets
+/// what it sent answered).
+async fn read_head(socket: &mut tokio::net::TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while head.len() < MAX_REQUEST && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let read =
+            tokio::time::timeout(std::time::Duration::from_secs(10), socket.read(&mut chunk));
+        match read.await {
+            Ok(Ok(n)) if n > 0 => head.extend_from_slice(&chunk[..n]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+/// The token of an `Authorization: Bearer` header.
+fn bearer_token(request: &str) -> Option<&str> {
+    request.lines().skip(1).find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        if !name.trim().eq_ignore_ascii_case("authorization") {
+            return None;
+        }
+        let value = value.trim();
+        let (scheme, token) = value.split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+    })
 }
 
 fn answer(
@@ -152,5 +188,24 @@ mod tests {
         assert_eq!(get("/log/..%2Fetc.log").0, "400 Bad Request");
         assert_eq!(get("/log/../token").0, "400 Bad Request");
         assert_eq!(get("/log/init.sh.log").0, "404 Not Found");
+    }
+
+    #[test]
+    fn the_bearer_token_is_read_from_its_header_only() {
+        let with = |header: &str| format!("GET /log HTTP/1.1\r\nHost: x\r\n{header}\r\n\r\n");
+        assert_eq!(
+            bearer_token(&with("Authorization: Bearer abc.def")),
+            Some("abc.def")
+        );
+        assert_eq!(
+            bearer_token(&with("authorization: bearer  abc ")),
+            Some("abc")
+        );
+        assert_eq!(bearer_token(&with("Authorization: Basic abc")), None);
+        assert_eq!(bearer_token(&with("X-Authorization: Bearer abc")), None);
+        assert_eq!(
+            bearer_token("GET /log?Authorization: Bearer abc HTTP/1.1\r\n\r\n"),
+            None
+        );
     }
 }

@@ -7,6 +7,7 @@
 
 mod bootstrap;
 mod code;
+mod log_auth;
 mod logserver;
 mod node;
 mod report;
@@ -15,6 +16,7 @@ mod token;
 
 use std::path::PathBuf;
 
+use anyhow::Context as _;
 use clap::Parser;
 
 /// The ConPaaS agent: runs one ServiceNode's role inside its VM.
@@ -46,12 +48,16 @@ async fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let args = Args::parse();
     let boot = bootstrap::read(&args.user_data)?;
-    let client = bootstrap::client(&boot, &args.work_dir).await?;
+    let config = bootstrap::config(&boot, &args.work_dir)?;
+    let client = kube::Client::try_from(config.clone()).context("build the API client")?;
     tracing::info!(node = %boot.node, namespace = %boot.namespace, address = %args.address, "agent starting");
+    let log_auth = log_auth::LogAuth::new(config, boot.namespace.clone());
+    let service = log_auth.service.clone();
     tokio::spawn(logserver::serve(
         args.address.clone(),
         log,
         args.work_dir.join("logs"),
+        log_auth,
     ));
     tokio::spawn(token::keep_fresh(
         client.clone(),
@@ -61,5 +67,5 @@ async fn main() -> anyhow::Result<()> {
         std::time::Duration::from_secs(boot.token_ttl_seconds),
         std::time::Duration::from_secs(boot.token_refresh_seconds.max(1)),
     ));
-    node::run(client, boot, args.work_dir, args.address).await
+    node::run(client, boot, args.work_dir, args.address, service).await
 }

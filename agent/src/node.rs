@@ -4,6 +4,7 @@
 //! cleanly on SIGTERM (the cloud terminating the VM).
 
 use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -32,6 +33,7 @@ pub async fn run(
     boot: AgentBootstrap,
     work_dir: PathBuf,
     address: String,
+    service: Arc<OnceLock<String>>,
 ) -> anyhow::Result<()> {
     let api: Api<ServiceNode> = Api::namespaced(client.clone(), &boot.namespace);
     let config = watcher::Config::default().fields(&format!("metadata.name={}", boot.node));
@@ -64,6 +66,8 @@ pub async fn run(
         tokio::select! {
             update = updates.next() => match update {
                 Some(Ok(node)) => {
+                    // The log endpoint authorizes readers against the node's Service.
+                    let _ = service.set(node.spec.service.clone());
                     if role.is_none() {
                         startup_error = run_startup_script(&node, &work_dir).await.err();
                         role = Some(roles::for_type(node.spec.service_type, env.clone()));

@@ -2,7 +2,8 @@
 //! API server to the controller's code API, the Service gets the version, and its node's agent
 //! fetches it with its own token and runs it. RBAC decides who may upload and download: a user
 //! without `update` on the Service stores nothing, one without `get` reads nothing, and a node
-//! token of one Service cannot fetch another Service's code.
+//! token of one Service cannot fetch another Service's code. The agents' log endpoint answers
+//! only those RBAC allows `get` on the Service's logs.
 
 mod common;
 
@@ -85,6 +86,31 @@ async fn get(client: &Client, path: &str) -> (u16, Vec<u8>) {
         .unwrap()
         .to_bytes()
         .to_vec();
+    (status, body)
+}
+
+/// Status code and body of `GET /log` from the agent at `address`, with `token` if given.
+async fn agent_log(address: &str, token: Option<&str>) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = tokio::net::TcpStream::connect((address, 5555))
+        .await
+        .unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let request = format!("GET /log?tail=500 HTTP/1.1\r\nHost: {address}\r\n{auth}\r\n");
+    socket.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    socket.read_to_string(&mut response).await.unwrap();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     (status, body)
 }
 
@@ -250,6 +276,20 @@ async fn uploaded_code_runs_on_the_nodes_and_rbac_decides_who_may_touch_it() {
     let (status, body) = get(&stranger, &archive_path(NS, "gen", &sha)).await;
     assert_eq!(status, 403, "{}", String::from_utf8_lossy(&body));
     assert!(String::from_utf8_lossy(&body).contains("may not get"));
+
+    // The agent's log endpoint: 401 without a token, 403 for the stranger, the log for a user
+    // RBAC allows `get` on services/logs.
+    let address = node.status.clone().unwrap().address.unwrap();
+    assert_eq!(agent_log(&address, None).await.0, 401);
+    let (status, body) = agent_log(&address, Some(&stranger_token)).await;
+    assert_eq!(status, 403, "{body}");
+    let logs_rule = serde_json::json!([
+        {"apiGroups": ["conpaas.io"], "resources": ["services/logs"], "verbs": ["get"]},
+    ]);
+    let (_, log_reader_token) = user(&env, "log-reader", logs_rule).await;
+    let (status, body) = agent_log(&address, Some(&log_reader_token)).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("agent starting"), "{body}");
 
     // The node's own token fetches its Service's archive, and not another Service's.
     let node_token = token_of(&env, node.metadata.name.as_deref().unwrap()).await;

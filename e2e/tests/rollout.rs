@@ -131,8 +131,12 @@ async fn a_version_rolls_out_one_node_at_a_time_and_a_failing_one_is_rolled_back
     // The third fails its init.sh: it reaches one node of a role, the Service says where and
     // why, and goes back to v2 by itself.
     upload(&env, &site(work.path(), "v3", 3), "v3");
+    // Watched until v3 reached a node and every node was given v2 back and runs it.
     let (_, given) = watch_rollout(&env, "v3", |nodes, given| {
-        !given.is_empty() && all_run(nodes, "v2")
+        let given_v2 = nodes
+            .iter()
+            .all(|n| n.spec.code.as_ref().is_some_and(|c| c.version == "v2"));
+        !given.is_empty() && given_v2 && all_run(nodes, "v2")
     })
     .await;
     let of_role_node: Vec<&String> = given

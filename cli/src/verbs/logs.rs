@@ -1,4 +1,5 @@
-//! logs: each node's agent log (served by the agent on port 5555 of the VM's address), or with
+//! logs: each node's agent log (served by the agent on port 5555 of the VM's address, to callers
+//! whose bearer token RBAC allows `get` on the Service's `logs`: cpsctl sends the kubeconfig's), or with
 //! `--controller` the controller's side: the Events it recorded about the Service and its nodes
 //! and, when it runs in the cluster, its log lines that name the Service.
 
@@ -48,6 +49,12 @@ pub async fn logs(
     let http = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(5))
         .build()?;
+    let token = bearer_token(&s.config)?;
+    if token.is_none() {
+        println!(
+            "your kubeconfig has no bearer token (a client certificate or exec credentials cannot be passed on): the agents will refuse; use a token, or `cpsctl logs {service} --controller`"
+        );
+    }
     for n in &nodes {
         let name = n.name_any();
         println!("==> {name} (role {}) <==", n.spec.role);
@@ -57,19 +64,42 @@ pub async fn logs(
         };
         let path = file.as_ref().map(|f| format!("/{f}")).unwrap_or_default();
         let url = format!("http://{address}:{AGENT_LOG_PORT}/log{path}?tail={tail}");
-        match http
-            .get(&url)
-            .send()
-            .await
-            .and_then(|r| r.error_for_status())
-        {
-            Ok(response) => print!("{}", response.text().await.unwrap_or_default()),
+        let mut request = http.get(&url);
+        if let Some(token) = &token {
+            request = request.bearer_auth(token);
+        }
+        match request.send().await {
+            Ok(response) if response.status().is_success() => {
+                print!("{}", response.text().await.unwrap_or_default())
+            }
+            Ok(response) => println!(
+                "{url}: {}: {}",
+                response.status(),
+                response.text().await.unwrap_or_default().trim()
+            ),
             Err(e) => println!(
                 "agent log unreachable at {url}: {e} (is the VM reachable from here? its agent may be down: `cpsctl describe {service}`)"
             ),
         }
     }
     Ok(())
+}
+
+/// The kubeconfig's bearer token: its `token`, or the contents of its `tokenFile`.
+fn bearer_token(config: &kube::Config) -> anyhow::Result<Option<String>> {
+    use secrecy::ExposeSecret;
+    if let Some(token) = &config.auth_info.token {
+        return Ok(Some(token.expose_secret().to_string()));
+    }
+    match &config.auth_info.token_file {
+        Some(file) => Ok(Some(
+            std::fs::read_to_string(file)
+                .with_context(|| format!("read the kubeconfig's token file {file}"))?
+                .trim()
+                .to_string(),
+        )),
+        None => Ok(None),
+    }
 }
 
 async fn controller_side(

@@ -190,6 +190,10 @@ fn observed_node(
                 stalled: node_status::is_stalled(&c.reason),
             }),
         address: status.address,
+        agent_ready: status
+            .agent
+            .as_ref()
+            .is_some_and(|a| a.state == Some(conpaas_crds::v1alpha1::AgentState::Ready)),
         running_code: status.agent.and_then(|a| a.code_version),
     }
 }

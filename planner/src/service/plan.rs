@@ -106,6 +106,10 @@ pub struct ObservedNode {
     pub address: Option<String>,
     /// The code version its agent reports running.
     pub running_code: Option<String>,
+    /// Its agent's last report says the role is Ready. Written with `running_code` in one
+    /// report, so unlike the node's Ready condition (which the node loop derives later) it is
+    /// never older than the version it goes with.
+    pub agent_ready: bool,
     /// Why the node failed (its cloud refused, its agent failed), as its Ready condition says.
     pub failure: Option<NodeFailure>,
 }
@@ -344,7 +348,10 @@ pub fn code_switches<'a>(desired: &Desired, keep: &[&'a ObservedNode]) -> Vec<&'
             .collect();
         let unavailable = of_role
             .iter()
-            .filter(|n| !n.ready || (!stale(n) && n.running_code.as_deref() != Some(version)))
+            .filter(|n| {
+                !n.ready
+                    || (!stale(n) && (n.running_code.as_deref() != Some(version) || !n.agent_ready))
+            })
             .count();
         let mut budget = desired
             .config
@@ -493,6 +500,7 @@ mod tests {
             ready: true,
             address: None,
             running_code: None,
+            agent_ready: true,
             failure: None,
         }
     }
@@ -556,8 +564,12 @@ mod tests {
         // Given the version but not running it yet: nobody else switches.
         nodes[3].spec.code = d.config.code.clone();
         assert_eq!(switched(&d, &nodes), Vec::<String>::new());
-        // Running it and Ready: the next one.
+        // Running it while its Ready condition is from before the switch: still switching.
         nodes[3].running_code = Some("new".into());
+        nodes[3].agent_ready = false;
+        assert_eq!(switched(&d, &nodes), Vec::<String>::new());
+        // Running it and Ready: the next one.
+        nodes[3].agent_ready = true;
         assert_eq!(switched(&d, &nodes), vec!["svc-node-2"]);
         // A node not Ready for another reason uses up the budget...
         nodes[0].ready = false;

@@ -355,6 +355,7 @@ mod tests {
                 ready: i < ready,
                 address: None,
                 running_code: None,
+                agent_ready: true,
                 failure: None,
             })
             .collect()
