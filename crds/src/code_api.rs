@@ -39,6 +39,17 @@ pub struct Uploaded {
     pub size: u64,
 }
 
+/// One archive of a Service, as `GET .../archives` lists them.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Archive {
+    /// SHA-256 of the archive, lowercase hex.
+    pub sha256: String,
+    /// Its length in bytes.
+    pub size: u64,
+    /// When it was stored, Unix seconds.
+    pub written: i64,
+}
+
 /// The message of a Kubernetes `Status` answer (what the code API and the API server send on a
 /// refusal), else the body as text.
 pub fn status_message(body: &[u8]) -> String {

@@ -196,12 +196,18 @@ async fn uploaded_code_runs_on_the_nodes_and_rbac_decides_who_may_touch_it() {
         .clone();
     assert_eq!(stored_archives(&env), vec![sha.clone()]);
 
-    // list shows it active; download gives the same bytes back.
+    // list shows it active, with its size and when it was stored; download gives the same
+    // bytes back.
     let listed = cps(&admin, &["code", "list", "gen"]).ok().stdout;
+    let today = k8s_openapi::jiff::Timestamp::now()
+        .strftime("%Y-%m-%d")
+        .to_string();
     assert!(
-        listed
-            .lines()
-            .any(|l| l.starts_with("v1") && l.contains("artifact") && l.trim_end().ends_with('*')),
+        listed.lines().any(|l| l.starts_with("v1")
+            && l.contains("artifact")
+            && l.contains(" B ")
+            && l.contains(&today)
+            && l.trim_end().ends_with('*')),
         "{listed}"
     );
     let copy = work.path().join("v1.tar.gz");

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use anyhow::{Context as _, bail};
 use bytes::Bytes;
-use conpaas_crds::code_api::{Uploaded, archive_path, archives_path};
+use conpaas_crds::code_api::{Archive, Uploaded, archive_path, archives_path};
 use conpaas_crds::v1alpha1::{ArtifactRef, CodeVersion, Service};
 use futures::StreamExt;
 use http_body_util::BodyExt;
@@ -99,7 +99,15 @@ pub async fn list(s: &Session, service: &str) -> anyhow::Result<()> {
         return Ok(());
     }
     let active = current.spec.code.as_ref().and_then(|c| c.active.clone());
-    let mut table = Table::new(&["name", "source", "sha256", "active"]);
+    // Sizes and times come from the store; without them the list is still worth showing.
+    let archives = match stored_archives(s, service).await {
+        Ok(archives) => archives,
+        Err(e) => {
+            eprintln!("sizes and times unknown: {e:#}");
+            Vec::new()
+        }
+    };
+    let mut table = Table::new(&["name", "source", "sha256", "size", "stored", "active"]);
     for v in &all {
         let (source, digest) = match (&v.artifact, &v.url, &v.config_map) {
             (Some(a), _, _) => match &v.commit {
@@ -118,10 +126,19 @@ pub async fn list(s: &Session, service: &str) -> anyhow::Result<()> {
         } else {
             ""
         };
+        let archive = v
+            .artifact
+            .as_ref()
+            .and_then(|a| archives.iter().find(|x| x.sha256 == a.sha256));
         table.row(vec![
             v.name.clone(),
             source,
             digest.chars().take(12).collect(),
+            archive.map(|a| human_size(a.size)).unwrap_or_default(),
+            archive
+                .and_then(|a| k8s_openapi::jiff::Timestamp::from_second(a.written).ok())
+                .map(|t| t.strftime("%Y-%m-%d %H:%M:%S").to_string())
+                .unwrap_or_default(),
             mark.into(),
         ]);
     }
@@ -129,6 +146,38 @@ pub async fn list(s: &Session, service: &str) -> anyhow::Result<()> {
         "service/{service} has no code versions; `cpsctl code upload {service} DIR` adds one"
     ));
     Ok(())
+}
+
+/// The Service's archives in the store, with sizes and times (the code API's listing).
+async fn stored_archives(s: &Session, service: &str) -> anyhow::Result<Vec<Archive>> {
+    let request = http::Request::get(archives_path(&s.namespace, service)).body(Vec::new())?;
+    let response = s.client.send(request.map(Into::into)).await?;
+    let (parts, body) = response.into_parts();
+    let bytes = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    if !parts.status.is_success() {
+        bail!("{}", refusal(parts.status, &bytes));
+    }
+    serde_json::from_slice(&bytes).context("read the code API's list of archives")
+}
+
+/// `1536` -> `1.5 KiB`.
+fn human_size(bytes: u64) -> String {
+    let mut value = bytes as f64;
+    for unit in ["B", "KiB", "MiB", "GiB"] {
+        if value < 1024.0 || unit == "GiB" {
+            return if unit == "B" {
+                format!("{bytes} B")
+            } else {
+                format!("{value:.1} {unit}")
+            };
+        }
+        value /= 1024.0;
+    }
+    unreachable!("the last unit returns")
 }
 
 /// Makes `name` the version every node serves.

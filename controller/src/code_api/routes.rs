@@ -1,4 +1,4 @@
-//! The code API's handlers: discovery, upload and download of archives. Every answer that is not
+//! The code API's handlers: discovery, upload, listing and download of archives. Every answer that is not
 //! a success is a Kubernetes `Status`, so kubectl and cpsctl show its message as they show the
 //! API server's own.
 
@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use conpaas_artifacts::Error as StoreError;
-use conpaas_crds::code_api::{GROUP, RESOURCE, Uploaded, VERSION};
+use conpaas_crds::code_api::{Archive, GROUP, RESOURCE, Uploaded, VERSION};
 use conpaas_crds::v1alpha1::Service;
 use futures::StreamExt;
 use k8s_openapi::api::authorization::v1::{
@@ -31,7 +31,7 @@ pub fn router(api: Arc<CodeApi>) -> Router {
         .route(&base, get(discovery))
         .route(
             &format!("{base}/namespaces/{{namespace}}/services/{{service}}/archives"),
-            post(upload),
+            post(upload).get(list),
         )
         .route(
             &format!("{base}/namespaces/{{namespace}}/services/{{service}}/archives/{{sha256}}"),
@@ -242,6 +242,48 @@ fn is_node_of(api: &CodeApi, caller: &Caller, namespace: &str, service: &str) ->
         .strip_prefix(&prefix)
         .and_then(|node| api.ctx.caches.node(namespace, node))
         .is_some_and(|node| node.spec.service == service)
+}
+
+/// The archives the Service's versions name, with their sizes and when they were stored (one
+/// the store lacks is left out), for whoever may `get` the Service.
+async fn list(
+    State(api): State<Arc<CodeApi>>,
+    Extension(peer): Extension<Peer>,
+    Path((namespace, service)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, Refusal> {
+    let caller = admit(&api, &peer, &headers)?;
+    may(&api, &caller, "get", &namespace, &service).await?;
+    let found = find_service(&api, &namespace, &service).await?;
+    let digests: std::collections::BTreeSet<&str> = found
+        .spec
+        .code
+        .iter()
+        .flat_map(|c| &c.versions)
+        .filter_map(|v| v.artifact.as_ref().map(|a| a.sha256.as_str()))
+        .collect();
+    let failed = |e: StoreError| {
+        status(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalError",
+            e.to_string(),
+        )
+    };
+    let mut archives = Vec::new();
+    for sha256 in digests {
+        let (Some(size), Some(written)) = (
+            api.store.size(sha256).await.map_err(failed)?,
+            api.store.written(sha256).await.map_err(failed)?,
+        ) else {
+            continue;
+        };
+        archives.push(Archive {
+            sha256: sha256.to_string(),
+            size,
+            written,
+        });
+    }
+    Ok(axum::Json(archives).into_response())
 }
 
 async fn download(
