@@ -18,6 +18,10 @@ use crate::log_auth::{LogAuth, Verdict};
 pub const PORT: u16 = 5555;
 /// The largest request read: a request line and headers with a long bearer token.
 const MAX_REQUEST: usize = 16 * 1024;
+/// Connections served at once; more are closed at once.
+const MAX_CONNECTIONS: usize = 16;
+/// How long a caller has to send its request.
+const REQUEST_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 /// Lines of the agent's log kept in memory.
 const KEPT_LINES: usize = 2000;
 
@@ -76,15 +80,26 @@ pub async fn serve(address: String, buffer: LogBuffer, script_logs: PathBuf, aut
             return;
         }
     };
+    // A few readers at a time, each with one deadline for its whole request: a flood of slow
+    // or unauthenticated connections cannot pile up in the agent or behind it at the API server.
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let Ok((mut socket, _)) = listener.accept().await else {
+            continue;
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            drop(socket);
             continue;
         };
         let buffer = buffer.clone();
         let script_logs = script_logs.clone();
         let auth = auth.clone();
         tokio::spawn(async move {
-            let request = read_head(&mut socket).await;
+            let _slot = slot;
+            let Ok(request) = tokio::time::timeout(REQUEST_DEADLINE, read_head(&mut socket)).await
+            else {
+                return;
+            };
             let (status, body) = match auth.check(bearer_token(&request)).await {
                 Verdict::Allowed => answer(&request, &buffer, &script_logs),
                 Verdict::Unauthenticated(why) => ("401 Unauthorized", format!("{why}\n")),
@@ -100,16 +115,14 @@ pub async fn serve(address: String, buffer: LogBuffer, script_logs: PathBuf, aut
     }
 }
 
-/// The request line and headers, up to [`MAX_REQUEST`] bytes (a peer that stops sending gets
-/// what it sent answered).
+/// The request line and headers, up to [`MAX_REQUEST`] bytes (or what came before the peer
+/// stopped sending).
 async fn read_head(socket: &mut tokio::net::TcpStream) -> String {
     let mut head = Vec::new();
     let mut chunk = [0u8; 4096];
     while head.len() < MAX_REQUEST && !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        let read =
-            tokio::time::timeout(std::time::Duration::from_secs(10), socket.read(&mut chunk));
-        match read.await {
-            Ok(Ok(n)) if n > 0 => head.extend_from_slice(&chunk[..n]),
+        match socket.read(&mut chunk).await {
+            Ok(n) if n > 0 => head.extend_from_slice(&chunk[..n]),
             _ => break,
         }
     }

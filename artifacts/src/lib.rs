@@ -70,8 +70,17 @@ fn archive_path(sha256: &str) -> Result<Path, Error> {
 }
 
 impl Store {
-    /// A store from a URL: `file:///absolute/folder` (created if missing) or `memory://`.
+    /// A store from a URL: `file:///absolute/folder` (created if missing), `memory://`, or (with
+    /// the `s3` feature) `s3://bucket[/prefix]`, configured from the `AWS_*` environment
+    /// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT` for another
+    /// S3-compatible service, `AWS_ALLOW_HTTP=true` for a plain-http one).
     pub fn from_url(url: &str) -> Result<Self, Error> {
+        Self::from_url_with(url, &[])
+    }
+
+    /// Like [`Store::from_url`], with S3 options (`aws_endpoint`, `aws_region`, ...) that take
+    /// precedence over the environment's.
+    pub fn from_url_with(url: &str, options: &[(&str, &str)]) -> Result<Self, Error> {
         let config = |reason: &str| Error::Config {
             url: url.to_string(),
             reason: reason.to_string(),
@@ -88,7 +97,29 @@ impl Store {
                 )?)
             }
             "memory" => Arc::new(object_store::memory::InMemory::new()),
-            other => return Err(config(&format!("unknown scheme {other:?} (file, memory)"))),
+            #[cfg(feature = "s3")]
+            "s3" => {
+                let mut builder = object_store::aws::AmazonS3Builder::from_env().with_url(url);
+                for (key, value) in options {
+                    let key = key
+                        .parse()
+                        .map_err(|e: object_store::Error| config(&e.to_string()))?;
+                    builder = builder.with_config(key, *value);
+                }
+                let prefix = parsed.path().trim_matches('/');
+                let bucket: Arc<dyn ObjectStore> = Arc::new(builder.build()?);
+                if prefix.is_empty() {
+                    bucket
+                } else {
+                    Arc::new(object_store::prefix::PrefixStore::new(bucket, prefix))
+                }
+            }
+            other => {
+                return Err(config(&format!(
+                    "unknown scheme {other:?} (file, memory{})",
+                    if cfg!(feature = "s3") { ", s3" } else { "" }
+                )));
+            }
         };
         Ok(Self { objects })
     }

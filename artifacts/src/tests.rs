@@ -173,3 +173,111 @@ async fn uploads_that_never_completed_are_swept_once_old() {
     assert_eq!(store.sweep_uploads(now + 10).await.unwrap(), 1);
     assert!(!uploads.join("left-behind").exists());
 }
+
+/// moto's S3 on a free loopback port with the bucket `code`, stopped when dropped.
+#[cfg(feature = "s3")]
+struct MotoS3 {
+    child: std::process::Child,
+    endpoint: String,
+}
+
+#[cfg(feature = "s3")]
+impl Drop for MotoS3 {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[cfg(feature = "s3")]
+fn moto_s3() -> MotoS3 {
+    use std::io::{Read, Write};
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = std::process::Command::new("python3")
+        .args([
+            "-m",
+            "moto.server",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("moto (pip install 'moto[server]'; .ci/run installs it)");
+    let moto = MotoS3 {
+        child,
+        endpoint: format!("http://127.0.0.1:{port}"),
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut socket = loop {
+        match std::net::TcpStream::connect(("127.0.0.1", port)) {
+            Ok(socket) => break socket,
+            Err(_) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(100))
+            }
+            Err(e) => panic!("moto did not start: {e}"),
+        }
+    };
+    // Path-style CreateBucket; moto takes unsigned requests.
+    write!(
+        socket,
+        "PUT /code HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    socket.read_to_string(&mut answer).unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "create bucket: {answer}"
+    );
+    moto
+}
+
+#[cfg(feature = "s3")]
+#[tokio::test]
+async fn an_s3_bucket_holds_archives_as_the_folder_does() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let moto = moto_s3();
+    let options = [
+        ("aws_endpoint", moto.endpoint.as_str()),
+        ("aws_allow_http", "true"),
+        ("aws_region", "us-east-1"),
+        ("aws_access_key_id", "testing"),
+        ("aws_secret_access_key", "testing"),
+    ];
+    let store = Store::from_url_with("s3://code/artifacts", &options).unwrap();
+
+    // Larger than one multipart part, streamed in and verified on the way out.
+    let bytes = pattern(12 << 20);
+    let stored = store.put(body(&bytes), 64 << 20, None).await.unwrap();
+    let sha256 = hex::encode(Sha256::digest(&bytes));
+    assert_eq!(stored.sha256, sha256);
+    assert_eq!(read_all(&store, &sha256).await.unwrap(), bytes);
+    assert_eq!(store.size(&sha256).await.unwrap(), Some(bytes.len() as u64));
+    assert!(store.written(&sha256).await.unwrap().is_some());
+
+    // A refused upload leaves nothing, and the listing shows the one archive.
+    let wrong = "0".repeat(64);
+    let mismatch = store
+        .put(body(&bytes[..1 << 20]), 64 << 20, Some(&wrong))
+        .await;
+    assert!(
+        matches!(mismatch, Err(Error::DigestMismatch { .. })),
+        "{mismatch:?}"
+    );
+    let listed = store.list().await.unwrap();
+    assert_eq!(
+        listed.iter().map(|l| &l.sha256).collect::<Vec<_>>(),
+        vec![&sha256]
+    );
+    assert_eq!(store.sweep_uploads(i64::MAX).await.unwrap(), 0);
+
+    store.delete(&sha256).await.unwrap();
+    assert!(matches!(store.get(&sha256).await, Err(Error::NotFound(_))));
+}

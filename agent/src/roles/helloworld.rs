@@ -18,6 +18,9 @@ pub struct Helloworld {
     greeting: Arc<RwLock<String>>,
     server: Option<tokio::task::JoinHandle<()>>,
     error: Option<String>,
+    /// The code version of the spec: helloworld serves no code, so it has nothing to install
+    /// and reports it at once (a rollout then moves on).
+    code_version: Option<String>,
 }
 
 impl Helloworld {
@@ -27,6 +30,7 @@ impl Helloworld {
             greeting: Arc::new(RwLock::new(DEFAULT_GREETING.into())),
             server: None,
             error: None,
+            code_version: None,
         }
     }
 }
@@ -40,6 +44,7 @@ impl Role for Helloworld {
             .cloned()
             .unwrap_or_else(|| DEFAULT_GREETING.into());
         *self.greeting.write().unwrap_or_else(|p| p.into_inner()) = greeting;
+        self.code_version = spec.code.as_ref().map(|c| c.version.clone());
         if self.server.is_none() {
             let addr = format!("{}:{PORT}", self.env.address);
             match TcpListener::bind(&addr).await {
@@ -63,12 +68,14 @@ impl Role for Helloworld {
             Some(e) => RoleReport {
                 state: Some(AgentState::Failed),
                 message: Some(e.clone()),
+                code_version: self.code_version.clone(),
                 ..Default::default()
             },
             None => RoleReport {
                 state: Some(AgentState::Ready),
                 message: Some(format!("serving http://{}:{PORT}/", self.env.address)),
                 greeting: Some(greeting),
+                code_version: self.code_version.clone(),
                 ..Default::default()
             },
         }

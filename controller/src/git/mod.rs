@@ -63,7 +63,17 @@ pub async fn run(ctx: Arc<Context>, store: Store, settings: Settings) {
             .filter_map(|s| s.0.as_ref().ok().cloned())
             .filter(|s| s.metadata.deletion_timestamp.is_none())
             .collect();
-        schedules.retain(|uid, _| services.iter().any(|s| s.uid().as_ref() == Some(uid)));
+        schedules.retain(|uid, _| {
+            let exists = services.iter().any(|s| {
+                s.uid().as_ref() == Some(uid)
+                    && s.spec.code.as_ref().is_some_and(|c| c.git.is_some())
+            });
+            if !exists {
+                // The Service (or its git source) is gone: so is its cache repository.
+                let _ = std::fs::remove_dir_all(settings.cache_dir.join(uid));
+            }
+            exists
+        });
         for service in services {
             let (Some(uid), Some(git)) = (
                 service.uid(),
@@ -160,27 +170,32 @@ async fn sync(
         .status
         .as_ref()
         .and_then(|s| s.previous_code_version.as_deref());
-    let Some(change) = versions::change(
+    let change = versions::change(
         &code,
         &commit,
         stored.as_ref().map(|s| s.sha256.as_str()),
         last_seen.map(String::as_str),
         git.auto_activate,
         previous,
-    ) else {
+    );
+    // The commit is recorded whenever the ref moved, so a later look does not take an old move
+    // for a new one (and activate over a version chosen by hand since).
+    if change.is_none() && last_seen.map(String::as_str) == Some(commit.as_str()) {
         return Ok(());
-    };
-    // The whole list is written, so the write is refused if anyone changed the Service since
-    // it was read (a version uploaded meanwhile is never lost).
+    }
     let mut patch = json!({
         "metadata": {
             "resourceVersion": service.resource_version(),
             "annotations": {ANNOTATION_GIT_COMMIT: commit},
         },
-        "spec": {"code": {"versions": change.versions}},
     });
-    if let Some(active) = &change.activate {
-        patch["spec"]["code"]["active"] = json!(active);
+    // The whole list is written, so the write is refused if anyone changed the Service since
+    // it was read (a version uploaded meanwhile is never lost).
+    if let Some(change) = &change {
+        patch["spec"] = json!({"code": {"versions": change.versions}});
+        if let Some(active) = &change.activate {
+            patch["spec"]["code"]["active"] = json!(active);
+        }
     }
     let api: Api<Service> = Api::namespaced(
         ctx.client.clone(),
@@ -211,7 +226,7 @@ async fn sync(
         );
         events::publish(ctx, service, false, "GitVersionStored", "PullCode", note).await;
     }
-    if let Some(active) = &change.activate {
+    if let Some(active) = change.as_ref().and_then(|c| c.activate.as_ref()) {
         let note = format!(
             "activated {active}: {} {} is at {commit}",
             git.url, git.r#ref

@@ -78,6 +78,20 @@ fn check_url(url: &str) -> anyhow::Result<()> {
     if !allowed.iter().any(|scheme| url.starts_with(scheme)) {
         bail!("git url {url} is not https://, http:// or git://");
     }
+    // Credentials in the URL would end up in Events and logs; private repositories are not
+    // supported yet.
+    let authority = url
+        .split("://")
+        .nth(1)
+        .unwrap_or("")
+        .split('/')
+        .next()
+        .unwrap_or("");
+    if authority.contains('@') {
+        bail!(
+            "git url has credentials in it (user@host): they would be shown in Events; only public repositories are supported"
+        );
+    }
     Ok(())
 }
 
@@ -110,7 +124,9 @@ fn pick(listed: &str, reference: &str) -> Option<String> {
             .find(|(_, r)| *r == name)
             .map(|(sha, _)| sha.to_string())
     };
-    find(reference)
+    // An annotated tag's own object is not a commit: its peeled line (`^{}`) is.
+    find(&format!("{reference}^{{}}"))
+        .or_else(|| find(reference))
         .or_else(|| find(&format!("refs/heads/{reference}")))
         .or_else(|| find(&format!("refs/tags/{reference}^{{}}")))
         .or_else(|| find(&format!("refs/tags/{reference}")))
@@ -205,7 +221,7 @@ mod tests {
         assert_eq!(pick(listed, "HEAD").unwrap(), "1".repeat(40));
         assert_eq!(pick(listed, "main").unwrap(), "2".repeat(40));
         assert_eq!(pick(listed, "v1").unwrap(), "4".repeat(40));
-        assert_eq!(pick(listed, "refs/tags/v1").unwrap(), "3".repeat(40));
+        assert_eq!(pick(listed, "refs/tags/v1").unwrap(), "4".repeat(40));
         assert_eq!(pick(listed, "nope"), None);
     }
 

@@ -75,7 +75,8 @@ pub fn change(
     let activate = (auto_activate && moved && code.active.as_deref() != Some(name.as_str()))
         .then(|| name.clone());
     let active = activate.as_deref().or(code.active.as_deref());
-    // The oldest git versions go first; the one just made, the active and the previous stay.
+    // The oldest git versions go first; the one just made, the active (the new one and the one
+    // it replaces, which becomes the previous) and the previous stay.
     let mut excess = versions
         .iter()
         .filter(|v| is_git_version(v))
@@ -86,6 +87,7 @@ pub fn change(
             || excess == 0
             || v.name == name
             || Some(v.name.as_str()) == active
+            || Some(v.name.as_str()) == code.active.as_deref()
             || Some(v.name.as_str()) == previous;
         if !keep {
             excess -= 1;
@@ -188,5 +190,14 @@ mod tests {
         );
         assert!(names.contains(&version_name(&commit(100)).as_str()));
         assert_eq!(next.versions.len(), KEEP + 1);
+
+        // Activating the new commit keeps the one it replaces: it is the one to roll back to.
+        let auto = change(&code, &commit(100), Some("digest"), None, true, None).unwrap();
+        let names: Vec<&str> = auto.versions.iter().map(|v| v.name.as_str()).collect();
+        assert_eq!(auto.activate, Some(version_name(&commit(100))));
+        assert!(
+            names.contains(&git_version(1).name.as_str()),
+            "replaced active kept"
+        );
     }
 }

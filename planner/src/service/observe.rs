@@ -7,7 +7,7 @@ use crate::node_reasons::{self as node_status, UNHEALTHY_REASONS};
 use conpaas_crds::labels::LABEL_SERVICE;
 use conpaas_crds::labels::conditions::{HEALTHY, READY};
 use conpaas_crds::v1alpha1::{
-    Application, Cloud, NodeCode, Service, ServiceNode, is_condition_true,
+    AgentState, Application, Cloud, NodeCode, Service, ServiceNode, is_condition_true,
 };
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::jiff::Timestamp;
@@ -193,7 +193,20 @@ fn observed_node(
         agent_ready: status
             .agent
             .as_ref()
-            .is_some_and(|a| a.state == Some(conpaas_crds::v1alpha1::AgentState::Ready)),
+            .is_some_and(|a| a.state == Some(AgentState::Ready)),
+        agent_failure: status
+            .agent
+            .as_ref()
+            .filter(|a| {
+                a.state == Some(AgentState::Failed)
+                    && a.observed_generation.is_some()
+                    && a.observed_generation == node.metadata.generation
+            })
+            .map(|a| {
+                a.message
+                    .clone()
+                    .unwrap_or_else(|| "the role failed".into())
+            }),
         running_code: status.agent.and_then(|a| a.code_version),
     }
 }

@@ -110,6 +110,9 @@ pub struct ObservedNode {
     /// report, so unlike the node's Ready condition (which the node loop derives later) it is
     /// never older than the version it goes with.
     pub agent_ready: bool,
+    /// Its agent reports the role failed, with this message, in a report about the node's
+    /// current spec (so not a failure left over from the version it had before).
+    pub agent_failure: Option<String>,
     /// Why the node failed (its cloud refused, its agent failed), as its Ready condition says.
     pub failure: Option<NodeFailure>,
 }
@@ -402,9 +405,8 @@ pub fn rollout_failure<'a>(
 ) -> Option<(&'a str, &'a str)> {
     let target = desired.config.code.as_ref()?;
     nodes.iter().find_map(|n| {
-        let failure = n.failure.as_ref()?;
-        (n.spec.code.as_ref() == Some(target) && failure.reason == "AgentFailed")
-            .then_some((n.name.as_str(), failure.message.as_str()))
+        let failure = n.agent_failure.as_deref()?;
+        (n.spec.code.as_ref() == Some(target)).then_some((n.name.as_str(), failure))
     })
 }
 
@@ -501,6 +503,7 @@ mod tests {
             address: None,
             running_code: None,
             agent_ready: true,
+            agent_failure: None,
             failure: None,
         }
     }
@@ -598,11 +601,7 @@ mod tests {
         let (mut d, mut nodes) = rolling(3, 1);
         nodes[2].spec.code = d.config.code.clone();
         nodes[2].ready = false;
-        nodes[2].failure = Some(NodeFailure {
-            reason: "AgentFailed".into(),
-            message: "init.sh exited with 3".into(),
-            stalled: false,
-        });
+        nodes[2].agent_failure = Some("init.sh exited with 3".into());
         assert_eq!(switched(&d, &nodes), Vec::<String>::new());
         let live: Vec<&ObservedNode> = nodes.iter().collect();
         assert_eq!(

@@ -356,6 +356,7 @@ mod tests {
                 address: None,
                 running_code: None,
                 agent_ready: true,
+                agent_failure: None,
                 failure: None,
             })
             .collect()

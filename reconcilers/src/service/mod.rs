@@ -53,7 +53,9 @@ pub async fn reconcile(service: Arc<Service>, ctx: Arc<Context>) -> Result<Reque
         act::act(ctx, service, actions).await?;
     }
 
-    if let Ok(desired) = &desired {
+    if let Ok(desired) = &desired
+        && !desired.paused
+    {
         roll_back_if_failed(ctx, &api, service, desired, &observed.nodes).await?;
     }
 
