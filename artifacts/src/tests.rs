@@ -174,60 +174,17 @@ async fn uploads_that_never_completed_are_swept_once_old() {
     assert!(!uploads.join("left-behind").exists());
 }
 
-/// moto's S3 on a free loopback port with the bucket `code`, stopped when dropped.
+/// moto on a free loopback port (stopped when dropped) with the bucket `code`.
 #[cfg(feature = "s3")]
-struct MotoS3 {
-    child: std::process::Child,
-    endpoint: String,
-}
-
-#[cfg(feature = "s3")]
-impl Drop for MotoS3 {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-#[cfg(feature = "s3")]
-fn moto_s3() -> MotoS3 {
+fn moto_s3() -> conpaas_cloud::moto::Moto {
     use std::io::{Read, Write};
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = std::process::Command::new("python3")
-        .args([
-            "-m",
-            "moto.server",
-            "-H",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("moto (pip install 'moto[server]'; .ci/run installs it)");
-    let moto = MotoS3 {
-        child,
-        endpoint: format!("http://127.0.0.1:{port}"),
-    };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let mut socket = loop {
-        match std::net::TcpStream::connect(("127.0.0.1", port)) {
-            Ok(socket) => break socket,
-            Err(_) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(std::time::Duration::from_millis(100))
-            }
-            Err(e) => panic!("moto did not start: {e}"),
-        }
-    };
+    let moto = conpaas_cloud::moto::Moto::start().expect("moto");
+    let host = moto.endpoint.trim_start_matches("http://");
+    let mut socket = std::net::TcpStream::connect(host).unwrap();
     // Path-style CreateBucket; moto takes unsigned requests.
     write!(
         socket,
-        "PUT /code HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "PUT /code HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
     let mut answer = String::new();

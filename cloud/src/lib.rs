@@ -22,7 +22,7 @@ mod limits;
 pub mod local;
 #[cfg(feature = "memory")]
 pub mod memory;
-#[cfg(all(feature = "ec2", feature = "testing"))]
+#[cfg(feature = "testing")]
 pub mod moto;
 #[cfg(feature = "opennebula")]
 pub mod opennebula;

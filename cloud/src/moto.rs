@@ -1,9 +1,11 @@
-//! moto's EC2 server (PyPI `moto[server]`) as the EC2 driver's test peer: started on a free
-//! loopback port with `python3 -m moto.server`, stopped when dropped, with a driver for it.
+//! moto's server (PyPI `moto[server]`) as the test peer of the EC2 driver and the artifact
+//! store's S3: started on a free loopback port with `python3 -m moto.server`, stopped when
+//! dropped, with an EC2 driver for it (feature `ec2`).
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+#[cfg(feature = "ec2")]
 use crate::ec2::{Ec2, Ec2Config};
 
 /// A running moto server.
@@ -56,6 +58,7 @@ impl Moto {
     }
 
     /// A driver for this moto: region us-east-1, any AMI, test credentials.
+    #[cfg(feature = "ec2")]
     pub async fn driver(&self) -> Ec2 {
         Ec2::new(Ec2Config {
             region: "us-east-1".into(),

@@ -11,7 +11,6 @@ use std::path::Path;
 
 use common::*;
 use conpaas_crds::code_api::{archive_path, archives_path};
-use conpaas_crds::v1alpha1::ServiceNode;
 use conpaas_e2e::tools::{Ran, cpsctl, run};
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::ServiceAccount;
@@ -112,22 +111,6 @@ async fn agent_log(address: &str, token: Option<&str>) -> (u16, String) {
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     (status, body)
-}
-
-/// Waits until the node's run.sh (written by `site`) says it runs `version`.
-async fn wait_running(env: &Env, node: &ServiceNode, version: &str) {
-    let path = env
-        .state
-        .path()
-        .join("vms")
-        .join(&node.spec.token)
-        .join("work/running.txt");
-    conpaas_e2e::wait::until(&format!("the node to run {version}"), LIMIT, || {
-        let path = path.clone();
-        async move { Ok(std::fs::read_to_string(path).is_ok_and(|t| t.trim() == version)) }
-    })
-    .await
-    .unwrap();
 }
 
 fn stored_archives(env: &Env) -> Vec<String> {

@@ -11,7 +11,7 @@ use std::process::{Child, Command};
 use std::time::Instant;
 
 use common::*;
-use conpaas_crds::v1alpha1::{Service, ServiceNode};
+use conpaas_crds::v1alpha1::Service;
 
 const NS: &str = "git-e2e";
 
@@ -80,22 +80,6 @@ fn push(work: &Path, version: &str) -> String {
 
 fn active(service: &Service) -> Option<String> {
     service.spec.code.as_ref()?.active.clone()
-}
-
-/// Waits until the node's run.sh says it runs `version`.
-async fn wait_running(env: &Env, node: &ServiceNode, version: &str) {
-    let path = env
-        .state
-        .path()
-        .join("vms")
-        .join(&node.spec.token)
-        .join("work/running.txt");
-    conpaas_e2e::wait::until(&format!("the node to run {version}"), LIMIT, || {
-        let path = path.clone();
-        async move { Ok(std::fs::read_to_string(path).is_ok_and(|t| t.trim() == version)) }
-    })
-    .await
-    .unwrap();
 }
 
 fn stored_archives(env: &Env) -> usize {

@@ -55,19 +55,19 @@ pub async fn run(ctx: Arc<Context>, store: Store, settings: Settings) {
         if !ctx.caches.ready() {
             continue;
         }
+        // Only the Services with a git source are copied out of the cache.
         let services: Vec<Service> = ctx
             .caches
             .services
             .state()
             .iter()
-            .filter_map(|s| s.0.as_ref().ok().cloned())
+            .filter_map(|s| s.0.as_ref().ok())
+            .filter(|s| s.spec.code.as_ref().is_some_and(|c| c.git.is_some()))
             .filter(|s| s.metadata.deletion_timestamp.is_none())
+            .cloned()
             .collect();
         schedules.retain(|uid, _| {
-            let exists = services.iter().any(|s| {
-                s.uid().as_ref() == Some(uid)
-                    && s.spec.code.as_ref().is_some_and(|c| c.git.is_some())
-            });
+            let exists = services.iter().any(|s| s.uid().as_ref() == Some(uid));
             if !exists {
                 // The Service (or its git source) is gone: so is its cache repository.
                 let _ = std::fs::remove_dir_all(settings.cache_dir.join(uid));

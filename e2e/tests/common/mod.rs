@@ -263,3 +263,20 @@ pub async fn http_get_path(address: &str, port: u16, path: &str) -> anyhow::Resu
         .unwrap_or_default()
         .to_string())
 }
+
+/// Waits until the generic node's run.sh says it runs `version`: the tests' scripts write it to
+/// `running.txt` in the agent's work folder.
+pub async fn wait_running(env: &Env, node: &ServiceNode, version: &str) {
+    let path = env
+        .state
+        .path()
+        .join("vms")
+        .join(&node.spec.token)
+        .join("work/running.txt");
+    wait::until(&format!("the node to run {version}"), LIMIT, || {
+        let path = path.clone();
+        async move { Ok(std::fs::read_to_string(path).is_ok_and(|t| t.trim() == version)) }
+    })
+    .await
+    .unwrap();
+}
