@@ -286,6 +286,13 @@ fn plan_running(desired: &Desired, nodes: &[ObservedNode]) -> Vec<Action> {
         Vec::new()
     };
 
+    // After a version failed on a node, new nodes start with the version the others still run
+    // (the last good one), not the failed one.
+    let failed = rollout_failure(desired, &keep).is_some();
+    let last_good = keep
+        .iter()
+        .find(|n| n.spec.code != desired.config.code && n.agent_failure.is_none())
+        .map(|n| n.spec.code.clone());
     for role in &desired.roles {
         let have = keep.iter().filter(|n| n.spec.role == role.name).count();
         let want = role.count.max(0) as usize;
@@ -297,9 +304,13 @@ fn plan_running(desired: &Desired, nodes: &[ObservedNode]) -> Vec<Action> {
         let mut free = (0u32..).filter(|i| !used.contains(i));
         for _ in have..want {
             let i = free.next().expect("ordinals are unbounded");
+            let mut spec = node_spec(desired, role, String::new(), &members);
+            if let (true, Some(code)) = (failed, &last_good) {
+                spec.code = code.clone();
+            }
             actions.push(Action::CreateNode {
                 name: node_name(service, &role.name, i),
-                spec: node_spec(desired, role, String::new(), &members),
+                spec,
             });
         }
     }
@@ -608,6 +619,17 @@ mod tests {
             rollout_failure(&d, &live),
             Some(("svc-node-2", "init.sh exited with 3"))
         );
+        // A node added meanwhile starts with the version the others still run.
+        let mut more = d.clone();
+        more.roles[0].count = 4;
+        let created: Vec<Option<NodeCode>> = plan(&more, &nodes)
+            .into_iter()
+            .filter_map(|a| match a {
+                Action::CreateNode { spec, .. } => Some(spec.code),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(created, vec![nodes[0].spec.code.clone()]);
         let versions = ["old", "new"];
         assert_eq!(
             rollback_to(&d, &nodes, Some("old"), &versions),
