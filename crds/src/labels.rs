@@ -35,6 +35,10 @@ pub const ANNOTATION_ORPHAN_VM: &str = "conpaas.io/orphan-vm";
 /// Annotation the controller puts on a Service with a git source: the commit its ref was at the
 /// last time a version was recorded (`autoActivate` activates a commit once, when the ref moves).
 pub const ANNOTATION_GIT_COMMIT: &str = "conpaas.io/git-commit";
+/// Annotation the controller puts on a Service it rolled back (`rollout.onFailure: Rollback`):
+/// the version that failed. It is never activated again by a rollback, so two failing versions
+/// do not take turns.
+pub const ANNOTATION_ROLLED_BACK_FROM: &str = "conpaas.io/rolled-back-from";
 /// VM tag added to a VM left running by `deletionPolicy: Orphan`; the orphan sweep spares it.
 pub const TAG_ORPHANED: &str = "conpaas.io/orphaned";
 

@@ -161,4 +161,8 @@ async fn a_version_rolls_out_one_node_at_a_time_and_a_failing_one_is_rolled_back
         service.spec.code.as_ref().unwrap().active.as_deref(),
         Some("v2")
     );
+    assert_eq!(
+        service.metadata.annotations.unwrap_or_default()["conpaas.io/rolled-back-from"],
+        "v3"
+    );
 }

@@ -10,7 +10,7 @@ pub use conpaas_planner::service::{Preview, decide, observe, plan, status, valid
 use std::sync::Arc;
 use std::time::Duration;
 
-use conpaas_crds::labels::{ANNOTATION_ORPHAN_VM, FINALIZER_NODES};
+use conpaas_crds::labels::{ANNOTATION_ORPHAN_VM, ANNOTATION_ROLLED_BACK_FROM, FINALIZER_NODES};
 use conpaas_crds::v1alpha1::{DeletionPolicy, Phase};
 use conpaas_crds::v1alpha1::{Service, ServiceNode};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -161,10 +161,28 @@ async fn roll_back_if_failed(
     let Some(to) = plan::rollback_to(desired, nodes, previous, &versions) else {
         return Ok(());
     };
-    let failed = desired.config.code.as_ref().map(|c| c.version.as_str());
+    // Never back to a version this Service was rolled back from: when both fail, the rollout
+    // stops instead of switching between them for ever.
+    if service
+        .annotations()
+        .get(ANNOTATION_ROLLED_BACK_FROM)
+        .map(String::as_str)
+        == Some(to)
+    {
+        return Ok(());
+    }
+    let failed = desired
+        .config
+        .code
+        .as_ref()
+        .map(|c| c.version.as_str())
+        .unwrap_or_default();
     // Refused if the Service changed since it was read: a version activated meanwhile wins.
     let patch = json!({
-        "metadata": {"resourceVersion": service.resource_version()},
+        "metadata": {
+            "resourceVersion": service.resource_version(),
+            "annotations": {ANNOTATION_ROLLED_BACK_FROM: failed},
+        },
         "spec": {"code": {"active": to}},
     });
     api.patch(
@@ -174,10 +192,8 @@ async fn roll_back_if_failed(
     )
     .await
     .ctx("roll back the code version", finalizers::full_name(service))?;
-    let note = format!(
-        "code version {} failed; activated {to}, the version active before it",
-        failed.unwrap_or_default()
-    );
+    let note =
+        format!("code version {failed} failed; activated {to}, the version active before it");
     tracing::warn!(%note, "rolled back");
     events::publish(ctx, service, true, "RolledBack", "Rollout", note).await;
     Ok(())
