@@ -184,8 +184,17 @@ impl Store {
     /// When the archive was written (Unix seconds), if the store has it. An archive uploaded
     /// again is written again.
     pub async fn written(&self, sha256: &str) -> Result<Option<i64>, Error> {
+        Ok(self.describe(sha256).await?.map(|a| a.written))
+    }
+
+    /// The archive's size and write time, if the store has it: one lookup.
+    pub async fn describe(&self, sha256: &str) -> Result<Option<Listed>, Error> {
         match self.objects.head(&archive_path(sha256)?).await {
-            Ok(meta) => Ok(Some(meta.last_modified.timestamp())),
+            Ok(meta) => Ok(Some(Listed {
+                sha256: sha256.to_string(),
+                size: meta.size,
+                written: meta.last_modified.timestamp(),
+            })),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(e.into()),
         }
@@ -213,11 +222,7 @@ impl Store {
 
     /// The archive's size, if the store has it.
     pub async fn size(&self, sha256: &str) -> Result<Option<u64>, Error> {
-        match self.objects.head(&archive_path(sha256)?).await {
-            Ok(meta) => Ok(Some(meta.size)),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
+        Ok(self.describe(sha256).await?.map(|a| a.size))
     }
 
     /// The archive's size and a stream of its bytes; the stream ends with

@@ -169,21 +169,15 @@ async fn each_push_becomes_a_version_and_a_force_push_back_stores_nothing_new() 
         "apiVersion: conpaas.io/v1alpha1\nkind: Service\nmetadata: {{name: noref}}\nspec: {{application: demo, type: generic, state: Stopped, roles: [{{name: master, count: 1}}], code: {{git: {{url: '{url}', ref: nope}}}}}}\n---\napiVersion: conpaas.io/v1alpha1\nkind: Service\nmetadata: {{name: nohost}}\nspec: {{application: demo, type: generic, state: Stopped, roles: [{{name: master, count: 1}}], code: {{git: {{url: 'git://127.0.0.1:{closed}/app.git', ref: main}}}}}}\n"
     ))
     .await;
-    env.wait_event_where(NS, "GitSyncFailed", |e| {
-        e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("noref")
-            && e.note
-                .as_deref()
-                .is_some_and(|n| n.contains("ref nope not found"))
-    })
-    .await;
-    env.wait_event_where(NS, "GitSyncFailed", |e| {
-        e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("nohost")
-            && e.note
-                .as_deref()
-                .is_some_and(|n| n.contains("unable to connect"))
-    })
-    .await;
-    for name in ["noref", "nohost"] {
+    for (name, says) in [
+        ("noref", "ref nope not found"),
+        ("nohost", "unable to connect"),
+    ] {
+        env.wait_event_where(NS, "GitSyncFailed", |e| {
+            e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+                && e.note.as_deref().is_some_and(|n| n.contains(says))
+        })
+        .await;
         let service = env.services().get(name).await.unwrap();
         assert!(service.spec.code.unwrap().versions.is_empty(), "{name}");
     }

@@ -46,12 +46,7 @@ fn switching(nodes: &[ServiceNode], version: &str) -> BTreeSet<String> {
         .iter()
         .filter(|n| n.spec.role == "node")
         .filter(|n| n.spec.code.as_ref().is_some_and(|c| c.version == version))
-        .filter(|n| {
-            let status = n.status.clone().unwrap_or_default();
-            let running = status.agent.and_then(|a| a.code_version);
-            running.as_deref() != Some(version)
-                || !conpaas_crds::v1alpha1::is_condition_true(&status.conditions, "Ready")
-        })
+        .filter(|n| !runs(n, version))
         .filter_map(|n| n.metadata.name.clone())
         .collect()
 }
@@ -95,13 +90,15 @@ async fn watch_rollout(
     }
 }
 
+/// The node's agent reports running `version` and the node is Ready.
+fn runs(node: &ServiceNode, version: &str) -> bool {
+    let status = node.status.clone().unwrap_or_default();
+    status.agent.and_then(|a| a.code_version).as_deref() == Some(version)
+        && conpaas_crds::v1alpha1::is_condition_true(&status.conditions, "Ready")
+}
+
 fn all_run(nodes: &[ServiceNode], version: &str) -> bool {
-    nodes.len() == 4
-        && nodes.iter().all(|n| {
-            let status = n.status.clone().unwrap_or_default();
-            status.agent.and_then(|a| a.code_version).as_deref() == Some(version)
-                && conpaas_crds::v1alpha1::is_condition_true(&status.conditions, "Ready")
-        })
+    nodes.len() == 4 && nodes.iter().all(|n| runs(n, version))
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -271,17 +271,13 @@ async fn list(
     };
     let mut archives = Vec::new();
     for sha256 in digests {
-        let (Some(size), Some(written)) = (
-            api.store.size(sha256).await.map_err(failed)?,
-            api.store.written(sha256).await.map_err(failed)?,
-        ) else {
-            continue;
-        };
-        archives.push(Archive {
-            sha256: sha256.to_string(),
-            size,
-            written,
-        });
+        if let Some(found) = api.store.describe(sha256).await.map_err(failed)? {
+            archives.push(Archive {
+                sha256: found.sha256,
+                size: found.size,
+                written: found.written,
+            });
+        }
     }
     Ok(axum::Json(archives).into_response())
 }
