@@ -5,9 +5,9 @@
 //! the node's heartbeat Lease as often as the agent would. Nothing else of the agent is simulated: no role
 //! software runs, nothing listens on the node's address.
 
-use std::collections::HashSet;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use conpaas_crds::v1alpha1::ServiceNode;
@@ -94,10 +94,17 @@ impl StandIns {
         .await
     }
 
-    async fn report(&self, ns: &str, node: &ServiceNode, token: &str) -> anyhow::Result<()> {
+    /// Reports the node Ready at `generation`.
+    async fn report(
+        &self,
+        ns: &str,
+        node: &ServiceNode,
+        generation: i64,
+        token: &str,
+    ) -> anyhow::Result<()> {
         let name = node.metadata.name.clone().unwrap_or_default();
         let body = json!({"apiVersion": "conpaas.io/v1alpha1", "kind": "ServiceNode", "status": {"agent": {
-            "state": "Ready", "observedGeneration": node.metadata.generation, "role": node.spec.role,
+            "state": "Ready", "observedGeneration": generation, "role": node.spec.role,
             "message": "simulated agent", "greeting": "Hello World!"}}});
         let path = format!(
             "/apis/conpaas.io/v1alpha1/namespaces/{ns}/servicenodes/{name}/status?fieldManager=conpaas-agent&force=true"
@@ -119,11 +126,19 @@ impl StandIns {
         let accounts: Api<ServiceAccount> = Api::namespaced(admin, &ns);
         let booting = Arc::new(Semaphore::new(64));
         let mut started: HashSet<(String, i64)> = HashSet::new();
+        // The newest generation seen per node (by UID): a stand-in started for an older one
+        // that reports late must not put its generation back over a newer one.
+        let newest: Arc<Mutex<HashMap<String, i64>>> = Default::default();
         let mut stream = watcher(nodes, watcher::Config::default())
             .default_backoff()
             .applied_objects()
             .boxed();
-        while let Some(Ok(node)) = stream.next().await {
+        // A failed watch call is retried with backoff by the stream: it must not end the
+        // stand-ins (they would stop reporting new generations, and their nodes stay unready).
+        while let Some(event) = stream.next().await {
+            let Ok(node) = event else {
+                continue;
+            };
             let has_vm = node
                 .status
                 .as_ref()
@@ -133,6 +148,11 @@ impl StandIns {
                 node.metadata.uid.clone().unwrap_or_default(),
                 node.metadata.generation.unwrap_or(0),
             );
+            {
+                let mut newest = newest.lock().unwrap_or_else(|p| p.into_inner());
+                let seen = newest.entry(key.0.clone()).or_insert(key.1);
+                *seen = (*seen).max(key.1);
+            }
             if !has_vm
                 || !wanted(&node)
                 || node.metadata.deletion_timestamp.is_some()
@@ -140,8 +160,13 @@ impl StandIns {
             {
                 continue;
             }
-            let (me, accounts, booting, ns) =
-                (self.clone(), accounts.clone(), booting.clone(), ns.clone());
+            let (me, accounts, booting, ns, newest) = (
+                self.clone(),
+                accounts.clone(),
+                booting.clone(),
+                ns.clone(),
+                newest.clone(),
+            );
             tokio::spawn(async move {
                 let Ok(_permit) = booting.acquire().await else {
                     return;
@@ -173,7 +198,15 @@ impl StandIns {
                 };
                 loop {
                     let booted = match me.renew(&ns, &name, &token).await {
-                        Ok(()) => me.report(&ns, &node, &token).await,
+                        Ok(()) => {
+                            let generation = newest
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .get(node.metadata.uid.as_deref().unwrap_or_default())
+                                .copied()
+                                .unwrap_or_default();
+                            me.report(&ns, &node, generation, &token).await
+                        }
                         Err(e) => Err(e),
                     };
                     match booted {
