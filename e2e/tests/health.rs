@@ -1,6 +1,6 @@
 //! Node health and bounded remediation: a node whose agent dies is replaced; when most agents
 //! go silent at once (an outage), nothing is replaced and the Service says why, and it resumes
-//! when health returns.
+//! when health returns, giving a node that comes back last a whole timeout to report.
 
 mod common;
 
@@ -104,10 +104,19 @@ async fn dead_agents_are_replaced_and_an_outage_holds_remediation() {
     let held = env.services().get("hello").await.unwrap();
     assert_eq!(degraded_reason(&held).as_deref(), Some("RemediationHeld"));
 
-    // Health returns: the same nodes are Ready again, none replaced.
-    for pid in &pids {
+    // Health returns, one node late: the outage ends when the first two report, and the last,
+    // unhealthy for longer than its timeout by then, still gets a whole timeout from that moment
+    // to report. The same nodes are Ready again, none replaced.
+    let (late, early) = pids.split_last().expect("running VMs");
+    for pid in early {
         killpg(Pid::from_raw(*pid), Signal::SIGCONT).unwrap();
     }
+    env.wait_service("hello", "the outage over", |s| {
+        degraded_reason(s).as_deref() != Some("RemediationHeld")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    killpg(Pid::from_raw(*late), Signal::SIGCONT).unwrap();
     env.wait_ready("hello", "node 3/3").await;
     assert_eq!(
         names(&env.nodes("hello").await),

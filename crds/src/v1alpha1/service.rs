@@ -402,6 +402,10 @@ pub struct ServiceStatus {
     /// The version that was active before it (what `cpsctl code rollback` activates).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_code_version: Option<String>,
+    /// When replacing unhealthy nodes last resumed after an outage had held it: a node unhealthy
+    /// since before then gets a whole heartbeat timeout from then to report again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remediation_resumed_at: Option<Time>,
     /// Generation of the spec this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,

@@ -10,6 +10,7 @@ use conpaas_crds::v1alpha1::{
     AgentState, Application, Cloud, NodeCode, Service, ServiceNode, is_condition_true,
 };
 use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
@@ -129,13 +130,14 @@ pub fn from_objects(
             )
         })
         .collect();
+    let window_start = health_window_start(service, now);
     let nodes = objects
         .nodes
         .iter()
-        .map(|n| observed_node(n, heartbeats(n), now))
+        .map(|n| observed_node(n, heartbeats(n), window_start, now))
         .collect();
     Observed {
-        next_health_check: next_health_check(&objects.nodes, now),
+        next_health_check: next_health_check(&objects.nodes, window_start, now),
         application: objects.application,
         clouds: objects.clouds,
         siblings,
@@ -160,9 +162,21 @@ pub async fn list_nodes(
     Ok(nodes)
 }
 
+/// The earliest time a node's unhealthy spell counts from: while an outage holds remediation,
+/// now (nothing is confirmed, so the hold's end starts every window afresh); after it, when
+/// remediation resumed.
+fn health_window_start(service: &Service, now: &Timestamp) -> Option<Timestamp> {
+    let status = service.status.as_ref()?;
+    if super::status::remediation_held(&status.conditions) {
+        return Some(*now);
+    }
+    status.remediation_resumed_at.as_ref().map(|t| t.0)
+}
+
 fn observed_node(
     node: &ServiceNode,
     heartbeat: Option<Timestamp>,
+    window_start: Option<Timestamp>,
     now: &Timestamp,
 ) -> ObservedNode {
     let status = node.status.clone().unwrap_or_default();
@@ -177,7 +191,7 @@ fn observed_node(
         name: node.name_any(),
         spec: node.spec.clone(),
         deleting: node.metadata.deletion_timestamp.is_some(),
-        unhealthy: unhealthy(node, now).filter(|reason| !silent(reason)),
+        unhealthy: unhealthy(node, window_start, now).filter(|reason| !silent(reason)),
         suspect: healthy_false(node).is_some_and(|reason| !silent(&reason)),
         ready: is_condition_true(&status.conditions, READY),
         failure: status
@@ -212,17 +226,15 @@ fn observed_node(
 }
 
 /// Why a node counts as unhealthy: its `Healthy` condition has been False for at least its
-/// heartbeat timeout (the VM failed or vanished, or the agent went silent or never reported).
-fn unhealthy(node: &ServiceNode, now: &Timestamp) -> Option<&'static str> {
-    let status = node.status.as_ref()?;
-    let healthy = status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == HEALTHY && c.status == "False")?;
-    let persisted = now
-        .duration_since(healthy.last_transition_time.0)
-        .as_secs_f64();
-    if persisted < node.spec.heartbeat_timeout_seconds as f64 {
+/// heartbeat timeout (the VM failed or vanished, or the agent went silent or never reported),
+/// counted from `window_start` at the earliest.
+fn unhealthy(
+    node: &ServiceNode,
+    window_start: Option<Timestamp>,
+    now: &Timestamp,
+) -> Option<&'static str> {
+    let healthy = healthy_false_condition(node)?;
+    if unhealthy_for(healthy, window_start, now) < node.spec.heartbeat_timeout_seconds as f64 {
         return None;
     }
     UNHEALTHY_REASONS
@@ -231,14 +243,25 @@ fn unhealthy(node: &ServiceNode, now: &Timestamp) -> Option<&'static str> {
         .find(|r| *r == healthy.reason)
 }
 
+fn healthy_false_condition(node: &ServiceNode) -> Option<&Condition> {
+    node.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == HEALTHY && c.status == "False")
+}
+
+/// Seconds the node's unhealthy spell counts for.
+fn unhealthy_for(healthy: &Condition, window_start: Option<Timestamp>, now: &Timestamp) -> f64 {
+    let since = window_start.map_or(healthy.last_transition_time.0, |start| {
+        start.max(healthy.last_transition_time.0)
+    });
+    now.duration_since(since).as_secs_f64()
+}
+
 /// Why the node's `Healthy` condition is False, however recently.
 fn healthy_false(node: &ServiceNode) -> Option<String> {
-    node.status.as_ref().and_then(|s| {
-        s.conditions
-            .iter()
-            .find(|c| c.type_ == HEALTHY && c.status == "False")
-            .map(|c| c.reason.clone())
-    })
+    healthy_false_condition(node).map(|c| c.reason.clone())
 }
 
 /// Healthy reasons a fresh heartbeat disproves.
@@ -246,17 +269,17 @@ const SILENT_AGENT_REASONS: [&str; 2] = ["HeartbeatStale", "AgentNeverReported"]
 
 /// When to look again at nodes whose `Healthy` condition is False: when the first one's
 /// confirmation window ends, or every 10 s while they wait (remediation held).
-fn next_health_check(nodes: &[&ServiceNode], now: &Timestamp) -> Option<Duration> {
+fn next_health_check(
+    nodes: &[&ServiceNode],
+    window_start: Option<Timestamp>,
+    now: &Timestamp,
+) -> Option<Duration> {
     nodes
         .iter()
         .filter_map(|n| {
-            let status = n.status.as_ref()?;
-            let c = status
-                .conditions
-                .iter()
-                .find(|c| c.type_ == HEALTHY && c.status == "False")?;
-            let persisted = now.duration_since(c.last_transition_time.0).as_secs_f64();
-            let remaining = n.spec.heartbeat_timeout_seconds as f64 - persisted;
+            let c = healthy_false_condition(n)?;
+            let remaining =
+                n.spec.heartbeat_timeout_seconds as f64 - unhealthy_for(c, window_start, now);
             Some(if remaining > 0.0 {
                 Duration::from_secs_f64(remaining + 0.1)
             } else {
@@ -380,14 +403,14 @@ mod tests {
     fn a_fresh_heartbeat_outweighs_a_stale_condition() {
         let now = at(100);
         let stale = node(false, "HeartbeatStale", 50);
-        let o = observed_node(&stale, Some(at(99)), &now);
+        let o = observed_node(&stale, Some(at(99)), None, &now);
         assert_eq!((o.unhealthy, o.suspect), (None, false), "it beats again");
-        let o = observed_node(&stale, Some(at(50)), &now);
+        let o = observed_node(&stale, Some(at(50)), None, &now);
         assert_eq!((o.unhealthy, o.suspect), (Some("HeartbeatStale"), true));
-        let o = observed_node(&stale, None, &now);
+        let o = observed_node(&stale, None, None, &now);
         assert_eq!(o.unhealthy, Some("HeartbeatStale"), "no heartbeat known");
         let gone = node(false, "VmGone", 50);
-        let o = observed_node(&gone, Some(at(99)), &now);
+        let o = observed_node(&gone, Some(at(99)), None, &now);
         assert_eq!(
             o.unhealthy,
             Some("VmGone"),
@@ -398,10 +421,11 @@ mod tests {
     #[test]
     fn a_node_is_unhealthy_only_after_its_timeout() {
         let cases = [
-            ("healthy", node(true, "Healthy", 0), 100, None, None),
+            ("healthy", node(true, "Healthy", 0), None, 100, None, None),
             (
                 "just turned: suspect, not yet replaced; look again when the window ends",
                 node(false, "HeartbeatStale", 95),
+                None,
                 100,
                 None,
                 Some(5.1),
@@ -409,6 +433,23 @@ mod tests {
             (
                 "unhealthy for the whole timeout",
                 node(false, "HeartbeatStale", 90),
+                None,
+                100,
+                Some("HeartbeatStale"),
+                Some(10.0),
+            ),
+            (
+                "unhealthy through an outage that ended 4 s ago: the window counts from its end",
+                node(false, "HeartbeatStale", 50),
+                Some(at(96)),
+                100,
+                None,
+                Some(6.1),
+            ),
+            (
+                "unhealthy for the whole timeout after the outage ended",
+                node(false, "HeartbeatStale", 50),
+                Some(at(80)),
                 100,
                 Some("HeartbeatStale"),
                 Some(10.0),
@@ -416,6 +457,7 @@ mod tests {
             (
                 "the VM is gone",
                 node(false, "VmGone", 50),
+                None,
                 100,
                 Some("VmGone"),
                 Some(10.0),
@@ -423,20 +465,21 @@ mod tests {
             (
                 "a reason that is not a health failure",
                 node(false, "AgentStarting", 50),
+                None,
                 100,
                 None,
                 Some(10.0),
             ),
         ];
-        for (what, n, now, want, next) in cases {
+        for (what, n, window_start, now, want, next) in cases {
             let now = at(now);
-            assert_eq!(unhealthy(&n, &now), want, "{what}");
+            assert_eq!(unhealthy(&n, window_start, &now), want, "{what}");
             assert_eq!(
                 healthy_false(&n).is_some(),
                 next.is_some(),
                 "{what}: suspect"
             );
-            let got = next_health_check(&[&n], &now).map(|d| d.as_secs_f64());
+            let got = next_health_check(&[&n], window_start, &now).map(|d| d.as_secs_f64());
             match (got, next) {
                 (Some(g), Some(w)) => assert!((g - w).abs() < 0.01, "{what}: {g} != {w}"),
                 (g, w) => assert_eq!(g, w, "{what}"),

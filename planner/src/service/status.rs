@@ -6,7 +6,7 @@ use conpaas_crds::labels::conditions::{
 };
 use conpaas_crds::labels::{LABEL_ROLE, LABEL_SERVICE};
 use conpaas_crds::v1alpha1::{Phase, PhaseChange, RoleStatus, ServiceStatus, ServiceType};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use super::plan::{Desired, NodeFailure, ObservedNode, remediation_allowed, rollout_failure};
 use super::validate::Problem;
@@ -107,7 +107,7 @@ pub fn build(
                     Cond::new(
                         DEGRADED,
                         true,
-                        "RemediationHeld",
+                        REMEDIATION_HELD,
                         format!(
                             "{unhealthy} of {live} nodes are unhealthy, more than {}%: none is replaced until health returns",
                             d.max_unhealthy_percent
@@ -168,9 +168,19 @@ pub fn build(
         _ => previous.previous_code_version.clone(),
     };
 
+    // The end of an outage restarts the confirmation window of the nodes still unhealthy: they
+    // come back one by one, and the last would otherwise be replaced the moment the others did.
+    let remediation_resumed_at =
+        if remediation_held(&previous.conditions) && !remediation_held(&conditions) {
+            Some(now.clone())
+        } else {
+            previous.remediation_resumed_at.clone()
+        };
+
     ServiceStatus {
         phase,
         ready: (!roles.is_empty()).then_some(ready_text),
+        remediation_resumed_at,
         roles,
         active_code_version,
         previous_code_version,
@@ -181,6 +191,15 @@ pub fn build(
         selector: None,
     }
 }
+
+/// Whether these conditions say that replacing unhealthy nodes is held for an outage.
+pub fn remediation_held(conditions: &[Condition]) -> bool {
+    conditions
+        .iter()
+        .any(|c| c.type_ == DEGRADED && c.status == "True" && c.reason == REMEDIATION_HELD)
+}
+
+const REMEDIATION_HELD: &str = "RemediationHeld";
 
 /// Fills what the scale subresource reads: the default role's current node count and the label
 /// selector of its ServiceNodes.
@@ -543,6 +562,43 @@ mod tests {
                 (None, v("v1")),
                 (v("v2"), v("v1")),
                 (v("v1"), v("v2")),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_end_of_an_outage_is_recorded_once() {
+        let suspects = |n: usize| {
+            let mut all = nodes(3, 3 - n);
+            for node in all.iter_mut().take(n) {
+                node.suspect = true;
+            }
+            all
+        };
+        let mut s = ServiceStatus::default();
+        let mut seen = Vec::new();
+        for (t, unhealthy) in [(0, 0), (10, 3), (20, 3), (30, 1), (40, 0), (50, 3)] {
+            s = build(
+                &s,
+                Some(1),
+                &desired(3, true),
+                &suspects(unhealthy),
+                &now(t),
+            );
+            seen.push((
+                remediation_held(&s.conditions),
+                s.remediation_resumed_at.clone(),
+            ));
+        }
+        assert_eq!(
+            seen,
+            vec![
+                (false, None),
+                (true, None),
+                (true, None),
+                (false, Some(now(30))),
+                (false, Some(now(30))),
+                (true, Some(now(30))),
             ]
         );
     }
