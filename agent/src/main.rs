@@ -7,6 +7,7 @@
 
 mod bootstrap;
 mod code;
+mod daemon;
 mod log_auth;
 mod logserver;
 mod node;

@@ -55,12 +55,15 @@ pub async fn run(
         namespace: boot.namespace.clone(),
         work_dir: work_dir.clone(),
         address,
+        node: boot.node.clone(),
     };
     let mut role: Option<Box<dyn Role>> = None;
     let mut generation: Option<i64> = None;
     let mut role_name: Option<String> = None;
     let mut startup_error: Option<String> = None;
     let mut last_sent: Option<(Option<i64>, RoleReport)> = None;
+    // When a drain the node was released for may end (its work in flight had that long).
+    let mut drain_until: Option<tokio::time::Instant> = None;
 
     loop {
         tokio::select! {
@@ -74,6 +77,16 @@ pub async fn run(
                     }
                     if let Some(role) = role.as_mut() {
                         role.apply(&node.spec).await;
+                        if let Some(drain) = node.spec.drain.as_ref().filter(|d| d.released)
+                            && drain_until.is_none()
+                        {
+                            tracing::info!(seconds = drain.seconds, "released: draining");
+                            role.drain().await;
+                            drain_until = Some(
+                                tokio::time::Instant::now()
+                                    + Duration::from_secs(drain.seconds.max(0) as u64),
+                            );
+                        }
                     }
                     generation = node.metadata.generation;
                     beat_every = heartbeat_interval(node.spec.heartbeat_timeout_seconds);
@@ -107,6 +120,10 @@ pub async fn run(
         if let Some(e) = &startup_error {
             now.state = Some(AgentState::Failed);
             now.message = Some(e.clone());
+        } else if drain_until.is_some_and(|t| t <= tokio::time::Instant::now()) && current.drained()
+        {
+            now.state = Some(AgentState::Drained);
+            now.message = Some("drained: the work in flight is done".into());
         }
         let changed = last_sent.as_ref() != Some(&(generation, now.clone()));
         if changed {
@@ -118,6 +135,7 @@ pub async fn run(
                 code_version: now.code_version.clone(),
                 greeting: now.greeting.clone(),
                 scripts: now.scripts.clone(),
+                routes_to: now.routes_to.clone(),
             };
             match report::send(&api, &boot.node, &status).await {
                 Ok(()) => last_sent = Some((generation, now)),

@@ -418,9 +418,9 @@ mod tests {
         assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
         assert!(parse_duration("5d").unwrap_err().contains("unit"));
         assert!(
-            parse_type("php")
+            parse_type("scalaris")
                 .unwrap_err()
-                .contains("helloworld, generic")
+                .contains("helloworld, generic, php")
         );
     }
 }

@@ -33,6 +33,10 @@ use crate::{CloudError, ComputeDriver, CreateRequest, Tags, Vm, VmState};
 pub const ENV_VM_ADDRESS: &str = "CONPAAS_VM_ADDRESS";
 /// Environment variable through which a local VM's agent learns its VM ID.
 pub const ENV_VM_ID: &str = "CONPAAS_VM_ID";
+/// Where a local VM's agent records the process groups of the daemons it starts, one id per
+/// line, so that terminating the VM stops them too.
+pub const ENV_PROCESS_GROUPS: &str = "CONPAAS_PROCESS_GROUPS";
+const PROCESS_GROUPS_FILE: &str = "process-groups";
 
 /// How a local cloud is set up.
 #[derive(Debug, Clone)]
@@ -219,6 +223,7 @@ impl LocalCloud {
             .arg(&work)
             .env(ENV_VM_ADDRESS, &address)
             .env(ENV_VM_ID, &id)
+            .env(ENV_PROCESS_GROUPS, dir.join(PROCESS_GROUPS_FILE))
             .current_dir(&work)
             .stdin(Stdio::null())
             .stdout(log)
@@ -238,20 +243,37 @@ impl LocalCloud {
     }
 
     async fn stop(&self, record: &Record) {
-        let Some((pid, ticks)) = self.process(record) else {
-            return;
-        };
-        let group = Pid::from_raw(pid);
-        let _ = killpg(group, Signal::SIGTERM);
-        let deadline = tokio::time::Instant::now() + self.config.stop_grace;
-        while tokio::time::Instant::now() < deadline {
-            if process_state(pid, ticks) == ProcessState::Gone {
-                break;
+        if let Some((pid, ticks)) = self.process(record) {
+            let group = Pid::from_raw(pid);
+            // No grace is a power-off: nothing in the VM gets to finish.
+            if !self.config.stop_grace.is_zero() {
+                let _ = killpg(group, Signal::SIGTERM);
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            let deadline = tokio::time::Instant::now() + self.config.stop_grace;
+            while tokio::time::Instant::now() < deadline {
+                if process_state(pid, ticks) == ProcessState::Gone {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            // Whatever is left of the group (scripts the agent started) goes too.
+            let _ = killpg(group, Signal::SIGKILL);
         }
-        // Whatever is left of the group (scripts the agent started) goes too.
-        let _ = killpg(group, Signal::SIGKILL);
+        // And the daemons that left the group, even when the agent itself is gone already.
+        kill_recorded_groups(&self.vm_dir(&record.id).join(PROCESS_GROUPS_FILE));
+    }
+}
+
+/// Kills the process groups the VM's agent recorded in `file`: daemons that left the agent's
+/// group for a session of their own (php-fpm calls setsid) are part of the VM all the same.
+fn kill_recorded_groups(file: &Path) {
+    let Ok(text) = fs::read_to_string(file) else {
+        return;
+    };
+    for pid in text.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+        if pid > 1 {
+            let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+        }
     }
 }
 

@@ -24,6 +24,10 @@ pub struct Args {
     /// Local VMs get addresses 127.<subnet>.x.y
     #[arg(long, env = "CONPAAS_LOCAL_SUBNET", default_value_t = 100)]
     pub local_subnet: u8,
+    /// How long a local VM's agent may stop gracefully (SIGTERM) before it is killed; 0 powers
+    /// VMs off at once, as EC2 terminates an instance (nothing in the VM gets to finish)
+    #[arg(long, env = "CONPAAS_LOCAL_STOP_GRACE_SECONDS", default_value_t = 10)]
+    pub local_stop_grace_seconds: u64,
     /// API server URL written into agents' bootstrap [default: the URL this controller uses]
     #[arg(long, env = "CONPAAS_AGENT_API_SERVER")]
     pub agent_api_server: Option<String>,
@@ -139,7 +143,7 @@ impl Args {
             state_dir,
             agent_binary,
             subnet: self.local_subnet,
-            stop_grace: Duration::from_secs(10),
+            stop_grace: Duration::from_secs(self.local_stop_grace_seconds),
         })
     }
 }

@@ -102,7 +102,8 @@ async fn a_refused_create_is_shown_stalls_and_resumes_when_the_cloud_is_fixed() 
     .await;
 
     // A refusal that repeats is not retried while nothing changes: past the first backoff steps
-    // (0.5 s, 1 s, 2 s) no further create reaches the cloud.
+    // (0.5 s, 1 s, 2 s after the first refusal) no further create reaches the cloud.
+    tokio::time::sleep(Duration::from_secs(4)).await;
     let creates = sum_calls(&env.controller.cloud_calls().await.unwrap(), "create");
     tokio::time::sleep(Duration::from_secs(5)).await;
     let later = sum_calls(&env.controller.cloud_calls().await.unwrap(), "create");

@@ -278,7 +278,7 @@ async fn every_verb_does_what_it_says() {
     assert!(
         refused
             .stderr
-            .contains("Services[0].Type mysql, Services[1].Type php"),
+            .contains("Services[0].Type mysql: not a type this ConPaaS runs yet"),
         "{}",
         refused.stderr
     );

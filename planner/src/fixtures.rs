@@ -19,5 +19,6 @@ pub fn node_spec(token: &str) -> ServiceNodeSpec {
         paused: false,
         members: vec![],
         generic: None,
+        drain: None,
     }
 }

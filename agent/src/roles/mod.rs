@@ -7,6 +7,7 @@
 
 mod generic;
 mod helloworld;
+mod php;
 
 use std::path::PathBuf;
 
@@ -21,6 +22,8 @@ pub struct RoleReport {
     pub code_version: Option<String>,
     pub greeting: Option<String>,
     pub scripts: Vec<ScriptStatus>,
+    /// Routing roles: the members the running configuration sends traffic to.
+    pub routes_to: Option<Vec<String>>,
 }
 
 /// What roles need from their surroundings.
@@ -30,6 +33,8 @@ pub struct RoleEnv {
     pub namespace: String,
     pub work_dir: PathBuf,
     pub address: String,
+    /// The node's ServiceNode name.
+    pub node: String,
 }
 
 /// The software of one node's role.
@@ -44,8 +49,14 @@ pub trait Role: Send {
     /// The current report.
     fn report(&self) -> RoleReport;
 
-    /// Finishes the work in flight before the node goes; nothing to do for roles without any.
+    /// Hands off the work the node holds before it goes (released from a drain, or stopping);
+    /// nothing to do for roles whose peers simply stop sending them requests.
     async fn drain(&mut self) {}
+
+    /// Whether what [`Role::drain`] started is done.
+    fn drained(&self) -> bool {
+        true
+    }
 
     /// Stops the role's software.
     async fn shutdown(&mut self);
@@ -56,5 +67,6 @@ pub fn for_type(service_type: ServiceType, env: RoleEnv) -> Box<dyn Role> {
     match service_type {
         ServiceType::Helloworld => Box::new(helloworld::Helloworld::new(env)),
         ServiceType::Generic => Box::new(generic::Generic::new(env)),
+        ServiceType::Php => Box::new(php::Php::new(env)),
     }
 }

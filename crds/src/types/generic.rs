@@ -26,4 +26,7 @@ pub const DESCRIPTOR: TypeDescriptor = TypeDescriptor {
     settings: &[],
     members: true,
     link_exports: &[],
+    routers: &[],
+    drain_seconds: 0,
+    access: None,
 };

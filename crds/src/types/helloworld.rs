@@ -22,4 +22,7 @@ pub const DESCRIPTOR: TypeDescriptor = TypeDescriptor {
     }],
     members: false,
     link_exports: &[],
+    routers: &[],
+    drain_seconds: 0,
+    access: None,
 };

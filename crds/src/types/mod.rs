@@ -10,6 +10,7 @@
 
 pub mod generic;
 pub mod helloworld;
+pub mod php;
 mod settings;
 
 pub use settings::{SettingCheck, SettingDescriptor};
@@ -34,6 +35,31 @@ pub struct TypeDescriptor {
     /// The environment variables a Service linking to this one receives, each with what it holds;
     /// `<AS>` stands for the link's name in capitals.
     pub link_exports: &'static [(&'static str, &'static str)],
+    /// Roles whose nodes route traffic to the others (php `proxy`): a leaving node is released
+    /// from its drain only once every ready router stopped routing to it.
+    pub routers: &'static [&'static str],
+    /// How long a leaving node may finish its work in flight unless `spec.drainSeconds` says;
+    /// 0 with no routers deletes leaving nodes at once.
+    pub drain_seconds: i32,
+    /// Where clients reach the service, written to `status.url`.
+    pub access: Option<Access>,
+}
+
+/// Where clients reach a service: a URL on the node of `role` with the lowest ordinal (which a
+/// scale-down never removes).
+#[derive(Debug)]
+pub struct Access {
+    /// The role whose first node serves clients.
+    pub role: &'static str,
+    /// The URL, with `{address}` for that node's address.
+    pub url: &'static str,
+}
+
+impl Access {
+    /// The URL on a node at `address`.
+    pub fn url(&self, address: &str) -> String {
+        self.url.replace("{address}", address)
+    }
 }
 
 /// One role of a type.
@@ -161,6 +187,17 @@ pub fn markdown() -> String {
             "\nNodes learn their members: {}.\n",
             if d.members { "yes" } else { "no" }
         ));
+        if !d.routers.is_empty() || d.drain_seconds > 0 {
+            out.push_str(&format!(
+                "A leaving node is drained: {} its work in flight may take {} s (`spec.drainSeconds`).\n",
+                if d.routers.is_empty() {
+                    String::new()
+                } else {
+                    format!("the {} nodes stop routing to it, then", d.routers.join(", "))
+                },
+                d.drain_seconds
+            ));
+        }
         if d.link_exports.is_empty() {
             out.push_str("A link to it exports nothing yet.\n");
         } else {

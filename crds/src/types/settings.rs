@@ -31,6 +31,13 @@ pub enum SettingCheck {
     },
     /// One of these words.
     OneOf(&'static [&'static str]),
+    /// A size as php.ini writes it: a whole number of bytes, optionally with `K`, `M` or `G`.
+    ByteSize {
+        /// `-1` (no limit) is accepted too.
+        unlimited: bool,
+    },
+    /// Names (letters, digits, `_`) separated by commas; empty is accepted.
+    Identifiers,
 }
 
 impl SettingCheck {
@@ -51,6 +58,25 @@ impl SettingCheck {
             SettingCheck::OneOf(words) => {
                 Err(format!("{value:?} is not one of {}", words.join(", ")))
             }
+            SettingCheck::ByteSize { unlimited } => {
+                let digits = value.strip_suffix(['K', 'M', 'G']).unwrap_or(value);
+                let number = !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit());
+                if number || (*unlimited && value == "-1") {
+                    Ok(())
+                } else {
+                    Err(format!("{value:?} is not {}", self.describe()))
+                }
+            }
+            SettingCheck::Identifiers => {
+                let names = value.split(',').map(str::trim).filter(|n| !n.is_empty());
+                match names
+                    .clone()
+                    .find(|n| !n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+                {
+                    Some(bad) => Err(format!("{bad:?} is not a name (letters, digits, _)")),
+                    None => Ok(()),
+                }
+            }
         }
     }
 
@@ -60,6 +86,13 @@ impl SettingCheck {
             SettingCheck::Text { max_len } => format!("text, at most {max_len} bytes"),
             SettingCheck::Integer { min, max } => format!("whole number {min}..{max}"),
             SettingCheck::OneOf(words) => format!("one of {}", words.join(", ")),
+            SettingCheck::ByteSize { unlimited: false } => {
+                "a size in bytes, e.g. 512K, 8M, 1G".into()
+            }
+            SettingCheck::ByteSize { unlimited: true } => {
+                "a size in bytes, e.g. 512K, 8M, 1G, or -1".into()
+            }
+            SettingCheck::Identifiers => "names separated by commas".into(),
         }
     }
 }
@@ -80,5 +113,23 @@ mod tests {
             .unwrap_err();
         assert!(err.contains("on, off"), "{err}");
         assert!(SettingCheck::Text { max_len: 3 }.check("abcd").is_err());
+        let size = SettingCheck::ByteSize { unlimited: false };
+        assert!(size.check("128M").is_ok() && size.check("1024").is_ok());
+        for bad in ["-1", "M", "12 M", "1T", ""] {
+            assert!(size.check(bad).is_err(), "{bad:?}");
+        }
+        assert!(
+            SettingCheck::ByteSize { unlimited: true }
+                .check("-1")
+                .is_ok()
+        );
+        assert!(
+            SettingCheck::Identifiers
+                .check("exec, system,passthru")
+                .is_ok()
+        );
+        assert!(SettingCheck::Identifiers.check("").is_ok());
+        let err = SettingCheck::Identifiers.check("exec;rm").unwrap_err();
+        assert!(err.contains("exec;rm"), "{err}");
     }
 }

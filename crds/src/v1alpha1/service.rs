@@ -86,6 +86,12 @@ pub struct ServiceSpec {
     /// How node health is judged and how many unhealthy nodes are replaced at once.
     #[serde(default)]
     pub health: HealthSpec,
+    /// How long a leaving node (scaled down, moved) may finish its requests in flight once no
+    /// peer routes to it any more, before its VM is terminated; unset is the type's default
+    /// (10 for php, 0 for helloworld and generic).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 3600))]
+    pub drain_seconds: Option<i32>,
     /// Other services of the same application this one uses.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
@@ -153,11 +159,17 @@ pub enum ServiceType {
     Helloworld,
     // ConPaaS 2.0's generic service: user lifecycle scripts on a master and nodes.
     Generic,
+    // PHP web hosting: nginx proxies, static web nodes, php-fpm backends.
+    Php,
 }
 
 impl ServiceType {
     /// Every type, in the order documentation lists them.
-    pub const ALL: [ServiceType; 2] = [ServiceType::Helloworld, ServiceType::Generic];
+    pub const ALL: [ServiceType; 3] = [
+        ServiceType::Helloworld,
+        ServiceType::Generic,
+        ServiceType::Php,
+    ];
 
     /// Everything the operator knows about this type: one module per type under
     /// [`crate::types`]. Registering a new type is its arm here.
@@ -165,6 +177,7 @@ impl ServiceType {
         match self {
             ServiceType::Helloworld => &types::helloworld::DESCRIPTOR,
             ServiceType::Generic => &types::generic::DESCRIPTOR,
+            ServiceType::Php => &types::php::DESCRIPTOR,
         }
     }
 
@@ -406,6 +419,9 @@ pub struct ServiceStatus {
     /// since before then gets a whole heartbeat timeout from then to report again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remediation_resumed_at: Option<Time>,
+    /// Where clients reach the service (php: `http://<first proxy>/`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
     /// Generation of the spec this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,

@@ -80,6 +80,24 @@ pub struct ServiceNodeSpec {
     /// The Service's `spec.generic` options, for generic nodes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generic: Option<super::GenericSpec>,
+    /// The node is leaving: its peers no longer list it, and once every node that routes to it
+    /// confirmed so, it is released to finish its work in flight and report `Drained`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain: Option<NodeDrain>,
+}
+
+/// A leaving node's drain.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeDrain {
+    /// Why the node leaves, PascalCase (`ScaledDown`, `PlacementChanged`, `RoleRemoved`).
+    pub reason: String,
+    /// Every node that routes to it stopped doing so: finish the requests in flight.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub released: bool,
+    /// How long the work in flight may take once released.
+    #[serde(default)]
+    pub seconds: i32,
 }
 
 fn default_heartbeat_timeout() -> i32 {
@@ -125,6 +143,10 @@ pub struct Member {
     pub role: String,
     /// Its IP address.
     pub address: String,
+    /// Its agent reports its role ready to serve: routers route to it only then. Only routing
+    /// roles (php `proxy`) are told; for the others it is always false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ready: bool,
 }
 
 /// A ServiceNode's status: the controller's view of the VM, and the agent's report.
@@ -164,7 +186,7 @@ pub struct ServiceNodeStatus {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct AgentStatus {
-    /// Overall state of the node's role: `Starting`, `Ready` or `Failed`.
+    /// Overall state of the node's role: `Starting`, `Ready`, `Failed` or `Drained`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<AgentState>,
     /// The ServiceNode generation the agent has applied.
@@ -186,6 +208,11 @@ pub struct AgentStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
     pub scripts: Vec<ScriptStatus>,
+    /// Routing roles (php `proxy`): the members its running configuration sends traffic to. A
+    /// leaving node is released only when no router lists it here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(merge_strategy = ListMerge::Atomic)]
+    pub routes_to: Option<Vec<String>>,
 }
 
 /// Overall state of a node's role.
@@ -197,6 +224,8 @@ pub enum AgentState {
     Ready,
     // The role failed; see the message.
     Failed,
+    // A leaving node finished its work in flight: it may be terminated.
+    Drained,
 }
 
 /// State of one lifecycle script of a generic service.

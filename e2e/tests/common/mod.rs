@@ -280,3 +280,15 @@ pub async fn wait_running(env: &Env, node: &ServiceNode, version: &str) {
     .await
     .unwrap();
 }
+
+/// Whether any process still runs with a command line naming a path under `dir` (daemons a
+/// node's agent started: their configuration lives in the node's folder).
+pub fn daemons_running_under(dir: &std::path::Path) -> bool {
+    let needle = dir.display().to_string();
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .any(|cmdline| String::from_utf8_lossy(&cmdline).contains(&needle))
+}

@@ -194,6 +194,13 @@ fn observed_node(
         unhealthy: unhealthy(node, window_start, now).filter(|reason| !silent(reason)),
         suspect: healthy_false(node).is_some_and(|reason| !silent(&reason)),
         ready: is_condition_true(&status.conditions, READY),
+        // A condition written before the spec changed says nothing about the new one (a proxy
+        // that has not yet applied a new member list).
+        settled: status.conditions.iter().any(|c| {
+            c.type_ == READY
+                && c.observed_generation
+                    .is_none_or(|g| Some(g) == node.metadata.generation)
+        }),
         failure: status
             .conditions
             .iter()
@@ -221,6 +228,11 @@ fn observed_node(
                     .clone()
                     .unwrap_or_else(|| "the role failed".into())
             }),
+        routes_to: status.agent.as_ref().and_then(|a| a.routes_to.clone()),
+        drained: status.agent.as_ref().is_some_and(|a| {
+            a.state == Some(AgentState::Drained)
+                && a.observed_generation == node.metadata.generation
+        }),
         running_code: status.agent.and_then(|a| a.code_version),
     }
 }

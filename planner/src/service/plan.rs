@@ -7,6 +7,9 @@
 //!   `maxUnhealthyPercent` of its nodes are unhealthy at once, when nothing is replaced;
 //! - nodes whose placement (cloud, instance type) no longer matches are replaced;
 //! - surplus nodes go not-ready first, then newest (highest ordinal) first;
+//! - a ready node that leaves (surplus, moved, role removed) is drained when its type drains:
+//!   dropped from every member list, released once each ready router (php `proxy`) reports it
+//!   routes to it no more, and deleted when its agent reports `Drained`;
 //! - missing nodes are created with the lowest ordinals no existing node uses, so a retry after
 //!   a stale read creates the same names again and the API server refuses the duplicates;
 //! - nodes whose configuration (code, settings, script, members) differs are re-specced;
@@ -14,7 +17,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use conpaas_crds::v1alpha1::{GenericSpec, Member, NodeCode, ServiceNodeSpec, ServiceType};
+use conpaas_crds::v1alpha1::{
+    GenericSpec, Member, NodeCode, NodeDrain, ServiceNodeSpec, ServiceType,
+};
 
 /// What the Service asks for, validated.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,6 +40,24 @@ pub struct Desired {
     pub max_unhealthy_percent: i32,
     /// The Service is paused: nodes are only told so.
     pub paused: bool,
+    /// How leaving nodes are drained.
+    pub drain: DrainPolicy,
+}
+
+/// How a leaving node is drained.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct DrainPolicy {
+    /// How long it may finish its work in flight once released.
+    pub seconds: i32,
+    /// Roles that route to the others and must stop routing to it first.
+    pub routers: &'static [&'static str],
+}
+
+impl DrainPolicy {
+    /// Whether leaving nodes are drained at all.
+    pub fn drains(&self) -> bool {
+        self.seconds > 0 || !self.routers.is_empty()
+    }
 }
 
 /// One role's count and placement.
@@ -100,8 +123,10 @@ pub struct ObservedNode {
     pub unhealthy: Option<&'static str>,
     /// Unhealthy right now, confirmed or not: counts against the share of unhealthy nodes.
     pub suspect: bool,
-    /// Ready condition is True.
+    /// Ready condition is True (it serves, maybe still on its previous spec).
     pub ready: bool,
+    /// Its Ready condition describes its current spec (not one from before the last change).
+    pub settled: bool,
     /// VM address, once known.
     pub address: Option<String>,
     /// The code version its agent reports running.
@@ -115,6 +140,10 @@ pub struct ObservedNode {
     pub agent_failure: Option<String>,
     /// Why the node failed (its cloud refused, its agent failed), as its Ready condition says.
     pub failure: Option<NodeFailure>,
+    /// A router's report of the members its running configuration routes to.
+    pub routes_to: Option<Vec<String>>,
+    /// Its agent reports the drain it was released for is done.
+    pub drained: bool,
 }
 
 /// A node's failure as its Ready condition reports it.
@@ -208,10 +237,10 @@ fn unpaused(node: &ObservedNode) -> Action {
 fn plan_running(desired: &Desired, nodes: &[ObservedNode]) -> Vec<Action> {
     let service = desired.service.as_str();
     let mut actions = Vec::new();
-    let live: Vec<&ObservedNode> = nodes.iter().filter(|n| !n.deleting).collect();
+    let all_live: Vec<&ObservedNode> = nodes.iter().filter(|n| !n.deleting).collect();
 
     if !desired.running {
-        for node in &live {
+        for node in &all_live {
             actions.push(Action::DeleteNode {
                 name: node.name.clone(),
                 reason: "ServiceStopped",
@@ -220,18 +249,18 @@ fn plan_running(desired: &Desired, nodes: &[ObservedNode]) -> Vec<Action> {
         return actions;
     }
 
-    let unhealthy = live
+    let unhealthy = all_live
         .iter()
         .filter(|n| n.suspect || n.unhealthy.is_some())
         .count();
-    let remediate = remediation_allowed(live.len(), unhealthy, desired.max_unhealthy_percent);
+    let remediate = remediation_allowed(all_live.len(), unhealthy, desired.max_unhealthy_percent);
+    let (leaving, live): (Vec<&ObservedNode>, Vec<&ObservedNode>) =
+        all_live.iter().partition(|n| n.spec.drain.is_some());
+    actions.extend(drain_steps(desired, &leaving, &live));
     let mut keep: Vec<&ObservedNode> = Vec::new();
     for node in &live {
         let Some(role) = desired.roles.iter().find(|r| r.name == node.spec.role) else {
-            actions.push(Action::DeleteNode {
-                name: node.name.clone(),
-                reason: "RoleRemoved",
-            });
+            actions.push(leave(desired, node, "RoleRemoved"));
             continue;
         };
         if let (Some(reason), true) = (node.unhealthy, remediate) {
@@ -240,10 +269,7 @@ fn plan_running(desired: &Desired, nodes: &[ObservedNode]) -> Vec<Action> {
                 reason,
             });
         } else if node.spec.cloud != role.cloud || node.spec.instance_type != role.instance_type {
-            actions.push(Action::DeleteNode {
-                name: node.name.clone(),
-                reason: "PlacementChanged",
-            });
+            actions.push(leave(desired, node, "PlacementChanged"));
         } else {
             keep.push(node);
         }
@@ -260,10 +286,7 @@ fn plan_running(desired: &Desired, nodes: &[ObservedNode]) -> Vec<Action> {
             // Not-ready nodes go first, then the newest.
             healthy.sort_by_key(|n| (n.ready, std::cmp::Reverse(ordinal(service, n))));
             for node in healthy.drain(..healthy.len() - want) {
-                actions.push(Action::DeleteNode {
-                    name: node.name.clone(),
-                    reason: "ScaledDown",
-                });
+                actions.push(leave(desired, node, "ScaledDown"));
                 keep.retain(|k| k.name != node.name);
             }
         }
@@ -277,6 +300,7 @@ fn plan_running(desired: &Desired, nodes: &[ObservedNode]) -> Vec<Action> {
                     name: n.name.clone(),
                     role: n.spec.role.clone(),
                     address: a.clone(),
+                    ready: n.agent_ready,
                 })
             })
             .collect();
@@ -284,6 +308,23 @@ fn plan_running(desired: &Desired, nodes: &[ObservedNode]) -> Vec<Action> {
         m
     } else {
         Vec::new()
+    };
+
+    // Only routers learn which members are ready: a readiness change (a backend switching code)
+    // re-specs the routers alone, not every node of the Service.
+    let unrouted: Vec<Member> = members
+        .iter()
+        .map(|m| Member {
+            ready: false,
+            ..m.clone()
+        })
+        .collect();
+    let members_of = |role: &str| {
+        if desired.drain.routers.contains(&role) {
+            members.clone()
+        } else {
+            unrouted.clone()
+        }
     };
 
     // After a version failed on a node, new nodes start with the version the others still run
@@ -304,7 +345,7 @@ fn plan_running(desired: &Desired, nodes: &[ObservedNode]) -> Vec<Action> {
         let mut free = (0u32..).filter(|i| !used.contains(i));
         for _ in have..want {
             let i = free.next().expect("ordinals are unbounded");
-            let mut spec = node_spec(desired, role, String::new(), &members);
+            let mut spec = node_spec(desired, role, String::new(), &members_of(&role.name));
             if let (true, Some(code)) = (failed, &last_good) {
                 spec.code = code.clone();
             }
@@ -322,7 +363,12 @@ fn plan_running(desired: &Desired, nodes: &[ObservedNode]) -> Vec<Action> {
             .iter()
             .find(|r| r.name == node.spec.role)
             .expect("kept nodes have a role");
-        let mut spec = node_spec(desired, role, node.spec.token.clone(), &members);
+        let mut spec = node_spec(
+            desired,
+            role,
+            node.spec.token.clone(),
+            &members_of(&role.name),
+        );
         if !switching.contains(&node.name.as_str()) {
             // Its turn has not come: everything else changes now, the code later.
             spec.code = node.spec.code.clone();
@@ -336,6 +382,82 @@ fn plan_running(desired: &Desired, nodes: &[ObservedNode]) -> Vec<Action> {
     }
     actions
 }
+
+/// How `node` leaves for `reason`: a node that serves starts its drain when its type drains;
+/// any other is deleted at once.
+fn leave(desired: &Desired, node: &ObservedNode, reason: &'static str) -> Action {
+    let serving = node.agent_ready && !node.suspect && node.unhealthy.is_none();
+    if !(serving && desired.drain.drains()) {
+        return Action::DeleteNode {
+            name: node.name.clone(),
+            reason,
+        };
+    }
+    Action::PatchNodeSpec {
+        name: node.name.clone(),
+        spec: ServiceNodeSpec {
+            drain: Some(NodeDrain {
+                reason: reason.into(),
+                released: false,
+                seconds: desired.drain.seconds,
+            }),
+            ..node.spec.clone()
+        },
+    }
+}
+
+/// The next step of each leaving node: released once every ready router stopped routing to it,
+/// deleted once its agent reports the drain done, or at once when it stopped serving anyway
+/// (it failed, or its agent went silent).
+fn drain_steps(
+    desired: &Desired,
+    leaving: &[&ObservedNode],
+    staying: &[&ObservedNode],
+) -> Vec<Action> {
+    let routers: Vec<&ObservedNode> = staying
+        .iter()
+        .copied()
+        .filter(|n| desired.drain.routers.contains(&n.spec.role.as_str()))
+        .filter(|n| n.agent_ready && !n.suspect)
+        .collect();
+    let mut actions = Vec::new();
+    for node in leaving {
+        let drain = node.spec.drain.as_ref().expect("leaving nodes drain");
+        let reason = DRAIN_REASONS
+            .iter()
+            .copied()
+            .find(|r| *r == drain.reason)
+            .unwrap_or("ScaledDown");
+        let gone = node.suspect || node.unhealthy.is_some() || node.agent_failure.is_some();
+        if node.drained || gone {
+            actions.push(Action::DeleteNode {
+                name: node.name.clone(),
+                reason,
+            });
+            continue;
+        }
+        let unrouted = routers.iter().all(|r| {
+            r.routes_to
+                .as_ref()
+                .is_some_and(|to| !to.contains(&node.name))
+        });
+        if !drain.released && unrouted {
+            let mut spec = node.spec.clone();
+            spec.drain = Some(NodeDrain {
+                released: true,
+                ..drain.clone()
+            });
+            actions.push(Action::PatchNodeSpec {
+                name: node.name.clone(),
+                spec,
+            });
+        }
+    }
+    actions
+}
+
+/// Why nodes leave through a drain.
+const DRAIN_REASONS: [&str; 3] = ["ScaledDown", "PlacementChanged", "RoleRemoved"];
 
 /// The kept nodes that get the active code version now. Per role, at most
 /// `rollout.maxUnavailable` nodes are switching or not Ready at once: a node counts as switching
@@ -460,6 +582,7 @@ fn node_spec(
         paused: false,
         members: members.to_vec(),
         generic: desired.config.generic.clone(),
+        drain: None,
     }
 }
 
@@ -483,11 +606,15 @@ mod tests {
                 })
                 .collect(),
             config: NodeConfig {
-                with_members: ty == ServiceType::Generic,
+                with_members: ty.descriptor().members,
                 ..Default::default()
             },
             max_unhealthy_percent: 40,
             paused: false,
+            drain: DrainPolicy {
+                seconds: ty.descriptor().drain_seconds,
+                routers: ty.descriptor().routers,
+            },
         }
     }
 
@@ -511,11 +638,14 @@ mod tests {
             unhealthy: None,
             suspect: false,
             ready: true,
+            settled: true,
             address: None,
             running_code: None,
             agent_ready: true,
             agent_failure: None,
             failure: None,
+            routes_to: None,
+            drained: false,
         }
     }
 
@@ -640,6 +770,112 @@ mod tests {
         assert_eq!(rollback_to(&d, &nodes, Some("old"), &versions), Some("old"));
         assert_eq!(rollback_to(&d, &nodes, Some("gone"), &versions), None);
         assert_eq!(rollback_to(&d, &nodes, None, &versions), None);
+    }
+
+    /// What `plan` does to each node: `drain`, `release`, `delete:<reason>`, `spec` (re-specced).
+    fn steps(d: &Desired, nodes: &[ObservedNode]) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = plan(d, nodes)
+            .into_iter()
+            .map(|a| match a {
+                Action::DeleteNode { name, reason } => (name, format!("delete:{reason}")),
+                Action::CreateNode { name, .. } => (name, "create".into()),
+                Action::PatchNodeSpec { name, spec } => {
+                    let what = match spec.drain {
+                        Some(NodeDrain { released: true, .. }) => "release",
+                        Some(_) => "drain",
+                        None => "spec",
+                    };
+                    (name, what.into())
+                }
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn a_leaving_node_is_drained_released_by_every_router_then_deleted() {
+        let d = desired(ServiceType::Php, true, &[("proxy", 1), ("backend", 1)]);
+        let with_address = |mut n: ObservedNode, a: &str| {
+            n.address = Some(a.into());
+            n
+        };
+        let mut nodes = vec![
+            with_address(node(&d, "proxy", 0), "10.0.0.1"),
+            with_address(node(&d, "backend", 0), "10.0.0.2"),
+            with_address(node(&d, "backend", 1), "10.0.0.3"),
+        ];
+        let pair = |n: &str, s: &str| (n.to_string(), s.to_string());
+        // Scaled down: the surplus backend drains and leaves every member list.
+        let got = steps(&d, &nodes);
+        assert!(got.contains(&pair("svc-backend-1", "drain")), "{got:?}");
+        let members: Vec<String> = plan(&d, &nodes)
+            .into_iter()
+            .find_map(|a| match a {
+                Action::PatchNodeSpec { name, spec } if name == "svc-proxy-0" => {
+                    Some(spec.members.into_iter().map(|m| m.name).collect())
+                }
+                _ => None,
+            })
+            .expect("the proxy learns the members");
+        assert_eq!(members, vec!["svc-backend-0", "svc-proxy-0"]);
+        let drain = |released: bool| NodeDrain {
+            reason: "ScaledDown".into(),
+            released,
+            seconds: 10,
+        };
+        nodes[2].spec.drain = Some(drain(false));
+        // The others take the member lists they are given.
+        for action in plan(&d, &nodes) {
+            if let Action::PatchNodeSpec { name, spec } = action
+                && spec.drain.is_none()
+                && let Some(n) = nodes.iter_mut().find(|n| n.name == name)
+            {
+                n.spec = spec;
+            }
+        }
+        // Only the router learns which members are ready.
+        assert!(nodes[0].spec.members.iter().all(|m| m.ready));
+        assert!(nodes[1].spec.members.iter().all(|m| !m.ready));
+        // The proxy still routes to it, or has not said: it waits.
+        nodes[0].routes_to = None;
+        assert_eq!(steps(&d, &nodes), vec![]);
+        nodes[0].routes_to = Some(vec!["svc-backend-0".into(), "svc-backend-1".into()]);
+        assert_eq!(steps(&d, &nodes), vec![]);
+        // The proxy routes to it no more: released.
+        nodes[0].routes_to = Some(vec!["svc-backend-0".into()]);
+        assert_eq!(steps(&d, &nodes), vec![pair("svc-backend-1", "release")]);
+        // A router that is itself unhealthy is not waited for.
+        let mut silent = nodes.clone();
+        silent[0].routes_to = None;
+        silent[0].suspect = true;
+        assert_eq!(steps(&d, &silent), vec![pair("svc-backend-1", "release")]);
+        // Its agent says the drain is done: deleted, with the reason it left for.
+        nodes[2].spec.drain = Some(drain(true));
+        assert_eq!(steps(&d, &nodes), vec![]);
+        nodes[2].drained = true;
+        assert_eq!(
+            steps(&d, &nodes),
+            vec![pair("svc-backend-1", "delete:ScaledDown")]
+        );
+        // A leaving node that stops serving on its own is deleted at once.
+        nodes[2].drained = false;
+        nodes[2].suspect = true;
+        assert_eq!(
+            steps(&d, &nodes),
+            vec![pair("svc-backend-1", "delete:ScaledDown")]
+        );
+        // A surplus node that serves nothing is not drained; nor one of a type that does not drain.
+        let mut idle = nodes[..2].to_vec();
+        idle.push(with_address(node(&d, "backend", 1), "10.0.0.3"));
+        idle[2].agent_ready = false;
+        assert!(steps(&d, &idle).contains(&pair("svc-backend-1", "delete:ScaledDown")));
+        let hw = desired(ServiceType::Helloworld, true, &[("node", 1)]);
+        let two: Vec<ObservedNode> = (0..2).map(|i| node(&hw, "node", i)).collect();
+        assert_eq!(
+            steps(&hw, &two),
+            vec![pair("svc-node-1", "delete:ScaledDown")]
+        );
     }
 
     #[test]

@@ -179,6 +179,7 @@ pub fn build(
 
     ServiceStatus {
         phase,
+        url: desired.as_ref().ok().and_then(|d| access_url(d, nodes)),
         ready: (!roles.is_empty()).then_some(ready_text),
         remediation_resumed_at,
         roles,
@@ -190,6 +191,20 @@ pub fn build(
         replicas: None,
         selector: None,
     }
+}
+
+/// The type's access URL on the first node of its access role that has an address.
+fn access_url(desired: &Desired, nodes: &[ObservedNode]) -> Option<String> {
+    let access = desired.service_type.descriptor().access.as_ref()?;
+    nodes
+        .iter()
+        .filter(|n| n.spec.role == access.role && !n.deleting && n.spec.drain.is_none())
+        .filter_map(|n| {
+            let ordinal: u32 = n.name.rsplit('-').next()?.parse().ok()?;
+            Some((ordinal, n.address.as_deref()?))
+        })
+        .min()
+        .map(|(_, address)| access.url(address))
 }
 
 /// Whether these conditions say that replacing unhealthy nodes is held for an outage.
@@ -232,7 +247,11 @@ fn role_counts(desired: &Result<Desired, Problem>, nodes: &[ObservedNode]) -> Ve
                 name: role.name.clone(),
                 desired: if desired.running { role.count } else { 0 },
                 current: of_role().count() as i32,
-                ready: of_role().filter(|n| n.ready).count() as i32,
+                // Ready for its current spec; a leaving node still counts as there, no longer
+                // as serving.
+                ready: of_role()
+                    .filter(|n| n.ready && n.settled && n.spec.drain.is_none())
+                    .count() as i32,
                 updated: of_role().filter(|n| runs_target(desired, n)).count() as i32,
             }
         })
@@ -360,6 +379,7 @@ mod tests {
             config: NodeConfig::default(),
             max_unhealthy_percent: 40,
             paused: false,
+            drain: Default::default(),
         })
     }
 
@@ -372,11 +392,14 @@ mod tests {
                 unhealthy: None,
                 suspect: false,
                 ready: i < ready,
+                settled: true,
                 address: None,
                 running_code: None,
                 agent_ready: true,
                 agent_failure: None,
                 failure: None,
+                routes_to: None,
+                drained: false,
             })
             .collect()
     }

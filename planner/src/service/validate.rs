@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use conpaas_crds::v1alpha1::{ApplicationSpec, DesiredState, NodeCode, OnFailure, ServiceSpec};
 
-use super::plan::{Desired, DesiredRole, NodeConfig, RolloutPolicy};
+use super::plan::{Desired, DesiredRole, DrainPolicy, NodeConfig, RolloutPolicy};
 
 /// Why a Service cannot be satisfied now; shown as the Ready condition and an Event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,6 +137,10 @@ pub fn validate(spec: &ServiceSpec, inputs: Inputs<'_>) -> Result<Desired, Probl
         },
         max_unhealthy_percent: spec.health.max_unhealthy_percent,
         paused: inputs.paused,
+        drain: DrainPolicy {
+            seconds: spec.drain_seconds.unwrap_or(descriptor.drain_seconds),
+            routers: descriptor.routers,
+        },
     })
 }
 
@@ -188,6 +192,7 @@ mod tests {
             deletion_policy: Default::default(),
             links: vec![],
             generic: None,
+            drain_seconds: None,
         }
     }
 

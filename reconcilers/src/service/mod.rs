@@ -13,6 +13,7 @@ use std::time::Duration;
 use conpaas_crds::labels::{ANNOTATION_ORPHAN_VM, ANNOTATION_ROLLED_BACK_FROM, FINALIZER_NODES};
 use conpaas_crds::v1alpha1::{DeletionPolicy, Phase};
 use conpaas_crds::v1alpha1::{Service, ServiceNode};
+use conpaas_planner::service::plan::Action;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
@@ -44,10 +45,20 @@ pub async fn reconcile(service: Arc<Service>, ctx: Arc<Context>) -> Result<Reque
     finalizers::add(&api, service, FINALIZER_NODES).await?;
 
     let Preview {
-        observed,
+        mut observed,
         desired,
         actions,
     } = decide(service, observe_cached(ctx, service, &ns).await?);
+    // A node re-specced now is not ready for its new spec until its agent applied it (its Ready
+    // condition turns False only when the node loop sees the change): the status must not call
+    // the Service Ready on the old one (a proxy not yet routing to a new backend).
+    for action in &actions {
+        if let Action::PatchNodeSpec { name, .. } = action
+            && let Some(node) = observed.nodes.iter_mut().find(|n| &n.name == name)
+        {
+            node.settled = false;
+        }
+    }
     if !actions.is_empty() {
         tracing::debug!(?actions, "plan");
         act::act(ctx, service, actions).await?;

@@ -1,0 +1,225 @@
+//! The daemons a role runs (nginx, php-fpm, redis, ...): found on PATH or where Debian installs
+//! them, started in the foreground as the agent's children (so the VM's process group stops them
+//! with the agent), reloaded by signal, restarted when they die, stopped gracefully.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio::process::{Child, Command};
+
+/// Where Debian puts daemons that are not on a user's PATH.
+const SYSTEM_DIRS: [&str; 4] = ["/usr/sbin", "/usr/bin", "/sbin", "/usr/local/sbin"];
+
+/// The first of `names` found on PATH or in the system folders, or a message naming what is
+/// missing and which package has it.
+pub fn find(names: &[&str], package: &str) -> Result<PathBuf, String> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let dirs: Vec<PathBuf> = std::env::split_paths(&path)
+        .chain(SYSTEM_DIRS.iter().map(PathBuf::from))
+        .collect();
+    for name in names {
+        for dir in &dirs {
+            let candidate = dir.join(name);
+            if is_executable(&candidate) {
+                return Ok(candidate);
+            }
+        }
+    }
+    Err(format!(
+        "{} not found on PATH or in {} (Debian package {package})",
+        names.join(" or "),
+        SYSTEM_DIRS.join(", ")
+    ))
+}
+
+/// The first file matching `prefix*` in the system folders (php-fpm8.2, php-fpm8.3, ...).
+pub fn find_versioned(prefix: &str, package: &str) -> Result<PathBuf, String> {
+    let mut found: Vec<PathBuf> = SYSTEM_DIRS
+        .iter()
+        .filter_map(|d| std::fs::read_dir(d).ok())
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(prefix))
+                && is_executable(p)
+        })
+        .collect();
+    found.sort();
+    found.pop().ok_or_else(|| {
+        format!(
+            "{prefix}* not found in {} (Debian package {package})",
+            SYSTEM_DIRS.join(", ")
+        )
+    })
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// One running daemon.
+pub struct Daemon {
+    name: &'static str,
+    program: PathBuf,
+    args: Vec<String>,
+    log: PathBuf,
+    child: Option<Child>,
+    /// How it stops gracefully.
+    stop_signal: Signal,
+    restarts: u32,
+}
+
+impl Daemon {
+    /// A daemon `name` run as `program args`, its output appended to `log`.
+    pub fn new(
+        name: &'static str,
+        program: PathBuf,
+        args: Vec<String>,
+        log: PathBuf,
+        stop_signal: Signal,
+    ) -> Self {
+        Self {
+            name,
+            program,
+            args,
+            log,
+            child: None,
+            stop_signal,
+            restarts: 0,
+        }
+    }
+
+    /// Starts it unless it runs.
+    pub fn ensure_started(&mut self) -> Result<(), String> {
+        if self.running() {
+            return Ok(());
+        }
+        let open = || {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.log)
+                .map_err(|e| format!("open {}: {e}", self.log.display()))
+        };
+        let child = Command::new(&self.program)
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(open()?)
+            .stderr(open()?)
+            .spawn()
+            .map_err(|e| format!("start {} ({}): {e}", self.name, self.program.display()))?;
+        if self.child.is_some() {
+            self.restarts += 1;
+        }
+        tracing::info!(daemon = self.name, pid = child.id(), "started");
+        if let Some(pid) = child.id() {
+            record_group(pid);
+        }
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// Whether it runs; a daemon that exited is noted in the agent's log.
+    pub fn running(&mut self) -> bool {
+        let Some(child) = self.child.as_mut() else {
+            return false;
+        };
+        match child.try_wait() {
+            Ok(None) => true,
+            Ok(Some(status)) => {
+                tracing::warn!(daemon = self.name, %status, log = %self.log.display(), "exited");
+                false
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Why it is not running, for the node's report.
+    pub fn exited_message(&self) -> String {
+        format!(
+            "{} is not running (restarted {} times; see {})",
+            self.name,
+            self.restarts,
+            self.log.display()
+        )
+    }
+
+    /// Sends `signal` (a reload) if it runs.
+    pub fn signal(&mut self, signal: Signal) {
+        if let Some(pid) = self.pid() {
+            let _ = kill(pid, signal);
+        }
+    }
+
+    fn pid(&mut self) -> Option<Pid> {
+        if !self.running() {
+            return None;
+        }
+        self.child
+            .as_ref()
+            .and_then(|c| c.id())
+            .map(|id| Pid::from_raw(id as i32))
+    }
+
+    /// Stops it gracefully, killing it after `grace`.
+    pub async fn stop(&mut self, grace: Duration) {
+        let Some(pid) = self.pid() else {
+            return;
+        };
+        let _ = kill(pid, self.stop_signal);
+        let mut child = self.child.take().expect("a running daemon has a child");
+        if tokio::time::timeout(grace, child.wait()).await.is_err() {
+            tracing::warn!(daemon = self.name, "did not stop in time; killing it");
+            let _ = child.kill().await;
+        }
+    }
+}
+
+/// On the local cloud, notes the daemon's pid where the cloud looks for the VM's process groups
+/// when it terminates it: a daemon that makes itself a session leader (php-fpm) leaves the
+/// agent's group, and would outlive the VM otherwise. Real VMs need nothing of the kind.
+fn record_group(pid: u32) {
+    use std::io::Write;
+    let Some(file) = std::env::var_os("CONPAAS_PROCESS_GROUPS") else {
+        return;
+    };
+    let written = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&file)
+        .and_then(|mut f| writeln!(f, "{pid}"));
+    if let Err(e) = written {
+        tracing::warn!(error = %e, "record the daemon's process group");
+    }
+}
+
+/// Writes `contents` to `path` when it differs; whether it changed.
+pub fn write_if_changed(path: &Path, contents: &str) -> Result<bool, String> {
+    if std::fs::read_to_string(path).is_ok_and(|old| old == contents) {
+        return Ok(false);
+    }
+    let tmp = path.with_extension("new");
+    std::fs::write(&tmp, contents)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| format!("write {}: {e}", path.display()))?;
+    Ok(true)
+}
+
+/// Whether something accepts TCP connections at `address`.
+pub async fn listening(address: &str) -> bool {
+    matches!(
+        tokio::time::timeout(
+            Duration::from_secs(1),
+            tokio::net::TcpStream::connect(address)
+        )
+        .await,
+        Ok(Ok(_))
+    )
+}

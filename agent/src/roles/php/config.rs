@@ -1,0 +1,322 @@
+//! The php nodes' configuration files, rendered from what the node knows. Pure: tested on text.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Port of the proxies.
+pub const PROXY_PORT: u16 = 80;
+/// Port of the web and backend nodes' nginx.
+pub const NODE_PORT: u16 = 8080;
+/// Port of the sessions' redis beside the first proxy.
+pub const REDIS_PORT: u16 = 6379;
+
+/// Extensions the proxy sends to the web nodes (the rest goes to the backends), as ConPaaS'
+/// proxy split static from dynamic requests.
+const STATIC: &str = "css|js|mjs|map|png|jpe?g|gif|ico|svg|webp|avif|bmp|woff2?|ttf|otf|eot|txt|html?|xml|pdf|zip|gz|mp4|webm|ogg|mp3|wav";
+
+/// What every nginx of a node shares: foreground, its own pid, logs and temp folders.
+fn nginx_main(dir: &Path, user: Option<&str>, server: &str) -> String {
+    let d = dir.display();
+    let user = user.map_or(String::new(), |u| format!("user {u};\n"));
+    format!(
+        "# Written by the ConPaaS agent.
+{user}daemon off;
+worker_processes 2;
+pid {d}/nginx.pid;
+error_log {d}/../logs/nginx-error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    include /etc/nginx/mime.types;
+    default_type application/octet-stream;
+    access_log off;
+    sendfile on;
+    server_tokens off;
+    client_body_temp_path {d}/tmp/body;
+    proxy_temp_path {d}/tmp/proxy;
+    fastcgi_temp_path {d}/tmp/fastcgi;
+    uwsgi_temp_path {d}/tmp/uwsgi;
+    scgi_temp_path {d}/tmp/scgi;
+{server}}}
+"
+    )
+}
+
+/// The proxy: dynamic requests to the backends, static files to the web nodes (a 404 there
+/// falls back to the backends, which serve every file too); with no web node, all to the
+/// backends. No ready backend: 503 until one is.
+pub fn proxy_nginx(
+    dir: &Path,
+    user: Option<&str>,
+    address: &str,
+    backends: &[String],
+    webs: &[String],
+    max_body: &str,
+) -> String {
+    let upstream = |name: &str, servers: &[String]| {
+        let lines: String = servers
+            .iter()
+            .map(|s| format!("        server {s}:{NODE_PORT} max_fails=1 fail_timeout=2s;\n"))
+            .collect();
+        format!("    upstream {name} {{\n{lines}        keepalive 16;\n    }}\n")
+    };
+    let mut server = String::new();
+    if !backends.is_empty() {
+        server.push_str(&upstream("backends", backends));
+    }
+    if !webs.is_empty() {
+        server.push_str(&upstream("webs", webs));
+    }
+    let to_backends = if backends.is_empty() {
+        "return 503;"
+    } else {
+        "proxy_pass http://backends;"
+    };
+    let statics = if webs.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "        location ~* \\.({STATIC})$ {{
+            proxy_pass http://webs;
+            proxy_intercept_errors on;
+            error_page 404 = @backends;
+        }}
+"
+        )
+    };
+    server.push_str(&format!(
+        "    map $http_x_forwarded_proto $forwarded_proto {{ default $http_x_forwarded_proto; \"\" $scheme; }}
+    server {{
+        listen {address}:{PROXY_PORT};
+        client_max_body_size {max_body};
+        proxy_http_version 1.1;
+        proxy_set_header Connection \"\";
+        proxy_set_header Host $http_host;
+        proxy_set_header X-Real-IP $remote_addr;
+        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        proxy_set_header X-Forwarded-Proto $forwarded_proto;
+        proxy_set_header X-Forwarded-Host $http_host;
+        proxy_set_header X-Forwarded-Port $server_port;
+        proxy_read_timeout 3600s;
+        proxy_next_upstream error timeout http_502;
+{statics}        location / {{ {to_backends} }}
+        location @backends {{ {to_backends} }}
+    }}
+"
+    ));
+    nginx_main(dir, user, &server)
+}
+
+/// A web node: the code's static files, never PHP sources.
+pub fn web_nginx(dir: &Path, user: Option<&str>, address: &str, root: &Path) -> String {
+    let server = format!(
+        "    server {{
+        listen {address}:{NODE_PORT};
+        root {root};
+        index index.html index.htm;
+        location ~ \\.php$ {{ return 404; }}
+        location / {{ try_files $uri $uri/ =404; }}
+    }}
+",
+        root = root.display()
+    );
+    nginx_main(dir, user, &server)
+}
+
+/// A backend's nginx: its files, and PHP through the local php-fpm. The Host the client used
+/// (port included) and the forwarded scheme reach the application; a request resolves the code
+/// folder once (`$realpath_root`), so a version switch never mixes two versions in one request.
+pub fn backend_nginx(
+    dir: &Path,
+    user: Option<&str>,
+    address: &str,
+    root: &Path,
+    socket: &Path,
+    max_body: &str,
+) -> String {
+    let server = format!(
+        "    map $http_x_forwarded_proto $forwarded_https {{ default \"\"; https on; }}
+    map $http_x_forwarded_port $forwarded_port {{ default $http_x_forwarded_port; \"\" $server_port; }}
+    server {{
+        listen {address}:{NODE_PORT};
+        root {root};
+        index index.php index.html index.htm;
+        client_max_body_size {max_body};
+        set_real_ip_from 0.0.0.0/0;
+        real_ip_header X-Forwarded-For;
+        location / {{ try_files $uri $uri/ /index.php$is_args$args; }}
+        location ~ [^/]\\.php(/|$) {{
+            fastcgi_split_path_info ^(.+?\\.php)(/.*)$;
+            if (!-f $realpath_root$fastcgi_script_name) {{ return 404; }}
+            include /etc/nginx/fastcgi_params;
+            fastcgi_param SCRIPT_FILENAME $realpath_root$fastcgi_script_name;
+            fastcgi_param DOCUMENT_ROOT $realpath_root;
+            fastcgi_param PATH_INFO $fastcgi_path_info;
+            fastcgi_param HTTP_HOST $http_host;
+            fastcgi_param SERVER_PORT $forwarded_port;
+            fastcgi_param HTTPS $forwarded_https if_not_empty;
+            fastcgi_read_timeout 3600s;
+            fastcgi_pass unix:{socket};
+        }}
+    }}
+",
+        root = root.display(),
+        socket = socket.display()
+    );
+    nginx_main(dir, user, &server)
+}
+
+/// php-fpm: one pool on a local socket, the Service's settings as admin values (scripts cannot
+/// override them), sessions in the redis beside the first proxy when it is known, and the
+/// environment given (links) visible through `getenv()`.
+pub fn php_fpm(
+    dir: &Path,
+    user: Option<&str>,
+    socket: &Path,
+    settings: &BTreeMap<&str, String>,
+    sessions: Option<&str>,
+    env: &BTreeMap<String, String>,
+) -> String {
+    let d = dir.display();
+    let mut pool = format!(
+        "[global]
+pid = {d}/php-fpm.pid
+error_log = {d}/../logs/php-fpm.log
+daemonize = no
+; A reload lets the workers finish their requests.
+process_control_timeout = 30s
+
+[www]
+listen = {socket}
+listen.mode = 0666
+pm = dynamic
+pm.max_children = 16
+pm.start_servers = 4
+pm.min_spare_servers = 2
+pm.max_spare_servers = 6
+catch_workers_output = yes
+clear_env = yes
+php_admin_value[error_log] = {d}/../logs/php-errors.log
+",
+        socket = socket.display()
+    );
+    if let Some(user) = user {
+        pool.push_str(&format!("user = {user}\ngroup = {user}\n"));
+    }
+    for (key, value) in settings {
+        match *key {
+            "display_errors" | "log_errors" => {
+                pool.push_str(&format!(
+                    "php_admin_flag[{key}] = {}\n",
+                    value.to_lowercase()
+                ));
+            }
+            _ => pool.push_str(&format!("php_admin_value[{key}] = {value}\n")),
+        }
+    }
+    if let Some(redis) = sessions {
+        pool.push_str(&format!(
+            "php_admin_value[session.save_handler] = redis\nphp_admin_value[session.save_path] = \"tcp://{redis}\"\n"
+        ));
+    }
+    for (name, value) in env {
+        // php-fpm's env[] takes the rest of the line; quotes keep spaces and '='.
+        pool.push_str(&format!("env[{name}] = \"{}\"\n", value.replace('"', "")));
+    }
+    pool
+}
+
+/// The sessions' redis: no persistence, reachable by the backends only through the node's
+/// address.
+pub fn redis_args(dir: &Path, address: &str) -> Vec<String> {
+    [
+        "--bind",
+        address,
+        "--port",
+        &REDIS_PORT.to_string(),
+        "--protected-mode",
+        "no",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--daemonize",
+        "no",
+        "--dir",
+        &dir.display().to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_proxy_routes_by_kind_of_request_and_keeps_the_clients_host() {
+        let dir = Path::new("/n/php");
+        let both = proxy_nginx(
+            dir,
+            None,
+            "10.0.0.1",
+            &["10.0.0.2".into(), "10.0.0.3".into()],
+            &["10.0.0.4".into()],
+            "8M",
+        );
+        assert!(both.contains("listen 10.0.0.1:80;"));
+        assert!(both.contains("server 10.0.0.2:8080") && both.contains("server 10.0.0.3:8080"));
+        assert!(
+            both.contains("proxy_pass http://webs;")
+                && both.contains("error_page 404 = @backends;")
+        );
+        assert!(both.contains("proxy_set_header Host $http_host;"));
+        assert!(both.contains("client_max_body_size 8M;"));
+        let no_web = proxy_nginx(dir, None, "10.0.0.1", &["10.0.0.2".into()], &[], "8M");
+        assert!(!no_web.contains("webs"), "{no_web}");
+        let nothing = proxy_nginx(dir, None, "10.0.0.1", &[], &[], "8M");
+        assert!(nothing.contains("location / { return 503; }"), "{nothing}");
+        assert!(!nothing.contains("upstream backends"));
+    }
+
+    #[test]
+    fn backends_run_php_from_the_resolved_code_folder_and_web_nodes_never_serve_sources() {
+        let dir = Path::new("/n/php");
+        let b = backend_nginx(
+            dir,
+            Some("www-data"),
+            "10.0.0.2",
+            Path::new("/n/www"),
+            Path::new("/n/php/fpm.sock"),
+            "8M",
+        );
+        assert!(b.starts_with("# Written by the ConPaaS agent.\nuser www-data;"));
+        assert!(b.contains("SCRIPT_FILENAME $realpath_root$fastcgi_script_name"));
+        assert!(b.contains("fastcgi_param HTTP_HOST $http_host;"));
+        assert!(b.contains("fastcgi_pass unix:/n/php/fpm.sock;"));
+        let w = web_nginx(dir, None, "10.0.0.4", Path::new("/n/www"));
+        assert!(w.contains("location ~ \\.php$ { return 404; }"), "{w}");
+    }
+
+    #[test]
+    fn php_fpm_applies_settings_sessions_and_the_link_environment() {
+        let settings = BTreeMap::from([
+            ("memory_limit", "256M".to_string()),
+            ("display_errors", "On".to_string()),
+        ]);
+        let env = BTreeMap::from([("DB_HOST".to_string(), "10.0.0.9".to_string())]);
+        let pool = php_fpm(
+            Path::new("/n/php"),
+            None,
+            Path::new("/n/php/fpm.sock"),
+            &settings,
+            Some("10.0.0.1:6379"),
+            &env,
+        );
+        assert!(pool.contains("php_admin_value[memory_limit] = 256M"));
+        assert!(pool.contains("php_admin_flag[display_errors] = on"));
+        assert!(pool.contains("session.save_path] = \"tcp://10.0.0.1:6379\""));
+        assert!(pool.contains("env[DB_HOST] = \"10.0.0.9\""));
+        assert!(!pool.contains("user ="), "no user when not root");
+    }
+}

@@ -1,0 +1,454 @@
+//! php: ConPaaS' PHP web hosting on Debian's daemons.
+//! - `proxy`: nginx on port 80 balancing over the ready backends and web nodes of its member
+//!   list, rewritten and gracefully reloaded on every change; it reports the members it routes to
+//!   (`routesTo`), which is what releases a leaving node. The first proxy also runs the redis
+//!   that keeps the sessions.
+//! - `web`: nginx serving the active code version's static files on port 8080.
+//! - `backend`: nginx on port 8080 in front of a local php-fpm running the active code version,
+//!   with the Service's settings; sessions go to the first proxy's redis.
+//!
+//! Code versions are unpacked by [`crate::code`] and switched by replacing the `www` symlink
+//! atomically. Configuration and logs live under the node's work folder (`php/`, `logs/`).
+
+mod config;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use conpaas_crds::v1alpha1::{AgentState, Member, NodeCode, ServiceNodeSpec, ServiceType};
+use nix::sys::signal::Signal;
+
+use super::{Role, RoleEnv, RoleReport};
+use crate::code;
+use crate::daemon::{self, Daemon};
+
+/// How long daemons get to finish their requests when the node stops.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+pub struct Php {
+    env: RoleEnv,
+    role: String,
+    dir: PathBuf,
+    user: Option<&'static str>,
+    nginx: Option<Daemon>,
+    fpm: Option<Daemon>,
+    redis: Option<Daemon>,
+    installed: Option<NodeCode>,
+    /// Why the role cannot run (a missing daemon, a refused configuration).
+    error: Option<String>,
+    /// Why the active code version could not be installed (the previous one keeps serving).
+    code_error: Option<String>,
+    routes_to: Option<Vec<String>>,
+    listening: bool,
+    /// The code version the spec names.
+    spec_code: Option<String>,
+}
+
+impl Php {
+    pub fn new(env: RoleEnv) -> Self {
+        let dir = env.work_dir.join("php");
+        Self {
+            user: worker_user(&env.work_dir),
+            env,
+            role: String::new(),
+            dir,
+            nginx: None,
+            fpm: None,
+            redis: None,
+            installed: None,
+            error: None,
+            code_error: None,
+            routes_to: None,
+            listening: false,
+            spec_code: None,
+        }
+    }
+
+    fn port(&self) -> u16 {
+        if self.role == "proxy" {
+            config::PROXY_PORT
+        } else {
+            config::NODE_PORT
+        }
+    }
+
+    fn www(&self) -> PathBuf {
+        self.env.work_dir.join("www")
+    }
+
+    /// Folders, and `www` pointing at an empty folder until a code version is installed.
+    fn prepare(&self) -> Result<(), String> {
+        for sub in [
+            "tmp/body",
+            "tmp/proxy",
+            "tmp/fastcgi",
+            "tmp/uwsgi",
+            "tmp/scgi",
+        ] {
+            let path = self.dir.join(sub);
+            std::fs::create_dir_all(&path)
+                .map_err(|e| format!("create {}: {e}", path.display()))?;
+        }
+        let logs = self.env.work_dir.join("logs");
+        std::fs::create_dir_all(&logs).map_err(|e| format!("create {}: {e}", logs.display()))?;
+        let empty = self.env.work_dir.join("empty");
+        std::fs::create_dir_all(&empty).map_err(|e| format!("create {}: {e}", empty.display()))?;
+        if std::fs::symlink_metadata(self.www()).is_err() {
+            switch_symlink(&self.www(), &empty)?;
+        }
+        if let Some(user) = self.user {
+            // The workers write request bodies and caches here.
+            let _ = std::process::Command::new("chown")
+                .args(["-R", &format!("{user}:{user}")])
+                .arg(self.dir.join("tmp"))
+                .status();
+        }
+        Ok(())
+    }
+
+    async fn install_code(&mut self, spec: &ServiceNodeSpec) {
+        if spec.code == self.installed {
+            return;
+        }
+        let Some(code) = &spec.code else {
+            // No active version: serve nothing.
+            let empty = self.env.work_dir.join("empty");
+            match switch_symlink(&self.www(), &empty) {
+                Ok(()) => {
+                    self.installed = None;
+                    self.code_error = None;
+                }
+                Err(e) => self.code_error = Some(e),
+            }
+            return;
+        };
+        let installed = code::install(
+            &self.env.client,
+            &self.env.namespace,
+            &spec.service,
+            code,
+            &self.env.work_dir,
+        )
+        .await;
+        match installed.map_err(|e| format!("{e:#}")).and_then(|dir| {
+            make_readable(&dir);
+            switch_symlink(&self.www(), &dir)
+        }) {
+            Ok(()) => {
+                tracing::info!(version = %code.version, "code version serving");
+                self.installed = Some(code.clone());
+                self.code_error = None;
+            }
+            Err(e) => self.code_error = Some(format!("code version {}: {e}", code.version)),
+        }
+    }
+
+    fn nginx_config(&mut self, spec: &ServiceNodeSpec) -> String {
+        let address = self.env.address.as_str();
+        let max_body = setting(spec, "post_max_size");
+        match self.role.as_str() {
+            "proxy" => {
+                let backends = ready_members(&spec.members, "backend");
+                let webs = ready_members(&spec.members, "web");
+                self.routes_to = Some(
+                    backends
+                        .iter()
+                        .chain(&webs)
+                        .map(|m| m.name.clone())
+                        .collect(),
+                );
+                config::proxy_nginx(
+                    &self.dir,
+                    self.user,
+                    address,
+                    &addresses(&backends),
+                    &addresses(&webs),
+                    &max_body,
+                )
+            }
+            "web" => config::web_nginx(&self.dir, self.user, address, &self.www()),
+            _ => config::backend_nginx(
+                &self.dir,
+                self.user,
+                address,
+                &self.www(),
+                &self.dir.join("fpm.sock"),
+                &max_body,
+            ),
+        }
+    }
+
+    /// Writes the nginx configuration and starts nginx, or reloads it gracefully when the
+    /// configuration changed (checked first: a refused one leaves the running one serving).
+    async fn converge_nginx(&mut self, spec: &ServiceNodeSpec) -> Result<(), String> {
+        let program = daemon::find(&["nginx"], "nginx")?;
+        let conf = self.dir.join("nginx.conf");
+        let text = self.nginx_config(spec);
+        let changed = daemon::write_if_changed(&conf, &text)?;
+        if changed {
+            check_nginx(&program, &conf).await?;
+        }
+        let nginx = self.nginx.get_or_insert_with(|| {
+            Daemon::new(
+                "nginx",
+                program,
+                vec![
+                    "-e".into(),
+                    self.env
+                        .work_dir
+                        .join("logs/nginx-error.log")
+                        .display()
+                        .to_string(),
+                    "-c".into(),
+                    conf.display().to_string(),
+                ],
+                self.env.work_dir.join("logs/nginx.log"),
+                Signal::SIGQUIT,
+            )
+        });
+        if changed && nginx.running() {
+            nginx.signal(Signal::SIGHUP);
+        }
+        nginx.ensure_started()
+    }
+
+    fn converge_fpm(&mut self, spec: &ServiceNodeSpec) -> Result<(), String> {
+        let program = daemon::find_versioned("php-fpm", "php-fpm")?;
+        let conf = self.dir.join("php-fpm.conf");
+        let settings: BTreeMap<&str, String> = ServiceType::Php
+            .descriptor()
+            .settings
+            .iter()
+            .map(|s| (s.key, setting(spec, s.key)))
+            .collect();
+        let sessions = first_member(&spec.members, "proxy")
+            .map(|p| format!("{}:{}", p.address, config::REDIS_PORT));
+        let text = config::php_fpm(
+            &self.dir,
+            self.user,
+            &self.dir.join("fpm.sock"),
+            &settings,
+            sessions.as_deref(),
+            &BTreeMap::new(),
+        );
+        let changed = daemon::write_if_changed(&conf, &text)?;
+        let mut args = vec![
+            "--nodaemonize".to_string(),
+            "--fpm-config".into(),
+            conf.display().to_string(),
+        ];
+        if nix::unistd::geteuid().is_root() && self.user.is_none() {
+            args.push("--allow-to-run-as-root".into());
+        }
+        let fpm = self.fpm.get_or_insert_with(|| {
+            Daemon::new(
+                "php-fpm",
+                program,
+                args,
+                self.env.work_dir.join("logs/php-fpm.out"),
+                Signal::SIGQUIT,
+            )
+        });
+        if changed && fpm.running() {
+            // A graceful reload: workers finish their requests first.
+            fpm.signal(Signal::SIGUSR2);
+        }
+        fpm.ensure_started()
+    }
+
+    /// The first proxy keeps the sessions in a redis beside it.
+    fn converge_redis(&mut self, spec: &ServiceNodeSpec) -> Result<(), String> {
+        let first = first_member(&spec.members, "proxy").is_some_and(|m| m.name == self.env.node);
+        if !first {
+            return Ok(());
+        }
+        let program = daemon::find(&["redis-server"], "redis-server")?;
+        let redis = self.redis.get_or_insert_with(|| {
+            Daemon::new(
+                "redis",
+                program,
+                config::redis_args(&self.dir, &self.env.address),
+                self.env.work_dir.join("logs/redis.log"),
+                Signal::SIGTERM,
+            )
+        });
+        redis.ensure_started()
+    }
+
+    fn daemons(&mut self) -> impl Iterator<Item = &mut Daemon> {
+        [&mut self.nginx, &mut self.fpm, &mut self.redis]
+            .into_iter()
+            .flatten()
+    }
+}
+
+#[async_trait::async_trait]
+impl Role for Php {
+    async fn apply(&mut self, spec: &ServiceNodeSpec) {
+        self.role = spec.role.clone();
+        self.spec_code = spec.code.as_ref().map(|c| c.version.clone());
+        let result = async {
+            self.prepare()?;
+            if self.role != "proxy" {
+                self.install_code(spec).await;
+            }
+            if self.role == "backend" {
+                self.converge_fpm(spec)?;
+            }
+            if self.role == "proxy" {
+                self.converge_redis(spec)?;
+            }
+            self.converge_nginx(spec).await
+        }
+        .await;
+        self.error = result.err();
+        self.poll().await;
+    }
+
+    async fn poll(&mut self) {
+        let mut dead = None;
+        for d in self.daemons() {
+            if !d.running() {
+                dead = Some(d.exited_message());
+                // Restarted at once; a daemon that keeps dying keeps the node Failed.
+                let _ = d.ensure_started();
+            }
+        }
+        if let Some(message) = dead {
+            self.listening = false;
+            self.error.get_or_insert(message);
+        }
+        if !self.listening && self.nginx.is_some() {
+            self.listening =
+                daemon::listening(&format!("{}:{}", self.env.address, self.port())).await;
+            if self.listening
+                && self
+                    .error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("not running"))
+            {
+                self.error = None;
+            }
+        }
+    }
+
+    fn report(&self) -> RoleReport {
+        // A proxy serves no code: it runs whatever version its spec names, at once.
+        let code_version = if self.role == "proxy" {
+            self.spec_code.clone()
+        } else {
+            self.installed.as_ref().map(|c| c.version.clone())
+        };
+        let (state, message) = match (&self.error, &self.code_error) {
+            (Some(e), _) | (None, Some(e)) => (AgentState::Failed, e.clone()),
+            _ if !self.listening => (AgentState::Starting, format!("starting {}", self.role)),
+            _ => (
+                AgentState::Ready,
+                format!(
+                    "{} serving http://{}:{}/",
+                    self.role,
+                    self.env.address,
+                    self.port()
+                ),
+            ),
+        };
+        RoleReport {
+            state: Some(state),
+            message: Some(message),
+            code_version,
+            routes_to: self.routes_to.clone().filter(|_| self.listening),
+            ..Default::default()
+        }
+    }
+
+    async fn shutdown(&mut self) {
+        for d in self.daemons() {
+            d.stop(STOP_GRACE).await;
+        }
+    }
+}
+
+/// A setting's value, or the type's default.
+fn setting(spec: &ServiceNodeSpec, key: &str) -> String {
+    spec.settings.get(key).cloned().unwrap_or_else(|| {
+        ServiceType::Php
+            .descriptor()
+            .setting(key)
+            .and_then(|s| s.default)
+            .unwrap_or_default()
+            .to_string()
+    })
+}
+
+/// The members of `role` whose agents report them ready, by name.
+fn ready_members<'a>(members: &'a [Member], role: &str) -> Vec<&'a Member> {
+    members
+        .iter()
+        .filter(|m| m.role == role && m.ready)
+        .collect()
+}
+
+fn addresses(members: &[&Member]) -> Vec<String> {
+    members.iter().map(|m| m.address.clone()).collect()
+}
+
+/// The member of `role` with the lowest ordinal (which a scale-down never removes).
+fn first_member<'a>(members: &'a [Member], role: &str) -> Option<&'a Member> {
+    members.iter().filter(|m| m.role == role).min_by_key(|m| {
+        m.name
+            .rsplit('-')
+            .next()
+            .and_then(|n| n.parse::<u32>().ok())
+            .unwrap_or(u32::MAX)
+    })
+}
+
+/// Points `link` at `target` in one rename, so a request sees either version, never a mix.
+fn switch_symlink(link: &Path, target: &Path) -> Result<(), String> {
+    let tmp = link.with_extension("next");
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(target, &tmp)
+        .and_then(|()| std::fs::rename(&tmp, link))
+        .map_err(|e| format!("point {} at {}: {e}", link.display(), target.display()))
+}
+
+/// Runs `nginx -t` on a new configuration; its own words when it refuses.
+async fn check_nginx(program: &Path, conf: &Path) -> Result<(), String> {
+    let out = tokio::process::Command::new(program)
+        .args(["-t", "-q", "-e", "/dev/null", "-c"])
+        .arg(conf)
+        .output()
+        .await
+        .map_err(|e| format!("run {} -t: {e}", program.display()))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "nginx refused its configuration: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// The user the web workers run as: `www-data` when the agent runs as root and that user can
+/// reach the work folder; otherwise the agent's own user.
+fn worker_user(work_dir: &Path) -> Option<&'static str> {
+    use std::os::unix::fs::PermissionsExt;
+    if !nix::unistd::geteuid().is_root() || nix::unistd::User::from_name("www-data").ok()?.is_none()
+    {
+        return None;
+    }
+    let reachable = work_dir
+        .ancestors()
+        .all(|a| std::fs::metadata(a).is_ok_and(|m| m.permissions().mode() & 0o001 != 0));
+    reachable.then_some("www-data")
+}
+
+/// Unpacked code is readable by the workers whatever the archive's modes said.
+fn make_readable(dir: &Path) {
+    let _ = std::process::Command::new("chmod")
+        .args(["-R", "a+rX"])
+        .arg(dir)
+        .status();
+}

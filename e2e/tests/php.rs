@@ -1,0 +1,374 @@
+//! php on Debian's nginx and php-fpm: the proxy balances over the backends, settings reach PHP,
+//! the client's Host (port included) reaches the application, sessions survive the backend that
+//! made them, and backends go 1 -> 3 -> 1 under a steady load without one failed request.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::*;
+use conpaas_crds::v1alpha1::AgentState;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use serde_json::json;
+
+const INDEX: &str = "<?php echo 'v1 served by ', $_SERVER['SERVER_ADDR'];\n";
+const INFO: &str = "<?php echo $_SERVER['HTTP_HOST'], ' ', ini_get('memory_limit'), ' ', getenv('CONPAAS_VM_ADDRESS') === false ? 'clean-env' : 'leaky-env';\n";
+const COUNTER: &str =
+    "<?php session_start(); $_SESSION['n'] = ($_SESSION['n'] ?? 0) + 1; echo $_SESSION['n'];\n";
+const SLOW: &str = "<?php sleep(2); echo 'slow done';\n";
+
+fn archive() -> Vec<u8> {
+    let files = [
+        ("index.php", INDEX),
+        ("info.php", INFO),
+        ("counter.php", COUNTER),
+        ("slow.php", SLOW),
+        ("hello.txt", "static hello\n"),
+    ];
+    let mut builder = tar::Builder::new(Vec::new());
+    for (name, body) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(body.len() as u64);
+        header.set_mode(0o644);
+        builder
+            .append_data(&mut header, name, body.as_bytes())
+            .unwrap();
+    }
+    builder.into_inner().unwrap()
+}
+
+fn service(backends: i32) -> serde_json::Value {
+    json!({
+        "apiVersion": "conpaas.io/v1alpha1", "kind": "Service",
+        "metadata": {"name": "site"},
+        "spec": {
+            "application": "demo", "type": "php",
+            "roles": [{"name": "proxy", "count": 1}, {"name": "web", "count": 1}, {"name": "backend", "count": backends}],
+            "settings": {"memory_limit": "256M"},
+            "drainSeconds": 3,
+            "code": {"active": "v1", "versions": [{"name": "v1", "configMap": {"name": "site-code", "key": "code.tar"}}]}
+        }
+    })
+}
+
+/// One HTTP/1.1 GET on a fresh connection: the status, body and headers.
+async fn request(
+    address: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> anyhow::Result<(u16, String, BTreeMap<String, String>)> {
+    send(address, "GET", path, headers).await
+}
+
+/// One HTTP/1.1 request on a fresh connection (a POST has an empty body).
+async fn send(
+    address: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> anyhow::Result<(u16, String, BTreeMap<String, String>)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect((address, 80)).await?;
+    let mut head = format!("{method} {path} HTTP/1.1\r\nconnection: close\r\n");
+    if method == "POST" {
+        head.push_str("content-length: 0\r\n");
+    }
+    if !headers.iter().any(|(k, _)| *k == "host") {
+        head.push_str(&format!("host: {address}\r\n"));
+    }
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    let (top, body) = response
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| anyhow::anyhow!("no header end in {response:?}"))?;
+    let mut lines = top.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no status in {top:?}"))?;
+    let headers = lines
+        .filter_map(|l| l.split_once(": "))
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.to_string()))
+        .collect();
+    // Chunked bodies (PHP's) are one chunk here: drop the chunk framing.
+    let body = if top
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        body.split("\r\n").nth(1).unwrap_or_default().to_string()
+    } else {
+        body.to_string()
+    };
+    Ok((status, body, headers))
+}
+
+/// Requests `path` until stopped; counts answers and failures (anything but 200), and which
+/// backends answered.
+struct Load {
+    ok: AtomicU64,
+    failed: AtomicU64,
+    stop: AtomicBool,
+    responders: std::sync::Mutex<BTreeSet<String>>,
+    failures: std::sync::Mutex<Vec<String>>,
+}
+
+impl Load {
+    fn start(address: String, workers: usize) -> Arc<Load> {
+        let load = Arc::new(Load {
+            ok: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            stop: AtomicBool::new(false),
+            responders: Default::default(),
+            failures: Default::default(),
+        });
+        for i in 0..workers {
+            let load = load.clone();
+            let address = address.clone();
+            // POSTs, which a proxy may not retry on another backend once sent (they are not
+            // idempotent); half of them to a slow page, so requests are in flight when a
+            // backend leaves.
+            let path = if i % 2 == 0 {
+                "/index.php"
+            } else {
+                "/slow.php"
+            };
+            tokio::spawn(async move {
+                while !load.stop.load(Ordering::Relaxed) {
+                    match send(&address, "POST", path, &[]).await {
+                        Ok((200, body, _)) => {
+                            load.ok.fetch_add(1, Ordering::Relaxed);
+                            if let Some(by) = body.strip_prefix("v1 served by ") {
+                                load.responders.lock().unwrap().insert(by.to_string());
+                            }
+                        }
+                        other => {
+                            load.failed.fetch_add(1, Ordering::Relaxed);
+                            let what = match other {
+                                Ok((status, body, _)) => format!("{status}: {body}"),
+                                Err(e) => format!("{e:#}"),
+                            };
+                            load.failures.lock().unwrap().push(what);
+                        }
+                    }
+                }
+            });
+        }
+        load
+    }
+
+    fn responders(&self) -> BTreeSet<String> {
+        self.responders.lock().unwrap().clone()
+    }
+}
+
+/// The tail of every node's nginx error log, to show with a failure.
+fn nginx_errors(env: &Env) -> String {
+    let mut out = String::new();
+    for entry in std::fs::read_dir(env.state.path().join("vms"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let log = entry.path().join("work/logs/nginx-error.log");
+        if let Ok(text) = std::fs::read_to_string(&log) {
+            out.push_str(&format!("--- {} ---\n{}\n", log.display(), tail(&text, 10)));
+        }
+    }
+    out
+}
+
+async fn create_code(env: &Env) {
+    let cms: Api<ConfigMap> = Api::namespaced(env.client.clone(), &env.ns);
+    let cm = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some("site-code".into()),
+            ..Default::default()
+        },
+        binary_data: Some(BTreeMap::from([(
+            "code.tar".to_string(),
+            ByteString(archive()),
+        )])),
+        ..Default::default()
+    };
+    cms.create(&PostParams::default(), &cm).await.unwrap();
+}
+
+async fn scale(env: &Env, backends: i32) {
+    let pp = PatchParams::apply("conpaas-e2e").force();
+    env.services()
+        .patch("site", &pp, &Patch::Apply(service(backends)))
+        .await
+        .unwrap();
+}
+
+/// The backends the proxy reports it routes to.
+async fn routed(env: &Env) -> Vec<String> {
+    env.nodes("site")
+        .await
+        .into_iter()
+        .find(|n| n.spec.role == "proxy")
+        .and_then(|n| n.status?.agent?.routes_to)
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn php_scales_its_backends_under_load_without_a_failed_request() {
+    // VMs are powered off as EC2 terminates them: only the drain protects requests in flight.
+    let env = env_with("php-e2e", 60, &[("CONPAAS_LOCAL_STOP_GRACE_SECONDS", "0")]).await;
+    env.apply_cloud_and_app().await;
+    create_code(&env).await;
+    env.apply(&serde_yaml::to_string(&service(1)).unwrap())
+        .await;
+    env.wait_ready("site", "proxy 1/1, web 1/1, backend 1/1")
+        .await;
+
+    let site = env.services().get("site").await.unwrap();
+    let url = site.status.and_then(|s| s.url).expect("status.url");
+    let proxy = url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let (status, body, _) = request(&proxy, "/index.php", &[]).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.starts_with("v1 served by "), "{body}");
+    let (_, body, _) = request(&proxy, "/hello.txt", &[]).await.unwrap();
+    assert_eq!(body, "static hello\n");
+    // The web node serves the static files, never a PHP source.
+    let web = env
+        .nodes("site")
+        .await
+        .into_iter()
+        .find(|n| n.spec.role == "web")
+        .and_then(|n| n.status?.address)
+        .expect("the web node's address");
+    assert_eq!(
+        http_get_path(&web, 8080, "/hello.txt").await.unwrap(),
+        "static hello\n"
+    );
+    assert!(
+        !http_get_path(&web, 8080, "/index.php")
+            .await
+            .unwrap()
+            .contains("<?php"),
+        "a web node never serves PHP sources"
+    );
+    let (status, _, _) = request(&proxy, "/missing.php", &[]).await.unwrap();
+    assert_eq!(status, 404);
+    // The Host the client used, port included; the memory_limit setting; no agent environment.
+    let (_, body, _) = request(&proxy, "/info.php", &[("host", "shop.example:8081")])
+        .await
+        .unwrap();
+    assert_eq!(body, "shop.example:8081 256M clean-env");
+
+    // A session, kept in the redis beside the proxy.
+    let (_, first, headers) = request(&proxy, "/counter.php", &[]).await.unwrap();
+    assert_eq!(first, "1");
+    let cookie = headers
+        .get("set-cookie")
+        .and_then(|c| c.split(';').next())
+        .expect("a session cookie")
+        .to_string();
+    let (_, second, _) = request(&proxy, "/counter.php", &[("cookie", &cookie)])
+        .await
+        .unwrap();
+    assert_eq!(second, "2");
+
+    let load = Load::start(proxy.clone(), 4);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // 1 -> 3: the new backends take requests once ready.
+    let asked = Instant::now();
+    scale(&env, 3).await;
+    conpaas_e2e::wait::until("3 backends answering", LIMIT, || {
+        let load = load.clone();
+        async move { Ok(load.responders().len() == 3) }
+    })
+    .await
+    .unwrap();
+    println!(
+        "scale 1 -> 3: new backends took requests {:.1}s after the patch",
+        asked.elapsed().as_secs_f64()
+    );
+    env.wait_ready("site", "proxy 1/1, web 1/1, backend 3/3")
+        .await;
+    assert_eq!(routed(&env).await.len(), 4);
+
+    // 3 -> 1: two backends drain and go; requests in flight finish.
+    let asked = Instant::now();
+    scale(&env, 1).await;
+    conpaas_e2e::wait::until("two backends drained and deleted", LIMIT, || {
+        let env = &env;
+        async move {
+            let nodes = env.nodes("site").await;
+            Ok(nodes.iter().filter(|n| n.spec.role == "backend").count() == 1)
+        }
+    })
+    .await
+    .unwrap();
+    println!(
+        "scale 3 -> 1: drained and deleted {:.1}s after the patch",
+        asked.elapsed().as_secs_f64()
+    );
+    env.wait_ready("site", "proxy 1/1, web 1/1, backend 1/1")
+        .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    load.stop.store(true, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (ok, failed) = (
+        load.ok.load(Ordering::Relaxed),
+        load.failed.load(Ordering::Relaxed),
+    );
+    println!("under load: {ok} requests answered, {failed} failed");
+    assert_eq!(
+        failed,
+        0,
+        "failed requests: {:?}\n{}",
+        load.failures.lock().unwrap(),
+        nginx_errors(&env)
+    );
+    assert!(ok > 50, "the load ran: {ok}");
+
+    // The session outlives the backends that served it.
+    let (_, third, _) = request(&proxy, "/counter.php", &[("cookie", &cookie)])
+        .await
+        .unwrap();
+    assert_eq!(third, "3");
+
+    // The leavers reported Drained before they went; the one left serves.
+    let left = env.nodes("site").await;
+    assert!(left.iter().all(|n| {
+        n.status
+            .as_ref()
+            .and_then(|s| s.agent.as_ref())
+            .and_then(|a| a.state)
+            == Some(AgentState::Ready)
+    }));
+
+    // Deleting the Service stops every daemon.
+    env.services()
+        .delete("site", &Default::default())
+        .await
+        .unwrap();
+    env.wait_gone("site").await;
+    conpaas_e2e::wait::until("no VM left", LIMIT, || {
+        let env = &env;
+        async move { Ok(env.live_vms().is_empty()) }
+    })
+    .await
+    .unwrap();
+    assert!(
+        !common::daemons_running_under(env.state.path()),
+        "no nginx, php-fpm or redis left"
+    );
+}
