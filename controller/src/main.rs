@@ -142,6 +142,7 @@ async fn main() -> anyhow::Result<()> {
         leases,
         caches,
         credentials: Default::default(),
+        service_secrets: Default::default(),
     });
 
     let store = artifact_store(&args)?;

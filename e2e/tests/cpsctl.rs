@@ -271,18 +271,34 @@ async fn every_verb_does_what_it_says() {
     assert!(script_log.contains("running as node"), "{script_log}");
 
     // A manifest with types this ConPaaS does not run yet applies nothing and says so.
-    let wordpress =
-        conpaas_e2e::tools::repo_root().join("manifests/examples/conpaas/wordpress.json");
-    let refused = cps(&env, &["import", wordpress.to_str().unwrap()]);
+    let mediawiki =
+        conpaas_e2e::tools::repo_root().join("manifests/examples/conpaas/mediawiki.json");
+    let before = env
+        .services()
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .len();
+    let refused = cps(&env, &["import", mediawiki.to_str().unwrap()]);
     assert_ne!(refused.code, Some(0));
     assert!(
         refused
             .stderr
-            .contains("Services[0].Type mysql: not a type this ConPaaS runs yet"),
+            .contains("Services[1].Type xtreemfs: not a type this ConPaaS runs yet"),
         "{}",
         refused.stderr
     );
-    assert!(env.services().get_opt("wordpress").await.unwrap().is_none());
+    assert_eq!(
+        env.services()
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        before,
+        "nothing was applied"
+    );
 
     // terminate: the Service and its VMs go.
     cps(&env, &["terminate", "helloworld", "--wait"]).ok();

@@ -19,6 +19,7 @@ pub fn node_spec(token: &str) -> ServiceNodeSpec {
         paused: false,
         members: vec![],
         generic: None,
+        links: vec![],
         drain: None,
     }
 }

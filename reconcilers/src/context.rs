@@ -79,4 +79,6 @@ pub struct Context {
     pub caches: crate::caches::Caches,
     /// The agents' credentials and tokens this controller already made.
     pub credentials: crate::service_node::credentials::Memo,
+    /// The Services whose credentials Secret this controller already made.
+    pub service_secrets: crate::service::secrets::Made,
 }

@@ -7,6 +7,7 @@
 
 mod generic;
 mod helloworld;
+mod mysql;
 mod php;
 
 use std::path::PathBuf;
@@ -62,11 +63,32 @@ pub trait Role: Send {
     async fn shutdown(&mut self);
 }
 
+/// `username` and `password` of the Secret `name`, read with the node's own token (which may
+/// read that Secret and no other).
+pub async fn read_credentials(env: &RoleEnv, name: &str) -> Result<(String, String), String> {
+    let api: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(env.client.clone(), &env.namespace);
+    let secret = api
+        .get(name)
+        .await
+        .map_err(|e| format!("read Secret {name}: {e}"))?;
+    let field = |key: &str| {
+        secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(key))
+            .map(|v| String::from_utf8_lossy(&v.0).into_owned())
+            .ok_or_else(|| format!("Secret {name} has no {key:?}"))
+    };
+    Ok((field("username")?, field("password")?))
+}
+
 /// The role for a service type.
 pub fn for_type(service_type: ServiceType, env: RoleEnv) -> Box<dyn Role> {
     match service_type {
         ServiceType::Helloworld => Box::new(helloworld::Helloworld::new(env)),
         ServiceType::Generic => Box::new(generic::Generic::new(env)),
         ServiceType::Php => Box::new(php::Php::new(env)),
+        ServiceType::Mysql => Box::new(mysql::Mysql::new(env)),
     }
 }

@@ -29,4 +29,5 @@ pub const DESCRIPTOR: TypeDescriptor = TypeDescriptor {
     routers: &[],
     drain_seconds: 0,
     access: None,
+    endpoint: None,
 };

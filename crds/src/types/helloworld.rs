@@ -25,4 +25,5 @@ pub const DESCRIPTOR: TypeDescriptor = TypeDescriptor {
     routers: &[],
     drain_seconds: 0,
     access: None,
+    endpoint: None,
 };

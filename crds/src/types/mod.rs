@@ -10,6 +10,7 @@
 
 pub mod generic;
 pub mod helloworld;
+pub mod mysql;
 pub mod php;
 mod settings;
 
@@ -43,6 +44,8 @@ pub struct TypeDescriptor {
     pub drain_seconds: i32,
     /// Where clients reach the service, written to `status.url`.
     pub access: Option<Access>,
+    /// `host:port` clients connect to, written to `status.endpoint` (and what links export).
+    pub endpoint: Option<Access>,
 }
 
 /// Where clients reach a service: a URL on the node of `role` with the lowest ordinal (which a

@@ -83,4 +83,5 @@ pub const DESCRIPTOR: TypeDescriptor = TypeDescriptor {
         role: "proxy",
         url: "http://{address}/",
     }),
+    endpoint: None,
 };

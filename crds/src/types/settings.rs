@@ -38,6 +38,11 @@ pub enum SettingCheck {
     },
     /// Names (letters, digits, `_`) separated by commas; empty is accepted.
     Identifiers,
+    /// One name: letters, digits and `_`, not empty.
+    Name {
+        /// The longest accepted, in bytes.
+        max_len: usize,
+    },
 }
 
 impl SettingCheck {
@@ -62,6 +67,18 @@ impl SettingCheck {
                 let digits = value.strip_suffix(['K', 'M', 'G']).unwrap_or(value);
                 let number = !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit());
                 if number || (*unlimited && value == "-1") {
+                    Ok(())
+                } else {
+                    Err(format!("{value:?} is not {}", self.describe()))
+                }
+            }
+            SettingCheck::Name { max_len } => {
+                let ok = !value.is_empty()
+                    && value.len() <= *max_len
+                    && value
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+                if ok {
                     Ok(())
                 } else {
                     Err(format!("{value:?} is not {}", self.describe()))
@@ -93,6 +110,9 @@ impl SettingCheck {
                 "a size in bytes, e.g. 512K, 8M, 1G, or -1".into()
             }
             SettingCheck::Identifiers => "names separated by commas".into(),
+            SettingCheck::Name { max_len } => {
+                format!("a name of letters, digits and _, at most {max_len} bytes")
+            }
         }
     }
 }
@@ -129,6 +149,11 @@ mod tests {
                 .is_ok()
         );
         assert!(SettingCheck::Identifiers.check("").is_ok());
+        let name = SettingCheck::Name { max_len: 8 };
+        assert!(name.check("shop_1").is_ok());
+        for bad in ["", "a-b", "drop table", "toolongname"] {
+            assert!(name.check(bad).is_err(), "{bad:?}");
+        }
         let err = SettingCheck::Identifiers.check("exec;rm").unwrap_err();
         assert!(err.contains("exec;rm"), "{err}");
     }

@@ -88,7 +88,8 @@ pub struct ServiceSpec {
     pub health: HealthSpec,
     /// How long a leaving node (scaled down, moved) may finish its requests in flight once no
     /// peer routes to it any more, before its VM is terminated; unset is the type's default
-    /// (10 for php, 0 for helloworld and generic).
+    /// (10 for php, 1 for mysql, whose nodes also shut MariaDB down cleanly first; 0 for
+    /// helloworld and generic).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 3600))]
     pub drain_seconds: Option<i32>,
@@ -161,14 +162,17 @@ pub enum ServiceType {
     Generic,
     // PHP web hosting: nginx proxies, static web nodes, php-fpm backends.
     Php,
+    // MySQL on MariaDB Galera.
+    Mysql,
 }
 
 impl ServiceType {
     /// Every type, in the order documentation lists them.
-    pub const ALL: [ServiceType; 3] = [
+    pub const ALL: [ServiceType; 4] = [
         ServiceType::Helloworld,
         ServiceType::Generic,
         ServiceType::Php,
+        ServiceType::Mysql,
     ];
 
     /// Everything the operator knows about this type: one module per type under
@@ -178,6 +182,7 @@ impl ServiceType {
             ServiceType::Helloworld => &types::helloworld::DESCRIPTOR,
             ServiceType::Generic => &types::generic::DESCRIPTOR,
             ServiceType::Php => &types::php::DESCRIPTOR,
+            ServiceType::Mysql => &types::mysql::DESCRIPTOR,
         }
     }
 
@@ -386,6 +391,20 @@ pub struct ServiceLink {
     /// Name of the linked Service.
     #[schemars(length(min = 1, max = 253))]
     pub service: String,
+    /// The prefix of the environment variables the link gives (`<AS>_HOST`, ...); default: the
+    /// linked Service's name in capitals, `-` as `_`.
+    #[serde(default, rename = "as", skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[A-Z][A-Z0-9_]{0,62}$"))]
+    pub as_name: Option<String>,
+}
+
+impl ServiceLink {
+    /// The prefix of the link's environment variables.
+    pub fn prefix(&self) -> String {
+        self.as_name
+            .clone()
+            .unwrap_or_else(|| self.service.to_uppercase().replace(['-', '.'], "_"))
+    }
 }
 
 /// What the controller observed about a Service.
@@ -422,6 +441,9 @@ pub struct ServiceStatus {
     /// Where clients reach the service (php: `http://<first proxy>/`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// `host:port` clients connect to (mysql: the first node).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
     /// Generation of the spec this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,

@@ -80,10 +80,33 @@ pub struct ServiceNodeSpec {
     /// The Service's `spec.generic` options, for generic nodes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generic: Option<super::GenericSpec>,
+    /// The services this one links to, as its nodes reach them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Atomic)]
+    pub links: Vec<NodeLink>,
     /// The node is leaving: its peers no longer list it, and once every node that routes to it
     /// confirmed so, it is released to finish its work in flight and report `Drained`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drain: Option<NodeDrain>,
+}
+
+/// A link as a node uses it: where the linked service is and the Secret with its credentials.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeLink {
+    /// Prefix of the environment variables (`DB` gives `DB_HOST`, `DB_PORT`, ...).
+    pub prefix: String,
+    /// The linked Service.
+    pub service: String,
+    /// Its `host:port`, once it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// The Secret with `username` and `password`; the node's token may read it and no other.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    /// The database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
 }
 
 /// A leaving node's drain.

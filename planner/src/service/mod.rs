@@ -43,6 +43,7 @@ pub fn decide(service: &Service, mut observed: observe::Observed) -> Preview {
             clouds: &observed.clouds,
             siblings: &observed.siblings,
             code: std::mem::replace(&mut observed.code, Ok(None)),
+            links: observed.links.clone(),
             paused: service
                 .annotations()
                 .get(ANNOTATION_PAUSED)

@@ -7,7 +7,8 @@ use crate::node_reasons::{self as node_status, UNHEALTHY_REASONS};
 use conpaas_crds::labels::LABEL_SERVICE;
 use conpaas_crds::labels::conditions::{HEALTHY, READY};
 use conpaas_crds::v1alpha1::{
-    AgentState, Application, Cloud, NodeCode, Service, ServiceNode, is_condition_true,
+    AgentState, Application, Cloud, NodeCode, NodeLink, Service, ServiceLink, ServiceNode,
+    ServiceType, is_condition_true,
 };
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
@@ -34,6 +35,8 @@ pub struct Observed {
     pub next_health_check: Option<Duration>,
     /// The active code version, resolved.
     pub code: Result<Option<NodeCode>, Problem>,
+    /// The linked services that export something, as nodes reach them.
+    pub links: Vec<NodeLink>,
 }
 
 /// When a node's agent last renewed its heartbeat Lease, if that is known (the controller keeps
@@ -136,7 +139,19 @@ pub fn from_objects(
         .iter()
         .map(|n| observed_node(n, heartbeats(n), window_start, now))
         .collect();
+    let links = service
+        .spec
+        .links
+        .iter()
+        .filter_map(|link| {
+            let target = objects.services.iter().find(|s| {
+                s.name_any() == link.service && s.spec.application == service.spec.application
+            })?;
+            node_link(link, target)
+        })
+        .collect();
     Observed {
+        links,
         next_health_check: next_health_check(&objects.nodes, window_start, now),
         application: objects.application,
         clouds: objects.clouds,
@@ -144,6 +159,30 @@ pub fn from_objects(
         nodes,
         code,
     }
+}
+
+/// How a node reaches the linked Service `target`: for types whose links export something
+/// (mysql), its endpoint once known, its credentials' Secret and its database.
+fn node_link(link: &ServiceLink, target: &Service) -> Option<NodeLink> {
+    let descriptor = target.spec.r#type.descriptor();
+    if descriptor.link_exports.is_empty() {
+        return None;
+    }
+    let setting = |key: &str| {
+        target.spec.settings.get(key).cloned().or_else(|| {
+            descriptor
+                .setting(key)
+                .and_then(|s| s.default.map(str::to_string))
+        })
+    };
+    Some(NodeLink {
+        prefix: link.prefix(),
+        service: link.service.clone(),
+        endpoint: target.status.as_ref().and_then(|s| s.endpoint.clone()),
+        secret: (target.spec.r#type == ServiceType::Mysql)
+            .then(|| conpaas_crds::types::mysql::secret_name(&link.service)),
+        database: setting("database"),
+    })
 }
 
 /// The ServiceNodes of a Service, by label.

@@ -18,7 +18,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use conpaas_crds::v1alpha1::{
-    GenericSpec, Member, NodeCode, NodeDrain, ServiceNodeSpec, ServiceType,
+    GenericSpec, Member, NodeCode, NodeDrain, NodeLink, ServiceNodeSpec, ServiceType,
 };
 
 /// What the Service asks for, validated.
@@ -90,6 +90,8 @@ pub struct NodeConfig {
     pub generic: Option<GenericSpec>,
     /// How a new code version reaches the nodes.
     pub rollout: RolloutPolicy,
+    /// The linked services, as nodes reach them.
+    pub links: Vec<NodeLink>,
 }
 
 /// How a new code version reaches the nodes of each role.
@@ -582,6 +584,7 @@ fn node_spec(
         paused: false,
         members: members.to_vec(),
         generic: desired.config.generic.clone(),
+        links: desired.config.links.clone(),
         drain: None,
     }
 }

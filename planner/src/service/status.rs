@@ -5,6 +5,7 @@ use conpaas_crds::labels::conditions::{
     DEGRADED, PAUSED, PROGRESSING, READY, RECONCILING, STALLED,
 };
 use conpaas_crds::labels::{LABEL_ROLE, LABEL_SERVICE};
+use conpaas_crds::types::Access;
 use conpaas_crds::v1alpha1::{Phase, PhaseChange, RoleStatus, ServiceStatus, ServiceType};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
@@ -179,7 +180,14 @@ pub fn build(
 
     ServiceStatus {
         phase,
-        url: desired.as_ref().ok().and_then(|d| access_url(d, nodes)),
+        url: desired
+            .as_ref()
+            .ok()
+            .and_then(|d| access_point(d.service_type.descriptor().access.as_ref()?, nodes)),
+        endpoint: desired
+            .as_ref()
+            .ok()
+            .and_then(|d| access_point(d.service_type.descriptor().endpoint.as_ref()?, nodes)),
         ready: (!roles.is_empty()).then_some(ready_text),
         remediation_resumed_at,
         roles,
@@ -193,9 +201,8 @@ pub fn build(
     }
 }
 
-/// The type's access URL on the first node of its access role that has an address.
-fn access_url(desired: &Desired, nodes: &[ObservedNode]) -> Option<String> {
-    let access = desired.service_type.descriptor().access.as_ref()?;
+/// Where clients reach the service: on the first node of the access role that has an address.
+fn access_point(access: &Access, nodes: &[ObservedNode]) -> Option<String> {
     nodes
         .iter()
         .filter(|n| n.spec.role == access.role && !n.deleting && n.spec.drain.is_none())

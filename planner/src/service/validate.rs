@@ -3,7 +3,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use conpaas_crds::v1alpha1::{ApplicationSpec, DesiredState, NodeCode, OnFailure, ServiceSpec};
+use conpaas_crds::v1alpha1::{
+    ApplicationSpec, DesiredState, NodeCode, NodeLink, OnFailure, ServiceSpec,
+};
 
 use super::plan::{Desired, DesiredRole, DrainPolicy, NodeConfig, RolloutPolicy};
 
@@ -40,6 +42,8 @@ pub struct Inputs<'a> {
     pub code: Result<Option<NodeCode>, Problem>,
     /// The Service carries `conpaas.io/paused: "true"`.
     pub paused: bool,
+    /// The linked services, as nodes reach them.
+    pub links: Vec<NodeLink>,
 }
 
 /// Validates `spec` against what exists.
@@ -125,6 +129,7 @@ pub fn validate(spec: &ServiceSpec, inputs: Inputs<'_>) -> Result<Desired, Probl
             startup_script: spec.startup_script.clone(),
             with_members: descriptor.members,
             generic: spec.generic.clone(),
+            links: inputs.links,
             heartbeat_timeout_seconds: spec.health.heartbeat_timeout_seconds,
             rollout: spec
                 .code
@@ -225,6 +230,7 @@ mod tests {
                 siblings: &siblings,
                 code: Ok(None),
                 paused: false,
+                links: vec![],
             },
         )
     }
@@ -294,6 +300,7 @@ mod tests {
                     let mut s = spec(ServiceType::Helloworld, vec![]);
                     s.links.push(ServiceLink {
                         service: "nope".into(),
+                        as_name: None,
                     });
                     s
                 },
@@ -318,6 +325,7 @@ mod tests {
         let mut s = spec(ServiceType::Helloworld, vec![]);
         s.links.push(ServiceLink {
             service: "db".into(),
+            as_name: None,
         });
         let app = ApplicationSpec {
             cloud: Some("local".into()),
@@ -335,6 +343,7 @@ mod tests {
             siblings: &siblings,
             code: Ok(None),
             paused: false,
+            links: vec![],
         };
         let problem = validate(&s, inputs).unwrap_err();
         assert_eq!(problem.reason, "LinkCycle");
@@ -357,6 +366,7 @@ mod tests {
                 siblings: &siblings,
                 code: Ok(None),
                 paused: false,
+                links: vec![],
             },
         )
         .unwrap_err();

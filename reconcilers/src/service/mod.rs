@@ -4,6 +4,7 @@
 //! builder are pure. No step ever calls a cloud: VMs belong to the ServiceNode loop.
 
 pub mod act;
+pub mod secrets;
 
 pub use conpaas_planner::service::{Preview, decide, observe, plan, status, validate};
 
@@ -43,6 +44,7 @@ pub async fn reconcile(service: Arc<Service>, ctx: Arc<Context>) -> Result<Reque
         return delete_nodes_then_release(ctx, &api, service, &ns).await;
     }
     finalizers::add(&api, service, FINALIZER_NODES).await?;
+    secrets::ensure(ctx, service).await?;
 
     let Preview {
         mut observed,

@@ -183,6 +183,25 @@ pub fn rules(node: &ServiceNode) -> Vec<PolicyRule> {
         resource_names: Some(vec![node.spec.service.clone()]),
         ..Default::default()
     });
+    // The credentials of its own mysql Service, and of the services it links to.
+    let mut secrets: Vec<String> = node
+        .spec
+        .links
+        .iter()
+        .filter_map(|l| l.secret.clone())
+        .collect();
+    if node.spec.service_type == conpaas_crds::v1alpha1::ServiceType::Mysql {
+        secrets.push(conpaas_crds::types::mysql::secret_name(&node.spec.service));
+    }
+    if !secrets.is_empty() {
+        rules.push(PolicyRule {
+            api_groups: Some(vec![String::new()]),
+            resources: Some(vec!["secrets".into()]),
+            verbs: vec!["get".into()],
+            resource_names: Some(secrets),
+            ..Default::default()
+        });
+    }
     if let Some(cm) = node.spec.code.as_ref().and_then(|c| c.config_map.as_ref()) {
         rules.push(PolicyRule {
             api_groups: Some(vec![String::new()]),

@@ -218,8 +218,9 @@ php_admin_value[error_log] = {d}/../logs/php-errors.log
             "php_admin_value[session.save_handler] = redis\nphp_admin_value[session.save_path] = \"tcp://{redis}\"\n"
         ));
     }
-    for (name, value) in env {
-        // php-fpm's env[] takes the rest of the line; quotes keep spaces and '='.
+    // php-fpm's env[] takes the rest of the line (quotes keep spaces and '='), and refuses an
+    // empty value: such a variable is left unset.
+    for (name, value) in env.iter().filter(|(_, v)| !v.is_empty()) {
         pool.push_str(&format!("env[{name}] = \"{}\"\n", value.replace('"', "")));
     }
     pool
@@ -304,7 +305,10 @@ mod tests {
             ("memory_limit", "256M".to_string()),
             ("display_errors", "On".to_string()),
         ]);
-        let env = BTreeMap::from([("DB_HOST".to_string(), "10.0.0.9".to_string())]);
+        let env = BTreeMap::from([
+            ("DB_HOST".to_string(), "10.0.0.9".to_string()),
+            ("DB_PASSWORD".to_string(), String::new()),
+        ]);
         let pool = php_fpm(
             Path::new("/n/php"),
             None,
@@ -317,6 +321,10 @@ mod tests {
         assert!(pool.contains("php_admin_flag[display_errors] = on"));
         assert!(pool.contains("session.save_path] = \"tcp://10.0.0.1:6379\""));
         assert!(pool.contains("env[DB_HOST] = \"10.0.0.9\""));
+        assert!(
+            !pool.contains("DB_PASSWORD"),
+            "php-fpm refuses an empty env[]"
+        );
         assert!(!pool.contains("user ="), "no user when not root");
     }
 }

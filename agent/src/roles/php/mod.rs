@@ -43,6 +43,8 @@ pub struct Php {
     listening: bool,
     /// The code version the spec names.
     spec_code: Option<String>,
+    /// What the backend waits for (a linked service without an endpoint yet).
+    waiting: Option<String>,
 }
 
 impl Php {
@@ -62,6 +64,7 @@ impl Php {
             routes_to: None,
             listening: false,
             spec_code: None,
+            waiting: None,
         }
     }
 
@@ -213,7 +216,53 @@ impl Php {
         nginx.ensure_started()
     }
 
-    fn converge_fpm(&mut self, spec: &ServiceNodeSpec) -> Result<(), String> {
+    /// The linked services' environment (`DB_HOST`, `DB_PORT`, `DB_USER`, `DB_PASSWORD`,
+    /// `DB_DATABASE`, `DB_URL` for `as: DB`), read with the node's own token; `None` while a
+    /// linked service has no endpoint yet.
+    async fn link_environment(
+        &self,
+        spec: &ServiceNodeSpec,
+    ) -> Result<Option<BTreeMap<String, String>>, String> {
+        let mut env = BTreeMap::new();
+        for link in &spec.links {
+            let Some(endpoint) = &link.endpoint else {
+                return Ok(None);
+            };
+            let (host, port) = endpoint.rsplit_once(':').unwrap_or((endpoint, ""));
+            let (user, password) = match &link.secret {
+                Some(name) => super::read_credentials(&self.env, name).await?,
+                None => Default::default(),
+            };
+            let database = link.database.clone().unwrap_or_default();
+            let p = &link.prefix;
+            env.insert(format!("{p}_HOST"), host.to_string());
+            env.insert(format!("{p}_PORT"), port.to_string());
+            env.insert(format!("{p}_USER"), user.clone());
+            env.insert(format!("{p}_PASSWORD"), password.clone());
+            env.insert(format!("{p}_DATABASE"), database.clone());
+            env.insert(
+                format!("{p}_URL"),
+                format!("mysql://{user}:{password}@{endpoint}/{database}"),
+            );
+        }
+        Ok(Some(env))
+    }
+
+    async fn converge_fpm(&mut self, spec: &ServiceNodeSpec) -> Result<(), String> {
+        let Some(environment) = self.link_environment(spec).await? else {
+            let waiting: Vec<&str> = spec
+                .links
+                .iter()
+                .filter(|l| l.endpoint.is_none())
+                .map(|l| l.service.as_str())
+                .collect();
+            self.waiting = Some(format!(
+                "waiting for the linked service {} to have an endpoint",
+                waiting.join(", ")
+            ));
+            return Ok(());
+        };
+        self.waiting = None;
         let program = daemon::find_versioned("php-fpm", "php-fpm")?;
         let conf = self.dir.join("php-fpm.conf");
         let settings: BTreeMap<&str, String> = ServiceType::Php
@@ -230,7 +279,7 @@ impl Php {
             &self.dir.join("fpm.sock"),
             &settings,
             sessions.as_deref(),
-            &BTreeMap::new(),
+            &environment,
         );
         let changed = daemon::write_if_changed(&conf, &text)?;
         let mut args = vec![
@@ -294,7 +343,10 @@ impl Role for Php {
                 self.install_code(spec).await;
             }
             if self.role == "backend" {
-                self.converge_fpm(spec)?;
+                self.converge_fpm(spec).await?;
+                if self.waiting.is_some() {
+                    return Ok(());
+                }
             }
             if self.role == "proxy" {
                 self.converge_redis(spec)?;
@@ -342,6 +394,10 @@ impl Role for Php {
         };
         let (state, message) = match (&self.error, &self.code_error) {
             (Some(e), _) | (None, Some(e)) => (AgentState::Failed, e.clone()),
+            _ if self.waiting.is_some() => (
+                AgentState::Starting,
+                self.waiting.clone().unwrap_or_default(),
+            ),
             _ if !self.listening => (AgentState::Starting, format!("starting {}", self.role)),
             _ => (
                 AgentState::Ready,

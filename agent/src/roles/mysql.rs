@@ -1,0 +1,435 @@
+//! mysql: a MariaDB Galera node. The first node (lowest ordinal) bootstraps the cluster when no
+//! peer answers on Galera's port; the others join one at a time (each once every lower ordinal
+//! serves), getting the data by a mariabackup state transfer (which does not stop writes on the
+//! donor, as rsync's would); a transfer that fails is retried from an empty data folder. Once up, the node makes
+//! the database of the setting `database` and the user of the Secret `<service>-mysql`. Ready
+//! means Synced and answering a query. Leaving (released from its drain), it shuts down cleanly,
+//! so the cluster sees a member go rather than fail.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use conpaas_crds::types::mysql;
+use conpaas_crds::v1alpha1::{AgentState, Member, ServiceNodeSpec, ServiceType};
+use nix::sys::signal::Signal;
+
+use super::{Role, RoleEnv, RoleReport};
+use crate::daemon::{self, Daemon};
+
+const PORT: u16 = 3306;
+const GALERA_PORT: u16 = 4567;
+/// How often the node's state is read while it runs.
+const CHECK_EVERY: Duration = Duration::from_secs(2);
+/// How long a clean shutdown may take.
+const STOP_GRACE: Duration = Duration::from_secs(60);
+/// Failed state transfers after which the node reports Failed.
+const MAX_FAILED_JOINS: u32 = 3;
+
+pub struct Mysql {
+    env: RoleEnv,
+    dir: PathBuf,
+    spec: Option<ServiceNodeSpec>,
+    credentials: Option<(String, String)>,
+    mariadbd: Option<Daemon>,
+    /// The database and user exist (made once the node is up).
+    prepared: bool,
+    synced: bool,
+    last_check: Option<Instant>,
+    /// Why it does not run yet, when it waits for something.
+    waiting: Option<String>,
+    error: Option<String>,
+    /// It was Synced once: from then on an exit is a failure, not a transfer to retry.
+    joined: bool,
+    /// State transfers that failed.
+    failed_joins: u32,
+}
+
+impl Mysql {
+    pub fn new(env: RoleEnv) -> Self {
+        Self {
+            dir: env.work_dir.join("mysql"),
+            env,
+            spec: None,
+            credentials: None,
+            mariadbd: None,
+            prepared: false,
+            synced: false,
+            last_check: None,
+            waiting: None,
+            error: None,
+            joined: false,
+            failed_joins: 0,
+        }
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.join("mysqld.sock")
+    }
+
+    fn config(&self) -> PathBuf {
+        self.dir.join("my.cnf")
+    }
+
+    /// The other mysql nodes with an address.
+    fn peers<'a>(&self, spec: &'a ServiceNodeSpec) -> Vec<&'a Member> {
+        spec.members
+            .iter()
+            .filter(|m| m.role == "mysql" && m.name != self.env.node)
+            .collect()
+    }
+
+    /// Writes the configuration, initialises the data folder once, and starts the node:
+    /// bootstrapping the cluster, or joining the peers that answer.
+    async fn start(&mut self, spec: &ServiceNodeSpec) -> Result<(), String> {
+        let (_, password) = self.credentials.clone().expect("read before start");
+        let run_as = run_as(&self.env.work_dir);
+        for sub in ["data", "tmp"] {
+            let path = self.dir.join(sub);
+            std::fs::create_dir_all(&path)
+                .map_err(|e| format!("create {}: {e}", path.display()))?;
+        }
+        let logs = self.env.work_dir.join("logs");
+        std::fs::create_dir_all(&logs).map_err(|e| format!("create {}: {e}", logs.display()))?;
+        let peers: Vec<String> = self.peers(spec).iter().map(|m| m.address.clone()).collect();
+        let mut answering = Vec::new();
+        for peer in &peers {
+            if daemon::listening(&format!("{peer}:{GALERA_PORT}")).await {
+                answering.push(peer.clone());
+            }
+        }
+        let first = first_mysql(&spec.members).is_none_or(|m| m.name == self.env.node);
+        let bootstrap = answering.is_empty();
+        if bootstrap && !first {
+            self.waiting = Some("waiting for the first node to bootstrap the cluster".into());
+            return Ok(());
+        }
+        // One state transfer at a time: every lower ordinal serves before this one joins.
+        let mine = ordinal(&self.env.node);
+        for peer in self.peers(spec) {
+            if ordinal(&peer.name) < mine
+                && !daemon::listening(&format!("{}:{PORT}", peer.address)).await
+            {
+                self.waiting = Some(format!("waiting for {} to join first", peer.name));
+                return Ok(());
+            }
+        }
+        self.waiting = None;
+        let cnf = my_cnf(
+            &self.dir,
+            &self.env.address,
+            &spec.service,
+            &self.env.node,
+            &answering,
+            &password,
+        );
+        daemon::write_if_changed(&self.config(), &cnf)?;
+        if run_as == "mysql" {
+            chown_mysql(&self.dir)?;
+        }
+        if !self.dir.join("data/mysql").is_dir() {
+            install_db(&self.config(), run_as).await?;
+        }
+        let program = daemon::find(&["mariadbd", "mysqld"], "mariadb-server")?;
+        let mut args = vec![
+            format!("--defaults-file={}", self.config().display()),
+            format!("--user={run_as}"),
+        ];
+        if bootstrap {
+            args.push("--wsrep-new-cluster".into());
+        }
+        tracing::info!(bootstrap, peers = ?answering, "starting MariaDB");
+        let mut mariadbd = Daemon::new(
+            "mariadbd",
+            program,
+            args,
+            logs.join("mariadbd.out"),
+            Signal::SIGTERM,
+        );
+        mariadbd.ensure_started()?;
+        self.mariadbd = Some(mariadbd);
+        Ok(())
+    }
+
+    /// Runs SQL as the node's root (unix-socket authentication); its output.
+    async fn sql(&self, statement: &str) -> Result<String, String> {
+        let client = daemon::find(&["mariadb", "mysql"], "mariadb-client")?;
+        let out = tokio::process::Command::new(client)
+            .arg(format!("--socket={}", self.socket().display()))
+            .args(["-uroot", "--batch", "--skip-column-names", "-e", statement])
+            .output()
+            .await
+            .map_err(|e| format!("run the mariadb client: {e}"))?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+        }
+    }
+
+    /// The database, the Service's user and the state-transfer user, made once per node
+    /// (Galera replicates them; doing it again is harmless).
+    async fn prepare(&mut self, spec: &ServiceNodeSpec) -> Result<(), String> {
+        let (user, password) = self.credentials.clone().expect("read before start");
+        let (user, password) = (quote(&user), quote(&password));
+        let database = database(spec);
+        let statement = format!(
+            "CREATE DATABASE IF NOT EXISTS `{database}`;
+             CREATE USER IF NOT EXISTS '{user}'@'%' IDENTIFIED BY '{password}';
+             ALTER USER '{user}'@'%' IDENTIFIED BY '{password}';
+             GRANT ALL ON `{database}`.* TO '{user}'@'%';
+             CREATE USER IF NOT EXISTS 'sst'@'localhost' IDENTIFIED BY '{password}';
+             GRANT RELOAD, PROCESS, LOCK TABLES, BINLOG MONITOR ON *.* TO 'sst'@'localhost';"
+        );
+        self.sql(&statement).await.map(|_| ())
+    }
+}
+
+#[async_trait::async_trait]
+impl Role for Mysql {
+    async fn apply(&mut self, spec: &ServiceNodeSpec) {
+        self.spec = Some(spec.clone());
+        self.poll().await;
+    }
+
+    async fn poll(&mut self) {
+        let Some(spec) = self.spec.clone() else {
+            return;
+        };
+        if spec.drain.as_ref().is_some_and(|d| d.released) {
+            return;
+        }
+        if self.credentials.is_none() {
+            match super::read_credentials(&self.env, &mysql::secret_name(&spec.service)).await {
+                Ok(c) => self.credentials = Some(c),
+                Err(e) => {
+                    self.waiting = Some(e);
+                    return;
+                }
+            }
+        }
+        let Some(mariadbd) = self.mariadbd.as_mut() else {
+            if let Err(e) = self.start(&spec).await {
+                self.error = Some(e);
+            }
+            return;
+        };
+        if !mariadbd.running() {
+            self.synced = false;
+            let log = tail(&self.env.work_dir.join("logs/mariadbd.out"));
+            if self.joined || self.failed_joins >= MAX_FAILED_JOINS {
+                self.error = Some(format!("{}; its log: {log}", mariadbd.exited_message()));
+                return;
+            }
+            // A join that failed (its state transfer broke off) starts again from nothing.
+            self.failed_joins += 1;
+            tracing::warn!(attempt = self.failed_joins, %log, "joining the cluster failed");
+            self.mariadbd = None;
+            let _ = std::fs::remove_dir_all(self.dir.join("data"));
+            self.waiting = Some(format!(
+                "joining failed {} times, retrying: {log}",
+                self.failed_joins
+            ));
+            return;
+        }
+        if self.last_check.is_some_and(|t| t.elapsed() < CHECK_EVERY) {
+            return;
+        }
+        self.last_check = Some(Instant::now());
+        let state = self
+            .sql("SHOW STATUS LIKE 'wsrep_local_state_comment'")
+            .await;
+        self.synced = state.as_deref().is_ok_and(|s| s.ends_with("Synced"));
+        self.joined |= self.synced;
+        if self.synced && !self.prepared {
+            match self.prepare(&spec).await {
+                Ok(()) => {
+                    self.prepared = true;
+                    self.error = None;
+                }
+                Err(e) => self.error = Some(format!("create the database and user: {e}")),
+            }
+        }
+    }
+
+    fn report(&self) -> RoleReport {
+        let (state, message) = if let Some(e) = &self.error {
+            (AgentState::Failed, e.clone())
+        } else if let Some(w) = self.waiting.as_ref().filter(|_| self.mariadbd.is_none()) {
+            (AgentState::Starting, w.clone())
+        } else if self.synced && self.prepared {
+            (
+                AgentState::Ready,
+                format!("Synced, serving {}:{PORT}", self.env.address),
+            )
+        } else {
+            (AgentState::Starting, "starting MariaDB".into())
+        };
+        RoleReport {
+            state: Some(state),
+            message: Some(message),
+            code_version: self
+                .spec
+                .as_ref()
+                .and_then(|s| s.code.as_ref().map(|c| c.version.clone())),
+            ..Default::default()
+        }
+    }
+
+    async fn drain(&mut self) {
+        // A clean shutdown: the cluster sees the member leave.
+        if let Some(mut d) = self.mariadbd.take() {
+            d.stop(STOP_GRACE).await;
+        }
+    }
+
+    fn drained(&self) -> bool {
+        self.mariadbd.is_none()
+    }
+
+    async fn shutdown(&mut self) {
+        if let Some(d) = self.mariadbd.as_mut() {
+            d.stop(STOP_GRACE).await;
+        }
+    }
+}
+
+/// The database of the setting `database`, or the type's default.
+fn database(spec: &ServiceNodeSpec) -> String {
+    spec.settings.get("database").cloned().unwrap_or_else(|| {
+        ServiceType::Mysql
+            .descriptor()
+            .setting("database")
+            .and_then(|s| s.default)
+            .unwrap_or("conpaas")
+            .to_string()
+    })
+}
+
+/// The mysql member with the lowest ordinal: it bootstraps a new cluster.
+fn first_mysql(members: &[Member]) -> Option<&Member> {
+    members
+        .iter()
+        .filter(|m| m.role == "mysql")
+        .min_by_key(|m| ordinal(&m.name))
+}
+
+/// A node's ordinal, from its name `<service>-<role>-<n>`.
+fn ordinal(node: &str) -> u32 {
+    node.rsplit('-')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(u32::MAX)
+}
+
+/// The node's MariaDB configuration: its own folders and address, Galera with the peers that
+/// answer (none: a new cluster), state transfers by mariabackup.
+fn my_cnf(
+    dir: &Path,
+    address: &str,
+    cluster: &str,
+    node: &str,
+    peers: &[String],
+    sst_password: &str,
+) -> String {
+    let d = dir.display();
+    format!(
+        "# Written by the ConPaaS agent.
+[mysqld]
+datadir={d}/data
+socket={d}/mysqld.sock
+pid-file={d}/mysqld.pid
+tmpdir={d}/tmp
+bind-address={address}
+port={PORT}
+skip-name-resolve
+binlog_format=ROW
+default_storage_engine=InnoDB
+innodb_autoinc_lock_mode=2
+innodb_buffer_pool_size=64M
+wsrep_on=ON
+wsrep_provider=/usr/lib/galera/libgalera_smm.so
+wsrep_cluster_name={cluster}
+wsrep_cluster_address=gcomm://{peers}
+wsrep_node_address={address}
+wsrep_node_name={node}
+wsrep_provider_options=\"gmcast.listen_addr=tcp://{address}:{GALERA_PORT}; ist.recv_addr={address}:4568\"
+wsrep_sst_receive_address={address}:4444
+wsrep_sst_method=mariabackup
+wsrep_sst_auth=sst:{sst_password}
+
+[client]
+socket={d}/mysqld.sock
+",
+        peers = peers
+            .iter()
+            .map(|p| format!("{p}:{GALERA_PORT}"))
+            .collect::<Vec<_>>()
+            .join(","),
+    )
+}
+
+/// Initialises an empty data folder.
+async fn install_db(config: &Path, run_as: &str) -> Result<(), String> {
+    let program = daemon::find(
+        &["mariadb-install-db", "mysql_install_db"],
+        "mariadb-server",
+    )?;
+    let out = tokio::process::Command::new(&program)
+        .arg(format!("--defaults-file={}", config.display()))
+        .arg(format!("--user={run_as}"))
+        .arg("--skip-test-db")
+        .output()
+        .await
+        .map_err(|e| format!("run {}: {e}", program.display()))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "initialise the data folder: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// `mysql` when the agent runs as root and that user can reach the work folder (state
+/// transfers fail as root); otherwise the agent's own user.
+fn run_as(work_dir: &Path) -> &'static str {
+    use std::os::unix::fs::PermissionsExt;
+    let exists = nix::unistd::User::from_name("mysql")
+        .ok()
+        .flatten()
+        .is_some();
+    let reachable = work_dir
+        .ancestors()
+        .all(|a| std::fs::metadata(a).is_ok_and(|m| m.permissions().mode() & 0o001 != 0));
+    if nix::unistd::geteuid().is_root() && exists && reachable {
+        "mysql"
+    } else {
+        "root"
+    }
+}
+
+fn chown_mysql(dir: &Path) -> Result<(), String> {
+    let status = std::process::Command::new("chown")
+        .args(["-R", "mysql:mysql"])
+        .arg(dir)
+        .status()
+        .map_err(|e| format!("chown {}: {e}", dir.display()))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("chown {} to mysql failed", dir.display()))
+    }
+}
+
+/// Text safe inside a single-quoted SQL string.
+fn quote(text: &str) -> String {
+    text.replace('\\', "\\\\").replace('\'', "\\'")
+}
+
+/// The last lines of a log, for a message.
+fn tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().rev().take(3).collect();
+    lines.into_iter().rev().collect::<Vec<_>>().join(" | ")
+}

@@ -1,0 +1,45 @@
+//! mysql: ConPaaS' MySQL service on MariaDB with Galera: every node is a master of one
+//! multi-master cluster, the first bootstraps it and the others join by state transfer.
+
+use super::{Access, RoleDescriptor, SettingCheck, SettingDescriptor, TypeDescriptor};
+
+/// The Secret holding a mysql Service's credentials (`username`, `password`).
+pub fn secret_name(service: &str) -> String {
+    format!("{service}-mysql")
+}
+
+/// The mysql type.
+pub const DESCRIPTOR: TypeDescriptor = TypeDescriptor {
+    name: "mysql",
+    summary: "ConPaaS' MySQL service: MariaDB with Galera, every node a master of one cluster (the first bootstraps it, the others join by state transfer with mariabackup). The credentials are in the Secret `<service>-mysql` (`username`, `password`; a random password unless it exists); the database named by the setting `database` is created at start. `status.endpoint` is `host:port` of the first node.",
+    roles: &[RoleDescriptor {
+        name: "mysql",
+        summary: "a MariaDB Galera node on port 3306; Ready once Synced and answering queries",
+        default_count: 1,
+        min: 1,
+        max: None,
+    }],
+    default_role: "mysql",
+    settings: &[SettingDescriptor {
+        key: "database",
+        description: "the database created at start, which links name",
+        default: Some("conpaas"),
+        check: SettingCheck::Name { max_len: 64 },
+    }],
+    members: true,
+    link_exports: &[
+        ("HOST", "the address clients connect to"),
+        ("PORT", "its port (3306)"),
+        ("USER", "the user of the Secret `<service>-mysql`"),
+        ("PASSWORD", "its password"),
+        ("DATABASE", "the database of the setting `database`"),
+        ("URL", "`mysql://user:password@host:port/database`"),
+    ],
+    routers: &[],
+    drain_seconds: 1,
+    access: None,
+    endpoint: Some(Access {
+        role: "mysql",
+        url: "{address}:3306",
+    }),
+};

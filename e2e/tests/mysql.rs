@@ -1,0 +1,262 @@
+//! mysql on Debian's MariaDB with Galera, linked to a php Service: the credentials Secret is made
+//! once, the php backends see the link's environment, a PHP application writes and reads rows
+//! through it, the rows outlive a scale of the php tier, and deleting both leaves nothing running.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::*;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use serde_json::json;
+
+const ROWS: &str = r#"<?php
+$db = new mysqli(getenv('DB_HOST'), getenv('DB_USER'), getenv('DB_PASSWORD'), getenv('DB_DATABASE'), (int) getenv('DB_PORT'));
+$db->query('CREATE TABLE IF NOT EXISTS notes (id INT AUTO_INCREMENT PRIMARY KEY, text VARCHAR(64))');
+if ($_SERVER['REQUEST_METHOD'] === 'POST') {
+    $db->query("INSERT INTO notes (text) VALUES ('" . $db->real_escape_string($_GET['text'] ?? '') . "')");
+}
+echo $db->query('SELECT COUNT(*) FROM notes')->fetch_row()[0];
+"#;
+static WRITES_DONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+const URL: &str = "<?php echo preg_replace('/:[^:@]*@/', ':***@', getenv('DB_URL'));\n";
+
+fn archive() -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for (name, body) in [("rows.php", ROWS), ("url.php", URL)] {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(body.len() as u64);
+        header.set_mode(0o644);
+        builder
+            .append_data(&mut header, name, body.as_bytes())
+            .unwrap();
+    }
+    builder.into_inner().unwrap()
+}
+
+fn site(backends: i32) -> serde_json::Value {
+    json!({
+        "apiVersion": "conpaas.io/v1alpha1", "kind": "Service",
+        "metadata": {"name": "site"},
+        "spec": {
+            "application": "demo", "type": "php",
+            "roles": [{"name": "proxy", "count": 1}, {"name": "backend", "count": backends}],
+            "links": [{"service": "db", "as": "DB"}],
+            "code": {"active": "v1", "versions": [{"name": "v1", "configMap": {"name": "site-code", "key": "code.tar"}}]}
+        }
+    })
+}
+
+/// A request on a fresh connection to the proxy: the status and body (status 0 and the error
+/// when the connection failed).
+async fn call(proxy: &str, method: &str, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {proxy}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n"
+    );
+    let mut response = String::new();
+    let sent = async {
+        let mut stream = tokio::net::TcpStream::connect((proxy, 80)).await?;
+        stream.write_all(head.as_bytes()).await?;
+        stream.read_to_string(&mut response).await
+    }
+    .await;
+    if let Err(e) = sent {
+        return (0, e.to_string());
+    }
+    let (top, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = top
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = if top
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        body.split("\r\n").nth(1).unwrap_or_default().to_string()
+    } else {
+        body.to_string()
+    };
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn php_writes_and_reads_rows_through_a_link_to_mysql() {
+    let env = env("mysql-e2e", 61).await;
+    env.apply_cloud_and_app().await;
+    let cms: Api<ConfigMap> = Api::namespaced(env.client.clone(), &env.ns);
+    let cm = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some("site-code".into()),
+            ..Default::default()
+        },
+        binary_data: Some(BTreeMap::from([(
+            "code.tar".to_string(),
+            ByteString(archive()),
+        )])),
+        ..Default::default()
+    };
+    cms.create(&PostParams::default(), &cm).await.unwrap();
+
+    // The php Service first: it waits for the database's endpoint rather than failing.
+    env.apply(&serde_yaml::to_string(&site(1)).unwrap()).await;
+    env.wait_service("site", "site waiting for its link", |s| {
+        let status = s.status.clone().unwrap_or_default();
+        !conpaas_crds::v1alpha1::is_condition_true(&status.conditions, "Ready")
+            && !conpaas_crds::v1alpha1::is_condition_true(&status.conditions, "Stalled")
+    })
+    .await;
+    env.apply("apiVersion: conpaas.io/v1alpha1\nkind: Service\nmetadata: {name: db}\nspec: {application: demo, type: mysql, settings: {database: shop}}\n")
+        .await;
+    env.wait_ready("db", "mysql 1/1").await;
+    let db = env.services().get("db").await.unwrap();
+    let endpoint = db.status.and_then(|s| s.endpoint).expect("status.endpoint");
+    assert!(endpoint.ends_with(":3306"), "{endpoint}");
+    let secrets: Api<Secret> = Api::namespaced(env.client.clone(), &env.ns);
+    let secret = secrets
+        .get("db-mysql")
+        .await
+        .expect("the credentials Secret");
+    let data = secret.data.clone().unwrap_or_default();
+    assert_eq!(
+        data.get("username").map(|v| v.0.as_slice()),
+        Some(&b"conpaas"[..])
+    );
+    assert!(data.get("password").is_some_and(|v| v.0.len() >= 16));
+
+    env.wait_ready("site", "proxy 1/1, web 0/0, backend 1/1")
+        .await;
+    let proxy = env
+        .services()
+        .get("site")
+        .await
+        .unwrap()
+        .status
+        .and_then(|s| s.url)
+        .expect("status.url")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let (_, url) = call(&proxy, "GET", "/url.php").await;
+    assert_eq!(url, format!("mysql://conpaas:***@{endpoint}/shop"));
+
+    // Rows written through the link are there, also after the php tier scaled.
+    for i in 1..=10 {
+        let (status, count) = call(&proxy, "POST", &format!("/rows.php?text=note{i}")).await;
+        assert_eq!((status, count), (200, i.to_string()));
+    }
+    let pp = PatchParams::apply("conpaas-e2e").force();
+    env.services()
+        .patch("site", &pp, &Patch::Apply(site(2)))
+        .await
+        .unwrap();
+    env.wait_ready("site", "proxy 1/1, web 0/0, backend 2/2")
+        .await;
+    for _ in 0..4 {
+        assert_eq!(call(&proxy, "GET", "/rows.php").await, (200, "10".into()));
+    }
+
+    // The database grows to three Galera nodes and back to two under writes: the joiners get
+    // the data by state transfer, the leaver goes cleanly, no acknowledged row is lost.
+    let writer = {
+        let proxy = proxy.clone();
+        tokio::spawn(async move {
+            let mut acknowledged = 10u64;
+            let stop = std::time::Instant::now() + std::time::Duration::from_secs(600);
+            while std::time::Instant::now() < stop {
+                let (status, count) = call(&proxy, "POST", "/rows.php?text=more").await;
+                if status == 200 && count.parse::<u64>().is_ok() {
+                    acknowledged += 1;
+                }
+                if WRITES_DONE.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+            }
+            acknowledged
+        })
+    };
+    let scale_db = |count: i32| {
+        json!({"apiVersion": "conpaas.io/v1alpha1", "kind": "Service", "metadata": {"name": "db"},
+            "spec": {"application": "demo", "type": "mysql", "replicas": count, "settings": {"database": "shop"}}})
+    };
+    let joined = std::time::Instant::now();
+    env.services()
+        .patch("db", &pp, &Patch::Apply(scale_db(3)))
+        .await
+        .unwrap();
+    env.wait_ready("db", "mysql 3/3").await;
+    println!(
+        "mysql 1 -> 3 under writes: {:.1}s",
+        joined.elapsed().as_secs_f64()
+    );
+    env.services()
+        .patch("db", &pp, &Patch::Apply(scale_db(2)))
+        .await
+        .unwrap();
+    env.wait_ready("db", "mysql 2/2").await;
+    conpaas_e2e::wait::until("the third node gone", LIMIT, || {
+        let env = &env;
+        async move { Ok(env.nodes("db").await.len() == 2) }
+    })
+    .await
+    .unwrap();
+    WRITES_DONE.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acknowledged = writer.await.unwrap();
+    let (_, count) = call(&proxy, "GET", "/rows.php").await;
+    println!("rows acknowledged {acknowledged}, in the database {count}");
+    assert_eq!(
+        count,
+        acknowledged.to_string(),
+        "every acknowledged row is there"
+    );
+    // The joiner has them too.
+    let password = String::from_utf8(data["password"].0.clone()).unwrap();
+    for node in env.nodes("db").await {
+        let address = node.status.and_then(|s| s.address).unwrap();
+        let out = std::process::Command::new("mariadb")
+            .args([
+                "-h",
+                &address,
+                "-uconpaas",
+                &format!("-p{password}"),
+                "shop",
+            ])
+            .args([
+                "--batch",
+                "--skip-column-names",
+                "-e",
+                "SELECT COUNT(*) FROM notes",
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            count,
+            "rows on {address}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    // Deleting both leaves no daemon running.
+    for name in ["site", "db"] {
+        env.services()
+            .delete(name, &Default::default())
+            .await
+            .unwrap();
+        env.wait_gone(name).await;
+    }
+    conpaas_e2e::wait::until("no VM left", LIMIT, || {
+        let env = &env;
+        async move { Ok(env.live_vms().is_empty()) }
+    })
+    .await
+    .unwrap();
+    assert!(
+        !daemons_running_under(env.state.path()),
+        "no nginx, php-fpm, redis or mariadbd left"
+    );
+}
