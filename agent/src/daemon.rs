@@ -158,7 +158,8 @@ impl Daemon {
         }
     }
 
-    fn pid(&mut self) -> Option<Pid> {
+    /// Its process id while it runs.
+    pub fn pid(&mut self) -> Option<Pid> {
         if !self.running() {
             return None;
         }
@@ -190,13 +191,56 @@ fn record_group(pid: u32) {
     let Some(file) = std::env::var_os("CONPAAS_PROCESS_GROUPS") else {
         return;
     };
+    // With its start time (field 22 of /proc/PID/stat), so a pid reused later is not killed.
+    let started = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let after_name = stat.rsplit_once(')')?.1;
+            after_name.split_whitespace().nth(19).map(str::to_string)
+        })
+        .unwrap_or_default();
     let written = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(&file)
-        .and_then(|mut f| writeln!(f, "{pid}"));
+        .and_then(|mut f| writeln!(f, "{pid} {started}"));
     if let Err(e) = written {
         tracing::warn!(error = %e, "record the daemon's process group");
+    }
+}
+
+/// The processes whose parent is `parent` (an nginx master's workers).
+pub fn children(parent: Pid) -> Vec<Pid> {
+    let parent = parent.as_raw().to_string();
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            let ppid = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?;
+            (ppid == parent).then_some(Pid::from_raw(pid))
+        })
+        .collect()
+}
+
+/// Waits until each of `workers` has exited or is shutting down (nginx renames a worker that
+/// stopped accepting connections "worker process is shutting down"); false after `limit`.
+pub async fn wait_retired(workers: &[Pid], limit: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let accepting = workers.iter().any(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| !String::from_utf8_lossy(&c).contains("shutting down"))
+        });
+        if !accepting {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -264,14 +264,23 @@ impl LocalCloud {
     }
 }
 
-/// Kills the process groups the VM's agent recorded in `file`: daemons that left the agent's
-/// group for a session of their own (php-fpm calls setsid) are part of the VM all the same.
+/// Kills the process groups the VM's agent recorded in `file` (`<pid> <start ticks>` a line):
+/// daemons that left the agent's group for a session of their own (php-fpm calls setsid) are
+/// part of the VM all the same. A group whose leader is gone, or whose pid now belongs to a
+/// process started at another time, is left alone.
 fn kill_recorded_groups(file: &Path) {
     let Ok(text) = fs::read_to_string(file) else {
         return;
     };
-    for pid in text.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
-        if pid > 1 {
+    for line in text.lines() {
+        let mut fields = line.split_whitespace();
+        let (Some(Ok(pid)), Some(Ok(ticks))) = (
+            fields.next().map(str::parse::<i32>),
+            fields.next().map(str::parse::<u64>),
+        ) else {
+            continue;
+        };
+        if pid > 1 && process_state(pid, ticks) == ProcessState::Alive {
             let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
         }
     }

@@ -345,7 +345,7 @@ async fn php_scales_its_backends_under_load_without_a_failed_request() {
         .unwrap();
     assert_eq!(third, "3");
 
-    // The leavers reported Drained before they went; the one left serves.
+    // The nodes left all serve.
     let left = env.nodes("site").await;
     assert!(left.iter().all(|n| {
         n.status

@@ -79,6 +79,16 @@ pub async fn read_credentials(env: &RoleEnv, name: &str) -> Result<(String, Stri
             .and_then(|d| d.get(key))
             .map(|v| String::from_utf8_lossy(&v.0).into_owned())
             .ok_or_else(|| format!("Secret {name} has no {key:?}"))
+            .and_then(|value| {
+                // The values go into configuration files and SQL strings.
+                if value.is_empty() || value.chars().any(|c| c.is_control() || "\"'#\\`".contains(c)) {
+                    Err(format!(
+                        "Secret {name}: {key:?} must be non-empty, without control characters, quotes, '#', '\\' or '`'"
+                    ))
+                } else {
+                    Ok(value)
+                }
+            })
     };
     Ok((field("username")?, field("password")?))
 }

@@ -22,6 +22,8 @@ const GALERA_PORT: u16 = 4567;
 const CHECK_EVERY: Duration = Duration::from_secs(2);
 /// How long a clean shutdown may take.
 const STOP_GRACE: Duration = Duration::from_secs(60);
+/// Looks finding no peer answering before the first node bootstraps (about half a second each).
+const QUIET_LOOKS: u32 = 6;
 /// Failed state transfers after which the node reports Failed.
 const MAX_FAILED_JOINS: u32 = 3;
 
@@ -42,6 +44,8 @@ pub struct Mysql {
     joined: bool,
     /// State transfers that failed.
     failed_joins: u32,
+    /// Looks that found no peer answering, before a bootstrap.
+    quiet_looks: u32,
 }
 
 impl Mysql {
@@ -59,6 +63,7 @@ impl Mysql {
             error: None,
             joined: false,
             failed_joins: 0,
+            quiet_looks: 0,
         }
     }
 
@@ -97,11 +102,27 @@ impl Mysql {
                 answering.push(peer.clone());
             }
         }
-        let first = first_mysql(&spec.members).is_none_or(|m| m.name == self.env.node);
+        // Only a node that sees itself in the member list knows who is first; a node made in
+        // the same pass as its peers starts with an empty list.
+        if !spec.members.iter().any(|m| m.name == self.env.node) {
+            self.waiting = Some("waiting for the member list".into());
+            return Ok(());
+        }
+        let first = first_mysql(&spec.members).is_some_and(|m| m.name == self.env.node);
         let bootstrap = answering.is_empty();
         if bootstrap && !first {
             self.waiting = Some("waiting for the first node to bootstrap the cluster".into());
             return Ok(());
+        }
+        if bootstrap && !peers.is_empty() {
+            // A peer that is only slow to answer must not make this node start a second
+            // cluster: look a few times over a few seconds first.
+            self.quiet_looks += 1;
+            if self.quiet_looks < QUIET_LOOKS {
+                self.waiting =
+                    Some("making sure no peer runs a cluster before bootstrapping".into());
+                return Ok(());
+            }
         }
         // One state transfer at a time: every lower ordinal serves before this one joins.
         let mine = ordinal(&self.env.node);

@@ -430,7 +430,8 @@ fn drain_steps(
             .copied()
             .find(|r| *r == drain.reason)
             .unwrap_or("ScaledDown");
-        let gone = node.suspect || node.unhealthy.is_some() || node.agent_failure.is_some();
+        // Confirmed unhealthy, not a blip: until released, routers may still send it requests.
+        let gone = node.unhealthy.is_some() || node.agent_failure.is_some();
         if node.drained || gone {
             actions.push(Action::DeleteNode {
                 name: node.name.clone(),
@@ -861,9 +862,11 @@ mod tests {
             steps(&d, &nodes),
             vec![pair("svc-backend-1", "delete:ScaledDown")]
         );
-        // A leaving node that stops serving on its own is deleted at once.
+        // A leaving node that stops serving on its own is deleted at once; a blip is waited out.
         nodes[2].drained = false;
         nodes[2].suspect = true;
+        assert_eq!(steps(&d, &nodes), vec![]);
+        nodes[2].unhealthy = Some("HeartbeatStale");
         assert_eq!(
             steps(&d, &nodes),
             vec![pair("svc-backend-1", "delete:ScaledDown")]

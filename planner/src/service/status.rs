@@ -183,11 +183,10 @@ pub fn build(
         url: desired
             .as_ref()
             .ok()
-            .and_then(|d| access_point(d.service_type.descriptor().access.as_ref()?, nodes)),
-        endpoint: desired
-            .as_ref()
-            .ok()
-            .and_then(|d| access_point(d.service_type.descriptor().endpoint.as_ref()?, nodes)),
+            .and_then(|d| access_point(d.service_type.descriptor().access.as_ref()?, nodes, false)),
+        endpoint: desired.as_ref().ok().and_then(|d| {
+            access_point(d.service_type.descriptor().endpoint.as_ref()?, nodes, true)
+        }),
         ready: (!roles.is_empty()).then_some(ready_text),
         remediation_resumed_at,
         roles,
@@ -201,17 +200,23 @@ pub fn build(
     }
 }
 
-/// Where clients reach the service: on the first node of the access role that has an address.
-fn access_point(access: &Access, nodes: &[ObservedNode]) -> Option<String> {
+/// Where clients reach the service: on the first node of the access role that has an address
+/// (with `serving_first`, the first that serves: a link must not follow a replacement that is
+/// still joining; a URL people keep stays on the first node).
+fn access_point(access: &Access, nodes: &[ObservedNode], serving_first: bool) -> Option<String> {
     nodes
         .iter()
         .filter(|n| n.spec.role == access.role && !n.deleting && n.spec.drain.is_none())
         .filter_map(|n| {
             let ordinal: u32 = n.name.rsplit('-').next()?.parse().ok()?;
-            Some((ordinal, n.address.as_deref()?))
+            Some((
+                serving_first && !n.agent_ready,
+                ordinal,
+                n.address.as_deref()?,
+            ))
         })
         .min()
-        .map(|(_, address)| access.url(address))
+        .map(|(_, _, address)| access.url(address))
 }
 
 /// Whether these conditions say that replacing unhealthy nodes is held for an outage.

@@ -23,6 +23,8 @@ use super::{Role, RoleEnv, RoleReport};
 use crate::code;
 use crate::daemon::{self, Daemon};
 
+/// How soon a failed or waiting convergence is tried again.
+const RETRY: Duration = Duration::from_secs(5);
 /// How long daemons get to finish their requests when the node stops.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
@@ -45,6 +47,8 @@ pub struct Php {
     spec_code: Option<String>,
     /// What the backend waits for (a linked service without an endpoint yet).
     waiting: Option<String>,
+    spec: Option<ServiceNodeSpec>,
+    last_converge: Option<std::time::Instant>,
 }
 
 impl Php {
@@ -65,6 +69,8 @@ impl Php {
             listening: false,
             spec_code: None,
             waiting: None,
+            spec: None,
+            last_converge: None,
         }
     }
 
@@ -147,50 +153,57 @@ impl Php {
         }
     }
 
-    fn nginx_config(&mut self, spec: &ServiceNodeSpec) -> String {
+    /// The nginx configuration of the node's role, and for a proxy the members it routes to.
+    fn nginx_config(&self, spec: &ServiceNodeSpec) -> (String, Option<Vec<String>>) {
         let address = self.env.address.as_str();
         let max_body = setting(spec, "post_max_size");
         match self.role.as_str() {
             "proxy" => {
                 let backends = ready_members(&spec.members, "backend");
                 let webs = ready_members(&spec.members, "web");
-                self.routes_to = Some(
-                    backends
-                        .iter()
-                        .chain(&webs)
-                        .map(|m| m.name.clone())
-                        .collect(),
-                );
-                config::proxy_nginx(
+                let routes = backends.iter().chain(&webs).map(|m| m.name.clone());
+                let text = config::proxy_nginx(
                     &self.dir,
                     self.user,
                     address,
                     &addresses(&backends),
                     &addresses(&webs),
                     &max_body,
-                )
+                );
+                (text, Some(routes.collect()))
             }
-            "web" => config::web_nginx(&self.dir, self.user, address, &self.www()),
-            _ => config::backend_nginx(
-                &self.dir,
-                self.user,
-                address,
-                &self.www(),
-                &self.dir.join("fpm.sock"),
-                &max_body,
+            "web" => (
+                config::web_nginx(&self.dir, self.user, address, &self.www()),
+                None,
+            ),
+            _ => (
+                config::backend_nginx(
+                    &self.dir,
+                    self.user,
+                    address,
+                    &self.www(),
+                    &self.dir.join("fpm.sock"),
+                    &max_body,
+                ),
+                None,
             ),
         }
     }
 
     /// Writes the nginx configuration and starts nginx, or reloads it gracefully when the
-    /// configuration changed (checked first: a refused one leaves the running one serving).
+    /// configuration changed. A new configuration is checked before it replaces the running one:
+    /// a refused one never lands, so the next apply checks (and refuses) it again, and a proxy
+    /// reports the members it routes to only once its configuration says so.
     async fn converge_nginx(&mut self, spec: &ServiceNodeSpec) -> Result<(), String> {
         let program = daemon::find(&["nginx"], "nginx")?;
         let conf = self.dir.join("nginx.conf");
-        let text = self.nginx_config(spec);
-        let changed = daemon::write_if_changed(&conf, &text)?;
+        let (text, routes) = self.nginx_config(spec);
+        let changed = std::fs::read_to_string(&conf).ok().as_deref() != Some(text.as_str());
         if changed {
-            check_nginx(&program, &conf).await?;
+            let next = self.dir.join("nginx.conf.next");
+            std::fs::write(&next, &text).map_err(|e| format!("write {}: {e}", next.display()))?;
+            check_nginx(&program, &next).await?;
+            std::fs::rename(&next, &conf).map_err(|e| format!("write {}: {e}", conf.display()))?;
         }
         let nginx = self.nginx.get_or_insert_with(|| {
             Daemon::new(
@@ -210,10 +223,17 @@ impl Php {
                 Signal::SIGQUIT,
             )
         });
-        if changed && nginx.running() {
+        if changed && let Some(master) = nginx.pid() {
+            let old = daemon::children(master);
             nginx.signal(Signal::SIGHUP);
+            // The reload has taken effect once no old worker accepts connections any more.
+            if !daemon::wait_retired(&old, Duration::from_secs(5)).await {
+                tracing::warn!("nginx's old workers still accept connections 5 s after a reload");
+            }
         }
-        nginx.ensure_started()
+        nginx.ensure_started()?;
+        self.routes_to = routes;
+        Ok(())
     }
 
     /// The linked services' environment (`DB_HOST`, `DB_PORT`, `DB_USER`, `DB_PASSWORD`,
@@ -330,11 +350,9 @@ impl Php {
             .into_iter()
             .flatten()
     }
-}
 
-#[async_trait::async_trait]
-impl Role for Php {
-    async fn apply(&mut self, spec: &ServiceNodeSpec) {
+    /// Converges the node's daemons to `spec`; what fails is kept in `error` (tried again).
+    async fn converge(&mut self, spec: &ServiceNodeSpec) {
         self.role = spec.role.clone();
         self.spec_code = spec.code.as_ref().map(|c| c.version.clone());
         let result = async {
@@ -355,10 +373,11 @@ impl Role for Php {
         }
         .await;
         self.error = result.err();
-        self.poll().await;
+        self.last_converge = Some(std::time::Instant::now());
     }
 
-    async fn poll(&mut self) {
+    /// Restarts daemons that died, and notes when the node starts listening.
+    async fn watch_daemons(&mut self) {
         let mut dead = None;
         for d in self.daemons() {
             if !d.running() {
@@ -382,6 +401,28 @@ impl Role for Php {
             {
                 self.error = None;
             }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Role for Php {
+    async fn apply(&mut self, spec: &ServiceNodeSpec) {
+        self.spec = Some(spec.clone());
+        self.converge(spec).await;
+        self.poll().await;
+    }
+
+    async fn poll(&mut self) {
+        self.watch_daemons().await;
+        // What failed or waited (a Secret not yet readable, a linked service without an
+        // endpoint) is tried again, not left until the next spec.
+        let stuck = self.waiting.is_some() || self.error.is_some() || self.code_error.is_some();
+        if stuck
+            && self.last_converge.is_none_or(|t| t.elapsed() >= RETRY)
+            && let Some(spec) = self.spec.clone()
+        {
+            self.converge(&spec).await;
         }
     }
 
