@@ -244,6 +244,35 @@ pub async fn wait_retired(workers: &[Pid], limit: Duration) -> bool {
     }
 }
 
+/// `user` when the agent runs as root, the user exists and it can reach `dir` (every folder
+/// above it searchable by others): the daemons' workers then run as it. None otherwise: they run
+/// as the agent's own user.
+pub fn unprivileged_user(user: &'static str, dir: &Path) -> Option<&'static str> {
+    use std::os::unix::fs::PermissionsExt;
+    let exists = nix::unistd::User::from_name(user).ok().flatten().is_some();
+    let reachable = dir
+        .ancestors()
+        .all(|a| std::fs::metadata(a).is_ok_and(|m| m.permissions().mode() & 0o001 != 0));
+    (nix::unistd::geteuid().is_root() && exists && reachable).then_some(user)
+}
+
+/// Runs `program args` to its end; on failure, `what` and the program's own words.
+pub async fn run_checked(program: &Path, args: &[String], what: &str) -> Result<(), String> {
+    let out = tokio::process::Command::new(program)
+        .args(args)
+        .output()
+        .await
+        .map_err(|e| format!("run {}: {e}", program.display()))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
 /// Writes `contents` to `path` when it differs; whether it changed.
 pub fn write_if_changed(path: &Path, contents: &str) -> Result<bool, String> {
     if std::fs::read_to_string(path).is_ok_and(|old| old == contents) {

@@ -22,16 +22,7 @@ fn archive() -> Vec<u8> {
         ("interrupt.sh", "echo interrupted > ../../interrupt.txt\n"),
         ("cleanup.sh", "echo cleaned > ../../cleanup.txt\n"),
     ];
-    let mut builder = tar::Builder::new(Vec::new());
-    for (name, body) in scripts {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(body.len() as u64);
-        header.set_mode(0o755);
-        builder
-            .append_data(&mut header, name, body.as_bytes())
-            .unwrap();
-    }
-    builder.into_inner().unwrap()
+    tar_of(&scripts, 0o755)
 }
 
 fn service(nodes: i32) -> serde_json::Value {
@@ -48,19 +39,7 @@ fn service(nodes: i32) -> serde_json::Value {
 
 /// The ConfigMap `gen-code` holding the scripts' archive.
 async fn create_code(env: &Env) {
-    let cms: Api<ConfigMap> = Api::namespaced(env.client.clone(), &env.ns);
-    let cm = ConfigMap {
-        metadata: ObjectMeta {
-            name: Some("gen-code".into()),
-            ..Default::default()
-        },
-        binary_data: Some(BTreeMap::from([(
-            "code.tar".to_string(),
-            ByteString(archive()),
-        )])),
-        ..Default::default()
-    };
-    cms.create(&PostParams::default(), &cm).await.unwrap();
+    create_config_map(env, "gen-code", "code.tar", archive()).await;
 }
 
 fn vm_file(env: &Env, token: &str, file: &str) -> Option<String> {

@@ -4,12 +4,9 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-
 use common::*;
-use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 
 const ROWS: &str = r#"<?php
@@ -25,16 +22,7 @@ static WRITES_DONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBoo
 const URL: &str = "<?php echo preg_replace('/:[^:@]*@/', ':***@', getenv('DB_URL'));\n";
 
 fn archive() -> Vec<u8> {
-    let mut builder = tar::Builder::new(Vec::new());
-    for (name, body) in [("rows.php", ROWS), ("url.php", URL)] {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(body.len() as u64);
-        header.set_mode(0o644);
-        builder
-            .append_data(&mut header, name, body.as_bytes())
-            .unwrap();
-    }
-    builder.into_inner().unwrap()
+    tar_of(&[("rows.php", ROWS), ("url.php", URL)], 0o644)
 }
 
 fn site(backends: i32) -> serde_json::Value {
@@ -88,19 +76,7 @@ async fn call(proxy: &str, method: &str, path: &str) -> (u16, String) {
 async fn php_writes_and_reads_rows_through_a_link_to_mysql() {
     let env = env("mysql-e2e", 61).await;
     env.apply_cloud_and_app().await;
-    let cms: Api<ConfigMap> = Api::namespaced(env.client.clone(), &env.ns);
-    let cm = ConfigMap {
-        metadata: ObjectMeta {
-            name: Some("site-code".into()),
-            ..Default::default()
-        },
-        binary_data: Some(BTreeMap::from([(
-            "code.tar".to_string(),
-            ByteString(archive()),
-        )])),
-        ..Default::default()
-    };
-    cms.create(&PostParams::default(), &cm).await.unwrap();
+    create_config_map(&env, "site-code", "code.tar", archive()).await;
 
     // The php Service first: it waits for the database's endpoint rather than failing.
     env.apply(&serde_yaml::to_string(&site(1)).unwrap()).await;

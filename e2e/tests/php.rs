@@ -11,9 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use conpaas_crds::v1alpha1::AgentState;
-use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams};
 use serde_json::json;
 
 const INDEX: &str = "<?php echo 'v1 served by ', $_SERVER['SERVER_ADDR'];\n";
@@ -30,16 +28,7 @@ fn archive() -> Vec<u8> {
         ("slow.php", SLOW),
         ("hello.txt", "static hello\n"),
     ];
-    let mut builder = tar::Builder::new(Vec::new());
-    for (name, body) in files {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(body.len() as u64);
-        header.set_mode(0o644);
-        builder
-            .append_data(&mut header, name, body.as_bytes())
-            .unwrap();
-    }
-    builder.into_inner().unwrap()
+    tar_of(&files, 0o644)
 }
 
 fn service(backends: i32) -> serde_json::Value {
@@ -189,19 +178,7 @@ fn nginx_errors(env: &Env) -> String {
 }
 
 async fn create_code(env: &Env) {
-    let cms: Api<ConfigMap> = Api::namespaced(env.client.clone(), &env.ns);
-    let cm = ConfigMap {
-        metadata: ObjectMeta {
-            name: Some("site-code".into()),
-            ..Default::default()
-        },
-        binary_data: Some(BTreeMap::from([(
-            "code.tar".to_string(),
-            ByteString(archive()),
-        )])),
-        ..Default::default()
-    };
-    cms.create(&PostParams::default(), &cm).await.unwrap();
+    create_config_map(env, "site-code", "code.tar", archive()).await;
 }
 
 async fn scale(env: &Env, backends: i32) {

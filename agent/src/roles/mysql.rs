@@ -395,39 +395,17 @@ async fn install_db(config: &Path, run_as: &str) -> Result<(), String> {
         &["mariadb-install-db", "mysql_install_db"],
         "mariadb-server",
     )?;
-    let out = tokio::process::Command::new(&program)
-        .arg(format!("--defaults-file={}", config.display()))
-        .arg(format!("--user={run_as}"))
-        .arg("--skip-test-db")
-        .output()
-        .await
-        .map_err(|e| format!("run {}: {e}", program.display()))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "initialise the data folder: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
+    let args = [
+        format!("--defaults-file={}", config.display()),
+        format!("--user={run_as}"),
+        "--skip-test-db".into(),
+    ];
+    daemon::run_checked(&program, &args, "initialise the data folder").await
 }
 
-/// `mysql` when the agent runs as root and that user can reach the work folder (state
-/// transfers fail as root); otherwise the agent's own user.
+/// `mysql` where it can run MariaDB (state transfers fail as root), else `root`.
 fn run_as(work_dir: &Path) -> &'static str {
-    use std::os::unix::fs::PermissionsExt;
-    let exists = nix::unistd::User::from_name("mysql")
-        .ok()
-        .flatten()
-        .is_some();
-    let reachable = work_dir
-        .ancestors()
-        .all(|a| std::fs::metadata(a).is_ok_and(|m| m.permissions().mode() & 0o001 != 0));
-    if nix::unistd::geteuid().is_root() && exists && reachable {
-        "mysql"
-    } else {
-        "root"
-    }
+    daemon::unprivileged_user("mysql", work_dir).unwrap_or("root")
 }
 
 fn chown_mysql(dir: &Path) -> Result<(), String> {

@@ -292,3 +292,33 @@ pub fn daemons_running_under(dir: &std::path::Path) -> bool {
         .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
         .any(|cmdline| String::from_utf8_lossy(&cmdline).contains(&needle))
 }
+
+/// A tar archive of `files` (name, contents), each with `mode`.
+pub fn tar_of(files: &[(&str, &str)], mode: u32) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for (name, body) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(body.len() as u64);
+        header.set_mode(mode);
+        builder
+            .append_data(&mut header, name, body.as_bytes())
+            .unwrap();
+    }
+    builder.into_inner().unwrap()
+}
+
+/// Creates the ConfigMap `name` holding `bytes` under `key` (a code version's archive).
+pub async fn create_config_map(env: &Env, name: &str, key: &str, bytes: Vec<u8>) {
+    use k8s_openapi::ByteString;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let cms: Api<ConfigMap> = Api::namespaced(env.client.clone(), &env.ns);
+    let cm = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        binary_data: Some([(key.to_string(), ByteString(bytes))].into()),
+        ..Default::default()
+    };
+    cms.create(&PostParams::default(), &cm).await.unwrap();
+}

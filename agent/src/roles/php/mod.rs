@@ -55,7 +55,8 @@ impl Php {
     pub fn new(env: RoleEnv) -> Self {
         let dir = env.work_dir.join("php");
         Self {
-            user: worker_user(&env.work_dir),
+            // The web workers run as www-data where they can.
+            user: daemon::unprivileged_user("www-data", &env.work_dir),
             env,
             role: String::new(),
             dir,
@@ -512,34 +513,10 @@ fn switch_symlink(link: &Path, target: &Path) -> Result<(), String> {
 
 /// Runs `nginx -t` on a new configuration; its own words when it refuses.
 async fn check_nginx(program: &Path, conf: &Path) -> Result<(), String> {
-    let out = tokio::process::Command::new(program)
-        .args(["-t", "-q", "-e", "/dev/null", "-c"])
-        .arg(conf)
-        .output()
-        .await
-        .map_err(|e| format!("run {} -t: {e}", program.display()))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "nginx refused its configuration: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-/// The user the web workers run as: `www-data` when the agent runs as root and that user can
-/// reach the work folder; otherwise the agent's own user.
-fn worker_user(work_dir: &Path) -> Option<&'static str> {
-    use std::os::unix::fs::PermissionsExt;
-    if !nix::unistd::geteuid().is_root() || nix::unistd::User::from_name("www-data").ok()?.is_none()
-    {
-        return None;
-    }
-    let reachable = work_dir
-        .ancestors()
-        .all(|a| std::fs::metadata(a).is_ok_and(|m| m.permissions().mode() & 0o001 != 0));
-    reachable.then_some("www-data")
+    let args = ["-t", "-q", "-e", "/dev/null", "-c"].map(String::from);
+    let mut args = args.to_vec();
+    args.push(conf.display().to_string());
+    daemon::run_checked(program, &args, "nginx refused its configuration").await
 }
 
 /// Unpacked code is readable by the workers whatever the archive's modes said.
