@@ -3,12 +3,8 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-
 use common::*;
-use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams};
 use serde_json::json;
 
 fn archive() -> Vec<u8> {

@@ -41,35 +41,10 @@ fn site(backends: i32) -> serde_json::Value {
 /// A request on a fresh connection to the proxy: the status and body (status 0 and the error
 /// when the connection failed).
 async fn call(proxy: &str, method: &str, path: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nhost: {proxy}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n"
-    );
-    let mut response = String::new();
-    let sent = async {
-        let mut stream = tokio::net::TcpStream::connect((proxy, 80)).await?;
-        stream.write_all(head.as_bytes()).await?;
-        stream.read_to_string(&mut response).await
+    match http_send(proxy, method, path, &[]).await {
+        Ok((status, body, _)) => (status, body),
+        Err(e) => (0, format!("{e:#}")),
     }
-    .await;
-    if let Err(e) = sent {
-        return (0, e.to_string());
-    }
-    let (top, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    let status = top
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = if top
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        body.split("\r\n").nth(1).unwrap_or_default().to_string()
-    } else {
-        body.to_string()
-    };
-    (status, body)
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -51,55 +51,7 @@ async fn request(
     path: &str,
     headers: &[(&str, &str)],
 ) -> anyhow::Result<(u16, String, BTreeMap<String, String>)> {
-    send(address, "GET", path, headers).await
-}
-
-/// One HTTP/1.1 request on a fresh connection (a POST has an empty body).
-async fn send(
-    address: &str,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> anyhow::Result<(u16, String, BTreeMap<String, String>)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect((address, 80)).await?;
-    let mut head = format!("{method} {path} HTTP/1.1\r\nconnection: close\r\n");
-    if method == "POST" {
-        head.push_str("content-length: 0\r\n");
-    }
-    if !headers.iter().any(|(k, _)| *k == "host") {
-        head.push_str(&format!("host: {address}\r\n"));
-    }
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).await?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await?;
-    let (top, body) = response
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| anyhow::anyhow!("no header end in {response:?}"))?;
-    let mut lines = top.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| anyhow::anyhow!("no status in {top:?}"))?;
-    let headers = lines
-        .filter_map(|l| l.split_once(": "))
-        .map(|(k, v)| (k.to_ascii_lowercase(), v.to_string()))
-        .collect();
-    // Chunked bodies (PHP's) are one chunk here: drop the chunk framing.
-    let body = if top
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        body.split("\r\n").nth(1).unwrap_or_default().to_string()
-    } else {
-        body.to_string()
-    };
-    Ok((status, body, headers))
+    http_send(address, "GET", path, headers).await
 }
 
 /// Requests `path` until stopped; counts answers and failures (anything but 200), and which
@@ -134,7 +86,7 @@ impl Load {
             };
             tokio::spawn(async move {
                 while !load.stop.load(Ordering::Relaxed) {
-                    match send(&address, "POST", path, &[]).await {
+                    match http_send(&address, "POST", path, &[]).await {
                         Ok((200, body, _)) => {
                             load.ok.fetch_add(1, Ordering::Relaxed);
                             if let Some(by) = body.strip_prefix("v1 served by ") {
