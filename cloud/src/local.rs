@@ -36,7 +36,7 @@ pub const ENV_VM_ID: &str = "CONPAAS_VM_ID";
 /// Where a local VM's agent records the process groups of the daemons it starts, one id per
 /// line, so that terminating the VM stops them too.
 pub const ENV_PROCESS_GROUPS: &str = "CONPAAS_PROCESS_GROUPS";
-const PROCESS_GROUPS_FILE: &str = "process-groups";
+pub const PROCESS_GROUPS_FILE: &str = "process-groups";
 
 /// How a local cloud is set up.
 #[derive(Debug, Clone)]
@@ -268,7 +268,7 @@ impl LocalCloud {
 /// daemons that left the agent's group for a session of their own (php-fpm calls setsid) are
 /// part of the VM all the same. A group whose leader is gone, or whose pid now belongs to a
 /// process started at another time, is left alone.
-fn kill_recorded_groups(file: &Path) {
+pub fn kill_recorded_groups(file: &Path) {
     let Ok(text) = fs::read_to_string(file) else {
         return;
     };

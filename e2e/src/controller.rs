@@ -157,6 +157,16 @@ impl Drop for Controller {
         for pid in self.vm_pids() {
             let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
         }
+        // And the daemons that left their agent's process group (php-fpm), as terminating the
+        // VMs would have.
+        let vms = std::fs::read_dir(self.state_dir.join("vms"))
+            .into_iter()
+            .flatten();
+        for vm in vms.flatten() {
+            conpaas_cloud::local::kill_recorded_groups(
+                &vm.path().join(conpaas_cloud::local::PROCESS_GROUPS_FILE),
+            );
+        }
     }
 }
 
