@@ -193,21 +193,5 @@ async fn php_writes_and_reads_rows_through_a_link_to_mysql() {
     }
 
     // Deleting both leaves no daemon running.
-    for name in ["site", "db"] {
-        env.services()
-            .delete(name, &Default::default())
-            .await
-            .unwrap();
-        env.wait_gone(name).await;
-    }
-    conpaas_e2e::wait::until("no VM left", LIMIT, || {
-        let env = &env;
-        async move { Ok(env.live_vms().is_empty()) }
-    })
-    .await
-    .unwrap();
-    assert!(
-        !daemons_running_under(env.state.path()),
-        "no nginx, php-fpm, redis or mariadbd left"
-    );
+    delete_and_expect_nothing_running(&env, &["site", "db"]).await;
 }

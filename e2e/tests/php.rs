@@ -285,19 +285,5 @@ async fn php_scales_its_backends_under_load_without_a_failed_request() {
     }));
 
     // Deleting the Service stops every daemon.
-    env.services()
-        .delete("site", &Default::default())
-        .await
-        .unwrap();
-    env.wait_gone("site").await;
-    conpaas_e2e::wait::until("no VM left", LIMIT, || {
-        let env = &env;
-        async move { Ok(env.live_vms().is_empty()) }
-    })
-    .await
-    .unwrap();
-    assert!(
-        !common::daemons_running_under(env.state.path()),
-        "no nginx, php-fpm or redis left"
-    );
+    delete_and_expect_nothing_running(&env, &["site"]).await;
 }

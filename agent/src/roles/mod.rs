@@ -12,7 +12,7 @@ mod php;
 
 use std::path::PathBuf;
 
-use conpaas_crds::v1alpha1::{AgentState, ScriptStatus, ServiceNodeSpec, ServiceType};
+use conpaas_crds::v1alpha1::{AgentState, Member, ScriptStatus, ServiceNodeSpec, ServiceType};
 use kube::Client;
 
 /// What a role reports into `status.agent`.
@@ -91,6 +91,22 @@ pub async fn read_credentials(env: &RoleEnv, name: &str) -> Result<(String, Stri
             })
     };
     Ok((field("username")?, field("password")?))
+}
+
+/// The member of `role` with the lowest ordinal (which a scale-down never removes).
+pub fn first_member<'a>(members: &'a [Member], role: &str) -> Option<&'a Member> {
+    members
+        .iter()
+        .filter(|m| m.role == role)
+        .min_by_key(|m| ordinal(&m.name))
+}
+
+/// A node's ordinal, from its name `<service>-<role>-<n>`.
+pub fn ordinal(node: &str) -> u32 {
+    node.rsplit('-')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(u32::MAX)
 }
 
 /// The role for a service type.

@@ -13,7 +13,7 @@ use conpaas_crds::types::mysql;
 use conpaas_crds::v1alpha1::{AgentState, Member, ServiceNodeSpec, ServiceType};
 use nix::sys::signal::Signal;
 
-use super::{Role, RoleEnv, RoleReport};
+use super::{Role, RoleEnv, RoleReport, first_member, ordinal};
 use crate::daemon::{self, Daemon};
 
 const PORT: u16 = 3306;
@@ -108,7 +108,7 @@ impl Mysql {
             self.waiting = Some("waiting for the member list".into());
             return Ok(());
         }
-        let first = first_mysql(&spec.members).is_some_and(|m| m.name == self.env.node);
+        let first = first_member(&spec.members, "mysql").is_some_and(|m| m.name == self.env.node);
         let bootstrap = answering.is_empty();
         if bootstrap && !first {
             self.waiting = Some("waiting for the first node to bootstrap the cluster".into());
@@ -324,22 +324,6 @@ fn database(spec: &ServiceNodeSpec) -> String {
             .unwrap_or("conpaas")
             .to_string()
     })
-}
-
-/// The mysql member with the lowest ordinal: it bootstraps a new cluster.
-fn first_mysql(members: &[Member]) -> Option<&Member> {
-    members
-        .iter()
-        .filter(|m| m.role == "mysql")
-        .min_by_key(|m| ordinal(&m.name))
-}
-
-/// A node's ordinal, from its name `<service>-<role>-<n>`.
-fn ordinal(node: &str) -> u32 {
-    node.rsplit('-')
-        .next()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(u32::MAX)
 }
 
 /// The node's MariaDB configuration: its own folders and address, Galera with the peers that

@@ -371,3 +371,24 @@ pub async fn http_send(
     };
     Ok((status, body, headers))
 }
+
+/// Deletes `services`, waits until they and every VM are gone, and checks that no daemon any
+/// node started (its configuration lives in the node's folder) still runs.
+pub async fn delete_and_expect_nothing_running(env: &Env, services: &[&str]) {
+    for name in services {
+        env.services()
+            .delete(name, &Default::default())
+            .await
+            .unwrap();
+        env.wait_gone(name).await;
+    }
+    wait::until("no VM left", LIMIT, || async {
+        Ok(env.live_vms().is_empty())
+    })
+    .await
+    .unwrap();
+    assert!(
+        !daemons_running_under(env.state.path()),
+        "a daemon of a deleted node still runs"
+    );
+}

@@ -557,7 +557,7 @@ pub fn node_name(service: &str, role: &str, ordinal: u32) -> String {
     format!("{service}-{role}-{ordinal}")
 }
 
-fn ordinal(service: &str, node: &ObservedNode) -> Option<u32> {
+pub(crate) fn ordinal(service: &str, node: &ObservedNode) -> Option<u32> {
     node.name
         .strip_prefix(&format!("{service}-{}-", node.spec.role))?
         .parse()

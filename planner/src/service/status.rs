@@ -180,12 +180,21 @@ pub fn build(
 
     ServiceStatus {
         phase,
-        url: desired
-            .as_ref()
-            .ok()
-            .and_then(|d| access_point(d.service_type.descriptor().access.as_ref()?, nodes, false)),
+        url: desired.as_ref().ok().and_then(|d| {
+            access_point(
+                d,
+                d.service_type.descriptor().access.as_ref()?,
+                nodes,
+                false,
+            )
+        }),
         endpoint: desired.as_ref().ok().and_then(|d| {
-            access_point(d.service_type.descriptor().endpoint.as_ref()?, nodes, true)
+            access_point(
+                d,
+                d.service_type.descriptor().endpoint.as_ref()?,
+                nodes,
+                true,
+            )
         }),
         ready: (!roles.is_empty()).then_some(ready_text),
         remediation_resumed_at,
@@ -203,12 +212,17 @@ pub fn build(
 /// Where clients reach the service: on the first node of the access role that has an address
 /// (with `serving_first`, the first that serves: a link must not follow a replacement that is
 /// still joining; a URL people keep stays on the first node).
-fn access_point(access: &Access, nodes: &[ObservedNode], serving_first: bool) -> Option<String> {
+fn access_point(
+    desired: &Desired,
+    access: &Access,
+    nodes: &[ObservedNode],
+    serving_first: bool,
+) -> Option<String> {
     nodes
         .iter()
         .filter(|n| n.spec.role == access.role && !n.deleting && n.spec.drain.is_none())
         .filter_map(|n| {
-            let ordinal: u32 = n.name.rsplit('-').next()?.parse().ok()?;
+            let ordinal = super::plan::ordinal(&desired.service, n)?;
             Some((
                 serving_first && !n.agent_ready,
                 ordinal,

@@ -19,7 +19,7 @@ use std::time::Duration;
 use conpaas_crds::v1alpha1::{AgentState, Member, NodeCode, ServiceNodeSpec, ServiceType};
 use nix::sys::signal::Signal;
 
-use super::{Role, RoleEnv, RoleReport};
+use super::{Role, RoleEnv, RoleReport, first_member};
 use crate::code;
 use crate::daemon::{self, Daemon};
 
@@ -39,6 +39,8 @@ pub struct Php {
     installed: Option<NodeCode>,
     /// Why the role cannot run (a missing daemon, a refused configuration).
     error: Option<String>,
+    /// A daemon that died, until the restarted one listens.
+    dead: Option<String>,
     /// Why the active code version could not be installed (the previous one keeps serving).
     code_error: Option<String>,
     routes_to: Option<Vec<String>>,
@@ -65,6 +67,7 @@ impl Php {
             redis: None,
             installed: None,
             error: None,
+            dead: None,
             code_error: None,
             routes_to: None,
             listening: false,
@@ -387,20 +390,15 @@ impl Php {
                 let _ = d.ensure_started();
             }
         }
-        if let Some(message) = dead {
+        if dead.is_some() {
             self.listening = false;
-            self.error.get_or_insert(message);
+            self.dead = dead;
         }
         if !self.listening && self.nginx.is_some() {
             self.listening =
                 daemon::listening(&format!("{}:{}", self.env.address, self.port())).await;
-            if self.listening
-                && self
-                    .error
-                    .as_deref()
-                    .is_some_and(|e| e.contains("not running"))
-            {
-                self.error = None;
+            if self.listening {
+                self.dead = None;
             }
         }
     }
@@ -434,8 +432,11 @@ impl Role for Php {
         } else {
             self.installed.as_ref().map(|c| c.version.clone())
         };
-        let (state, message) = match (&self.error, &self.code_error) {
-            (Some(e), _) | (None, Some(e)) => (AgentState::Failed, e.clone()),
+        let failure = [&self.error, &self.dead, &self.code_error]
+            .into_iter()
+            .find_map(Option::as_ref);
+        let (state, message) = match failure {
+            Some(e) => (AgentState::Failed, e.clone()),
             _ if self.waiting.is_some() => (
                 AgentState::Starting,
                 self.waiting.clone().unwrap_or_default(),
@@ -489,17 +490,6 @@ fn ready_members<'a>(members: &'a [Member], role: &str) -> Vec<&'a Member> {
 
 fn addresses(members: &[&Member]) -> Vec<String> {
     members.iter().map(|m| m.address.clone()).collect()
-}
-
-/// The member of `role` with the lowest ordinal (which a scale-down never removes).
-fn first_member<'a>(members: &'a [Member], role: &str) -> Option<&'a Member> {
-    members.iter().filter(|m| m.role == role).min_by_key(|m| {
-        m.name
-            .rsplit('-')
-            .next()
-            .and_then(|n| n.parse::<u32>().ok())
-            .unwrap_or(u32::MAX)
-    })
 }
 
 /// Points `link` at `target` in one rename, so a request sees either version, never a mix.
