@@ -3,7 +3,10 @@
 # works on a fresh machine and costs nothing on a prepared one.
 #   - pyone (PyPI): OpenNebula's own Python bindings check the XML-RPC simulator.
 #   - moto[server] (PyPI): the EC2 peer of the EC2 driver's tests.
+#   - the Debian daemons of the web hosting services (install-daemons.sh).
 set -euo pipefail
+
+"$(dirname "$0")/install-daemons.sh"
 
 pip_install() {
   python3 -m pip install -q --root-user-action=ignore "$@"

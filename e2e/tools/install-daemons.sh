@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs the Debian daemons the web hosting services run (README, "Service daemons"), only
+# those missing, so that `make test` and `.ci/run` work on a fresh machine. Installed daemons
+# must not start (a Debian nginx would take port 80 on every address): policy-rc.d refuses every
+# start while the packages install. Needs root (or sudo) when something is missing.
+set -euo pipefail
+
+need_apt=()
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need_apt+=(nginx-light)
+compgen -G '/usr/sbin/php-fpm*' >/dev/null || need_apt+=(php-fpm php-mysql php-xml php-mbstring php-gd php-curl php-zip php-intl php-redis)
+command -v redis-server >/dev/null || need_apt+=(redis-server)
+[ -x /usr/sbin/mariadbd ] && [ -e /usr/lib/galera/libgalera_smm.so ] && command -v mariabackup >/dev/null \
+  || need_apt+=(mariadb-server mariadb-client galera-4 mariadb-backup socat)
+((${#need_apt[@]})) || exit 0
+
+sudo=
+if [ "$(id -u)" != 0 ]; then
+  command -v sudo >/dev/null || { echo "installing ${need_apt[*]} needs root"; exit 1; }
+  sudo=sudo
+fi
+added_policy=
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+  printf '#!/bin/sh\nexit 101\n' | $sudo tee /usr/sbin/policy-rc.d >/dev/null
+  $sudo chmod +x /usr/sbin/policy-rc.d
+  added_policy=1
+fi
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
+[ -z "$added_policy" ] || $sudo rm -f /usr/sbin/policy-rc.d
