@@ -83,6 +83,17 @@ pub async fn install(
     Ok(target)
 }
 
+/// Whether fetching failed because the node's token may not read the archive yet: its
+/// credentials follow its spec, so right after a version switch they can lag behind for a moment.
+pub fn is_forbidden(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<kube::Error>(),
+            Some(kube::Error::Api(status)) if status.code == 403
+        )
+    })
+}
+
 /// Writes chunks to a file while hashing them, refusing more than [`MAX_ARCHIVE_BYTES`].
 struct Sink {
     file: std::fs::File,

@@ -69,6 +69,8 @@ pub struct Daemon {
     name: &'static str,
     program: PathBuf,
     args: Vec<String>,
+    /// Environment given on top of the agent's own.
+    env: Vec<(String, String)>,
     log: PathBuf,
     child: Option<Child>,
     /// How it stops gracefully.
@@ -89,11 +91,17 @@ impl Daemon {
             name,
             program,
             args,
+            env: Vec::new(),
             log,
             child: None,
             stop_signal,
             restarts: 0,
         }
+    }
+
+    /// Runs it with `env` added to the agent's environment (from its next start on).
+    pub fn set_env(&mut self, env: impl IntoIterator<Item = (String, String)>) {
+        self.env = env.into_iter().collect();
     }
 
     /// Starts it unless it runs.
@@ -110,6 +118,7 @@ impl Daemon {
         };
         let child = Command::new(&self.program)
             .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(open()?)
             .stderr(open()?)

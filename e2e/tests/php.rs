@@ -4,9 +4,8 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -52,65 +51,6 @@ async fn request(
     headers: &[(&str, &str)],
 ) -> anyhow::Result<(u16, String, BTreeMap<String, String>)> {
     http_send(address, "GET", path, headers).await
-}
-
-/// Requests `path` until stopped; counts answers and failures (anything but 200), and which
-/// backends answered.
-struct Load {
-    ok: AtomicU64,
-    failed: AtomicU64,
-    stop: AtomicBool,
-    responders: std::sync::Mutex<BTreeSet<String>>,
-    failures: std::sync::Mutex<Vec<String>>,
-}
-
-impl Load {
-    fn start(address: String, workers: usize) -> Arc<Load> {
-        let load = Arc::new(Load {
-            ok: AtomicU64::new(0),
-            failed: AtomicU64::new(0),
-            stop: AtomicBool::new(false),
-            responders: Default::default(),
-            failures: Default::default(),
-        });
-        for i in 0..workers {
-            let load = load.clone();
-            let address = address.clone();
-            // POSTs, which a proxy may not retry on another backend once sent (they are not
-            // idempotent); half of them to a slow page, so requests are in flight when a
-            // backend leaves.
-            let path = if i % 2 == 0 {
-                "/index.php"
-            } else {
-                "/slow.php"
-            };
-            tokio::spawn(async move {
-                while !load.stop.load(Ordering::Relaxed) {
-                    match http_send(&address, "POST", path, &[]).await {
-                        Ok((200, body, _)) => {
-                            load.ok.fetch_add(1, Ordering::Relaxed);
-                            if let Some(by) = body.strip_prefix("v1 served by ") {
-                                load.responders.lock().unwrap().insert(by.to_string());
-                            }
-                        }
-                        other => {
-                            load.failed.fetch_add(1, Ordering::Relaxed);
-                            let what = match other {
-                                Ok((status, body, _)) => format!("{status}: {body}"),
-                                Err(e) => format!("{e:#}"),
-                            };
-                            load.failures.lock().unwrap().push(what);
-                        }
-                    }
-                }
-            });
-        }
-        load
-    }
-
-    fn responders(&self) -> BTreeSet<String> {
-        self.responders.lock().unwrap().clone()
-    }
 }
 
 /// The tail of every node's nginx error log, to show with a failure.
@@ -213,7 +153,7 @@ async fn php_scales_its_backends_under_load_without_a_failed_request() {
         .unwrap();
     assert_eq!(second, "2");
 
-    let load = Load::start(proxy.clone(), 4);
+    let load = Load::start(proxy.clone(), 4, &["/index.php", "/slow.php"]);
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     // 1 -> 3: the new backends take requests once ready.

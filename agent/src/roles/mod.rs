@@ -8,7 +8,7 @@
 mod generic;
 mod helloworld;
 mod mysql;
-mod php;
+mod web;
 
 use std::path::PathBuf;
 
@@ -114,7 +114,8 @@ pub fn for_type(service_type: ServiceType, env: RoleEnv) -> Box<dyn Role> {
     match service_type {
         ServiceType::Helloworld => Box::new(helloworld::Helloworld::new(env)),
         ServiceType::Generic => Box::new(generic::Generic::new(env)),
-        ServiceType::Php => Box::new(php::Php::new(env)),
+        ServiceType::Php => Box::new(web::WebHosting::new(env, web::Stack::Php)),
+        ServiceType::Java => Box::new(web::WebHosting::new(env, web::Stack::Java)),
         ServiceType::Mysql => Box::new(mysql::Mysql::new(env)),
     }
 }

@@ -10,6 +10,7 @@
 
 pub mod generic;
 pub mod helloworld;
+pub mod java;
 pub mod mysql;
 pub mod php;
 mod settings;

@@ -164,14 +164,17 @@ pub enum ServiceType {
     Php,
     // MySQL on MariaDB Galera.
     Mysql,
+    // Java web hosting: nginx proxies, static web nodes, Tomcat backends.
+    Java,
 }
 
 impl ServiceType {
     /// Every type, in the order documentation lists them.
-    pub const ALL: [ServiceType; 4] = [
+    pub const ALL: [ServiceType; 5] = [
         ServiceType::Helloworld,
         ServiceType::Generic,
         ServiceType::Php,
+        ServiceType::Java,
         ServiceType::Mysql,
     ];
 
@@ -183,6 +186,7 @@ impl ServiceType {
             ServiceType::Generic => &types::generic::DESCRIPTOR,
             ServiceType::Php => &types::php::DESCRIPTOR,
             ServiceType::Mysql => &types::mysql::DESCRIPTOR,
+            ServiceType::Java => &types::java::DESCRIPTOR,
         }
     }
 

@@ -3,6 +3,9 @@
 
 #![allow(dead_code)]
 
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use conpaas_crds::v1alpha1::{Service, ServiceNode, is_condition_true};
@@ -307,6 +310,19 @@ pub fn tar_of(files: &[(&str, &str)], mode: u32) -> Vec<u8> {
     builder.into_inner().unwrap()
 }
 
+/// A zip archive (a `.war`) of `files` (name, contents).
+pub fn zip_of(files: &[(&str, &[u8])]) -> Vec<u8> {
+    use std::io::Write;
+    let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for (name, body) in files {
+        writer
+            .start_file(*name, zip::write::SimpleFileOptions::default())
+            .unwrap();
+        writer.write_all(body).unwrap();
+    }
+    writer.finish().unwrap().into_inner()
+}
+
 /// Creates the ConfigMap `name` holding `bytes` under `key` (a code version's archive).
 pub async fn create_config_map(env: &Env, name: &str, key: &str, bytes: Vec<u8>) {
     use k8s_openapi::ByteString;
@@ -391,4 +407,67 @@ pub async fn delete_and_expect_nothing_running(env: &Env, services: &[&str]) {
         !daemons_running_under(env.state.path()),
         "a daemon of a deleted node still runs"
     );
+}
+
+/// POSTs to the proxy until stopped, `workers` at a time spread over `paths`; counts answers and
+/// failures (anything but 200), and which backends answered (what follows `served by ` in a
+/// body).
+pub struct Load {
+    pub ok: AtomicU64,
+    pub failed: AtomicU64,
+    pub stop: AtomicBool,
+    responders: std::sync::Mutex<BTreeSet<String>>,
+    pub failures: std::sync::Mutex<Vec<String>>,
+}
+
+impl Load {
+    pub fn start(address: String, workers: usize, paths: &'static [&'static str]) -> Arc<Load> {
+        let load = Arc::new(Load {
+            ok: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            stop: AtomicBool::new(false),
+            responders: Default::default(),
+            failures: Default::default(),
+        });
+        for i in 0..workers {
+            let load = load.clone();
+            let address = address.clone();
+            // POSTs, which a proxy may not retry on another backend once sent (they are not
+            // idempotent); with a slow page among `paths`, requests are in flight when a
+            // backend leaves.
+            let path = paths[i % paths.len()];
+            tokio::spawn(async move {
+                while !load.stop.load(Ordering::Relaxed) {
+                    match http_send(&address, "POST", path, &[]).await {
+                        Ok((200, body, _)) => {
+                            load.ok.fetch_add(1, Ordering::Relaxed);
+                            if let Some((_, by)) = body.split_once("served by ") {
+                                load.responders
+                                    .lock()
+                                    .unwrap()
+                                    .insert(by.trim().to_string());
+                            }
+                        }
+                        other => {
+                            load.failed.fetch_add(1, Ordering::Relaxed);
+                            let what = match other {
+                                Ok((status, body, _)) => format!("{status}: {body}"),
+                                Err(e) => format!("{e:#}"),
+                            };
+                            let mut failures = load.failures.lock().unwrap();
+                            // The first few say what went wrong; the count says how often.
+                            if failures.len() < 5 {
+                                failures.push(what);
+                            }
+                        }
+                    }
+                }
+            });
+        }
+        load
+    }
+
+    pub fn responders(&self) -> BTreeSet<String> {
+        self.responders.lock().unwrap().clone()
+    }
 }

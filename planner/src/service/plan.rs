@@ -302,7 +302,7 @@ fn plan_running(desired: &Desired, nodes: &[ObservedNode]) -> Vec<Action> {
                     name: n.name.clone(),
                     role: n.spec.role.clone(),
                     address: a.clone(),
-                    ready: n.agent_ready,
+                    ready: n.agent_ready || serves_previous_version(n),
                 })
             })
             .collect();
@@ -457,6 +457,15 @@ fn drain_steps(
         }
     }
     actions
+}
+
+/// A node whose switch to a new code version failed while it reports an older one running (php
+/// and java keep serving it): routers keep sending it requests, rather than losing a tier to a
+/// version that would not install.
+fn serves_previous_version(node: &ObservedNode) -> bool {
+    node.agent_failure.is_some()
+        && node.running_code.is_some()
+        && node.running_code.as_deref() != node.spec.code.as_ref().map(|c| c.version.as_str())
 }
 
 /// Why nodes leave through a drain.
@@ -795,6 +804,39 @@ mod tests {
             .collect();
         out.sort();
         out
+    }
+
+    #[test]
+    fn a_backend_that_failed_to_switch_code_stays_routed_on_the_version_it_runs() {
+        let d = desired(ServiceType::Php, true, &[("proxy", 1), ("backend", 1)]);
+        let mut nodes: Vec<ObservedNode> = [node(&d, "proxy", 0), node(&d, "backend", 0)]
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut n)| {
+                n.address = Some(format!("10.0.0.{i}"));
+                n.spec.code = Some(NodeCode {
+                    version: "v2".into(),
+                    ..Default::default()
+                });
+                n
+            })
+            .collect();
+        let backend_ready = |nodes: &[ObservedNode]| {
+            plan(&d, nodes).into_iter().find_map(|a| match a {
+                Action::PatchNodeSpec { name, spec } if name == "svc-proxy-0" => spec
+                    .members
+                    .iter()
+                    .find(|m| m.role == "backend")
+                    .map(|m| m.ready),
+                _ => None,
+            })
+        };
+        nodes[1].agent_ready = false;
+        nodes[1].agent_failure = Some("code version v2: sha256 differs".into());
+        nodes[1].running_code = Some("v1".into());
+        assert_eq!(backend_ready(&nodes), Some(true), "v1 still serves");
+        nodes[1].running_code = Some("v2".into());
+        assert_eq!(backend_ready(&nodes), Some(false), "failed on what it runs");
     }
 
     #[test]

@@ -1,16 +1,21 @@
-//! php: ConPaaS' PHP web hosting on Debian's daemons.
+//! php and java: ConPaaS' web hosting on Debian's daemons, one role for both stacks.
 //! - `proxy`: nginx on port 80 balancing over the ready backends and web nodes of its member
 //!   list, rewritten and gracefully reloaded on every change; it reports the members it routes to
-//!   (`routesTo`), which is what releases a leaving node. The first proxy also runs the redis
-//!   that keeps the sessions.
+//!   (`routesTo`), which is what releases a leaving node. A php proxy sends static files to the
+//!   web nodes and the rest to the backends, and the first one runs the redis that keeps the
+//!   sessions; a java proxy reads the active WAR's servlet paths and sends those (and JSPs) to
+//!   the backends, the rest to the web nodes.
 //! - `web`: nginx serving the active code version's static files on port 8080.
-//! - `backend`: nginx on port 8080 in front of a local php-fpm running the active code version,
-//!   with the Service's settings; sessions go to the first proxy's redis.
+//! - `backend`: php: nginx on port 8080 in front of a local php-fpm running the active code
+//!   version, with the Service's settings, sessions in the first proxy's redis. java: Tomcat 10
+//!   on port 8080 ([`tomcat`]).
 //!
 //! Code versions are unpacked by [`crate::code`] and switched by replacing the `www` symlink
-//! atomically. Configuration and logs live under the node's work folder (`php/`, `logs/`).
+//! atomically (Tomcat deploys the unpacked WAR itself). Configuration and logs live under the
+//! node's work folder (`php/`, `java/`, `logs/`).
 
 mod config;
+mod tomcat;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -22,13 +27,23 @@ use nix::sys::signal::Signal;
 use super::{Role, RoleEnv, RoleReport, first_member};
 use crate::code;
 use crate::daemon::{self, Daemon};
+use config::Dynamic;
+use tomcat::Tomcat;
 
 /// How soon a failed or waiting convergence is tried again.
 const RETRY: Duration = Duration::from_secs(5);
 /// How long daemons get to finish their requests when the node stops.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
-pub struct Php {
+/// What the backends run.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Stack {
+    Php,
+    Java,
+}
+
+pub struct WebHosting {
+    stack: Stack,
     env: RoleEnv,
     role: String,
     dir: PathBuf,
@@ -36,6 +51,9 @@ pub struct Php {
     nginx: Option<Daemon>,
     fpm: Option<Daemon>,
     redis: Option<Daemon>,
+    tomcat: Option<Tomcat>,
+    /// A java proxy: the servlet paths of the installed WAR.
+    servlet_patterns: Vec<String>,
     installed: Option<NodeCode>,
     /// Why the role cannot run (a missing daemon, a refused configuration).
     error: Option<String>,
@@ -43,6 +61,8 @@ pub struct Php {
     dead: Option<String>,
     /// Why the active code version could not be installed (the previous one keeps serving).
     code_error: Option<String>,
+    /// Why the active code version is not installed yet while the node may not read it yet.
+    code_waiting: Option<String>,
     routes_to: Option<Vec<String>>,
     listening: bool,
     /// The code version the spec names.
@@ -53,10 +73,14 @@ pub struct Php {
     last_converge: Option<std::time::Instant>,
 }
 
-impl Php {
-    pub fn new(env: RoleEnv) -> Self {
-        let dir = env.work_dir.join("php");
+impl WebHosting {
+    pub fn new(env: RoleEnv, stack: Stack) -> Self {
+        let dir = env.work_dir.join(match stack {
+            Stack::Php => "php",
+            Stack::Java => "java",
+        });
         Self {
+            stack,
             // The web workers run as www-data where they can.
             user: daemon::unprivileged_user("www-data", &env.work_dir),
             env,
@@ -65,10 +89,13 @@ impl Php {
             nginx: None,
             fpm: None,
             redis: None,
+            tomcat: None,
+            servlet_patterns: Vec::new(),
             installed: None,
             error: None,
             dead: None,
             code_error: None,
+            code_waiting: None,
             routes_to: None,
             listening: false,
             spec_code: None,
@@ -120,6 +147,8 @@ impl Php {
         Ok(())
     }
 
+    /// Installs the spec's code version: unpacked, then served (the `www` symlink switched, or
+    /// deployed to Tomcat), or read (a java proxy's servlet paths).
     async fn install_code(&mut self, spec: &ServiceNodeSpec) {
         if spec.code == self.installed {
             return;
@@ -144,23 +173,48 @@ impl Php {
             &self.env.work_dir,
         )
         .await;
-        match installed.map_err(|e| format!("{e:#}")).and_then(|dir| {
-            make_readable(&dir);
-            switch_symlink(&self.www(), &dir)
-        }) {
+        let dir = match installed {
+            Ok(dir) => dir,
+            Err(e) => return self.code_failed(&code.version, e),
+        };
+        let java_proxy = self.stack == Stack::Java && self.role == "proxy";
+        make_readable(&dir);
+        if java_proxy {
+            self.servlet_patterns = read_servlet_patterns(&dir);
+        }
+        match switch_symlink(&self.www(), &dir) {
             Ok(()) => {
                 tracing::info!(version = %code.version, "code version serving");
                 self.installed = Some(code.clone());
                 self.code_error = None;
+                self.code_waiting = None;
             }
             Err(e) => self.code_error = Some(format!("code version {}: {e}", code.version)),
+        }
+    }
+
+    /// Notes why the code version could not be installed: a node whose credentials have not
+    /// caught up with its spec yet (they follow it) waits, and keeps serving what it has;
+    /// anything else is a failure.
+    fn code_failed(&mut self, version: &str, error: anyhow::Error) {
+        let message = format!("code version {version}: {error:#}");
+        if code::is_forbidden(&error) {
+            self.code_waiting = Some(message);
+            self.code_error = None;
+        } else {
+            self.code_error = Some(message);
+            self.code_waiting = None;
         }
     }
 
     /// The nginx configuration of the node's role, and for a proxy the members it routes to.
     fn nginx_config(&self, spec: &ServiceNodeSpec) -> (String, Option<Vec<String>>) {
         let address = self.env.address.as_str();
-        let max_body = setting(spec, "post_max_size");
+        let max_body = match self.stack {
+            Stack::Php => setting(spec, "post_max_size"),
+            // Tomcat decides what a request may carry.
+            Stack::Java => "0".into(),
+        };
         match self.role.as_str() {
             "proxy" => {
                 let backends = ready_members(&spec.members, "backend");
@@ -173,13 +227,22 @@ impl Php {
                     &addresses(&backends),
                     &addresses(&webs),
                     &max_body,
+                    &match self.stack {
+                        Stack::Php => Dynamic::Php,
+                        Stack::Java => Dynamic::Servlets(self.servlet_patterns.clone()),
+                    },
                 );
                 (text, Some(routes.collect()))
             }
-            "web" => (
-                config::web_nginx(&self.dir, self.user, address, &self.www()),
-                None,
-            ),
+            "web" => {
+                let hidden: &[&str] = match self.stack {
+                    Stack::Php => &["\\.php$"],
+                    Stack::Java => &["^/(WEB-INF|META-INF)(/|$)", "\\.jspx?$"],
+                };
+                let root = self.www();
+                let text = config::web_nginx(&self.dir, self.user, address, &root, hidden);
+                (text, None)
+            }
             _ => (
                 config::backend_nginx(
                     &self.dir,
@@ -272,21 +335,32 @@ impl Php {
         Ok(Some(env))
     }
 
-    async fn converge_fpm(&mut self, spec: &ServiceNodeSpec) -> Result<(), String> {
-        let Some(environment) = self.link_environment(spec).await? else {
+    /// The link environment, or `None` (and what the node waits for) while a linked service
+    /// has no endpoint yet.
+    async fn links_ready(
+        &mut self,
+        spec: &ServiceNodeSpec,
+    ) -> Result<Option<BTreeMap<String, String>>, String> {
+        let environment = self.link_environment(spec).await?;
+        self.waiting = environment.is_none().then(|| {
             let waiting: Vec<&str> = spec
                 .links
                 .iter()
                 .filter(|l| l.endpoint.is_none())
                 .map(|l| l.service.as_str())
                 .collect();
-            self.waiting = Some(format!(
+            format!(
                 "waiting for the linked service {} to have an endpoint",
                 waiting.join(", ")
-            ));
+            )
+        });
+        Ok(environment)
+    }
+
+    async fn converge_fpm(&mut self, spec: &ServiceNodeSpec) -> Result<(), String> {
+        let Some(environment) = self.links_ready(spec).await? else {
             return Ok(());
         };
-        self.waiting = None;
         let program = daemon::find_versioned("php-fpm", "php-fpm")?;
         let conf = self.dir.join("php-fpm.conf");
         let settings: BTreeMap<&str, String> = ServiceType::Php
@@ -330,6 +404,54 @@ impl Php {
         fpm.ensure_started()
     }
 
+    /// A java backend: the active WAR unpacked and deployed to Tomcat, run with the link
+    /// environment.
+    async fn converge_tomcat(&mut self, spec: &ServiceNodeSpec) -> Result<(), String> {
+        let Some(environment) = self.links_ready(spec).await? else {
+            return Ok(());
+        };
+        let folder = match &spec.code {
+            Some(code) => {
+                let unpacked = code::install(
+                    &self.env.client,
+                    &self.env.namespace,
+                    &spec.service,
+                    code,
+                    &self.env.work_dir,
+                )
+                .await;
+                match unpacked {
+                    Ok(dir) => {
+                        make_readable(&dir);
+                        self.code_error = None;
+                        self.code_waiting = None;
+                        Some((code, dir))
+                    }
+                    Err(e) => {
+                        self.code_failed(&code.version, e);
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
+        if self.tomcat.is_none() {
+            let user = daemon::unprivileged_user("tomcat", &self.env.work_dir);
+            self.tomcat = Some(Tomcat::new(&self.env.work_dir, &self.env.address, user));
+        }
+        let tomcat = self.tomcat.as_mut().expect("made above");
+        let restarted = tomcat
+            .converge(
+                folder.as_ref().map(|(c, d)| (*c, d.as_path())),
+                &environment,
+            )
+            .await?;
+        if restarted {
+            self.listening = false;
+        }
+        Ok(())
+    }
+
     /// The first proxy keeps the sessions in a redis beside it.
     fn converge_redis(&mut self, spec: &ServiceNodeSpec) -> Result<(), String> {
         let first = first_member(&spec.members, "proxy").is_some_and(|m| m.name == self.env.node);
@@ -350,9 +472,15 @@ impl Php {
     }
 
     fn daemons(&mut self) -> impl Iterator<Item = &mut Daemon> {
-        [&mut self.nginx, &mut self.fpm, &mut self.redis]
-            .into_iter()
-            .flatten()
+        let tomcat = self.tomcat.as_mut().and_then(Tomcat::daemon);
+        [
+            self.nginx.as_mut(),
+            self.fpm.as_mut(),
+            self.redis.as_mut(),
+            tomcat,
+        ]
+        .into_iter()
+        .flatten()
     }
 
     /// Converges the node's daemons to `spec`; what fails is kept in `error` (tried again).
@@ -361,17 +489,18 @@ impl Php {
         self.spec_code = spec.code.as_ref().map(|c| c.version.clone());
         let result = async {
             self.prepare()?;
-            if self.role != "proxy" {
-                self.install_code(spec).await;
-            }
-            if self.role == "backend" {
-                self.converge_fpm(spec).await?;
-                if self.waiting.is_some() {
-                    return Ok(());
+            match (self.stack, self.role.as_str()) {
+                (Stack::Java, "backend") => return self.converge_tomcat(spec).await,
+                (Stack::Php, "backend") => {
+                    self.install_code(spec).await;
+                    self.converge_fpm(spec).await?;
+                    if self.waiting.is_some() {
+                        return Ok(());
+                    }
                 }
-            }
-            if self.role == "proxy" {
-                self.converge_redis(spec)?;
+                (Stack::Php, "proxy") => self.converge_redis(spec)?,
+                // Web nodes serve the code; a java proxy reads its servlet paths.
+                _ => self.install_code(spec).await,
             }
             self.converge_nginx(spec).await
         }
@@ -394,9 +523,15 @@ impl Php {
             self.listening = false;
             self.dead = dead;
         }
-        if !self.listening && self.nginx.is_some() {
-            self.listening =
-                daemon::listening(&format!("{}:{}", self.env.address, self.port())).await;
+        if let Some(tomcat) = self.tomcat.as_mut() {
+            tomcat.poll();
+        }
+        if !self.listening && (self.nginx.is_some() || self.tomcat.is_some()) {
+            self.listening = match &self.tomcat {
+                // With code, Tomcat serves once the WAR is deployed.
+                Some(tomcat) if self.spec_code.is_some() => tomcat.serving().await,
+                _ => daemon::listening(&format!("{}:{}", self.env.address, self.port())).await,
+            };
             if self.listening {
                 self.dead = None;
             }
@@ -405,7 +540,7 @@ impl Php {
 }
 
 #[async_trait::async_trait]
-impl Role for Php {
+impl Role for WebHosting {
     async fn apply(&mut self, spec: &ServiceNodeSpec) {
         self.spec = Some(spec.clone());
         self.converge(spec).await;
@@ -416,7 +551,10 @@ impl Role for Php {
         self.watch_daemons().await;
         // What failed or waited (a Secret not yet readable, a linked service without an
         // endpoint) is tried again, not left until the next spec.
-        let stuck = self.waiting.is_some() || self.error.is_some() || self.code_error.is_some();
+        let stuck = self.waiting.is_some()
+            || self.error.is_some()
+            || self.code_error.is_some()
+            || self.code_waiting.is_some();
         if stuck
             && self.last_converge.is_none_or(|t| t.elapsed() >= RETRY)
             && let Some(spec) = self.spec.clone()
@@ -427,12 +565,25 @@ impl Role for Php {
 
     fn report(&self) -> RoleReport {
         // A proxy serves no code: it runs whatever version its spec names, at once.
-        let code_version = if self.role == "proxy" {
+        let installed = match &self.tomcat {
+            Some(tomcat) => tomcat.deployed.as_ref(),
+            None => self.installed.as_ref(),
+        };
+        let code_version = if self.role == "proxy" && self.stack == Stack::Php {
             self.spec_code.clone()
         } else {
-            self.installed.as_ref().map(|c| c.version.clone())
+            installed.map(|c| c.version.clone())
         };
-        let failure = [&self.error, &self.dead, &self.code_error]
+        let refused = self
+            .tomcat
+            .as_ref()
+            .zip(self.spec.as_ref())
+            .and_then(|(t, spec)| {
+                let code = spec.code.as_ref()?;
+                let why = t.refused(code)?;
+                Some(format!("code version {}: {why}", code.version))
+            });
+        let failure = [&self.error, &self.dead, &self.code_error, &refused]
             .into_iter()
             .find_map(Option::as_ref);
         let (state, message) = match failure {
@@ -441,16 +592,23 @@ impl Role for Php {
                 AgentState::Starting,
                 self.waiting.clone().unwrap_or_default(),
             ),
-            _ if !self.listening => (AgentState::Starting, format!("starting {}", self.role)),
-            _ => (
-                AgentState::Ready,
-                format!(
+            _ if !self.listening => (
+                AgentState::Starting,
+                (self.code_waiting.clone()).unwrap_or_else(|| format!("starting {}", self.role)),
+            ),
+            _ => {
+                let serving = format!(
                     "{} serving http://{}:{}/",
                     self.role,
                     self.env.address,
                     self.port()
-                ),
-            ),
+                );
+                let message = match &self.code_waiting {
+                    Some(waiting) => format!("{serving}; waiting to read {waiting}"),
+                    None => serving,
+                };
+                (AgentState::Ready, message)
+            }
         };
         RoleReport {
             state: Some(state),
@@ -468,7 +626,14 @@ impl Role for Php {
     }
 }
 
-/// A setting's value, or the type's default.
+/// The servlet paths of the WAR unpacked at `dir` (none without a `WEB-INF/web.xml`).
+fn read_servlet_patterns(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join("WEB-INF/web.xml"))
+        .map(|xml| tomcat::servlet_patterns(&xml))
+        .unwrap_or_default()
+}
+
+/// A php setting's value, or the type's default.
 fn setting(spec: &ServiceNodeSpec, key: &str) -> String {
     spec.settings.get(key).cloned().unwrap_or_else(|| {
         ServiceType::Php

@@ -14,6 +14,55 @@ pub const REDIS_PORT: u16 = 6379;
 /// proxy split static from dynamic requests.
 const STATIC: &str = "css|js|mjs|map|png|jpe?g|gif|ico|svg|webp|avif|bmp|woff2?|ttf|otf|eot|txt|html?|xml|pdf|zip|gz|mp4|webm|ogg|mp3|wav";
 
+/// Which requests a proxy sends to the backends when there are web nodes.
+pub enum Dynamic {
+    /// Everything but static files (php).
+    Php,
+    /// The servlet paths of the WAR's `web.xml` and JSPs; everything else goes to the web nodes
+    /// (java).
+    Servlets(Vec<String>),
+}
+
+/// nginx locations for servlet url-patterns, plus JSPs; `None` when a servlet answers every
+/// path. A pattern with characters nginx or the URL would read differently is left out: its
+/// requests still reach the backends, through the web nodes' 404.
+fn servlet_locations(patterns: &[String]) -> Option<Vec<String>> {
+    let plain = |p: &str| {
+        !p.is_empty()
+            && p.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "/._~-".contains(c))
+    };
+    let mut locations = vec!["~* \\.jspx?$".to_string()];
+    for p in patterns {
+        let p = p.as_str();
+        if p == "/" || p == "/*" {
+            return None;
+        }
+        if p.is_empty() {
+            locations.push("= /".into());
+        } else if let Some(ext) = p.strip_prefix("*.") {
+            if ext.chars().all(|c| c.is_ascii_alphanumeric()) && !ext.is_empty() {
+                locations.push(format!("~ \\.{ext}$"));
+            }
+        } else if let Some(prefix) = p.strip_suffix("/*") {
+            if prefix.starts_with('/') && plain(prefix) {
+                locations.push(format!("= {prefix}"));
+                locations.push(format!("^~ {prefix}/"));
+            }
+        } else if p.starts_with('/') && plain(p) {
+            locations.push(format!("= {p}"));
+        }
+    }
+    let mut unique = Vec::new();
+    for l in locations {
+        // nginx refuses a location given twice (`/a` and `/a/*` both map `= /a`).
+        if !unique.contains(&l) {
+            unique.push(l);
+        }
+    }
+    Some(unique)
+}
+
 /// What every nginx of a node shares: foreground, its own pid, logs and temp folders.
 fn nginx_main(dir: &Path, user: Option<&str>, server: &str) -> String {
     let d = dir.display();
@@ -51,6 +100,7 @@ pub fn proxy_nginx(
     backends: &[String],
     webs: &[String],
     max_body: &str,
+    dynamic: &Dynamic,
 ) -> String {
     let upstream = |name: &str, servers: &[String]| {
         let lines: String = servers
@@ -71,17 +121,26 @@ pub fn proxy_nginx(
     } else {
         "proxy_pass http://backends;"
     };
-    let statics = if webs.is_empty() {
-        String::new()
-    } else {
-        format!(
-            "        location ~* \\.({STATIC})$ {{
-            proxy_pass http://webs;
+    let to_webs = "proxy_pass http://webs;
             proxy_intercept_errors on;
-            error_page 404 = @backends;
-        }}
-"
-        )
+            error_page 404 = @backends;";
+    let (routes, default) = match dynamic {
+        _ if webs.is_empty() => (String::new(), to_backends.to_string()),
+        Dynamic::Php => (
+            format!("        location ~* \\.({STATIC})$ {{\n            {to_webs}\n        }}\n"),
+            to_backends.to_string(),
+        ),
+        Dynamic::Servlets(patterns) => match servlet_locations(patterns) {
+            // A servlet on `/` or `/*` answers everything.
+            None => (String::new(), to_backends.to_string()),
+            Some(locations) => (
+                locations
+                    .iter()
+                    .map(|l| format!("        location {l} {{ {to_backends} }}\n"))
+                    .collect(),
+                format!("\n            {to_webs}\n        "),
+            ),
+        },
     };
     server.push_str(&format!(
         "    map $http_x_forwarded_proto $forwarded_proto {{ default $http_x_forwarded_proto; \"\" $scheme; }}
@@ -98,7 +157,7 @@ pub fn proxy_nginx(
         proxy_set_header X-Forwarded-Port $server_port;
         proxy_read_timeout 3600s;
         proxy_next_upstream error timeout http_502;
-{statics}        location / {{ {to_backends} }}
+{routes}        location / {{ {default} }}
         location @backends {{ {to_backends} }}
     }}
 "
@@ -106,15 +165,25 @@ pub fn proxy_nginx(
     nginx_main(dir, user, &server)
 }
 
-/// A web node: the code's static files, never PHP sources.
-pub fn web_nginx(dir: &Path, user: Option<&str>, address: &str, root: &Path) -> String {
+/// A web node: the code's static files, never the `hidden` paths (regular expressions: PHP
+/// sources, a WAR's `WEB-INF`).
+pub fn web_nginx(
+    dir: &Path,
+    user: Option<&str>,
+    address: &str,
+    root: &Path,
+    hidden: &[&str],
+) -> String {
+    let hidden: String = hidden
+        .iter()
+        .map(|h| format!("        location ~* {h} {{ return 404; }}\n"))
+        .collect();
     let server = format!(
         "    server {{
         listen {address}:{NODE_PORT};
         root {root};
         index index.html index.htm;
-        location ~ \\.php$ {{ return 404; }}
-        location / {{ try_files $uri $uri/ =404; }}
+{hidden}        location / {{ try_files $uri $uri/ =404; }}
     }}
 ",
         root = root.display()
@@ -264,6 +333,7 @@ mod tests {
             &["10.0.0.2".into(), "10.0.0.3".into()],
             &["10.0.0.4".into()],
             "8M",
+            &Dynamic::Php,
         );
         assert!(both.contains("listen 10.0.0.1:80;"));
         assert!(both.contains("server 10.0.0.2:8080") && both.contains("server 10.0.0.3:8080"));
@@ -273,11 +343,68 @@ mod tests {
         );
         assert!(both.contains("proxy_set_header Host $http_host;"));
         assert!(both.contains("client_max_body_size 8M;"));
-        let no_web = proxy_nginx(dir, None, "10.0.0.1", &["10.0.0.2".into()], &[], "8M");
+        let no_web = proxy_nginx(
+            dir,
+            None,
+            "10.0.0.1",
+            &["10.0.0.2".into()],
+            &[],
+            "8M",
+            &Dynamic::Php,
+        );
         assert!(!no_web.contains("webs"), "{no_web}");
-        let nothing = proxy_nginx(dir, None, "10.0.0.1", &[], &[], "8M");
+        let nothing = proxy_nginx(dir, None, "10.0.0.1", &[], &[], "8M", &Dynamic::Php);
         assert!(nothing.contains("location / { return 503; }"), "{nothing}");
         assert!(!nothing.contains("upstream backends"));
+    }
+
+    #[test]
+    fn a_java_proxy_sends_servlet_paths_and_jsps_to_the_backends_and_the_rest_to_the_web_nodes() {
+        let dir = Path::new("/n/php");
+        let backends = ["10.0.0.2".to_string()];
+        let webs = ["10.0.0.4".to_string()];
+        let patterns = |p: &[&str]| Dynamic::Servlets(p.iter().map(|s| s.to_string()).collect());
+        let java = proxy_nginx(
+            dir,
+            None,
+            "10.0.0.1",
+            &backends,
+            &webs,
+            "8M",
+            &patterns(&["/api/*", "/api", "*.do", "/x;y", ""]),
+        );
+        for location in [
+            "location ~* \\.jspx?$ { proxy_pass http://backends; }",
+            "location = /api { proxy_pass http://backends; }",
+            "location ^~ /api/ { proxy_pass http://backends; }",
+            "location ~ \\.do$ { proxy_pass http://backends; }",
+            "location = / { proxy_pass http://backends; }",
+        ] {
+            assert!(java.contains(location), "{location} in {java}");
+        }
+        assert_eq!(java.matches("location = /api ").count(), 1, "{java}");
+        assert!(
+            !java.contains("x;y"),
+            "a pattern nginx would misread is left out"
+        );
+        assert!(
+            java.contains("location / { \n            proxy_pass http://webs;"),
+            "{java}"
+        );
+        let everything = proxy_nginx(
+            dir,
+            None,
+            "10.0.0.1",
+            &backends,
+            &webs,
+            "8M",
+            &patterns(&["/"]),
+        );
+        assert!(
+            everything.contains("location / { proxy_pass http://backends; }"),
+            "{everything}"
+        );
+        assert!(!everything.contains("http://webs;"), "{everything}");
     }
 
     #[test]
@@ -295,8 +422,8 @@ mod tests {
         assert!(b.contains("SCRIPT_FILENAME $realpath_root$fastcgi_script_name"));
         assert!(b.contains("fastcgi_param HTTP_HOST $http_host;"));
         assert!(b.contains("fastcgi_pass unix:/n/php/fpm.sock;"));
-        let w = web_nginx(dir, None, "10.0.0.4", Path::new("/n/www"));
-        assert!(w.contains("location ~ \\.php$ { return 404; }"), "{w}");
+        let w = web_nginx(dir, None, "10.0.0.4", Path::new("/n/www"), &["\\.php$"]);
+        assert!(w.contains("location ~* \\.php$ { return 404; }"), "{w}");
     }
 
     #[test]
