@@ -73,7 +73,11 @@ pub async fn run(
                     let _ = service.set(node.spec.service.clone());
                     if role.is_none() {
                         startup_error = run_startup_script(&node, &work_dir).await.err();
-                        role = Some(roles::for_type(node.spec.service_type, env.clone()));
+                        role = Some(roles::for_type(
+                            node.spec.service_type,
+                            &node.spec.role,
+                            env.clone(),
+                        ));
                     }
                     if let Some(role) = role.as_mut() {
                         role.apply(&node.spec).await;

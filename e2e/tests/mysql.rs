@@ -1,6 +1,8 @@
-//! mysql on Debian's MariaDB with Galera, linked to a php Service: the credentials Secret is made
-//! once, the php backends see the link's environment, a PHP application writes and reads rows
-//! through it, the rows outlive a scale of the php tier, and deleting both leaves nothing running.
+//! mysql on Debian's MariaDB with Galera behind a glb (haproxy), linked to a php Service: the
+//! credentials Secret is made once, the link follows the endpoint to the glb, the php backends
+//! see the link's environment, a PHP application writes and reads rows through it, the rows
+//! outlive a scale of the php tier and of the database (through the glb), and deleting both
+//! leaves nothing running.
 
 mod common;
 
@@ -61,12 +63,27 @@ async fn php_writes_and_reads_rows_through_a_link_to_mysql() {
             && !conpaas_crds::v1alpha1::is_condition_true(&status.conditions, "Stalled")
     })
     .await;
-    env.apply("apiVersion: conpaas.io/v1alpha1\nkind: Service\nmetadata: {name: db}\nspec: {application: demo, type: mysql, settings: {database: shop}}\n")
+    // With a glb: clients connect through haproxy.
+    env.apply("apiVersion: conpaas.io/v1alpha1\nkind: Service\nmetadata: {name: db}\nspec: {application: demo, type: mysql, roles: [{name: glb, count: 1}], settings: {database: shop}}\n")
         .await;
-    env.wait_ready("db", "mysql 1/1").await;
-    let db = env.services().get("db").await.unwrap();
-    let endpoint = db.status.and_then(|s| s.endpoint).expect("status.endpoint");
-    assert!(endpoint.ends_with(":3306"), "{endpoint}");
+    env.wait_ready("db", "mysql 1/1, glb 1/1").await;
+    let glb = env
+        .nodes("db")
+        .await
+        .into_iter()
+        .find(|n| n.spec.role == "glb")
+        .and_then(|n| n.status?.address)
+        .expect("the glb's address");
+    let endpoint = format!("{glb}:3306");
+    conpaas_e2e::wait::until("the endpoint on the glb", LIMIT, || {
+        let (env, endpoint) = (&env, &endpoint);
+        async move {
+            let db = env.services().get("db").await?;
+            Ok(db.status.and_then(|s| s.endpoint).as_ref() == Some(endpoint))
+        }
+    })
+    .await
+    .unwrap();
     let secrets: Api<Secret> = Api::namespaced(env.client.clone(), &env.ns);
     let secret = secrets
         .get("db-mysql")
@@ -92,8 +109,15 @@ async fn php_writes_and_reads_rows_through_a_link_to_mysql() {
         .trim_start_matches("http://")
         .trim_end_matches('/')
         .to_string();
-    let (_, url) = call(&proxy, "GET", "/url.php").await;
-    assert_eq!(url, format!("mysql://conpaas:***@{endpoint}/shop"));
+    conpaas_e2e::wait::until("the link's URL on the glb", LIMIT, || {
+        let (proxy, endpoint) = (&proxy, &endpoint);
+        async move {
+            let (_, url) = call(proxy, "GET", "/url.php").await;
+            Ok(url == format!("mysql://conpaas:***@{endpoint}/shop"))
+        }
+    })
+    .await
+    .unwrap();
 
     // Rows written through the link are there, also after the php tier scaled.
     for i in 1..=10 {
@@ -132,14 +156,14 @@ async fn php_writes_and_reads_rows_through_a_link_to_mysql() {
     };
     let scale_db = |count: i32| {
         json!({"apiVersion": "conpaas.io/v1alpha1", "kind": "Service", "metadata": {"name": "db"},
-            "spec": {"application": "demo", "type": "mysql", "replicas": count, "settings": {"database": "shop"}}})
+            "spec": {"application": "demo", "type": "mysql", "replicas": count, "roles": [{"name": "glb", "count": 1}], "settings": {"database": "shop"}}})
     };
     let joined = std::time::Instant::now();
     env.services()
         .patch("db", &pp, &Patch::Apply(scale_db(3)))
         .await
         .unwrap();
-    env.wait_ready("db", "mysql 3/3").await;
+    env.wait_ready("db", "mysql 3/3, glb 1/1").await;
     println!(
         "mysql 1 -> 3 under writes: {:.1}s",
         joined.elapsed().as_secs_f64()
@@ -148,10 +172,13 @@ async fn php_writes_and_reads_rows_through_a_link_to_mysql() {
         .patch("db", &pp, &Patch::Apply(scale_db(2)))
         .await
         .unwrap();
-    env.wait_ready("db", "mysql 2/2").await;
+    env.wait_ready("db", "mysql 2/2, glb 1/1").await;
     conpaas_e2e::wait::until("the third node gone", LIMIT, || {
         let env = &env;
-        async move { Ok(env.nodes("db").await.len() == 2) }
+        async move {
+            let nodes = env.nodes("db").await;
+            Ok(nodes.iter().filter(|n| n.spec.role == "mysql").count() == 2)
+        }
     })
     .await
     .unwrap();
@@ -166,7 +193,12 @@ async fn php_writes_and_reads_rows_through_a_link_to_mysql() {
     );
     // The joiner has them too.
     let password = String::from_utf8(data["password"].0.clone()).unwrap();
-    for node in env.nodes("db").await {
+    for node in env
+        .nodes("db")
+        .await
+        .into_iter()
+        .filter(|n| n.spec.role == "mysql")
+    {
         let address = node.status.and_then(|s| s.address).unwrap();
         let out = std::process::Command::new("mariadb")
             .args([

@@ -11,6 +11,7 @@ compgen -G '/usr/sbin/php-fpm*' >/dev/null || need_apt+=(php-fpm php-mysql php-x
 command -v redis-server >/dev/null || need_apt+=(redis-server)
 [ -x /usr/sbin/mariadbd ] && [ -e /usr/lib/galera/libgalera_smm.so ] && command -v mariabackup >/dev/null \
   || need_apt+=(mariadb-server mariadb-client galera-4 mariadb-backup socat)
+command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need_apt+=(haproxy)
 [ -x /usr/share/tomcat10/bin/catalina.sh ] || need_apt+=(tomcat10)
 # The java e2e test's WAR carries Debian's JDBC driver.
 [ -e /usr/share/java/mariadb-java-client.jar ] || need_apt+=(libmariadb-java)

@@ -3,9 +3,11 @@
 //! `apply`, notices changes of its own in `poll`, says how it is in `report`, lets go of its work
 //! in `drain` (peers stop sending it any) and stops cleanly in `shutdown`.
 //!
-//! Adding a service type: a module here implementing [`Role`] and its arm in [`for_type`].
+//! Adding a service type: a module here implementing [`Role`] and its arm in [`for_type`] (a
+//! type whose roles run different software has an arm per role).
 
 mod generic;
+mod glb;
 mod helloworld;
 mod mysql;
 mod web;
@@ -109,9 +111,10 @@ pub fn ordinal(node: &str) -> u32 {
         .unwrap_or(u32::MAX)
 }
 
-/// The role for a service type.
-pub fn for_type(service_type: ServiceType, env: RoleEnv) -> Box<dyn Role> {
+/// The software for a node of `role` of a service type.
+pub fn for_type(service_type: ServiceType, role: &str, env: RoleEnv) -> Box<dyn Role> {
     match service_type {
+        ServiceType::Mysql if role == "glb" => Box::new(glb::Glb::new(env)),
         ServiceType::Helloworld => Box::new(helloworld::Helloworld::new(env)),
         ServiceType::Generic => Box::new(generic::Generic::new(env)),
         ServiceType::Php => Box::new(web::WebHosting::new(env, web::Stack::Php)),

@@ -38,7 +38,7 @@ pub const DESCRIPTOR: TypeDescriptor = TypeDescriptor {
     routers: &["proxy"],
     drain_seconds: 10,
     access: Some(Access {
-        role: "proxy",
+        roles: &["proxy"],
         url: "http://{address}/",
     }),
     endpoint: None,

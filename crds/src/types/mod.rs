@@ -49,12 +49,13 @@ pub struct TypeDescriptor {
     pub endpoint: Option<Access>,
 }
 
-/// Where clients reach a service: a URL on the node of `role` with the lowest ordinal (which a
-/// scale-down never removes).
+/// Where clients reach a service: a URL on the node with the lowest ordinal (which a scale-down
+/// never removes) of the first of `roles` that has one.
 #[derive(Debug)]
 pub struct Access {
-    /// The role whose first node serves clients.
-    pub role: &'static str,
+    /// The roles whose first node serves clients, in order of preference (mysql: a `glb` if
+    /// there is one, else the first `mysql` node).
+    pub roles: &'static [&'static str],
     /// The URL, with `{address}` for that node's address.
     pub url: &'static str,
 }

@@ -11,14 +11,23 @@ pub fn secret_name(service: &str) -> String {
 /// The mysql type.
 pub const DESCRIPTOR: TypeDescriptor = TypeDescriptor {
     name: "mysql",
-    summary: "ConPaaS' MySQL service: MariaDB with Galera, every node a master of one cluster (the first bootstraps it, the others join by state transfer with mariabackup). The credentials are in the Secret `<service>-mysql` (`username`, `password`; a random password unless it exists); the database named by the setting `database` is created at start. `status.endpoint` is `host:port` of the first node.",
-    roles: &[RoleDescriptor {
-        name: "mysql",
-        summary: "a MariaDB Galera node on port 3306; Ready once Synced and answering queries",
-        default_count: 1,
-        min: 1,
-        max: None,
-    }],
+    summary: "ConPaaS' MySQL service: MariaDB with Galera, every node a master of one cluster (the first bootstraps it, the others join by state transfer with mariabackup). The credentials are in the Secret `<service>-mysql` (`username`, `password`; a random password unless it exists); the database named by the setting `database` is created at start. `status.endpoint` is `host:port` for clients: the first `glb` if there is one, else the first mysql node.",
+    roles: &[
+        RoleDescriptor {
+            name: "mysql",
+            summary: "a MariaDB Galera node on port 3306; Ready once Synced and answering queries",
+            default_count: 1,
+            min: 1,
+            max: None,
+        },
+        RoleDescriptor {
+            name: "glb",
+            summary: "haproxy on port 3306 balancing clients over the Synced mysql nodes (health-checked); a leaving mysql node leaves every glb before it shuts down",
+            default_count: 0,
+            min: 0,
+            max: None,
+        },
+    ],
     default_role: "mysql",
     settings: &[SettingDescriptor {
         key: "database",
@@ -35,11 +44,11 @@ pub const DESCRIPTOR: TypeDescriptor = TypeDescriptor {
         ("DATABASE", "the database of the setting `database`"),
         ("URL", "`mysql://user:password@host:port/database`"),
     ],
-    routers: &[],
+    routers: &["glb"],
     drain_seconds: 1,
     access: None,
     endpoint: Some(Access {
-        role: "mysql",
+        roles: &["glb", "mysql"],
         url: "{address}:3306",
     }),
 };

@@ -209,9 +209,9 @@ pub fn build(
     }
 }
 
-/// Where clients reach the service: on the first node of the access role that has an address
-/// (with `serving_first`, the first that serves: a link must not follow a replacement that is
-/// still joining; a URL people keep stays on the first node).
+/// Where clients reach the service: on the first node with an address of the first access role
+/// that has one (with `serving_first`, the first that serves: a link must not follow a
+/// replacement or a new glb that is still starting; a URL people keep stays on the first node).
 fn access_point(
     desired: &Desired,
     access: &Access,
@@ -220,17 +220,19 @@ fn access_point(
 ) -> Option<String> {
     nodes
         .iter()
-        .filter(|n| n.spec.role == access.role && !n.deleting && n.spec.drain.is_none())
+        .filter(|n| !n.deleting && n.spec.drain.is_none())
         .filter_map(|n| {
+            let preference = access.roles.iter().position(|r| *r == n.spec.role)?;
             let ordinal = super::plan::ordinal(&desired.service, n)?;
             Some((
                 serving_first && !n.agent_ready,
+                preference,
                 ordinal,
                 n.address.as_deref()?,
             ))
         })
         .min()
-        .map(|(_, _, address)| access.url(address))
+        .map(|(_, _, _, address)| access.url(address))
 }
 
 /// Whether these conditions say that replacing unhealthy nodes is held for an outage.
@@ -567,6 +569,46 @@ mod tests {
                 .iter()
                 .all(|c| c.observed_generation == Some(4))
         );
+    }
+
+    #[test]
+    fn the_endpoint_is_a_serving_glb_else_the_first_mysql_node() {
+        let d = desired(1, true).map(|mut d| {
+            d.service_type = ServiceType::Mysql;
+            d.roles = ["mysql", "glb"]
+                .map(|r| DesiredRole {
+                    name: r.into(),
+                    count: 1,
+                    cloud: "local".into(),
+                    instance_type: None,
+                })
+                .to_vec();
+            d
+        });
+        let node = |role: &str, address: &str, agent_ready: bool| {
+            let mut n = nodes(1, 1).remove(0);
+            n.name = format!("s-{role}-0");
+            n.spec.role = role.into();
+            n.address = Some(address.into());
+            n.agent_ready = agent_ready;
+            n
+        };
+        let endpoint = |nodes: &[ObservedNode]| {
+            build(&ServiceStatus::default(), Some(1), &d, nodes, &now(0)).endpoint
+        };
+        let mysql = node("mysql", "10.0.0.1", true);
+        assert_eq!(
+            endpoint(std::slice::from_ref(&mysql)).as_deref(),
+            Some("10.0.0.1:3306")
+        );
+        let starting_glb = node("glb", "10.0.0.9", false);
+        assert_eq!(
+            endpoint(&[mysql.clone(), starting_glb]).as_deref(),
+            Some("10.0.0.1:3306"),
+            "links do not follow a glb that does not serve yet"
+        );
+        let glb = node("glb", "10.0.0.9", true);
+        assert_eq!(endpoint(&[mysql, glb]).as_deref(), Some("10.0.0.9:3306"));
     }
 
     #[test]
