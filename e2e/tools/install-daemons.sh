@@ -15,6 +15,8 @@ command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need_apt+=(haproxy)
 [ -x /usr/share/tomcat10/bin/catalina.sh ] || need_apt+=(tomcat10)
 # The java e2e test's WAR carries Debian's JDBC driver.
 [ -e /usr/share/java/mariadb-java-client.jar ] || need_apt+=(libmariadb-java)
+# The WordPress e2e test uploads Debian's WordPress.
+[ -e /usr/share/wordpress/wp-settings.php ] || need_apt+=(wordpress)
 ((${#need_apt[@]})) || exit 0
 
 sudo=

@@ -347,11 +347,23 @@ pub async fn http_send(
     path: &str,
     headers: &[(&str, &str)],
 ) -> anyhow::Result<(u16, String, std::collections::BTreeMap<String, String>)> {
+    http_request(address, method, path, headers, b"").await
+}
+
+/// One HTTP/1.1 request with `body` to port 80 on a fresh connection: the status, body
+/// (de-chunked) and headers.
+pub async fn http_request(
+    address: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> anyhow::Result<(u16, String, std::collections::BTreeMap<String, String>)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect((address, 80)).await?;
     let mut head = format!("{method} {path} HTTP/1.1\r\nconnection: close\r\n");
     if method == "POST" {
-        head.push_str("content-length: 0\r\n");
+        head.push_str(&format!("content-length: {}\r\n", body.len()));
     }
     if !headers.iter().any(|(k, _)| *k == "host") {
         head.push_str(&format!("host: {address}\r\n"));
@@ -361,31 +373,58 @@ pub async fn http_send(
     }
     head.push_str("\r\n");
     stream.write_all(head.as_bytes()).await?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await?;
-    let (top, body) = response
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| anyhow::anyhow!("no header end in {response:?}"))?;
+    stream.write_all(body).await?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await?;
+    let end = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| {
+            anyhow::anyhow!("no header end in {:?}", String::from_utf8_lossy(&response))
+        })?;
+    let top = String::from_utf8_lossy(&response[..end]).into_owned();
+    let body = &response[end + 4..];
     let mut lines = top.lines();
     let status = lines
         .next()
         .and_then(|l| l.split(' ').nth(1))
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| anyhow::anyhow!("no status in {top:?}"))?;
-    let headers = lines
+    let headers: std::collections::BTreeMap<String, String> = lines
         .filter_map(|l| l.split_once(": "))
         .map(|(k, v)| (k.to_ascii_lowercase(), v.to_string()))
         .collect();
-    // Chunked bodies (PHP's) are one chunk here: drop the chunk framing.
-    let body = if top
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
+    let body = if headers
+        .get("transfer-encoding")
+        .is_some_and(|t| t.eq_ignore_ascii_case("chunked"))
     {
-        body.split("\r\n").nth(1).unwrap_or_default().to_string()
+        dechunk(body)?
     } else {
-        body.to_string()
+        body.to_vec()
     };
-    Ok((status, body, headers))
+    Ok((status, String::from_utf8_lossy(&body).into_owned(), headers))
+}
+
+/// The payload of a chunked body.
+fn dechunk(mut body: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = body
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or_else(|| anyhow::anyhow!("a chunk without its size line"))?;
+        let line = String::from_utf8_lossy(&body[..line_end]);
+        let size = usize::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16)?;
+        if size == 0 {
+            return Ok(out);
+        }
+        let rest = &body[line_end + 2..];
+        let chunk = rest
+            .get(..size)
+            .ok_or_else(|| anyhow::anyhow!("a chunk shorter than its size"))?;
+        out.extend_from_slice(chunk);
+        body = rest[size..].strip_prefix(b"\r\n").unwrap_or(&rest[size..]);
+    }
 }
 
 /// Deletes `services`, waits until they and every VM are gone, and checks that no daemon any
@@ -421,7 +460,7 @@ pub struct Load {
 }
 
 impl Load {
-    pub fn start(address: String, workers: usize, paths: &'static [&'static str]) -> Arc<Load> {
+    pub fn start(address: String, workers: usize, paths: &[&str]) -> Arc<Load> {
         let load = Arc::new(Load {
             ok: AtomicU64::new(0),
             failed: AtomicU64::new(0),
@@ -435,10 +474,10 @@ impl Load {
             // POSTs, which a proxy may not retry on another backend once sent (they are not
             // idempotent); with a slow page among `paths`, requests are in flight when a
             // backend leaves.
-            let path = paths[i % paths.len()];
+            let path = paths[i % paths.len()].to_string();
             tokio::spawn(async move {
                 while !load.stop.load(Ordering::Relaxed) {
-                    match http_send(&address, "POST", path, &[]).await {
+                    match http_send(&address, "POST", &path, &[]).await {
                         Ok((200, body, _)) => {
                             load.ok.fetch_add(1, Ordering::Relaxed);
                             if let Some((_, by)) = body.split_once("served by ") {
