@@ -83,6 +83,32 @@ pub async fn install(
     Ok(target)
 }
 
+/// Fetches `code` of `service` to the file `to` as it is (a mysql dump is not unpacked), once
+/// its digest matches the spec; nothing is left at `to` otherwise.
+pub async fn download(
+    client: &Client,
+    namespace: &str,
+    service: &str,
+    code: &NodeCode,
+    to: &Path,
+) -> anyhow::Result<()> {
+    let partial = to.with_extension("partial");
+    let digest = fetch(client, namespace, service, code, &partial).await;
+    let checked = digest.and_then(|digest| {
+        if digest == code.sha256 {
+            std::fs::rename(&partial, to).with_context(|| format!("write {}", to.display()))
+        } else {
+            bail!(
+                "code version {}: sha256 is {digest}, the spec says {}",
+                code.version,
+                code.sha256
+            )
+        }
+    });
+    let _ = std::fs::remove_file(&partial);
+    checked
+}
+
 /// Whether fetching failed because the node's token may not read the archive yet: its
 /// credentials follow its spec, so right after a version switch they can lag behind for a moment.
 pub fn is_forbidden(error: &anyhow::Error) -> bool {

@@ -281,6 +281,12 @@ pub enum Verb {
         after_help = "Examples:\n  cpsctl code upload hello ./site --activate\n  cpsctl code list hello\n  cpsctl code activate hello v1\n  cpsctl code rollback hello\n  cpsctl code download hello v1 -o v1.tar.gz"
     )]
     Code(CodeVerb),
+    /// MySQL services: dump the database
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  cpsctl mysql dump db > db.sql\n  cpsctl code upload db db.sql --version restore --activate   # load it (into another Service)"
+    )]
+    Mysql(MysqlVerb),
     /// Print a shell completion script
     #[command(
         after_help = "Examples:\n  cpsctl completion bash > /etc/bash_completion.d/cpsctl\n  cpsctl completion zsh > \"${fpath[1]}/_cpsctl\""
@@ -288,6 +294,17 @@ pub enum Verb {
     Completion {
         /// The shell
         shell: clap_complete::Shell,
+    },
+}
+
+/// What `cpsctl mysql` does.
+#[derive(Subcommand, Debug)]
+pub enum MysqlVerb {
+    /// Write the Service's database as SQL to standard output (mariadb-dump against its
+    /// endpoint with the credentials of its Secret; needs the MariaDB client here)
+    Dump {
+        /// The mysql Service
+        service: String,
     },
 }
 

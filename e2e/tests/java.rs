@@ -94,7 +94,7 @@ async fn java_serves_servlets_through_a_link_and_scales_under_load_without_a_fai
     env.apply("apiVersion: conpaas.io/v1alpha1\nkind: Service\nmetadata: {name: db}\nspec: {application: demo, type: mysql, settings: {database: shop}}\n")
         .await;
     apply_app(&env, 1, "v1").await;
-    env.wait_ready("db", "mysql 1/1").await;
+    env.wait_ready("db", "mysql 1/1, glb 0/0").await;
     env.wait_ready("app", "proxy 1/1, web 1/1, backend 1/1")
         .await;
     let proxy = env

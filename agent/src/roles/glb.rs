@@ -3,7 +3,8 @@
 //! and reloaded on every membership change. haproxy runs in master-worker mode: a reload
 //! (SIGUSR2) starts new workers with the new configuration while the old ones finish their
 //! connections. It reports the members it balances over (`routesTo`), which is what releases a
-//! leaving mysql node: it leaves every glb before it shuts down.
+//! leaving mysql node: it leaves every glb before it shuts down. It is Ready once it listens and
+//! has a node to balance over (so the endpoint never moves to a glb that refuses every client).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -23,6 +24,8 @@ pub struct Glb {
     dir: PathBuf,
     haproxy: Option<Daemon>,
     routes_to: Option<Vec<String>>,
+    /// The code version (a mysql dump) the spec names: a glb serves no code, it runs any at once.
+    spec_code: Option<String>,
     listening: bool,
     error: Option<String>,
     dead: Option<String>,
@@ -35,6 +38,7 @@ impl Glb {
             env,
             haproxy: None,
             routes_to: None,
+            spec_code: None,
             listening: false,
             error: None,
             dead: None,
@@ -92,6 +96,7 @@ impl Glb {
 #[async_trait::async_trait]
 impl Role for Glb {
     async fn apply(&mut self, spec: &ServiceNodeSpec) {
+        self.spec_code = spec.code.as_ref().map(|c| c.version.clone());
         self.error = self.converge(spec).await.err();
         self.poll().await;
     }
@@ -116,6 +121,11 @@ impl Role for Glb {
         let (state, message) = match self.error.as_ref().or(self.dead.as_ref()) {
             Some(e) => (AgentState::Failed, e.clone()),
             None if !self.listening => (AgentState::Starting, "starting haproxy".to_string()),
+            // A glb with nobody to send clients to must not become the endpoint.
+            None if self.routes_to.as_ref().is_none_or(Vec::is_empty) => (
+                AgentState::Starting,
+                "waiting for a Synced mysql node to balance over".to_string(),
+            ),
             None => (
                 AgentState::Ready,
                 format!(
@@ -129,6 +139,7 @@ impl Role for Glb {
             state: Some(state),
             message: Some(message),
             routes_to: self.routes_to.clone().filter(|_| self.listening),
+            code_version: self.spec_code.clone(),
             ..Default::default()
         }
     }

@@ -10,6 +10,7 @@ mod generic;
 mod glb;
 mod helloworld;
 mod mysql;
+mod mysql_dump;
 mod web;
 
 use std::path::PathBuf;

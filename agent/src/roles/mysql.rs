@@ -5,14 +5,20 @@
 //! the database of the setting `database` and the user of the Secret `<service>-mysql`. Ready
 //! means Synced and answering a query. Leaving (released from its drain), it shuts down cleanly,
 //! so the cluster sees a member go rather than fail.
+//!
+//! A code version of a mysql Service is an SQL dump (plain or gzipped; ConPaaS' `Dump`): the
+//! first node loads each activated version once into the database, and notes it in the
+//! replicated table `conpaas-agent`.`dumps`, which the other nodes read. Until the first version loaded,
+//! the nodes are not Ready; a dump MariaDB refuses makes the node Failed with MariaDB's words.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use conpaas_crds::types::mysql;
-use conpaas_crds::v1alpha1::{AgentState, Member, ServiceNodeSpec, ServiceType};
+use conpaas_crds::v1alpha1::{AgentState, Member, NodeCode, ServiceNodeSpec, ServiceType};
 use nix::sys::signal::Signal;
 
+use super::mysql_dump::{DumpError, DumpLoad, LOADED_TABLE, quote, run_sql};
 use super::{Role, RoleEnv, RoleReport, first_member, ordinal};
 use crate::daemon::{self, Daemon};
 
@@ -46,6 +52,14 @@ pub struct Mysql {
     failed_joins: u32,
     /// Looks that found no peer answering, before a bootstrap.
     quiet_looks: u32,
+    /// The SQL dump (code version) loaded into the database.
+    loaded: Option<NodeCode>,
+    /// What loading the spec's dump waits for (the first node, the node's credentials).
+    dump_waiting: Option<String>,
+    /// A dump that failed to load, and MariaDB's words; not tried again.
+    dump_failed: Option<(NodeCode, String)>,
+    /// The dump being loaded, by a task of its own.
+    loading: Option<(NodeCode, tokio::task::JoinHandle<Result<(), DumpError>>)>,
 }
 
 impl Mysql {
@@ -64,6 +78,10 @@ impl Mysql {
             joined: false,
             failed_joins: 0,
             quiet_looks: 0,
+            loaded: None,
+            dump_waiting: None,
+            dump_failed: None,
+            loading: None,
         }
     }
 
@@ -173,18 +191,7 @@ impl Mysql {
 
     /// Runs SQL as the node's root (unix-socket authentication); its output.
     async fn sql(&self, statement: &str) -> Result<String, String> {
-        let client = daemon::find(&["mariadb", "mysql"], "mariadb-client")?;
-        let out = tokio::process::Command::new(client)
-            .arg(format!("--socket={}", self.socket().display()))
-            .args(["-uroot", "--batch", "--skip-column-names", "-e", statement])
-            .output()
-            .await
-            .map_err(|e| format!("run the mariadb client: {e}"))?;
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
-        }
+        run_sql(&self.socket(), statement).await
     }
 
     /// The database, the Service's user and the state-transfer user, made once per node
@@ -202,6 +209,97 @@ impl Mysql {
              GRANT RELOAD, PROCESS, LOCK TABLES, BINLOG MONITOR ON *.* TO 'sst'@'localhost';"
         );
         self.sql(&statement).await.map(|_| ())
+    }
+
+    /// Loads the spec's SQL dump once for the whole cluster: the first node loads it (in a task,
+    /// looked at on each poll), every node learns it is in from `conpaas-agent`.`dumps`.
+    async fn converge_dump(&mut self, spec: &ServiceNodeSpec) {
+        if let Some((_, task)) = &self.loading {
+            if !task.is_finished() {
+                return;
+            }
+            let (code, task) = self.loading.take().expect("checked above");
+            match task.await {
+                Ok(Ok(())) => {
+                    tracing::info!(version = %code.version, "SQL dump loaded");
+                    self.loaded = Some(code);
+                    self.dump_waiting = None;
+                }
+                Ok(Err(DumpError::Waiting(why))) => self.dump_waiting = Some(why),
+                Ok(Err(DumpError::Failed(why))) => {
+                    tracing::warn!(version = %code.version, %why, "SQL dump refused");
+                    self.dump_failed = Some((code, why));
+                }
+                Err(e) => {
+                    self.dump_failed = Some((code, format!("loading the dump broke off: {e}")))
+                }
+            }
+            return;
+        }
+        let Some(code) = spec.code.clone() else {
+            return;
+        };
+        let failed = self.dump_failed.as_ref().is_some_and(|(c, _)| *c == code);
+        if self.loaded.as_ref() == Some(&code) || failed {
+            return;
+        }
+        let marker = format!(
+            "SELECT COUNT(*) FROM {LOADED_TABLE} WHERE sha256 = '{}'",
+            quote(&code.sha256)
+        );
+        // No table yet is nothing loaded yet.
+        let marked = self.sql(&marker).await;
+        if marked.as_deref() == Ok("1") {
+            tracing::info!(version = %code.version, "SQL dump in the database");
+            self.loaded = Some(code);
+            self.dump_waiting = None;
+            return;
+        }
+        tracing::debug!(?marked, version = %code.version, "SQL dump not noted as loaded");
+        let first = first_member(&spec.members, "mysql");
+        if first.is_none_or(|m| m.name != self.env.node) {
+            if self.loaded.is_some() {
+                // The cluster has a database already and the first node loads the new dump
+                // (it switches last in a rollout): nothing to do here.
+                self.loaded = Some(code);
+                self.dump_waiting = None;
+                return;
+            }
+            let first = first.map_or("the first node", |m| m.name.as_str());
+            self.dump_waiting = Some(format!(
+                "waiting for {first} to load the SQL dump of code version {}",
+                code.version
+            ));
+            return;
+        }
+        // Not while nodes join: a load racing a state transfer broke joins here.
+        let members = spec.members.iter().filter(|m| m.role == "mysql").count();
+        let size = self
+            .sql("SHOW STATUS LIKE 'wsrep_cluster_size'")
+            .await
+            .ok()
+            .and_then(|s| s.split_whitespace().last()?.parse::<usize>().ok());
+        if size != Some(members) {
+            self.dump_waiting = Some(format!(
+                "waiting for the {members} mysql nodes to join before loading the SQL dump of code version {}",
+                code.version
+            ));
+            return;
+        }
+        let (user, password) = self.credentials.clone().expect("read before start");
+        let load = DumpLoad {
+            client: self.env.client.clone(),
+            namespace: self.env.namespace.clone(),
+            service: spec.service.clone(),
+            socket: self.socket(),
+            address: format!("{}:{PORT}", self.env.address),
+            user,
+            password,
+            database: database(spec),
+            work_dir: self.env.work_dir.clone(),
+        };
+        self.dump_waiting = None;
+        self.loading = Some((code.clone(), tokio::spawn(load.run(code))));
     }
 }
 
@@ -270,13 +368,31 @@ impl Role for Mysql {
                 Err(e) => self.error = Some(format!("create the database and user: {e}")),
             }
         }
+        if self.synced && self.prepared {
+            self.converge_dump(&spec).await;
+        }
     }
 
     fn report(&self) -> RoleReport {
-        let (state, message) = if let Some(e) = &self.error {
+        let spec_code = self.spec.as_ref().and_then(|s| s.code.as_ref());
+        let dump_failed = self
+            .dump_failed
+            .as_ref()
+            .filter(|(c, _)| Some(c) == spec_code)
+            .map(|(_, why)| why);
+        // Before its first dump is in, the database is not what the Service asks for.
+        let dump_pending = spec_code.is_some() && self.loaded.is_none();
+        let (state, message) = if let Some(e) = self.error.as_ref().or(dump_failed) {
             (AgentState::Failed, e.clone())
         } else if let Some(w) = self.waiting.as_ref().filter(|_| self.mariadbd.is_none()) {
             (AgentState::Starting, w.clone())
+        } else if self.synced && self.prepared && dump_pending {
+            let version = spec_code.map_or("", |c| c.version.as_str());
+            let what = self
+                .dump_waiting
+                .clone()
+                .unwrap_or_else(|| format!("loading the SQL dump of code version {version}"));
+            (AgentState::Starting, what)
         } else if self.synced && self.prepared {
             (
                 AgentState::Ready,
@@ -288,10 +404,7 @@ impl Role for Mysql {
         RoleReport {
             state: Some(state),
             message: Some(message),
-            code_version: self
-                .spec
-                .as_ref()
-                .and_then(|s| s.code.as_ref().map(|c| c.version.clone())),
+            code_version: self.loaded.as_ref().map(|c| c.version.clone()),
             ..Default::default()
         }
     }
@@ -403,11 +516,6 @@ fn chown_mysql(dir: &Path) -> Result<(), String> {
     } else {
         Err(format!("chown {} to mysql failed", dir.display()))
     }
-}
-
-/// Text safe inside a single-quoted SQL string.
-fn quote(text: &str) -> String {
-    text.replace('\\', "\\\\").replace('\'', "\\'")
 }
 
 /// The last lines of a log, for a message.

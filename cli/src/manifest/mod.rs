@@ -1,6 +1,7 @@
 //! ConPaaS application manifests (the JSON the ConPaaS director took: `Application`,
 //! `Description`, `Services` with `Type`, `ServiceName`, `Cloud`, `Start`, `StartupInstances`,
-//! `Archive`, `StartupScript`, and type-specific fields such as `Dump`, `Password`,
+//! `Archive` (a mysql Service's `Dump`: its code is an SQL dump), `StartupScript`, and
+//! type-specific fields such as `Password`,
 //! `VolumeStartup`, `StartRole`) turned into our resources and back.
 //!
 //! Fields this operator acts on become spec; fields it does not act on are named in warnings and
@@ -18,19 +19,24 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 /// Fields of a service entry that become spec.
-const SERVICE_FIELDS: [&str; 7] = [
+const SERVICE_FIELDS: [&str; 6] = [
     "Type",
     "ServiceName",
     "Cloud",
     "Start",
     "StartupInstances",
-    "Archive",
     "StartupScript",
 ];
 /// Secrets: named, never stored.
 const DROPPED: [&str; 1] = ["Password"];
-/// The code version name an imported Archive gets.
+/// The code version name an imported Archive (or Dump) gets.
 const ARCHIVE_VERSION: &str = "v1";
+
+/// The manifest field a type's code comes from: a mysql Service's code is its SQL `Dump`, the
+/// others' their `Archive`.
+fn code_field(ty: &str) -> &'static str {
+    if ty == "mysql" { "Dump" } else { "Archive" }
+}
 
 /// Resources made from a manifest, in the manifest's order, and what did not carry over.
 pub struct Imported {
@@ -141,7 +147,7 @@ pub fn import(
         for (key, value) in fields {
             if DROPPED.contains(&key.as_str()) {
                 warnings.push(format!("{at}.{key}: not imported (a secret does not belong in an annotation); set it on the service again"));
-            } else if !SERVICE_FIELDS.contains(&key.as_str()) {
+            } else if !SERVICE_FIELDS.contains(&key.as_str()) && key != code_field(&ty) {
                 warnings.push(format!(
                     "{at}.{key}: not acted on by this operator; kept for export"
                 ));
@@ -188,14 +194,15 @@ pub fn import(
         if !roles.is_empty() {
             spec["roles"] = json!(roles);
         }
-        if let Some(url) = fields.get("Archive") {
+        let field = code_field(&ty);
+        if let Some(url) = fields.get(field) {
             let url = url
                 .as_str()
-                .with_context(|| format!("{at}.Archive: must be a URL"))?;
+                .with_context(|| format!("{at}.{field}: must be a URL"))?;
             if !url.starts_with("http://") && !url.starts_with("https://") {
-                bail!("{at}.Archive: {url:?} is not an http(s) URL");
+                bail!("{at}.{field}: {url:?} is not an http(s) URL");
             }
-            let bytes = fetch(url).with_context(|| format!("{at}.Archive: download {url}"))?;
+            let bytes = fetch(url).with_context(|| format!("{at}.{field}: download {url}"))?;
             let sha256 = hex::encode(Sha256::digest(&bytes));
             spec["code"] = json!({"active": ARCHIVE_VERSION, "versions": [{"name": ARCHIVE_VERSION, "url": url, "sha256": sha256}]});
         }
@@ -325,11 +332,12 @@ pub fn export(application: &Value, services: &[Value]) -> (Value, Vec<String>) {
                 .into_iter()
                 .flatten()
                 .find(|v| v["name"] == json!(active));
+            let field = code_field(ty);
             match version.and_then(|v| v["url"].as_str()) {
                 Some(url) => {
-                    entry.insert("Archive".into(), json!(url));
+                    entry.insert(field.into(), json!(url));
                 }
-                None => warnings.push(format!("{at}.Archive: code version {active:?} of {svc_name} comes from a ConfigMap, not a URL; not exported")),
+                None => warnings.push(format!("{at}.{field}: code version {active:?} of {svc_name} comes from a ConfigMap or the artifact store, not a URL; not exported")),
             }
         }
         match (annotation(svc, ANNOTATION_STARTUP_SCRIPT_URL), spec["startupScript"].is_string()) {

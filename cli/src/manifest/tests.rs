@@ -70,11 +70,17 @@ fn wordpress_round_trips_and_names_what_is_not_acted_on() {
             .unwrap()
             .contains("configure.sh")
     );
+    // The database's Dump is its code: loaded once activated.
+    let db = &imported.services[0]["spec"];
+    assert_eq!(
+        db["code"]["versions"][0]["url"],
+        "https://conpaas.example.org/wordpress/wordpress-db.sql"
+    );
+    assert_eq!(db["code"]["active"], "v1");
     assert_eq!(
         imported.warnings,
         [
-            "Services[0].Dump: not acted on by this operator; kept for export",
-            "Services[0].Password: not imported (a secret does not belong in an annotation); set it on the service again",
+            "Services[0].Password: not imported (a secret does not belong in an annotation); set it on the service again"
         ]
     );
     assert!(export_warnings.is_empty(), "{export_warnings:?}");

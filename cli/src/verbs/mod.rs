@@ -6,6 +6,7 @@ mod doctor;
 mod info;
 mod logs;
 mod manifest;
+mod mysql;
 mod nodes;
 mod services;
 mod wait;
@@ -18,7 +19,7 @@ use conpaas_crds::v1alpha1::{Application, Cloud, Service, ServiceNode};
 use kube::Api;
 use kube::api::ListParams;
 
-use crate::args::{Cli, CodeVerb, Verb};
+use crate::args::{Cli, CodeVerb, MysqlVerb, Verb};
 use crate::connect::{Session, connect};
 
 /// Runs one verb; the exit code says whether it succeeded (doctor and wait may fail politely).
@@ -109,6 +110,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             CodeVerb::Delete { service, version } => code::delete(&s, &service, &version).await?,
             CodeVerb::Download { .. } => unreachable!("handled before connecting"),
         },
+        Verb::Mysql(MysqlVerb::Dump { service }) => mysql::dump(&s, &service).await?,
         Verb::Usage { .. } | Verb::Completion { .. } => unreachable!("handled before connecting"),
     }
     Ok(ExitCode::SUCCESS)

@@ -11,7 +11,7 @@ pub fn secret_name(service: &str) -> String {
 /// The mysql type.
 pub const DESCRIPTOR: TypeDescriptor = TypeDescriptor {
     name: "mysql",
-    summary: "ConPaaS' MySQL service: MariaDB with Galera, every node a master of one cluster (the first bootstraps it, the others join by state transfer with mariabackup). The credentials are in the Secret `<service>-mysql` (`username`, `password`; a random password unless it exists); the database named by the setting `database` is created at start. `status.endpoint` is `host:port` for clients: the first `glb` if there is one, else the first mysql node.",
+    summary: "ConPaaS' MySQL service: MariaDB with Galera, every node a master of one cluster (the first bootstraps it, the others join by state transfer with mariabackup). The credentials are in the Secret `<service>-mysql` (`username`, `password`; a random password unless it exists); the database named by the setting `database` is created at start. A code version is an SQL dump (plain or gzipped; ConPaaS' `Dump`), loaded into that database once when activated; until the first one is in, the nodes are not Ready, and a dump MariaDB refuses fails the node with MariaDB's message. `status.endpoint` is `host:port` for clients: the first `glb` if there is one, else the first mysql node.",
     roles: &[
         RoleDescriptor {
             name: "mysql",

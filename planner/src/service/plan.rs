@@ -431,7 +431,9 @@ fn drain_steps(
             .find(|r| *r == drain.reason)
             .unwrap_or("ScaledDown");
         // Confirmed unhealthy, not a blip: until released, routers may still send it requests.
-        let gone = node.unhealthy.is_some() || node.agent_failure.is_some();
+        // A node still serving its previous code version is drained like a healthy one.
+        let gone = node.unhealthy.is_some()
+            || (node.agent_failure.is_some() && !serves_previous_version(node));
         if node.drained || gone {
             actions.push(Action::DeleteNode {
                 name: node.name.clone(),
@@ -463,7 +465,11 @@ fn drain_steps(
 /// and java keep serving it): routers keep sending it requests, rather than losing a tier to a
 /// version that would not install.
 fn serves_previous_version(node: &ObservedNode) -> bool {
-    node.agent_failure.is_some()
+    // The agents of php and java say "code version <v>: ..." of a version they could not switch
+    // to; a daemon that died is another failure, and that node serves nothing.
+    node.agent_failure
+        .as_deref()
+        .is_some_and(|f| f.starts_with("code version "))
         && node.running_code.is_some()
         && node.running_code.as_deref() != node.spec.code.as_ref().map(|c| c.version.as_str())
 }
@@ -835,6 +841,13 @@ mod tests {
         nodes[1].agent_failure = Some("code version v2: sha256 differs".into());
         nodes[1].running_code = Some("v1".into());
         assert_eq!(backend_ready(&nodes), Some(true), "v1 still serves");
+        nodes[1].agent_failure = Some("php-fpm is not running".into());
+        assert_eq!(
+            backend_ready(&nodes),
+            Some(false),
+            "a dead daemon serves nothing"
+        );
+        nodes[1].agent_failure = Some("code version v2: sha256 differs".into());
         nodes[1].running_code = Some("v2".into());
         assert_eq!(backend_ready(&nodes), Some(false), "failed on what it runs");
     }

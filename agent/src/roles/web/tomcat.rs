@@ -38,6 +38,9 @@ pub struct Tomcat {
     pub deployed: Option<NodeCode>,
     /// A version Tomcat refused, not tried again, and why.
     refused: Option<(NodeCode, String)>,
+    /// The last descriptor sequence used: never reused, so an earlier attempt's outcome in the
+    /// log is never read as a later one's.
+    last_sequence: u32,
 }
 
 impl Tomcat {
@@ -52,6 +55,7 @@ impl Tomcat {
             deploying: None,
             deployed: None,
             refused: None,
+            last_sequence: 0,
         }
     }
 
@@ -181,9 +185,11 @@ impl Tomcat {
 
     /// Writes the descriptor of `code` with the next sequence number.
     fn deploy(&mut self, code: &NodeCode, folder: &Path) -> Result<(), String> {
-        let next = descriptor_sequences(&self.descriptors())
+        let newest = descriptor_sequences(&self.descriptors())
             .last()
-            .map_or(1, |(n, _)| n + 1);
+            .map_or(0, |(n, _)| *n);
+        let next = newest.max(self.last_sequence) + 1;
+        self.last_sequence = next;
         let path = self.descriptors().join(format!("ROOT##{next:06}.xml"));
         std::fs::write(&path, context_xml(folder))
             .map_err(|e| format!("write {}: {e}", path.display()))?;
@@ -250,14 +256,16 @@ pub fn server_xml(address: &str) -> String {
     )
 }
 
-/// The root context's descriptor for a WAR unpacked at `folder`.
+/// The root context's descriptor for a WAR unpacked at `folder`; once undeployed (its descriptor
+/// removed when a newer one serves) it lets requests in flight finish for up to 30 s.
 pub fn context_xml(folder: &Path) -> String {
     let folder = folder
         .display()
         .to_string()
         .replace('&', "&amp;")
-        .replace('"', "&quot;");
-    format!("<Context docBase=\"{folder}\"/>\n")
+        .replace('"', "&quot;")
+        .replace('<', "&lt;");
+    format!("<Context docBase=\"{folder}\" unloadDelay=\"30000\"/>\n")
 }
 
 /// The `ROOT##<n>.xml` descriptors in `dir`, by sequence.
@@ -383,7 +391,7 @@ mod tests {
         assert!(xml.contains(r#"<Server port="-1""#));
         assert_eq!(
             context_xml(Path::new("/n/code/v1-abc")),
-            "<Context docBase=\"/n/code/v1-abc\"/>\n"
+            "<Context docBase=\"/n/code/v1-abc\" unloadDelay=\"30000\"/>\n"
         );
     }
 }

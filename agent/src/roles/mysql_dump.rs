@@ -1,0 +1,198 @@
+//! Loading a mysql Service's SQL dump (its code version) into the node's MariaDB, as a task of
+//! its own: a large dump takes minutes, and the agent keeps reporting and renewing its heartbeat
+//! meanwhile. A dump is the user's text: it runs as the Service's user (rights on its database
+//! only), through the client's sandbox (no `\!` shell escapes, no files), and the note that it
+//! loaded is kept where that user cannot reach (`conpaas-agent`.`dumps`, replicated by Galera).
+
+use std::path::{Path, PathBuf};
+
+use conpaas_crds::v1alpha1::NodeCode;
+use kube::Client;
+
+use crate::code;
+use crate::daemon;
+
+/// Why a dump is not in the database.
+pub enum DumpError {
+    /// Something to wait for (the node's credentials catching up with its spec).
+    Waiting(String),
+    /// Refused; MariaDB's words.
+    Failed(String),
+}
+
+/// The table noting which dumps are in, by sha256: in a schema whose name (with a `-`) no
+/// Service's `database` setting can take, so no Service user has rights on it (Galera does not
+/// replicate tables of the `mysql` schema).
+pub const LOADED_TABLE: &str = "`conpaas-agent`.dumps";
+/// The most SQL a gzipped dump may unpack to.
+const MAX_SQL_BYTES: u64 = 16 << 30;
+
+/// Where a dump comes from and goes to.
+pub struct DumpLoad {
+    pub client: Client,
+    pub namespace: String,
+    pub service: String,
+    /// The node's own server: its socket (for the note, as root) and `host:port` (for the dump,
+    /// as the Service's user).
+    pub socket: PathBuf,
+    pub address: String,
+    pub user: String,
+    pub password: String,
+    pub database: String,
+    pub work_dir: PathBuf,
+}
+
+impl DumpLoad {
+    /// Downloads `dump`, loads it into the database and notes it in `conpaas-agent`.`dumps`.
+    pub async fn run(self, dump: NodeCode) -> Result<(), DumpError> {
+        let version = &dump.version;
+        let failed =
+            |e: String| DumpError::Failed(format!("code version {version} (SQL dump): {e}"));
+        let dir = self.work_dir.join("code");
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| failed(format!("create {}: {e}", dir.display())))?;
+        let file = dir.join(format!("dump-{}.sql", dump.sha256.get(..12).unwrap_or("")));
+        if let Err(e) =
+            code::download(&self.client, &self.namespace, &self.service, &dump, &file).await
+        {
+            return Err(if code::is_forbidden(&e) {
+                DumpError::Waiting(format!("code version {version} (SQL dump): {e:#}"))
+            } else {
+                failed(format!("{e:#}"))
+            });
+        }
+        let loaded = match sql_file(&file) {
+            Ok(sql) => {
+                let loaded = self.load(&sql).await;
+                let _ = std::fs::remove_file(&sql);
+                loaded
+            }
+            Err(e) => Err(e),
+        };
+        let _ = std::fs::remove_file(&file);
+        loaded.map_err(failed)?;
+        let note = format!(
+            "CREATE DATABASE IF NOT EXISTS `conpaas-agent`;
+             CREATE TABLE IF NOT EXISTS {LOADED_TABLE} (sha256 CHAR(64) PRIMARY KEY, version VARCHAR(63), at TIMESTAMP DEFAULT CURRENT_TIMESTAMP) ENGINE=InnoDB;
+             INSERT IGNORE INTO {LOADED_TABLE} (sha256, version) VALUES ('{}', '{}');",
+            quote(&dump.sha256),
+            quote(version)
+        );
+        run_sql(&self.socket, &note)
+            .await
+            .map(|_| ())
+            .map_err(|e| failed(format!("loaded, but noting it failed: {e}")))
+    }
+}
+
+impl DumpLoad {
+    /// Streams the SQL at `sql` into the database as the Service's user, sandboxed; MariaDB's
+    /// words when it refuses.
+    async fn load(&self, sql: &Path) -> Result<(), String> {
+        let client = daemon::find(&["mariadb", "mysql"], "mariadb-client")?;
+        let (host, port) = self
+            .address
+            .rsplit_once(':')
+            .unwrap_or((&self.address, "3306"));
+        let mut child = tokio::process::Command::new(client)
+            .args(["--host", host, "--port", port, "--user", &self.user])
+            .args(["--sandbox", "--batch", "--database", &self.database])
+            // The password by the environment, not a command line others can read.
+            .env("MYSQL_PWD", &self.password)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("run the mariadb client: {e}"))?;
+        let mut stdin = child.stdin.take().expect("piped");
+        let mut file = tokio::fs::File::open(sql)
+            .await
+            .map_err(|e| format!("read {}: {e}", sql.display()))?;
+        let writer = async move {
+            // MariaDB's own error says more than the broken pipe it leaves.
+            let _ = tokio::io::copy(&mut file, &mut stdin).await;
+        };
+        let (_, out) = tokio::join!(writer, child.wait_with_output());
+        let out = out.map_err(|e| format!("run the mariadb client: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "did not load: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
+    }
+}
+
+/// Runs SQL as the node's root (unix-socket authentication); its output.
+pub async fn run_sql(socket: &Path, statement: &str) -> Result<String, String> {
+    let client = daemon::find(&["mariadb", "mysql"], "mariadb-client")?;
+    let out = tokio::process::Command::new(client)
+        .arg(format!("--socket={}", socket.display()))
+        .args(["-uroot", "--batch", "--skip-column-names", "-e", statement])
+        .output()
+        .await
+        .map_err(|e| format!("run the mariadb client: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
+}
+
+/// Text safe inside a single-quoted SQL string.
+pub fn quote(text: &str) -> String {
+    text.replace('\\', "\\\\").replace('\'', "\\'")
+}
+
+/// The file holding a dump's SQL: the download itself, or its gunzipped copy beside it (at most
+/// [`MAX_SQL_BYTES`]: a small archive that unpacks to a full disk is refused).
+fn sql_file(download: &Path) -> Result<PathBuf, String> {
+    use std::io::Read;
+    let mut magic = [0u8; 2];
+    let mut file =
+        std::fs::File::open(download).map_err(|e| format!("read {}: {e}", download.display()))?;
+    let gzipped = file.read_exact(&mut magic).is_ok() && magic == [0x1f, 0x8b];
+    if !gzipped {
+        return Ok(download.to_path_buf());
+    }
+    let file =
+        std::fs::File::open(download).map_err(|e| format!("read {}: {e}", download.display()))?;
+    let target = download.with_extension("gunzipped.sql");
+    let mut out =
+        std::fs::File::create(&target).map_err(|e| format!("write {}: {e}", target.display()))?;
+    let mut decoder = flate2::read::GzDecoder::new(file).take(MAX_SQL_BYTES + 1);
+    let written = std::io::copy(&mut decoder, &mut out).map_err(|e| {
+        let _ = std::fs::remove_file(&target);
+        format!("gunzip: {e}")
+    })?;
+    if written > MAX_SQL_BYTES {
+        let _ = std::fs::remove_file(&target);
+        return Err(format!("gunzips to more than {MAX_SQL_BYTES} bytes"));
+    }
+    Ok(target)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dump_is_read_plain_or_gzipped() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("plain.sql");
+        std::fs::write(&plain, "SELECT 1;\n").unwrap();
+        assert_eq!(sql_file(&plain).unwrap(), plain);
+        let gzipped = dir.path().join("dump.sql");
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        encoder.write_all(b"SELECT 2;\n").unwrap();
+        std::fs::write(&gzipped, encoder.finish().unwrap()).unwrap();
+        let sql = sql_file(&gzipped).unwrap();
+        assert_eq!(std::fs::read(sql).unwrap(), b"SELECT 2;\n");
+        let broken = dir.path().join("broken.sql");
+        std::fs::write(&broken, [0x1f, 0x8b, 0, 1, 2]).unwrap();
+        assert!(sql_file(&broken).unwrap_err().contains("gunzip"));
+    }
+}

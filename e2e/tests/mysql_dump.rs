@@ -1,0 +1,204 @@
+//! A mysql Service's code is an SQL dump (ConPaaS' `Dump`): loaded once into the database when
+//! activated, on a two-node cluster, and a later one rolled out over it; `cpsctl mysql dump`
+//! writes the database back out, and that
+//! dump, uploaded to another Service, restores it there; a dump MariaDB refuses leaves its
+//! Service not Ready with MariaDB's own message.
+
+mod common;
+
+use common::*;
+use conpaas_crds::v1alpha1::is_condition_true;
+use conpaas_e2e::tools::{cpsctl, run};
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+
+const NS: &str = "mysql-dump-e2e";
+const DUMP: &str = "CREATE TABLE products (id INT PRIMARY KEY, name VARCHAR(32)) ENGINE=InnoDB;
+INSERT INTO products VALUES (1, 'tea'), (2, 'coffee'), (3, 'cocoa');
+";
+
+fn service(name: &str, replicas: i32, dump_config_map: &str) -> String {
+    format!(
+        "apiVersion: conpaas.io/v1alpha1\nkind: Service\nmetadata: {{name: {name}}}\nspec: {{application: demo, type: mysql, replicas: {replicas}, settings: {{database: shop}}, code: {{active: v1, versions: [{{name: v1, configMap: {{name: {dump_config_map}, key: dump.sql}}}}]}}}}\n"
+    )
+}
+
+/// `SELECT ...` on a node, as the Service's user.
+async fn query(env: &Env, service: &str, address: &str, sql: &str) -> String {
+    try_query(env, service, address, sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql} on {address}: {e}"))
+}
+
+async fn try_query(env: &Env, service: &str, address: &str, sql: &str) -> Result<String, String> {
+    let secrets: Api<Secret> = Api::namespaced(env.client.clone(), &env.ns);
+    let secret = secrets.get(&format!("{service}-mysql")).await.unwrap();
+    let password = String::from_utf8(secret.data.unwrap()["password"].0.clone()).unwrap();
+    let out = std::process::Command::new("mariadb")
+        .args([
+            "-h",
+            address,
+            "-uconpaas",
+            "shop",
+            "--batch",
+            "--skip-column-names",
+        ])
+        .args(["-e", sql])
+        .env("MYSQL_PWD", password)
+        .output()
+        .unwrap();
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dump_loads_once_dumps_back_out_restores_elsewhere_and_a_bad_one_is_reported() {
+    let env = env(NS, 64).await;
+    env.apply_cloud_and_app().await;
+    create_config_map(&env, "shop-dump", "dump.sql", DUMP.as_bytes().to_vec()).await;
+    create_config_map(
+        &env,
+        "bad-dump",
+        "dump.sql",
+        b"INSERT INTO missing_table VALUES (1);\n".to_vec(),
+    )
+    .await;
+    env.apply(&service("db", 2, "shop-dump")).await;
+    env.apply(&service("broken", 1, "bad-dump")).await;
+
+    // Loaded once for the cluster, on every node.
+    env.wait_ready("db", "mysql 2/2, glb 0/0").await;
+    for node in env.nodes("db").await {
+        let address = node.status.and_then(|s| s.address).unwrap();
+        assert_eq!(
+            query(
+                &env,
+                "db",
+                &address,
+                "SELECT GROUP_CONCAT(name ORDER BY id) FROM products"
+            )
+            .await,
+            "tea,coffee,cocoa",
+            "on {address}"
+        );
+    }
+
+    // A later dump (a migration) rolls out over both nodes and is loaded once, by the first.
+    create_config_map(
+        &env,
+        "shop-more",
+        "dump.sql",
+        b"INSERT INTO products VALUES (4, 'mate');\n".to_vec(),
+    )
+    .await;
+    env.apply("apiVersion: conpaas.io/v1alpha1\nkind: Service\nmetadata: {name: db}\nspec: {application: demo, type: mysql, replicas: 2, settings: {database: shop}, code: {active: v2, versions: [{name: v1, configMap: {name: shop-dump, key: dump.sql}}, {name: v2, configMap: {name: shop-more, key: dump.sql}}]}}\n")
+        .await;
+    env.wait_service("db", "v2 on every node", |s| {
+        let status = s.status.clone().unwrap_or_default();
+        is_condition_true(&status.conditions, "Ready")
+            && status.roles.iter().all(|r| r.updated == r.desired)
+            && status.active_code_version.as_deref() == Some("v2")
+    })
+    .await;
+    for node in env.nodes("db").await {
+        let address = node.status.and_then(|s| s.address).unwrap();
+        conpaas_e2e::wait::until("the fourth row", LIMIT, || {
+            let (env, address) = (&env, &address);
+            async move {
+                Ok(
+                    try_query(env, "db", address, "SELECT COUNT(*) FROM products").await
+                        == Ok("4".to_string()),
+                )
+            }
+        })
+        .await
+        .unwrap();
+    }
+
+    // A node joining later gets the data, and the note of what is loaded, by state transfer.
+    env.apply("apiVersion: conpaas.io/v1alpha1\nkind: Service\nmetadata: {name: db}\nspec: {application: demo, type: mysql, replicas: 3, settings: {database: shop}, code: {active: v2, versions: [{name: v1, configMap: {name: shop-dump, key: dump.sql}}, {name: v2, configMap: {name: shop-more, key: dump.sql}}]}}\n")
+        .await;
+    env.wait_ready("db", "mysql 3/3, glb 0/0").await;
+    let joiner = env
+        .nodes("db")
+        .await
+        .into_iter()
+        .find(|n| n.metadata.name.as_deref() == Some("db-mysql-2"))
+        .and_then(|n| n.status?.address)
+        .expect("the third node's address");
+    assert_eq!(
+        query(&env, "db", &joiner, "SELECT COUNT(*) FROM products").await,
+        "4"
+    );
+
+    // A refused dump: the Service says so in MariaDB's words, and is not Ready.
+    env.wait_service("broken", "MariaDB's refusal on the Service", |s| {
+        let status = s.status.clone().unwrap_or_default();
+        status
+            .conditions
+            .iter()
+            .any(|c| c.message.contains("missing_table") && c.message.contains("doesn't exist"))
+    })
+    .await;
+    let broken = env.services().get("broken").await.unwrap();
+    let conditions = broken.status.unwrap_or_default().conditions;
+    assert!(!is_condition_true(&conditions, "Ready"), "{conditions:?}");
+
+    // Dumped back out, then restored into another Service from that file.
+    let out = run(
+        &cpsctl(),
+        &["-n", NS, "mysql", "dump", "db"],
+        &env.cp.kubeconfig,
+        None,
+    )
+    .expect("cpsctl")
+    .ok();
+    assert!(
+        out.stdout.contains("INSERT INTO `products`") && out.stdout.contains("cocoa"),
+        "{}",
+        tail(&out.stdout, 20)
+    );
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), &out.stdout).unwrap();
+    env.apply("apiVersion: conpaas.io/v1alpha1\nkind: Service\nmetadata: {name: copy}\nspec: {application: demo, type: mysql, settings: {database: shop}}\n")
+        .await;
+    env.wait_ready("copy", "mysql 1/1, glb 0/0").await;
+    env.wait_code_api().await;
+    run(
+        &cpsctl(),
+        &[
+            "-n",
+            NS,
+            "code",
+            "upload",
+            "copy",
+            file.path().to_str().unwrap(),
+            "--version",
+            "restore",
+            "--activate",
+        ],
+        &env.cp.kubeconfig,
+        None,
+    )
+    .expect("cpsctl")
+    .ok();
+    let node = env.nodes("copy").await.remove(0);
+    let address = node.status.and_then(|s| s.address).unwrap();
+    conpaas_e2e::wait::until("the restored rows", LIMIT, || {
+        let (env, address) = (&env, &address);
+        async move {
+            Ok(
+                try_query(env, "copy", address, "SELECT COUNT(*) FROM products").await
+                    == Ok("4".to_string()),
+            )
+        }
+    })
+    .await
+    .unwrap();
+    env.wait_ready("copy", "mysql 1/1, glb 0/0").await;
+
+    delete_and_expect_nothing_running(&env, &["db", "broken", "copy"]).await;
+}
