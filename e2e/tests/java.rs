@@ -97,17 +97,7 @@ async fn java_serves_servlets_through_a_link_and_scales_under_load_without_a_fai
     env.wait_ready("db", "mysql 1/1, glb 0/0").await;
     env.wait_ready("app", "proxy 1/1, web 1/1, backend 1/1")
         .await;
-    let proxy = env
-        .services()
-        .get("app")
-        .await
-        .unwrap()
-        .status
-        .and_then(|s| s.url)
-        .expect("status.url")
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_string();
+    let proxy = env.url_host("app").await;
     let address_of = |role: &'static str| {
         let env = &env;
         async move {
@@ -182,15 +172,7 @@ async fn java_serves_servlets_through_a_link_and_scales_under_load_without_a_fai
     failed_at("after 1 -> 3");
     let asked = Instant::now();
     apply_app(&env, 1, "v1").await;
-    conpaas_e2e::wait::until("two backends drained and deleted", LIMIT, || {
-        let env = &env;
-        async move {
-            let nodes = env.nodes("app").await;
-            Ok(nodes.iter().filter(|n| n.spec.role == "backend").count() == 1)
-        }
-    })
-    .await
-    .unwrap();
+    env.wait_role_count("app", "backend", 1).await;
     println!(
         "java scale 3 -> 1: drained and deleted {:.1}s after the patch",
         asked.elapsed().as_secs_f64()
@@ -208,20 +190,8 @@ async fn java_serves_servlets_through_a_link_and_scales_under_load_without_a_fai
         .await;
     failed_at("after v1 -> v2");
     tokio::time::sleep(Duration::from_secs(1)).await;
-    load.stop.store(true, Ordering::Relaxed);
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    let (ok, failed) = (
-        load.ok.load(Ordering::Relaxed),
-        load.failed.load(Ordering::Relaxed),
-    );
-    println!("java under load: {ok} requests answered, {failed} failed");
-    assert_eq!(
-        failed,
-        0,
-        "failed requests: {:?}",
-        load.failures.lock().unwrap()
-    );
-    assert!(ok > 50, "the load ran: {ok}");
+    load.finish_without_failures("java under load", 50, "")
+        .await;
     assert_eq!(get(&proxy, "/api/rows").await, (200, "10".into()));
 
     delete_and_expect_nothing_running(&env, &["app", "db"]).await;

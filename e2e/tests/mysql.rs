@@ -98,17 +98,7 @@ async fn php_writes_and_reads_rows_through_a_link_to_mysql() {
 
     env.wait_ready("site", "proxy 1/1, web 0/0, backend 1/1")
         .await;
-    let proxy = env
-        .services()
-        .get("site")
-        .await
-        .unwrap()
-        .status
-        .and_then(|s| s.url)
-        .expect("status.url")
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_string();
+    let proxy = env.url_host("site").await;
     conpaas_e2e::wait::until("the link's URL on the glb", LIMIT, || {
         let (proxy, endpoint) = (&proxy, &endpoint);
         async move {

@@ -5,7 +5,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -102,12 +101,7 @@ async fn php_scales_its_backends_under_load_without_a_failed_request() {
     env.wait_ready("site", "proxy 1/1, web 1/1, backend 1/1")
         .await;
 
-    let site = env.services().get("site").await.unwrap();
-    let url = site.status.and_then(|s| s.url).expect("status.url");
-    let proxy = url
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_string();
+    let proxy = env.url_host("site").await;
     let (status, body, _) = request(&proxy, "/index.php", &[]).await.unwrap();
     assert_eq!(status, 200, "{body}");
     assert!(body.starts_with("v1 served by "), "{body}");
@@ -176,15 +170,7 @@ async fn php_scales_its_backends_under_load_without_a_failed_request() {
     // 3 -> 1: two backends drain and go; requests in flight finish.
     let asked = Instant::now();
     scale(&env, 1).await;
-    conpaas_e2e::wait::until("two backends drained and deleted", LIMIT, || {
-        let env = &env;
-        async move {
-            let nodes = env.nodes("site").await;
-            Ok(nodes.iter().filter(|n| n.spec.role == "backend").count() == 1)
-        }
-    })
-    .await
-    .unwrap();
+    env.wait_role_count("site", "backend", 1).await;
     println!(
         "scale 3 -> 1: drained and deleted {:.1}s after the patch",
         asked.elapsed().as_secs_f64()
@@ -192,21 +178,8 @@ async fn php_scales_its_backends_under_load_without_a_failed_request() {
     env.wait_ready("site", "proxy 1/1, web 1/1, backend 1/1")
         .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    load.stop.store(true, Ordering::Relaxed);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let (ok, failed) = (
-        load.ok.load(Ordering::Relaxed),
-        load.failed.load(Ordering::Relaxed),
-    );
-    println!("under load: {ok} requests answered, {failed} failed");
-    assert_eq!(
-        failed,
-        0,
-        "failed requests: {:?}\n{}",
-        load.failures.lock().unwrap(),
-        nginx_errors(&env)
-    );
-    assert!(ok > 50, "the load ran: {ok}");
+    load.finish_without_failures("under load", 50, &nginx_errors(&env))
+        .await;
 
     // The session outlives the backends that served it.
     let (_, third, _) = request(&proxy, "/counter.php", &[("cookie", &cookie)])

@@ -7,7 +7,6 @@
 mod common;
 
 use std::path::Path;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -137,17 +136,7 @@ async fn wordpress_installs_posts_and_scales_under_load_without_a_failed_request
         "WordPress uploaded and serving {:.1}s after the upload began",
         uploaded.elapsed().as_secs_f64()
     );
-    let proxy = env
-        .services()
-        .get("blog")
-        .await
-        .unwrap()
-        .status
-        .and_then(|s| s.url)
-        .expect("status.url")
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_string();
+    let proxy = env.url_host("blog").await;
 
     // Installed over HTTP, as a user would in a browser.
     let install = form(&[
@@ -217,30 +206,10 @@ async fn wordpress_installs_posts_and_scales_under_load_without_a_failed_request
     );
     tokio::time::sleep(Duration::from_secs(3)).await;
     scale_backends(&env, 1).await;
-    conpaas_e2e::wait::until("two backends drained and deleted", LIMIT, || {
-        let env = &env;
-        async move {
-            let nodes = env.nodes("blog").await;
-            Ok(nodes.iter().filter(|n| n.spec.role == "backend").count() == 1)
-        }
-    })
-    .await
-    .unwrap();
+    env.wait_role_count("blog", "backend", 1).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    load.stop.store(true, Ordering::Relaxed);
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let (ok, failed) = (
-        load.ok.load(Ordering::Relaxed),
-        load.failed.load(Ordering::Relaxed),
-    );
-    println!("wordpress under load: {ok} page views answered, {failed} failed");
-    assert_eq!(
-        failed,
-        0,
-        "failed page views: {:?}",
-        load.failures.lock().unwrap()
-    );
-    assert!(ok > 20, "the load ran: {ok}");
+    load.finish_without_failures("wordpress under load (page views)", 20, "")
+        .await;
     let (_, page, _) = http_send(&proxy, "GET", &post, &[]).await.unwrap();
     assert!(
         page.contains("Hello from ConPaaS"),

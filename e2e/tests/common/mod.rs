@@ -89,6 +89,34 @@ impl Env {
             .await;
     }
 
+    /// `host` of the Service's `status.url` (`http://host/`).
+    pub async fn url_host(&self, service: &str) -> String {
+        self.services()
+            .get(service)
+            .await
+            .unwrap()
+            .status
+            .and_then(|s| s.url)
+            .expect("status.url")
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string()
+    }
+
+    /// Waits until `service` has `count` nodes of `role` (the others drained and deleted).
+    pub async fn wait_role_count(&self, service: &str, role: &str, count: usize) {
+        wait::until(
+            &format!("{count} {role} nodes of {service}"),
+            LIMIT,
+            || async move {
+                let nodes = self.nodes(service).await;
+                Ok(nodes.iter().filter(|n| n.spec.role == role).count() == count)
+            },
+        )
+        .await
+        .unwrap();
+    }
+
     /// Waits for an Event with `reason` in `namespace`, about the object `regarding` if given.
     pub async fn wait_event(&self, namespace: &str, reason: &str, regarding: Option<&str>) {
         self.wait_event_where(namespace, reason, |e| {
@@ -504,6 +532,26 @@ impl Load {
             });
         }
         load
+    }
+
+    /// Stops the load once the requests in flight (the slowest take 2 s) ended, prints what it
+    /// did under `what`, and asserts that none failed (`context` shown with a failure) and that
+    /// more than `at_least` were answered.
+    pub async fn finish_without_failures(&self, what: &str, at_least: u64, context: &str) {
+        self.stop.store(true, Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let (ok, failed) = (
+            self.ok.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        );
+        println!("{what}: {ok} requests answered, {failed} failed");
+        assert_eq!(
+            failed,
+            0,
+            "failed requests: {:?}\n{context}",
+            self.failures.lock().unwrap()
+        );
+        assert!(ok > at_least, "the load ran: {ok}");
     }
 
     pub fn responders(&self) -> BTreeSet<String> {
