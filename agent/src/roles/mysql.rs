@@ -335,17 +335,22 @@ impl Role for Mysql {
         if !mariadbd.running() {
             self.synced = false;
             let log = tail(&self.env.work_dir.join("logs/mariadbd.out"));
-            if self.joined || self.failed_joins >= MAX_FAILED_JOINS {
+            if self.failed_joins >= MAX_FAILED_JOINS {
                 self.error = Some(format!("{}; its log: {log}", mariadbd.exited_message()));
                 return;
             }
-            // A join that failed (its state transfer broke off) starts again from nothing.
+            // A join that failed (its state transfer broke off) starts again from nothing; a
+            // node that was in the cluster rejoins with its data (the cluster sends what it
+            // missed).
             self.failed_joins += 1;
-            tracing::warn!(attempt = self.failed_joins, %log, "joining the cluster failed");
+            tracing::warn!(attempt = self.failed_joins, joined = self.joined, %log, "MariaDB exited; starting it again");
             self.mariadbd = None;
-            let _ = std::fs::remove_dir_all(self.dir.join("data"));
+            if !self.joined {
+                let _ = std::fs::remove_dir_all(self.dir.join("data"));
+            }
+            self.joined = false;
             self.waiting = Some(format!(
-                "joining failed {} times, retrying: {log}",
+                "MariaDB exited {} times, starting it again: {log}",
                 self.failed_joins
             ));
             return;
@@ -518,9 +523,15 @@ fn chown_mysql(dir: &Path) -> Result<(), String> {
     }
 }
 
-/// The last lines of a log, for a message.
+/// The last errors of a log (its last lines when it has none), for a message.
 fn tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().rev().take(3).collect();
-    lines.into_iter().rev().collect::<Vec<_>>().join(" | ")
+    let errors: Vec<&str> = text.lines().filter(|l| l.contains("[ERROR]")).collect();
+    let lines = if errors.is_empty() {
+        text.lines().collect()
+    } else {
+        errors
+    };
+    let last = &lines[lines.len().saturating_sub(3)..];
+    last.join(" | ")
 }
