@@ -335,22 +335,19 @@ impl Role for Mysql {
         if !mariadbd.running() {
             self.synced = false;
             let log = tail(&self.env.work_dir.join("logs/mariadbd.out"));
-            if self.failed_joins >= MAX_FAILED_JOINS {
+            // A node that was in the cluster is not restarted by itself: the first node would
+            // bootstrap a second cluster if no peer answered at that moment.
+            if self.joined || self.failed_joins >= MAX_FAILED_JOINS {
                 self.error = Some(format!("{}; its log: {log}", mariadbd.exited_message()));
                 return;
             }
-            // A join that failed (its state transfer broke off) starts again from nothing; a
-            // node that was in the cluster rejoins with its data (the cluster sends what it
-            // missed).
+            // A join that failed (its state transfer broke off) starts again from nothing.
             self.failed_joins += 1;
-            tracing::warn!(attempt = self.failed_joins, joined = self.joined, %log, "MariaDB exited; starting it again");
+            tracing::warn!(attempt = self.failed_joins, %log, "joining the cluster failed");
             self.mariadbd = None;
-            if !self.joined {
-                let _ = std::fs::remove_dir_all(self.dir.join("data"));
-            }
-            self.joined = false;
+            let _ = std::fs::remove_dir_all(self.dir.join("data"));
             self.waiting = Some(format!(
-                "MariaDB exited {} times, starting it again: {log}",
+                "joining failed {} times, retrying: {log}",
                 self.failed_joins
             ));
             return;
