@@ -165,20 +165,10 @@ impl WebHosting {
             }
             return;
         };
-        let installed = code::install(
-            &self.env.client,
-            &self.env.namespace,
-            &spec.service,
-            code,
-            &self.env.work_dir,
-        )
-        .await;
-        let dir = match installed {
-            Ok(dir) => dir,
-            Err(e) => return self.code_failed(&code.version, e),
+        let Some(dir) = self.unpack_code(spec, code).await else {
+            return;
         };
         let java_proxy = self.stack == Stack::Java && self.role == "proxy";
-        make_readable(&dir);
         if java_proxy {
             self.servlet_patterns = read_servlet_patterns(&dir);
         }
@@ -190,6 +180,29 @@ impl WebHosting {
                 self.code_waiting = None;
             }
             Err(e) => self.code_error = Some(format!("code version {}: {e}", code.version)),
+        }
+    }
+
+    /// Fetches and unpacks `code` (readable by the workers); `None`, with the reason noted, when
+    /// that failed.
+    async fn unpack_code(&mut self, spec: &ServiceNodeSpec, code: &NodeCode) -> Option<PathBuf> {
+        let installed = code::install(
+            &self.env.client,
+            &self.env.namespace,
+            &spec.service,
+            code,
+            &self.env.work_dir,
+        )
+        .await;
+        match installed {
+            Ok(dir) => {
+                make_readable(&dir);
+                Some(dir)
+            }
+            Err(e) => {
+                self.code_failed(&code.version, e);
+                None
+            }
         }
     }
 
@@ -411,28 +424,11 @@ impl WebHosting {
             return Ok(());
         };
         let folder = match &spec.code {
-            Some(code) => {
-                let unpacked = code::install(
-                    &self.env.client,
-                    &self.env.namespace,
-                    &spec.service,
-                    code,
-                    &self.env.work_dir,
-                )
-                .await;
-                match unpacked {
-                    Ok(dir) => {
-                        make_readable(&dir);
-                        self.code_error = None;
-                        self.code_waiting = None;
-                        Some((code, dir))
-                    }
-                    Err(e) => {
-                        self.code_failed(&code.version, e);
-                        None
-                    }
-                }
-            }
+            Some(code) => self.unpack_code(spec, code).await.map(|dir| {
+                self.code_error = None;
+                self.code_waiting = None;
+                (code, dir)
+            }),
             None => None,
         };
         if self.tomcat.is_none() {
