@@ -140,6 +140,7 @@ pub async fn run(
                 greeting: now.greeting.clone(),
                 scripts: now.scripts.clone(),
                 routes_to: now.routes_to.clone(),
+                credentials_version: now.credentials_version.clone(),
             };
             match report::send(&api, &boot.node, &status).await {
                 Ok(()) => last_sent = Some((generation, now)),

@@ -281,10 +281,10 @@ pub enum Verb {
         after_help = "Examples:\n  cpsctl code upload hello ./site --activate\n  cpsctl code list hello\n  cpsctl code activate hello v1\n  cpsctl code rollback hello\n  cpsctl code download hello v1 -o v1.tar.gz"
     )]
     Code(CodeVerb),
-    /// MySQL services: dump the database
+    /// MySQL services: dump the database, rotate the password
     #[command(
         subcommand,
-        after_help = "Examples:\n  cpsctl mysql dump db > db.sql\n  cpsctl code upload db db.sql --version restore --activate   # load it (into another Service)"
+        after_help = "Examples:\n  cpsctl mysql dump db > db.sql\n  cpsctl code upload db db.sql --version restore --activate   # load it (into another Service)\n  cpsctl mysql password db --wait"
     )]
     Mysql(MysqlVerb),
     /// Print a shell completion script
@@ -305,6 +305,21 @@ pub enum MysqlVerb {
     Dump {
         /// The mysql Service
         service: String,
+    },
+    /// Rotate the Service's credentials (ConPaaS' set_password): its Secret gets a new random
+    /// password for the other of two users (`<user>` and `<user>_2`). Every mysql node applies
+    /// it within seconds, linked services then switch to it, and the previous user stops working
+    /// after the setting `previous_user_seconds` (60 by default), so no request fails.
+    Password {
+        /// The mysql Service
+        service: String,
+        /// Wait until every mysql node accepts the new credentials (and linked services are
+        /// told)
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits, in seconds
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
     },
 }
 

@@ -150,25 +150,69 @@ fn cloud_spec_or_readiness(cloud: &Guarded<Cloud>) -> Option<u64> {
     Some(hasher.finish())
 }
 
+/// What the nodes of linking Services read of a Service: its endpoint, its credentials'
+/// version, its settings (the database).
+fn what_links_read(service: &Guarded<Service>) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let service = service.0.as_ref().ok()?;
+    let status = service.status.as_ref();
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (
+        status.and_then(|s| s.endpoint.as_ref()),
+        status.and_then(|s| s.credentials_version.as_ref()),
+        &service.spec.settings,
+    )
+        .hash(&mut hasher);
+    Some(hasher.finish())
+}
+
 /// Runs every loop until a shutdown signal. Each kind has one watch ([`shared_watch`]) that
-/// fills its cache and wakes the loops that care: a Service for its own changes and its nodes',
+/// fills its cache and wakes the loops that care: a Service for its own changes, its nodes' and
+/// those of the Services it links to,
 /// a node for its own and its Cloud's, an Application for its Services', a Cloud for its nodes'
 /// generations.
 pub async fn run(client: Client, ctx: Arc<Context>, writers: Writers, ready: Arc<AtomicBool>) {
     let caches = ctx.caches.clone();
     let synced = || caches.synced.clone();
-    let (service_watch, service_triggers) = shared_watch(&client, writers.services, synced(), 2);
+    let (service_watch, service_triggers) = shared_watch(&client, writers.services, synced(), 3);
     let (node_watch, node_triggers) = shared_watch(&client, writers.nodes, synced(), 3);
     let (cloud_watch, cloud_triggers) = shared_watch(&client, writers.clouds, synced(), 2);
     let (application_watch, application_triggers) =
         shared_watch(&client, writers.applications, synced(), 1);
-    let [services_of_service_loop, services_of_applications] = take(service_triggers);
+    let [
+        services_of_service_loop,
+        services_of_links,
+        services_of_applications,
+    ] = take(service_triggers);
     let [nodes_of_node_loop, nodes_of_services, nodes_of_clouds] = take(node_triggers);
     let [clouds_of_cloud_loop, clouds_of_nodes] = take(cloud_triggers);
     let [applications_of_application_loop] = take(application_triggers);
 
+    // A linked Service's new endpoint or credentials reach the nodes of the Services linking to
+    // it at once, not at their next periodic pass.
+    let linking = caches.services.clone();
     let services = Controller::for_stream(services_of_service_loop, caches.services.clone())
-        .owns_stream(nodes_of_services);
+        .owns_stream(nodes_of_services)
+        .watches_stream(
+            services_of_links.predicate_filter(what_links_read, Default::default()),
+            move |target| {
+                let target = target.0.ok();
+                let (ns, name) = target
+                    .map(|t| (t.namespace().unwrap_or_default(), t.name_any()))
+                    .unwrap_or_default();
+                linking
+                    .state()
+                    .into_iter()
+                    .filter(|s| {
+                        s.0.as_ref().is_ok_and(|s| {
+                            s.namespace().as_deref() == Some(ns.as_str())
+                                && s.spec.links.iter().any(|l| l.service == name)
+                        })
+                    })
+                    .map(|s| ObjectRef::from_obj(s.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        );
     // A node waiting on its Cloud (a permanent refusal: credentials, image) wakes when the
     // Cloud's spec changes or it turns Ready again (credentials fixed in its Secret).
     let cloud_turns = clouds_of_nodes.predicate_filter(cloud_spec_or_readiness, Default::default());

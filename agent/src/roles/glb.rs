@@ -63,10 +63,20 @@ impl Glb {
             // A configuration haproxy refuses never replaces the running one.
             let next = self.dir.join("haproxy.cfg.next");
             std::fs::write(&next, &text).map_err(|e| format!("write {}: {e}", next.display()))?;
-            let args = ["-c", "-q", "-f"].map(String::from);
+            let args = ["-c", "-f"].map(String::from);
             let mut args = args.to_vec();
             args.push(next.display().to_string());
-            daemon::run_checked(&program, &args, "haproxy refused its configuration").await?;
+            daemon::run_checked(&program, &args, "haproxy refused its configuration")
+                .await
+                .map_err(|e| {
+                    // Its [ALERT] lines say why; the [NOTICE] lines only name the version.
+                    let alerts: Vec<&str> = e.lines().filter(|l| l.contains("[ALERT]")).collect();
+                    if alerts.is_empty() {
+                        e.clone()
+                    } else {
+                        format!("haproxy refused its configuration: {}", alerts.join(" | "))
+                    }
+                })?;
             std::fs::rename(&next, &conf).map_err(|e| format!("write {}: {e}", conf.display()))?;
         }
         let haproxy = self.haproxy.get_or_insert_with(|| {
@@ -84,8 +94,15 @@ impl Glb {
             )
         });
         if changed && haproxy.running() {
-            // The master re-reads the configuration; new connections go by it at once.
+            // The master starts a worker with the new configuration and soft-stops the old
+            // one, which keeps its connections but stops accepting. Only then is the new member
+            // list reported: a node dropped from it is shut down soon after the report.
+            let log = self.env.work_dir.join("logs/haproxy.log");
+            let offset = std::fs::metadata(&log).map_or(0, |m| m.len());
             haproxy.signal(Signal::SIGUSR2);
+            if !old_worker_stopped(&log, offset, Duration::from_secs(5)).await {
+                tracing::warn!("haproxy's old worker still accepts connections 5 s after a reload");
+            }
         }
         haproxy.ensure_started()?;
         self.routes_to = Some(servers.into_iter().map(|(name, _)| name).collect());
@@ -151,6 +168,23 @@ impl Role for Glb {
     }
 }
 
+/// Waits until haproxy's log, past `offset`, says a worker stopped its frontend (what an old
+/// worker logs when it stops accepting after a reload); false after `limit`.
+async fn old_worker_stopped(log: &Path, offset: u64, limit: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let text = std::fs::read(log).unwrap_or_default();
+        let new = text.get(offset as usize..).unwrap_or_default();
+        if String::from_utf8_lossy(new).contains("Proxy mysql stopped") {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// haproxy's configuration: TCP on the node's address, least connections over `servers`
 /// (name, address), each checked every second; no server: connections are refused at once.
 pub fn haproxy_cfg(dir: &Path, address: &str, servers: &[(String, String)]) -> String {
@@ -165,9 +199,13 @@ pub fn haproxy_cfg(dir: &Path, address: &str, servers: &[(String, String)]) -> S
 global
     maxconn 4096
     pidfile {dir}/haproxy.pid
+    log stderr format short local0 notice
 
 defaults
     mode tcp
+    log global
+    option tcplog
+    option dontlog-normal
     timeout connect 3s
     timeout client 1h
     timeout server 1h

@@ -28,6 +28,8 @@ pub struct RoleReport {
     pub scripts: Vec<ScriptStatus>,
     /// Routing roles: the members the running configuration sends traffic to.
     pub routes_to: Option<Vec<String>>,
+    /// mysql: the version of the credentials Secret the node accepts.
+    pub credentials_version: Option<String>,
 }
 
 /// What roles need from their surroundings.
@@ -66,9 +68,18 @@ pub trait Role: Send {
     async fn shutdown(&mut self);
 }
 
+/// A Secret's `username` and `password`, and the version of the Secret they were read from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Credentials {
+    pub user: String,
+    pub password: String,
+    /// The Secret's resourceVersion.
+    pub version: String,
+}
+
 /// `username` and `password` of the Secret `name`, read with the node's own token (which may
 /// read that Secret and no other).
-pub async fn read_credentials(env: &RoleEnv, name: &str) -> Result<(String, String), String> {
+pub async fn read_credentials(env: &RoleEnv, name: &str) -> Result<Credentials, String> {
     let api: kube::Api<k8s_openapi::api::core::v1::Secret> =
         kube::Api::namespaced(env.client.clone(), &env.namespace);
     let secret = api
@@ -93,7 +104,11 @@ pub async fn read_credentials(env: &RoleEnv, name: &str) -> Result<(String, Stri
                 }
             })
     };
-    Ok((field("username")?, field("password")?))
+    Ok(Credentials {
+        user: field("username")?,
+        password: field("password")?,
+        version: secret.metadata.resource_version.clone().unwrap_or_default(),
+    })
 }
 
 /// The member of `role` with the lowest ordinal (which a scale-down never removes).

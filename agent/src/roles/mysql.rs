@@ -3,7 +3,16 @@
 //! serves), getting the data by a mariabackup state transfer (which does not stop writes on the
 //! donor, as rsync's would); a transfer that fails is retried from an empty data folder. Once up, the node makes
 //! the database of the setting `database` and the user of the Secret `<service>-mysql`. Ready
-//! means Synced and answering a query. Leaving (released from its drain), it shuts down cleanly,
+//! means Synced (or donating a state transfer, which mariabackup does without stopping writes)
+//! and answering a query.
+//!
+//! The Secret is read again every few seconds; a new one is applied at once (the user made or
+//! its password changed, replicated by Galera), and reported as accepted. Linked services switch
+//! to it only once every node accepts it. When it names another user (`cpsctl mysql password`
+//! alternates two), the previous user keeps working for the setting `previous_user_seconds`, so
+//! their requests in between still connect, and is then locked and its connections closed.
+//! State transfers authenticate by unix socket as the daemon's own user, apart from the
+//! Service's password. Leaving (released from its drain), it shuts down cleanly,
 //! so the cluster sees a member go rather than fail.
 //!
 //! A code version of a mysql Service is an SQL dump (plain or gzipped; ConPaaS' `Dump`): the
@@ -19,7 +28,7 @@ use conpaas_crds::v1alpha1::{AgentState, Member, NodeCode, ServiceNodeSpec, Serv
 use nix::sys::signal::Signal;
 
 use super::mysql_dump::{DumpError, DumpLoad, LOADED_TABLE, quote, run_sql};
-use super::{Role, RoleEnv, RoleReport, first_member, ordinal};
+use super::{Credentials, Role, RoleEnv, RoleReport, first_member, ordinal};
 use crate::daemon::{self, Daemon};
 
 const PORT: u16 = 3306;
@@ -30,6 +39,8 @@ const CHECK_EVERY: Duration = Duration::from_secs(2);
 const STOP_GRACE: Duration = Duration::from_secs(60);
 /// Looks finding no peer answering before the first node bootstraps (about half a second each).
 const QUIET_LOOKS: u32 = 6;
+/// How often the credentials Secret is read for a change.
+const CREDENTIALS_EVERY: Duration = Duration::from_secs(5);
 /// Failed state transfers after which the node reports Failed.
 const MAX_FAILED_JOINS: u32 = 3;
 
@@ -37,11 +48,20 @@ pub struct Mysql {
     env: RoleEnv,
     dir: PathBuf,
     spec: Option<ServiceNodeSpec>,
-    credentials: Option<(String, String)>,
+    credentials: Option<Credentials>,
+    /// When the Secret was last read.
+    credentials_read: Option<Instant>,
+    /// The user the Secret named before it changed, and when to lock it.
+    retiring: Option<(String, Instant)>,
     mariadbd: Option<Daemon>,
-    /// The database and user exist (made once the node is up).
+    /// The database and the credentials' user exist (made once the node is up).
     prepared: bool,
+    /// The version of the credentials last made (again after the Secret changed; the node
+    /// stays Ready meanwhile, with the previous ones working).
+    accepted: Option<String>,
     synced: bool,
+    /// Galera's word for the node's state (`Synced`, `Donor/Desynced`, ...).
+    galera_state: String,
     last_check: Option<Instant>,
     /// Why it does not run yet, when it waits for something.
     waiting: Option<String>,
@@ -69,9 +89,13 @@ impl Mysql {
             env,
             spec: None,
             credentials: None,
+            credentials_read: None,
+            retiring: None,
             mariadbd: None,
             prepared: false,
+            accepted: None,
             synced: false,
+            galera_state: String::new(),
             last_check: None,
             waiting: None,
             error: None,
@@ -104,7 +128,6 @@ impl Mysql {
     /// Writes the configuration, initialises the data folder once, and starts the node:
     /// bootstrapping the cluster, or joining the peers that answer.
     async fn start(&mut self, spec: &ServiceNodeSpec) -> Result<(), String> {
-        let (_, password) = self.credentials.clone().expect("read before start");
         let run_as = run_as(&self.env.work_dir);
         for sub in ["data", "tmp"] {
             let path = self.dir.join(sub);
@@ -159,7 +182,7 @@ impl Mysql {
             &spec.service,
             &self.env.node,
             &answering,
-            &password,
+            run_as,
         );
         daemon::write_if_changed(&self.config(), &cnf)?;
         if run_as == "mysql" {
@@ -194,21 +217,81 @@ impl Mysql {
         run_sql(&self.socket(), statement).await
     }
 
-    /// The database, the Service's user and the state-transfer user, made once per node
-    /// (Galera replicates them; doing it again is harmless).
+    /// The database and the Secret's user with its password, made on each node once and after
+    /// each change of the Secret (Galera replicates them; doing it again is harmless).
     async fn prepare(&mut self, spec: &ServiceNodeSpec) -> Result<(), String> {
-        let (user, password) = self.credentials.clone().expect("read before start");
-        let (user, password) = (quote(&user), quote(&password));
+        let credentials = self.credentials.clone().expect("read before start");
+        let (user, password) = (quote(&credentials.user), quote(&credentials.password));
         let database = database(spec);
+        // Once: in Galera a DDL statement aborts the transactions it meets in that database,
+        // even when it changes nothing.
+        let create = if self.prepared {
+            String::new()
+        } else {
+            format!("CREATE DATABASE IF NOT EXISTS `{database}`;")
+        };
         let statement = format!(
-            "CREATE DATABASE IF NOT EXISTS `{database}`;
+            "{create}
              CREATE USER IF NOT EXISTS '{user}'@'%' IDENTIFIED BY '{password}';
-             ALTER USER '{user}'@'%' IDENTIFIED BY '{password}';
-             GRANT ALL ON `{database}`.* TO '{user}'@'%';
-             CREATE USER IF NOT EXISTS 'sst'@'localhost' IDENTIFIED BY '{password}';
-             GRANT RELOAD, PROCESS, LOCK TABLES, BINLOG MONITOR ON *.* TO 'sst'@'localhost';"
+             ALTER USER '{user}'@'%' IDENTIFIED BY '{password}' ACCOUNT UNLOCK;
+             GRANT ALL ON `{database}`.* TO '{user}'@'%';"
         );
         self.sql(&statement).await.map(|_| ())
+    }
+
+    /// Reads the Secret again every few seconds; a new user or password is prepared on the
+    /// next check, and a user the Secret no longer names is locked after its grace.
+    async fn follow_credentials(&mut self, spec: &ServiceNodeSpec) -> Result<(), String> {
+        if self
+            .credentials_read
+            .is_some_and(|t| t.elapsed() < CREDENTIALS_EVERY)
+        {
+            return Ok(());
+        }
+        let read = super::read_credentials(&self.env, &mysql::secret_name(&spec.service)).await;
+        self.credentials_read = Some(Instant::now());
+        let read = read?;
+        let Some(before) = self.credentials.replace(read.clone()) else {
+            return Ok(());
+        };
+        if before.version == read.version {
+            return Ok(());
+        }
+        tracing::info!(version = %read.version, user = %read.user, "the credentials changed");
+        if before.user != read.user {
+            let grace = previous_user_seconds(spec);
+            self.retiring = Some((before.user, Instant::now() + Duration::from_secs(grace)));
+        }
+        Ok(())
+    }
+
+    /// Locks the previous user once its grace is over and ends its connections on this node
+    /// (a lock only refuses new ones; `KILL` is not replicated, so each node does it).
+    async fn retire_previous_user(&mut self) {
+        let Some((user, at)) = self.retiring.clone() else {
+            return;
+        };
+        let current = self.credentials.as_ref().map(|c| c.user.as_str());
+        if Some(user.as_str()) == current {
+            self.retiring = None;
+            return;
+        }
+        if Instant::now() < at {
+            return;
+        }
+        let user = quote(&user);
+        match self
+            .sql(&format!(
+                "ALTER USER IF EXISTS '{user}'@'%' ACCOUNT LOCK; KILL USER '{user}'"
+            ))
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(%user, "the previous user is locked");
+                self.retiring = None;
+            }
+            Err(e) => tracing::warn!(%user, error = %e, "lock the previous user"),
+        }
     }
 
     /// Loads the spec's SQL dump once for the whole cluster: the first node loads it (in a task,
@@ -286,7 +369,8 @@ impl Mysql {
             ));
             return;
         }
-        let (user, password) = self.credentials.clone().expect("read before start");
+        let Credentials { user, password, .. } =
+            self.credentials.clone().expect("read before start");
         let load = DumpLoad {
             client: self.env.client.clone(),
             namespace: self.env.namespace.clone(),
@@ -317,14 +401,13 @@ impl Role for Mysql {
         if spec.drain.as_ref().is_some_and(|d| d.released) {
             return;
         }
-        if self.credentials.is_none() {
-            match super::read_credentials(&self.env, &mysql::secret_name(&spec.service)).await {
-                Ok(c) => self.credentials = Some(c),
-                Err(e) => {
-                    self.waiting = Some(e);
-                    return;
-                }
+        if let Err(e) = self.follow_credentials(&spec).await {
+            if self.credentials.is_none() {
+                self.waiting = Some(e);
+                return;
             }
+            // The credentials known keep working; the Secret is read again later.
+            tracing::warn!(error = %e, "read the credentials again");
         }
         let Some(mariadbd) = self.mariadbd.as_mut() else {
             if let Err(e) = self.start(&spec).await {
@@ -359,18 +442,30 @@ impl Role for Mysql {
         let state = self
             .sql("SHOW STATUS LIKE 'wsrep_local_state_comment'")
             .await;
-        self.synced = state.as_deref().is_ok_and(|s| s.ends_with("Synced"));
+        // A donor keeps serving reads and writes: were it not Ready, the glb would drop the only
+        // node it has while the second one joins (every connection refused for the transfer).
+        let serving = |s: &str| s.ends_with("\tSynced") || s.ends_with("\tDonor/Desynced");
+        self.synced = state.as_deref().is_ok_and(serving);
+        self.galera_state = state
+            .as_deref()
+            .ok()
+            .and_then(|s| s.split('\t').nth(1))
+            .unwrap_or_default()
+            .to_string();
         self.joined |= self.synced;
-        if self.synced && !self.prepared {
+        let current = self.credentials.as_ref().map(|c| c.version.clone());
+        if self.synced && (!self.prepared || self.accepted != current) {
             match self.prepare(&spec).await {
                 Ok(()) => {
                     self.prepared = true;
+                    self.accepted = current;
                     self.error = None;
                 }
                 Err(e) => self.error = Some(format!("create the database and user: {e}")),
             }
         }
         if self.synced && self.prepared {
+            self.retire_previous_user().await;
             self.converge_dump(&spec).await;
         }
     }
@@ -398,7 +493,7 @@ impl Role for Mysql {
         } else if self.synced && self.prepared {
             (
                 AgentState::Ready,
-                format!("Synced, serving {}:{PORT}", self.env.address),
+                format!("{}, serving {}:{PORT}", self.galera_state, self.env.address),
             )
         } else {
             (AgentState::Starting, "starting MariaDB".into())
@@ -407,6 +502,7 @@ impl Role for Mysql {
             state: Some(state),
             message: Some(message),
             code_version: self.loaded.as_ref().map(|c| c.version.clone()),
+            credentials_version: self.accepted.clone(),
             ..Default::default()
         }
     }
@@ -441,15 +537,31 @@ fn database(spec: &ServiceNodeSpec) -> String {
     })
 }
 
+/// How long a user the Secret no longer names keeps working.
+fn previous_user_seconds(spec: &ServiceNodeSpec) -> u64 {
+    let setting = |s: &str| s.parse::<u64>().ok();
+    spec.settings
+        .get("previous_user_seconds")
+        .and_then(|s| setting(s))
+        .or_else(|| {
+            ServiceType::Mysql
+                .descriptor()
+                .setting("previous_user_seconds")
+                .and_then(|s| setting(s.default?))
+        })
+        .unwrap_or(60)
+}
+
 /// The node's MariaDB configuration: its own folders and address, Galera with the peers that
-/// answer (none: a new cluster), state transfers by mariabackup.
+/// answer (none: a new cluster), state transfers by mariabackup, which logs in by unix socket
+/// as the daemon's own user (`mariadb-install-db --user` makes that account).
 fn my_cnf(
     dir: &Path,
     address: &str,
     cluster: &str,
     node: &str,
     peers: &[String],
-    sst_password: &str,
+    run_as: &str,
 ) -> String {
     let d = dir.display();
     format!(
@@ -475,7 +587,7 @@ wsrep_node_name={node}
 wsrep_provider_options=\"gmcast.listen_addr=tcp://{address}:{GALERA_PORT}; ist.recv_addr={address}:4568\"
 wsrep_sst_receive_address={address}:4444
 wsrep_sst_method=mariabackup
-wsrep_sst_auth=sst:{sst_password}
+wsrep_sst_auth={run_as}:
 
 [client]
 socket={d}/mysqld.sock

@@ -12,6 +12,7 @@ mod services;
 mod wait;
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use conpaas_crds::labels::LABEL_SERVICE;
@@ -111,6 +112,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             CodeVerb::Download { .. } => unreachable!("handled before connecting"),
         },
         Verb::Mysql(MysqlVerb::Dump { service }) => mysql::dump(&s, &service).await?,
+        Verb::Mysql(MysqlVerb::Password {
+            service,
+            wait,
+            timeout,
+        }) => mysql::password(&s, &service, wait.then(|| Duration::from_secs(timeout))).await?,
         Verb::Usage { .. } | Verb::Completion { .. } => unreachable!("handled before connecting"),
     }
     Ok(ExitCode::SUCCESS)

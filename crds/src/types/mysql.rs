@@ -8,10 +8,28 @@ pub fn secret_name(service: &str) -> String {
     format!("{service}-mysql")
 }
 
+/// A new password: 32 hex digits from the system's random source (two v4 UUIDs' random bits).
+pub fn random_password() -> String {
+    let a = uuid::Uuid::new_v4().simple().to_string();
+    let b = uuid::Uuid::new_v4().simple().to_string();
+    format!("{}{}", &a[..16], &b[..16])
+}
+
+/// The user a rotation switches to: `cpsctl mysql password` alternates `<user>` and
+/// `<user>_2`, so that the previous user keeps working while linked services switch.
+pub fn alternate_user(user: &str) -> String {
+    match user.strip_suffix(ALTERNATE_SUFFIX) {
+        Some(base) if !base.is_empty() => base.to_string(),
+        _ => format!("{user}{ALTERNATE_SUFFIX}"),
+    }
+}
+
+const ALTERNATE_SUFFIX: &str = "_2";
+
 /// The mysql type.
 pub const DESCRIPTOR: TypeDescriptor = TypeDescriptor {
     name: "mysql",
-    summary: "ConPaaS' MySQL service: MariaDB with Galera, every node a master of one cluster (the first bootstraps it, the others join by state transfer with mariabackup). The credentials are in the Secret `<service>-mysql` (`username`, `password`; a random password unless it exists); the database named by the setting `database` is created at start. A code version is an SQL dump (plain or gzipped; ConPaaS' `Dump`), loaded into that database once when activated; until the first one is in, the nodes are not Ready, and a dump MariaDB refuses fails the node with MariaDB's message. `status.endpoint` is `host:port` for clients: the first `glb` if there is one, else the first mysql node.",
+    summary: "ConPaaS' MySQL service: MariaDB with Galera, every node a master of one cluster (the first bootstraps it, the others join by state transfer with mariabackup). The credentials are in the Secret `<service>-mysql` (`username`, `password`; a random password unless it exists); a change to it is applied on every node within seconds, then handed to linked services (`cpsctl mysql password` rotates it); the database named by the setting `database` is created at start. A code version is an SQL dump (plain or gzipped; ConPaaS' `Dump`), loaded into that database once when activated; until the first one is in, the nodes are not Ready, and a dump MariaDB refuses fails the node with MariaDB's message. `status.endpoint` is `host:port` for clients: the first `glb` if there is one, else the first mysql node.",
     roles: &[
         RoleDescriptor {
             name: "mysql",
@@ -29,12 +47,20 @@ pub const DESCRIPTOR: TypeDescriptor = TypeDescriptor {
         },
     ],
     default_role: "mysql",
-    settings: &[SettingDescriptor {
-        key: "database",
-        description: "the database created at start, which links name",
-        default: Some("conpaas"),
-        check: SettingCheck::Name { max_len: 64 },
-    }],
+    settings: &[
+        SettingDescriptor {
+            key: "database",
+            description: "the database created at start, which links name",
+            default: Some("conpaas"),
+            check: SettingCheck::Name { max_len: 64 },
+        },
+        SettingDescriptor {
+            key: "previous_user_seconds",
+            description: "after the Secret names another user (`cpsctl mysql password` alternates two), how long the previous user keeps working before it is locked, so that linked services switch without a failed connection",
+            default: Some("60"),
+            check: SettingCheck::Integer { min: 0, max: 86400 },
+        },
+    ],
     members: true,
     link_exports: &[
         ("HOST", "the address clients connect to"),
@@ -52,3 +78,19 @@ pub const DESCRIPTOR: TypeDescriptor = TypeDescriptor {
         url: "{address}:3306",
     }),
 };
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rotation_alternates_between_two_users() {
+        assert_eq!(alternate_user("conpaas"), "conpaas_2");
+        assert_eq!(alternate_user("conpaas_2"), "conpaas");
+        assert_eq!(alternate_user("_2"), "_2_2");
+        let password = random_password();
+        assert_eq!(password.len(), 32);
+        assert!(password.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(password, random_password());
+    }
+}

@@ -448,6 +448,10 @@ pub struct ServiceStatus {
     /// `host:port` clients connect to (mysql: the first node).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+    /// mysql: the version (resourceVersion) of the credentials Secret that every mysql node
+    /// accepts; linked services switch to its credentials once it is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_version: Option<String>,
     /// Generation of the spec this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,

@@ -107,6 +107,10 @@ pub struct NodeLink {
     /// The database.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database: Option<String>,
+    /// The version (resourceVersion) of the Secret that every node of the linked Service
+    /// accepts: when it changes, the node reads the Secret again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_version: Option<String>,
 }
 
 /// A leaving node's drain.
@@ -236,6 +240,10 @@ pub struct AgentStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(merge_strategy = ListMerge::Atomic)]
     pub routes_to: Option<Vec<String>>,
+    /// mysql: the version (resourceVersion) of the Service's credentials Secret whose user and
+    /// password this node accepts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_version: Option<String>,
 }
 
 /// Overall state of a node's role.

@@ -489,6 +489,17 @@ pub struct Load {
 
 impl Load {
     pub fn start(address: String, workers: usize, paths: &[&str]) -> Arc<Load> {
+        Self::start_checked(address, workers, paths, |_| true)
+    }
+
+    /// As [`Load::start`], with a 200 whose body fails `check` counted as failed (a PHP error
+    /// shown with `display_errors` on comes with a 200).
+    pub fn start_checked(
+        address: String,
+        workers: usize,
+        paths: &[&str],
+        check: fn(&str) -> bool,
+    ) -> Arc<Load> {
         let load = Arc::new(Load {
             ok: AtomicU64::new(0),
             failed: AtomicU64::new(0),
@@ -506,7 +517,7 @@ impl Load {
             tokio::spawn(async move {
                 while !load.stop.load(Ordering::Relaxed) {
                     match http_send(&address, "POST", &path, &[]).await {
-                        Ok((200, body, _)) => {
+                        Ok((200, body, _)) if check(&body) => {
                             load.ok.fetch_add(1, Ordering::Relaxed);
                             if let Some((_, by)) = body.split_once("served by ") {
                                 load.responders

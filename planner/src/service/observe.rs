@@ -182,6 +182,10 @@ fn node_link(link: &ServiceLink, target: &Service) -> Option<NodeLink> {
         secret: (target.spec.r#type == ServiceType::Mysql)
             .then(|| conpaas_crds::types::mysql::secret_name(&link.service)),
         database: setting("database"),
+        secret_version: target
+            .status
+            .as_ref()
+            .and_then(|s| s.credentials_version.clone()),
     })
 }
 
@@ -272,6 +276,10 @@ fn observed_node(
             a.state == Some(AgentState::Drained)
                 && a.observed_generation == node.metadata.generation
         }),
+        credentials_version: status
+            .agent
+            .as_ref()
+            .and_then(|a| a.credentials_version.clone()),
         running_code: status.agent.and_then(|a| a.code_version),
     }
 }

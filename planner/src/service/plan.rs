@@ -146,6 +146,8 @@ pub struct ObservedNode {
     pub routes_to: Option<Vec<String>>,
     /// Its agent reports the drain it was released for is done.
     pub drained: bool,
+    /// mysql: the version of the credentials Secret its agent accepts.
+    pub credentials_version: Option<String>,
 }
 
 /// A node's failure as its Ready condition reports it.
@@ -665,6 +667,7 @@ mod tests {
             failure: None,
             routes_to: None,
             drained: false,
+            credentials_version: None,
         }
     }
 

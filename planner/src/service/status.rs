@@ -196,6 +196,7 @@ pub fn build(
                 true,
             )
         }),
+        credentials_version: credentials_version(previous, nodes),
         ready: (!roles.is_empty()).then_some(ready_text),
         remediation_resumed_at,
         roles,
@@ -206,6 +207,20 @@ pub fn build(
         history,
         replicas: None,
         selector: None,
+    }
+}
+
+/// The credentials version every staying node that reports one accepts (mysql nodes), else the
+/// one recorded before: linked services switch only to credentials every node takes.
+fn credentials_version(previous: &ServiceStatus, nodes: &[ObservedNode]) -> Option<String> {
+    let versions: std::collections::BTreeSet<&str> = nodes
+        .iter()
+        .filter(|n| !n.deleting && n.spec.drain.is_none())
+        .filter_map(|n| n.credentials_version.as_deref())
+        .collect();
+    match versions.into_iter().collect::<Vec<_>>()[..] {
+        [one] => Some(one.to_string()),
+        _ => previous.credentials_version.clone(),
     }
 }
 
@@ -428,6 +443,7 @@ mod tests {
                 failure: None,
                 routes_to: None,
                 drained: false,
+                credentials_version: None,
             })
             .collect()
     }
@@ -609,6 +625,33 @@ mod tests {
         );
         let glb = node("glb", "10.0.0.9", true);
         assert_eq!(endpoint(&[mysql, glb]).as_deref(), Some("10.0.0.9:3306"));
+    }
+
+    #[test]
+    fn linked_services_get_credentials_only_once_every_node_accepts_them() {
+        let d = desired(3, true);
+        let accepted = |versions: [Option<&str>; 3], previous: Option<&str>| {
+            let mut n = nodes(3, 3);
+            for (node, v) in n.iter_mut().zip(versions) {
+                node.credentials_version = v.map(str::to_string);
+            }
+            let previous = ServiceStatus {
+                credentials_version: previous.map(str::to_string),
+                ..Default::default()
+            };
+            build(&previous, Some(1), &d, &n, &now(0)).credentials_version
+        };
+        let all_new = [Some("7"), Some("7"), Some("7")];
+        assert_eq!(accepted(all_new, Some("5")).as_deref(), Some("7"));
+        let one_behind = [Some("7"), Some("5"), Some("7")];
+        assert_eq!(accepted(one_behind, Some("5")).as_deref(), Some("5"));
+        // A node still starting says nothing yet.
+        let one_starting = [Some("7"), None, Some("7")];
+        assert_eq!(accepted(one_starting, Some("5")).as_deref(), Some("7"));
+        assert_eq!(
+            accepted([None, None, None], Some("5")).as_deref(),
+            Some("5")
+        );
     }
 
     #[test]

@@ -44,7 +44,7 @@ pub async fn ensure(ctx: &Context, service: &Service) -> Result<(), Error> {
         string_data: Some(
             [
                 ("username".to_string(), MYSQL_USER.to_string()),
-                ("password".to_string(), random_password()),
+                ("password".to_string(), mysql::random_password()),
             ]
             .into(),
         ),
@@ -62,11 +62,4 @@ pub async fn ensure(ctx: &Context, service: &Service) -> Result<(), Error> {
 
 fn lock(made: &Made) -> std::sync::MutexGuard<'_, HashSet<String>> {
     made.0.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// 32 hex digits from the system's random source (two v4 UUIDs' random bits).
-fn random_password() -> String {
-    let a = uuid::Uuid::new_v4().simple().to_string();
-    let b = uuid::Uuid::new_v4().simple().to_string();
-    format!("{}{}", &a[..16], &b[..16])
 }

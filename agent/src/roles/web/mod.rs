@@ -330,7 +330,10 @@ impl WebHosting {
             };
             let (host, port) = endpoint.rsplit_once(':').unwrap_or((endpoint, ""));
             let (user, password) = match &link.secret {
-                Some(name) => super::read_credentials(&self.env, name).await?,
+                Some(name) => {
+                    let read = super::read_credentials(&self.env, name).await?;
+                    (read.user, read.password)
+                }
                 None => Default::default(),
             };
             let database = link.database.clone().unwrap_or_default();
