@@ -109,6 +109,47 @@ pub async fn download(
     checked
 }
 
+/// Stores `file` in the artifact store under `service`, through the code API with this node's
+/// own token (nodes of types that save data at a stop may); the stored archive's SHA-256. The
+/// file is read whole into memory first: the saved data of the Services here are small.
+pub async fn upload(
+    client: &Client,
+    namespace: &str,
+    service: &str,
+    file: &Path,
+) -> anyhow::Result<String> {
+    let bytes = tokio::fs::read(file)
+        .await
+        .with_context(|| format!("read {}", file.display()))?;
+    let sha256 = hex::encode(Sha256::digest(&bytes));
+    let uri = format!(
+        "{}?sha256={sha256}",
+        conpaas_crds::code_api::archives_path(namespace, service)
+    );
+    let what = format!("upload {} to service {service}", file.display());
+    let request = http::Request::post(&uri)
+        .header(http::header::CONTENT_TYPE, "application/octet-stream")
+        .body(kube::client::Body::from(bytes))
+        .context("build the upload request")?;
+    let response = client.send(request).await.with_context(|| what.clone())?;
+    let (parts, body) = response.into_parts();
+    let bytes = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    if !parts.status.is_success() {
+        let message = conpaas_crds::code_api::status_message(&bytes);
+        bail!("{what}: {} {message}", parts.status);
+    }
+    let stored: conpaas_crds::code_api::Uploaded =
+        serde_json::from_slice(&bytes).with_context(|| format!("{what}: read the answer"))?;
+    if stored.sha256 != sha256 {
+        bail!("{what}: stored as sha256:{}, not {sha256}", stored.sha256);
+    }
+    Ok(sha256)
+}
+
 /// Whether fetching failed because the node's token may not read the archive yet: its
 /// credentials follow its spec, so right after a version switch they can lag behind for a moment.
 pub fn is_forbidden(error: &anyhow::Error) -> bool {

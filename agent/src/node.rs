@@ -141,6 +141,7 @@ pub async fn run(
                 scripts: now.scripts.clone(),
                 routes_to: now.routes_to.clone(),
                 credentials_version: now.credentials_version.clone(),
+                saved: now.saved.clone(),
             };
             match report::send(&api, &boot.node, &status).await {
                 Ok(()) => last_sent = Some((generation, now)),

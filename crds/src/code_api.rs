@@ -5,9 +5,11 @@
 //! the controller then checks the caller's rights on the Service itself.
 //!
 //! - `POST .../namespaces/{ns}/services/{service}/archives`: the body is an archive; answers
-//!   [`Uploaded`]. Needs `update` on the Service.
+//!   [`Uploaded`]. Needs `update` on the Service, or to be the token of one of its nodes (which
+//!   upload the data they save when the Service stops).
 //! - `GET .../namespaces/{ns}/services/{service}/archives/{sha256}`: an archive a version of the
-//!   Service names. Needs `get` on the Service, or to be the token of one of its nodes.
+//!   Service names (or the data it saved). Needs `get` on the Service, or to be the token of
+//!   one of its nodes.
 
 use serde::{Deserialize, Serialize};
 

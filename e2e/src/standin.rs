@@ -126,9 +126,10 @@ impl StandIns {
         let accounts: Api<ServiceAccount> = Api::namespaced(admin, &ns);
         let booting = Arc::new(Semaphore::new(64));
         let mut started: HashSet<(String, i64)> = HashSet::new();
-        // The newest generation seen per node (by UID): a stand-in started for an older one
-        // that reports late must not put its generation back over a newer one.
-        let newest: Arc<Mutex<HashMap<String, i64>>> = Default::default();
+        // The newest generation seen per node (by UID), each behind a lock held from reading it
+        // to reporting it: a stand-in started for an older generation that reports late must not
+        // put it back over a newer one (reading, then reporting apart, let that happen).
+        let newest: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<i64>>>>> = Default::default();
         let mut stream = watcher(nodes, watcher::Config::default())
             .default_backoff()
             .applied_objects()
@@ -148,9 +149,14 @@ impl StandIns {
                 node.metadata.uid.clone().unwrap_or_default(),
                 node.metadata.generation.unwrap_or(0),
             );
+            let seen = newest
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(key.0.clone())
+                .or_default()
+                .clone();
             {
-                let mut newest = newest.lock().unwrap_or_else(|p| p.into_inner());
-                let seen = newest.entry(key.0.clone()).or_insert(key.1);
+                let mut seen = seen.lock().await;
                 *seen = (*seen).max(key.1);
             }
             if !has_vm
@@ -160,13 +166,8 @@ impl StandIns {
             {
                 continue;
             }
-            let (me, accounts, booting, ns, newest) = (
-                self.clone(),
-                accounts.clone(),
-                booting.clone(),
-                ns.clone(),
-                newest.clone(),
-            );
+            let (me, accounts, booting, ns) =
+                (self.clone(), accounts.clone(), booting.clone(), ns.clone());
             tokio::spawn(async move {
                 let Ok(_permit) = booting.acquire().await else {
                     return;
@@ -199,13 +200,8 @@ impl StandIns {
                 loop {
                     let booted = match me.renew(&ns, &name, &token).await {
                         Ok(()) => {
-                            let generation = newest
-                                .lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .get(node.metadata.uid.as_deref().unwrap_or_default())
-                                .copied()
-                                .unwrap_or_default();
-                            me.report(&ns, &node, generation, &token).await
+                            let generation = seen.lock().await;
+                            me.report(&ns, &node, *generation, &token).await
                         }
                         Err(e) => Err(e),
                     };

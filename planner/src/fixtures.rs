@@ -21,5 +21,6 @@ pub fn node_spec(token: &str) -> ServiceNodeSpec {
         generic: None,
         links: vec![],
         drain: None,
+        restore: None,
     }
 }

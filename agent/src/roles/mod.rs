@@ -30,6 +30,8 @@ pub struct RoleReport {
     pub routes_to: Option<Vec<String>>,
     /// mysql: the version of the credentials Secret the node accepts.
     pub credentials_version: Option<String>,
+    /// The SHA-256 of the data it saved for a stop.
+    pub saved: Option<String>,
 }
 
 /// What roles need from their surroundings.

@@ -27,7 +27,7 @@ use conpaas_crds::types::mysql;
 use conpaas_crds::v1alpha1::{AgentState, Member, NodeCode, ServiceNodeSpec, ServiceType};
 use nix::sys::signal::Signal;
 
-use super::mysql_dump::{DumpError, DumpLoad, LOADED_TABLE, quote, run_sql};
+use super::mysql_dump::{DumpError, DumpLoad, LOADED_TABLE, SaveData, quote, run_sql};
 use super::{Credentials, Role, RoleEnv, RoleReport, first_member, ordinal};
 use crate::daemon::{self, Daemon};
 
@@ -43,6 +43,9 @@ const QUIET_LOOKS: u32 = 6;
 const CREDENTIALS_EVERY: Duration = Duration::from_secs(5);
 /// Failed state transfers after which the node reports Failed.
 const MAX_FAILED_JOINS: u32 = 3;
+
+/// A dump being loaded by a task of its own.
+type Loading = tokio::task::JoinHandle<Result<(), DumpError>>;
 
 pub struct Mysql {
     env: RoleEnv,
@@ -78,8 +81,15 @@ pub struct Mysql {
     dump_waiting: Option<String>,
     /// A dump that failed to load, and MariaDB's words; not tried again.
     dump_failed: Option<(NodeCode, String)>,
-    /// The dump being loaded, by a task of its own.
-    loading: Option<(NodeCode, tokio::task::JoinHandle<Result<(), DumpError>>)>,
+    /// The dump being loaded (and whether it is the data saved at the last stop), by a task of
+    /// its own.
+    loading: Option<(NodeCode, bool, Loading)>,
+    /// The data saved at the last stop is in (or there is none to restore).
+    restored: bool,
+    /// Saving the database for a stop: the task dumping and uploading it.
+    saving: Option<tokio::task::JoinHandle<Result<String, String>>>,
+    /// The SHA-256 of the database saved for the stop, once stored.
+    saved: Option<String>,
 }
 
 impl Mysql {
@@ -106,6 +116,9 @@ impl Mysql {
             dump_waiting: None,
             dump_failed: None,
             loading: None,
+            restored: false,
+            saving: None,
+            saved: None,
         }
     }
 
@@ -149,7 +162,11 @@ impl Mysql {
             self.waiting = Some("waiting for the member list".into());
             return Ok(());
         }
-        let first = first_member(&spec.members, "mysql").is_some_and(|m| m.name == self.env.node);
+        // Only ordinal 0 bootstraps (the planner gives new nodes the lowest free ordinals, so a
+        // fresh cluster has one): the first node *with an address* would not do, since a node
+        // that got its address before node 0 did bootstrapped a second cluster (seen when three
+        // nodes started at once).
+        let first = ordinal(&self.env.node) == 0;
         let bootstrap = answering.is_empty();
         if bootstrap && !first {
             self.waiting = Some("waiting for the first node to bootstrap the cluster".into());
@@ -294,19 +311,37 @@ impl Mysql {
         }
     }
 
-    /// Loads the spec's SQL dump once for the whole cluster: the first node loads it (in a task,
-    /// looked at on each poll), every node learns it is in from `conpaas-agent`.`dumps`.
+    /// What to load next: the data saved at the last stop first, then the active code version.
+    fn next_dump(&self, spec: &ServiceNodeSpec) -> Option<(NodeCode, bool)> {
+        match (&spec.restore, self.restored) {
+            (Some(saved), false) => Some((saved.clone(), true)),
+            _ => spec.code.clone().map(|code| (code, false)),
+        }
+    }
+
+    /// Notes that `dump` is in the database.
+    fn note_loaded(&mut self, dump: NodeCode, saved: bool) {
+        if saved {
+            self.restored = true;
+        } else {
+            self.loaded = Some(dump);
+        }
+        self.dump_waiting = None;
+    }
+
+    /// Loads the data saved at the last stop, then the spec's SQL dump, once each for the whole
+    /// cluster: the first node loads it (in a task, looked at on each poll), every node learns
+    /// it is in from `conpaas-agent`.`dumps`.
     async fn converge_dump(&mut self, spec: &ServiceNodeSpec) {
-        if let Some((_, task)) = &self.loading {
+        if let Some((_, _, task)) = &self.loading {
             if !task.is_finished() {
                 return;
             }
-            let (code, task) = self.loading.take().expect("checked above");
+            let (code, saved, task) = self.loading.take().expect("checked above");
             match task.await {
                 Ok(Ok(())) => {
-                    tracing::info!(version = %code.version, "SQL dump loaded");
-                    self.loaded = Some(code);
-                    self.dump_waiting = None;
+                    tracing::info!(version = %code.version, saved, "SQL dump loaded");
+                    self.note_loaded(code, saved);
                 }
                 Ok(Err(DumpError::Waiting(why))) => self.dump_waiting = Some(why),
                 Ok(Err(DumpError::Failed(why))) => {
@@ -319,13 +354,18 @@ impl Mysql {
             }
             return;
         }
-        let Some(code) = spec.code.clone() else {
+        let Some((code, saved)) = self.next_dump(spec) else {
             return;
         };
         let failed = self.dump_failed.as_ref().is_some_and(|(c, _)| *c == code);
-        if self.loaded.as_ref() == Some(&code) || failed {
+        if (!saved && self.loaded.as_ref() == Some(&code)) || failed {
             return;
         }
+        let what = if saved {
+            "the data saved at the last stop".to_string()
+        } else {
+            format!("the SQL dump of code version {}", code.version)
+        };
         let marker = format!(
             "SELECT COUNT(*) FROM {LOADED_TABLE} WHERE sha256 = '{}'",
             quote(&code.sha256)
@@ -333,26 +373,21 @@ impl Mysql {
         // No table yet is nothing loaded yet.
         let marked = self.sql(&marker).await;
         if marked.as_deref() == Ok("1") {
-            tracing::info!(version = %code.version, "SQL dump in the database");
-            self.loaded = Some(code);
-            self.dump_waiting = None;
+            tracing::info!(version = %code.version, saved, "SQL dump in the database");
+            self.note_loaded(code, saved);
             return;
         }
         tracing::debug!(?marked, version = %code.version, "SQL dump not noted as loaded");
         let first = first_member(&spec.members, "mysql");
         if first.is_none_or(|m| m.name != self.env.node) {
-            if self.loaded.is_some() {
+            if self.loaded.is_some() && !saved {
                 // The cluster has a database already and the first node loads the new dump
                 // (it switches last in a rollout): nothing to do here.
-                self.loaded = Some(code);
-                self.dump_waiting = None;
+                self.note_loaded(code, saved);
                 return;
             }
             let first = first.map_or("the first node", |m| m.name.as_str());
-            self.dump_waiting = Some(format!(
-                "waiting for {first} to load the SQL dump of code version {}",
-                code.version
-            ));
+            self.dump_waiting = Some(format!("waiting for {first} to load {what}"));
             return;
         }
         // Not while nodes join: a load racing a state transfer broke joins here.
@@ -364,8 +399,7 @@ impl Mysql {
             .and_then(|s| s.split_whitespace().last()?.parse::<usize>().ok());
         if size != Some(members) {
             self.dump_waiting = Some(format!(
-                "waiting for the {members} mysql nodes to join before loading the SQL dump of code version {}",
-                code.version
+                "waiting for the {members} mysql nodes to join before loading {what}"
             ));
             return;
         }
@@ -381,9 +415,49 @@ impl Mysql {
             password,
             database: database(spec),
             work_dir: self.env.work_dir.clone(),
+            saved,
         };
         self.dump_waiting = None;
-        self.loading = Some((code.clone(), tokio::spawn(load.run(code))));
+        self.loading = Some((code.clone(), saved, tokio::spawn(load.run(code))));
+    }
+
+    /// Starts saving the database for a stop: dumped and uploaded by a task of its own (the
+    /// agent keeps renewing its heartbeat meanwhile), MariaDB stopped once it is stored.
+    fn start_saving(&mut self, spec: &ServiceNodeSpec) {
+        if self.saving.is_some() || self.saved.is_some() {
+            return;
+        }
+        let save = SaveData {
+            client: self.env.client.clone(),
+            namespace: self.env.namespace.clone(),
+            service: spec.service.clone(),
+            socket: self.socket(),
+            database: database(spec),
+            work_dir: self.env.work_dir.clone(),
+        };
+        tracing::info!("the Service stops: saving the database");
+        self.saving = Some(tokio::spawn(save.run()));
+    }
+
+    /// Looks at the save: stored (MariaDB then stops), or failed (the node reports it; the
+    /// controller hands the save to another node).
+    async fn follow_saving(&mut self) {
+        let Some(task) = self.saving.as_ref().filter(|t| t.is_finished()) else {
+            return;
+        };
+        let _ = task;
+        let task = self.saving.take().expect("checked above");
+        match task.await {
+            Ok(Ok(sha256)) => {
+                tracing::info!(%sha256, "database saved for the stop");
+                self.saved = Some(sha256);
+                if let Some(mut d) = self.mariadbd.take() {
+                    d.stop(STOP_GRACE).await;
+                }
+            }
+            Ok(Err(e)) => self.error = Some(format!("saving the database for the stop: {e}")),
+            Err(e) => self.error = Some(format!("saving the database for the stop broke off: {e}")),
+        }
     }
 }
 
@@ -399,6 +473,7 @@ impl Role for Mysql {
             return;
         };
         if spec.drain.as_ref().is_some_and(|d| d.released) {
+            self.follow_saving().await;
             return;
         }
         if let Err(e) = self.follow_credentials(&spec).await {
@@ -472,24 +547,34 @@ impl Role for Mysql {
 
     fn report(&self) -> RoleReport {
         let spec_code = self.spec.as_ref().and_then(|s| s.code.as_ref());
+        let restore = self.spec.as_ref().and_then(|s| s.restore.as_ref());
         let dump_failed = self
             .dump_failed
             .as_ref()
-            .filter(|(c, _)| Some(c) == spec_code)
+            .filter(|(c, _)| Some(c) == spec_code || Some(c) == restore)
             .map(|(_, why)| why);
-        // Before its first dump is in, the database is not what the Service asks for.
-        let dump_pending = spec_code.is_some() && self.loaded.is_none();
+        // Before its data and first dump are in, the database is not what the Service asks for.
+        let dump_pending =
+            (spec_code.is_some() && self.loaded.is_none()) || (restore.is_some() && !self.restored);
         let (state, message) = if let Some(e) = self.error.as_ref().or(dump_failed) {
             (AgentState::Failed, e.clone())
         } else if let Some(w) = self.waiting.as_ref().filter(|_| self.mariadbd.is_none()) {
             (AgentState::Starting, w.clone())
         } else if self.synced && self.prepared && dump_pending {
             let version = spec_code.map_or("", |c| c.version.as_str());
-            let what = self
-                .dump_waiting
-                .clone()
-                .unwrap_or_else(|| format!("loading the SQL dump of code version {version}"));
+            let what = self.dump_waiting.clone().unwrap_or_else(|| {
+                if restore.is_some() && !self.restored {
+                    "loading the data saved at the last stop".to_string()
+                } else {
+                    format!("loading the SQL dump of code version {version}")
+                }
+            });
             (AgentState::Starting, what)
+        } else if self.saving.is_some() {
+            (
+                AgentState::Ready,
+                "saving the database for the stop".to_string(),
+            )
         } else if self.synced && self.prepared {
             (
                 AgentState::Ready,
@@ -503,11 +588,22 @@ impl Role for Mysql {
             message: Some(message),
             code_version: self.loaded.as_ref().map(|c| c.version.clone()),
             credentials_version: self.accepted.clone(),
+            saved: self.saved.clone(),
             ..Default::default()
         }
     }
 
     async fn drain(&mut self) {
+        let spec = self.spec.clone();
+        let drain = spec.as_ref().and_then(|s| s.drain.as_ref());
+        if let Some(spec) = spec
+            .as_ref()
+            .filter(|_| drain.is_some_and(|d| d.reason == "ServiceStopped"))
+        {
+            // The Service stops: the database is saved first; MariaDB stops once it is stored.
+            self.start_saving(spec);
+            return;
+        }
         // A clean shutdown: the cluster sees the member leave.
         if let Some(mut d) = self.mariadbd.take() {
             d.stop(STOP_GRACE).await;
@@ -515,7 +611,7 @@ impl Role for Mysql {
     }
 
     fn drained(&self) -> bool {
-        self.mariadbd.is_none()
+        self.mariadbd.is_none() && self.saving.is_none()
     }
 
     async fn shutdown(&mut self) {

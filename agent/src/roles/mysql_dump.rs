@@ -3,6 +3,10 @@
 //! meanwhile. A dump is the user's text: it runs as the Service's user (rights on its database
 //! only), through the client's sandbox (no `\!` shell escapes, no files), and the note that it
 //! loaded is kept where that user cannot reach (`conpaas-agent`.`dumps`, replicated by Galera).
+//!
+//! Saving the database when the Service stops, and loading it back when it starts: the agent's
+//! own dump of the Service's database and of those notes (so code versions loaded before the
+//! stop are not loaded again), gzipped into the artifact store through the code API.
 
 use std::path::{Path, PathBuf};
 
@@ -24,6 +28,9 @@ pub enum DumpError {
 /// Service's `database` setting can take, so no Service user has rights on it (Galera does not
 /// replicate tables of the `mysql` schema).
 pub const LOADED_TABLE: &str = "`conpaas-agent`.dumps";
+/// Makes the notes' table.
+const NOTES_TABLE: &str = "CREATE DATABASE IF NOT EXISTS `conpaas-agent`;
+     CREATE TABLE IF NOT EXISTS `conpaas-agent`.dumps (sha256 CHAR(64) PRIMARY KEY, version VARCHAR(63), at TIMESTAMP DEFAULT CURRENT_TIMESTAMP) ENGINE=InnoDB;";
 /// The most SQL a gzipped dump may unpack to.
 const MAX_SQL_BYTES: u64 = 16 << 30;
 
@@ -40,14 +47,21 @@ pub struct DumpLoad {
     pub password: String,
     pub database: String,
     pub work_dir: PathBuf,
+    /// The data this agent saved at the last stop (loaded as root, since it holds the notes
+    /// too), not a user's dump.
+    pub saved: bool,
 }
 
 impl DumpLoad {
     /// Downloads `dump`, loads it into the database and notes it in `conpaas-agent`.`dumps`.
     pub async fn run(self, dump: NodeCode) -> Result<(), DumpError> {
         let version = &dump.version;
-        let failed =
-            |e: String| DumpError::Failed(format!("code version {version} (SQL dump): {e}"));
+        let what = if self.saved {
+            "the data saved at the last stop".to_string()
+        } else {
+            format!("code version {version} (SQL dump)")
+        };
+        let failed = |e: String| DumpError::Failed(format!("{what}: {e}"));
         let dir = self.work_dir.join("code");
         std::fs::create_dir_all(&dir)
             .map_err(|e| failed(format!("create {}: {e}", dir.display())))?;
@@ -56,7 +70,7 @@ impl DumpLoad {
             code::download(&self.client, &self.namespace, &self.service, &dump, &file).await
         {
             return Err(if code::is_forbidden(&e) {
-                DumpError::Waiting(format!("code version {version} (SQL dump): {e:#}"))
+                DumpError::Waiting(format!("{what}: {e:#}"))
             } else {
                 failed(format!("{e:#}"))
             });
@@ -72,8 +86,7 @@ impl DumpLoad {
         let _ = std::fs::remove_file(&file);
         loaded.map_err(failed)?;
         let note = format!(
-            "CREATE DATABASE IF NOT EXISTS `conpaas-agent`;
-             CREATE TABLE IF NOT EXISTS {LOADED_TABLE} (sha256 CHAR(64) PRIMARY KEY, version VARCHAR(63), at TIMESTAMP DEFAULT CURRENT_TIMESTAMP) ENGINE=InnoDB;
+            "{NOTES_TABLE}
              INSERT IGNORE INTO {LOADED_TABLE} (sha256, version) VALUES ('{}', '{}');",
             quote(&dump.sha256),
             quote(version)
@@ -94,11 +107,20 @@ impl DumpLoad {
             .address
             .rsplit_once(':')
             .unwrap_or((&self.address, "3306"));
-        let mut child = tokio::process::Command::new(client)
-            .args(["--host", host, "--port", port, "--user", &self.user])
-            .args(["--sandbox", "--batch", "--database", &self.database])
-            // The password by the environment, not a command line others can read.
-            .env("MYSQL_PWD", &self.password)
+        let mut command = tokio::process::Command::new(client);
+        if self.saved {
+            // Its own dump names its databases.
+            command
+                .arg(format!("--socket={}", self.socket.display()))
+                .args(["--user", "root", "--sandbox", "--batch"]);
+        } else {
+            command
+                .args(["--host", host, "--port", port, "--user", &self.user])
+                .args(["--sandbox", "--batch", "--database", &self.database])
+                // The password by the environment, not a command line others can read.
+                .env("MYSQL_PWD", &self.password);
+        }
+        let mut child = command
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
@@ -123,6 +145,77 @@ impl DumpLoad {
             ))
         }
     }
+}
+
+/// Where a stopping Service's database is saved from and to.
+pub struct SaveData {
+    pub client: Client,
+    pub namespace: String,
+    pub service: String,
+    /// The node's own server's socket (the dump runs as root).
+    pub socket: PathBuf,
+    pub database: String,
+    pub work_dir: PathBuf,
+}
+
+impl SaveData {
+    /// Dumps the database and the notes of loaded dumps, gzipped, into the artifact store; the
+    /// stored archive's SHA-256.
+    pub async fn run(self) -> Result<String, String> {
+        run_sql(&self.socket, NOTES_TABLE).await?;
+        let dir = self.work_dir.join("saved");
+        std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+        let sql = dir.join("database.sql");
+        let dump = daemon::find(&["mariadb-dump", "mysqldump"], "mariadb-client")?;
+        let out =
+            std::fs::File::create(&sql).map_err(|e| format!("write {}: {e}", sql.display()))?;
+        let ran = tokio::process::Command::new(dump)
+            .arg(format!("--socket={}", self.socket.display()))
+            .args([
+                "--user",
+                "root",
+                "--single-transaction",
+                "--routines",
+                "--triggers",
+            ])
+            .args(["--events", "--databases", &self.database, "conpaas-agent"])
+            .stdout(out)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("run mariadb-dump: {e}"))?
+            .wait_with_output()
+            .await
+            .map_err(|e| format!("run mariadb-dump: {e}"))?;
+        if !ran.status.success() {
+            return Err(format!(
+                "mariadb-dump failed: {}",
+                String::from_utf8_lossy(&ran.stderr).trim()
+            ));
+        }
+        // A dump always names its databases: an empty file is a dump that went elsewhere.
+        if std::fs::metadata(&sql).map_or(0, |m| m.len()) == 0 {
+            return Err(format!("mariadb-dump wrote nothing into {}", sql.display()));
+        }
+        let gz = dir.join("database.sql.gz");
+        let (from, to) = (sql.clone(), gz.clone());
+        tokio::task::spawn_blocking(move || gzip(&from, &to))
+            .await
+            .map_err(|e| format!("gzip broke off: {e}"))??;
+        let _ = std::fs::remove_file(&sql);
+        let stored = code::upload(&self.client, &self.namespace, &self.service, &gz).await;
+        let _ = std::fs::remove_file(&gz);
+        stored.map_err(|e| format!("{e:#}"))
+    }
+}
+
+fn gzip(from: &Path, to: &Path) -> Result<(), String> {
+    let mut input =
+        std::fs::File::open(from).map_err(|e| format!("read {}: {e}", from.display()))?;
+    let output = std::fs::File::create(to).map_err(|e| format!("write {}: {e}", to.display()))?;
+    let mut encoder = flate2::write::GzEncoder::new(output, flate2::Compression::fast());
+    std::io::copy(&mut input, &mut encoder)
+        .and_then(|_| encoder.finish().map(|_| ()))
+        .map_err(|e| format!("gzip into {}: {e}", to.display()))
 }
 
 /// Runs SQL as the node's root (unix-socket authentication); its output.

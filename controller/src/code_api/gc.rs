@@ -25,14 +25,13 @@ pub fn unreferenced(
         .collect()
 }
 
-/// Every archive a Service's versions name, or None when a Service cannot be read (its
-/// versions are unknown, so nothing may be deleted).
+/// Every archive a Service names (its versions, the data it saved at its last stop), or None
+/// when a Service cannot be read (what it names is unknown, so nothing may be deleted).
 fn named_archives(ctx: &Context) -> Option<BTreeSet<String>> {
     let mut names = BTreeSet::new();
     for entry in ctx.caches.services.state() {
         let service = readable(&entry)?;
-        let versions = service.spec.code.iter().flat_map(|c| &c.versions);
-        names.extend(versions.filter_map(|v| v.artifact.as_ref().map(|a| a.sha256.clone())));
+        names.extend(service.named_archives().map(str::to_string));
     }
     Some(names)
 }

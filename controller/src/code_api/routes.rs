@@ -184,8 +184,12 @@ async fn upload(
     body: Body,
 ) -> Result<Response, Refusal> {
     let caller = admit(&api, &peer, &headers)?;
-    // Rights first: whether a Service exists is told only to those who may see it.
-    may(&api, &caller, "update", &namespace, &service).await?;
+    // Rights first: whether a Service exists is told only to those who may see it. A node of
+    // the Service uploads the data it saves when the Service stops (what the store keeps is
+    // only what the Service then names).
+    if !is_node_of(&api, &caller, &namespace, &service) {
+        may(&api, &caller, "update", &namespace, &service).await?;
+    }
     let found = find_service(&api, &namespace, &service).await?;
     let stored = api
         .store
@@ -255,13 +259,7 @@ async fn list(
     let caller = admit(&api, &peer, &headers)?;
     may(&api, &caller, "get", &namespace, &service).await?;
     let found = find_service(&api, &namespace, &service).await?;
-    let digests: std::collections::BTreeSet<&str> = found
-        .spec
-        .code
-        .iter()
-        .flat_map(|c| &c.versions)
-        .filter_map(|v| v.artifact.as_ref().map(|a| a.sha256.as_str()))
-        .collect();
+    let digests: std::collections::BTreeSet<&str> = found.named_archives().collect();
     let failed = |e: StoreError| {
         status(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -293,19 +291,15 @@ async fn download(
         may(&api, &caller, "get", &namespace, &service).await?;
     }
     let found = find_service(&api, &namespace, &service).await?;
-    // The store is shared by every Service: an archive is served only under a Service one of
-    // whose versions names it.
-    let named = found
-        .spec
-        .code
-        .iter()
-        .flat_map(|c| &c.versions)
-        .any(|v| v.artifact.as_ref().is_some_and(|a| a.sha256 == sha256));
-    if !named {
+    // The store is shared by every Service: an archive is served only under a Service that
+    // names it (a version, or the data it saved).
+    if !found.named_archives().any(|named| named == sha256) {
         return Err(status(
             StatusCode::NOT_FOUND,
             "NotFound",
-            format!("no code version of service {service:?} has archive sha256:{sha256}"),
+            format!(
+                "no code version or saved data of service {service:?} has archive sha256:{sha256}"
+            ),
         ));
     }
     let (size, bytes) = api.store.get(&sha256).await.map_err(|e| match e {

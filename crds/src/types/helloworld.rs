@@ -26,4 +26,5 @@ pub const DESCRIPTOR: TypeDescriptor = TypeDescriptor {
     drain_seconds: 0,
     access: None,
     endpoint: None,
+    saved_on_stop: None,
 };

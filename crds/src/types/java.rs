@@ -42,4 +42,5 @@ pub const DESCRIPTOR: TypeDescriptor = TypeDescriptor {
         url: "http://{address}/",
     }),
     endpoint: None,
+    saved_on_stop: None,
 };

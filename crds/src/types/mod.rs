@@ -47,6 +47,10 @@ pub struct TypeDescriptor {
     pub access: Option<Access>,
     /// `host:port` clients connect to, written to `status.endpoint` (and what links export).
     pub endpoint: Option<Access>,
+    /// The role whose first serving node saves the Service's data when it stops (mysql: a dump
+    /// of the database), kept in the artifact store and restored when it starts again; None:
+    /// a stop keeps nothing.
+    pub saved_on_stop: Option<&'static str>,
 }
 
 /// Where clients reach a service: a URL on the node with the lowest ordinal (which a scale-down

@@ -29,7 +29,7 @@ const ALTERNATE_SUFFIX: &str = "_2";
 /// The mysql type.
 pub const DESCRIPTOR: TypeDescriptor = TypeDescriptor {
     name: "mysql",
-    summary: "ConPaaS' MySQL service: MariaDB with Galera, every node a master of one cluster (the first bootstraps it, the others join by state transfer with mariabackup). The credentials are in the Secret `<service>-mysql` (`username`, `password`; a random password unless it exists); a change to it is applied on every node within seconds, then handed to linked services (`cpsctl mysql password` rotates it); the database named by the setting `database` is created at start. A code version is an SQL dump (plain or gzipped; ConPaaS' `Dump`), loaded into that database once when activated; until the first one is in, the nodes are not Ready, and a dump MariaDB refuses fails the node with MariaDB's message. `status.endpoint` is `host:port` for clients: the first `glb` if there is one, else the first mysql node.",
+    summary: "ConPaaS' MySQL service: MariaDB with Galera, every node a master of one cluster (the first bootstraps it, the others join by state transfer with mariabackup). The credentials are in the Secret `<service>-mysql` (`username`, `password`; a random password unless it exists); a change to it is applied on every node within seconds, then handed to linked services (`cpsctl mysql password` rotates it); the database named by the setting `database` is created at start. A code version is an SQL dump (plain or gzipped; ConPaaS' `Dump`), loaded into that database once when activated; until the first one is in, the nodes are not Ready, and a dump MariaDB refuses fails the node with MariaDB's message. `status.endpoint` is `host:port` for clients: the first `glb` if there is one, else the first mysql node. Stopping keeps the data: the first mysql node dumps the database into the artifact store before the nodes go (`status.savedData`), and the first node of the next start loads it.",
     roles: &[
         RoleDescriptor {
             name: "mysql",
@@ -77,6 +77,7 @@ pub const DESCRIPTOR: TypeDescriptor = TypeDescriptor {
         roles: &["glb", "mysql"],
         url: "{address}:3306",
     }),
+    saved_on_stop: Some("mysql"),
 };
 
 #[cfg(test)]

@@ -452,6 +452,10 @@ pub struct ServiceStatus {
     /// accepts; linked services switch to its credentials once it is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_version: Option<String>,
+    /// The data saved when the Service last stopped (mysql: a dump of its database), which
+    /// its nodes restore when it starts again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub saved_data: Option<SavedData>,
     /// Generation of the spec this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
@@ -463,6 +467,30 @@ pub struct ServiceStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Atomic)]
     pub history: Vec<PhaseChange>,
+}
+
+impl Service {
+    /// The SHA-256 of every archive the Service names: its code versions' and the data it
+    /// saved when it stopped. Only these are served under it and kept in the store.
+    pub fn named_archives(&self) -> impl Iterator<Item = &str> {
+        let versions = self.spec.code.iter().flat_map(|c| &c.versions);
+        let saved = self.status.as_ref().and_then(|s| s.saved_data.as_ref());
+        versions
+            .filter_map(|v| v.artifact.as_ref().map(|a| a.sha256.as_str()))
+            .chain(saved.map(|d| d.sha256.as_str()))
+    }
+}
+
+/// Data a stopping Service saved into the artifact store.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SavedData {
+    /// SHA-256 of the archive, lowercase hex.
+    pub sha256: String,
+    /// The node that saved it.
+    pub node: String,
+    /// When the controller noted it.
+    pub time: Time,
 }
 
 /// Desired and ready node counts of one role.

@@ -88,6 +88,10 @@ pub struct ServiceNodeSpec {
     /// confirmed so, it is released to finish its work in flight and report `Drained`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drain: Option<NodeDrain>,
+    /// Data the Service saved when it last stopped, restored once into the new cluster before
+    /// it serves (mysql: a dump the first node loads).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<NodeCode>,
 }
 
 /// A link as a node uses it: where the linked service is and the Secret with its credentials.
@@ -244,6 +248,9 @@ pub struct AgentStatus {
     /// password this node accepts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_version: Option<String>,
+    /// The SHA-256 of the data it saved into the artifact store, draining for a stop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub saved: Option<String>,
 }
 
 /// Overall state of a node's role.

@@ -44,6 +44,11 @@ pub fn decide(service: &Service, mut observed: observe::Observed) -> Preview {
             siblings: &observed.siblings,
             code: std::mem::replace(&mut observed.code, Ok(None)),
             links: observed.links.clone(),
+            saved: service
+                .status
+                .as_ref()
+                .and_then(|s| s.saved_data.as_ref())
+                .map(|d| d.sha256.clone()),
             paused: service
                 .annotations()
                 .get(ANNOTATION_PAUSED)

@@ -280,6 +280,7 @@ fn observed_node(
             .agent
             .as_ref()
             .and_then(|a| a.credentials_version.clone()),
+        saved: status.agent.as_ref().and_then(|a| a.saved.clone()),
         running_code: status.agent.and_then(|a| a.code_version),
     }
 }

@@ -42,6 +42,11 @@ pub struct Desired {
     pub paused: bool,
     /// How leaving nodes are drained.
     pub drain: DrainPolicy,
+    /// The role whose first serving node saves the data when the Service stops.
+    pub saved_on_stop: Option<&'static str>,
+    /// The data saved at the last stop, as that role's nodes restore it (the Service's status
+    /// records it; a stop deletes the nodes once it names what the saver reports).
+    pub restore: Option<NodeCode>,
 }
 
 /// How a leaving node is drained.
@@ -148,6 +153,8 @@ pub struct ObservedNode {
     pub drained: bool,
     /// mysql: the version of the credentials Secret its agent accepts.
     pub credentials_version: Option<String>,
+    /// The SHA-256 of the data its agent saved, draining for a stop.
+    pub saved: Option<String>,
 }
 
 /// A node's failure as its Ready condition reports it.
@@ -244,13 +251,7 @@ fn plan_running(desired: &Desired, nodes: &[ObservedNode]) -> Vec<Action> {
     let all_live: Vec<&ObservedNode> = nodes.iter().filter(|n| !n.deleting).collect();
 
     if !desired.running {
-        for node in &all_live {
-            actions.push(Action::DeleteNode {
-                name: node.name.clone(),
-                reason: "ServiceStopped",
-            });
-        }
-        return actions;
+        return plan_stop(desired, &all_live);
     }
 
     let unhealthy = all_live
@@ -385,6 +386,55 @@ fn plan_running(desired: &Desired, nodes: &[ObservedNode]) -> Vec<Action> {
         }
     }
     actions
+}
+
+/// A stop: every node is deleted, once the saver (the first serving node of the type's
+/// `saved_on_stop` role) saved the data and the Service's status records it. A saver that fails
+/// or goes silent hands over to the next serving node; with none left, nothing is saved.
+fn plan_stop(desired: &Desired, live: &[&ObservedNode]) -> Vec<Action> {
+    let delete_all = || {
+        live.iter()
+            .map(|n| Action::DeleteNode {
+                name: n.name.clone(),
+                reason: "ServiceStopped",
+            })
+            .collect()
+    };
+    let Some(role) = desired.saved_on_stop else {
+        return delete_all();
+    };
+    let usable = |n: &&&ObservedNode| {
+        n.spec.role == role && !n.suspect && n.unhealthy.is_none() && n.agent_failure.is_none()
+    };
+    let saving = |n: &ObservedNode| {
+        n.spec
+            .drain
+            .as_ref()
+            .is_some_and(|d| d.reason == "ServiceStopped")
+    };
+    let mut candidates: Vec<&&ObservedNode> = live.iter().filter(usable).collect();
+    candidates.sort_by_key(|n| (!saving(n), !n.agent_ready, ordinal(&desired.service, n)));
+    let Some(saver) = candidates.first().filter(|n| saving(n) || n.agent_ready) else {
+        return delete_all();
+    };
+    if saver.saved.is_some() && saver.saved == desired.restore.as_ref().map(|r| r.sha256.clone()) {
+        return delete_all();
+    }
+    if saving(saver) {
+        // Saving, or saved and waiting for the status to record it.
+        return Vec::new();
+    }
+    vec![Action::PatchNodeSpec {
+        name: saver.name.clone(),
+        spec: ServiceNodeSpec {
+            drain: Some(NodeDrain {
+                reason: "ServiceStopped".into(),
+                released: true,
+                seconds: desired.drain.seconds,
+            }),
+            ..saver.spec.clone()
+        },
+    }]
 }
 
 /// How `node` leaves for `reason`: a node that serves starts its drain when its type drains;
@@ -604,6 +654,10 @@ fn node_spec(
         generic: desired.config.generic.clone(),
         links: desired.config.links.clone(),
         drain: None,
+        restore: desired
+            .restore
+            .clone()
+            .filter(|_| desired.saved_on_stop == Some(role.name.as_str())),
     }
 }
 
@@ -636,6 +690,8 @@ mod tests {
                 seconds: ty.descriptor().drain_seconds,
                 routers: ty.descriptor().routers,
             },
+            saved_on_stop: ty.descriptor().saved_on_stop,
+            restore: None,
         }
     }
 
@@ -668,6 +724,7 @@ mod tests {
             routes_to: None,
             drained: false,
             credentials_version: None,
+            saved: None,
         }
     }
 
@@ -813,6 +870,51 @@ mod tests {
             .collect();
         out.sort();
         out
+    }
+
+    #[test]
+    fn a_stopping_mysql_service_saves_its_data_before_any_node_goes() {
+        let mut d = desired(ServiceType::Mysql, false, &[("mysql", 2), ("glb", 1)]);
+        let mut nodes = vec![
+            node(&d, "mysql", 0),
+            node(&d, "mysql", 1),
+            node(&d, "glb", 0),
+        ];
+        let pair = |n: &str, s: &str| (n.to_string(), s.to_string());
+        // The first mysql node is told to save (a released drain for the stop); no node goes.
+        assert_eq!(steps(&d, &nodes), vec![pair("svc-mysql-0", "release")]);
+        let stopping = Some(NodeDrain {
+            reason: "ServiceStopped".into(),
+            released: true,
+            seconds: 1,
+        });
+        nodes[0].spec.drain = stopping.clone();
+        nodes[0].agent_ready = false;
+        assert_eq!(steps(&d, &nodes), vec![], "saving");
+        nodes[0].saved = Some("abc".into());
+        assert_eq!(steps(&d, &nodes), vec![], "saved, not yet in the status");
+        d.restore = Some(NodeCode {
+            version: "saved-data".into(),
+            config_map: None,
+            url: None,
+            artifact: true,
+            sha256: "abc".into(),
+        });
+        assert_eq!(
+            steps(&d, &nodes),
+            ["svc-glb-0", "svc-mysql-0", "svc-mysql-1"]
+                .map(|n| pair(n, "delete:ServiceStopped"))
+                .to_vec(),
+            "recorded: every node goes"
+        );
+        // A saver that failed hands over to the next serving node.
+        nodes[0].saved = None;
+        nodes[0].agent_failure = Some("dump the database: refused".into());
+        assert_eq!(steps(&d, &nodes), vec![pair("svc-mysql-1", "release")]);
+        // With no node left to save, the stop goes on without it.
+        nodes[1].agent_ready = false;
+        nodes[1].suspect = true;
+        assert_eq!(steps(&d, &nodes).len(), 3);
     }
 
     #[test]

@@ -6,7 +6,9 @@ use conpaas_crds::labels::conditions::{
 };
 use conpaas_crds::labels::{LABEL_ROLE, LABEL_SERVICE};
 use conpaas_crds::types::Access;
-use conpaas_crds::v1alpha1::{Phase, PhaseChange, RoleStatus, ServiceStatus, ServiceType};
+use conpaas_crds::v1alpha1::{
+    Phase, PhaseChange, RoleStatus, SavedData, ServiceStatus, ServiceType,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use super::plan::{Desired, NodeFailure, ObservedNode, remediation_allowed, rollout_failure};
@@ -197,6 +199,7 @@ pub fn build(
             )
         }),
         credentials_version: credentials_version(previous, nodes),
+        saved_data: saved_data(previous, nodes, now),
         ready: (!roles.is_empty()).then_some(ready_text),
         remediation_resumed_at,
         roles,
@@ -221,6 +224,23 @@ fn credentials_version(previous: &ServiceStatus, nodes: &[ObservedNode]) -> Opti
     match versions.into_iter().collect::<Vec<_>>()[..] {
         [one] => Some(one.to_string()),
         _ => previous.credentials_version.clone(),
+    }
+}
+
+/// The data a node saved draining for a stop, once it reports it; else what was saved before.
+fn saved_data(previous: &ServiceStatus, nodes: &[ObservedNode], now: &Time) -> Option<SavedData> {
+    let saver = nodes.iter().find_map(|n| {
+        let stopping = n.spec.drain.as_ref()?.reason == "ServiceStopped";
+        stopping.then_some((n.name.as_str(), n.saved.as_deref()?))
+    });
+    match (saver, &previous.saved_data) {
+        (Some((_, sha)), Some(before)) if before.sha256 == sha => previous.saved_data.clone(),
+        (Some((node, sha)), _) => Some(SavedData {
+            sha256: sha.to_string(),
+            node: node.to_string(),
+            time: now.clone(),
+        }),
+        (None, _) => previous.saved_data.clone(),
     }
 }
 
@@ -423,6 +443,8 @@ mod tests {
             max_unhealthy_percent: 40,
             paused: false,
             drain: Default::default(),
+            saved_on_stop: None,
+            restore: None,
         })
     }
 
@@ -444,6 +466,7 @@ mod tests {
                 routes_to: None,
                 drained: false,
                 credentials_version: None,
+                saved: None,
             })
             .collect()
     }

@@ -44,6 +44,8 @@ pub struct Inputs<'a> {
     pub paused: bool,
     /// The linked services, as nodes reach them.
     pub links: Vec<NodeLink>,
+    /// The SHA-256 of the data the Service saved at its last stop (its status).
+    pub saved: Option<String>,
 }
 
 /// Validates `spec` against what exists.
@@ -142,6 +144,14 @@ pub fn validate(spec: &ServiceSpec, inputs: Inputs<'_>) -> Result<Desired, Probl
         },
         max_unhealthy_percent: spec.health.max_unhealthy_percent,
         paused: inputs.paused,
+        saved_on_stop: descriptor.saved_on_stop,
+        restore: inputs.saved.map(|sha256| NodeCode {
+            version: "saved-data".into(),
+            config_map: None,
+            url: None,
+            artifact: true,
+            sha256,
+        }),
         drain: DrainPolicy {
             seconds: spec.drain_seconds.unwrap_or(descriptor.drain_seconds),
             routers: descriptor.routers,
@@ -231,6 +241,7 @@ mod tests {
                 code: Ok(None),
                 paused: false,
                 links: vec![],
+                saved: None,
             },
         )
     }
@@ -344,6 +355,7 @@ mod tests {
             code: Ok(None),
             paused: false,
             links: vec![],
+            saved: None,
         };
         let problem = validate(&s, inputs).unwrap_err();
         assert_eq!(problem.reason, "LinkCycle");
@@ -367,6 +379,7 @@ mod tests {
                 code: Ok(None),
                 paused: false,
                 links: vec![],
+                saved: None,
             },
         )
         .unwrap_err();

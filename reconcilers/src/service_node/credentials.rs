@@ -175,11 +175,15 @@ pub fn rules(node: &ServiceNode) -> Vec<PolicyRule> {
         ..Default::default()
     });
     // Its Service's archives, through the code API (the controller checks the node's Service
-    // again there).
+    // again there); nodes of types that save data when stopping upload it.
+    let mut verbs = vec!["get".to_string()];
+    if node.spec.service_type.descriptor().saved_on_stop == Some(node.spec.role.as_str()) {
+        verbs.push("create".into());
+    }
     rules.push(PolicyRule {
         api_groups: Some(vec![conpaas_crds::code_api::GROUP.into()]),
         resources: Some(vec![conpaas_crds::code_api::RESOURCE.into()]),
-        verbs: vec!["get".into()],
+        verbs,
         resource_names: Some(vec![node.spec.service.clone()]),
         ..Default::default()
     });
