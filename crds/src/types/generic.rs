@@ -31,4 +31,5 @@ pub const DESCRIPTOR: TypeDescriptor = TypeDescriptor {
     access: None,
     endpoint: None,
     saved_on_stop: None,
+    restart_on_link_change: &[],
 };

@@ -51,6 +51,9 @@ pub struct TypeDescriptor {
     /// of the database), kept in the artifact store and restored when it starts again; None:
     /// a stop keeps nothing.
     pub saved_on_stop: Option<&'static str>,
+    /// Roles whose daemons restart to take a change of their links (java backends: the JVM's
+    /// environment): such a change rolls over their nodes one at a time, as a code version does.
+    pub restart_on_link_change: &'static [&'static str],
 }
 
 /// Where clients reach a service: a URL on the node with the lowest ordinal (which a scale-down

@@ -78,6 +78,7 @@ pub const DESCRIPTOR: TypeDescriptor = TypeDescriptor {
         url: "{address}:3306",
     }),
     saved_on_stop: Some("mysql"),
+    restart_on_link_change: &[],
 };
 
 #[cfg(test)]

@@ -85,4 +85,5 @@ pub const DESCRIPTOR: TypeDescriptor = TypeDescriptor {
     }),
     endpoint: None,
     saved_on_stop: None,
+    restart_on_link_change: &[],
 };

@@ -362,6 +362,7 @@ fn plan_running(desired: &Desired, nodes: &[ObservedNode]) -> Vec<Action> {
     }
 
     let switching = code_switches(desired, &keep);
+    let relinking = link_switches(desired, &keep);
     for node in &keep {
         let role = desired
             .roles
@@ -377,6 +378,9 @@ fn plan_running(desired: &Desired, nodes: &[ObservedNode]) -> Vec<Action> {
         if !switching.contains(&node.name.as_str()) {
             // Its turn has not come: everything else changes now, the code later.
             spec.code = node.spec.code.clone();
+        }
+        if !relinking.contains(&node.name.as_str()) {
+            spec.links = node.spec.links.clone();
         }
         if spec != node.spec {
             actions.push(Action::PatchNodeSpec {
@@ -576,6 +580,48 @@ pub fn code_switches<'a>(desired: &Desired, keep: &[&'a ObservedNode]) -> Vec<&'
             let free = node.spec.code.is_none() || !node.ready;
             if free || budget > 0 {
                 budget -= usize::from(!free);
+                switching.push(node.name.as_str());
+            }
+        }
+    }
+    switching
+}
+
+/// The kept nodes that take the Service's new links (a linked endpoint or password) now: all at
+/// once, but in roles whose daemons restart for it (java backends) one serving node at a time
+/// (`rollout.maxUnavailable`), the next once the others serve again, so the routers always have
+/// the rest. A node that serves nothing yet loses nothing by restarting.
+pub fn link_switches<'a>(desired: &Desired, keep: &[&'a ObservedNode]) -> Vec<&'a str> {
+    let restarting = desired.service_type.descriptor().restart_on_link_change;
+    let stale = |n: &ObservedNode| n.spec.links != desired.config.links;
+    let mut switching = Vec::new();
+    for role in &desired.roles {
+        let of_role: Vec<&ObservedNode> = keep
+            .iter()
+            .copied()
+            .filter(|n| n.spec.role == role.name)
+            .collect();
+        let mut waiting: Vec<&ObservedNode> =
+            of_role.iter().copied().filter(|n| stale(n)).collect();
+        if !restarting.contains(&role.name.as_str()) {
+            switching.extend(waiting.iter().map(|n| n.name.as_str()));
+            continue;
+        }
+        let unavailable = of_role
+            .iter()
+            .filter(|n| !n.settled || !n.agent_ready)
+            .count();
+        let mut budget = desired
+            .config
+            .rollout
+            .max_unavailable
+            .saturating_sub(unavailable);
+        waiting.sort_by_key(|n| std::cmp::Reverse(ordinal(&desired.service, n)));
+        for node in waiting {
+            if !node.agent_ready {
+                switching.push(node.name.as_str());
+            } else if budget > 0 {
+                budget -= 1;
                 switching.push(node.name.as_str());
             }
         }
@@ -870,6 +916,55 @@ mod tests {
             .collect();
         out.sort();
         out
+    }
+
+    #[test]
+    fn a_link_change_restarts_java_backends_one_at_a_time_and_php_backends_at_once() {
+        let link = |version: &str| NodeLink {
+            prefix: "DB".into(),
+            service: "db".into(),
+            secret_version: Some(version.into()),
+            ..Default::default()
+        };
+        let relinked = |ty: ServiceType, settle: &dyn Fn(&mut ObservedNode)| {
+            let mut d = desired(ty, true, &[("proxy", 1), ("backend", 3)]);
+            d.config.links = vec![link("1")];
+            let mut nodes: Vec<ObservedNode> = (0..3).map(|i| node(&d, "backend", i)).collect();
+            nodes.push(node(&d, "proxy", 0));
+            d.config.links = vec![link("2")];
+            nodes.iter_mut().for_each(settle);
+            let mut names: Vec<String> = plan(&d, &nodes)
+                .into_iter()
+                .filter_map(|a| match a {
+                    Action::PatchNodeSpec { name, spec } if spec.links == d.config.links => {
+                        Some(name)
+                    }
+                    _ => None,
+                })
+                .collect();
+            names.sort();
+            names
+        };
+        assert_eq!(
+            relinked(ServiceType::Java, &|_| {}),
+            ["svc-backend-2", "svc-proxy-0"],
+            "one java backend (the highest ordinal), and the proxy at once"
+        );
+        assert_eq!(
+            relinked(ServiceType::Java, &|n| n.settled =
+                n.name != "svc-backend-1"),
+            ["svc-proxy-0"],
+            "none while a backend restarts"
+        );
+        assert_eq!(
+            relinked(ServiceType::Php, &|_| {}),
+            [
+                "svc-backend-0",
+                "svc-backend-1",
+                "svc-backend-2",
+                "svc-proxy-0"
+            ]
+        );
     }
 
     #[test]

@@ -32,6 +32,10 @@ use tomcat::Tomcat;
 
 /// How soon a failed or waiting convergence is tried again.
 const RETRY: Duration = Duration::from_secs(5);
+/// How long a java backend reports not Ready before Tomcat restarts for a new link environment:
+/// the controller drops it from the proxies' member lists and they reload (about a second
+/// here), and the requests it holds finish.
+const LEAVE_BEFORE_RESTART: Duration = Duration::from_secs(5);
 /// How long daemons get to finish their requests when the node stops.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
@@ -71,6 +75,9 @@ pub struct WebHosting {
     waiting: Option<String>,
     spec: Option<ServiceNodeSpec>,
     last_converge: Option<std::time::Instant>,
+    /// java backends: Tomcat restarts for a new link environment at this time; until then the
+    /// node reports not Ready, so that the proxies stop sending it requests first.
+    restart_at: Option<std::time::Instant>,
 }
 
 impl WebHosting {
@@ -102,6 +109,7 @@ impl WebHosting {
             waiting: None,
             spec: None,
             last_converge: None,
+            restart_at: None,
         }
     }
 
@@ -439,6 +447,17 @@ impl WebHosting {
             self.tomcat = Some(Tomcat::new(&self.env.work_dir, &self.env.address, user));
         }
         let tomcat = self.tomcat.as_mut().expect("made above");
+        if tomcat.needs_restart(&environment) {
+            // Leave the proxies first (the node reports not Ready), restart a moment later.
+            let at = *self
+                .restart_at
+                .get_or_insert_with(|| std::time::Instant::now() + LEAVE_BEFORE_RESTART);
+            if std::time::Instant::now() < at {
+                return Ok(());
+            }
+        }
+        self.restart_at = None;
+        let tomcat = self.tomcat.as_mut().expect("made above");
         let restarted = tomcat
             .converge(
                 folder.as_ref().map(|(c, d)| (*c, d.as_path())),
@@ -551,6 +570,9 @@ impl Role for WebHosting {
         // What failed or waited (a Secret not yet readable, a linked service without an
         // endpoint) is tried again, not left until the next spec.
         let stuck = self.waiting.is_some()
+            || self
+                .restart_at
+                .is_some_and(|at| at <= std::time::Instant::now())
             || self.error.is_some()
             || self.code_error.is_some()
             || self.code_waiting.is_some();
@@ -590,6 +612,10 @@ impl Role for WebHosting {
             _ if self.waiting.is_some() => (
                 AgentState::Starting,
                 self.waiting.clone().unwrap_or_default(),
+            ),
+            _ if self.restart_at.is_some() => (
+                AgentState::Starting,
+                "leaving the proxies to restart Tomcat for a new link environment".into(),
             ),
             _ if !self.listening => (
                 AgentState::Starting,

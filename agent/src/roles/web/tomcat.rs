@@ -71,6 +71,12 @@ impl Tomcat {
             .map(|(_, why)| why.as_str())
     }
 
+    /// Whether a running Tomcat was started with another environment than `env`.
+    pub fn needs_restart(&mut self, env: &BTreeMap<String, String>) -> bool {
+        let running = self.daemon.as_mut().is_some_and(|d| d.running());
+        running && self.env.as_ref().is_some_and(|started| started != env)
+    }
+
     /// Converges to `code` (unpacked at its folder) with `env`: its base folder, a descriptor
     /// for a new version, a start, or a restart when the environment changed (then `true`).
     pub async fn converge(
