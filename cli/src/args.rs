@@ -309,7 +309,7 @@ pub enum MysqlVerb {
     /// Rotate the Service's credentials (ConPaaS' set_password): its Secret gets a new random
     /// password for the other of two users (`<user>` and `<user>_2`). Every mysql node applies
     /// it within seconds, linked services then switch to it, and the previous user stops working
-    /// after the setting `previous_user_seconds` (60 by default), so no request fails.
+    /// after the setting `previous_user_seconds` (300 by default), so no request fails.
     Password {
         /// The mysql Service
         service: String,

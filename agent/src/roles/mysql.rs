@@ -41,6 +41,11 @@ const STOP_GRACE: Duration = Duration::from_secs(60);
 const QUIET_LOOKS: u32 = 6;
 /// How often the credentials Secret is read for a change.
 const CREDENTIALS_EVERY: Duration = Duration::from_secs(5);
+/// Saves for a stop tried before the node reports Failed (the controller then hands the save
+/// to another node, or stops without it when none is left).
+const MAX_FAILED_SAVES: u32 = 3;
+/// Looks before a first node that is not ordinal 0 bootstraps (about 30 s).
+const QUIET_LOOKS_NOT_NODE_0: u32 = 60;
 /// Failed state transfers after which the node reports Failed.
 const MAX_FAILED_JOINS: u32 = 3;
 
@@ -90,6 +95,9 @@ pub struct Mysql {
     saving: Option<tokio::task::JoinHandle<Result<String, String>>>,
     /// The SHA-256 of the database saved for the stop, once stored.
     saved: Option<String>,
+    /// Saves that failed, and when the next one starts.
+    failed_saves: u32,
+    save_again_at: Option<Instant>,
 }
 
 impl Mysql {
@@ -119,6 +127,8 @@ impl Mysql {
             restored: false,
             saving: None,
             saved: None,
+            failed_saves: 0,
+            save_again_at: None,
         }
     }
 
@@ -162,21 +172,27 @@ impl Mysql {
             self.waiting = Some("waiting for the member list".into());
             return Ok(());
         }
-        // Only ordinal 0 bootstraps (the planner gives new nodes the lowest free ordinals, so a
-        // fresh cluster has one): the first node *with an address* would not do, since a node
-        // that got its address before node 0 did bootstrapped a second cluster (seen when three
-        // nodes started at once).
-        let first = ordinal(&self.env.node) == 0;
+        // The first member bootstraps; one that is not ordinal 0 waits much longer first: in
+        // a fresh cluster node 0 may get its address (and join the member list) after node 1,
+        // which then took itself for the first and bootstrapped a second cluster (seen when
+        // three nodes started at once), while a cluster whose node 0 was replaced under a new
+        // ordinal has no node 0 at all.
+        let first = first_member(&spec.members, "mysql").is_some_and(|m| m.name == self.env.node);
         let bootstrap = answering.is_empty();
         if bootstrap && !first {
             self.waiting = Some("waiting for the first node to bootstrap the cluster".into());
             return Ok(());
         }
-        if bootstrap && !peers.is_empty() {
-            // A peer that is only slow to answer must not make this node start a second
-            // cluster: look a few times over a few seconds first.
+        let looks = if ordinal(&self.env.node) == 0 {
+            QUIET_LOOKS
+        } else {
+            QUIET_LOOKS_NOT_NODE_0
+        };
+        if bootstrap && (!peers.is_empty() || looks > QUIET_LOOKS) {
+            // A peer that is only slow to answer (or to get an address) must not make this node
+            // start a second cluster: look a few times first.
             self.quiet_looks += 1;
-            if self.quiet_looks < QUIET_LOOKS {
+            if self.quiet_looks < looks {
                 self.waiting =
                     Some("making sure no peer runs a cluster before bootstrapping".into());
                 return Ok(());
@@ -442,10 +458,15 @@ impl Mysql {
     /// Looks at the save: stored (MariaDB then stops), or failed (the node reports it; the
     /// controller hands the save to another node).
     async fn follow_saving(&mut self) {
-        let Some(task) = self.saving.as_ref().filter(|t| t.is_finished()) else {
+        if self.save_again_at.is_some_and(|at| at <= Instant::now())
+            && let Some(spec) = self.spec.clone()
+        {
+            self.save_again_at = None;
+            self.start_saving(&spec);
+        }
+        if !self.saving.as_ref().is_some_and(|t| t.is_finished()) {
             return;
-        };
-        let _ = task;
+        }
         let task = self.saving.take().expect("checked above");
         match task.await {
             Ok(Ok(sha256)) => {
@@ -454,6 +475,12 @@ impl Mysql {
                 if let Some(mut d) = self.mariadbd.take() {
                     d.stop(STOP_GRACE).await;
                 }
+            }
+            Ok(Err(e)) if self.failed_saves + 1 < MAX_FAILED_SAVES => {
+                // A controller restarting, a network blip: tried again a little later.
+                self.failed_saves += 1;
+                tracing::warn!(error = %e, attempt = self.failed_saves, "saving the database failed; trying again");
+                self.save_again_at = Some(Instant::now() + Duration::from_secs(5));
             }
             Ok(Err(e)) => self.error = Some(format!("saving the database for the stop: {e}")),
             Err(e) => self.error = Some(format!("saving the database for the stop broke off: {e}")),
@@ -529,7 +556,10 @@ impl Role for Mysql {
             .to_string();
         self.joined |= self.synced;
         let current = self.credentials.as_ref().map(|c| c.version.clone());
-        if self.synced && (!self.prepared || self.accepted != current) {
+        // Writes of our own (users, dumps) wait while this node donates a state transfer: a
+        // load racing a transfer broke joins.
+        let synced = self.galera_state == "Synced";
+        if synced && (!self.prepared || self.accepted != current) {
             match self.prepare(&spec).await {
                 Ok(()) => {
                     self.prepared = true;
@@ -539,7 +569,7 @@ impl Role for Mysql {
                 Err(e) => self.error = Some(format!("create the database and user: {e}")),
             }
         }
-        if self.synced && self.prepared {
+        if synced && self.prepared {
             self.retire_previous_user().await;
             self.converge_dump(&spec).await;
         }
@@ -645,7 +675,7 @@ fn previous_user_seconds(spec: &ServiceNodeSpec) -> u64 {
                 .setting("previous_user_seconds")
                 .and_then(|s| setting(s.default?))
         })
-        .unwrap_or(60)
+        .unwrap_or(300)
 }
 
 /// The node's MariaDB configuration: its own folders and address, Galera with the peers that

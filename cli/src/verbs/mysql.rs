@@ -65,7 +65,7 @@ pub async fn password(s: &Session, service: &str, wait: Option<Duration>) -> any
         .spec
         .settings
         .get("previous_user_seconds")
-        .map_or("60", String::as_str);
+        .map_or("300", String::as_str);
     println!(
         "service/{service}: Secret {name} names user {next} with a new password; the mysql nodes apply it, then linked services switch; user {user} stops working {grace} s after"
     );

@@ -287,10 +287,20 @@ async fn download(
     headers: HeaderMap,
 ) -> Result<Response, Refusal> {
     let caller = admit(&api, &peer, &headers)?;
-    if !is_node_of(&api, &caller, &namespace, &service) {
+    let node = is_node_of(&api, &caller, &namespace, &service);
+    if !node {
         may(&api, &caller, "get", &namespace, &service).await?;
     }
     let found = find_service(&api, &namespace, &service).await?;
+    // The data a Service saved at a stop is its database: only those who may change the
+    // Service (and its nodes) read it, not everyone who may view it.
+    let versions = found.spec.code.iter().flat_map(|c| &c.versions);
+    let code = versions
+        .filter_map(|v| v.artifact.as_ref())
+        .any(|a| a.sha256 == sha256);
+    if !code && !node {
+        may(&api, &caller, "update", &namespace, &service).await?;
+    }
     // The store is shared by every Service: an archive is served only under a Service that
     // names it (a version, or the data it saved).
     if !found.named_archives().any(|named| named == sha256) {

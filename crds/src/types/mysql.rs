@@ -57,7 +57,7 @@ pub const DESCRIPTOR: TypeDescriptor = TypeDescriptor {
         SettingDescriptor {
             key: "previous_user_seconds",
             description: "after the Secret names another user (`cpsctl mysql password` alternates two), how long the previous user keeps working before it is locked, so that linked services switch without a failed connection",
-            default: Some("60"),
+            default: Some("300"),
             check: SettingCheck::Integer { min: 0, max: 86400 },
         },
     ],

@@ -362,7 +362,7 @@ fn plan_running(desired: &Desired, nodes: &[ObservedNode]) -> Vec<Action> {
     }
 
     let switching = code_switches(desired, &keep);
-    let relinking = link_switches(desired, &keep);
+    let relinking = link_switches(desired, &keep, &switching);
     for node in &keep {
         let role = desired
             .roles
@@ -591,7 +591,11 @@ pub fn code_switches<'a>(desired: &Desired, keep: &[&'a ObservedNode]) -> Vec<&'
 /// once, but in roles whose daemons restart for it (java backends) one serving node at a time
 /// (`rollout.maxUnavailable`), the next once the others serve again, so the routers always have
 /// the rest. A node that serves nothing yet loses nothing by restarting.
-pub fn link_switches<'a>(desired: &Desired, keep: &[&'a ObservedNode]) -> Vec<&'a str> {
+pub fn link_switches<'a>(
+    desired: &Desired,
+    keep: &[&'a ObservedNode],
+    code_switching: &[&str],
+) -> Vec<&'a str> {
     let restarting = desired.service_type.descriptor().restart_on_link_change;
     let stale = |n: &ObservedNode| n.spec.links != desired.config.links;
     let mut switching = Vec::new();
@@ -607,9 +611,10 @@ pub fn link_switches<'a>(desired: &Desired, keep: &[&'a ObservedNode]) -> Vec<&'
             switching.extend(waiting.iter().map(|n| n.name.as_str()));
             continue;
         }
+        // A node switching code now is as unavailable: the two rollouts share one budget.
         let unavailable = of_role
             .iter()
-            .filter(|n| !n.settled || !n.agent_ready)
+            .filter(|n| !n.settled || !n.agent_ready || code_switching.contains(&n.name.as_str()))
             .count();
         let mut budget = desired
             .config
