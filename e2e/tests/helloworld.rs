@@ -78,9 +78,18 @@ async fn helloworld_runs_scales_stops_and_starts() {
 
     // The controller reports what it did at /metrics and is healthy and ready.
     let address = env.controller.http_address;
-    let metrics = http_get_path(&address.ip().to_string(), address.port(), "/metrics")
-        .await
-        .unwrap();
+    // The node loop records a node's time to Ready when it writes the node's condition, which
+    // may come a moment after the Service counted the agent's report.
+    let host = address.ip().to_string();
+    let scrape = || http_get_path(&host, address.port(), "/metrics");
+    conpaas_e2e::wait::until("3 node-ready times in /metrics", LIMIT, || async {
+        Ok(scrape()
+            .await?
+            .contains("conpaas_node_ready_seconds_count 3"))
+    })
+    .await
+    .unwrap();
+    let metrics = scrape().await.unwrap();
     for needle in [
         r#"conpaas_cloud_calls_total{provider="local",operation="create",result="ok"} 3"#,
         "conpaas_node_ready_seconds_count 3",
