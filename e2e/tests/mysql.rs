@@ -53,29 +53,6 @@ fn db_settings() -> serde_json::Value {
     json!({"database": "shop", "previous_user_seconds": "10"})
 }
 
-/// `sql` on the MariaDB at `address` as `user`: its output, or MariaDB's refusal.
-fn query(address: &str, user: &str, password: &str, sql: &str) -> Result<String, String> {
-    let out = std::process::Command::new("mariadb")
-        .args(["-h", address, &format!("-u{user}"), "shop"])
-        .args(["--batch", "--skip-column-names", "-e", sql])
-        .env("MYSQL_PWD", password)
-        .output()
-        .unwrap();
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
-    }
-}
-
-/// The Secret's `username` and `password`.
-async fn credentials(env: &Env) -> (String, String) {
-    let secrets: Api<Secret> = Api::namespaced(env.client.clone(), &env.ns);
-    let data = secrets.get("db-mysql").await.unwrap().data.unwrap();
-    let field = |k: &str| String::from_utf8(data[k].0.clone()).unwrap();
-    (field("username"), field("password"))
-}
-
 /// What a failed request says, shortened: PHP's exception message, else the status.
 fn failure_kind(status: u16, body: &str) -> String {
     match body.split_once("Uncaught ") {
@@ -244,7 +221,7 @@ async fn php_writes_and_reads_rows_through_a_link_to_mysql() {
         "every acknowledged row is there"
     );
     // The joiner has them too.
-    let (user, password) = credentials(&env).await;
+    let (user, password) = mysql_credentials(&env, "db").await;
     let mysql_nodes: Vec<String> = env
         .nodes("db")
         .await
@@ -253,7 +230,7 @@ async fn php_writes_and_reads_rows_through_a_link_to_mysql() {
         .filter_map(|n| n.status?.address)
         .collect();
     for address in &mysql_nodes {
-        let rows = query(address, &user, &password, "SELECT COUNT(*) FROM notes");
+        let rows = mariadb_query(address, &user, &password, "SELECT COUNT(*) FROM notes");
         assert_eq!(rows.as_deref(), Ok(count.as_str()), "rows on {address}");
     }
 
@@ -273,7 +250,7 @@ async fn php_writes_and_reads_rows_through_a_link_to_mysql() {
         "password rotation: every mysql node accepts it after {:.1}s",
         rotated.elapsed().as_secs_f64()
     );
-    let (new_user, new_password) = credentials(&env).await;
+    let (new_user, new_password) = mysql_credentials(&env, "db").await;
     assert_eq!(new_user, "conpaas_2");
     assert_ne!(new_password, password);
     conpaas_e2e::wait::until("the backends on the new user", LIMIT, || {
@@ -294,12 +271,12 @@ async fn php_writes_and_reads_rows_through_a_link_to_mysql() {
     load.finish_without_failures("writes while the password rotated", 20, "")
         .await;
     for address in &mysql_nodes {
-        let old = query(address, &user, &password, "SELECT 1");
+        let old = mariadb_query(address, &user, &password, "SELECT 1");
         assert!(
             old.as_ref().is_err_and(|e| e.contains("locked")),
             "the previous user on {address}: {old:?}"
         );
-        let new = query(
+        let new = mariadb_query(
             address,
             &new_user,
             &new_password,

@@ -9,8 +9,6 @@ mod common;
 use common::*;
 use conpaas_crds::v1alpha1::is_condition_true;
 use conpaas_e2e::tools::{cpsctl, run};
-use k8s_openapi::api::core::v1::Secret;
-use kube::Api;
 
 const NS: &str = "mysql-dump-e2e";
 const DUMP: &str = "CREATE TABLE products (id INT PRIMARY KEY, name VARCHAR(32)) ENGINE=InnoDB;
@@ -31,27 +29,18 @@ async fn query(env: &Env, service: &str, address: &str, sql: &str) -> String {
 }
 
 async fn try_query(env: &Env, service: &str, address: &str, sql: &str) -> Result<String, String> {
-    let secrets: Api<Secret> = Api::namespaced(env.client.clone(), &env.ns);
-    let secret = secrets.get(&format!("{service}-mysql")).await.unwrap();
-    let password = String::from_utf8(secret.data.unwrap()["password"].0.clone()).unwrap();
-    let out = std::process::Command::new("mariadb")
-        .args([
-            "-h",
-            address,
-            "-uconpaas",
-            "shop",
-            "--batch",
-            "--skip-column-names",
-        ])
-        .args(["-e", sql])
-        .env("MYSQL_PWD", password)
-        .output()
-        .unwrap();
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
-    }
+    let (_, password) = mysql_credentials(env, service).await;
+    mariadb_query(address, "conpaas", &password, sql)
+}
+
+/// Waits until `SELECT COUNT(*) FROM products` on `address` says `rows`.
+async fn wait_rows(env: &Env, service: &str, address: &str, rows: &str, what: &str) {
+    conpaas_e2e::wait::until(what, LIMIT, || async move {
+        let count = try_query(env, service, address, "SELECT COUNT(*) FROM products").await;
+        Ok(count.as_deref() == Ok(rows))
+    })
+    .await
+    .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -105,17 +94,7 @@ async fn a_dump_loads_once_dumps_back_out_restores_elsewhere_and_a_bad_one_is_re
     .await;
     for node in env.nodes("db").await {
         let address = node.status.and_then(|s| s.address).unwrap();
-        conpaas_e2e::wait::until("the fourth row", LIMIT, || {
-            let (env, address) = (&env, &address);
-            async move {
-                Ok(
-                    try_query(env, "db", address, "SELECT COUNT(*) FROM products").await
-                        == Ok("4".to_string()),
-                )
-            }
-        })
-        .await
-        .unwrap();
+        wait_rows(&env, "db", &address, "4", "the fourth row").await;
     }
 
     // A node joining later gets the data, and the note of what is loaded, by state transfer.
@@ -236,17 +215,7 @@ async fn a_dump_loads_once_dumps_back_out_restores_elsewhere_and_a_bad_one_is_re
     .ok();
     let node = env.nodes("copy").await.remove(0);
     let address = node.status.and_then(|s| s.address).unwrap();
-    conpaas_e2e::wait::until("the restored rows", LIMIT, || {
-        let (env, address) = (&env, &address);
-        async move {
-            Ok(
-                try_query(env, "copy", address, "SELECT COUNT(*) FROM products").await
-                    == Ok("5".to_string()),
-            )
-        }
-    })
-    .await
-    .unwrap();
+    wait_rows(&env, "copy", &address, "5", "the restored rows").await;
     env.wait_ready("copy", "mysql 1/1, glb 0/0").await;
 
     delete_and_expect_nothing_running(&env, &["db", "broken", "copy"]).await;

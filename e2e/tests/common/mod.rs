@@ -569,3 +569,34 @@ impl Load {
         self.responders.lock().unwrap().clone()
     }
 }
+
+/// `sql` on the MariaDB at `address`, database `shop`, as `user`: its output, or MariaDB's
+/// refusal.
+pub fn mariadb_query(
+    address: &str,
+    user: &str,
+    password: &str,
+    sql: &str,
+) -> Result<String, String> {
+    let out = std::process::Command::new("mariadb")
+        .args(["-h", address, &format!("-u{user}"), "shop"])
+        .args(["--batch", "--skip-column-names", "-e", sql])
+        .env("MYSQL_PWD", password)
+        .output()
+        .unwrap();
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
+}
+
+/// The `username` and `password` of a mysql Service's Secret.
+pub async fn mysql_credentials(env: &Env, service: &str) -> (String, String) {
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(env.client.clone(), &env.ns);
+    let name = conpaas_crds::types::mysql::secret_name(service);
+    let data = secrets.get(&name).await.unwrap().data.unwrap();
+    let field = |k: &str| String::from_utf8(data[k].0.clone()).unwrap();
+    (field("username"), field("password"))
+}
