@@ -234,6 +234,14 @@ pub fn children(parent: Pid) -> Vec<Pid> {
         .collect()
 }
 
+/// Whether the process `pid` still exists (a worker that exited and was reaped is gone).
+pub fn alive(pid: Pid) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+    })
+}
+
 /// Waits until each of `workers` has exited or is shutting down (nginx renames a worker that
 /// stopped accepting connections "worker process is shutting down"); false after `limit`.
 pub async fn wait_retired(workers: &[Pid], limit: Duration) -> bool {

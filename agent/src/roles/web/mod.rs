@@ -38,6 +38,18 @@ const RETRY: Duration = Duration::from_secs(5);
 const LEAVE_BEFORE_RESTART: Duration = Duration::from_secs(5);
 /// How long daemons get to finish their requests when the node stops.
 const STOP_GRACE: Duration = Duration::from_secs(10);
+/// How long a proxy keeps reporting the members its old nginx workers may still send requests
+/// to after a reload: a request longer than this (a long poll, a big download) no longer holds
+/// back the drain of a leaving node.
+const RETIRING_LIMIT: Duration = Duration::from_secs(60);
+
+/// nginx workers of a configuration replaced by a reload, finishing their requests, and the
+/// members that configuration routed to.
+struct Retiring {
+    workers: Vec<nix::unistd::Pid>,
+    routes_to: Vec<String>,
+    since: std::time::Instant,
+}
 
 /// What the backends run.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -68,6 +80,8 @@ pub struct WebHosting {
     /// Why the active code version is not installed yet while the node may not read it yet.
     code_waiting: Option<String>,
     routes_to: Option<Vec<String>>,
+    /// Old workers of earlier configurations: a member they route to is still in use.
+    retiring: Vec<Retiring>,
     listening: bool,
     /// The code version the spec names.
     spec_code: Option<String>,
@@ -104,6 +118,7 @@ impl WebHosting {
             code_error: None,
             code_waiting: None,
             routes_to: None,
+            retiring: Vec::new(),
             listening: false,
             spec_code: None,
             waiting: None,
@@ -318,10 +333,29 @@ impl WebHosting {
             if !daemon::wait_retired(&old, Duration::from_secs(5)).await {
                 tracing::warn!("nginx's old workers still accept connections 5 s after a reload");
             }
+            // Their requests in flight may still be with a member the new list dropped.
+            self.retiring.push(Retiring {
+                workers: old,
+                routes_to: self.routes_to.clone().unwrap_or_default(),
+                since: std::time::Instant::now(),
+            });
         }
         nginx.ensure_started()?;
         self.routes_to = routes;
         Ok(())
+    }
+
+    /// The members this proxy may send requests to: those of its configuration, and those of
+    /// earlier ones while old workers finish their requests (so a leaving node is released only
+    /// once no request to it is in flight here).
+    fn routes_to(&self) -> Option<Vec<String>> {
+        let mut routes = self.routes_to.clone()?;
+        for old in self.retiring.iter().flat_map(|r| &r.routes_to) {
+            if !routes.contains(old) {
+                routes.push(old.clone());
+            }
+        }
+        Some(routes)
     }
 
     /// The linked services' environment (`DB_HOST`, `DB_PORT`, `DB_USER`, `DB_PASSWORD`,
@@ -567,6 +601,9 @@ impl Role for WebHosting {
 
     async fn poll(&mut self) {
         self.watch_daemons().await;
+        self.retiring.retain(|r| {
+            r.since.elapsed() < RETIRING_LIMIT && r.workers.iter().any(|pid| daemon::alive(*pid))
+        });
         // What failed or waited (a Secret not yet readable, a linked service without an
         // endpoint) is tried again, not left until the next spec.
         let stuck = self.waiting.is_some()
@@ -639,7 +676,7 @@ impl Role for WebHosting {
             state: Some(state),
             message: Some(message),
             code_version,
-            routes_to: self.routes_to.clone().filter(|_| self.listening),
+            routes_to: self.routes_to().filter(|_| self.listening),
             ..Default::default()
         }
     }
