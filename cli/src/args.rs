@@ -287,6 +287,15 @@ pub enum Verb {
         after_help = "Examples:\n  cpsctl mysql dump db > db.sql\n  cpsctl code upload db db.sql --version restore --activate   # load it (into another Service)\n  cpsctl mysql password db --wait"
     )]
     Mysql(MysqlVerb),
+    /// Tenants (for administrators): a namespace, its users and its credits
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  cpsctl tenant create alice --user alice@example.org --credits 100\n  cpsctl tenant create bob --credits 50 --kubeconfig-out bob.kubeconfig\n  cpsctl tenant grant alice --credits 200"
+    )]
+    Tenant(TenantVerb),
+    /// The namespace's credits: grant, used, balance, burn rate, time left, per Service
+    #[command(after_help = "Examples:\n  cpsctl credits\n  cpsctl credits -n alice -o yaml")]
+    Credits,
     /// Print a shell completion script
     #[command(
         after_help = "Examples:\n  cpsctl completion bash > /etc/bash_completion.d/cpsctl\n  cpsctl completion zsh > \"${fpath[1]}/_cpsctl\""
@@ -294,6 +303,42 @@ pub enum Verb {
     Completion {
         /// The shell
         shell: clap_complete::Shell,
+    },
+}
+
+/// What `cpsctl tenant` does.
+#[derive(Subcommand, Debug)]
+pub enum TenantVerb {
+    /// Make (or update) a tenant: namespace NAME labelled `conpaas.io/tenant`, a RoleBinding
+    /// `conpaas-tenant` giving its users the namespace's edit role (ConPaaS' own roles aggregate
+    /// into it), and its CreditAccount `credits`
+    Create {
+        /// The tenant, and its namespace
+        name: String,
+        /// A user of the tenant (repeatable)
+        #[arg(long = "user", value_name = "USER")]
+        users: Vec<String>,
+        /// A group of users of the tenant (repeatable)
+        #[arg(long = "group", value_name = "GROUP")]
+        groups: Vec<String>,
+        /// Credits granted (1 credit = 1 VM-hour at the default price)
+        #[arg(long)]
+        credits: i64,
+        /// Also make a ServiceAccount `tenant` in the namespace as the tenant's user, and write a
+        /// kubeconfig with its token to FILE (as ConPaaS' getcerts handed out certificates)
+        #[arg(long, value_name = "FILE")]
+        kubeconfig_out: Option<PathBuf>,
+        /// Lifetime of that kubeconfig's token, in hours
+        #[arg(long, default_value_t = 720)]
+        token_hours: i64,
+    },
+    /// Set a tenant's grant (raising it brings back what stopped when its credits ran out)
+    Grant {
+        /// The tenant
+        name: String,
+        /// Credits granted in total
+        #[arg(long)]
+        credits: i64,
     },
 }
 

@@ -1,4 +1,4 @@
-//! The four reconcile loops and what wakes each of them. One watch per kind fills that kind's
+//! The five reconcile loops and what wakes each of them. One watch per kind fills that kind's
 //! cache ([`Caches`]), which every loop reads, and then wakes the loops that care. Every watch
 //! reads objects through a `DeserializeGuard`, so one unreadable object never stops a loop.
 
@@ -6,12 +6,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use conpaas_crds::v1alpha1::{Application, Cloud, Service, ServiceNode};
+use conpaas_crds::v1alpha1::{
+    Application, CREDIT_ACCOUNT_NAME, Cloud, CreditAccount, Service, ServiceNode,
+};
 use conpaas_reconcilers::caches::Caches;
-use conpaas_reconcilers::{Context, application, cloud, guard, service, service_node};
+use conpaas_reconcilers::{Context, application, cloud, credits, guard, service, service_node};
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt};
+use k8s_openapi::api::core::v1::Namespace;
 use kube::ResourceExt;
 use kube::core::error_boundary::DeserializeGuard;
 use kube::runtime::controller::Action as Requeue;
@@ -31,6 +34,8 @@ pub struct Writers {
     nodes: Writer<Guarded<ServiceNode>>,
     applications: Writer<Guarded<Application>>,
     clouds: Writer<Guarded<Cloud>>,
+    credit_accounts: Writer<Guarded<CreditAccount>>,
+    namespaces: Writer<Guarded<Namespace>>,
 }
 
 /// The caches every loop reads, empty until [`run`] starts their watches.
@@ -39,12 +44,16 @@ pub fn caches() -> (Caches, Writers) {
     let (nodes, nodes_writer) = reflector::store();
     let (applications, applications_writer) = reflector::store();
     let (clouds, clouds_writer) = reflector::store();
+    let (credit_accounts, credit_accounts_writer) = reflector::store();
+    let (namespaces, namespaces_writer) = reflector::store();
     (
         Caches {
             services,
             nodes,
             applications,
             clouds,
+            credit_accounts,
+            namespaces,
             synced: Default::default(),
         },
         Writers {
@@ -52,6 +61,8 @@ pub fn caches() -> (Caches, Writers) {
             nodes: nodes_writer,
             applications: applications_writer,
             clouds: clouds_writer,
+            credit_accounts: credit_accounts_writer,
+            namespaces: namespaces_writer,
         },
     )
 }
@@ -166,6 +177,43 @@ fn what_links_read(service: &Guarded<Service>) -> Option<u64> {
     Some(hasher.finish())
 }
 
+/// What the credits loop charges by: a node's identity, owner and deletion.
+fn metered_facts(node: &Guarded<ServiceNode>) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let node = node.0.as_ref().ok()?;
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (
+        &node.metadata.uid,
+        node.metadata
+            .deletion_timestamp
+            .as_ref()
+            .map(|t| t.0.as_second()),
+        node.metadata.owner_references.as_ref().map(|o| o.len()),
+    )
+        .hash(&mut hasher);
+    Some(hasher.finish())
+}
+
+/// What nodes and Services read of a credit account: which nodes are charged, and whether it
+/// ran out.
+fn admission_facts(account: &Guarded<CreditAccount>) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let account = account.0.as_ref().ok()?;
+    let status = account.status.as_ref();
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (
+        status.map(|s| s.exhausted.is_some()),
+        status.map(|s| {
+            s.ledger
+                .iter()
+                .map(|c| (&c.uid, c.end.is_some()))
+                .collect::<Vec<_>>()
+        }),
+    )
+        .hash(&mut hasher);
+    Some(hasher.finish())
+}
+
 /// Runs every loop until a shutdown signal. Each kind has one watch ([`shared_watch`]) that
 /// fills its cache and wakes the loops that care: a Service for its own changes, its nodes' and
 /// those of the Services it links to,
@@ -175,7 +223,10 @@ pub async fn run(client: Client, ctx: Arc<Context>, writers: Writers, ready: Arc
     let caches = ctx.caches.clone();
     let synced = || caches.synced.clone();
     let (service_watch, service_triggers) = shared_watch(&client, writers.services, synced(), 3);
-    let (node_watch, node_triggers) = shared_watch(&client, writers.nodes, synced(), 3);
+    let (node_watch, node_triggers) = shared_watch(&client, writers.nodes, synced(), 4);
+    let (account_watch, account_triggers) =
+        shared_watch(&client, writers.credit_accounts, synced(), 3);
+    let (namespace_watch, _) = shared_watch(&client, writers.namespaces, synced(), 0);
     let (cloud_watch, cloud_triggers) = shared_watch(&client, writers.clouds, synced(), 2);
     let (application_watch, application_triggers) =
         shared_watch(&client, writers.applications, synced(), 1);
@@ -184,15 +235,46 @@ pub async fn run(client: Client, ctx: Arc<Context>, writers: Writers, ready: Arc
         services_of_links,
         services_of_applications,
     ] = take(service_triggers);
-    let [nodes_of_node_loop, nodes_of_services, nodes_of_clouds] = take(node_triggers);
+    let [
+        nodes_of_node_loop,
+        nodes_of_services,
+        nodes_of_clouds,
+        nodes_of_credits,
+    ] = take(node_triggers);
+    let [
+        accounts_of_credit_loop,
+        accounts_of_nodes,
+        accounts_of_services,
+    ] = take(account_triggers);
     let [clouds_of_cloud_loop, clouds_of_nodes] = take(cloud_triggers);
     let [applications_of_application_loop] = take(application_triggers);
 
     // A linked Service's new endpoint or credentials reach the nodes of the Services linking to
     // it at once, not at their next periodic pass.
     let linking = caches.services.clone();
+    let services_of_account = caches.services.clone();
     let services = Controller::for_stream(services_of_service_loop, caches.services.clone())
         .owns_stream(nodes_of_services)
+        // A namespace whose credits run out or come back stops or starts its Services at once.
+        .watches_stream(
+            accounts_of_services.predicate_filter(admission_facts, Default::default()),
+            move |account| {
+                let ns = account
+                    .0
+                    .ok()
+                    .and_then(|a| a.namespace())
+                    .unwrap_or_default();
+                services_of_account
+                    .state()
+                    .into_iter()
+                    .filter(|s| {
+                        s.0.as_ref()
+                            .is_ok_and(|s| s.namespace().as_deref() == Some(&ns))
+                    })
+                    .map(|s| ObjectRef::from_obj(s.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        )
         .watches_stream(
             services_of_links.predicate_filter(what_links_read, Default::default()),
             move |target| {
@@ -217,9 +299,9 @@ pub async fn run(client: Client, ctx: Arc<Context>, writers: Writers, ready: Arc
     // Cloud's spec changes or it turns Ready again (credentials fixed in its Secret).
     let cloud_turns = clouds_of_nodes.predicate_filter(cloud_spec_or_readiness, Default::default());
     let nodes_of_cloud = caches.nodes.clone();
-    let nodes = Controller::for_stream(nodes_of_node_loop, caches.nodes.clone()).watches_stream(
-        cloud_turns,
-        move |cloud| {
+    let nodes_of_account = caches.nodes.clone();
+    let nodes = Controller::for_stream(nodes_of_node_loop, caches.nodes.clone())
+        .watches_stream(cloud_turns, move |cloud| {
             let name = cloud.0.ok().map(|c| c.name_any()).unwrap_or_default();
             nodes_of_cloud
                 .state()
@@ -227,8 +309,40 @@ pub async fn run(client: Client, ctx: Arc<Context>, writers: Writers, ready: Arc
                 .filter(|n| n.0.as_ref().is_ok_and(|n| n.spec.cloud == name))
                 .map(|n| ObjectRef::from_obj(n.as_ref()))
                 .collect::<Vec<_>>()
-        },
-    );
+        })
+        // A node waits for its first hour to be charged before its VM is made, and for its
+        // charge to be closed before its finalizer goes.
+        .watches_stream(
+            accounts_of_nodes.predicate_filter(admission_facts, Default::default()),
+            move |account| {
+                let ns = account
+                    .0
+                    .ok()
+                    .and_then(|a| a.namespace())
+                    .unwrap_or_default();
+                nodes_of_account
+                    .state()
+                    .into_iter()
+                    .filter(|n| {
+                        n.0.as_ref().is_ok_and(|n| {
+                            n.namespace().as_deref() == Some(&ns)
+                                && (n.metadata.deletion_timestamp.is_some()
+                                    || n.status.as_ref().is_none_or(|s| s.provider_id.is_none()))
+                        })
+                    })
+                    .map(|n| ObjectRef::from_obj(n.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        );
+    let credit_accounts =
+        Controller::for_stream(accounts_of_credit_loop, caches.credit_accounts.clone())
+            .watches_stream(
+                nodes_of_credits.predicate_filter(metered_facts, Default::default()),
+                |node| {
+                    let ns = node.0.ok()?.namespace()?;
+                    Some(ObjectRef::<Guarded<CreditAccount>>::new(CREDIT_ACCOUNT_NAME).within(&ns))
+                },
+            );
     let applications = Controller::for_stream(
         applications_of_application_loop,
         caches.applications.clone(),
@@ -252,6 +366,7 @@ pub async fn run(client: Client, ctx: Arc<Context>, writers: Writers, ready: Arc
     let nodes = drive(nodes, &ctx, service_node::reconcile);
     let applications = drive(applications, &ctx, application::reconcile);
     let clouds = drive(clouds, &ctx, cloud::reconcile);
+    let credit_accounts = drive(credit_accounts, &ctx, credits::reconcile);
     // Ready (for /readyz) once every cache holds the whole cluster's objects.
     let synced = async move {
         while !caches.ready() {
@@ -260,10 +375,25 @@ pub async fn run(client: Client, ctx: Arc<Context>, writers: Writers, ready: Arc
         ready.store(true, Ordering::Relaxed);
         tracing::info!("every watch has synced");
     };
-    let watches = futures::future::join4(service_watch, node_watch, cloud_watch, application_watch);
+    let watches = futures::future::join_all([
+        service_watch,
+        node_watch,
+        cloud_watch,
+        application_watch,
+        account_watch,
+        namespace_watch,
+    ]);
+    let loops = futures::future::join_all([
+        services.boxed(),
+        nodes.boxed(),
+        applications.boxed(),
+        clouds.boxed(),
+        credit_accounts.boxed(),
+        synced.boxed(),
+    ]);
     // The loops end on a shutdown signal; the watches then have no one left to feed.
     tokio::select! {
-        _ = futures::future::join5(services, nodes, applications, clouds, synced) => {}
+        _ = loops => {}
         _ = watches => tracing::error!("a watch ended"),
     }
 }

@@ -130,6 +130,7 @@ async fn main() -> anyhow::Result<()> {
         backoff: Default::default(),
         settings: conpaas_reconcilers::context::Settings {
             orphan_grace: Duration::from_secs(args.orphan_grace_seconds),
+            credit_hour: Duration::from_secs(args.credit_hour_seconds),
             agent_token_ttl: Duration::from_secs(args.agent_token_ttl_seconds),
             agent_token_refresh: Duration::from_secs(
                 args.agent_token_refresh_seconds

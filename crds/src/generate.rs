@@ -8,7 +8,9 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 use kube::CustomResourceExt;
 
 use crate::types::TypeDescriptor;
-use crate::v1alpha1::{Application, Cloud, Service, ServiceNode, ServiceType};
+use crate::v1alpha1::{
+    Application, CREDIT_ACCOUNT_NAME, Cloud, CreditAccount, Service, ServiceNode, ServiceType,
+};
 
 /// Every CRD of the operator, ready to install.
 pub fn all() -> Vec<CustomResourceDefinition> {
@@ -17,7 +19,30 @@ pub fn all() -> Vec<CustomResourceDefinition> {
         Application::crd(),
         with_role_rules(Service::crd()),
         ServiceNode::crd(),
+        with_single_name(CreditAccount::crd(), CREDIT_ACCOUNT_NAME),
     ]
+}
+
+/// A kind of which a namespace holds one object, always of this name (found without a list).
+fn with_single_name(mut crd: CustomResourceDefinition, name: &str) -> CustomResourceDefinition {
+    for version in &mut crd.spec.versions {
+        let root = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+            .expect("a CRD has a schema");
+        root.x_kubernetes_validations
+            .get_or_insert_with(Vec::new)
+            .push(ValidationRule {
+                rule: format!("self.metadata.name == '{name}'"),
+                message: Some(format!(
+                    "metadata.name: a namespace has one {}, named {name}",
+                    crd.spec.names.kind
+                )),
+                ..Default::default()
+            });
+    }
+    crd
 }
 
 /// The file name `crdgen` gives a CRD: `<plural>.<group>.yaml`.

@@ -15,5 +15,6 @@ pub mod bootstrap;
 pub mod code_api;
 pub mod generate;
 pub mod labels;
+pub mod selector;
 pub mod types;
 pub mod v1alpha1;

@@ -197,7 +197,7 @@ impl ControlPlane {
             "kube-controller-manager",
             Command::new(&kcm).args([
                 &format!("--kubeconfig={}", cp.kubeconfig.display()),
-                "--controllers=garbage-collector-controller,namespace-controller",
+                "--controllers=garbage-collector-controller,namespace-controller,clusterrole-aggregation-controller",
                 "--leader-elect=false",
                 "--secure-port=0",
             ]),

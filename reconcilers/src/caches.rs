@@ -7,11 +7,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use conpaas_crds::labels::LABEL_SERVICE;
-use conpaas_crds::v1alpha1::{Application, Cloud, Service, ServiceNode};
+use conpaas_crds::v1alpha1::{
+    Application, CREDIT_ACCOUNT_NAME, Cloud, CreditAccount, Service, ServiceNode,
+};
+use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 use kube::core::error_boundary::DeserializeGuard;
 use kube::runtime::reflector::{ObjectRef, Store};
+
+/// How many kinds are watched (Services, ServiceNodes, Applications, Clouds, CreditAccounts,
+/// Namespaces).
+pub const WATCHES: usize = 6;
 
 /// A cache of one kind; objects that cannot be read are kept as their metadata.
 pub type Cache<K> = Store<DeserializeGuard<K>>;
@@ -27,7 +34,11 @@ pub struct Caches {
     pub applications: Cache<Application>,
     /// Every Cloud.
     pub clouds: Cache<Cloud>,
-    /// How many of the four watches have listed everything once.
+    /// Every tenant's credit account.
+    pub credit_accounts: Cache<CreditAccount>,
+    /// Every Namespace (their labels decide which Clouds they may use).
+    pub namespaces: Cache<Namespace>,
+    /// How many of the watches have listed everything once.
     pub synced: Arc<AtomicUsize>,
 }
 
@@ -36,7 +47,37 @@ impl Caches {
     /// filling (right after a restart) would see a Service without its nodes. Counted by the
     /// watches themselves: a `Store`'s own readiness wakes only one waiter at a time.
     pub fn ready(&self) -> bool {
-        self.synced.load(Ordering::Acquire) >= 4
+        self.synced.load(Ordering::Acquire) >= WATCHES
+    }
+
+    /// The credit account of `namespace`; None when the namespace is not metered.
+    pub fn credit_account(&self, namespace: &str) -> Option<CreditAccount> {
+        let object = self
+            .credit_accounts
+            .get(&ObjectRef::new(CREDIT_ACCOUNT_NAME).within(namespace))?;
+        object.0.as_ref().ok().cloned()
+    }
+
+    /// The labels of `namespace` (empty when it is not cached).
+    pub fn namespace_labels(&self, namespace: &str) -> std::collections::BTreeMap<String, String> {
+        self.namespaces
+            .get(&ObjectRef::new(namespace))
+            .and_then(|n| n.0.as_ref().ok()?.metadata.labels.clone())
+            .unwrap_or_default()
+    }
+
+    /// The Service that owns `node` (its controller reference, same namespace, same UID), if it
+    /// exists: the controller makes VMs only for such nodes.
+    pub fn owning_service(&self, node: &ServiceNode) -> Option<Service> {
+        let namespace = node.meta().namespace.as_deref()?;
+        let owner = node
+            .meta()
+            .owner_references
+            .iter()
+            .flatten()
+            .find(|o| o.controller == Some(true) && o.kind == "Service")?;
+        self.service(namespace, &owner.name)
+            .filter(|s| s.meta().uid.as_deref() == Some(owner.uid.as_str()))
     }
 
     /// The Cloud of this name.

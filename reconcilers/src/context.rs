@@ -42,6 +42,8 @@ pub struct Settings {
     pub agent_token_refresh: Duration,
     /// How old an unclaimed VM with our tag must be before the orphan sweep terminates it.
     pub orphan_grace: Duration,
+    /// The length of the credit hour: each started one of a node costs its price once.
+    pub credit_hour: Duration,
 }
 
 impl Default for Settings {
@@ -51,6 +53,7 @@ impl Default for Settings {
             agent_token_ttl: Duration::from_secs(3600),
             agent_token_refresh: Duration::from_secs(2400),
             orphan_grace: Duration::from_secs(120),
+            credit_hour: Duration::from_secs(3600),
         }
     }
 }

@@ -52,6 +52,11 @@ impl Error {
         }
     }
 
+    /// True when the API server refused a write because the object changed since it was read.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Error::Kube { source: kube::Error::Api(s), .. } if s.code == 409)
+    }
+
     /// The error with its causes, `what failed: why`, for conditions people read.
     pub fn chain(&self) -> String {
         let mut text = self.to_string();

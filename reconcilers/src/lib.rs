@@ -6,6 +6,7 @@
 //!   agent's credentials, create with the node's token, observe, terminate before the object goes.
 //! - [`application`]: aggregates its Services and deletes them before it goes.
 //! - [`cloud`]: reports whether each Cloud can be used.
+//! - [`credits`]: charges each tenant's started VM-hours to its CreditAccount.
 //!
 //! Start with [`Context`], which carries what every loop shares, and [`service::plan`].
 //!
@@ -17,6 +18,7 @@ pub mod backpressure;
 pub mod caches;
 pub mod cloud;
 pub mod context;
+pub mod credits;
 pub mod error;
 pub mod events;
 pub mod finalizers;

@@ -1,12 +1,17 @@
 //! describe: Application -> Services -> nodes as a tree, with phases, conditions and their
 //! messages, addresses, code versions and credit use (each started VM-hour costs its Cloud's
-//! price for the instance type, 1 credit when it sets none, as ConPaaS charged).
+//! price for the instance type, 1 credit when it sets none, as ConPaaS charged; in a namespace
+//! with a CreditAccount, what its ledger charged, deleted nodes included).
 
 use anyhow::Context as _;
 use conpaas_crds::labels::ANNOTATION_DISPLAY_NAME;
-use conpaas_crds::v1alpha1::{Application, Cloud, Service, ServiceNode};
+use conpaas_crds::v1alpha1::{
+    Application, CREDIT_ACCOUNT_NAME, Cloud, CreditAccount, CreditAccountStatus, Service,
+    ServiceNode,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::jiff::Timestamp;
+use kube::Api;
 use kube::ResourceExt;
 use kube::api::ListParams;
 use serde_json::json;
@@ -55,28 +60,31 @@ pub async fn describe(
     if !structured(s.output, &value)? {
         let clouds = s.clouds().list(&ListParams::default()).await?.items;
         let price = |node: &ServiceNode| price(&clouds, node);
+        let account = Api::<CreditAccount>::namespaced(s.client.clone(), &s.namespace)
+            .get_opt(CREDIT_ACCOUNT_NAME)
+            .await?;
+        let ledger = account.and_then(|a| a.status);
         print!(
             "{}",
-            tree(&apps, &services, &nodes, Timestamp::now(), &price)
+            tree(
+                &apps,
+                &services,
+                &nodes,
+                Timestamp::now(),
+                &price,
+                ledger.as_ref()
+            )
         );
     }
     Ok(())
 }
 
-/// A node's price in credits per VM-hour: its Cloud's `prices` for its instance type (the
-/// role's, else the Cloud's default), else 1.
+/// A node's price in credits per VM-hour ([`Cloud::price`]); 1 when its Cloud is gone.
 fn price(clouds: &[Cloud], node: &ServiceNode) -> i64 {
-    let Some(cloud) = clouds.iter().find(|c| c.name_any() == node.spec.cloud) else {
-        return 1;
-    };
-    let instance_type = node
-        .spec
-        .instance_type
-        .clone()
-        .or_else(|| cloud.spec.ec2.as_ref().map(|e| e.instance_type.clone()));
-    instance_type
-        .and_then(|t| cloud.spec.prices.get(&t).copied())
-        .unwrap_or(1)
+    clouds
+        .iter()
+        .find(|c| c.name_any() == node.spec.cloud)
+        .map_or(1, |c| c.price(node.spec.instance_type.as_deref()))
 }
 
 /// VM-hours a node has used so far: each started hour counts, as ConPaaS charged.
@@ -117,8 +125,24 @@ pub fn tree(
     nodes: &[ServiceNode],
     now: Timestamp,
     price: &dyn Fn(&ServiceNode) -> i64,
+    ledger: Option<&CreditAccountStatus>,
 ) -> String {
-    let credits = |n: &ServiceNode| hours(n, now) * price(n);
+    // A metered namespace shows what its ledger charged (deleted nodes included); otherwise
+    // what the nodes alive now would cost.
+    let credits = |n: &ServiceNode| match ledger {
+        Some(l) => l
+            .charge(n.uid().as_deref().unwrap_or_default())
+            .map_or(0, |c| c.credits()),
+        None => hours(n, now) * price(n),
+    };
+    let service_credits = |name: &str| match ledger {
+        Some(l) => l.service_credits(name),
+        None => nodes
+            .iter()
+            .filter(|n| n.spec.service == name)
+            .map(credits)
+            .sum(),
+    };
     let mut out = String::new();
     let mut app_names: Vec<String> = apps.iter().map(|a| a.name_any()).collect();
     // Services whose Application is missing still show, under its name.
@@ -133,11 +157,7 @@ pub fn tree(
             .iter()
             .filter(|x| x.spec.application == app_name)
             .collect();
-        let app_credits: i64 = nodes
-            .iter()
-            .filter(|n| n.spec.application == app_name)
-            .map(&credits)
-            .sum();
+        let app_credits: i64 = of_app.iter().map(|x| service_credits(&x.name_any())).sum();
         match app {
             Some(a) => {
                 let st = a.status.clone().unwrap_or_default();
@@ -166,7 +186,7 @@ pub fn tree(
                 .iter()
                 .filter(|n| n.spec.service == svc.name_any())
                 .collect();
-            let svc_credits: i64 = svc_nodes.iter().map(|n| credits(n)).sum();
+            let svc_credits = service_credits(&svc.name_any());
             out.push_str(&format!(
                 "{branch}Service {}  {}  {}  {}  code {}  credits {svc_credits}\n",
                 display(&svc.name_any(), svc.annotations()),
@@ -261,12 +281,34 @@ mod tests {
             std::slice::from_ref(&node),
             now,
             &|_| 3,
+            None,
         );
         assert!(
             priced.contains("credits 6"),
             "3 credits per VM-hour:\n{priced}"
         );
-        let text = tree(&[app], &[svc], &[node], now, &|_| 1);
+        // A metered namespace shows its ledger, with the nodes already deleted.
+        let ledger = CreditAccountStatus {
+            settled: vec![conpaas_crds::v1alpha1::ServiceCredits {
+                service: "hello".into(),
+                credits: 40,
+            }],
+            ..Default::default()
+        };
+        let metered = tree(
+            std::slice::from_ref(&app),
+            std::slice::from_ref(&svc),
+            std::slice::from_ref(&node),
+            now,
+            &|_| 3,
+            Some(&ledger),
+        );
+        assert!(
+            metered.contains("services 1/1 ready  credits 40\n")
+                && metered.contains("code v1  credits 40\n"),
+            "{metered}"
+        );
+        let text = tree(&[app], &[svc], &[node], now, &|_| 1, None);
         assert_eq!(
             text,
             "Application demo  cloud local  services 1/1 ready  credits 2\n\

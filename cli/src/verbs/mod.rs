@@ -9,6 +9,7 @@ mod manifest;
 mod mysql;
 mod nodes;
 mod services;
+mod tenant;
 mod wait;
 
 use std::process::ExitCode;
@@ -20,7 +21,7 @@ use conpaas_crds::v1alpha1::{Application, Cloud, Service, ServiceNode};
 use kube::Api;
 use kube::api::ListParams;
 
-use crate::args::{Cli, CodeVerb, MysqlVerb, Verb};
+use crate::args::{Cli, CodeVerb, MysqlVerb, TenantVerb, Verb};
 use crate::connect::{Session, connect};
 
 /// Runs one verb; the exit code says whether it succeeded (doctor and wait may fail politely).
@@ -117,6 +118,29 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             wait,
             timeout,
         }) => mysql::password(&s, &service, wait.then(|| Duration::from_secs(timeout))).await?,
+        Verb::Tenant(TenantVerb::Create {
+            name,
+            users,
+            groups,
+            credits,
+            kubeconfig_out,
+            token_hours,
+        }) => {
+            let people = tenant::People { users, groups };
+            tenant::create(
+                &s,
+                &name,
+                &people,
+                credits,
+                kubeconfig_out.as_deref(),
+                token_hours,
+            )
+            .await?
+        }
+        Verb::Tenant(TenantVerb::Grant { name, credits }) => {
+            tenant::grant(&s, &name, credits).await?
+        }
+        Verb::Credits => tenant::credits(&s).await?,
         Verb::Usage { .. } | Verb::Completion { .. } => unreachable!("handled before connecting"),
     }
     Ok(ExitCode::SUCCESS)

@@ -50,6 +50,11 @@ pub struct CloudSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 2048))]
     pub api_server_url: Option<String>,
+    /// Which namespaces (tenants) may run Services on this Cloud, by their labels (as the Gateway
+    /// API's allowedRoutes); unset, every namespace may. Every namespace carries its name in the
+    /// label `kubernetes.io/metadata.name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_namespaces: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>,
     /// Credits per VM-hour by instance type (1 credit = 1 VM-hour when a type is not listed).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     #[schemars(extend("maxProperties" = 256, "additionalProperties" = {"type": "integer", "minimum": 0}))]
@@ -166,5 +171,36 @@ impl CloudSpec {
             (None, None, Some(_)) => Some("opennebula"),
             _ => None,
         }
+    }
+}
+
+impl Cloud {
+    /// Whether a namespace with these labels may run Services here; the refusal says why.
+    pub fn admits(
+        &self,
+        namespace: &str,
+        labels: &std::collections::BTreeMap<String, String>,
+    ) -> Result<(), String> {
+        let Some(selector) = &self.spec.allowed_namespaces else {
+            return Ok(());
+        };
+        if crate::selector::matches(selector, labels) {
+            return Ok(());
+        }
+        Err(format!(
+            "Cloud {:?} does not admit namespace {namespace:?}: its labels do not match the Cloud's spec.allowedNamespaces",
+            self.metadata.name.as_deref().unwrap_or_default()
+        ))
+    }
+
+    /// Credits per VM-hour of one of its VMs: `prices` for the instance type (the node's, else
+    /// the Cloud's default), 1 when it lists none.
+    pub fn price(&self, instance_type: Option<&str>) -> i64 {
+        let instance_type = instance_type
+            .map(str::to_string)
+            .or_else(|| self.spec.ec2.as_ref().map(|e| e.instance_type.clone()));
+        instance_type
+            .and_then(|t| self.spec.prices.get(&t).copied())
+            .unwrap_or(1)
     }
 }

@@ -49,6 +49,7 @@ pub fn decide(service: &Service, mut observed: observe::Observed) -> Preview {
                 .as_ref()
                 .and_then(|s| s.saved_data.as_ref())
                 .map(|d| d.sha256.clone()),
+            tenancy: &observed.tenancy,
             paused: service
                 .annotations()
                 .get(ANNOTATION_PAUSED)

@@ -7,8 +7,8 @@ use crate::node_reasons::{self as node_status, UNHEALTHY_REASONS};
 use conpaas_crds::labels::LABEL_SERVICE;
 use conpaas_crds::labels::conditions::{HEALTHY, READY};
 use conpaas_crds::v1alpha1::{
-    AgentState, Application, Cloud, NodeCode, NodeLink, Service, ServiceLink, ServiceNode,
-    ServiceType, is_condition_true,
+    AgentState, Application, CREDIT_ACCOUNT_NAME, Cloud, CreditAccount, NodeCode, NodeLink,
+    Service, ServiceLink, ServiceNode, ServiceType, is_condition_true,
 };
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
@@ -37,6 +37,17 @@ pub struct Observed {
     pub code: Result<Option<NodeCode>, Problem>,
     /// The linked services that export something, as nodes reach them.
     pub links: Vec<NodeLink>,
+    /// What the Service's tenant may use.
+    pub tenancy: Tenancy,
+}
+
+/// What a Service's namespace (its tenant) may use now.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Tenancy {
+    /// Clouds that do not admit the namespace, with why (`spec.allowedNamespaces`).
+    pub refused_clouds: BTreeMap<String, String>,
+    /// Why the namespace's credits cannot pay for nodes, while they cannot.
+    pub credits_exhausted: Option<String>,
 }
 
 /// When a node's agent last renewed its heartbeat Lease, if that is known (the controller keeps
@@ -54,6 +65,8 @@ pub struct Objects<'a> {
     pub services: Vec<&'a Service>,
     /// The Service's ServiceNodes.
     pub nodes: Vec<&'a ServiceNode>,
+    /// What the Service's tenant may use.
+    pub tenancy: Tenancy,
 }
 
 /// Observes `service` through the API server (what `cpsctl plan` does; the controller reads
@@ -103,6 +116,7 @@ pub async fn observe(
         clouds,
         services: services.iter().collect(),
         nodes: nodes.iter().collect(),
+        tenancy: tenancy(client, &ns).await?,
     };
     Ok(from_objects(
         service,
@@ -158,7 +172,33 @@ pub fn from_objects(
         siblings,
         nodes,
         code,
+        tenancy: objects.tenancy,
     }
+}
+
+/// Whether the namespace's credits ran out, read directly (`cpsctl plan`; tenants may read their
+/// account). Which Clouds admit the namespace is left to the controller: tenants cannot read
+/// Namespaces.
+async fn tenancy(client: &kube::Client, ns: &str) -> Result<Tenancy, Error> {
+    let accounts: Api<CreditAccount> = Api::namespaced(client.clone(), ns);
+    let account = accounts
+        .get_opt(CREDIT_ACCOUNT_NAME)
+        .await
+        .ctx("get credit account", ns)?;
+    Ok(Tenancy {
+        refused_clouds: BTreeMap::new(),
+        credits_exhausted: account.as_ref().and_then(exhausted),
+    })
+}
+
+/// Why the account cannot pay for nodes, while it cannot.
+pub fn exhausted(account: &CreditAccount) -> Option<String> {
+    let status = account.status.as_ref()?;
+    let exhausted = status.exhausted.as_ref()?;
+    Some(format!(
+        "the namespace's credits ran out ({} of {} left): its Services are stopped until CreditAccount {CREDIT_ACCOUNT_NAME} spec.grant is raised above {}",
+        status.balance, account.spec.grant, exhausted.grant
+    ))
 }
 
 /// How a node reaches the linked Service `target`: for types whose links export something

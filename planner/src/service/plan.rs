@@ -30,8 +30,10 @@ pub struct Desired {
     pub application: String,
     /// Service type.
     pub service_type: ServiceType,
-    /// False when the Service is Stopped.
+    /// False when the Service is Stopped, or held stopped.
     pub running: bool,
+    /// Why a Service asked to run is stopped anyway (its tenant's credits ran out).
+    pub held: Option<super::validate::Problem>,
     /// Every role of the type with its count and placement.
     pub roles: Vec<DesiredRole>,
     /// Configuration every node gets.
@@ -722,6 +724,7 @@ mod tests {
             application: "app".into(),
             service_type: ty,
             running,
+            held: None,
             roles: roles
                 .iter()
                 .map(|(name, count)| DesiredRole {

@@ -54,6 +54,12 @@ pub fn build(
         ),
         (p, _) => (false, title(p), format!("waiting for nodes: {ready_text}")),
     };
+    // Asked to run but held stopped (the tenant's credits ran out): not Ready, and why.
+    let held = desired.as_ref().ok().and_then(|d| d.held.as_ref());
+    let (ready, reason, message) = match held {
+        Some(h) => (false, h.reason.to_string(), h.message.clone()),
+        None => (ready, reason, message),
+    };
     let paused = desired.as_ref().is_ok_and(|d| d.paused);
     let failures: Vec<(&str, &NodeFailure)> = nodes
         .iter()
@@ -64,6 +70,7 @@ pub fn build(
     // while converging otherwise.
     let stalled = match desired {
         Err(problem) => Cond::new(STALLED, true, problem.reason, problem.message.clone()),
+        Ok(d) if let Some(h) = &d.held => Cond::new(STALLED, true, h.reason, h.message.clone()),
         Ok(_) => match failures.iter().find(|(_, f)| f.stalled) {
             Some((node, failure)) => Cond::new(
                 STALLED,
@@ -103,6 +110,9 @@ pub fn build(
             }),
             match desired {
                 Err(problem) => Cond::new(DEGRADED, true, problem.reason, problem.message.clone()),
+                Ok(d) if let Some(h) = &d.held => {
+                    Cond::new(DEGRADED, true, h.reason, h.message.clone())
+                }
                 Ok(d)
                     if unhealthy > 0
                         && !remediation_allowed(live, unhealthy, d.max_unhealthy_percent) =>
@@ -433,6 +443,7 @@ mod tests {
             application: "a".into(),
             service_type: ServiceType::Helloworld,
             running,
+            held: None,
             roles: vec![DesiredRole {
                 name: "node".into(),
                 count,
@@ -485,6 +496,27 @@ mod tests {
             });
         }
         n
+    }
+
+    #[test]
+    fn a_service_held_stopped_by_its_credits_says_so_and_is_not_ready() {
+        let mut held = desired(2, false).unwrap();
+        held.held = Some(Problem::new("CreditsExhausted", "the credits ran out"));
+        let status = build(
+            &Default::default(),
+            Some(1),
+            &Ok(held),
+            &nodes(0, 0),
+            &now(10),
+        );
+        assert_eq!(status.phase, Phase::Stopped);
+        let find = |t: &str| status.conditions.iter().find(|c| c.type_ == t).unwrap();
+        assert_eq!(
+            (find(READY).status.as_str(), find(READY).reason.as_str()),
+            ("False", "CreditsExhausted")
+        );
+        assert_eq!(find(DEGRADED).status, "True");
+        assert_eq!(find(DEGRADED).message, "the credits ran out");
     }
 
     #[test]

@@ -7,6 +7,7 @@ use conpaas_crds::v1alpha1::{
     ApplicationSpec, DesiredState, NodeCode, NodeLink, OnFailure, ServiceSpec,
 };
 
+use super::observe::Tenancy;
 use super::plan::{Desired, DesiredRole, DrainPolicy, NodeConfig, RolloutPolicy};
 
 /// Why a Service cannot be satisfied now; shown as the Ready condition and an Event.
@@ -46,6 +47,8 @@ pub struct Inputs<'a> {
     pub links: Vec<NodeLink>,
     /// The SHA-256 of the data the Service saved at its last stop (its status).
     pub saved: Option<String>,
+    /// What the Service's tenant may use.
+    pub tenancy: &'a Tenancy,
 }
 
 /// Validates `spec` against what exists.
@@ -111,6 +114,14 @@ pub fn validate(spec: &ServiceSpec, inputs: Inputs<'_>) -> Result<Desired, Probl
                 format!("spec.roles[{name}]: Cloud {cloud:?} does not exist"),
             ));
         }
+        if count > 0
+            && let Some(why) = inputs.tenancy.refused_clouds.get(&cloud)
+        {
+            return Err(Problem::new(
+                "CloudNotAllowed",
+                format!("spec.roles[{name}]: {why}"),
+            ));
+        }
         roles.push(DesiredRole {
             name: name.to_string(),
             count,
@@ -123,7 +134,13 @@ pub fn validate(spec: &ServiceSpec, inputs: Inputs<'_>) -> Result<Desired, Probl
         service: inputs.service.to_string(),
         application: spec.application.clone(),
         service_type: spec.r#type,
-        running: spec.state == DesiredState::Running,
+        running: spec.state == DesiredState::Running && inputs.tenancy.credits_exhausted.is_none(),
+        held: match &inputs.tenancy.credits_exhausted {
+            Some(why) if spec.state == DesiredState::Running => {
+                Some(Problem::new("CreditsExhausted", why.clone()))
+            }
+            _ => None,
+        },
         roles,
         config: NodeConfig {
             code: inputs.code?,
@@ -242,8 +259,54 @@ mod tests {
                 paused: false,
                 links: vec![],
                 saved: None,
+                tenancy: &Default::default(),
             },
         )
+    }
+
+    #[test]
+    fn a_tenant_runs_only_on_clouds_that_admit_it_and_while_its_credits_pay() {
+        let app = ApplicationSpec {
+            cloud: Some("local".into()),
+            description: None,
+        };
+        let clouds = BTreeSet::from(["local".to_string()]);
+        let siblings = BTreeMap::new();
+        let hello = spec(ServiceType::Helloworld, vec![role("node", 1, None)]);
+        let with = |tenancy: &Tenancy| {
+            validate(
+                &hello,
+                Inputs {
+                    service: "hello",
+                    application: Some(&app),
+                    clouds: &clouds,
+                    siblings: &siblings,
+                    code: Ok(None),
+                    paused: false,
+                    links: vec![],
+                    saved: None,
+                    tenancy,
+                },
+            )
+        };
+        let refused = Tenancy {
+            refused_clouds: BTreeMap::from([("local".into(), "not for you".into())]),
+            ..Default::default()
+        };
+        let problem = with(&refused).unwrap_err();
+        assert_eq!(problem.reason, "CloudNotAllowed");
+        assert_eq!(problem.message, "spec.roles[node]: not for you");
+        let broke = Tenancy {
+            credits_exhausted: Some("out of credits".into()),
+            ..Default::default()
+        };
+        let held = with(&broke).unwrap();
+        assert!(!held.running, "held stopped");
+        assert_eq!(
+            held.held,
+            Some(Problem::new("CreditsExhausted", "out of credits"))
+        );
+        assert!(with(&Default::default()).unwrap().running);
     }
 
     #[test]
@@ -356,6 +419,7 @@ mod tests {
             paused: false,
             links: vec![],
             saved: None,
+            tenancy: &Default::default(),
         };
         let problem = validate(&s, inputs).unwrap_err();
         assert_eq!(problem.reason, "LinkCycle");
@@ -380,6 +444,7 @@ mod tests {
                 paused: false,
                 links: vec![],
                 saved: None,
+                tenancy: &Default::default(),
             },
         )
         .unwrap_err();

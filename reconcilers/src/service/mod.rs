@@ -139,6 +139,7 @@ async fn observe_cached(
         clouds: ctx.caches.cloud_names(),
         services: services.iter().filter_map(readable).collect(),
         nodes: nodes.iter().filter_map(readable).collect(),
+        tenancy: tenancy(ctx, ns),
     };
     let code = observe::resolve_code(&ctx.client, ns, service).await?;
     let heartbeats = |node: &ServiceNode| crate::service_node::heartbeat(ctx, node);
@@ -149,6 +150,28 @@ async fn observe_cached(
         &heartbeats,
         &Timestamp::now(),
     ))
+}
+
+/// What the namespace may use, from the caches: the Clouds that do not admit it, and whether its
+/// credits ran out.
+fn tenancy(ctx: &Context, ns: &str) -> observe::Tenancy {
+    let labels = ctx.caches.namespace_labels(ns);
+    let refused_clouds = ctx
+        .caches
+        .clouds
+        .state()
+        .iter()
+        .filter_map(readable)
+        .filter_map(|c| Some((c.name_any(), c.admits(ns, &labels).err()?)))
+        .collect();
+    observe::Tenancy {
+        refused_clouds,
+        credits_exhausted: ctx
+            .caches
+            .credit_account(ns)
+            .as_ref()
+            .and_then(observe::exhausted),
+    }
 }
 
 /// With `rollout.onFailure: Rollback`, a version that failed on a node makes the Service

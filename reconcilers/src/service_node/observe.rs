@@ -29,6 +29,70 @@ pub struct Observed {
     pub vm: VmView,
 }
 
+/// Why no VM may be made for `node` yet: no Service of its namespace owns it (a ServiceNode
+/// written by hand), its Cloud does not admit its namespace, or its namespace's credits have not
+/// paid its first hour.
+fn admission(ctx: &Context, node: &ServiceNode) -> Option<Desired> {
+    let ns = node.namespace().unwrap_or_default();
+    if ctx.caches.owning_service(node).is_none() {
+        return Some(Desired::new(
+            "Ready",
+            false,
+            "NoOwningService",
+            format!(
+                "no Service of namespace {ns} owns this node: VMs are made only for the nodes a Service creates"
+            ),
+        ));
+    }
+    if let Some(cloud) = ctx.caches.cloud(&node.spec.cloud)
+        && let Err(why) = cloud.admits(&ns, &ctx.caches.namespace_labels(&ns))
+    {
+        return Some(Desired::new("Ready", false, "CloudNotAllowed", why));
+    }
+    let account = ctx.caches.credit_account(&ns)?;
+    let status = account.status.unwrap_or_default();
+    let uid = node.uid().unwrap_or_default();
+    if status.charge(&uid).is_some_and(|c| c.end.is_none()) {
+        return None;
+    }
+    Some(match &status.exhausted {
+        Some(_) => Desired::new(
+            "Ready",
+            false,
+            "CreditsExhausted",
+            format!(
+                "the credits of namespace {ns} are exhausted ({} of {} left): no VM is made until CreditAccount {} spec.grant is raised",
+                status.balance,
+                account.spec.grant,
+                conpaas_crds::v1alpha1::CREDIT_ACCOUNT_NAME
+            ),
+        ),
+        None => Desired::new(
+            "Ready",
+            false,
+            "AwaitingCredits",
+            "waiting for its first hour to be charged to the namespace's credits",
+        ),
+    })
+}
+
+/// Whether the node's charge in its namespace's credit ledger is still open: its finalizer
+/// stays until the credits loop closed it, so no deletion goes uncharged.
+fn charge_open(ctx: &Context, node: &ServiceNode) -> bool {
+    let Some(account) = ctx
+        .caches
+        .credit_account(&node.namespace().unwrap_or_default())
+    else {
+        return false;
+    };
+    let uid = node.uid().unwrap_or_default();
+    account
+        .status
+        .as_ref()
+        .and_then(|s| s.charge(&uid))
+        .is_some_and(|c| c.end.is_none())
+}
+
 /// Observes `node`.
 pub async fn observe(ctx: &Context, node: &ServiceNode) -> Result<Observed, Error> {
     let status = node.status.clone().unwrap_or_default();
@@ -45,8 +109,12 @@ pub async fn observe(ctx: &Context, node: &ServiceNode) -> Result<Observed, Erro
         journaled: status.create_requested_at.is_some(),
         token: node.spec.token.clone(),
         blocked: None,
+        charge_open: false,
         vms: vec![],
     };
+    if facts.deleting {
+        facts.charge_open = charge_open(ctx, node);
+    }
     let mut vm = current_view(node);
     let driver = match driver_for(ctx, node).await {
         Ok(driver) => driver,
@@ -59,6 +127,18 @@ pub async fn observe(ctx: &Context, node: &ServiceNode) -> Result<Observed, Erro
             });
         }
     };
+    if !facts.deleting && facts.provider_id.is_none() && !facts.journaled {
+        // Before a VM is made: the node must belong to a Service, on a Cloud its namespace may
+        // use, with its first hour paid.
+        if let Some(refusal) = admission(ctx, node) {
+            facts.blocked = Some(refusal);
+            return Ok(Observed {
+                facts,
+                driver: Some(driver),
+                vm,
+            });
+        }
+    }
     let idle = (facts.paused && (facts.deleting || facts.provider_id.is_none()))
         || (facts.deleting && !facts.has_finalizer);
     if idle {

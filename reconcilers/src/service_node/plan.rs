@@ -28,6 +28,8 @@ pub struct Facts {
     pub token: String,
     /// Why its VM can be neither created nor terminated now (no Cloud, no driver).
     pub blocked: Option<Desired>,
+    /// Its charge in the namespace's credit ledger is not closed yet.
+    pub charge_open: bool,
     /// VMs the cloud shows with the node's tags or its recorded ID, in any state (terminated ones
     /// may still be listed; the plan ignores them). Looked up only when they decide something:
     /// while deleting, and before creating after a journaled create.
@@ -190,6 +192,14 @@ fn plan_release(f: &Facts) -> NodePlan {
             Next::After(Duration::from_secs(1)),
         );
     }
+    if f.charge_open {
+        // The VM is gone; the credits loop closes the node's charge before the node may go.
+        return NodePlan::new(
+            vec![],
+            StatusUpdate::Unchanged,
+            Next::After(Duration::from_secs(1)),
+        );
+    }
     let mut actions = Vec::new();
     if let Some(p) = &f.provider_id {
         actions.push(ReportDeleted(p.clone()));
@@ -316,6 +326,17 @@ mod tests {
                     DropFinalizer,
                 ],
                 Next::AwaitChange,
+            ),
+            (
+                "deleting, the VM is gone but its credit charge is open: wait for the ledger",
+                Facts {
+                    deleting: true,
+                    provider_id: recorded.clone(),
+                    charge_open: true,
+                    ..facts()
+                },
+                vec![],
+                Next::After(Duration::from_secs(1)),
             ),
             (
                 "deleting with deletionPolicy Orphan: tag, keep running, release",
