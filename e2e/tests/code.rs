@@ -12,10 +12,6 @@ use std::path::Path;
 use common::*;
 use conpaas_crds::code_api::{archive_path, archives_path};
 use conpaas_e2e::tools::{Ran, cpsctl, run};
-use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::core::v1::ServiceAccount;
-use kube::api::{Api, PostParams};
-use kube::{Client, Config};
 use sha2::{Digest, Sha256};
 
 const NS: &str = "code-e2e";
@@ -43,74 +39,8 @@ async fn user(env: &Env, name: &str, rules: serde_json::Value) -> (std::path::Pa
         "apiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: {name}}}\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {{name: {name}}}\nrules: {rules}\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {{name: {name}}}\nroleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: {name}}}\nsubjects: [{{kind: ServiceAccount, name: {name}, namespace: {NS}}}]\n"
     );
     env.apply(&apply).await;
-    let token = token_of(env, name).await;
+    let token = service_account_token(env, NS, name).await;
     (env.cp.kubeconfig_with_token(name, &token).unwrap(), token)
-}
-
-async fn token_of(env: &Env, account: &str) -> String {
-    let request = TokenRequest {
-        spec: TokenRequestSpec {
-            expiration_seconds: Some(3600),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    Api::<ServiceAccount>::namespaced(env.client.clone(), NS)
-        .create_token_request(account, &PostParams::default(), &request)
-        .await
-        .unwrap()
-        .status
-        .unwrap()
-        .token
-}
-
-async fn client_with(env: &Env, token: &str) -> Client {
-    let mut config = Config::from_custom_kubeconfig(
-        kube::config::Kubeconfig::read_from(&env.cp.kubeconfig).unwrap(),
-        &Default::default(),
-    )
-    .await
-    .unwrap();
-    config.auth_info.token = Some(token.to_string().into());
-    Client::try_from(config).unwrap()
-}
-
-/// Status code and body of a GET through the API server.
-async fn get(client: &Client, path: &str) -> (u16, Vec<u8>) {
-    let request = http::Request::get(path).body(Vec::new()).unwrap();
-    let response = client.send(request.map(Into::into)).await.unwrap();
-    let status = response.status().as_u16();
-    let body = http_body_util::BodyExt::collect(response.into_body())
-        .await
-        .unwrap()
-        .to_bytes()
-        .to_vec();
-    (status, body)
-}
-
-/// Status code and body of `GET /log` from the agent at `address`, with `token` if given.
-async fn agent_log(address: &str, token: Option<&str>) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut socket = tokio::net::TcpStream::connect((address, 5555))
-        .await
-        .unwrap();
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    let request = format!("GET /log?tail=500 HTTP/1.1\r\nHost: {address}\r\n{auth}\r\n");
-    socket.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    socket.read_to_string(&mut response).await.unwrap();
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
 }
 
 fn stored_archives(env: &Env) -> Vec<String> {
@@ -261,8 +191,8 @@ async fn uploaded_code_runs_on_the_nodes_and_rbac_decides_who_may_touch_it() {
         {"apiGroups": ["code.conpaas.io"], "resources": ["services/archives"], "verbs": ["create", "get"]},
     ]);
     let (_, stranger_token) = user(&env, "stranger", only_paths).await;
-    let stranger = client_with(&env, &stranger_token).await;
-    let (status, body) = get(&stranger, &archive_path(NS, "gen", &sha)).await;
+    let stranger = client_with_token(&env, &stranger_token).await;
+    let (status, body) = api_get(&stranger, &archive_path(NS, "gen", &sha)).await;
     assert_eq!(status, 403, "{}", String::from_utf8_lossy(&body));
     assert!(String::from_utf8_lossy(&body).contains("may not get"));
 
@@ -281,17 +211,17 @@ async fn uploaded_code_runs_on_the_nodes_and_rbac_decides_who_may_touch_it() {
     assert!(body.contains("agent starting"), "{body}");
 
     // The node's own token fetches its Service's archive, and not another Service's.
-    let node_token = token_of(&env, node.metadata.name.as_deref().unwrap()).await;
-    let agent = client_with(&env, &node_token).await;
-    let (status, body) = get(&agent, &archive_path(NS, "gen", &sha)).await;
+    let node_token = service_account_token(&env, NS, node.metadata.name.as_deref().unwrap()).await;
+    let agent = client_with_token(&env, &node_token).await;
+    let (status, body) = api_get(&agent, &archive_path(NS, "gen", &sha)).await;
     assert_eq!(
         (status, Sha256::digest(&body).to_vec()),
         (200, hex::decode(&sha).unwrap())
     );
-    let (status, _) = get(&agent, &archive_path(NS, "other", &sha)).await;
+    let (status, _) = api_get(&agent, &archive_path(NS, "other", &sha)).await;
     assert_eq!(status, 403);
     // An archive no version of the Service names is not served, whoever asks.
-    let (status, _) = get(&env.client, &archive_path(NS, "other", &sha)).await;
+    let (status, _) = api_get(&env.client, &archive_path(NS, "other", &sha)).await;
     assert_eq!(status, 404);
 
     // An upload whose bytes do not match the digest it claims stores nothing.

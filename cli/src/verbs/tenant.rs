@@ -286,7 +286,7 @@ mod tests {
             price: 2,
             start: Time(Timestamp::UNIX_EPOCH),
             hours,
-            end: (!open).then(|| Time(Timestamp::UNIX_EPOCH)),
+            end: (!open).then_some(Time(Timestamp::UNIX_EPOCH)),
         };
         let status = CreditAccountStatus {
             used: 16,

@@ -600,3 +600,72 @@ pub async fn mysql_credentials(env: &Env, service: &str) -> (String, String) {
     let field = |k: &str| String::from_utf8(data[k].0.clone()).unwrap();
     (field("username"), field("password"))
 }
+
+/// A token of ServiceAccount `namespace/account`, valid for an hour.
+pub async fn service_account_token(env: &Env, namespace: &str, account: &str) -> String {
+    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            expiration_seconds: Some(3600),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(env.client.clone(), namespace)
+        .create_token_request(account, &PostParams::default(), &request)
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .token
+}
+
+/// A client of the test's API server that authenticates with `token` instead of as admin.
+pub async fn client_with_token(env: &Env, token: &str) -> Client {
+    let mut config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(&env.cp.kubeconfig).unwrap(),
+        &Default::default(),
+    )
+    .await
+    .unwrap();
+    config.auth_info.token = Some(token.to_string().into());
+    Client::try_from(config).unwrap()
+}
+
+/// Status code and body of a GET through the API server.
+pub async fn api_get(client: &Client, path: &str) -> (u16, Vec<u8>) {
+    let request = http::Request::get(path).body(Vec::new()).unwrap();
+    let response = client.send(request.map(Into::into)).await.unwrap();
+    let status = response.status().as_u16();
+    let body = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec();
+    (status, body)
+}
+
+/// Status code and body of `GET /log` from the agent at `address`, with `token` if given.
+pub async fn agent_log(address: &str, token: Option<&str>) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = tokio::net::TcpStream::connect((address, 5555))
+        .await
+        .unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let request = format!("GET /log?tail=500 HTTP/1.1\r\nHost: {address}\r\n{auth}\r\n");
+    socket.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    socket.read_to_string(&mut response).await.unwrap();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
