@@ -142,6 +142,7 @@ pub async fn run(
                 routes_to: now.routes_to.clone(),
                 credentials_version: now.credentials_version.clone(),
                 saved: now.saved.clone(),
+                metrics: now.metrics.clone(),
             };
             match report::send(&api, &boot.node, &status).await {
                 Ok(()) => last_sent = Some((generation, now)),

@@ -103,6 +103,39 @@ fn type_rules(spec_properties: &[String]) -> Vec<ValidationRule> {
         "spec.replicas: the default role's count is also set in spec.roles[].count; keep one (kubectl scale sets spec.replicas)".into(),
         ".replicas",
     ));
+    // An autoscaled role's count is the controller's: a manual one (kubectl scale, an HPA on
+    // the scale subresource, a manifest) is refused with the reason.
+    rules.push(rule(
+        format!("!has(self.autoscaling) || self.autoscaling.all(a, a.role in {roles}[self.type])"),
+        "spec.autoscaling[].role must be a role of spec.type".into(),
+        ".autoscaling",
+    ));
+    rules.push(rule(
+        "!has(self.autoscaling) || self.autoscaling.all(a, self.roles.all(r, r.name != a.role || !has(r.count)))".into(),
+        "spec.roles[].count: the count of a role in spec.autoscaling is set by the autoscaler; remove it (or the role's autoscaling)".into(),
+        ".roles",
+    ));
+    rules.push(rule(
+        format!("!has(self.replicas) || !has(self.autoscaling) || self.autoscaling.all(a, a.role != {defaults}[self.type])"),
+        "spec.replicas: the default role is in spec.autoscaling, which sets its count; kubectl scale and HorizontalPodAutoscalers cannot".into(),
+        ".replicas",
+    ));
+    let proxied: Vec<String> = ServiceType::ALL
+        .iter()
+        .filter(|t| t.descriptor().routers.contains(&"proxy"))
+        .map(|t| format!("'{}'", t.as_str()))
+        .collect();
+    rules.push(rule(
+        format!(
+            "!has(self.autoscaling) || self.autoscaling.all(a, !has(a.target.p95Ms) || self.type in [{}])",
+            proxied.join(", ")
+        ),
+        format!(
+            "spec.autoscaling[].target.p95Ms: response times are measured by the proxies of {}; other types scale on a metric",
+            proxied.join(" and ").replace('\'', "")
+        ),
+        ".autoscaling",
+    ));
     for t in ServiceType::ALL {
         let d = t.descriptor();
         for r in d.roles {

@@ -351,12 +351,17 @@ async fn the_charts_admission_policies_refuse_hand_made_nodes_and_services_witho
     }))
     .unwrap();
     let nodes: Api<ServiceNode> = Api::namespaced(mallory.clone(), &env.ns);
-    // A policy takes effect within a second or so of being created.
-    let refused = wait::until("the node policy to refuse", LIMIT, || async {
-        Ok(nodes.create(&PostParams::default(), &node).await.is_err())
+    // A policy takes effect within a second or so of being created: ask with dry runs (admission
+    // runs, nothing is stored) until it does.
+    let dry_run = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    wait::until("the node policy to refuse", LIMIT, || async {
+        Ok(nodes.create(&dry_run, &node).await.is_err())
     })
-    .await;
-    refused.unwrap();
+    .await
+    .unwrap();
     let error = nodes
         .create(&PostParams::default(), &node)
         .await

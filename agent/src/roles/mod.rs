@@ -32,6 +32,8 @@ pub struct RoleReport {
     pub credentials_version: Option<String>,
     /// The SHA-256 of the data it saved for a stop.
     pub saved: Option<String>,
+    /// Aggregates the autoscaler reads (proxies: `p95Ms`, `requestsPerSecond`).
+    pub metrics: std::collections::BTreeMap<String, i64>,
 }
 
 /// What roles need from their surroundings.

@@ -10,6 +10,13 @@ use serde::{Deserialize, Serialize};
 /// The only name a credit account may have: one per namespace, found without a list.
 pub const CREDIT_ACCOUNT_NAME: &str = "credits";
 
+/// How long before a credit hour begins it is charged: a quarter of the hour, at most 10 minutes
+/// (time enough for the Services to stop, and a database to save its data, when it cannot be
+/// paid).
+pub fn charge_lead(hour: std::time::Duration) -> std::time::Duration {
+    (hour / 4).min(std::time::Duration::from_secs(600))
+}
+
 /// Credits given to a tenant (1 credit = 1 VM-hour unless a Cloud prices an instance type).
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[kube(

@@ -101,6 +101,98 @@ pub struct ServiceSpec {
     /// Options of a generic service; only a Service of type `generic` takes this section.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generic: Option<GenericSpec>,
+    /// Elasticity (ConPaaS' SLA enforcement): for each role listed, the controller sets the node
+    /// count between `minNodes` and `maxNodes` to meet the target at the lowest cost. A role
+    /// listed here takes no count in `roles` or `replicas`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["role".into()]))]
+    pub autoscaling: Vec<RoleAutoscaling>,
+}
+
+/// How the controller scales one role.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.minNodes <= self.maxNodes").message("spec.autoscaling[].minNodes must not exceed maxNodes"))]
+pub struct RoleAutoscaling {
+    /// The role whose count the controller sets.
+    #[schemars(
+        length(min = 1, max = 30),
+        regex(pattern = r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub role: String,
+    /// Fewest nodes of the role.
+    #[serde(default = "one")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub min_nodes: i32,
+    /// Most nodes of the role (the credits left may allow fewer).
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_nodes: i32,
+    /// What to stay under.
+    pub target: AutoscalingTarget,
+    /// How long the target must be missed, or the load be low, before the count changes.
+    #[serde(default = "thirty")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub window_seconds: i32,
+    /// How long after a change no other change is made.
+    #[serde(default = "sixty")]
+    #[schemars(range(min = 0, max = 86400))]
+    pub cool_down_seconds: i32,
+    /// How to trade cost for performance.
+    #[serde(default)]
+    pub strategy: ScalingStrategy,
+}
+
+fn one() -> i32 {
+    1
+}
+
+fn thirty() -> i32 {
+    30
+}
+
+fn sixty() -> i32 {
+    60
+}
+
+/// The value an autoscaled role is kept under; exactly one is set.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.p95Ms) != has(self.metric)").message("spec.autoscaling[].target: set exactly one of p95Ms or metric"))]
+pub struct AutoscalingTarget {
+    /// The 95th-percentile response time of the requests the proxies served, in milliseconds
+    /// (php and java).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 600000))]
+    pub p95_ms: Option<i32>,
+    /// A metric the role's agents report (`status.agent.metrics`), averaged over its nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metric: Option<MetricTarget>,
+}
+
+/// A metric and the value to stay under.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricTarget {
+    /// The metric's name in `status.agent.metrics`.
+    #[schemars(length(min = 1, max = 63))]
+    pub name: String,
+    /// The average to stay under.
+    #[schemars(range(min = 1))]
+    pub value: i64,
+}
+
+/// How an autoscaled role trades cost for performance.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+pub enum ScalingStrategy {
+    // One node more when the target is missed; a node goes only when the hour it paid is
+    // about to end (an hour already paid costs the same used or not).
+    #[default]
+    LowestCost,
+    // One node more when the target is missed, one less when the load allows.
+    Balanced,
+    // As many nodes more as the miss says at once, one less when the load allows.
+    Performance,
 }
 
 /// Structured options of a generic service (`spec.generic`). Each type with options of its own
@@ -467,6 +559,32 @@ pub struct ServiceStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Atomic)]
     pub history: Vec<PhaseChange>,
+    /// What the autoscaler decided for each role of `spec.autoscaling`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["role".into()]))]
+    pub autoscaling: Vec<RoleScaling>,
+}
+
+/// The autoscaler's state for one role: written when it decides, not per measurement.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RoleScaling {
+    /// Role name.
+    pub role: String,
+    /// The node count the autoscaler set.
+    pub count: i32,
+    /// Since when the target has been missed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub missed_since: Option<Time>,
+    /// Since when the load has been low enough for one node less.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub low_since: Option<Time>,
+    /// When the count last changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_change: Option<Time>,
+    /// The last change and the figures that caused it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_decision: Option<String>,
 }
 
 impl Service {

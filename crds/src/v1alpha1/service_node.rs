@@ -251,6 +251,11 @@ pub struct AgentStatus {
     /// The SHA-256 of the data it saved into the artifact store, draining for a stop.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub saved: Option<String>,
+    /// Measurements the autoscaler reads, as aggregates over the last seconds, published at most
+    /// every few seconds and only when they move (php and java proxies: `p95Ms`, the 95th
+    /// percentile of their requests' response times, and `requestsPerSecond`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metrics: BTreeMap<String, i64>,
 }
 
 /// Overall state of a node's role.

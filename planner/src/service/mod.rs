@@ -1,6 +1,7 @@
 //! The Service loop's pure middle and its reads: observe (the API server only) -> validate ->
 //! plan -> status. The controller acts on the plan; `cpsctl plan` prints it.
 
+pub mod autoscale;
 pub mod observe;
 pub mod plan;
 pub mod status;
@@ -21,6 +22,8 @@ pub struct Preview {
     pub desired: Result<plan::Desired, validate::Problem>,
     /// The node actions that move the nodes towards `desired` (none when it is an error).
     pub actions: Vec<plan::Action>,
+    /// The autoscaler's decisions for the roles of `spec.autoscaling`.
+    pub scaling: autoscale::Scaling,
 }
 
 /// Observes `service` and plans its node actions. Reads only; writes nothing.
@@ -35,6 +38,16 @@ pub async fn preview(
 
 /// Validates and plans from an observation. Pure.
 pub fn decide(service: &Service, mut observed: observe::Observed) -> Preview {
+    let scaling = autoscale::decide(
+        &service.spec.autoscaling,
+        service
+            .status
+            .as_ref()
+            .map_or(&[][..], |s| s.autoscaling.as_slice()),
+        &observed.nodes,
+        &observed.tenancy.budget(service),
+        observed.now,
+    );
     let desired = validate::validate(
         &service.spec,
         validate::Inputs {
@@ -50,6 +63,7 @@ pub fn decide(service: &Service, mut observed: observe::Observed) -> Preview {
                 .and_then(|s| s.saved_data.as_ref())
                 .map(|d| d.sha256.clone()),
             tenancy: &observed.tenancy,
+            scaling: &scaling,
             paused: service
                 .annotations()
                 .get(ANNOTATION_PAUSED)
@@ -64,5 +78,6 @@ pub fn decide(service: &Service, mut observed: observe::Observed) -> Preview {
         observed,
         desired,
         actions,
+        scaling,
     }
 }

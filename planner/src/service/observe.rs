@@ -39,6 +39,8 @@ pub struct Observed {
     pub links: Vec<NodeLink>,
     /// What the Service's tenant may use.
     pub tenancy: Tenancy,
+    /// When it was observed.
+    pub now: Timestamp,
 }
 
 /// What a Service's namespace (its tenant) may use now.
@@ -48,6 +50,34 @@ pub struct Tenancy {
     pub refused_clouds: BTreeMap<String, String>,
     /// Why the namespace's credits cannot pay for nodes, while they cannot.
     pub credits_exhausted: Option<String>,
+    /// Credits left, when the namespace is metered.
+    pub balance: Option<i64>,
+    /// When each of the Service's nodes' paid hours end (from the ledger; unmetered, from
+    /// their age), by node name.
+    pub paid_until: BTreeMap<String, Timestamp>,
+    /// Credits per VM-hour of a new node (the highest price the Service pays now; 1 without).
+    pub price: i64,
+    /// The length of the credit hour.
+    pub credit_hour: Duration,
+}
+
+impl Tenancy {
+    /// What the autoscaler may spend, and when the nodes' paid hours end.
+    pub fn budget(&self, service: &Service) -> super::autoscale::Budget {
+        let descriptor = service.spec.r#type.descriptor();
+        let drain = service
+            .spec
+            .drain_seconds
+            .unwrap_or(descriptor.drain_seconds);
+        super::autoscale::Budget {
+            balance: self.balance,
+            price: self.price.max(1),
+            paid_until: self.paid_until.clone(),
+            lead: conpaas_crds::v1alpha1::charge_lead(self.credit_hour),
+            // Its drain, the proxies' reload and a margin for the loops.
+            leaving: Duration::from_secs(drain.max(0) as u64 + 10),
+        }
+    }
 }
 
 /// When a node's agent last renewed its heartbeat Lease, if that is known (the controller keeps
@@ -173,6 +203,7 @@ pub fn from_objects(
         nodes,
         code,
         tenancy: objects.tenancy,
+        now: *now,
     }
 }
 
@@ -188,6 +219,10 @@ async fn tenancy(client: &kube::Client, ns: &str) -> Result<Tenancy, Error> {
     Ok(Tenancy {
         refused_clouds: BTreeMap::new(),
         credits_exhausted: account.as_ref().and_then(exhausted),
+        balance: account
+            .as_ref()
+            .and_then(|a| Some(a.status.as_ref()?.balance)),
+        ..Default::default()
     })
 }
 
@@ -271,6 +306,11 @@ fn observed_node(
     });
     let silent = |reason: &str| beating && SILENT_AGENT_REASONS.contains(&reason);
     ObservedNode {
+        metrics: status
+            .agent
+            .as_ref()
+            .map(|a| a.metrics.clone())
+            .unwrap_or_default(),
         name: node.name_any(),
         spec: node.spec.clone(),
         deleting: node.metadata.deletion_timestamp.is_some(),

@@ -34,6 +34,8 @@ pub struct Desired {
     pub running: bool,
     /// Why a Service asked to run is stopped anyway (its tenant's credits ran out).
     pub held: Option<super::validate::Problem>,
+    /// Nodes to remove before any other when a role shrinks (the autoscaler's choice).
+    pub leaving_first: Vec<String>,
     /// Every role of the type with its count and placement.
     pub roles: Vec<DesiredRole>,
     /// Configuration every node gets.
@@ -122,6 +124,8 @@ impl Default for RolloutPolicy {
 /// A ServiceNode as the planner sees it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ObservedNode {
+    /// What its agent measures for the autoscaler (`status.agent.metrics`).
+    pub metrics: std::collections::BTreeMap<String, i64>,
     /// Object name.
     pub name: String,
     /// Its spec.
@@ -290,8 +294,14 @@ fn plan_running(desired: &Desired, nodes: &[ObservedNode]) -> Vec<Action> {
             .collect();
         let want = role.count.max(0) as usize;
         if healthy.len() > want {
-            // Not-ready nodes go first, then the newest.
-            healthy.sort_by_key(|n| (n.ready, std::cmp::Reverse(ordinal(service, n))));
+            // Not-ready nodes go first, then the autoscaler's choice, then the newest.
+            healthy.sort_by_key(|n| {
+                (
+                    n.ready,
+                    !desired.leaving_first.contains(&n.name),
+                    std::cmp::Reverse(ordinal(service, n)),
+                )
+            });
             for node in healthy.drain(..healthy.len() - want) {
                 actions.push(leave(desired, node, "ScaledDown"));
                 keep.retain(|k| k.name != node.name);
@@ -725,6 +735,7 @@ mod tests {
             service_type: ty,
             running,
             held: None,
+            leaving_first: vec![],
             roles: roles
                 .iter()
                 .map(|(name, count)| DesiredRole {
@@ -763,6 +774,7 @@ mod tests {
                 instance_type: None,
             });
         ObservedNode {
+            metrics: Default::default(),
             name: node_name("svc", role, ordinal),
             spec: node_spec(d, &r, format!("token-{role}-{ordinal}"), &[]),
             deleting: false,

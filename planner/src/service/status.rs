@@ -220,6 +220,7 @@ pub fn build(
         history,
         replicas: None,
         selector: None,
+        autoscaling: previous.autoscaling.clone(),
     }
 }
 
@@ -444,6 +445,7 @@ mod tests {
             service_type: ServiceType::Helloworld,
             running,
             held: None,
+            leaving_first: vec![],
             roles: vec![DesiredRole {
                 name: "node".into(),
                 count,
@@ -462,6 +464,7 @@ mod tests {
     fn nodes(n: usize, ready: usize) -> Vec<ObservedNode> {
         (0..n)
             .map(|i| ObservedNode {
+                metrics: Default::default(),
                 name: format!("s-node-{i}"),
                 spec: crate::fixtures::node_spec(&format!("t{i}")),
                 deleting: false,

@@ -7,6 +7,7 @@ use conpaas_crds::v1alpha1::{
     ApplicationSpec, DesiredState, NodeCode, NodeLink, OnFailure, ServiceSpec,
 };
 
+use super::autoscale::Scaling;
 use super::observe::Tenancy;
 use super::plan::{Desired, DesiredRole, DrainPolicy, NodeConfig, RolloutPolicy};
 
@@ -49,6 +50,8 @@ pub struct Inputs<'a> {
     pub saved: Option<String>,
     /// What the Service's tenant may use.
     pub tenancy: &'a Tenancy,
+    /// The counts the autoscaler set, and the nodes it removes first.
+    pub scaling: &'a Scaling,
 }
 
 /// Validates `spec` against what exists.
@@ -95,7 +98,10 @@ pub fn validate(spec: &ServiceSpec, inputs: Inputs<'_>) -> Result<Desired, Probl
     for role in descriptor.roles {
         let name = role.name;
         let role_spec = spec.roles.iter().find(|r| r.name == name);
-        let count = spec.role_count(name);
+        let count = inputs
+            .scaling
+            .count(name)
+            .unwrap_or_else(|| spec.role_count(name));
         let cloud = role_spec
             .and_then(|r| r.cloud.clone())
             .or_else(|| application.cloud.clone());
@@ -135,6 +141,7 @@ pub fn validate(spec: &ServiceSpec, inputs: Inputs<'_>) -> Result<Desired, Probl
         application: spec.application.clone(),
         service_type: spec.r#type,
         running: spec.state == DesiredState::Running && inputs.tenancy.credits_exhausted.is_none(),
+        leaving_first: inputs.scaling.leaving_first.clone(),
         held: match &inputs.tenancy.credits_exhausted {
             Some(why) if spec.state == DesiredState::Running => {
                 Some(Problem::new("CreditsExhausted", why.clone()))
@@ -217,6 +224,7 @@ mod tests {
             state: DesiredState::Running,
             roles,
             replicas: None,
+            autoscaling: vec![],
             code: None,
             settings: Default::default(),
             startup_script: None,
@@ -260,6 +268,7 @@ mod tests {
                 links: vec![],
                 saved: None,
                 tenancy: &Default::default(),
+                scaling: &Default::default(),
             },
         )
     }
@@ -286,6 +295,7 @@ mod tests {
                     links: vec![],
                     saved: None,
                     tenancy,
+                    scaling: &Default::default(),
                 },
             )
         };
@@ -420,6 +430,7 @@ mod tests {
             links: vec![],
             saved: None,
             tenancy: &Default::default(),
+            scaling: &Default::default(),
         };
         let problem = validate(&s, inputs).unwrap_err();
         assert_eq!(problem.reason, "LinkCycle");
@@ -445,6 +456,7 @@ mod tests {
                 links: vec![],
                 saved: None,
                 tenancy: &Default::default(),
+                scaling: &Default::default(),
             },
         )
         .unwrap_err();

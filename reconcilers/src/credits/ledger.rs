@@ -13,7 +13,7 @@
 use std::time::Duration;
 
 use conpaas_crds::v1alpha1::{
-    Charge, CreditAccountSpec, CreditAccountStatus, Exhaustion, ServiceCredits,
+    Charge, CreditAccountSpec, CreditAccountStatus, Exhaustion, ServiceCredits, charge_lead,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
@@ -46,10 +46,9 @@ pub struct Clock {
 }
 
 impl Clock {
-    /// A quarter of the hour, at most 10 minutes: time enough for the Services to stop (and a
-    /// database to save its data) before an hour that cannot be paid begins.
+    /// How long before an hour begins it is paid ([`charge_lead`]).
     pub fn lead(&self) -> Duration {
-        (self.hour / 4).min(Duration::from_secs(600))
+        charge_lead(self.hour)
     }
 }
 

@@ -24,7 +24,7 @@ use serde_json::json;
 
 use crate::caches::readable;
 use crate::error::{Error, KubeResultExt, is_not_found};
-use crate::{Context, events, finalizers, status_apply};
+use crate::{Context, credits, events, finalizers, status_apply};
 
 /// How soon to look again while nodes come and go. A node's change may wake this loop before
 /// the node cache shows it (they are separate watches), and its removal wakes nothing that the
@@ -50,6 +50,7 @@ pub async fn reconcile(service: Arc<Service>, ctx: Arc<Context>) -> Result<Reque
         mut observed,
         desired,
         actions,
+        scaling,
     } = decide(service, observe_cached(ctx, service, &ns).await?);
     // A node re-specced now is not ready for its new spec until its agent applied it (its Ready
     // condition turns False only when the node loop sees the change): the status must not call
@@ -82,6 +83,10 @@ pub async fn reconcile(service: Arc<Service>, ctx: Arc<Context>) -> Result<Reque
         &now,
     );
     status::set_scale(&mut status, &service.name_any(), service.spec.r#type);
+    status.autoscaling = scaling.roles.clone();
+    for change in &scaling.changes {
+        events::publish(ctx, service, false, "Autoscaled", "Scale", change.clone()).await;
+    }
     if status != previous {
         if status.phase != previous.phase {
             let warning = desired.is_err();
@@ -110,15 +115,18 @@ pub async fn reconcile(service: Arc<Service>, ctx: Arc<Context>) -> Result<Reque
         status.phase,
         Phase::Prologue | Phase::Adapting | Phase::Epilogue
     );
-    Ok(match desired {
-        Err(_) => Requeue::requeue(Duration::from_secs(5)),
-        Ok(_) if converging => Requeue::requeue(CONVERGING),
-        Ok(_) => Requeue::requeue(
-            observed
-                .next_health_check
-                .unwrap_or(Duration::from_secs(300)),
-        ),
-    })
+    let next = match desired {
+        Err(_) => Duration::from_secs(5),
+        Ok(_) if converging => CONVERGING,
+        Ok(_) => observed
+            .next_health_check
+            .unwrap_or(Duration::from_secs(300)),
+    };
+    // An autoscaling window, cool-down or paid hour ending is looked at when it ends.
+    let next = scaling
+        .next_look
+        .map_or(next, |at| next.min(at.max(Duration::from_millis(200))));
+    Ok(Requeue::requeue(next))
 }
 
 /// Observes `service` from the watch caches: no LIST or GET, but for a ConfigMap that holds the
@@ -139,7 +147,7 @@ async fn observe_cached(
         clouds: ctx.caches.cloud_names(),
         services: services.iter().filter_map(readable).collect(),
         nodes: nodes.iter().filter_map(readable).collect(),
-        tenancy: tenancy(ctx, ns),
+        tenancy: tenancy(ctx, ns, service),
     };
     let code = observe::resolve_code(&ctx.client, ns, service).await?;
     let heartbeats = |node: &ServiceNode| crate::service_node::heartbeat(ctx, node);
@@ -154,7 +162,7 @@ async fn observe_cached(
 
 /// What the namespace may use, from the caches: the Clouds that do not admit it, and whether its
 /// credits ran out.
-fn tenancy(ctx: &Context, ns: &str) -> observe::Tenancy {
+fn tenancy(ctx: &Context, ns: &str, service: &Service) -> observe::Tenancy {
     let labels = ctx.caches.namespace_labels(ns);
     let refused_clouds = ctx
         .caches
@@ -164,13 +172,50 @@ fn tenancy(ctx: &Context, ns: &str) -> observe::Tenancy {
         .filter_map(readable)
         .filter_map(|c| Some((c.name_any(), c.admits(ns, &labels).err()?)))
         .collect();
+    let account = ctx.caches.credit_account(ns);
+    let hour = ctx.settings.credit_hour;
+    let name = service.name_any();
+    let nodes = ctx.caches.nodes_of(ns, &name);
+    let ledger = account.as_ref().and_then(|a| a.status.clone());
+    // When each node's paid hours end: from its charge, or (unmetered) from its age.
+    let paid_until = nodes
+        .iter()
+        .filter_map(readable)
+        .filter_map(|n| {
+            let until = match &ledger {
+                Some(l) => {
+                    let c = l.charge(n.uid().as_deref()?)?;
+                    c.start
+                        .0
+                        .checked_add(hour.checked_mul(c.hours as u32)?)
+                        .ok()?
+                }
+                None => {
+                    let created = n.metadata.creation_timestamp.as_ref()?.0;
+                    let hours = credits::ledger::hours_begun(created, Timestamp::now(), hour);
+                    created.checked_add(hour.checked_mul(hours as u32)?).ok()?
+                }
+            };
+            Some((n.name_any(), until))
+        })
+        .collect();
+    let price = ledger
+        .as_ref()
+        .and_then(|l| {
+            l.ledger
+                .iter()
+                .filter(|c| c.service == name && c.end.is_none())
+                .map(|c| c.price)
+                .max()
+        })
+        .unwrap_or(1);
     observe::Tenancy {
         refused_clouds,
-        credits_exhausted: ctx
-            .caches
-            .credit_account(ns)
-            .as_ref()
-            .and_then(observe::exhausted),
+        credits_exhausted: account.as_ref().and_then(observe::exhausted),
+        balance: ledger.as_ref().map(|l| l.balance),
+        paid_until,
+        price,
+        credit_hour: hour,
     }
 }
 

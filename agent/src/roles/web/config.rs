@@ -142,10 +142,15 @@ pub fn proxy_nginx(
             ),
         },
     };
+    // Each request's response time, which the agent aggregates for the autoscaler.
+    let requests_log = dir.join("../logs/requests.log");
+    let requests_log = requests_log.display();
     server.push_str(&format!(
-        "    map $http_x_forwarded_proto $forwarded_proto {{ default $http_x_forwarded_proto; \"\" $scheme; }}
+        "    log_format timing '$request_time';
+    map $http_x_forwarded_proto $forwarded_proto {{ default $http_x_forwarded_proto; \"\" $scheme; }}
     server {{
         listen {address}:{PROXY_PORT};
+        access_log {requests_log} timing;
         client_max_body_size {max_body};
         proxy_http_version 1.1;
         proxy_set_header Connection \"\";

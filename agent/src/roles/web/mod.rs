@@ -15,6 +15,7 @@
 //! node's work folder (`php/`, `java/`, `logs/`).
 
 mod config;
+mod latency;
 mod tomcat;
 
 use std::collections::BTreeMap;
@@ -82,6 +83,8 @@ pub struct WebHosting {
     routes_to: Option<Vec<String>>,
     /// Old workers of earlier configurations: a member they route to is still in use.
     retiring: Vec<Retiring>,
+    /// A proxy's measurements of the requests it served.
+    latency: Option<latency::Latency>,
     listening: bool,
     /// The code version the spec names.
     spec_code: Option<String>,
@@ -119,6 +122,7 @@ impl WebHosting {
             code_waiting: None,
             routes_to: None,
             retiring: Vec::new(),
+            latency: None,
             listening: false,
             spec_code: None,
             waiting: None,
@@ -601,6 +605,12 @@ impl Role for WebHosting {
 
     async fn poll(&mut self) {
         self.watch_daemons().await;
+        if self.role == "proxy" {
+            let log = self.env.work_dir.join("logs/requests.log");
+            self.latency
+                .get_or_insert_with(|| latency::Latency::new(log))
+                .poll();
+        }
         self.retiring.retain(|r| {
             r.since.elapsed() < RETIRING_LIMIT && r.workers.iter().any(|pid| daemon::alive(*pid))
         });
@@ -677,6 +687,11 @@ impl Role for WebHosting {
             message: Some(message),
             code_version,
             routes_to: self.routes_to().filter(|_| self.listening),
+            metrics: self
+                .latency
+                .as_ref()
+                .map(latency::Latency::metrics)
+                .unwrap_or_default(),
             ..Default::default()
         }
     }
