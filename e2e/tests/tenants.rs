@@ -243,6 +243,15 @@ async fn tenants_use_their_namespace_and_reach_nothing_of_each_other() {
                 .await,
         ),
     ));
+    // Cloud credentials are Secrets in the controller's namespace (`default` here).
+    refusals.push((
+        "read the controller's Secrets",
+        refusal(
+            Api::<k8s_openapi::api::core::v1::Secret>::namespaced(alpha.clone(), "default")
+                .list(&ListParams::default())
+                .await,
+        ),
+    ));
     println!("refusals: {refusals:?}");
     let allowed: Vec<_> = refusals.iter().filter(|(_, code)| *code != 403).collect();
     assert!(allowed.is_empty(), "not refused with 403: {allowed:?}");
