@@ -177,7 +177,7 @@ fn what_links_read(service: &Guarded<Service>) -> Option<u64> {
     Some(hasher.finish())
 }
 
-/// What the credits loop charges by: a node's identity, owner and deletion.
+/// What the credits loop charges by: a node's identity, owner, VM and deletion.
 fn metered_facts(node: &Guarded<ServiceNode>) -> Option<u64> {
     use std::hash::{Hash, Hasher};
     let node = node.0.as_ref().ok()?;
@@ -189,6 +189,9 @@ fn metered_facts(node: &Guarded<ServiceNode>) -> Option<u64> {
             .as_ref()
             .map(|t| t.0.as_second()),
         node.metadata.owner_references.as_ref().map(|o| o.len()),
+        node.status
+            .as_ref()
+            .is_some_and(|s| s.provider_id.is_some() || s.create_requested_at.is_some()),
     )
         .hash(&mut hasher);
     Some(hasher.finish())

@@ -144,6 +144,7 @@ async fn main() -> anyhow::Result<()> {
         caches,
         credentials: Default::default(),
         service_secrets: Default::default(),
+        scaling_written: Default::default(),
     });
 
     let store = artifact_store(&args)?;

@@ -109,6 +109,22 @@ async fn backends_follow_the_response_time_and_lowest_cost_removes_them_at_their
         manual.to_string().contains("set by the autoscaler"),
         "{manual}"
     );
+    // kubectl scale (and an HPA) set spec.replicas, the default role's count: refused too.
+    let scaled = env
+        .services()
+        .patch(
+            "cheap",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 3}})),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        scaled
+            .to_string()
+            .contains("kubectl scale and HorizontalPodAutoscalers cannot"),
+        "{scaled}"
+    );
 
     let cheap_proxy = env.url_host("cheap").await;
     let fast_proxy = env.url_host("fast").await;

@@ -26,7 +26,8 @@ struct Life {
     had_vm: bool,
 }
 
-/// Records every ServiceNode of the namespace: creation, deletion, whether it got a VM.
+/// Records every ServiceNode of the namespace: creation, deletion, whether it got a VM (or its
+/// creation began).
 fn record_lives(env: &Env) -> Arc<Mutex<BTreeMap<String, Life>>> {
     let lives: Arc<Mutex<BTreeMap<String, Life>>> = Default::default();
     let api: Api<ServiceNode> = env.nodes_api();
@@ -45,7 +46,9 @@ fn record_lives(env: &Env) -> Arc<Mutex<BTreeMap<String, Life>>> {
             life.deleted = life
                 .deleted
                 .or(node.metadata.deletion_timestamp.as_ref().map(|t| t.0));
-            life.had_vm |= node.status.and_then(|s| s.provider_id).is_some();
+            life.had_vm |= node
+                .status
+                .is_some_and(|s| s.provider_id.is_some() || s.create_requested_at.is_some());
         }
     });
     lives
@@ -149,7 +152,8 @@ async fn every_started_hour_is_charged_once_across_controller_kills() {
         let charge = status.charge(uid);
         match charge {
             Some(charge) => {
-                let expected = hours_of(life, HOUR);
+                // A node whose VM was never made (deleted while it waited) costs nothing.
+                let expected = if life.had_vm { hours_of(life, HOUR) } else { 0 };
                 expected_total += expected;
                 let end = charge.end.as_ref().map(|t| t.0);
                 if charge.hours != expected
@@ -232,6 +236,25 @@ async fn running_out_stops_every_service_before_an_unpaid_hour_and_a_grant_bring
     // Nothing starts again by itself, however long it waits.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(env.nodes("hello").await.is_empty());
+
+    // What a tenant sees with cpsctl.
+    let shown = conpaas_e2e::tools::run(
+        &conpaas_e2e::tools::cpsctl(),
+        &["-n", "credits-out-e2e", "credits"],
+        &env.cp.kubeconfig,
+        None,
+    )
+    .unwrap()
+    .ok()
+    .stdout;
+    assert!(
+        shown.starts_with(&format!(
+            "grant 6  used {}  balance {}",
+            status.used, status.balance
+        )) && shown.contains("EXHAUSTED")
+            && shown.contains("hello"),
+        "{shown}"
+    );
 
     // More credits: the Service comes back by itself.
     set_grant(&env, 100).await;

@@ -151,6 +151,14 @@ async fn tenants_use_their_namespace_and_reach_nothing_of_each_other() {
             ),
         ),
         (
+            "list applications",
+            refusal(
+                Api::<conpaas_crds::v1alpha1::Application>::namespaced(alpha.clone(), "beta")
+                    .list(&ListParams::default())
+                    .await,
+            ),
+        ),
+        (
             "get credits",
             refusal(
                 Api::<CreditAccount>::namespaced(alpha.clone(), "beta")
@@ -256,12 +264,20 @@ async fn tenants_use_their_namespace_and_reach_nothing_of_each_other() {
     let allowed: Vec<_> = refusals.iter().filter(|(_, code)| *code != 403).collect();
     assert!(allowed.is_empty(), "not refused with 403: {allowed:?}");
 
-    // A link names a Service of the same namespace: alpha cannot reach beta's.
+    // A link names a Service of the same namespace: alpha cannot reach beta's `betadb`.
+    apply_as(
+        &beta,
+        "beta",
+        "apiVersion: conpaas.io/v1alpha1\nkind: Service\nmetadata: {name: betadb}\n\
+         spec: {application: demo, type: helloworld, roles: [{name: node, count: 0}]}\n",
+    )
+    .await
+    .unwrap();
     apply_as(
         &alpha,
         "alpha",
         "apiVersion: conpaas.io/v1alpha1\nkind: Service\nmetadata: {name: linker}\n\
-         spec: {application: demo, type: generic, roles: [{name: node, count: 1}], links: [{service: db}]}\n",
+         spec: {application: demo, type: generic, roles: [{name: node, count: 1}], links: [{service: betadb}]}\n",
     )
     .await
     .unwrap();

@@ -84,4 +84,6 @@ pub struct Context {
     pub credentials: crate::service_node::credentials::Memo,
     /// The Services whose credentials Secret this controller already made.
     pub service_secrets: crate::service::secrets::Made,
+    /// The autoscaler's decisions this controller wrote, newer than the cache for a moment.
+    pub scaling_written: crate::service::scaling_memo::Written,
 }

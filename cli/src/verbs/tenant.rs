@@ -287,6 +287,7 @@ mod tests {
             start: Time(Timestamp::UNIX_EPOCH),
             hours,
             end: (!open).then_some(Time(Timestamp::UNIX_EPOCH)),
+            vm: true,
         };
         let status = CreditAccountStatus {
             used: 16,

@@ -113,6 +113,10 @@ pub struct Charge {
     /// The node's deletion: the charge is closed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end: Option<Time>,
+    /// The node's VM was seen (created, or its creation begun); a charge whose node never had
+    /// one is closed at zero hours.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub vm: bool,
 }
 
 impl Charge {
@@ -133,7 +137,7 @@ pub struct ServiceCredits {
 }
 
 impl CreditAccountStatus {
-    /// The open charge of the node with this UID.
+    /// The charge of the node with this UID (a node has at most one).
     pub fn charge(&self, uid: &str) -> Option<&Charge> {
         self.ledger.iter().find(|c| c.uid == uid)
     }

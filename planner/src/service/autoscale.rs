@@ -103,11 +103,15 @@ pub fn decide(
         let role = &policy.role;
         let figures = format!("{what} {observed} (target {target})");
 
+        // Nodes asked for that do not serve yet would be asked for again and again.
+        let settling = live.len() as i32 != count || live.iter().any(|n| !n.agent_ready);
         if let Some(start) = missed_since {
             state.missed_since = Some(Time(start));
             let due = start + window;
             if due > now {
                 wake(due);
+            } else if settling {
+                // The nodes' changes wake the loop.
             } else if !cooled {
                 wake(cooled_at.unwrap_or(now));
             } else if count < policy.max_nodes {
@@ -180,8 +184,9 @@ pub fn decide(
     scaling
 }
 
-/// What the role is judged by: the highest p95 of the proxies that served requests (0 when
-/// none did), or the average of a metric over the role's nodes. None until anything reports.
+/// What the role is judged by: the highest p95 of the proxies (0 when they served nothing), or
+/// the average of a metric over the role's nodes (or, when they report none, over the
+/// Service's nodes that do). None until anything reports.
 fn measure(policy: &RoleAutoscaling, nodes: &[ObservedNode]) -> Option<(i64, String, i64)> {
     if let Some(target) = policy.target.p95_ms {
         let proxies: Vec<&BTreeMap<String, i64>> = nodes
@@ -197,15 +202,30 @@ fn measure(policy: &RoleAutoscaling, nodes: &[ObservedNode]) -> Option<(i64, Str
         return Some((p95, "p95".into(), target as i64));
     }
     let metric = policy.target.metric.as_ref()?;
-    let values: Vec<i64> = nodes
-        .iter()
-        .filter(|n| n.spec.role == policy.role && !n.deleting)
-        .filter_map(|n| n.metrics.get(&metric.name).copied())
-        .collect();
-    if values.is_empty() {
-        return None;
-    }
-    let average = values.iter().sum::<i64>() / values.len() as i64;
+    let reported = |of_role: bool| -> Vec<i64> {
+        nodes
+            .iter()
+            .filter(|n| !n.deleting && (!of_role || n.spec.role == policy.role))
+            .filter_map(|n| n.metrics.get(&metric.name).copied())
+            .collect()
+    };
+    // The role's own nodes' average; else what the Service's other nodes report, per node of
+    // the role (php and java backends scale on their proxies' `requestsPerSecond`).
+    let own = reported(true);
+    let average = if !own.is_empty() {
+        own.iter().sum::<i64>() / own.len() as i64
+    } else {
+        let others = reported(false);
+        if others.is_empty() {
+            return None;
+        }
+        let role_nodes = nodes
+            .iter()
+            .filter(|n| !n.deleting && n.spec.role == policy.role)
+            .count()
+            .max(1);
+        others.iter().sum::<i64>() / role_nodes as i64
+    };
     Some((average, metric.name.clone(), metric.value))
 }
 
@@ -328,8 +348,21 @@ mod tests {
         // Still missed: nothing more until the cool-down ends, then one more.
         let cooling = run(&p, &busy, &Budget::default(), &[0, 10, 25]);
         assert_eq!(cooling.count("backend"), Some(2));
-        let again = run(&p, &busy, &Budget::default(), &[0, 10, 21, 31]);
-        assert_eq!(again.count("backend"), Some(3));
+        // Not while the node added does not serve yet.
+        let settling = run(&p, &busy, &Budget::default(), &[0, 10, 21, 31]);
+        assert_eq!(settling.count("backend"), Some(2));
+        let served = decide(
+            std::slice::from_ref(&p),
+            &cooling.roles,
+            &nodes(230, 2),
+            &Budget::default(),
+            at(35),
+        );
+        assert_eq!(
+            served.count("backend"),
+            Some(3),
+            "missed since 25 for the window"
+        );
     }
 
     #[test]
@@ -419,6 +452,36 @@ mod tests {
         );
         assert_eq!(now.count("backend"), Some(1));
         assert!(now.leaving_first.is_empty());
+    }
+
+    #[test]
+    fn a_metric_is_averaged_over_the_role_or_else_over_the_nodes_that_report_it() {
+        let p = RoleAutoscaling {
+            target: AutoscalingTarget {
+                p95_ms: None,
+                metric: Some(conpaas_crds::v1alpha1::MetricTarget {
+                    name: "requestsPerSecond".into(),
+                    value: 50,
+                }),
+            },
+            ..policy(ScalingStrategy::Balanced)
+        };
+        let mut busy = nodes(0, 2);
+        busy[0].metrics.insert("requestsPerSecond".into(), 240);
+        let out = run(&p, &busy, &Budget::default(), &[0, 10]);
+        assert_eq!(out.count("backend"), Some(3));
+        assert!(
+            out.changes[0].contains("requestsPerSecond 120 (target 50)"),
+            "the proxy's 240 per backend: {:?}",
+            out.changes
+        );
+        // The role's own reports win over the proxy's.
+        busy[1].metrics.insert("requestsPerSecond".into(), 10);
+        busy[2].metrics.insert("requestsPerSecond".into(), 10);
+        assert_eq!(
+            run(&p, &busy, &Budget::default(), &[0, 10]).count("backend"),
+            Some(1)
+        );
     }
 
     #[test]

@@ -72,6 +72,9 @@ pub fn decide(service: &Service, mut observed: observe::Observed) -> Preview {
     );
     let actions = match &desired {
         Ok(desired) => plan::plan(desired, &observed.nodes),
+        Err(_) if observed.tenancy.credits_exhausted.is_some() => {
+            plan::stop_unpaid(&observed.nodes)
+        }
         Err(_) => Vec::new(),
     };
     Preview {

@@ -239,6 +239,27 @@ pub fn plan(desired: &Desired, nodes: &[ObservedNode]) -> Vec<Action> {
     actions
 }
 
+/// The nodes of a Service that cannot be satisfied while its tenant's credits ran out: every
+/// one goes (a paused one first learns that it may), so no VM runs unpaid whatever the spec
+/// says.
+pub fn stop_unpaid(nodes: &[ObservedNode]) -> Vec<Action> {
+    let mut actions: Vec<Action> = nodes
+        .iter()
+        .filter(|n| n.spec.paused)
+        .map(unpaused)
+        .collect();
+    actions.extend(
+        nodes
+            .iter()
+            .filter(|n| !n.deleting)
+            .map(|n| Action::DeleteNode {
+                name: n.name.clone(),
+                reason: "CreditsExhausted",
+            }),
+    );
+    actions
+}
+
 /// Tells a paused node that its Service runs again.
 fn unpaused(node: &ObservedNode) -> Action {
     Action::PatchNodeSpec {
@@ -844,6 +865,30 @@ mod tests {
             .collect();
         names.sort();
         names
+    }
+
+    #[test]
+    fn a_service_without_credits_loses_every_node_even_paused_or_unsatisfiable() {
+        let d = desired(ServiceType::Helloworld, true, &[("node", 2)]);
+        let mut nodes: Vec<ObservedNode> = (0..3).map(|i| node(&d, "node", i)).collect();
+        nodes[0].spec.paused = true;
+        nodes[2].deleting = true;
+        let actions = stop_unpaid(&nodes);
+        let deleted: Vec<&str> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::DeleteNode { name, reason } => {
+                    assert_eq!(*reason, "CreditsExhausted");
+                    Some(name.as_str())
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(deleted, vec!["svc-node-0", "svc-node-1"]);
+        assert!(
+            matches!(&actions[0], Action::PatchNodeSpec { name, spec } if name == "svc-node-0" && !spec.paused),
+            "a paused node learns first that it may go: {actions:?}"
+        );
     }
 
     #[test]

@@ -167,7 +167,8 @@ pub fn validate(spec: &ServiceSpec, inputs: Inputs<'_>) -> Result<Desired, Probl
                 .unwrap_or_default(),
         },
         max_unhealthy_percent: spec.health.max_unhealthy_percent,
-        paused: inputs.paused,
+        // Running out of credits stops a paused Service too: pausing is no way to run unpaid.
+        paused: inputs.paused && inputs.tenancy.credits_exhausted.is_none(),
         saved_on_stop: descriptor.saved_on_stop,
         restore: inputs.saved.map(|sha256| NodeCode {
             version: "saved-data".into(),

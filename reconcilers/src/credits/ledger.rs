@@ -36,6 +36,10 @@ pub struct MeteredNode {
     pub created: Timestamp,
     /// Its deletion was asked at this time.
     pub deleted: Option<Timestamp>,
+    /// A Service of the namespace owns it: only such a node is admitted (charged a first hour).
+    pub owned: bool,
+    /// Its VM exists or is being created (a provider ID or a journaled create).
+    pub has_vm: bool,
 }
 
 /// The length of the credit hour, and how long before an hour begins it is paid.
@@ -96,17 +100,26 @@ pub fn settle(
     let mut ledger = previous.ledger.clone();
     let mut settled = previous.settled.clone();
 
-    // Close the charges of deleted nodes; a node gone without its charge closed (its finalizer
-    // removed by hand) keeps the hours it paid.
+    // Close the charges of deleted nodes (a node that never had a VM costs nothing); a node
+    // gone without its charge closed (its finalizer removed by hand) keeps the hours it paid.
     for charge in ledger.iter_mut().filter(|c| c.end.is_none()) {
         match nodes.iter().find(|n| n.uid == charge.uid) {
             Some(node) => {
+                charge.vm |= node.has_vm;
                 if let Some(deleted) = node.deleted {
-                    charge.hours = hours_started(charge.start.0, deleted, clock.hour);
+                    charge.hours = match charge.vm {
+                        true => hours_started(charge.start.0, deleted, clock.hour),
+                        false => 0,
+                    };
                     charge.end = Some(Time(deleted));
                 }
             }
-            None => charge.end = Some(Time(now)),
+            None => {
+                if !charge.vm {
+                    charge.hours = 0;
+                }
+                charge.end = Some(Time(now));
+            }
         }
     }
     let spent = |ledger: &[Charge], settled: &[ServiceCredits]| -> i64 {
@@ -126,7 +139,15 @@ pub fn settle(
     )
     .unwrap_or(now);
     for node in live {
-        let open = ledger.iter_mut().find(|c| c.uid == node.uid);
+        // A node is charged once: never a second charge after its first was closed (a cache
+        // that showed it gone for a moment), and only a Service's node is admitted.
+        let closed = ledger.iter().any(|c| c.uid == node.uid && c.end.is_some());
+        let open = ledger
+            .iter_mut()
+            .find(|c| c.uid == node.uid && c.end.is_none());
+        if open.is_none() && (closed || !node.owned) {
+            continue;
+        }
         let (due, owed) = match &open {
             Some(charge) => {
                 let due = hours_begun(charge.start.0, paid_until, clock.hour);
@@ -170,6 +191,7 @@ pub fn settle(
                 start: Time(node.created.max(account_created)),
                 hours: due,
                 end: None,
+                vm: node.has_vm,
             }),
         }
     }
@@ -195,7 +217,11 @@ pub fn settle(
                 .ok()?
                 .checked_sub(lead)
                 .ok()?;
-            Some(Duration::try_from(due.duration_since(now)).unwrap_or(Duration::ZERO))
+            // An hour that could not be paid is not looked at again and again: the nodes'
+            // changes and a new grant wake the loop.
+            Duration::try_from(due.duration_since(now))
+                .ok()
+                .filter(|d| !d.is_zero())
         })
         .min();
     let low = spec.grant > 0
@@ -293,6 +319,8 @@ mod tests {
             price: 2,
             created: at(created),
             deleted: deleted.map(at),
+            owned: true,
+            has_vm: true,
         }
     }
 
@@ -375,6 +403,37 @@ mod tests {
         let s = run(100, &paid, &[], 120);
         assert_eq!(hours(&s.status, "a"), 2);
         assert_eq!(s.status.charge("uid-a").unwrap().end, Some(Time(at(120))));
+    }
+
+    #[test]
+    fn only_a_services_node_is_admitted_and_a_node_without_a_vm_costs_nothing() {
+        let stray = MeteredNode {
+            owned: false,
+            ..node("stray", 0, None)
+        };
+        let s = run(100, &Default::default(), std::slice::from_ref(&stray), 1);
+        assert!(s.status.charge("uid-stray").is_none(), "no Service owns it");
+        // Charged at admission, deleted before its VM was made: given back.
+        let waiting = MeteredNode {
+            has_vm: false,
+            ..node("w", 0, None)
+        };
+        let paid = run(100, &Default::default(), std::slice::from_ref(&waiting), 1).status;
+        assert_eq!(hours(&paid, "w"), 1);
+        let deleted = MeteredNode {
+            deleted: Some(at(50)),
+            ..waiting.clone()
+        };
+        let s = run(100, &paid, &[deleted], 60);
+        assert_eq!((hours(&s.status, "w"), s.status.used), (0, 0));
+        // Its VM seen once is enough, even if the node is gone when the ledger looks again.
+        let seen = run(100, &paid, &[node("w", 0, None)], 2).status;
+        let gone = run(100, &seen, &[], 60);
+        assert_eq!(hours(&gone.status, "w"), 1);
+        // A closed charge is never opened again for the same node.
+        let again = run(100, &gone.status, &[node("w", 0, None)], 61);
+        assert_eq!(again.status.ledger.len(), 1);
+        assert_eq!(again.status.used, 2);
     }
 
     #[test]

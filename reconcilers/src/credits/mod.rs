@@ -83,13 +83,11 @@ pub async fn reconcile(account: Arc<CreditAccount>, ctx: Arc<Context>) -> Result
 }
 
 /// A node of the namespace as the ledger charges it: admitted only when a Service of the
-/// namespace owns it; closed when deleted, whoever owned it.
+/// namespace owns it; renewed and closed whoever owns it now.
 fn metered(ctx: &Context, node: &ServiceNode) -> Option<MeteredNode> {
     let meta = node.meta();
     let deleted = meta.deletion_timestamp.as_ref().map(|t| t.0);
-    if deleted.is_none() && ctx.caches.owning_service(node).is_none() {
-        return None;
-    }
+    let status = node.status.as_ref();
     let price = ctx
         .caches
         .cloud(&node.spec.cloud)
@@ -105,6 +103,8 @@ fn metered(ctx: &Context, node: &ServiceNode) -> Option<MeteredNode> {
         price,
         created: meta.creation_timestamp.as_ref()?.0,
         deleted,
+        owned: ctx.caches.owning_service(node).is_some(),
+        has_vm: status.is_some_and(|s| s.provider_id.is_some() || s.create_requested_at.is_some()),
     })
 }
 

@@ -4,6 +4,7 @@
 //! builder are pure. No step ever calls a cloud: VMs belong to the ServiceNode loop.
 
 pub mod act;
+pub mod scaling_memo;
 pub mod secrets;
 
 pub use conpaas_planner::service::{Preview, decide, observe, plan, status, validate};
@@ -51,7 +52,10 @@ pub async fn reconcile(service: Arc<Service>, ctx: Arc<Context>) -> Result<Reque
         desired,
         actions,
         scaling,
-    } = decide(service, observe_cached(ctx, service, &ns).await?);
+    } = decide(
+        &with_latest_scaling(ctx, service),
+        observe_cached(ctx, service, &ns).await?,
+    );
     // A node re-specced now is not ready for its new spec until its agent applied it (its Ready
     // condition turns False only when the node loop sees the change): the status must not call
     // the Service Ready on the old one (a proxy not yet routing to a new backend).
@@ -109,6 +113,7 @@ pub async fn reconcile(service: Arc<Service>, ctx: Arc<Context>) -> Result<Reque
             events::publish(ctx, service, true, "RolloutFailed", "Rollout", failed).await;
         }
         status_apply::apply(&api, service, &status).await?;
+        ctx.scaling_written.remember(service, &status.autoscaling);
     }
     // Missing Applications and Clouds are not watched, and a node's health only ages: look again.
     let converging = matches!(
@@ -158,6 +163,20 @@ async fn observe_cached(
         &heartbeats,
         &Timestamp::now(),
     ))
+}
+
+/// The Service with the autoscaler's latest decisions ([`scaling_memo`]); itself when it does
+/// not autoscale.
+fn with_latest_scaling<'a>(ctx: &Context, service: &'a Service) -> std::borrow::Cow<'a, Service> {
+    if service.spec.autoscaling.is_empty() {
+        return std::borrow::Cow::Borrowed(service);
+    }
+    let mut latest = service.clone();
+    latest
+        .status
+        .get_or_insert_with(Default::default)
+        .autoscaling = ctx.scaling_written.latest(service);
+    std::borrow::Cow::Owned(latest)
 }
 
 /// What the namespace may use, from the caches: the Clouds that do not admit it, and whether its
@@ -212,7 +231,8 @@ fn tenancy(ctx: &Context, ns: &str, service: &Service) -> observe::Tenancy {
     observe::Tenancy {
         refused_clouds,
         credits_exhausted: account.as_ref().and_then(observe::exhausted),
-        balance: ledger.as_ref().map(|l| l.balance),
+        // What the nodes running now need for their next hour is not the autoscaler's to spend.
+        balance: ledger.as_ref().map(|l| l.balance - l.burn_rate),
         paid_until,
         price,
         credit_hour: hour,

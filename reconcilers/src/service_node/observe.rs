@@ -100,10 +100,16 @@ pub async fn observe(ctx: &Context, node: &ServiceNode) -> Result<Observed, Erro
         deleting: node.meta().deletion_timestamp.is_some(),
         paused: node.spec.paused,
         has_finalizer: node.finalizers().iter().any(|f| f == FINALIZER_VM),
+        // A metered namespace's VMs never outlive their nodes: an orphaned VM would run
+        // uncharged.
         orphan_vm: node
             .annotations()
             .get(ANNOTATION_ORPHAN_VM)
-            .is_some_and(|v| v == "true"),
+            .is_some_and(|v| v == "true")
+            && ctx
+                .caches
+                .credit_account(&node.namespace().unwrap_or_default())
+                .is_none(),
         generation_changed: status.observed_generation != node.metadata.generation,
         provider_id: status.provider_id.clone(),
         journaled: status.create_requested_at.is_some(),
