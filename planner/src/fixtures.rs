@@ -2,6 +2,8 @@
 
 use conpaas_crds::v1alpha1::{ServiceNodeSpec, ServiceType};
 
+use crate::service::plan::ObservedNode;
+
 /// A helloworld `node` on the `local` cloud of Service `s` with this token.
 pub fn node_spec(token: &str) -> ServiceNodeSpec {
     ServiceNodeSpec {
@@ -22,5 +24,28 @@ pub fn node_spec(token: &str) -> ServiceNodeSpec {
         links: vec![],
         drain: None,
         restore: None,
+    }
+}
+
+/// A node as the Service loop observes it: converged, ready and serving, with this spec.
+pub fn serving_node(name: &str, spec: ServiceNodeSpec) -> ObservedNode {
+    ObservedNode {
+        metrics: Default::default(),
+        name: name.into(),
+        spec,
+        deleting: false,
+        unhealthy: None,
+        suspect: false,
+        ready: true,
+        settled: true,
+        address: None,
+        running_code: None,
+        agent_ready: true,
+        agent_failure: None,
+        failure: None,
+        routes_to: None,
+        drained: false,
+        credentials_version: None,
+        saved: None,
     }
 }

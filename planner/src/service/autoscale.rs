@@ -285,22 +285,7 @@ mod tests {
             metrics: p95
                 .map(|p| BTreeMap::from([("p95Ms".to_string(), p)]))
                 .unwrap_or_default(),
-            name: name.into(),
-            spec,
-            deleting: false,
-            unhealthy: None,
-            suspect: false,
-            ready: true,
-            settled: true,
-            address: None,
-            running_code: None,
-            agent_ready: true,
-            agent_failure: None,
-            failure: None,
-            routes_to: None,
-            drained: false,
-            credentials_version: None,
-            saved: None,
+            ..crate::fixtures::serving_node(name, spec)
         }
     }
 

@@ -794,25 +794,10 @@ mod tests {
                 cloud: "local".into(),
                 instance_type: None,
             });
-        ObservedNode {
-            metrics: Default::default(),
-            name: node_name("svc", role, ordinal),
-            spec: node_spec(d, &r, format!("token-{role}-{ordinal}"), &[]),
-            deleting: false,
-            unhealthy: None,
-            suspect: false,
-            ready: true,
-            settled: true,
-            address: None,
-            running_code: None,
-            agent_ready: true,
-            agent_failure: None,
-            failure: None,
-            routes_to: None,
-            drained: false,
-            credentials_version: None,
-            saved: None,
-        }
+        crate::fixtures::serving_node(
+            &node_name("svc", role, ordinal),
+            node_spec(d, &r, format!("token-{role}-{ordinal}"), &[]),
+        )
     }
 
     fn created(actions: &[Action]) -> Vec<String> {

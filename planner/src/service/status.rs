@@ -464,23 +464,11 @@ mod tests {
     fn nodes(n: usize, ready: usize) -> Vec<ObservedNode> {
         (0..n)
             .map(|i| ObservedNode {
-                metrics: Default::default(),
-                name: format!("s-node-{i}"),
-                spec: crate::fixtures::node_spec(&format!("t{i}")),
-                deleting: false,
-                unhealthy: None,
-                suspect: false,
                 ready: i < ready,
-                settled: true,
-                address: None,
-                running_code: None,
-                agent_ready: true,
-                agent_failure: None,
-                failure: None,
-                routes_to: None,
-                drained: false,
-                credentials_version: None,
-                saved: None,
+                ..crate::fixtures::serving_node(
+                    &format!("s-node-{i}"),
+                    crate::fixtures::node_spec(&format!("t{i}")),
+                )
             })
             .collect()
     }

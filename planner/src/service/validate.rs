@@ -251,6 +251,16 @@ mod tests {
         app_cloud: Option<&str>,
         clouds: &[&str],
     ) -> Result<Desired, Problem> {
+        run_for(spec, app_cloud, clouds, &Default::default())
+    }
+
+    /// Validates `spec` for a tenant that may use what `tenancy` says.
+    fn run_for(
+        spec: &ServiceSpec,
+        app_cloud: Option<&str>,
+        clouds: &[&str],
+        tenancy: &Tenancy,
+    ) -> Result<Desired, Problem> {
         let app = ApplicationSpec {
             cloud: app_cloud.map(Into::into),
             description: None,
@@ -268,7 +278,7 @@ mod tests {
                 paused: false,
                 links: vec![],
                 saved: None,
-                tenancy: &Default::default(),
+                tenancy,
                 scaling: &Default::default(),
             },
         )
@@ -276,30 +286,8 @@ mod tests {
 
     #[test]
     fn a_tenant_runs_only_on_clouds_that_admit_it_and_while_its_credits_pay() {
-        let app = ApplicationSpec {
-            cloud: Some("local".into()),
-            description: None,
-        };
-        let clouds = BTreeSet::from(["local".to_string()]);
-        let siblings = BTreeMap::new();
         let hello = spec(ServiceType::Helloworld, vec![role("node", 1, None)]);
-        let with = |tenancy: &Tenancy| {
-            validate(
-                &hello,
-                Inputs {
-                    service: "hello",
-                    application: Some(&app),
-                    clouds: &clouds,
-                    siblings: &siblings,
-                    code: Ok(None),
-                    paused: false,
-                    links: vec![],
-                    saved: None,
-                    tenancy,
-                    scaling: &Default::default(),
-                },
-            )
-        };
+        let with = |tenancy: &Tenancy| run_for(&hello, Some("local"), &["local"], tenancy);
         let refused = Tenancy {
             refused_clouds: BTreeMap::from([("local".into(), "not for you".into())]),
             ..Default::default()
