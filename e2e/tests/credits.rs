@@ -186,7 +186,7 @@ async fn every_started_hour_is_charged_once_across_controller_kills() {
 #[tokio::test(flavor = "multi_thread")]
 async fn running_out_stops_every_service_before_an_unpaid_hour_and_a_grant_brings_them_back() {
     const HOUR: i64 = 8;
-    let env = env_with(
+    let mut env = env_with(
         "credits-out-e2e",
         52,
         &[("CONPAAS_CREDIT_HOUR_SECONDS", &HOUR.to_string())],
@@ -261,4 +261,30 @@ async fn running_out_stops_every_service_before_an_unpaid_hour_and_a_grant_bring
     env.wait_ready("hello", "node 2/2").await;
     env.wait_event("credits-out-e2e", "CreditsAvailable", Some("credits"))
         .await;
+
+    // A Service deleted with its nodes orphaned (its finalizer removed while the controller is
+    // down, which would otherwise put it back) leaves no node running unowned in a metered
+    // namespace: the controller deletes them, VMs included.
+    env.controller.kill();
+    env.services()
+        .patch(
+            "hello",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"metadata": {"finalizers": null}})),
+        )
+        .await
+        .unwrap();
+    env.services()
+        .delete("hello", &kube::api::DeleteParams::orphan())
+        .await
+        .unwrap();
+    env.wait_gone("hello").await;
+    env.controller.restart().unwrap();
+    env.wait_event("credits-out-e2e", "NoOwningService", None)
+        .await;
+    wait::until("the abandoned nodes gone", LIMIT, || async {
+        Ok(env.nodes("hello").await.is_empty() && env.live_vms().is_empty())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", tail(&env.controller.log(), 30)));
 }

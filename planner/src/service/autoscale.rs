@@ -4,8 +4,8 @@
 //!
 //! For each role of `spec.autoscaling`: when the target has been missed for `windowSeconds`,
 //! nodes are added (one, or with `Performance` as many as the miss says), never past
-//! `maxNodes` or the credits left; when the load has been low (under half the target) for the
-//! window, one node goes: at once with `Balanced` and `Performance`, and with `LowestCost` only
+//! `maxNodes` or the credits left; when the load has been low (under half the target, and
+//! under 80% of it spread over one node fewer) for the window, one node goes: at once with `Balanced` and `Performance`, and with `LowestCost` only
 //! the node whose paid hour is about to end, shortly before its next hour would be charged.
 //! No change within `coolDownSeconds` of the last one.
 
@@ -86,7 +86,11 @@ pub fn decide(
         };
         let since = |t: &Option<Time>| t.as_ref().map(|t| t.0);
         let missed = observed > target;
-        let low = observed * 2 < target;
+        // Low enough for one node less: under half the target, and under 80% of it once the
+        // same load is spread over one node fewer (count / (count - 1) times as much per node),
+        // so that a removal does not miss the target at once and bring the node back.
+        let per_node_after = |n: i32| observed * n as i64 * 10 < target * (n as i64 - 1) * 8;
+        let low = observed * 2 < target && (count <= 1 || per_node_after(count));
         let missed_since =
             missed.then(|| since(&prev.and_then(|p| p.missed_since.clone())).unwrap_or(now));
         let low_since = low.then(|| since(&prev.and_then(|p| p.low_since.clone())).unwrap_or(now));
@@ -467,6 +471,40 @@ mod tests {
             run(&p, &busy, &Budget::default(), &[0, 10]).count("backend"),
             Some(1)
         );
+    }
+
+    #[test]
+    fn a_node_goes_only_if_the_load_fits_on_one_fewer() {
+        let p = policy(ScalingStrategy::Balanced);
+        let previous = |count| {
+            vec![RoleScaling {
+                role: "backend".into(),
+                count,
+                ..Default::default()
+            }]
+        };
+        let after = |p95: i64, count: i32| {
+            let state = decide(
+                std::slice::from_ref(&p),
+                &previous(count),
+                &nodes(p95, count as usize),
+                &Budget::default(),
+                at(0),
+            );
+            decide(
+                std::slice::from_ref(&p),
+                &state.roles,
+                &nodes(p95, count as usize),
+                &Budget::default(),
+                at(10),
+            )
+            .count("backend")
+        };
+        // 45 ms on 2 nodes would be 90 on one: over 80% of 100, so both stay.
+        assert_eq!(after(45, 2), Some(2));
+        assert_eq!(after(35, 2), Some(1), "70 on one node is fine");
+        // On 4 nodes, 45 ms is 60 on 3.
+        assert_eq!(after(45, 4), Some(3));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use super::observe::{cloud_error, current_view, node_filter, view};
 use super::plan::NodeAction;
 use super::status::{self, VmView};
 use super::{credentials, heartbeat};
-use crate::error::Error;
+use crate::error::{Error, KubeResultExt};
 use crate::{Context, events, finalizers, status_apply};
 
 /// Performs `actions` in order; the first failure stops the rest.
@@ -78,6 +78,15 @@ pub async fn act(
             }
             NodeAction::RemoveCredentials => credentials::remove(ctx, node).await?,
             NodeAction::DropFinalizer => finalizers::remove(&api, node, FINALIZER_VM).await?,
+            NodeAction::DeleteNode(why) => {
+                events::publish(ctx, node, true, "NoOwningService", "Delete", why).await;
+                match api.delete(&node.name_any(), &Default::default()).await {
+                    Err(e) if crate::error::is_not_found(&e) => {}
+                    result => {
+                        result.ctx("delete node", format!("{ns}/{}", node.name_any()))?;
+                    }
+                }
+            }
         }
     }
     Ok(())

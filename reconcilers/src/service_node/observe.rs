@@ -116,11 +116,21 @@ pub async fn observe(ctx: &Context, node: &ServiceNode) -> Result<Observed, Erro
         token: node.spec.token.clone(),
         blocked: None,
         charge_open: false,
+        abandoned: false,
         vms: vec![],
     };
     if facts.deleting {
         facts.charge_open = charge_open(ctx, node);
     }
+    // Only a node that has (or is getting) a VM: one still waiting for admission is refused
+    // there instead.
+    facts.abandoned = !facts.deleting
+        && (facts.provider_id.is_some() || facts.journaled)
+        && ctx.caches.owning_service(node).is_none()
+        && ctx
+            .caches
+            .credit_account(&node.namespace().unwrap_or_default())
+            .is_some();
     let mut vm = current_view(node);
     let driver = match driver_for(ctx, node).await {
         Ok(driver) => driver,

@@ -30,6 +30,9 @@ pub struct Facts {
     pub blocked: Option<Desired>,
     /// Its charge in the namespace's credit ledger is not closed yet.
     pub charge_open: bool,
+    /// Its namespace is metered and no Service owns it any more (deleted with its nodes
+    /// orphaned): it would run on, charged, but stopped by nothing when the credits run out.
+    pub abandoned: bool,
     /// VMs the cloud shows with the node's tags or its recorded ID, in any state (terminated ones
     /// may still be listed; the plan ignores them). Looked up only when they decide something:
     /// while deleting, and before creating after a journaled create.
@@ -66,6 +69,8 @@ pub enum NodeAction {
     RemoveCredentials,
     /// Remove the VM finalizer: the node may go.
     DropFinalizer,
+    /// Delete the node itself (its VM goes with it), saying why.
+    DeleteNode(String),
 }
 
 /// What the status step writes after the actions.
@@ -137,6 +142,15 @@ pub fn plan(f: &Facts) -> NodePlan {
     }
     if f.deleting {
         return plan_release(f);
+    }
+    if f.abandoned {
+        return NodePlan::new(
+            vec![DeleteNode(
+                "no Service of its metered namespace owns it any more: deleted with its VM".into(),
+            )],
+            StatusUpdate::Unchanged,
+            Next::AwaitChange,
+        );
     }
     let mut actions = Vec::new();
     if !f.has_finalizer {
@@ -337,6 +351,19 @@ mod tests {
                 },
                 vec![],
                 Next::After(Duration::from_secs(1)),
+            ),
+            (
+                "abandoned by its Service in a metered namespace: delete it",
+                Facts {
+                    provider_id: recorded.clone(),
+                    abandoned: true,
+                    ..facts()
+                },
+                vec![DeleteNode(
+                    "no Service of its metered namespace owns it any more: deleted with its VM"
+                        .into(),
+                )],
+                Next::AwaitChange,
             ),
             (
                 "deleting with deletionPolicy Orphan: tag, keep running, release",
