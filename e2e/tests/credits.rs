@@ -262,20 +262,32 @@ async fn running_out_stops_every_service_before_an_unpaid_hour_and_a_grant_bring
     env.wait_event("credits-out-e2e", "CreditsAvailable", Some("credits"))
         .await;
 
-    // A Service deleted with its nodes orphaned (its finalizer removed while the controller is
-    // down, which would otherwise put it back) leaves no node running unowned in a metered
-    // namespace: the controller deletes them, VMs included.
+    // A Service gone with its nodes orphaned leaves no node running unowned in a metered
+    // namespace: the controller deletes them, VMs included. Orphaned by hand (as the garbage
+    // collector's orphan propagation does) while the controller is down, which would otherwise
+    // put the Service's finalizer back.
     env.controller.kill();
+    let merge = |value| Patch::Merge(value);
+    for node in env.nodes("hello").await {
+        env.nodes_api()
+            .patch(
+                node.metadata.name.as_deref().unwrap(),
+                &PatchParams::default(),
+                &merge(serde_json::json!({"metadata": {"ownerReferences": null}})),
+            )
+            .await
+            .unwrap();
+    }
     env.services()
         .patch(
             "hello",
             &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({"metadata": {"finalizers": null}})),
+            &merge(serde_json::json!({"metadata": {"finalizers": null}})),
         )
         .await
         .unwrap();
     env.services()
-        .delete("hello", &kube::api::DeleteParams::orphan())
+        .delete("hello", &Default::default())
         .await
         .unwrap();
     env.wait_gone("hello").await;
