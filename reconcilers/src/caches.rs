@@ -66,18 +66,33 @@ impl Caches {
             .unwrap_or_default()
     }
 
-    /// The Service that owns `node` (its controller reference, same namespace, same UID), if it
-    /// exists: the controller makes VMs only for such nodes.
-    pub fn owning_service(&self, node: &ServiceNode) -> Option<Service> {
-        let namespace = node.meta().namespace.as_deref()?;
-        let owner = node
+    /// Whether a Service of its namespace owns `node` (its controller reference, same UID): the
+    /// controller makes VMs only for such nodes. Read in place, nothing cloned: every node pass
+    /// and every credits pass asks.
+    pub fn owned_by_a_service(&self, node: &ServiceNode) -> bool {
+        let Some(namespace) = node.meta().namespace.as_deref() else {
+            return false;
+        };
+        let Some(owner) = node
             .meta()
             .owner_references
             .iter()
             .flatten()
-            .find(|o| o.controller == Some(true) && o.kind == "Service")?;
-        self.service(namespace, &owner.name)
-            .filter(|s| s.meta().uid.as_deref() == Some(owner.uid.as_str()))
+            .find(|o| o.controller == Some(true) && o.kind == "Service")
+        else {
+            return false;
+        };
+        self.services
+            .get(&ObjectRef::new(&owner.name).within(namespace))
+            .is_some_and(|s| {
+                s.0.as_ref()
+                    .is_ok_and(|s| s.meta().uid.as_deref() == Some(owner.uid.as_str()))
+            })
+    }
+
+    /// The readable ServiceNodes of a namespace.
+    pub fn nodes_in(&self, namespace: &str) -> Vec<Arc<DeserializeGuard<ServiceNode>>> {
+        in_namespace(&self.nodes, namespace)
     }
 
     /// The Cloud of this name.

@@ -42,11 +42,9 @@ pub async fn reconcile(account: Arc<CreditAccount>, ctx: Arc<Context>) -> Result
     }
     let nodes: Vec<MeteredNode> = ctx
         .caches
-        .nodes
-        .state()
+        .nodes_in(&ns)
         .iter()
         .filter_map(readable)
-        .filter(|n| n.namespace().as_deref() == Some(ns.as_str()))
         .filter_map(|n| metered(&ctx, n))
         .collect();
     let clock = Clock {
@@ -103,7 +101,7 @@ fn metered(ctx: &Context, node: &ServiceNode) -> Option<MeteredNode> {
         price,
         created: meta.creation_timestamp.as_ref()?.0,
         deleted,
-        owned: ctx.caches.owning_service(node).is_some(),
+        owned: ctx.caches.owned_by_a_service(node),
         has_vm: status.is_some_and(|s| s.provider_id.is_some() || s.create_requested_at.is_some()),
     })
 }

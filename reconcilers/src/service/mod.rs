@@ -19,6 +19,7 @@ use conpaas_planner::service::plan::Action;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::core::error_boundary::DeserializeGuard;
 use kube::runtime::controller::Action as Requeue;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
@@ -152,7 +153,7 @@ async fn observe_cached(
         clouds: ctx.caches.cloud_names(),
         services: services.iter().filter_map(readable).collect(),
         nodes: nodes.iter().filter_map(readable).collect(),
-        tenancy: tenancy(ctx, ns, service),
+        tenancy: tenancy(ctx, ns, service, &nodes),
     };
     let code = observe::resolve_code(&ctx.client, ns, service).await?;
     let heartbeats = |node: &ServiceNode| crate::service_node::heartbeat(ctx, node);
@@ -181,7 +182,12 @@ fn with_latest_scaling<'a>(ctx: &Context, service: &'a Service) -> std::borrow::
 
 /// What the namespace may use, from the caches: the Clouds that do not admit it, and whether its
 /// credits ran out.
-fn tenancy(ctx: &Context, ns: &str, service: &Service) -> observe::Tenancy {
+fn tenancy(
+    ctx: &Context,
+    ns: &str,
+    service: &Service,
+    nodes: &[Arc<DeserializeGuard<ServiceNode>>],
+) -> observe::Tenancy {
     let labels = ctx.caches.namespace_labels(ns);
     let refused_clouds = ctx
         .caches
@@ -192,12 +198,21 @@ fn tenancy(ctx: &Context, ns: &str, service: &Service) -> observe::Tenancy {
         .filter_map(|c| Some((c.name_any(), c.admits(ns, &labels).err()?)))
         .collect();
     let account = ctx.caches.credit_account(ns);
+    let mut tenancy = observe::Tenancy {
+        refused_clouds,
+        credits_exhausted: account.as_ref().and_then(observe::exhausted),
+        credit_hour: ctx.settings.credit_hour,
+        ..Default::default()
+    };
+    // The rest is what the autoscaler spends and when paid hours end: only it reads them.
+    if service.spec.autoscaling.is_empty() {
+        return tenancy;
+    }
     let hour = ctx.settings.credit_hour;
     let name = service.name_any();
-    let nodes = ctx.caches.nodes_of(ns, &name);
-    let ledger = account.as_ref().and_then(|a| a.status.clone());
+    let ledger = account.and_then(|a| a.status);
     // When each node's paid hours end: from its charge, or (unmetered) from its age.
-    let paid_until = nodes
+    tenancy.paid_until = nodes
         .iter()
         .filter_map(readable)
         .filter_map(|n| {
@@ -218,7 +233,7 @@ fn tenancy(ctx: &Context, ns: &str, service: &Service) -> observe::Tenancy {
             Some((n.name_any(), until))
         })
         .collect();
-    let price = ledger
+    tenancy.price = ledger
         .as_ref()
         .and_then(|l| {
             l.ledger
@@ -228,15 +243,9 @@ fn tenancy(ctx: &Context, ns: &str, service: &Service) -> observe::Tenancy {
                 .max()
         })
         .unwrap_or(1);
-    observe::Tenancy {
-        refused_clouds,
-        credits_exhausted: account.as_ref().and_then(observe::exhausted),
-        // What the nodes running now need for their next hour is not the autoscaler's to spend.
-        balance: ledger.as_ref().map(|l| l.balance - l.burn_rate),
-        paid_until,
-        price,
-        credit_hour: hour,
-    }
+    // What the nodes running now need for their next hour is not the autoscaler's to spend.
+    tenancy.balance = ledger.as_ref().map(|l| l.balance - l.burn_rate);
+    tenancy
 }
 
 /// With `rollout.onFailure: Rollback`, a version that failed on a node makes the Service

@@ -8,7 +8,7 @@ use conpaas_cloud::{ComputeDriver, Tags, Vm, VmState};
 use conpaas_crds::labels::{
     ANNOTATION_ORPHAN_VM, FINALIZER_VM, MANAGED_BY_VALUE, TAG_MANAGED_BY, TAG_NAMESPACE, TAG_NODE,
 };
-use conpaas_crds::v1alpha1::ServiceNode;
+use conpaas_crds::v1alpha1::{CreditAccount, ServiceNode};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::{Resource, ResourceExt};
@@ -32,9 +32,13 @@ pub struct Observed {
 /// Why no VM may be made for `node` yet: no Service of its namespace owns it (a ServiceNode
 /// written by hand), its Cloud does not admit its namespace, or its namespace's credits have not
 /// paid its first hour.
-fn admission(ctx: &Context, node: &ServiceNode) -> Option<Desired> {
+fn admission(
+    ctx: &Context,
+    node: &ServiceNode,
+    account: Option<&CreditAccount>,
+) -> Option<Desired> {
     let ns = node.namespace().unwrap_or_default();
-    if ctx.caches.owning_service(node).is_none() {
+    if !ctx.caches.owned_by_a_service(node) {
         return Some(Desired::new(
             "Ready",
             false,
@@ -49,12 +53,11 @@ fn admission(ctx: &Context, node: &ServiceNode) -> Option<Desired> {
     {
         return Some(Desired::new("Ready", false, "CloudNotAllowed", why));
     }
-    let account = ctx.caches.credit_account(&ns)?;
-    let status = account.status.unwrap_or_default();
-    let uid = node.uid().unwrap_or_default();
-    if status.charge(&uid).is_some_and(|c| c.end.is_none()) {
+    let account = account?;
+    if charge_open(account, node) {
         return None;
     }
+    let status = account.status.clone().unwrap_or_default();
     Some(match &status.exhausted {
         Some(_) => Desired::new(
             "Ready",
@@ -76,15 +79,10 @@ fn admission(ctx: &Context, node: &ServiceNode) -> Option<Desired> {
     })
 }
 
-/// Whether the node's charge in its namespace's credit ledger is still open: its finalizer
-/// stays until the credits loop closed it, so no deletion goes uncharged.
-fn charge_open(ctx: &Context, node: &ServiceNode) -> bool {
-    let Some(account) = ctx
-        .caches
-        .credit_account(&node.namespace().unwrap_or_default())
-    else {
-        return false;
-    };
+/// Whether the node's charge in its namespace's credit ledger is open: its VM may be made, and
+/// once the node is deleted its finalizer stays until the credits loop closed it, so no
+/// deletion goes uncharged.
+fn charge_open(account: &CreditAccount, node: &ServiceNode) -> bool {
     let uid = node.uid().unwrap_or_default();
     account
         .status
@@ -96,6 +94,10 @@ fn charge_open(ctx: &Context, node: &ServiceNode) -> bool {
 /// Observes `node`.
 pub async fn observe(ctx: &Context, node: &ServiceNode) -> Result<Observed, Error> {
     let status = node.status.clone().unwrap_or_default();
+    // Read once: whether the namespace is metered, and the node's charge.
+    let account = ctx
+        .caches
+        .credit_account(&node.namespace().unwrap_or_default());
     let mut facts = Facts {
         deleting: node.meta().deletion_timestamp.is_some(),
         paused: node.spec.paused,
@@ -106,10 +108,7 @@ pub async fn observe(ctx: &Context, node: &ServiceNode) -> Result<Observed, Erro
             .annotations()
             .get(ANNOTATION_ORPHAN_VM)
             .is_some_and(|v| v == "true")
-            && ctx
-                .caches
-                .credit_account(&node.namespace().unwrap_or_default())
-                .is_none(),
+            && account.is_none(),
         generation_changed: status.observed_generation != node.metadata.generation,
         provider_id: status.provider_id.clone(),
         journaled: status.create_requested_at.is_some(),
@@ -120,17 +119,14 @@ pub async fn observe(ctx: &Context, node: &ServiceNode) -> Result<Observed, Erro
         vms: vec![],
     };
     if facts.deleting {
-        facts.charge_open = charge_open(ctx, node);
+        facts.charge_open = account.as_ref().is_some_and(|a| charge_open(a, node));
     }
     // Only a node that has (or is getting) a VM: one still waiting for admission is refused
     // there instead.
     facts.abandoned = !facts.deleting
         && (facts.provider_id.is_some() || facts.journaled)
-        && ctx.caches.owning_service(node).is_none()
-        && ctx
-            .caches
-            .credit_account(&node.namespace().unwrap_or_default())
-            .is_some();
+        && account.is_some()
+        && !ctx.caches.owned_by_a_service(node);
     let mut vm = current_view(node);
     let driver = match driver_for(ctx, node).await {
         Ok(driver) => driver,
@@ -146,7 +142,7 @@ pub async fn observe(ctx: &Context, node: &ServiceNode) -> Result<Observed, Erro
     if !facts.deleting && facts.provider_id.is_none() && !facts.journaled {
         // Before a VM is made: the node must belong to a Service, on a Cloud its namespace may
         // use, with its first hour paid.
-        if let Some(refusal) = admission(ctx, node) {
+        if let Some(refusal) = admission(ctx, node, account.as_ref()) {
             facts.blocked = Some(refusal);
             return Ok(Observed {
                 facts,
