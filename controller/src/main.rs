@@ -145,6 +145,7 @@ async fn main() -> anyhow::Result<()> {
         credentials: Default::default(),
         service_secrets: Default::default(),
         scaling_written: Default::default(),
+        ready_written: Default::default(),
     });
 
     let store = artifact_store(&args)?;

@@ -82,13 +82,24 @@ async fn helloworld_runs_scales_stops_and_starts() {
     // may come a moment after the Service counted the agent's report.
     let host = address.ip().to_string();
     let scrape = || http_get_path(&host, address.port(), "/metrics");
-    conpaas_e2e::wait::until("3 node-ready times in /metrics", LIMIT, || async {
+    let waited = conpaas_e2e::wait::until("3 node-ready times in /metrics", LIMIT, || async {
         Ok(scrape()
             .await?
             .contains("conpaas_node_ready_seconds_count 3"))
     })
-    .await
-    .unwrap();
+    .await;
+    if let Err(e) = waited {
+        let seen = scrape().await.unwrap_or_default();
+        let count = seen
+            .lines()
+            .find(|l| l.contains("node_ready_seconds_count"));
+        panic!("{e}; /metrics has {count:?}");
+    }
+    for node in env.nodes("hello").await {
+        let status = node.status.unwrap();
+        let (created, ready) = (status.created_at.unwrap(), status.ready_at.unwrap());
+        assert!(ready.0 >= created.0, "readyAt {ready:?} before createdAt");
+    }
     let metrics = scrape().await.unwrap();
     for needle in [
         r#"conpaas_cloud_calls_total{provider="local",operation="create",result="ok"} 3"#,

@@ -86,4 +86,6 @@ pub struct Context {
     pub service_secrets: crate::service::secrets::Made,
     /// The autoscaler's decisions this controller wrote, newer than the cache for a moment.
     pub scaling_written: crate::service::scaling_memo::Written,
+    /// The nodes' first Ready times this controller wrote, newer than the cache for a moment.
+    pub ready_written: crate::service_node::ready_memo::ReadyWritten,
 }

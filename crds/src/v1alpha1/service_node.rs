@@ -204,6 +204,10 @@ pub struct ServiceNodeStatus {
     /// Generation of the spec the controller last acted on (credentials, VM).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// When the node first became Ready; kept through later outages, so `readyAt - createdAt`
+    /// is the node's time to start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_at: Option<Time>,
     /// `Ready` is True when the VM runs and the agent reports its role ready.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]

@@ -77,7 +77,10 @@ pub async fn act(
                 events::publish(ctx, node, false, "VmDeleted", "DeleteVm", note).await;
             }
             NodeAction::RemoveCredentials => credentials::remove(ctx, node).await?,
-            NodeAction::DropFinalizer => finalizers::remove(&api, node, FINALIZER_VM).await?,
+            NodeAction::DropFinalizer => {
+                finalizers::remove(&api, node, FINALIZER_VM).await?;
+                ctx.ready_written.forget(node);
+            }
             NodeAction::DeleteNode(why) => {
                 events::publish(ctx, node, true, "NoOwningService", "Delete", why).await;
                 match api.delete(&node.name_any(), &Default::default()).await {

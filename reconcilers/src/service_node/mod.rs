@@ -16,6 +16,7 @@ pub mod act;
 pub mod credentials;
 pub mod observe;
 pub mod plan;
+pub mod ready_memo;
 pub mod status;
 pub mod vm_cache;
 
@@ -67,13 +68,14 @@ async fn pipeline(node: &ServiceNode, ctx: &Context, now: &Time) -> Result<Reque
             Some(status::with_ready(node, built, problem, now))
         }
     };
-    if let Some(status) = status
-        && status::changed(node, &status)
-    {
-        if let Some(seconds) = status::first_ready_after(node, &status, now) {
+    if let Some(status) = status {
+        let (status, first_ready) = ctx.ready_written.settle(node, status);
+        if status::changed(node, &status) {
+            status_apply::apply(&api(ctx, node)?, node, &status).await?;
+        }
+        if let Some(seconds) = first_ready {
             ctx.metrics.node_ready(seconds);
         }
-        status_apply::apply(&api(ctx, node)?, node, &status).await?;
     }
     Ok(match plan.next {
         Next::AwaitChange => Requeue::await_change(),

@@ -165,6 +165,8 @@ pub fn build(
     now: &Time,
 ) -> ServiceNodeStatus {
     let previous = node.status.clone().unwrap_or_default();
+    let ready = ready(node, vm, heartbeat, now);
+    let healthy = healthy(&ready);
     ServiceNodeStatus {
         provider_id: vm.provider_id.clone(),
         address: vm.address.clone(),
@@ -172,45 +174,18 @@ pub fn build(
         created_at: vm.created_at.clone(),
         create_requested_at: vm.create_requested_at.clone(),
         observed_generation: node.metadata.generation,
-        conditions: {
-            let ready = ready(node, vm, heartbeat, now);
-            let healthy = healthy(&ready);
-            merge(
-                &previous.conditions,
-                vec![ready, healthy],
-                node.metadata.generation,
-                now,
-            )
-        },
+        ready_at: previous
+            .ready_at
+            .clone()
+            .or_else(|| ready.status.then(|| now.clone())),
+        conditions: merge(
+            &previous.conditions,
+            vec![ready, healthy],
+            node.metadata.generation,
+            now,
+        ),
         agent: None,
     }
-}
-
-/// Seconds from VM creation to Ready, when `status` makes a starting node Ready for the first
-/// time (not when a node recovers).
-pub fn first_ready_after(
-    node: &ServiceNode,
-    status: &ServiceNodeStatus,
-    now: &Time,
-) -> Option<f64> {
-    const STARTING: [&str; 4] = [
-        "VmPending",
-        "AgentNotReported",
-        "AgentStarting",
-        "AgentApplying",
-    ];
-    let previous = node
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.iter().find(|c| c.type_ == READY));
-    let was_starting =
-        previous.is_none_or(|c| c.status != "True" && STARTING.contains(&c.reason.as_str()));
-    let is_ready = status
-        .conditions
-        .iter()
-        .any(|c| c.type_ == READY && c.status == "True");
-    let created = status.created_at.as_ref()?;
-    (was_starting && is_ready).then(|| now.0.duration_since(created.0).as_secs_f64())
 }
 
 /// True when `status` differs from what the node shows in the controller's fields.
@@ -229,6 +204,7 @@ pub fn changed(node: &ServiceNode, status: &ServiceNodeStatus) -> bool {
             "observedGeneration",
             current.observed_generation != status.observed_generation,
         ),
+        ("readyAt", current.ready_at != status.ready_at),
         ("conditions", current.conditions != status.conditions),
     ];
     let fields: Vec<&str> = differs
