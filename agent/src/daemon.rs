@@ -195,7 +195,7 @@ impl Daemon {
 /// On the local cloud, notes the daemon's pid where the cloud looks for the VM's process groups
 /// when it terminates it: a daemon that makes itself a session leader (php-fpm) leaves the
 /// agent's group, and would outlive the VM otherwise. Real VMs need nothing of the kind.
-fn record_group(pid: u32) {
+pub fn record_group(pid: u32) {
     use std::io::Write;
     let Some(file) = std::env::var_os("CONPAAS_PROCESS_GROUPS") else {
         return;

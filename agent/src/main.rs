@@ -14,6 +14,7 @@ mod node;
 mod report;
 mod roles;
 mod token;
+mod volumes;
 
 use std::path::PathBuf;
 

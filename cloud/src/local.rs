@@ -336,6 +336,7 @@ impl ComputeDriver for LocalCloud {
         };
         self.stop(&record).await;
         let dir = self.vm_dir(id);
+        unmount_under(&dir);
         let logs = self.config.state_dir.join("logs");
         if fs::create_dir_all(&logs).is_ok() {
             let _ = fs::rename(dir.join("agent.log"), logs.join(format!("{id}.log")));
@@ -345,6 +346,19 @@ impl ComputeDriver for LocalCloud {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(io_error("remove VM folder", &dir, e)),
+        }
+    }
+}
+
+/// Detaches what a VM's daemons mounted inside its folder (a filesystem client killed with the
+/// VM leaves its FUSE mount behind, which no one could remove the folder through).
+pub fn unmount_under(dir: &Path) {
+    let Ok(dir) = dir.canonicalize() else { return };
+    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    for point in mounts.lines().filter_map(|l| l.split(' ').nth(4)) {
+        let point = PathBuf::from(point.replace("\\040", " "));
+        if point.starts_with(&dir) {
+            let _ = Command::new("umount").arg("-l").arg(&point).status();
         }
     }
 }

@@ -136,6 +136,16 @@ fn type_rules(spec_properties: &[String]) -> Vec<ValidationRule> {
         ),
         ".autoscaling",
     ));
+    // A filesystem runs at least as many storage nodes as each volume's group spans: fewer
+    // would break the volume's replicas (or disperse), so such a scale-in is refused here.
+    let storage_count = "(has(self.replicas) ? self.replicas : (self.roles.exists(r, r.name == 'storage' && has(r.count)) ? self.roles.filter(r, r.name == 'storage')[0].count : 1))";
+    rules.push(rule(
+        format!(
+            "self.type != 'filesystem' || !has(self.filesystem) || self.filesystem.volumes.all(v, (has(v.disperse) ? v.disperse : (has(v.replicas) ? v.replicas : 1)) <= {storage_count})"
+        ),
+        "spec.replicas: fewer storage nodes than a volume of spec.filesystem.volumes spreads each file over (its replicas, or disperse): scale to at least that many, or change the volume".into(),
+        ".replicas",
+    ));
     for t in ServiceType::ALL {
         let d = t.descriptor();
         for r in d.roles {
@@ -298,7 +308,7 @@ mod tests {
         let rules = type_rules(&["generic".to_string()]);
         assert_eq!(
             rules[0].rule,
-            "self.roles.all(r, r.name in {'helloworld': ['node'], 'generic': ['master', 'node'], 'php': ['proxy', 'web', 'backend'], 'java': ['proxy', 'web', 'backend'], 'mysql': ['mysql', 'glb']}[self.type])"
+            "self.roles.all(r, r.name in {'helloworld': ['node'], 'generic': ['master', 'node'], 'php': ['proxy', 'web', 'backend'], 'java': ['proxy', 'web', 'backend'], 'mysql': ['mysql', 'glb'], 'filesystem': ['storage']}[self.type])"
         );
         assert!(rules.iter().any(|r| {
             r.rule

@@ -166,6 +166,8 @@ impl Drop for Controller {
             conpaas_cloud::local::kill_recorded_groups(
                 &vm.path().join(conpaas_cloud::local::PROCESS_GROUPS_FILE),
             );
+            // Volume mounts of linked filesystems, whose clients were just killed.
+            conpaas_cloud::local::unmount_under(&vm.path());
         }
     }
 }

@@ -15,6 +15,10 @@ command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need_apt+=(haproxy)
 [ -x /usr/share/tomcat10/bin/catalina.sh ] || need_apt+=(tomcat10)
 # The java e2e test's WAR carries Debian's JDBC driver.
 [ -e /usr/share/java/mariadb-java-client.jar ] || need_apt+=(libmariadb-java)
+# The filesystem service: glusterd and its CLI on storage nodes, the FUSE client on the nodes
+# that mount a volume.
+command -v glusterd >/dev/null || [ -x /usr/sbin/glusterd ] || need_apt+=(glusterfs-server)
+command -v mount.glusterfs >/dev/null || [ -x /sbin/mount.glusterfs ] || need_apt+=(glusterfs-client)
 # The WordPress e2e test uploads Debian's WordPress.
 [ -e /usr/share/wordpress/wp-settings.php ] || need_apt+=(wordpress)
 ((${#need_apt[@]})) || exit 0

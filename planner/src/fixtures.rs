@@ -21,6 +21,7 @@ pub fn node_spec(token: &str) -> ServiceNodeSpec {
         paused: false,
         members: vec![],
         generic: None,
+        filesystem: None,
         links: vec![],
         drain: None,
         restore: None,

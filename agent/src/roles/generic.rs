@@ -13,11 +13,14 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use conpaas_crds::v1alpha1::{AgentState, Member, NodeCode, ScriptStatus, ServiceNodeSpec};
+use conpaas_crds::v1alpha1::{
+    AgentState, Member, NodeCode, NodeLink, ScriptStatus, ServiceNodeSpec,
+};
 use tokio::process::{Child, Command};
 
 use super::{Role, RoleEnv, RoleReport};
 use crate::code;
+use crate::volumes::Mounts;
 
 const SCRIPTS: [&str; 5] = [
     "init.sh",
@@ -52,6 +55,9 @@ pub struct Generic {
     init_pending: bool,
     error: Option<String>,
     stop_wait: Duration,
+    /// Linked filesystem volumes; scripts start once they are mounted.
+    mounts: Mounts,
+    links: Vec<NodeLink>,
 }
 
 impl Generic {
@@ -69,6 +75,7 @@ impl Generic {
             })
             .collect();
         Self {
+            mounts: Mounts::new(env.work_dir.clone()),
             env,
             role: String::new(),
             code_dir: None,
@@ -79,6 +86,7 @@ impl Generic {
             init_pending: false,
             error: None,
             stop_wait: DEFAULT_STOP_WAIT,
+            links: Vec::new(),
         }
     }
 }
@@ -92,6 +100,10 @@ impl Role for Generic {
             .as_ref()
             .and_then(|g| g.stop_grace_seconds)
             .map_or(DEFAULT_STOP_WAIT, |s| Duration::from_secs(s.max(1) as u64));
+        self.links = spec.links.clone();
+        if let Err(e) = self.mounts.apply(&spec.links).await {
+            self.error = Some(e);
+        }
         if spec.members != self.members {
             self.members = spec.members.clone();
             if let Err(e) = self.write_members() {
@@ -127,11 +139,22 @@ impl Role for Generic {
                 Err(e) => self.error = Some(format!("code version {}: {e:#}", code.version)),
             }
         }
+        if let Some(dir) = &self.code_dir
+            && let Err(e) = self.mounts.link_into(dir)
+        {
+            self.error = Some(e);
+        }
         self.poll().await;
     }
 
     async fn poll(&mut self) {
-        if self.init_pending && self.master_ip().is_some() {
+        if let Err(e) = self.mounts.apply(&self.links.clone()).await {
+            self.error = Some(e);
+        }
+        if self.init_pending
+            && self.master_ip().is_some()
+            && self.mounts.pending(&self.links).is_none()
+        {
             self.init_pending = false;
             self.start("init.sh");
         }
@@ -178,6 +201,8 @@ impl Role for Generic {
             (AgentState::Failed, e.clone())
         } else if self.code_dir.is_none() {
             (AgentState::Ready, "no code version active".into())
+        } else if let Some(waiting) = self.mounts.pending(&self.links) {
+            (AgentState::Starting, waiting)
         } else if self.init_pending {
             (
                 AgentState::Starting,
@@ -217,6 +242,7 @@ impl Role for Generic {
             self.start("cleanup.sh");
             self.wait_for("cleanup.sh").await;
         }
+        self.mounts.shutdown().await;
     }
 }
 
@@ -269,6 +295,7 @@ impl Generic {
             .env("MASTER_IP", master)
             .env("MEMBERS", members.join(" "))
             .env("AGENTS_FILE", self.env.work_dir.join("agents.json"))
+            .envs(self.mounts.environment())
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)

@@ -6,6 +6,7 @@
 //! Adding a service type: a module here implementing [`Role`] and its arm in [`for_type`] (a
 //! type whose roles run different software has an arm per role).
 
+mod filesystem;
 mod generic;
 mod glb;
 mod helloworld;
@@ -140,5 +141,6 @@ pub fn for_type(service_type: ServiceType, role: &str, env: RoleEnv) -> Box<dyn 
         ServiceType::Php => Box::new(web::WebHosting::new(env, web::Stack::Php)),
         ServiceType::Java => Box::new(web::WebHosting::new(env, web::Stack::Java)),
         ServiceType::Mysql => Box::new(mysql::Mysql::new(env)),
+        ServiceType::Filesystem => Box::new(filesystem::Filesystem::new(env)),
     }
 }

@@ -8,6 +8,7 @@
 //! has structured configuration, a typed section `spec.<type>` (see [`crate::v1alpha1::GenericSpec`]).
 //! The README's "Adding a service type" lists every step.
 
+pub mod filesystem;
 pub mod generic;
 pub mod helloworld;
 pub mod java;

@@ -101,6 +101,10 @@ pub struct ServiceSpec {
     /// Options of a generic service; only a Service of type `generic` takes this section.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generic: Option<GenericSpec>,
+    /// The volumes of a filesystem service; only a Service of type `filesystem` takes this
+    /// section.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filesystem: Option<FilesystemSpec>,
     /// Elasticity (ConPaaS' SLA enforcement): for each role listed, the controller sets the node
     /// count between `minNodes` and `maxNodes` to meet the target at the lowest cost. A role
     /// listed here takes no count in `roles` or `replicas`.
@@ -207,6 +211,48 @@ pub struct GenericSpec {
     pub stop_grace_seconds: Option<i32>,
 }
 
+/// The volumes of a filesystem service (`spec.filesystem`), each spread over the storage nodes.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct FilesystemSpec {
+    /// The volumes; a volume left out of the list is deleted with its data.
+    #[serde(default)]
+    #[schemars(length(max = 16))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
+    pub volumes: Vec<VolumeSpec>,
+}
+
+/// One volume: its bricks, one per storage node, form groups of `replicas` (or `disperse`)
+/// nodes; files are distributed over the groups (ConPaaS' XtreemFS replication factor is
+/// `replicas`, its striping is `disperse`).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.disperse) || self.replicas == 1").message("spec.filesystem.volumes[].disperse: a volume is either replicated or dispersed (GlusterFS cannot do both): leave replicas at 1"))]
+pub struct VolumeSpec {
+    /// Volume name, as links name it.
+    #[schemars(
+        length(min = 1, max = 32),
+        regex(pattern = r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub name: String,
+    /// Copies of every file, each on another storage node.
+    #[serde(default = "one")]
+    #[schemars(range(min = 1, max = 4))]
+    pub replicas: i32,
+    /// Erasure coding instead of copies: every file is cut into pieces over this many nodes,
+    /// any one of which may be lost (GlusterFS disperse with redundancy 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 3, max = 16))]
+    pub disperse: Option<i32>,
+}
+
+impl VolumeSpec {
+    /// How many storage nodes one group of the volume's bricks spans.
+    pub fn group_size(&self) -> i32 {
+        self.disperse.unwrap_or(self.replicas).max(1)
+    }
+}
+
 /// Node health checks and bounded remediation, like Cluster API's MachineHealthCheck.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -258,16 +304,19 @@ pub enum ServiceType {
     Mysql,
     // Java web hosting: nginx proxies, static web nodes, Tomcat backends.
     Java,
+    // ConPaaS' XtreemFS: shared POSIX volumes on GlusterFS.
+    Filesystem,
 }
 
 impl ServiceType {
     /// Every type, in the order documentation lists them.
-    pub const ALL: [ServiceType; 5] = [
+    pub const ALL: [ServiceType; 6] = [
         ServiceType::Helloworld,
         ServiceType::Generic,
         ServiceType::Php,
         ServiceType::Java,
         ServiceType::Mysql,
+        ServiceType::Filesystem,
     ];
 
     /// Everything the operator knows about this type: one module per type under
@@ -279,6 +328,7 @@ impl ServiceType {
             ServiceType::Php => &types::php::DESCRIPTOR,
             ServiceType::Mysql => &types::mysql::DESCRIPTOR,
             ServiceType::Java => &types::java::DESCRIPTOR,
+            ServiceType::Filesystem => &types::filesystem::DESCRIPTOR,
         }
     }
 
@@ -483,6 +533,7 @@ pub struct ConfigMapKey {
 /// A link to another service of the same application.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.volume) == has(self.mountPath)").message("spec.links[]: volume and mountPath go together (a link to a filesystem Service mounts a volume somewhere)"))]
 pub struct ServiceLink {
     /// Name of the linked Service.
     #[schemars(length(min = 1, max = 253))]
@@ -492,6 +543,18 @@ pub struct ServiceLink {
     #[serde(default, rename = "as", skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[A-Z][A-Z0-9_]{0,62}$"))]
     pub as_name: Option<String>,
+    /// A link to a filesystem Service: the volume mounted on every node of this Service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 32))]
+    pub volume: Option<String>,
+    /// Where the volume appears, relative to the code folder (e.g. `wp-content/uploads`), so
+    /// it stays in place across code versions; it replaces what the code has there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 255),
+        regex(pattern = r"^[A-Za-z0-9_][A-Za-z0-9._-]*(/[A-Za-z0-9_][A-Za-z0-9._-]*)*$")
+    )]
+    pub mount_path: Option<String>,
 }
 
 impl ServiceLink {

@@ -80,6 +80,9 @@ pub struct ServiceNodeSpec {
     /// The Service's `spec.generic` options, for generic nodes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generic: Option<super::GenericSpec>,
+    /// The Service's volumes and who may mount them, for filesystem nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filesystem: Option<FilesystemNodeSpec>,
     /// The services this one links to, as its nodes reach them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Atomic)]
@@ -115,6 +118,27 @@ pub struct NodeLink {
     /// accepts: when it changes, the node reads the Secret again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_version: Option<String>,
+    /// A filesystem volume to mount, and where (relative to the code folder).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<String>,
+    /// Where the volume appears in the code folder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mount_path: Option<String>,
+}
+
+/// What the storage nodes of a filesystem Service serve.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct FilesystemNodeSpec {
+    /// The Service's `spec.filesystem.volumes`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Atomic)]
+    pub volumes: Vec<super::VolumeSpec>,
+    /// The addresses of the nodes of the Services linking to it: the only clients that may
+    /// mount its volumes (besides the storage nodes themselves).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Atomic)]
+    pub clients: Vec<String>,
 }
 
 /// A leaving node's drain.

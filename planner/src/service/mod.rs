@@ -55,6 +55,7 @@ pub fn decide(service: &Service, mut observed: observe::Observed) -> Preview {
             application: observed.application.as_ref().map(|a| &a.spec),
             clouds: &observed.clouds,
             siblings: &observed.siblings,
+            filesystems: &observed.filesystems,
             code: std::mem::replace(&mut observed.code, Ok(None)),
             links: observed.links.clone(),
             saved: service

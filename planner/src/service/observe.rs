@@ -29,6 +29,8 @@ pub struct Observed {
     pub clouds: BTreeSet<String>,
     /// Other Services of the same Application.
     pub siblings: BTreeMap<String, Vec<String>>,
+    /// The volumes of the filesystem Services among them.
+    pub filesystems: BTreeMap<String, Vec<String>>,
     /// The Service's nodes.
     pub nodes: Vec<ObservedNode>,
     /// When unhealthy nodes need another look, if any is unhealthy.
@@ -177,6 +179,16 @@ pub fn from_objects(
             )
         })
         .collect();
+    let filesystems = objects
+        .services
+        .iter()
+        .filter(|s| s.spec.application == service.spec.application)
+        .filter(|s| s.spec.r#type == ServiceType::Filesystem)
+        .map(|s| {
+            let volumes = s.spec.filesystem.iter().flat_map(|f| &f.volumes);
+            (s.name_any(), volumes.map(|v| v.name.clone()).collect())
+        })
+        .collect();
     let window_start = health_window_start(service, now);
     let nodes = objects
         .nodes
@@ -196,6 +208,7 @@ pub fn from_objects(
         .collect();
     Observed {
         links,
+        filesystems,
         next_health_check: next_health_check(&objects.nodes, window_start, now),
         application: objects.application,
         clouds: objects.clouds,
@@ -261,6 +274,8 @@ fn node_link(link: &ServiceLink, target: &Service) -> Option<NodeLink> {
             .status
             .as_ref()
             .and_then(|s| s.credentials_version.clone()),
+        volume: link.volume.clone(),
+        mount_path: link.mount_path.clone(),
     })
 }
 

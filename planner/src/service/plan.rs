@@ -18,7 +18,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use conpaas_crds::v1alpha1::{
-    GenericSpec, Member, NodeCode, NodeDrain, NodeLink, ServiceNodeSpec, ServiceType,
+    FilesystemNodeSpec, GenericSpec, Member, NodeCode, NodeDrain, NodeLink, ServiceNodeSpec,
+    ServiceType,
 };
 
 /// What the Service asks for, validated.
@@ -97,6 +98,8 @@ pub struct NodeConfig {
     pub heartbeat_timeout_seconds: i32,
     /// The Service's `spec.generic` section.
     pub generic: Option<GenericSpec>,
+    /// A filesystem's volumes and clients.
+    pub filesystem: Option<FilesystemNodeSpec>,
     /// How a new code version reaches the nodes.
     pub rollout: RolloutPolicy,
     /// The linked services, as nodes reach them.
@@ -736,6 +739,7 @@ fn node_spec(
         paused: false,
         members: members.to_vec(),
         generic: desired.config.generic.clone(),
+        filesystem: desired.config.filesystem.clone(),
         links: desired.config.links.clone(),
         drain: None,
         restore: desired

@@ -4,7 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use conpaas_crds::v1alpha1::{
-    ApplicationSpec, DesiredState, NodeCode, NodeLink, OnFailure, ServiceSpec,
+    ApplicationSpec, DesiredState, FilesystemNodeSpec, NodeCode, NodeLink, OnFailure, ServiceSpec,
+    ServiceType,
 };
 
 use super::autoscale::Scaling;
@@ -40,6 +41,8 @@ pub struct Inputs<'a> {
     pub clouds: &'a BTreeSet<String>,
     /// Names of the other Services of the same Application.
     pub siblings: &'a BTreeMap<String, Vec<String>>,
+    /// The volumes of the filesystem Services among them.
+    pub filesystems: &'a BTreeMap<String, Vec<String>>,
     /// The active code version, resolved with its digest, or why it could not be.
     pub code: Result<Option<NodeCode>, Problem>,
     /// The Service carries `conpaas.io/paused: "true"`.
@@ -87,6 +90,8 @@ pub fn validate(spec: &ServiceSpec, inputs: Inputs<'_>) -> Result<Desired, Probl
         }
     }
 
+    check_volume_links(spec, inputs.filesystems)?;
+
     if let Some(cycle) = link_cycle(inputs.service, spec, inputs.siblings) {
         return Err(Problem::new(
             "LinkCycle",
@@ -128,6 +133,7 @@ pub fn validate(spec: &ServiceSpec, inputs: Inputs<'_>) -> Result<Desired, Probl
                 format!("spec.roles[{name}]: {why}"),
             ));
         }
+        check_volume_widths(spec, name, count)?;
         roles.push(DesiredRole {
             name: name.to_string(),
             count,
@@ -155,6 +161,10 @@ pub fn validate(spec: &ServiceSpec, inputs: Inputs<'_>) -> Result<Desired, Probl
             startup_script: spec.startup_script.clone(),
             with_members: descriptor.members,
             generic: spec.generic.clone(),
+            filesystem: (spec.r#type == ServiceType::Filesystem).then(|| FilesystemNodeSpec {
+                volumes: spec.filesystem.clone().unwrap_or_default().volumes,
+                clients: Vec::new(),
+            }),
             links: inputs.links,
             heartbeat_timeout_seconds: spec.health.heartbeat_timeout_seconds,
             rollout: spec
@@ -182,6 +192,89 @@ pub fn validate(spec: &ServiceSpec, inputs: Inputs<'_>) -> Result<Desired, Probl
             routers: descriptor.routers,
         },
     })
+}
+
+/// The types whose nodes mount the volumes they link to.
+const MOUNTING: [ServiceType; 3] = [ServiceType::Php, ServiceType::Java, ServiceType::Generic];
+
+/// A link to a filesystem Service names one of its volumes and is made by a type that mounts
+/// it; a volume is only linked on a filesystem Service.
+fn check_volume_links(
+    spec: &ServiceSpec,
+    filesystems: &BTreeMap<String, Vec<String>>,
+) -> Result<(), Problem> {
+    for link in &spec.links {
+        let at = format!("spec.links[{}]", link.service);
+        let volumes = filesystems.get(&link.service);
+        match (&link.volume, volumes) {
+            (None, None) => {}
+            (Some(_), None) => {
+                return Err(Problem::new(
+                    "InvalidLink",
+                    format!(
+                        "{at}.volume: Service {:?} is not a filesystem; only a filesystem Service has volumes",
+                        link.service
+                    ),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(Problem::new(
+                    "InvalidLink",
+                    format!(
+                        "{at}: a link to a filesystem Service names the volume to mount (volume, mountPath)"
+                    ),
+                ));
+            }
+            (Some(volume), Some(volumes)) => {
+                if !volumes.contains(volume) {
+                    return Err(Problem::new(
+                        "LinkNotFound",
+                        format!(
+                            "{at}.volume: filesystem {:?} has no volume {volume:?} (it has: {})",
+                            link.service,
+                            if volumes.is_empty() {
+                                "none".to_string()
+                            } else {
+                                volumes.join(", ")
+                            }
+                        ),
+                    ));
+                }
+                if !MOUNTING.contains(&spec.r#type) {
+                    let mounting: Vec<&str> = MOUNTING.iter().map(|t| t.as_str()).collect();
+                    return Err(Problem::new(
+                        "InvalidLink",
+                        format!(
+                            "{at}.volume: a {} service does not mount volumes (only {} do)",
+                            spec.r#type.as_str(),
+                            mounting.join(", ")
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A filesystem's storage nodes are at least as many as each volume's group spans (the API
+/// server refuses a count below it; an autoscaler's count is checked here).
+fn check_volume_widths(spec: &ServiceSpec, role: &str, count: i32) -> Result<(), Problem> {
+    if spec.r#type != ServiceType::Filesystem || role != "storage" {
+        return Ok(());
+    }
+    let volumes = spec.filesystem.iter().flat_map(|f| &f.volumes);
+    match volumes.into_iter().find(|v| v.group_size() > count) {
+        Some(v) => Err(Problem::new(
+            "VolumeTooWide",
+            format!(
+                "spec: {count} storage nodes cannot hold volume {}, whose every file lives on {} nodes: scale to at least that many, or change the volume",
+                v.name,
+                v.group_size()
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// A path of links from `service` back to itself, if there is one.
@@ -233,6 +326,7 @@ mod tests {
             deletion_policy: Default::default(),
             links: vec![],
             generic: None,
+            filesystem: None,
             drain_seconds: None,
         }
     }
@@ -274,6 +368,7 @@ mod tests {
                 application: Some(&app),
                 clouds: &clouds,
                 siblings: &siblings,
+                filesystems: &BTreeMap::new(),
                 code: Ok(None),
                 paused: false,
                 links: vec![],
@@ -374,6 +469,8 @@ mod tests {
                     s.links.push(ServiceLink {
                         service: "nope".into(),
                         as_name: None,
+                        volume: None,
+                        mount_path: None,
                     });
                     s
                 },
@@ -399,6 +496,8 @@ mod tests {
         s.links.push(ServiceLink {
             service: "db".into(),
             as_name: None,
+            volume: None,
+            mount_path: None,
         });
         let app = ApplicationSpec {
             cloud: Some("local".into()),
@@ -414,6 +513,7 @@ mod tests {
             application: Some(&app),
             clouds: &clouds,
             siblings: &siblings,
+            filesystems: &BTreeMap::new(),
             code: Ok(None),
             paused: false,
             links: vec![],
@@ -440,6 +540,7 @@ mod tests {
                 application: None,
                 clouds: &clouds,
                 siblings: &siblings,
+                filesystems: &BTreeMap::new(),
                 code: Ok(None),
                 paused: false,
                 links: vec![],

@@ -1,0 +1,264 @@
+//! Where a volume's bricks go, decided from the storage members and what glusterd shows. Pure.
+//!
+//! A volume's bricks form groups of `replicas` (or `disperse`) bricks on as many nodes, and
+//! files are distributed over the groups. Nodes without a brick join in whole groups, in ordinal
+//! order; a group with a brick on a node that left the members has its data moved onto the other
+//! groups, then leaves. Bricks are never taken off a member because it is unreachable for a
+//! moment: only leaving the member list moves data.
+
+use std::collections::BTreeSet;
+
+use conpaas_crds::v1alpha1::VolumeSpec;
+
+use super::gluster::{Brick, VolumeInfo};
+
+/// A storage member: its node name and address.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    pub name: String,
+    pub address: String,
+}
+
+/// The next thing to do for a volume.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    Create(Vec<Brick>),
+    Start,
+    Add(Vec<Brick>),
+    /// Move the data off these bricks (whole groups), then drop them.
+    Remove(Vec<Brick>),
+    /// Nothing can be done yet, and why.
+    Wait(String),
+}
+
+/// The next step for `volume`, given the members in ordinal order, the addresses glusterd
+/// reaches, and the volume as it is (`None`: not created). `path` names a new brick's folder on
+/// a node. `None` when the volume is as it should be.
+pub fn next_step(
+    volume: &VolumeSpec,
+    members: &[Node],
+    connected: &BTreeSet<String>,
+    current: Option<&VolumeInfo>,
+    path: &dyn Fn(&Node) -> String,
+) -> Option<Step> {
+    let group = volume.group_size() as usize;
+    let brick = |n: &Node| Brick {
+        host: n.address.clone(),
+        path: path(n),
+    };
+    let Some(current) = current else {
+        let reachable: Vec<&Node> = members
+            .iter()
+            .filter(|n| connected.contains(&n.address))
+            .collect();
+        if reachable.len() < group {
+            return Some(Step::Wait(format!(
+                "volume {} waits for {group} storage nodes to reach ({} do)",
+                volume.name,
+                reachable.len()
+            )));
+        }
+        let usable = reachable.len() / group * group;
+        return Some(Step::Create(
+            reachable[..usable].iter().map(|n| brick(n)).collect(),
+        ));
+    };
+    if !current.started {
+        return Some(Step::Start);
+    }
+    let member_addresses: BTreeSet<&str> = members.iter().map(|n| n.address.as_str()).collect();
+    let (leaving, staying): (Vec<&[Brick]>, Vec<&[Brick]>) =
+        current.bricks.chunks(group).partition(|g| {
+            g.iter()
+                .any(|b| !member_addresses.contains(b.host.as_str()))
+        });
+    let holders: BTreeSet<&str> = current.bricks.iter().map(|b| b.host.as_str()).collect();
+    let joining: Vec<&Node> = members
+        .iter()
+        .filter(|n| !holders.contains(n.address.as_str()) && connected.contains(&n.address))
+        .collect();
+    let whole = joining.len() / group * group;
+    if whole > 0 {
+        return Some(Step::Add(
+            joining[..whole].iter().map(|n| brick(n)).collect(),
+        ));
+    }
+    if leaving.is_empty() {
+        return None;
+    }
+    if staying.is_empty() {
+        return Some(Step::Wait(format!(
+            "volume {}: every group of {group} bricks has one on a leaving node; the data moves once {group} other storage nodes can take it",
+            volume.name
+        )));
+    }
+    Some(Step::Remove(leaving.concat()))
+}
+
+/// The node a brick's folder belongs to: brick folders are `<root>/<namespace>/<node>/<name>`.
+pub fn node_of(path: &str, root: &str) -> Option<String> {
+    let rest = path.strip_prefix(root)?.trim_start_matches('/');
+    let mut parts = rest.split('/');
+    let _namespace = parts.next()?;
+    parts.next().map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nodes(n: usize) -> Vec<Node> {
+        (0..n)
+            .map(|i| Node {
+                name: format!("fs-storage-{i}"),
+                address: format!("10.0.0.{i}"),
+            })
+            .collect()
+    }
+
+    fn volume(replicas: i32) -> VolumeSpec {
+        VolumeSpec {
+            name: "v".into(),
+            replicas,
+            disperse: None,
+        }
+    }
+
+    fn all(nodes: &[Node]) -> BTreeSet<String> {
+        nodes.iter().map(|n| n.address.clone()).collect()
+    }
+
+    fn path(n: &Node) -> String {
+        format!("/b/{}", n.name)
+    }
+
+    fn info(hosts: &[usize]) -> VolumeInfo {
+        VolumeInfo {
+            name: "v".into(),
+            started: true,
+            bricks: hosts
+                .iter()
+                .map(|i| Brick {
+                    host: format!("10.0.0.{i}"),
+                    path: format!("/b/fs-storage-{i}"),
+                })
+                .collect(),
+            options: Default::default(),
+        }
+    }
+
+    fn hosts(bricks: &[Brick]) -> Vec<&str> {
+        bricks.iter().map(|b| b.host.as_str()).collect()
+    }
+
+    #[test]
+    fn a_volume_is_created_on_whole_groups_of_reachable_nodes() {
+        let three = nodes(3);
+        let Some(Step::Create(bricks)) = next_step(&volume(2), &three, &all(&three), None, &path)
+        else {
+            panic!("expected a create");
+        };
+        assert_eq!(hosts(&bricks), ["10.0.0.0", "10.0.0.1"]);
+        let one: BTreeSet<String> = ["10.0.0.0".to_string()].into();
+        assert!(matches!(
+            next_step(&volume(2), &three, &one, None, &path),
+            Some(Step::Wait(_))
+        ));
+    }
+
+    #[test]
+    fn new_nodes_join_in_whole_groups() {
+        // 3 -> 4 nodes with replica 2: nodes 2 and 3 form the second group.
+        let four = nodes(4);
+        let step = next_step(&volume(2), &four, &all(&four), Some(&info(&[0, 1])), &path);
+        let Some(Step::Add(bricks)) = step else {
+            panic!("expected an add, got {step:?}");
+        };
+        assert_eq!(hosts(&bricks), ["10.0.0.2", "10.0.0.3"]);
+        // One node without a brick is not a group yet.
+        let three = nodes(3);
+        assert_eq!(
+            next_step(
+                &volume(2),
+                &three,
+                &all(&three),
+                Some(&info(&[0, 1])),
+                &path
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn a_leaving_nodes_group_moves_off_whole() {
+        // 4 -> 2 with replica 2: nodes 2 and 3 left, their group goes.
+        let two = nodes(2);
+        let step = next_step(
+            &volume(2),
+            &two,
+            &all(&two),
+            Some(&info(&[0, 1, 2, 3])),
+            &path,
+        );
+        let Some(Step::Remove(bricks)) = step else {
+            panic!("expected a removal, got {step:?}");
+        };
+        assert_eq!(hosts(&bricks), ["10.0.0.2", "10.0.0.3"]);
+        // 4 -> 3: node 3 left; its group mate (node 2) stays without a brick.
+        let three = nodes(3);
+        let step = next_step(
+            &volume(2),
+            &three,
+            &all(&three),
+            Some(&info(&[0, 1, 2, 3])),
+            &path,
+        );
+        let Some(Step::Remove(bricks)) = step else {
+            panic!("expected a removal, got {step:?}");
+        };
+        assert_eq!(hosts(&bricks), ["10.0.0.2", "10.0.0.3"]);
+    }
+
+    #[test]
+    fn an_unreachable_member_keeps_its_bricks_and_the_last_group_never_goes() {
+        let three = nodes(3);
+        let reachable: BTreeSet<String> = ["10.0.0.0".to_string()].into();
+        assert_eq!(
+            next_step(&volume(2), &three, &reachable, Some(&info(&[0, 1])), &path),
+            None
+        );
+        // Node 1 was replaced by node 2: the only group holds a leaving brick, and a single
+        // node cannot take its data.
+        let survivors = vec![three[0].clone(), three[2].clone()];
+        let step = next_step(
+            &volume(2),
+            &survivors,
+            &all(&survivors),
+            Some(&info(&[0, 1])),
+            &path,
+        );
+        assert!(matches!(step, Some(Step::Wait(_))), "{step:?}");
+    }
+
+    #[test]
+    fn a_distributed_volume_drains_a_single_node() {
+        let two = nodes(2);
+        let step = next_step(&volume(1), &two, &all(&two), Some(&info(&[0, 1, 2])), &path);
+        let Some(Step::Remove(bricks)) = step else {
+            panic!("expected a removal, got {step:?}");
+        };
+        assert_eq!(hosts(&bricks), ["10.0.0.2"]);
+    }
+
+    #[test]
+    fn a_bricks_node_is_read_from_its_folder() {
+        assert_eq!(
+            node_of(
+                "/run/conpaas-gluster/ns/fs-storage-2/v-17",
+                "/run/conpaas-gluster"
+            ),
+            Some("fs-storage-2".into())
+        );
+        assert_eq!(node_of("/elsewhere/x", "/run/conpaas-gluster"), None);
+    }
+}

@@ -1,0 +1,50 @@
+//! filesystem: ConPaaS' XtreemFS service on GlusterFS: POSIX volumes over the storage nodes,
+//! mounted by the nodes of the Services that link to them.
+
+use super::{Access, RoleDescriptor, SettingCheck, SettingDescriptor, TypeDescriptor};
+
+/// The port of a storage node's glusterd, which clients ask for a volume's layout.
+pub const GLUSTERD_PORT: u16 = 24007;
+
+/// The filesystem type.
+pub const DESCRIPTOR: TypeDescriptor = TypeDescriptor {
+    name: "filesystem",
+    summary: "ConPaaS' XtreemFS service on GlusterFS: the volumes of `spec.filesystem.volumes`, each with one brick per storage node in groups of `replicas` (or `disperse`) nodes and files distributed over the groups. A new node's bricks join once a whole group can (data is rebalanced onto them); a leaving node's group has its data moved onto the others before the VM goes, and a scale-in that would leave a volume fewer nodes than its group is refused. A link with `volume` and `mountPath` mounts the volume on every node of the linking php, java or generic Service, inside its code folder; only those nodes may mount it. Stopping keeps the data: the first storage node archives every volume into the artifact store (`status.savedData`), and the first node of the next start puts it back. ConPaaS manifests' `xtreemfs` imports as this type.",
+    roles: &[RoleDescriptor {
+        name: "storage",
+        summary: "glusterd on port 24007 and one brick per volume; the node with the lowest ordinal manages the volumes",
+        default_count: 1,
+        min: 1,
+        max: None,
+    }],
+    default_role: "storage",
+    settings: &[SettingDescriptor {
+        key: "min_free_disk_percent",
+        description: "the share of each brick's disk kept free: no file is placed or moved onto a brick with less (GlusterFS cluster.min-free-disk)",
+        default: Some("10"),
+        check: SettingCheck::Integer { min: 0, max: 90 },
+    }],
+    members: true,
+    link_exports: &[
+        (
+            "MOUNT",
+            "the absolute path where the volume is mounted on the node",
+        ),
+        ("VOLUME", "the volume's name"),
+        (
+            "SERVERS",
+            "`host:port` of the storage node clients ask for the volume",
+        ),
+    ],
+    // Every storage node reports which nodes hold bricks: a leaving node is released once its
+    // bricks' data moved off it.
+    routers: &["storage"],
+    drain_seconds: 1,
+    access: None,
+    endpoint: Some(Access {
+        roles: &["storage"],
+        url: "{address}:24007",
+    }),
+    saved_on_stop: Some("storage"),
+    restart_on_link_change: &[],
+};

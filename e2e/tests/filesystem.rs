@@ -1,0 +1,295 @@
+//! The filesystem service (ConPaaS' XtreemFS) on real GlusterFS daemons: a replica-2 volume on 3
+//! storage nodes, mounted through a link by a generic Service; files written through that mount
+//! keep their checksums while the storage scales 3 -> 4 -> 2 (data moved off the leaving nodes
+//! first), a scale-in below the volume's replicas is refused, and a Stop/Start keeps the data.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::*;
+use conpaas_e2e::wait;
+use kube::api::{Patch, PatchParams};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+fn filesystem(storage: i32, state: &str) -> serde_json::Value {
+    json!({
+        "apiVersion": "conpaas.io/v1alpha1", "kind": "Service",
+        "metadata": {"name": "fs"},
+        "spec": {
+            "application": "demo", "type": "filesystem", "state": state,
+            "replicas": storage,
+            // Bricks share this machine's disk, whichever share of it is free.
+            "settings": {"min_free_disk_percent": "0"},
+            "filesystem": {"volumes": [{"name": "data", "replicas": 2}]}
+        }
+    })
+}
+
+fn app() -> serde_json::Value {
+    json!({
+        "apiVersion": "conpaas.io/v1alpha1", "kind": "Service",
+        "metadata": {"name": "app"},
+        "spec": {
+            "application": "demo", "type": "generic",
+            "links": [{"service": "fs", "volume": "data", "mountPath": "shared/data"}],
+            "code": {"active": "v1", "versions": [{"name": "v1", "configMap": {"name": "app-code", "key": "code.tar"}}]}
+        }
+    })
+}
+
+async fn apply(env: &Env, service: serde_json::Value) -> Result<(), kube::Error> {
+    let name = service["metadata"]["name"].as_str().unwrap().to_string();
+    let pp = PatchParams::apply("conpaas-e2e").force();
+    env.services()
+        .patch(&name, &pp, &Patch::Apply(service))
+        .await
+        .map(|_| ())
+}
+
+fn work_dir(env: &Env, token: &str) -> PathBuf {
+    env.state.path().join("vms").join(token).join("work")
+}
+
+/// Files of several sizes with contents only this run writes.
+fn contents(n: usize) -> BTreeMap<String, Vec<u8>> {
+    let seed = std::process::id() as u64;
+    (0..n)
+        .map(|i| {
+            let size = [0usize, 1, 4096, 65_537, 1 << 20][i % 5];
+            let mut x = seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            let bytes = (0..size)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
+            (format!("dir{}/file-{i}.bin", i % 7), bytes)
+        })
+        .collect()
+}
+
+fn sha(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Every file's checksum as read through `mount`; names what differs or is missing.
+fn check_files(mount: &Path, expected: &BTreeMap<String, String>) -> Result<(), String> {
+    let mut wrong = Vec::new();
+    for (name, digest) in expected {
+        match std::fs::read(mount.join(name)) {
+            Ok(bytes) if &sha(&bytes) == digest => {}
+            Ok(_) => wrong.push(format!("{name}: other contents")),
+            Err(e) => wrong.push(format!("{name}: {e}")),
+        }
+    }
+    if wrong.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} of {} files: {:?}",
+            wrong.len(),
+            expected.len(),
+            &wrong[..wrong.len().min(5)]
+        ))
+    }
+}
+
+/// How many bricks of the storage nodes hold a copy of `file`.
+fn copies(env: &Env, tokens: &[String], file: &str) -> usize {
+    tokens
+        .iter()
+        .flat_map(|t| {
+            std::fs::read_dir(work_dir(env, t).join("glusterfs/bricks"))
+                .into_iter()
+                .flatten()
+        })
+        .flatten()
+        .filter(|brick| {
+            // A moved file leaves a zero-length pointer with the sticky bit behind for a moment.
+            std::fs::metadata(brick.path().join(file)).is_ok_and(|m| m.is_file() && m.len() > 0)
+        })
+        .count()
+}
+
+async fn storage_tokens(env: &Env) -> Vec<String> {
+    env.nodes("fs")
+        .await
+        .into_iter()
+        .map(|n| n.spec.token)
+        .collect()
+}
+
+/// Waits until every storage node reports `holders` nodes holding bricks.
+async fn wait_bricks_on(env: &Env, holders: usize) {
+    let result = wait::until(
+        &format!("bricks on {holders} storage nodes"),
+        LIMIT,
+        || async {
+            let nodes = env.nodes("fs").await;
+            Ok(!nodes.is_empty()
+                && nodes.iter().all(|n| {
+                    n.status
+                        .as_ref()
+                        .and_then(|s| s.agent.as_ref())
+                        .and_then(|a| a.routes_to.as_ref())
+                        .is_some_and(|r| r.len() == holders)
+                }))
+        },
+    )
+    .await;
+    if let Err(e) = result {
+        let agents: Vec<_> = env
+            .nodes("fs")
+            .await
+            .into_iter()
+            .map(|n| (n.metadata.name, n.status.and_then(|s| s.agent)))
+            .collect();
+        panic!("{e:#}\n--- agents ---\n{agents:#?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn files_keep_their_checksums_through_scaling_and_a_stop() {
+    let env = env("filesystem-e2e", 56).await;
+    env.apply_cloud_and_app().await;
+    let code = tar_of(
+        &[
+            (
+                "init.sh",
+                "echo \"$FS_MOUNT $FS_VOLUME $FS_SERVERS\" > ../../link.txt\n",
+            ),
+            ("run.sh", "exec sleep 3600\n"),
+        ],
+        0o755,
+    );
+    create_config_map(&env, "app-code", "code.tar", code).await;
+    apply(&env, filesystem(3, "Running")).await.unwrap();
+    apply(&env, app()).await.unwrap();
+    env.wait_ready("fs", "storage 3/3").await;
+    env.wait_ready("app", "master 1/1, node 0/0").await;
+
+    // The link: the volume is mounted on the generic node and linked into its code folder.
+    let app_node = env.nodes("app").await.remove(0);
+    let app_work = work_dir(&env, &app_node.spec.token);
+    let link = std::fs::read_to_string(app_work.join("link.txt")).unwrap();
+    let mount = PathBuf::from(link.split_whitespace().next().unwrap());
+    assert!(link.contains(" data "), "the link's environment: {link}");
+    assert!(
+        conpaas_e2e_mounts().contains(&mount.canonicalize().unwrap()),
+        "{} is a mount",
+        mount.display()
+    );
+    let code_dirs: Vec<PathBuf> = std::fs::read_dir(app_work.join("code"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.join("init.sh").exists())
+        .collect();
+    assert_eq!(
+        std::fs::read_link(code_dirs[0].join("shared/data")).unwrap(),
+        mount,
+        "the volume appears at the link's mountPath in the code folder"
+    );
+
+    // Files written through the mount land on two bricks each.
+    let files = contents(60);
+    for (name, bytes) in &files {
+        let path = mount.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, bytes).unwrap();
+    }
+    let expected: BTreeMap<String, String> =
+        files.iter().map(|(n, b)| (n.clone(), sha(b))).collect();
+    check_files(&mount, &expected).unwrap();
+    let tokens = storage_tokens(&env).await;
+    for name in files.keys().filter(|n| !files[*n].is_empty()) {
+        assert_eq!(copies(&env, &tokens, name), 2, "{name} has two copies");
+    }
+    wait_bricks_on(&env, 2).await;
+
+    // 3 -> 4: the third and fourth node form a second group, and new files spread over both.
+    apply(&env, filesystem(4, "Running")).await.unwrap();
+    env.wait_ready("fs", "storage 4/4").await;
+    wait_bricks_on(&env, 4).await;
+    check_files(&mount, &expected).unwrap();
+
+    // Below the volume's replicas: refused by the API server, naming the volume.
+    let refused = apply(&env, filesystem(1, "Running")).await.unwrap_err();
+    let message = refused.to_string();
+    assert!(
+        message.contains("fewer storage nodes than a volume"),
+        "{message}"
+    );
+
+    // 4 -> 2: the second group's data moves onto the first before those nodes go.
+    let started = Instant::now();
+    apply(&env, filesystem(2, "Running")).await.unwrap();
+    wait::until("2 storage nodes", Duration::from_secs(300), || async {
+        Ok(env.nodes("fs").await.len() == 2)
+    })
+    .await
+    .unwrap();
+    println!(
+        "4 -> 2 storage nodes with {} files of {} bytes: {:.1}s",
+        files.len(),
+        files.values().map(Vec::len).sum::<usize>(),
+        started.elapsed().as_secs_f64()
+    );
+    env.wait_ready("fs", "storage 2/2").await;
+    check_files(&mount, &expected).unwrap();
+    let tokens = storage_tokens(&env).await;
+    for name in files.keys().filter(|n| !files[*n].is_empty()) {
+        assert_eq!(
+            copies(&env, &tokens, name),
+            2,
+            "{name} still has two copies"
+        );
+    }
+
+    // Stop: the volume is archived; Start: it comes back on new nodes, and the linked node's
+    // mount follows them.
+    apply(&env, filesystem(2, "Stopped")).await.unwrap();
+    env.wait_service("fs", "fs stopped with its data saved", |s| {
+        let status = s.status.clone().unwrap_or_default();
+        status.saved_data.is_some()
+    })
+    .await;
+    wait::until("no storage node left", LIMIT, || async {
+        Ok(env.nodes("fs").await.is_empty())
+    })
+    .await
+    .unwrap();
+    apply(&env, filesystem(2, "Running")).await.unwrap();
+    env.wait_ready("fs", "storage 2/2").await;
+    let result = wait::until("the files back through the app's mount", LIMIT, || async {
+        Ok(check_files(&mount, &expected).is_ok())
+    })
+    .await;
+    if let Err(e) = result {
+        panic!("{e:#}: {}", check_files(&mount, &expected).unwrap_err());
+    }
+
+    delete_and_expect_nothing_running(&env, &["app", "fs"]).await;
+    assert!(
+        !conpaas_e2e_mounts()
+            .iter()
+            .any(|m| m.starts_with(env.state.path())),
+        "a volume is still mounted"
+    );
+}
+
+/// The mount points of this machine.
+fn conpaas_e2e_mounts() -> Vec<PathBuf> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(PathBuf::from)
+        .collect()
+}
