@@ -19,6 +19,8 @@ struct Mount {
     /// The mount answered a listing since its client started: the volume is there. (A client
     /// mounts before it has the volume's layout, and exits when the volume does not exist.)
     answered: bool,
+    /// Its root was given to the node's workers' user.
+    given: bool,
 }
 
 /// The node's volume mounts.
@@ -60,6 +62,7 @@ impl Mounts {
                 if !mount.client.running() {
                     // A client that died leaves a dead mount behind.
                     mount.answered = false;
+                    mount.given = false;
                     unmount(&mount.dir);
                     mount.client.ensure_started()?;
                 } else if !mount.answered && mounted_dirs().contains(&mount.dir) {
@@ -107,6 +110,7 @@ impl Mounts {
                     dir,
                     client,
                     answered: false,
+                    given: false,
                 },
             );
         }
@@ -164,6 +168,28 @@ impl Mounts {
             .map_err(|e| format!("replace {} by the volume: {e}", at.display()))?;
             std::os::unix::fs::symlink(&mount.dir, &at)
                 .map_err(|e| format!("link the volume at {}: {e}", at.display()))?;
+        }
+        Ok(())
+    }
+
+    /// Makes the root of every mounted volume `user`'s, so that workers running as `user` (php's
+    /// www-data) write into it.
+    pub fn give_to(&mut self, user: &str) -> Result<(), String> {
+        for mount in self.mounts.values_mut().filter(|m| m.answered && !m.given) {
+            let owner = format!("{user}:{user}");
+            let out = std::process::Command::new("chown")
+                .arg(&owner)
+                .arg(&mount.dir)
+                .output()
+                .map_err(|e| format!("run chown: {e}"))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "chown {owner} {}: {}",
+                    mount.dir.display(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
+            }
+            mount.given = true;
         }
         Ok(())
     }

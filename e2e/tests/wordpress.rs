@@ -1,8 +1,9 @@
 //! The WordPress example (`manifests/examples/wordpress/`) end to end on Debian's WordPress:
 //! uploaded with the example's `wp-config.php` (which reads the link's environment), installed
-//! over HTTP, a post written through XML-RPC, the php backends scaled 1 -> 3 -> 1 under a
-//! steady load of page views without a failed request, the post still there, and deleting
-//! everything leaves nothing running.
+//! over HTTP, a post written through XML-RPC, an image uploaded through the one backend into the
+//! shared filesystem volume, the php backends scaled 1 -> 3 -> 1 under a steady load of page
+//! views without a failed request, the image served by every backend, the post still there, and
+//! deleting everything leaves nothing running.
 
 mod common;
 
@@ -95,6 +96,67 @@ fn new_post_call(title: &str, content: &str) -> String {
     )
 }
 
+/// A 2x2 PNG.
+const IMAGE: [u8; 72] = [
+    0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44, 0x52,
+    0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x02, 0x08, 0x02, 0x00, 0x00, 0x00, 0xfd, 0xd4, 0x9a,
+    0x73, 0x00, 0x00, 0x00, 0x0f, 0x49, 0x44, 0x41, 0x54, 0x78, 0x9c, 0x63, 0xf8, 0xcf, 0x00, 0x04,
+    0x30, 0xe2, 0x3f, 0x00, 0x1b, 0xf3, 0x03, 0xfd, 0x9a, 0x6f, 0x57, 0xae, 0x00, 0x00, 0x00, 0x00,
+    0x49, 0x45, 0x4e, 0x44, 0xae, 0x42, 0x60, 0x82,
+];
+
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().fold(0u32, |n, b| n << 8 | u32::from(*b)) << (8 * (3 - chunk.len()));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+fn upload_file_call(name: &str, bytes: &[u8]) -> String {
+    format!(
+        r#"<?xml version="1.0"?>
+<methodCall><methodName>wp.uploadFile</methodName><params>
+<param><value><int>1</int></value></param>
+<param><value><string>admin</string></value></param>
+<param><value><string>{ADMIN_PASSWORD}</string></value></param>
+<param><value><struct>
+<member><name>name</name><value><string>{name}</string></value></member>
+<member><name>type</name><value><string>image/png</string></value></member>
+<member><name>bits</name><value><base64>{}</base64></value></member>
+</struct></value></param>
+</params></methodCall>"#,
+        base64(bytes)
+    )
+}
+
+/// GET `path` from `address:port`: the status and the body's bytes.
+async fn get_bytes(address: &str, port: u16, path: &str) -> (u16, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect((address, port))
+        .await
+        .unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nhost: {address}\r\nconnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let end = response.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let status = String::from_utf8_lossy(&response[..end])
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, response[end + 4..].to_vec())
+}
+
 /// What `kubectl scale services.conpaas.io/blog --replicas=N` does.
 async fn scale_backends(env: &Env, count: i32) {
     let patch = json!({"spec": {"replicas": count}});
@@ -130,6 +192,7 @@ async fn wordpress_installs_posts_and_scales_under_load_without_a_failed_request
         .expect("cpsctl")
         .ok();
     env.wait_ready("blog-db", "mysql 1/1, glb 0/0").await;
+    env.wait_ready("blog-files", "storage 1/1").await;
     env.wait_ready("blog", "proxy 1/1, web 0/0, backend 1/1")
         .await;
     println!(
@@ -193,6 +256,28 @@ async fn wordpress_installs_posts_and_scales_under_load_without_a_failed_request
     assert_eq!(status, 200, "{}", tail(&page, 20));
     assert!(page.contains("Hello from ConPaaS"), "{}", tail(&page, 40));
 
+    // An image uploaded through the one backend lands in the shared volume.
+    let (status, body, _) = http_request(
+        &proxy,
+        "POST",
+        "/xmlrpc.php",
+        &[("content-type", "text/xml")],
+        upload_file_call("conpaas.png", &IMAGE).as_bytes(),
+    )
+    .await
+    .unwrap();
+    let image_url = body
+        .split("<name>url</name><value><string>")
+        .nth(1)
+        .and_then(|s| s.split("</string>").next())
+        .unwrap_or_else(|| panic!("no url in the upload's answer ({status}): {body}"))
+        .to_string();
+    let image = image_url
+        .strip_prefix(&format!("http://{proxy}"))
+        .unwrap_or_else(|| panic!("an upload on the blog's address: {image_url}"))
+        .to_string();
+    assert!(image.starts_with("/wp-content/uploads/"), "{image}");
+
     // Page views while the backends go 1 -> 3 -> 1.
     let load = Load::start(proxy.clone(), 4, &[&post, "/"]);
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -204,6 +289,20 @@ async fn wordpress_installs_posts_and_scales_under_load_without_a_failed_request
         "wordpress scale 1 -> 3: {:.1}s to 3 ready backends",
         asked.elapsed().as_secs_f64()
     );
+    // Every backend, the two new ones too, serves the image uploaded through the first.
+    let backends: Vec<String> = env
+        .nodes("blog")
+        .await
+        .into_iter()
+        .filter(|n| n.spec.role == "backend")
+        .filter_map(|n| n.status?.address)
+        .collect();
+    assert_eq!(backends.len(), 3);
+    for backend in &backends {
+        let (status, bytes) = get_bytes(backend, 8080, &image).await;
+        assert_eq!(status, 200, "backend {backend} serves {image}");
+        assert_eq!(bytes, IMAGE, "backend {backend} serves the uploaded bytes");
+    }
     tokio::time::sleep(Duration::from_secs(3)).await;
     scale_backends(&env, 1).await;
     env.wait_role_count("blog", "backend", 1).await;
@@ -216,5 +315,5 @@ async fn wordpress_installs_posts_and_scales_under_load_without_a_failed_request
         "the post is still there"
     );
 
-    delete_and_expect_nothing_running(&env, &["blog", "blog-db"]).await;
+    delete_and_expect_nothing_running(&env, &["blog", "blog-db", "blog-files"]).await;
 }

@@ -28,6 +28,7 @@ use nix::sys::signal::Signal;
 use super::{Role, RoleEnv, RoleReport, first_member};
 use crate::code;
 use crate::daemon::{self, Daemon};
+use crate::volumes::Mounts;
 use config::Dynamic;
 use tomcat::Tomcat;
 
@@ -95,6 +96,8 @@ pub struct WebHosting {
     /// java backends: Tomcat restarts for a new link environment at this time; until then the
     /// node reports not Ready, so that the proxies stop sending it requests first.
     restart_at: Option<std::time::Instant>,
+    /// Linked filesystem volumes, linked into every code version's folder.
+    mounts: Mounts,
 }
 
 impl WebHosting {
@@ -104,6 +107,7 @@ impl WebHosting {
             Stack::Java => "java",
         });
         Self {
+            mounts: Mounts::new(env.work_dir.clone()),
             stack,
             // The web workers run as www-data where they can.
             user: daemon::unprivileged_user("www-data", &env.work_dir),
@@ -224,6 +228,10 @@ impl WebHosting {
         match installed {
             Ok(dir) => {
                 make_readable(&dir);
+                if let Err(e) = self.mounts.link_into(&dir) {
+                    self.code_error = Some(format!("code version {}: {e}", code.version));
+                    return None;
+                }
                 Some(dir)
             }
             Err(e) => {
@@ -369,8 +377,8 @@ impl WebHosting {
         &self,
         spec: &ServiceNodeSpec,
     ) -> Result<Option<BTreeMap<String, String>>, String> {
-        let mut env = BTreeMap::new();
-        for link in &spec.links {
+        let mut env: BTreeMap<String, String> = self.mounts.environment().into_iter().collect();
+        for link in spec.links.iter().filter(|l| l.volume.is_none()) {
             let Some(endpoint) = &link.endpoint else {
                 return Ok(None);
             };
@@ -545,6 +553,22 @@ impl WebHosting {
         self.spec_code = spec.code.as_ref().map(|c| c.version.clone());
         let result = async {
             self.prepare()?;
+            // Code is served only with the linked volumes in place.
+            self.mounts.apply(&spec.links).await?;
+            if let Some(waiting) = self.mounts.pending(&spec.links) {
+                self.waiting = Some(waiting);
+                return Ok(());
+            }
+            self.waiting = None;
+            if let Some(user) = self.user {
+                self.mounts.give_to(user)?;
+            }
+            // A volume linked after the version was installed appears in it too.
+            if self.installed.is_some()
+                && let Ok(serving) = std::fs::read_link(self.www())
+            {
+                self.mounts.link_into(&serving)?;
+            }
             match (self.stack, self.role.as_str()) {
                 (Stack::Java, "backend") => return self.converge_tomcat(spec).await,
                 (Stack::Php, "backend") => {
@@ -700,6 +724,7 @@ impl Role for WebHosting {
         for d in self.daemons() {
             d.stop(STOP_GRACE).await;
         }
+        self.mounts.shutdown().await;
     }
 }
 
