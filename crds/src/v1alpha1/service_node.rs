@@ -80,7 +80,7 @@ pub struct ServiceNodeSpec {
     /// The Service's `spec.generic` options, for generic nodes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generic: Option<super::GenericSpec>,
-    /// The Service's volumes and who may mount them, for filesystem nodes.
+    /// The Service's volumes, for filesystem nodes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filesystem: Option<FilesystemNodeSpec>,
     /// The services this one links to, as its nodes reach them.
@@ -134,11 +134,6 @@ pub struct FilesystemNodeSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Atomic)]
     pub volumes: Vec<super::VolumeSpec>,
-    /// The addresses of the nodes of the Services linking to it: the only clients that may
-    /// mount its volumes (besides the storage nodes themselves).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[x_kube(merge_strategy = ListMerge::Atomic)]
-    pub clients: Vec<String>,
 }
 
 /// A leaving node's drain.

@@ -163,7 +163,6 @@ pub fn validate(spec: &ServiceSpec, inputs: Inputs<'_>) -> Result<Desired, Probl
             generic: spec.generic.clone(),
             filesystem: (spec.r#type == ServiceType::Filesystem).then(|| FilesystemNodeSpec {
                 volumes: spec.filesystem.clone().unwrap_or_default().volumes,
-                clients: Vec::new(),
             }),
             links: inputs.links,
             heartbeat_timeout_seconds: spec.health.heartbeat_timeout_seconds,
@@ -527,6 +526,115 @@ mod tests {
             problem.message,
             "spec.links: hello -> db -> cache -> hello forms a cycle"
         );
+    }
+
+    /// Validates `spec` beside a mysql `db` and a filesystem `fs` with the volume `data`.
+    fn run_beside_a_filesystem(spec: &ServiceSpec) -> Result<Desired, Problem> {
+        let app = ApplicationSpec {
+            cloud: Some("local".into()),
+            description: None,
+        };
+        let clouds = BTreeSet::from(["local".to_string()]);
+        let siblings = BTreeMap::from([("db".to_string(), vec![]), ("fs".to_string(), vec![])]);
+        let filesystems = BTreeMap::from([("fs".to_string(), vec!["data".to_string()])]);
+        validate(
+            spec,
+            Inputs {
+                service: "hello",
+                application: Some(&app),
+                clouds: &clouds,
+                siblings: &siblings,
+                filesystems: &filesystems,
+                code: Ok(None),
+                paused: false,
+                links: vec![],
+                saved: None,
+                tenancy: &Default::default(),
+                scaling: &Default::default(),
+            },
+        )
+    }
+
+    #[test]
+    fn a_volume_link_names_a_volume_of_a_filesystem_and_only_mounting_types_make_one() {
+        let link = |service: &str, volume: Option<&str>| ServiceLink {
+            service: service.into(),
+            as_name: None,
+            volume: volume.map(Into::into),
+            mount_path: volume.map(|_| "uploads".into()),
+        };
+        let with = |ty: ServiceType, l: ServiceLink| {
+            let mut s = spec(ty, vec![]);
+            s.links.push(l);
+            run_beside_a_filesystem(&s)
+        };
+        assert!(with(ServiceType::Php, link("fs", Some("data"))).is_ok());
+        assert!(with(ServiceType::Generic, link("fs", Some("data"))).is_ok());
+        let cases = [
+            (
+                ServiceType::Php,
+                link("fs", Some("nope")),
+                "LinkNotFound",
+                "has no volume \"nope\" (it has: data)",
+            ),
+            (
+                ServiceType::Php,
+                link("fs", None),
+                "InvalidLink",
+                "names the volume to mount",
+            ),
+            (
+                ServiceType::Php,
+                link("db", Some("data")),
+                "InvalidLink",
+                "is not a filesystem",
+            ),
+            (
+                ServiceType::Mysql,
+                link("fs", Some("data")),
+                "InvalidLink",
+                "a mysql service does not mount volumes",
+            ),
+        ];
+        for (ty, l, reason, says) in cases {
+            let problem = with(ty, l).unwrap_err();
+            assert_eq!(problem.reason, reason, "{}", problem.message);
+            assert!(problem.message.contains(says), "{}", problem.message);
+            assert!(
+                problem.message.starts_with("spec.links["),
+                "{}",
+                problem.message
+            );
+        }
+    }
+
+    #[test]
+    fn a_filesystem_runs_at_least_each_volumes_group_and_tells_its_nodes_the_volumes() {
+        let fs = |nodes: i32, replicas: i32, disperse: Option<i32>| {
+            let mut s = spec(ServiceType::Filesystem, vec![role("storage", nodes, None)]);
+            s.filesystem = Some(conpaas_crds::v1alpha1::FilesystemSpec {
+                volumes: vec![conpaas_crds::v1alpha1::VolumeSpec {
+                    name: "data".into(),
+                    replicas,
+                    disperse,
+                }],
+            });
+            run_beside_a_filesystem(&s)
+        };
+        let problem = fs(1, 2, None).unwrap_err();
+        assert_eq!(problem.reason, "VolumeTooWide");
+        assert!(
+            problem
+                .message
+                .contains("1 storage nodes cannot hold volume data"),
+            "{}",
+            problem.message
+        );
+        assert_eq!(fs(2, 1, Some(3)).unwrap_err().reason, "VolumeTooWide");
+        let desired = fs(3, 1, Some(3)).unwrap();
+        let volumes = desired.config.filesystem.unwrap().volumes;
+        assert_eq!(volumes[0].group_size(), 3);
+        assert!(fs(2, 2, None).is_ok());
     }
 
     #[test]
