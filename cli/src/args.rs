@@ -287,6 +287,12 @@ pub enum Verb {
         after_help = "Examples:\n  cpsctl mysql dump db > db.sql\n  cpsctl code upload db db.sql --version restore --activate   # load it (into another Service)\n  cpsctl mysql password db --wait"
     )]
     Mysql(MysqlVerb),
+    /// Filesystem services: a volume's files as a tar, out and in (ConPaaS' XtreemFS snapshot)
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  cpsctl fs export files uploads > uploads.tar\n  cpsctl fs import files uploads uploads.tar"
+    )]
+    Fs(FsVerb),
     /// Tenants (for administrators): a namespace, its users and its credits
     #[command(
         subcommand,
@@ -365,6 +371,28 @@ pub enum MysqlVerb {
         /// How long --wait waits, in seconds
         #[arg(long, default_value_t = 120)]
         timeout: u64,
+    },
+}
+
+/// What `cpsctl fs` does. Both mount the volume here (GlusterFS' FUSE client, Debian package
+/// glusterfs-client; root) from the Service's endpoint.
+#[derive(Subcommand, Debug)]
+pub enum FsVerb {
+    /// Write the volume's files as a tar to standard output
+    Export {
+        /// The filesystem Service
+        service: String,
+        /// The volume
+        volume: String,
+    },
+    /// Unpack a tar into the volume, over what it holds
+    Import {
+        /// The filesystem Service
+        service: String,
+        /// The volume
+        volume: String,
+        /// The tar; standard input when left out
+        file: Option<std::path::PathBuf>,
     },
 }
 

@@ -125,6 +125,23 @@ async fn storage_tokens(env: &Env) -> Vec<String> {
         .collect()
 }
 
+/// What the storage nodes' agents say, and their drains.
+async fn agents(env: &Env) -> Vec<(Option<String>, Option<String>, Option<Vec<String>>, bool)> {
+    env.nodes("fs")
+        .await
+        .into_iter()
+        .map(|n| {
+            let agent = n.status.and_then(|s| s.agent).unwrap_or_default();
+            (
+                n.metadata.name,
+                agent.message,
+                agent.routes_to,
+                n.spec.drain.is_some(),
+            )
+        })
+        .collect()
+}
+
 /// Waits until every storage node reports `holders` nodes holding bricks.
 async fn wait_bricks_on(env: &Env, holders: usize) {
     let result = wait::until(
@@ -144,13 +161,7 @@ async fn wait_bricks_on(env: &Env, holders: usize) {
     )
     .await;
     if let Err(e) = result {
-        let agents: Vec<_> = env
-            .nodes("fs")
-            .await
-            .into_iter()
-            .map(|n| (n.metadata.name, n.status.and_then(|s| s.agent)))
-            .collect();
-        panic!("{e:#}\n--- agents ---\n{agents:#?}");
+        panic!("{e:#}\n--- agents ---\n{:#?}", agents(&env).await);
     }
 }
 
@@ -230,11 +241,13 @@ async fn files_keep_their_checksums_through_scaling_and_a_stop() {
     // 4 -> 2: the second group's data moves onto the first before those nodes go.
     let started = Instant::now();
     apply(&env, filesystem(2, "Running")).await.unwrap();
-    wait::until("2 storage nodes", Duration::from_secs(300), || async {
+    let result = wait::until("2 storage nodes", Duration::from_secs(300), || async {
         Ok(env.nodes("fs").await.len() == 2)
     })
-    .await
-    .unwrap();
+    .await;
+    if let Err(e) = result {
+        panic!("{e:#}\n--- agents ---\n{:#?}", agents(&env).await);
+    }
     println!(
         "4 -> 2 storage nodes with {} files of {} bytes: {:.1}s",
         files.len(),
@@ -275,6 +288,56 @@ async fn files_keep_their_checksums_through_scaling_and_a_stop() {
         panic!("{e:#}: {}", check_files(&mount, &expected).unwrap_err());
     }
 
+    // cpsctl fs export: the volume as a tar; cpsctl fs import: a tar into it.
+    let exported = cpsctl_bytes(&env, &["fs", "export", "fs", "data"]);
+    let mut in_tar = BTreeMap::new();
+    for entry in tar::Archive::new(exported.as_slice()).entries().unwrap() {
+        let mut entry = entry.unwrap();
+        if entry.header().entry_type().is_file() {
+            let name = entry
+                .path()
+                .unwrap()
+                .to_string_lossy()
+                .trim_start_matches("./")
+                .to_string();
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut bytes).unwrap();
+            in_tar.insert(name, sha(&bytes));
+        }
+    }
+    assert_eq!(in_tar, expected, "the export holds every file, unchanged");
+    let import = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        import.path(),
+        tar_of(&[("imported/hello.txt", "from a tar\n")], 0o644),
+    )
+    .unwrap();
+    cpsctl_bytes(
+        &env,
+        &[
+            "fs",
+            "import",
+            "fs",
+            "data",
+            import.path().to_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        std::fs::read_to_string(mount.join("imported/hello.txt")).unwrap(),
+        "from a tar\n",
+        "the imported file, through the app's mount"
+    );
+    let refused = std::process::Command::new(conpaas_e2e::tools::cpsctl())
+        .args(["-n", &env.ns, "fs", "export", "fs", "nope"])
+        .env("KUBECONFIG", &env.cp.kubeconfig)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && said.contains("has no volume \"nope\" (it has: data)"),
+        "{said}"
+    );
+
     delete_and_expect_nothing_running(&env, &["app", "fs"]).await;
     assert!(
         !conpaas_e2e_mounts()
@@ -282,6 +345,23 @@ async fn files_keep_their_checksums_through_scaling_and_a_stop() {
             .any(|m| m.starts_with(env.state.path())),
         "a volume is still mounted"
     );
+}
+
+/// Runs cpsctl in the test's namespace; its standard output's bytes (it must succeed).
+fn cpsctl_bytes(env: &Env, args: &[&str]) -> Vec<u8> {
+    let out = std::process::Command::new(conpaas_e2e::tools::cpsctl())
+        .args(["-n", &env.ns])
+        .args(args)
+        .env("KUBECONFIG", &env.cp.kubeconfig)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cpsctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
 }
 
 /// The mount points of this machine.

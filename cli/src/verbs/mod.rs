@@ -3,6 +3,7 @@
 mod code;
 mod describe;
 mod doctor;
+mod fs;
 mod info;
 mod logs;
 mod manifest;
@@ -21,7 +22,7 @@ use conpaas_crds::v1alpha1::{Application, Cloud, Service, ServiceNode};
 use kube::Api;
 use kube::api::ListParams;
 
-use crate::args::{Cli, CodeVerb, MysqlVerb, TenantVerb, Verb};
+use crate::args::{Cli, CodeVerb, FsVerb, MysqlVerb, TenantVerb, Verb};
 use crate::connect::{Session, connect};
 
 /// Runs one verb; the exit code says whether it succeeded (doctor and wait may fail politely).
@@ -113,6 +114,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             CodeVerb::Download { .. } => unreachable!("handled before connecting"),
         },
         Verb::Mysql(MysqlVerb::Dump { service }) => mysql::dump(&s, &service).await?,
+        Verb::Fs(FsVerb::Export { service, volume }) => fs::export(&s, &service, &volume).await?,
+        Verb::Fs(FsVerb::Import {
+            service,
+            volume,
+            file,
+        }) => fs::import(&s, &service, &volume, file).await?,
         Verb::Mysql(MysqlVerb::Password {
             service,
             wait,
