@@ -271,8 +271,12 @@ async fn every_verb_does_what_it_says() {
     assert!(script_log.contains("running as node"), "{script_log}");
 
     // A manifest with types this ConPaaS does not run yet applies nothing and says so.
-    let mediawiki =
-        conpaas_e2e::tools::repo_root().join("manifests/examples/conpaas/mediawiki.json");
+    let grid = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        grid.path(),
+        r#"{"Application": "grid", "Services": [{"Type": "php"}, {"Type": "selenium"}]}"#,
+    )
+    .unwrap();
     let before = env
         .services()
         .list(&Default::default())
@@ -280,12 +284,12 @@ async fn every_verb_does_what_it_says() {
         .unwrap()
         .items
         .len();
-    let refused = cps(&env, &["import", mediawiki.to_str().unwrap()]);
+    let refused = cps(&env, &["import", grid.path().to_str().unwrap()]);
     assert_ne!(refused.code, Some(0));
     assert!(
         refused
             .stderr
-            .contains("Services[1].Type xtreemfs: not a type this ConPaaS runs yet"),
+            .contains("Services[1].Type selenium: not a type this ConPaaS runs yet"),
         "{}",
         refused.stderr
     );

@@ -161,7 +161,7 @@ async fn wait_bricks_on(env: &Env, holders: usize) {
     )
     .await;
     if let Err(e) = result {
-        panic!("{e:#}\n--- agents ---\n{:#?}", agents(&env).await);
+        panic!("{e:#}\n--- agents ---\n{:#?}", agents(env).await);
     }
 }
 

@@ -38,6 +38,38 @@ fn code_field(ty: &str) -> &'static str {
     if ty == "mysql" { "Dump" } else { "Archive" }
 }
 
+/// Our type for a manifest's `Type`: ConPaaS' `xtreemfs` is the filesystem service.
+pub fn our_type(conpaas: &str) -> String {
+    match conpaas.to_lowercase().as_str() {
+        "xtreemfs" => "filesystem".into(),
+        other => other.into(),
+    }
+}
+
+/// Our role for a ConPaaS role of a type: XtreemFS' `osd` nodes are storage nodes.
+fn our_role(ty: &str, role: &str) -> String {
+    match (ty, role) {
+        ("filesystem", "osd") => "storage".into(),
+        _ => role.into(),
+    }
+}
+
+/// The manifest's `Type` for our type (the inverse of [`our_type`]).
+fn conpaas_type(ty: &str) -> &str {
+    match ty {
+        "filesystem" => "xtreemfs",
+        other => other,
+    }
+}
+
+/// The manifest's role for our role (the inverse of [`our_role`]).
+fn conpaas_role(ty: &str, role: &str) -> String {
+    match (ty, role) {
+        ("filesystem", "storage") => "osd".into(),
+        _ => role.into(),
+    }
+}
+
 /// Resources made from a manifest, in the manifest's order, and what did not carry over.
 pub struct Imported {
     /// The Application.
@@ -128,8 +160,8 @@ pub fn import(
         let ty = fields
             .get("Type")
             .and_then(Value::as_str)
-            .with_context(|| format!("{at}.Type: missing (php, mysql, generic, ...)"))?
-            .to_lowercase();
+            .with_context(|| format!("{at}.Type: missing (php, mysql, generic, ...)"))?;
+        let ty = our_type(ty);
         let title = fields.get("ServiceName").and_then(Value::as_str);
         let base = kube_name(title.unwrap_or(&ty), 40, "svc");
         let name = std::iter::once(base.clone())
@@ -147,6 +179,12 @@ pub fn import(
         for (key, value) in fields {
             if DROPPED.contains(&key.as_str()) {
                 warnings.push(format!("{at}.{key}: not imported (a secret does not belong in an annotation); set it on the service again"));
+            } else if key == "VolumeStartup" && ty == "filesystem" {
+                // Made a volume below; its owner is kept for export.
+                extra.insert(key.clone(), value.clone());
+                if value.get("owner").is_some() {
+                    warnings.push(format!("{at}.VolumeStartup.owner: not acted on (a volume's root belongs to the workers of the Services mounting it); kept for export"));
+                }
             } else if !SERVICE_FIELDS.contains(&key.as_str()) && key != code_field(&ty) {
                 warnings.push(format!(
                     "{at}.{key}: not acted on by this operator; kept for export"
@@ -181,7 +219,7 @@ pub fn import(
                     .with_context(|| {
                         format!("{at}.StartupInstances.{role}: must be a whole number >= 0")
                     })?;
-                let mut r = json!({"name": role, "count": n});
+                let mut r = json!({"name": our_role(&ty, role), "count": n});
                 if let Some(c) = &role_cloud {
                     r["cloud"] = json!(c);
                 }
@@ -193,6 +231,14 @@ pub fn import(
         }
         if !roles.is_empty() {
             spec["roles"] = json!(roles);
+        }
+        if let Some(volume) = fields
+            .get("VolumeStartup")
+            .filter(|_| ty == "filesystem")
+            .and_then(|v| v.get("volumeName"))
+            .and_then(Value::as_str)
+        {
+            spec["filesystem"] = json!({"volumes": [{"name": kube_name(volume, 32, "volume")}]});
         }
         let field = code_field(&ty);
         if let Some(url) = fields.get(field) {
@@ -280,7 +326,7 @@ pub fn export(application: &Value, services: &[Value]) -> (Value, Vec<String>) {
         let svc_name = svc["metadata"]["name"].as_str().unwrap_or_default();
         let ty = spec["type"].as_str().unwrap_or_default();
         let mut entry = Map::new();
-        entry.insert("Type".into(), json!(ty));
+        entry.insert("Type".into(), json!(conpaas_type(ty)));
         match annotation(svc, ANNOTATION_DISPLAY_NAME) {
             Some(title) => {
                 entry.insert("ServiceName".into(), json!(title));
@@ -309,7 +355,7 @@ pub fn export(application: &Value, services: &[Value]) -> (Value, Vec<String>) {
             .filter(|r| r["count"].is_i64())
             .map(|r| {
                 (
-                    r["name"].as_str().unwrap_or_default().to_string(),
+                    conpaas_role(ty, r["name"].as_str().unwrap_or_default()),
                     r["count"].clone(),
                 )
             })
@@ -320,7 +366,7 @@ pub fn export(application: &Value, services: &[Value]) -> (Value, Vec<String>) {
                 .find(|t| t.as_str() == ty)
                 .map(|t| t.descriptor().default_role)
                 .unwrap_or("node");
-            instances.insert(default_role.into(), json!(replicas));
+            instances.insert(conpaas_role(ty, default_role), json!(replicas));
         }
         if !instances.is_empty() {
             entry.insert("StartupInstances".into(), json!(instances));

@@ -95,17 +95,18 @@ fn mediawiki_round_trips_with_clouds_stopped_services_and_volumes() {
     );
     assert_eq!(imported.application["metadata"]["name"], "my-wiki");
     let fs = &imported.services[1]["spec"];
+    assert_eq!(fs["type"], "filesystem");
     assert_eq!(
         fs["roles"],
-        json!([{"name": "osd", "count": 2, "cloud": "ec2"}])
+        json!([{"name": "storage", "count": 2, "cloud": "ec2"}])
     );
+    assert_eq!(fs["filesystem"], json!({"volumes": [{"name": "data"}]}));
     assert_eq!(imported.services[2]["spec"]["state"], "Stopped");
     assert!(
         imported
             .warnings
             .iter()
-            .any(|w| w
-                == "Services[1].VolumeStartup: not acted on by this operator; kept for export")
+            .any(|w| w.starts_with("Services[1].VolumeStartup.owner: not acted on"))
     );
 }
 
@@ -150,4 +151,28 @@ fn names_become_kubernetes_names() {
     assert_eq!(kube_name("42", 40, "svc"), "svc-42");
     assert_eq!(kube_name("!!!", 40, "svc"), "svc");
     assert_eq!(kube_name(&"a".repeat(50), 40, "svc").len(), 40);
+}
+
+#[test]
+fn an_xtreemfs_service_imports_as_a_filesystem_with_its_volume_and_round_trips() {
+    let original = json!({"Application": "wiki", "Services": [
+        {"Type": "xtreemfs", "ServiceName": "files", "StartupInstances": {"osd": 3},
+         "VolumeStartup": {"volumeName": "Data", "owner": "www-data"}}
+    ]});
+    let mut calls = Vec::new();
+    let imported = import(&original, "local", &mut fetcher(&mut calls)).unwrap();
+    let spec = &imported.services[0]["spec"];
+    assert_eq!(spec["type"], "filesystem");
+    assert_eq!(spec["roles"], json!([{"name": "storage", "count": 3}]));
+    assert_eq!(spec["filesystem"], json!({"volumes": [{"name": "data"}]}));
+    assert!(
+        imported
+            .warnings
+            .iter()
+            .any(|w| w.starts_with("Services[0].VolumeStartup.owner: not acted on")),
+        "{:?}",
+        imported.warnings
+    );
+    let (exported, _) = export(&imported.application, &imported.services);
+    assert_eq!(exported, original);
 }

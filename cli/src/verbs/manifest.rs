@@ -44,7 +44,7 @@ pub async fn import(
         .flatten()
         .enumerate()
         .filter_map(|(i, svc)| {
-            let ty = svc["Type"].as_str().unwrap_or_default().to_lowercase();
+            let ty = crate::manifest::our_type(svc["Type"].as_str().unwrap_or_default());
             (!ServiceType::ALL.iter().any(|t| t.as_str() == ty))
                 .then(|| format!("Services[{i}].Type {ty}"))
         })
