@@ -9,7 +9,7 @@ TEST_FEATURES = conpaas-controller/ec2,conpaas-cloud/ec2,conpaas-cloud/opennebul
 
 NEXTEST ?= $(or $(CONPAAS_CACHE),$(HOME)/.cache/conpaas)/nextest-0.9.151/bin/cargo-nextest
 
-.PHONY: run test build deps kube helm kstatus nextest crds install-yaml lint bench scale-bench code-bench web-bench ec2-bench
+.PHONY: run test build deps kube helm kstatus nextest crds install-yaml lint bench scale-bench code-bench web-bench ec2-bench fs-bench
 
 # Python packages the tests use (pyone, moto), installed only when missing.
 deps:
@@ -64,6 +64,11 @@ scale-bench: kube
 code-bench: kube
 	$(CARGO) build --workspace --bins --release
 	e2e/tools/code-bench.sh $(CARGO_TARGET_DIR)/release
+
+# GlusterFS through the filesystem service's commands: MB/s through a mount against the disk,
+# and the time to drain a node's brick (root; `make fs-bench GB=2`).
+fs-bench:
+	e2e/tools/fs-bench.sh $(GB)
 
 web-bench: kube
 	$(CARGO) build --workspace --bins --release

@@ -1,8 +1,10 @@
 //! Where a volume's bricks go, decided from the storage members and what glusterd shows. Pure.
 //!
 //! A volume's bricks form groups of `replicas` (or `disperse`) bricks on as many nodes, and
-//! files are distributed over the groups. Nodes without a brick join in whole groups, in ordinal
-//! order; a group with a brick on a node that left the members has its data moved onto the other
+//! files are distributed over the groups. Groups follow the ordinals: the first nodes form the
+//! first group, and nodes without a brick join in whole groups of the next ordinals, once every
+//! node of the group answers. A scale-in removes the highest ordinals, so it takes whole groups;
+//! a group with a brick on a node that left the members has its data moved onto the other
 //! groups, then leaves. Bricks are never taken off a member because it is unreachable for a
 //! moment: only leaving the member list moves data.
 
@@ -46,22 +48,30 @@ pub fn next_step(
         host: n.address.clone(),
         path: path(n),
     };
+    // The next whole groups of `nodes` (in ordinal order), once each of their nodes answers.
+    let whole_groups = |nodes: &[&Node]| -> Result<Vec<Brick>, String> {
+        let chosen = &nodes[..nodes.len() / group * group];
+        match chosen.iter().find(|n| !connected.contains(&n.address)) {
+            Some(n) => Err(format!(
+                "volume {} waits for storage node {} to answer",
+                volume.name, n.name
+            )),
+            None => Ok(chosen.iter().map(|n| brick(n)).collect()),
+        }
+    };
     let Some(current) = current else {
-        let reachable: Vec<&Node> = members
-            .iter()
-            .filter(|n| connected.contains(&n.address))
-            .collect();
-        if reachable.len() < group {
+        if members.len() < group {
             return Some(Step::Wait(format!(
-                "volume {} waits for {group} storage nodes to reach ({} do)",
+                "volume {} waits for {group} storage nodes ({} now)",
                 volume.name,
-                reachable.len()
+                members.len()
             )));
         }
-        let usable = reachable.len() / group * group;
-        return Some(Step::Create(
-            reachable[..usable].iter().map(|n| brick(n)).collect(),
-        ));
+        let all: Vec<&Node> = members.iter().collect();
+        return Some(match whole_groups(&all) {
+            Ok(bricks) => Step::Create(bricks),
+            Err(why) => Step::Wait(why),
+        });
     };
     if !current.started {
         return Some(Step::Start);
@@ -75,13 +85,13 @@ pub fn next_step(
     let holders: BTreeSet<&str> = current.bricks.iter().map(|b| b.host.as_str()).collect();
     let joining: Vec<&Node> = members
         .iter()
-        .filter(|n| !holders.contains(n.address.as_str()) && connected.contains(&n.address))
+        .filter(|n| !holders.contains(n.address.as_str()))
         .collect();
-    let whole = joining.len() / group * group;
-    if whole > 0 {
-        return Some(Step::Add(
-            joining[..whole].iter().map(|n| brick(n)).collect(),
-        ));
+    if joining.len() >= group {
+        return Some(match whole_groups(&joining) {
+            Ok(bricks) => Step::Add(bricks),
+            Err(why) => Step::Wait(why),
+        });
     }
     if leaving.is_empty() {
         return None;
@@ -152,16 +162,18 @@ mod tests {
     }
 
     #[test]
-    fn a_volume_is_created_on_whole_groups_of_reachable_nodes() {
+    fn a_volume_is_created_on_the_first_whole_groups_once_they_answer() {
         let three = nodes(3);
         let Some(Step::Create(bricks)) = next_step(&volume(2), &three, &all(&three), None, &path)
         else {
             panic!("expected a create");
         };
         assert_eq!(hosts(&bricks), ["10.0.0.0", "10.0.0.1"]);
-        let one: BTreeSet<String> = ["10.0.0.0".to_string()].into();
+        // Nodes 0 and 2 answer first: the first group waits for node 1 rather than pairing
+        // node 0 with node 2, which a scale-in to 2 nodes would then break.
+        let early: BTreeSet<String> = ["10.0.0.0".to_string(), "10.0.0.2".to_string()].into();
         assert!(matches!(
-            next_step(&volume(2), &three, &one, None, &path),
+            next_step(&volume(2), &three, &early, None, &path),
             Some(Step::Wait(_))
         ));
     }
@@ -175,6 +187,14 @@ mod tests {
             panic!("expected an add, got {step:?}");
         };
         assert_eq!(hosts(&bricks), ["10.0.0.2", "10.0.0.3"]);
+        // Node 3 answers before node 2: the group waits for node 2.
+        let early: BTreeSet<String> = ["10.0.0.0", "10.0.0.1", "10.0.0.3"]
+            .map(String::from)
+            .into();
+        assert!(matches!(
+            next_step(&volume(2), &four, &early, Some(&info(&[0, 1])), &path),
+            Some(Step::Wait(_))
+        ));
         // One node without a brick is not a group yet.
         let three = nodes(3);
         assert_eq!(
