@@ -16,6 +16,7 @@ pub fn request(token: &str) -> CreateRequest {
         instance_type: None,
         tags,
         user_data: format!("{{\"token\":\"{token}\"}}"),
+        volume_gib: None,
     }
 }
 

@@ -28,6 +28,8 @@ pub struct CreateRequest {
     pub tags: Tags,
     /// What the VM's agent reads at boot (EC2 user-data, OpenNebula CONTEXT, a file locally).
     pub user_data: String,
+    /// A data volume of this many GiB made with the VM and destroyed with it.
+    pub volume_gib: Option<u32>,
 }
 
 /// A VM as the cloud describes it.

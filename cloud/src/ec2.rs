@@ -13,7 +13,8 @@ use async_trait::async_trait;
 use aws_config::BehaviorVersion;
 use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ec2::types::{
-    Filter, Instance, InstanceStateName, InstanceType, ResourceType, Tag, TagSpecification,
+    BlockDeviceMapping, EbsBlockDevice, Filter, Instance, InstanceStateName, InstanceType,
+    ResourceType, Tag, TagSpecification, VolumeType,
 };
 use base64::Engine as _;
 
@@ -23,6 +24,17 @@ use crate::{CloudError, ComputeDriver, CreateRequest, Tags, Vm, VmState};
 
 /// The tag holding the create's idempotency token.
 const TAG_CLIENT_TOKEN: &str = "conpaas.io/client-token";
+/// Where a node's data volume is attached (the image mounts it at `/var/lib/conpaas/volume`).
+pub const DATA_VOLUME_DEVICE: &str = "/dev/sdf";
+
+/// A node's data volume as EC2 describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataVolume {
+    pub id: String,
+    pub size_gib: i32,
+    /// The instances it is attached to.
+    pub attached_to: Vec<String>,
+}
 
 /// Where and how instances are made.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,6 +116,35 @@ impl Ec2 {
             }
         }
         Ok(out)
+    }
+
+    /// The data volumes carrying `tags` (the nodes' volumes carry their VM's tags): what an
+    /// operator or a test checks for volumes left behind.
+    pub async fn data_volumes(&self, tags: &Tags) -> Result<Vec<DataVolume>, CloudError> {
+        self.limits.wait("describe").await;
+        let mut request = self.client.describe_volumes();
+        for (key, value) in tags {
+            request = request.filters(
+                Filter::builder()
+                    .name(format!("tag:{key}"))
+                    .values(value)
+                    .build(),
+            );
+        }
+        let out = request.send().await.map_err(map_error)?;
+        Ok(out
+            .volumes()
+            .iter()
+            .map(|v| DataVolume {
+                id: v.volume_id().unwrap_or_default().to_string(),
+                size_gib: v.size().unwrap_or_default(),
+                attached_to: v
+                    .attachments()
+                    .iter()
+                    .filter_map(|a| a.instance_id().map(str::to_string))
+                    .collect(),
+            })
+            .collect())
     }
 
     fn view(&self, instance: &Instance) -> Vm {
@@ -201,11 +242,13 @@ impl ComputeDriver for Ec2 {
             return Ok(existing);
         }
         let mut tags = TagSpecification::builder().resource_type(ResourceType::Instance);
+        let mut volume_tags = TagSpecification::builder().resource_type(ResourceType::Volume);
         let mut launch_tags = request.tags.clone();
         launch_tags.insert("Name".into(), request.name.clone());
         launch_tags.insert(TAG_CLIENT_TOKEN.into(), request.token.clone());
         for (key, value) in &launch_tags {
             tags = tags.tags(Tag::builder().key(key).value(value).build());
+            volume_tags = volume_tags.tags(Tag::builder().key(key).value(value).build());
         }
         let instance_type = request
             .instance_type
@@ -221,6 +264,24 @@ impl ComputeDriver for Ec2 {
             .client_token(&request.token)
             .user_data(base64::engine::general_purpose::STANDARD.encode(&request.user_data))
             .tag_specifications(tags.build());
+        if let Some(gib) = request.volume_gib {
+            // The node's data volume is part of the launch and goes with the instance: no
+            // window in which a crash leaves a volume without its VM, and none to sweep.
+            run = run
+                .block_device_mappings(
+                    BlockDeviceMapping::builder()
+                        .device_name(DATA_VOLUME_DEVICE)
+                        .ebs(
+                            EbsBlockDevice::builder()
+                                .volume_size(gib as i32)
+                                .volume_type(VolumeType::Gp3)
+                                .delete_on_termination(true)
+                                .build(),
+                        )
+                        .build(),
+                )
+                .tag_specifications(volume_tags.build());
+        }
         if let Some(subnet) = &self.config.subnet_id {
             run = run.subnet_id(subnet);
         }

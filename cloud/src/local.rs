@@ -36,6 +36,9 @@ pub const ENV_VM_ID: &str = "CONPAAS_VM_ID";
 /// Where a local VM's agent records the process groups of the daemons it starts, one id per
 /// line, so that terminating the VM stops them too.
 pub const ENV_PROCESS_GROUPS: &str = "CONPAAS_PROCESS_GROUPS";
+/// Environment variable through which a local VM's agent learns where its data volume is (the
+/// folder `work/volume`, made with the VM, whose size is noted in `volume-gib` beside it).
+pub const ENV_VOLUME_DIR: &str = "CONPAAS_VOLUME_DIR";
 pub const PROCESS_GROUPS_FILE: &str = "process-groups";
 
 /// How a local cloud is set up.
@@ -66,6 +69,9 @@ struct Record {
     address: String,
     tags: Tags,
     instance_type: Option<String>,
+    // The VM's data volume: `work/volume`, its size as asked.
+    #[serde(default)]
+    volume_gib: Option<u32>,
     // 0 until the process is started: the record is written first, so a crash between the two
     // leaves a record to find, never an unrecorded process.
     pid: i32,
@@ -179,6 +185,7 @@ impl LocalCloud {
             address: address.to_string(),
             tags: request.tags.clone(),
             instance_type: request.instance_type.clone(),
+            volume_gib: request.volume_gib,
             pid: 0,
             start_ticks: 0,
             created_unix_ms: SystemTime::now()
@@ -216,7 +223,16 @@ impl LocalCloud {
             .try_clone()
             .map_err(|e| io_error("open agent log", &log_path, e))?;
 
-        let mut child = Command::new(&self.config.agent_binary)
+        let mut command = Command::new(&self.config.agent_binary);
+        if let Some(gib) = record.volume_gib {
+            let volume = work.join("volume");
+            fs::create_dir_all(&volume)
+                .map_err(|e| io_error("create the VM's volume", &volume, e))?;
+            let size = dir.join("volume-gib");
+            fs::write(&size, gib.to_string()).map_err(|e| io_error("write", &size, e))?;
+            command.env(ENV_VOLUME_DIR, &volume);
+        }
+        let mut child = command
             .arg("--user-data")
             .arg(&user_data)
             .arg("--work-dir")
@@ -432,7 +448,7 @@ mod tests {
         let path = dir.join("fake-agent");
         fs::write(
             &path,
-            "#!/bin/sh\necho \"$CONPAAS_VM_ADDRESS\" > address\nsleep 600\n",
+            "#!/bin/sh\necho \"$CONPAAS_VM_ADDRESS\" > address\necho \"$CONPAAS_VOLUME_DIR\" > volume-dir\nsleep 600\n",
         )
         .unwrap();
         fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
@@ -496,6 +512,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_vm_with_a_volume_gets_a_folder_that_goes_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let cloud = cloud(dir.path());
+        let request = CreateRequest {
+            volume_gib: Some(3),
+            ..crate::conformance::request("vol-1")
+        };
+        let vm = cloud.create(&request).await.unwrap();
+        let vm_dir = cloud.vm_dir(&vm.id);
+        let volume = vm_dir.join("work/volume");
+        assert!(volume.is_dir());
+        assert_eq!(fs::read_to_string(vm_dir.join("volume-gib")).unwrap(), "3");
+        let told = vm_dir.join("work/volume-dir");
+        for _ in 0..100 {
+            if told.exists() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            fs::read_to_string(&told).unwrap().trim(),
+            volume.display().to_string(),
+            "the agent is told where its volume is"
+        );
+        cloud.delete(&vm.id).await.unwrap();
+        assert!(!vm_dir.exists(), "the volume goes with the VM");
+    }
+
+    #[tokio::test]
     async fn a_vm_whose_process_died_is_reported_failed() {
         let dir = tempfile::tempdir().unwrap();
         let cloud = cloud(dir.path());
@@ -526,6 +571,7 @@ mod tests {
             address: "127.201.9.9".into(),
             tags: request.tags.clone(),
             instance_type: None,
+            volume_gib: None,
             pid: 0,
             start_ticks: 0,
             created_unix_ms: 0,

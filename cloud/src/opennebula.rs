@@ -89,6 +89,13 @@ impl OpenNebula {
         for network in &self.config.network_ids {
             text.push_str(&format!("NIC = [ NETWORK_ID = \"{network}\" ]\n"));
         }
+        if let Some(gib) = request.volume_gib {
+            // A volatile disk: made with the VM and destroyed with it.
+            text.push_str(&format!(
+                "DISK = [ TYPE = \"fs\", SIZE = \"{}\", FORMAT = \"raw\" ]\n",
+                u64::from(gib) * 1024
+            ));
+        }
         text
     }
 }
@@ -273,6 +280,31 @@ impl ComputeDriver for OpenNebula {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_data_volume_is_a_volatile_disk_of_the_vm() {
+        let one = OpenNebula::new(OpenNebulaConfig {
+            endpoint: "http://127.0.0.1:1/RPC2".into(),
+            session: "a:b".into(),
+            template_id: Some(0),
+            template: None,
+            network_ids: vec![],
+            calls_per_second: 10,
+        })
+        .unwrap();
+        let plain = crate::conformance::request("disk-1");
+        assert!(!one.extra_template(&plain).contains("DISK"));
+        let with = CreateRequest {
+            volume_gib: Some(5),
+            ..plain
+        };
+        assert!(
+            one.extra_template(&with)
+                .contains("DISK = [ TYPE = \"fs\", SIZE = \"5120\", FORMAT = \"raw\" ]"),
+            "{}",
+            one.extra_template(&with)
+        );
+    }
 
     #[test]
     fn states_and_errors_map_by_meaning() {

@@ -1,5 +1,6 @@
 //! The EC2 driver against moto's EC2 server (PyPI `moto[server]`, started here on loopback):
-//! the conformance suite, launch-time tags and user data, and observe as one listing.
+//! the conformance suite, launch-time tags and user data, observe as one listing, and a node's
+//! data volume made and destroyed with its instance.
 #![cfg(feature = "ec2")]
 
 use conpaas_cloud::moto::Moto;
@@ -35,4 +36,34 @@ async fn instances_carry_tags_from_launch_and_a_second_create_finds_the_first() 
     ec2.delete("i-0123456789abcdef0")
         .await
         .expect("deleting an unknown instance succeeds");
+}
+
+#[tokio::test]
+async fn a_data_volume_comes_and_goes_with_its_instance() {
+    let moto = Moto::start().expect("moto");
+    let ec2 = moto.driver().await;
+    let request = conpaas_cloud::CreateRequest {
+        volume_gib: Some(7),
+        ..conformance::request("volume-1")
+    };
+    let vm = ec2.create(&request).await.unwrap();
+    let ours = Tags::from([("conpaas.io/node".to_string(), "node-volume-1".to_string())]);
+    let volumes = ec2.data_volumes(&ours).await.unwrap();
+    assert_eq!(volumes.len(), 1, "one tagged volume: {volumes:?}");
+    assert_eq!(volumes[0].size_gib, 7);
+    assert_eq!(volumes[0].attached_to, [vm.id.clone()]);
+    // A second create with the token makes no second volume.
+    ec2.create(&request).await.unwrap();
+    assert_eq!(ec2.data_volumes(&ours).await.unwrap().len(), 1);
+    ec2.delete(&vm.id).await.unwrap();
+    assert_eq!(
+        ec2.data_volumes(&ours).await.unwrap(),
+        [],
+        "the volume goes with the instance"
+    );
+    // Without a volume asked for, none is made.
+    let plain = ec2.create(&conformance::request("plain-1")).await.unwrap();
+    let theirs = Tags::from([("conpaas.io/node".to_string(), "node-plain-1".to_string())]);
+    assert_eq!(ec2.data_volumes(&theirs).await.unwrap(), []);
+    ec2.delete(&plain.id).await.unwrap();
 }

@@ -153,6 +153,7 @@ async fn orphans_are_swept_and_foreign_vms_are_never_touched() {
                 "someone-else".to_string(),
             )]),
             user_data: String::new(),
+            volume_gib: None,
         })
         .await
         .unwrap();

@@ -219,6 +219,7 @@ async fn stray_vm(env: &Env, namespace: &str, subnet: u8) -> String {
                 ("conpaas.io/node".to_string(), "stray-node-0".to_string()),
             ]),
             user_data: "{}".into(),
+            volume_gib: None,
         })
         .await
         .unwrap();

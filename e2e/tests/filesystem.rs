@@ -22,6 +22,8 @@ fn filesystem(storage: i32, state: &str) -> serde_json::Value {
         "spec": {
             "application": "demo", "type": "filesystem", "state": state,
             "replicas": storage,
+            // Each storage node keeps its bricks on a data volume of its own.
+            "roles": [{"name": "storage", "volume": {"sizeGiB": 1}}],
             // Bricks share this machine's disk, whichever share of it is free.
             "settings": {"min_free_disk_percent": "0"},
             "filesystem": {"volumes": [{"name": "data", "replicas": 2}]}
@@ -221,6 +223,15 @@ async fn files_keep_their_checksums_through_scaling_and_a_stop() {
     let tokens = storage_tokens(&env).await;
     for name in files.keys().filter(|n| !files[*n].is_empty()) {
         assert_eq!(copies(&env, &tokens, name), 2, "{name} has two copies");
+    }
+    for token in &tokens {
+        let vm = env.state.path().join("vms").join(token);
+        assert_eq!(std::fs::read_to_string(vm.join("volume-gib")).unwrap(), "1");
+        assert_eq!(
+            std::fs::read_link(vm.join("work/glusterfs/bricks")).unwrap(),
+            vm.join("work/volume/bricks"),
+            "the bricks are on the node's data volume"
+        );
     }
     wait_bricks_on(&env, 2).await;
 

@@ -191,7 +191,8 @@ async fn a_dump_loads_once_dumps_back_out_restores_elsewhere_and_a_bad_one_is_re
     );
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), &out.stdout).unwrap();
-    env.apply("apiVersion: conpaas.io/v1alpha1\nkind: Service\nmetadata: {name: copy}\nspec: {application: demo, type: mysql, settings: {database: shop}}\n")
+    // The copy keeps its database on a data volume of its own.
+    env.apply("apiVersion: conpaas.io/v1alpha1\nkind: Service\nmetadata: {name: copy}\nspec: {application: demo, type: mysql, roles: [{name: mysql, volume: {sizeGiB: 1}}], settings: {database: shop}}\n")
         .await;
     env.wait_ready("copy", "mysql 1/1, glb 0/0").await;
     env.wait_code_api().await;
@@ -214,6 +215,11 @@ async fn a_dump_loads_once_dumps_back_out_restores_elsewhere_and_a_bad_one_is_re
     .expect("cpsctl")
     .ok();
     let node = env.nodes("copy").await.remove(0);
+    let vm = env.state.path().join("vms").join(&node.spec.token);
+    assert!(
+        vm.join("work/volume/mysql/mysql").is_dir(),
+        "the database is on the node's data volume"
+    );
     let address = node.status.and_then(|s| s.address).unwrap();
     wait_rows(&env, "copy", &address, "5", "the restored rows").await;
     env.wait_ready("copy", "mysql 1/1, glb 0/0").await;

@@ -13,6 +13,7 @@ pub fn node_spec(token: &str) -> ServiceNodeSpec {
         role: "node".into(),
         cloud: "local".into(),
         instance_type: None,
+        volume: None,
         token: token.into(),
         code: None,
         settings: Default::default(),

@@ -116,6 +116,36 @@ pub async fn read_credentials(env: &RoleEnv, name: &str) -> Result<Credentials, 
     })
 }
 
+/// The node's own data volume (`roles[].volume`), if it has one: where the local cloud says
+/// (`CONPAAS_VOLUME_DIR`), else `/var/lib/conpaas/volume`, where a VM image mounts the extra
+/// disk (EC2's `/dev/sdf`, OpenNebula's volatile disk).
+pub fn data_volume() -> Option<PathBuf> {
+    // Local VMs share the host's folders: theirs is only the one the local cloud names.
+    let local = std::env::var_os("CONPAAS_VM_ID").is_some();
+    std::env::var_os("CONPAAS_VOLUME_DIR")
+        .map(PathBuf::from)
+        .or_else(|| (!local).then(|| PathBuf::from("/var/lib/conpaas/volume")))
+        .filter(|dir| dir.is_dir())
+}
+
+/// `dir` kept on the node's data volume when it has one: a folder `name` on the volume, with
+/// `dir` a link to it (the daemons' configuration keeps naming `dir`).
+pub fn on_data_volume(dir: &std::path::Path, name: &str) -> Result<(), String> {
+    let Some(volume) = data_volume() else {
+        return Ok(());
+    };
+    if std::fs::symlink_metadata(dir).is_ok() {
+        return Ok(());
+    }
+    let target = volume.join(name);
+    std::fs::create_dir_all(&target).map_err(|e| format!("create {}: {e}", target.display()))?;
+    if let Some(parent) = dir.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| format!("create {}: {e}", parent.display()))?;
+    }
+    std::os::unix::fs::symlink(&target, dir)
+        .map_err(|e| format!("link {} to the data volume: {e}", dir.display()))
+}
+
 /// The member of `role` with the lowest ordinal (which a scale-down never removes).
 pub fn first_member<'a>(members: &'a [Member], role: &str) -> Option<&'a Member> {
     members

@@ -152,6 +152,8 @@ impl Mysql {
     /// bootstrapping the cluster, or joining the peers that answer.
     async fn start(&mut self, spec: &ServiceNodeSpec) -> Result<(), String> {
         let run_as = run_as(&self.env.work_dir);
+        // The database lives on the node's own volume when it has one.
+        super::on_data_volume(&self.dir.join("data"), "mysql")?;
         for sub in ["data", "tmp"] {
             let path = self.dir.join(sub);
             std::fs::create_dir_all(&path)
@@ -220,6 +222,8 @@ impl Mysql {
         daemon::write_if_changed(&self.config(), &cnf)?;
         if run_as == "mysql" {
             chown_mysql(&self.dir)?;
+            // chown -R does not follow the link to the data volume.
+            chown_mysql(&self.dir.join("data/"))?;
         }
         if !self.dir.join("data/mysql").is_dir() {
             install_db(&self.config(), run_as).await?;

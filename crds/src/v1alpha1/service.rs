@@ -381,6 +381,20 @@ pub struct RoleSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 64))]
     pub instance_type: Option<String>,
+    /// A data volume of its own for each node of the role, created and destroyed with the node
+    /// (EC2: an EBS volume deleted on termination; OpenNebula: a volatile disk; local: a folder).
+    /// mysql and filesystem nodes keep their data on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<NodeVolume>,
+}
+
+/// A node's own data volume.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct NodeVolume {
+    /// Its size in GiB.
+    #[serde(rename = "sizeGiB")]
+    #[schemars(range(min = 1, max = 16384))]
+    pub size_gib: i32,
 }
 
 /// Code versions of a service; one may be active.

@@ -53,6 +53,9 @@ pub struct ServiceNodeSpec {
     /// Instance type of the VM; unset uses the Cloud's default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance_type: Option<String>,
+    /// The VM's own data volume, made and destroyed with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<super::NodeVolume>,
     /// Idempotency token of the VM, fixed when the node is created: creating twice with the same
     /// token yields the same VM.
     #[schemars(length(min = 1, max = 64))]

@@ -18,8 +18,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use conpaas_crds::v1alpha1::{
-    FilesystemNodeSpec, GenericSpec, Member, NodeCode, NodeDrain, NodeLink, ServiceNodeSpec,
-    ServiceType,
+    FilesystemNodeSpec, GenericSpec, Member, NodeCode, NodeDrain, NodeLink, NodeVolume,
+    ServiceNodeSpec, ServiceType,
 };
 
 /// What the Service asks for, validated.
@@ -81,6 +81,8 @@ pub struct DesiredRole {
     pub cloud: String,
     /// Instance type, if set.
     pub instance_type: Option<String>,
+    /// Each node's own data volume, if any.
+    pub volume: Option<NodeVolume>,
 }
 
 /// The part of a node's spec every node of the Service shares.
@@ -303,7 +305,10 @@ fn plan_running(desired: &Desired, nodes: &[ObservedNode]) -> Vec<Action> {
                 name: node.name.clone(),
                 reason,
             });
-        } else if node.spec.cloud != role.cloud || node.spec.instance_type != role.instance_type {
+        } else if node.spec.cloud != role.cloud
+            || node.spec.instance_type != role.instance_type
+            || node.spec.volume != role.volume
+        {
             actions.push(leave(desired, node, "PlacementChanged"));
         } else {
             keep.push(node);
@@ -731,6 +736,7 @@ fn node_spec(
         role: role.name.clone(),
         cloud: role.cloud.clone(),
         instance_type: role.instance_type.clone(),
+        volume: role.volume.clone(),
         token,
         code: desired.config.code.clone(),
         settings: desired.config.settings.clone(),
@@ -768,6 +774,7 @@ mod tests {
                     count: *count,
                     cloud: "local".into(),
                     instance_type: None,
+                    volume: None,
                 })
                 .collect(),
             config: NodeConfig {
@@ -797,6 +804,7 @@ mod tests {
                 count: 0,
                 cloud: "local".into(),
                 instance_type: None,
+                volume: None,
             });
         crate::fixtures::serving_node(
             &node_name("svc", role, ordinal),

@@ -451,6 +451,7 @@ mod tests {
                 count,
                 cloud: "local".into(),
                 instance_type: None,
+                volume: None,
             }],
             config: NodeConfig::default(),
             max_unhealthy_percent: 40,
@@ -643,6 +644,7 @@ mod tests {
                     count: 1,
                     cloud: "local".into(),
                     instance_type: None,
+                    volume: None,
                 })
                 .to_vec();
             d

@@ -139,6 +139,7 @@ pub fn validate(spec: &ServiceSpec, inputs: Inputs<'_>) -> Result<Desired, Probl
             count,
             cloud,
             instance_type: role_spec.and_then(|r| r.instance_type.clone()),
+            volume: role_spec.and_then(|r| r.volume.clone()),
         });
     }
 
@@ -336,6 +337,7 @@ mod tests {
             count: Some(count),
             cloud: cloud.map(Into::into),
             instance_type: None,
+            volume: None,
         }
     }
 

@@ -149,6 +149,7 @@ async fn create_vm(
         instance_type: node.spec.instance_type.clone(),
         tags: ownership_tags(node),
         user_data: serde_json::to_string(&bootstrap).expect("the bootstrap serialises"),
+        volume_gib: node.spec.volume.as_ref().map(|v| v.size_gib.max(1) as u32),
     };
     driver
         .create(&request)

@@ -107,6 +107,8 @@ impl Filesystem {
     fn start(&mut self) -> Result<(), String> {
         let program = daemon::find(&["glusterd"], "glusterfs-server")?;
         let gluster = daemon::find(&["gluster"], "glusterfs-server")?;
+        // The bricks live on the node's own volume when it has one.
+        super::on_data_volume(&self.dir("bricks"), "bricks")?;
         for name in ["state", "run", "logs", "bricks"] {
             let dir = self.dir(name);
             std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
