@@ -13,8 +13,23 @@ pub async fn add<K>(api: &Api<K>, object: &K, finalizer: &str) -> Result<(), Err
 where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
 {
+    add_returning_version(api, object, finalizer)
+        .await
+        .map(|_| ())
+}
+
+/// Like [`add`], and the object's resourceVersion after it (for a write that must follow this
+/// one with nothing in between); `None` when the finalizer was there or the object is gone.
+pub async fn add_returning_version<K>(
+    api: &Api<K>,
+    object: &K,
+    finalizer: &str,
+) -> Result<Option<String>, Error>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
     if object.finalizers().iter().any(|f| f == finalizer) {
-        return Ok(());
+        return Ok(None);
     }
     let patch = if object.finalizers().is_empty() {
         json!([
@@ -27,7 +42,9 @@ where
             {"op": "add", "path": "/metadata/finalizers/-", "value": finalizer}
         ])
     };
-    apply(api, object, patch, "add finalizer").await
+    Ok(apply(api, object, patch, "add finalizer")
+        .await?
+        .and_then(|o| o.resource_version()))
 }
 
 /// Removes `finalizer` from `object` if it is there.
@@ -42,7 +59,9 @@ where
         {"op": "test", "path": "/metadata/resourceVersion", "value": object.resource_version()},
         {"op": "remove", "path": format!("/metadata/finalizers/{index}")}
     ]);
-    apply(api, object, patch, "remove finalizer").await
+    apply(api, object, patch, "remove finalizer")
+        .await
+        .map(|_| ())
 }
 
 async fn apply<K>(
@@ -50,7 +69,7 @@ async fn apply<K>(
     object: &K,
     patch: serde_json::Value,
     what: &'static str,
-) -> Result<(), Error>
+) -> Result<Option<K>, Error>
 where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
 {
@@ -63,8 +82,8 @@ where
         )
         .await
     {
-        Ok(_) => Ok(()),
-        Err(e) if is_not_found(&e) => Ok(()),
+        Ok(written) => Ok(Some(written)),
+        Err(e) if is_not_found(&e) => Ok(None),
         Err(e) => Err(e).ctx(what, full_name(object)),
     }
 }

@@ -23,6 +23,36 @@ where
         "kind": K::kind(&()),
         "status": status,
     });
+    send(api, object, patch).await
+}
+
+/// Applies `status` only if `object` is still at `version` (its resourceVersion as last read or
+/// written): a write that an action depends on (the journal before a VM is made) fails with a
+/// conflict when the object changed meanwhile, e.g. its deletion was asked after the cache was
+/// read.
+pub async fn apply_at<K, S>(
+    api: &Api<K>,
+    object: &K,
+    version: Option<&str>,
+    status: &S,
+) -> Result<(), Error>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+    S: Serialize,
+{
+    let patch = json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "metadata": {"resourceVersion": version},
+        "status": status,
+    });
+    send(api, object, patch).await
+}
+
+async fn send<K>(api: &Api<K>, object: &K, patch: serde_json::Value) -> Result<(), Error>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+{
     match api
         .patch_status(
             &object.name_any(),

@@ -31,16 +31,27 @@ pub async fn act(
         .status
         .as_ref()
         .and_then(|s| s.create_requested_at.clone());
+    // The node's resourceVersion as this pass last wrote or read it.
+    let mut version = node.resource_version();
     for action in actions {
         match action {
-            NodeAction::AddFinalizer => finalizers::add(&api, node, FINALIZER_VM).await?,
+            NodeAction::AddFinalizer => {
+                if let Some(written) =
+                    finalizers::add_returning_version(&api, node, FINALIZER_VM).await?
+                {
+                    version = Some(written);
+                }
+            }
             NodeAction::EnsureCredentials => credentials::ensure(ctx, node).await?,
             NodeAction::JournalCreate => {
                 let intent = VmView {
                     create_requested_at: Some(now.clone()),
                     ..current_view(node)
                 };
-                status_apply::apply(&api, node, &status::build(node, &intent, None, now)).await?;
+                // Under the node's resourceVersion: a node whose deletion was asked after the
+                // cache was read gets no VM (it would run uncharged: its charge closes at 0).
+                let journal = status::build(node, &intent, None, now);
+                status_apply::apply_at(&api, node, version.as_deref(), &journal).await?;
                 requested_at = Some(now.clone());
             }
             NodeAction::CreateVm => {

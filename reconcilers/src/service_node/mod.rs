@@ -70,8 +70,14 @@ async fn pipeline(node: &ServiceNode, ctx: &Context, now: &Time) -> Result<Reque
     };
     if let Some(status) = status {
         let (status, first_ready) = ctx.ready_written.settle(node, status);
-        if status::changed(node, &status) {
-            status_apply::apply(&api(ctx, node)?, node, &status).await?;
+        if status::changed(node, &status)
+            && let Err(e) = status_apply::apply(&api(ctx, node)?, node, &status).await
+        {
+            // Not written: the next pass records the first Ready again.
+            if first_ready.is_some() {
+                ctx.ready_written.forget(node);
+            }
+            return Err(e);
         }
         if let Some(seconds) = first_ready {
             ctx.metrics.node_ready(seconds);
