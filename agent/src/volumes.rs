@@ -238,6 +238,18 @@ fn key(link: &NodeLink) -> String {
     )
 }
 
+/// Detaches every mount inside `dir` (before the folder is removed: removing through a live
+/// mount would delete the volume's files).
+pub fn unmount_under(dir: &Path) {
+    let Ok(dir) = dir.canonicalize() else { return };
+    for point in mounted_dirs().iter().filter(|p| p.starts_with(&dir)) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(point)
+            .status();
+    }
+}
+
 /// Detaches whatever is mounted at `dir` (a client that died leaves its mount unusable).
 fn unmount(dir: &Path) {
     if mounted_dirs().iter().any(|d| d == dir) {

@@ -137,11 +137,12 @@ fn type_rules(spec_properties: &[String]) -> Vec<ValidationRule> {
         ".autoscaling",
     ));
     // A filesystem runs at least as many storage nodes as each volume's group spans: fewer
-    // would break the volume's replicas (or disperse), so such a scale-in is refused here.
+    // would break the volume's replicas (or disperse), so such a scale-in is refused here (an
+    // autoscaled storage role's count is the planner's to check).
     let storage_count = "(has(self.replicas) ? self.replicas : (self.roles.exists(r, r.name == 'storage' && has(r.count)) ? self.roles.filter(r, r.name == 'storage')[0].count : 1))";
     rules.push(rule(
         format!(
-            "self.type != 'filesystem' || !has(self.filesystem) || self.filesystem.volumes.all(v, (has(v.disperse) ? v.disperse : (has(v.replicas) ? v.replicas : 1)) <= {storage_count})"
+            "self.type != 'filesystem' || !has(self.filesystem) || (has(self.autoscaling) && self.autoscaling.exists(a, a.role == 'storage')) || self.filesystem.volumes.all(v, (has(v.disperse) ? v.disperse : (has(v.replicas) ? v.replicas : 1)) <= {storage_count})"
         ),
         "spec.replicas: fewer storage nodes than a volume of spec.filesystem.volumes spreads each file over (its replicas, or disperse): scale to at least that many, or change the volume".into(),
         ".replicas",

@@ -240,6 +240,44 @@ async fn files_keep_their_checksums_through_scaling_and_a_stop() {
     env.wait_ready("fs", "storage 4/4").await;
     wait_bricks_on(&env, 4).await;
     check_files(&mount, &expected).unwrap();
+    let more: BTreeMap<String, Vec<u8>> = contents(120)
+        .into_iter()
+        .skip(60)
+        .map(|(n, b)| (format!("more/{n}"), b))
+        .collect();
+    for (name, bytes) in &more {
+        let path = mount.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, bytes).unwrap();
+    }
+    let mut expected = expected;
+    expected.extend(more.iter().map(|(n, b)| (n.clone(), sha(b))));
+    check_files(&mount, &expected).unwrap();
+    // Some of them are on the new nodes, which a scale back to 2 must move off.
+    let new_nodes: Vec<String> = env
+        .nodes("fs")
+        .await
+        .into_iter()
+        .filter(|n| {
+            n.metadata
+                .name
+                .as_deref()
+                .is_some_and(|m| m.ends_with("-2") || m.ends_with("-3"))
+        })
+        .map(|n| n.spec.token)
+        .collect();
+    let on_new = more
+        .keys()
+        .filter(|n| !more[*n].is_empty() && copies(&env, &new_nodes, n) == 2)
+        .count();
+    assert!(on_new > 0, "no new file landed on the new group");
+    println!("{on_new} of {} new files on the new group", more.len());
+
+    // A volume's layout cannot change under it.
+    let mut wider = filesystem(4, "Running");
+    wider["spec"]["filesystem"]["volumes"][0]["replicas"] = json!(3);
+    let refused = apply(&env, wider).await.unwrap_err().to_string();
+    assert!(refused.contains("cannot change"), "{refused}");
 
     // Below the volume's replicas: refused by the API server, naming the volume.
     let refused = apply(&env, filesystem(1, "Running")).await.unwrap_err();
@@ -261,8 +299,12 @@ async fn files_keep_their_checksums_through_scaling_and_a_stop() {
     }
     println!(
         "4 -> 2 storage nodes with {} files of {} bytes: {:.1}s",
-        files.len(),
-        files.values().map(Vec::len).sum::<usize>(),
+        expected.len(),
+        files
+            .values()
+            .chain(more.values())
+            .map(Vec::len)
+            .sum::<usize>(),
         started.elapsed().as_secs_f64()
     );
     env.wait_ready("fs", "storage 2/2").await;
@@ -273,6 +315,13 @@ async fn files_keep_their_checksums_through_scaling_and_a_stop() {
             copies(&env, &tokens, name),
             2,
             "{name} still has two copies"
+        );
+    }
+    for name in more.keys().filter(|n| !more[*n].is_empty()) {
+        assert_eq!(
+            copies(&env, &tokens, name),
+            2,
+            "{name} moved with two copies"
         );
     }
 

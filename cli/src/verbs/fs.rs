@@ -13,7 +13,9 @@ use crate::connect::Session;
 
 /// A volume mounted in a fresh folder for as long as this lives.
 struct Mounted {
-    dir: tempfile::TempDir,
+    /// Removed only once unmounted: removing it through the mount would delete the volume's
+    /// files.
+    dir: Option<tempfile::TempDir>,
 }
 
 impl Mounted {
@@ -69,15 +71,28 @@ impl Mounted {
                 String::from_utf8_lossy(&out.stderr).trim()
             );
         }
-        Ok(Self { dir })
+        Ok(Self { dir: Some(dir) })
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.as_ref().expect("mounted").path()
     }
 }
 
 impl Drop for Mounted {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg(self.dir.path())
-            .status();
+        let Some(dir) = self.dir.take() else { return };
+        let unmounted = std::process::Command::new("umount")
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !unmounted {
+            eprintln!(
+                "could not unmount {}; it stays (unmount it, then remove the folder)",
+                dir.path().display()
+            );
+            let _ = dir.keep();
+        }
     }
 }
 
@@ -86,7 +101,7 @@ pub async fn export(s: &Session, service: &str, volume: &str) -> anyhow::Result<
     let mounted = Mounted::new(s, service, volume).await?;
     let status = tokio::process::Command::new("tar")
         .arg("-C")
-        .arg(mounted.dir.path())
+        .arg(mounted.path())
         .args(["-cf", "-", "."])
         .stdin(Stdio::null())
         .status()
@@ -108,7 +123,7 @@ pub async fn import(
     let mounted = Mounted::new(s, service, volume).await?;
     let mut tar = tokio::process::Command::new("tar");
     tar.arg("-C")
-        .arg(mounted.dir.path())
+        .arg(mounted.path())
         .args(["--no-same-owner", "-xf"]);
     match &file {
         Some(f) => tar.arg(f),

@@ -214,6 +214,7 @@ pub struct GenericSpec {
 /// The volumes of a filesystem service (`spec.filesystem`), each spread over the storage nodes.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.volumes.all(v, oldSelf.volumes.all(o, o.name != v.name || (o.replicas == v.replicas && has(o.disperse) == has(v.disperse) && (!has(v.disperse) || o.disperse == v.disperse))))").message("spec.filesystem.volumes[]: the replicas and disperse of an existing volume cannot change; add a volume with the new layout and copy the files over").field_path(".volumes"))]
 pub struct FilesystemSpec {
     /// The volumes; a volume left out of the list is deleted with its data.
     #[serde(default)]

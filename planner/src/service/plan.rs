@@ -538,11 +538,15 @@ fn drain_steps(
             });
             continue;
         }
-        let unrouted = routers.iter().all(|r| {
-            r.routes_to
-                .as_ref()
-                .is_some_and(|to| !to.contains(&node.name))
-        });
+        // A leaving router (a storage node holding bricks) is released by its peers' word
+        // alone: with no peer ready to say its data moved, it stays.
+        let leaving_router = desired.drain.routers.contains(&node.spec.role.as_str());
+        let unrouted = !(leaving_router && routers.is_empty())
+            && routers.iter().all(|r| {
+                r.routes_to
+                    .as_ref()
+                    .is_some_and(|to| !to.contains(&node.name))
+            });
         if !drain.released && unrouted {
             let mut spec = node.spec.clone();
             spec.drain = Some(NodeDrain {
@@ -1112,6 +1116,29 @@ mod tests {
         nodes[1].agent_failure = Some("code version v2: sha256 differs".into());
         nodes[1].running_code = Some("v2".into());
         assert_eq!(backend_ready(&nodes), Some(false), "failed on what it runs");
+    }
+
+    #[test]
+    fn a_leaving_storage_node_is_released_only_on_a_ready_peers_word() {
+        let d = desired(ServiceType::Filesystem, true, &[("storage", 1)]);
+        let mut nodes = vec![node(&d, "storage", 0), node(&d, "storage", 1)];
+        nodes[1].spec.drain = Some(NodeDrain {
+            reason: "ScaledDown".into(),
+            released: false,
+            seconds: 1,
+        });
+        let pair = |n: &str, s: &str| (n.to_string(), s.to_string());
+        // The peer still holds its bricks, or cannot tell: it stays.
+        nodes[0].routes_to = Some(vec!["svc-storage-0".into(), "svc-storage-1".into()]);
+        assert_eq!(steps(&d, &nodes), vec![]);
+        nodes[0].routes_to = None;
+        assert_eq!(steps(&d, &nodes), vec![]);
+        // No peer ready to say its data moved: it stays (no router is no word).
+        nodes[0].agent_ready = false;
+        nodes[0].routes_to = Some(vec!["svc-storage-0".into()]);
+        assert_eq!(steps(&d, &nodes), vec![]);
+        nodes[0].agent_ready = true;
+        assert_eq!(steps(&d, &nodes), vec![pair("svc-storage-1", "release")]);
     }
 
     #[test]

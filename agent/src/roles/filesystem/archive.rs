@@ -55,6 +55,8 @@ impl Drop for Mounted {
 /// Archives `volumes` (mounted from the glusterd at `server`) and stores the archive; its SHA-256.
 pub async fn save(access: &Access, server: &str, volumes: &[String]) -> Result<String, String> {
     let dir = access.work_dir.join("archive");
+    // A save that broke off may have left a volume mounted in there.
+    crate::volumes::unmount_under(&dir);
     let _ = std::fs::remove_dir_all(&dir);
     let mut mounts = Vec::new();
     for volume in volumes {
@@ -79,6 +81,7 @@ pub async fn save(access: &Access, server: &str, volumes: &[String]) -> Result<S
         tracing::warn!(skipped, "symbolic links in the volumes are not kept");
     }
     let stored = code::upload(&access.client, &access.namespace, &access.service, &file).await;
+    crate::volumes::unmount_under(&dir);
     let _ = std::fs::remove_dir_all(&dir);
     stored.map_err(|e| format!("{e:#}"))
 }

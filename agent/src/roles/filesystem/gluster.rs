@@ -139,6 +139,8 @@ pub struct Migration {
     pub completed: bool,
     /// Files that could not be moved, over all nodes.
     pub failures: u64,
+    /// Files left where they are (no space on the others, open for writing), over all nodes.
+    pub skipped: u64,
     /// Some node reports its process failed.
     pub failed: bool,
     /// Files moved so far.
@@ -152,6 +154,7 @@ pub fn parse_migration(text: &str) -> Option<Migration> {
     let mut migration = Migration {
         completed: true,
         failures: 0,
+        skipped: 0,
         failed: false,
         moved: 0,
     };
@@ -161,13 +164,18 @@ pub fn parse_migration(text: &str) -> Option<Migration> {
         if fields.len() < 8 || fields[1].parse::<u64>().is_err() {
             continue;
         }
-        let (Ok(moved), Ok(failures)) = (fields[1].parse::<u64>(), fields[4].parse::<u64>()) else {
+        let (Ok(moved), Ok(failures), Ok(skipped)) = (
+            fields[1].parse::<u64>(),
+            fields[4].parse::<u64>(),
+            fields[5].parse::<u64>(),
+        ) else {
             continue;
         };
         let status = fields[6..fields.len() - 1].join(" ");
         rows += 1;
         migration.moved += moved;
         migration.failures += failures;
+        migration.skipped += skipped;
         migration.completed &= status == "completed";
         migration.failed |= status == "failed";
     }
@@ -273,6 +281,11 @@ a07df0e1-affe-470f-a7ca-c95eabbc6940\tlocalhost \tConnected";
             "20             7             0            completed",
         );
         assert_eq!(parse_migration(&short_of_space).unwrap().failures, 7);
+        let left_behind = done.replace(
+            "40             0             0            completed",
+            "40             0             3            completed",
+        );
+        assert_eq!(parse_migration(&left_behind).unwrap().skipped, 3);
 
         let running = done.replace("completed        0:00:01", "in progress        0:00:01");
         let m = parse_migration(&running).unwrap();

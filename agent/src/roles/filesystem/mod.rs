@@ -59,6 +59,9 @@ pub struct Filesystem {
     recorded: BTreeSet<i32>,
     saving: Option<JoinHandle<Result<String, String>>>,
     saved: Option<String>,
+    /// Why the volumes could not be saved for a stop: the node reports Failed, never Drained,
+    /// so the controller hands the save to another node.
+    save_error: Option<String>,
 }
 
 /// What one look at the pool found.
@@ -66,7 +69,9 @@ pub struct Filesystem {
 struct Outcome {
     ready: bool,
     message: String,
-    routes_to: Vec<String>,
+    /// The nodes holding bricks; `None` when the look could not tell (the last known stands:
+    /// an empty list would release a leaving node whose data has not moved).
+    routes_to: Option<Vec<String>>,
     retry_removal: BTreeMap<String, Instant>,
 }
 
@@ -88,6 +93,7 @@ impl Filesystem {
             recorded: BTreeSet::new(),
             saving: None,
             saved: None,
+            save_error: None,
         }
     }
 
@@ -293,13 +299,13 @@ impl Pool {
             Ok(volumes) => Outcome {
                 ready: true,
                 message: format!("storage node of {} volumes", volumes.len()),
-                routes_to: self.holders(&volumes),
+                routes_to: Some(self.holders(&volumes)),
                 retry_removal: self.retry_removal,
             },
             Err(e) => Outcome {
                 ready: true,
                 message: e,
-                routes_to: Vec::new(),
+                routes_to: None,
                 retry_removal: self.retry_removal,
             },
         }
@@ -310,7 +316,7 @@ impl Pool {
         let mut notes: Vec<String> = Vec::new();
         let pool = match self.cli.run(&["pool", "list"]).await {
             Ok(text) => gluster::parse_pool_list(&text),
-            Err(e) => return self.outcome(false, e, Vec::new()),
+            Err(e) => return self.outcome(false, e, None),
         };
         for peer in &self.ready_peers {
             if !pool.iter().any(|p| &p.host == peer)
@@ -327,7 +333,7 @@ impl Pool {
         connected.insert(self.address.clone());
         let volumes = match self.volume_info().await {
             Ok(v) => v,
-            Err(e) => return self.outcome(false, e, Vec::new()),
+            Err(e) => return self.outcome(false, e, None),
         };
         let holders = self.holders(&volumes);
         let mut ready = true;
@@ -411,10 +417,10 @@ impl Pool {
         } else {
             notes.join("; ")
         };
-        self.outcome(ready, message, holders)
+        self.outcome(ready, message, Some(holders))
     }
 
-    fn outcome(self, ready: bool, message: String, routes_to: Vec<String>) -> Outcome {
+    fn outcome(self, ready: bool, message: String, routes_to: Option<Vec<String>>) -> Outcome {
         Outcome {
             ready,
             message,
@@ -496,7 +502,8 @@ impl Pool {
             tracing::info!(volume = name, bricks = ?specs, "moving data off the bricks");
             return Err(format!("{moving}: started"));
         };
-        if migration.completed && migration.failures == 0 && !migration.failed {
+        let left_behind = migration.failures + migration.skipped;
+        if migration.completed && left_behind == 0 && !migration.failed {
             self.cli.run(&command("commit")).await?;
             self.retry_removal.remove(name);
             tracing::info!(volume = name, bricks = ?specs, moved = migration.moved, "bricks removed");
@@ -507,8 +514,7 @@ impl Pool {
             self.retry_removal
                 .insert(name.to_string(), Instant::now() + REMOVAL_RETRY);
             return Err(format!(
-                "{moving}: {} files could not be moved (no space left on the other bricks? see the volume's rebalance log); the bricks stay until every file moved, tried again in {}s",
-                migration.failures,
+                "{moving}: {left_behind} files could not be moved (no space left on the other bricks? see the volume's rebalance log); the bricks stay until every file moved, tried again in {}s",
                 REMOVAL_RETRY.as_secs()
             ));
         }
@@ -539,29 +545,39 @@ impl Role for Filesystem {
     }
 
     async fn poll(&mut self) {
-        if let Some(glusterd) = self.glusterd.as_mut()
-            && !glusterd.running()
-        {
-            let message = glusterd.exited_message();
-            if let Err(e) = glusterd.ensure_started() {
-                self.error = Some(format!("{message}; restarting it: {e}"));
+        if let Some(glusterd) = self.glusterd.as_mut() {
+            if !glusterd.running() {
+                let message = glusterd.exited_message();
+                if let Err(e) = glusterd.ensure_started() {
+                    self.error = Some(format!("{message}; restarting it: {e}"));
+                }
+            } else {
+                self.error = None;
             }
+        } else if self.error.is_some()
+            && let Err(e) = self.start()
+        {
+            // A missing daemon or folder, tried again.
+            self.error = Some(e);
         }
         self.record_daemons();
-        if let Some(task) = self.saving.as_ref().filter(|t| t.is_finished()) {
-            let _ = task;
+        if self.saving.as_ref().is_some_and(|t| t.is_finished()) {
             let task = self.saving.take().expect("checked above");
             match task.await {
                 Ok(Ok(sha256)) => self.saved = Some(sha256),
-                Ok(Err(e)) => self.error = Some(format!("saving the volumes for the stop: {e}")),
-                Err(e) => self.error = Some(format!("saving the volumes broke off: {e}")),
+                Ok(Err(e)) => {
+                    self.save_error = Some(format!("saving the volumes for the stop: {e}"))
+                }
+                Err(e) => self.save_error = Some(format!("saving the volumes broke off: {e}")),
             }
         }
-        if let Some(task) = self.step.as_ref().filter(|t| t.is_finished()) {
-            let _ = task;
+        if self.step.as_ref().is_some_and(|t| t.is_finished()) {
             let task = self.step.take().expect("checked above");
-            if let Ok(outcome) = task.await {
+            if let Ok(mut outcome) = task.await {
                 self.retry_removal = outcome.retry_removal.clone();
+                if outcome.routes_to.is_none() {
+                    outcome.routes_to = self.outcome.routes_to.take();
+                }
                 self.outcome = outcome;
             }
         }
@@ -583,7 +599,7 @@ impl Role for Filesystem {
     }
 
     fn report(&self) -> RoleReport {
-        let (state, message) = if let Some(e) = &self.error {
+        let (state, message) = if let Some(e) = self.save_error.as_ref().or(self.error.as_ref()) {
             (AgentState::Failed, e.clone())
         } else if self.saving.is_some() {
             (
@@ -598,7 +614,7 @@ impl Role for Filesystem {
         RoleReport {
             state: Some(state),
             message: Some(message),
-            routes_to: Some(self.outcome.routes_to.clone()),
+            routes_to: self.outcome.routes_to.clone(),
             saved: self.saved.clone(),
             ..Default::default()
         }
@@ -636,13 +652,19 @@ impl Role for Filesystem {
     }
 
     fn drained(&self) -> bool {
-        self.saving.is_none()
+        let stopping = self
+            .spec
+            .as_ref()
+            .and_then(|s| s.drain.as_ref())
+            .is_some_and(|d| d.reason == "ServiceStopped");
+        self.saving.is_none() && (!stopping || self.saved.is_some())
     }
 
     async fn shutdown(&mut self) {
         if let Some(task) = self.step.take() {
             task.abort();
         }
+        self.record_daemons();
         if let Some(mut glusterd) = self.glusterd.take() {
             glusterd.stop(STOP_GRACE).await;
         }
