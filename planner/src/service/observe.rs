@@ -76,8 +76,10 @@ impl Tenancy {
             price: self.price.max(1),
             paid_until: self.paid_until.clone(),
             lead: conpaas_crds::v1alpha1::charge_lead(self.credit_hour),
-            // Its drain, the proxies' reload and a margin for the loops.
-            leaving: Duration::from_secs(drain.max(0) as u64 + 10),
+            // Its drain, the proxies' reload and a margin for the loops (10 s was 1 s short
+            // once on a loaded CI machine: a backend went 14 s before its hour's end, inside
+            // the 15 s in which the next hour is paid).
+            leaving: Duration::from_secs(drain.max(0) as u64 + 15),
         }
     }
 }
