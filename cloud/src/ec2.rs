@@ -27,6 +27,18 @@ const TAG_CLIENT_TOKEN: &str = "conpaas.io/client-token";
 /// Where a node's data volume is attached (the image mounts it at `/var/lib/conpaas/volume`).
 pub const DATA_VOLUME_DEVICE: &str = "/dev/sdf";
 
+/// EC2 filters that match resources carrying every one of `tags`.
+fn tag_filters(tags: &Tags) -> Vec<Filter> {
+    tags.iter()
+        .map(|(key, value)| {
+            Filter::builder()
+                .name(format!("tag:{key}"))
+                .values(value)
+                .build()
+        })
+        .collect()
+}
+
 /// A node's data volume as EC2 describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DataVolume {
@@ -95,15 +107,10 @@ impl Ec2 {
     /// Every instance carrying `tags`, in any state but terminated, across pages.
     async fn describe(&self, tags: &Tags, ids: &[String]) -> Result<Vec<Instance>, CloudError> {
         self.limits.wait("describe").await;
-        let mut request = self.client.describe_instances();
-        for (key, value) in tags {
-            request = request.filters(
-                Filter::builder()
-                    .name(format!("tag:{key}"))
-                    .values(value)
-                    .build(),
-            );
-        }
+        let mut request = self
+            .client
+            .describe_instances()
+            .set_filters((!tags.is_empty()).then(|| tag_filters(tags)));
         for id in ids {
             request = request.instance_ids(id);
         }
@@ -122,15 +129,10 @@ impl Ec2 {
     /// operator or a test checks for volumes left behind.
     pub async fn data_volumes(&self, tags: &Tags) -> Result<Vec<DataVolume>, CloudError> {
         self.limits.wait("describe").await;
-        let mut request = self.client.describe_volumes();
-        for (key, value) in tags {
-            request = request.filters(
-                Filter::builder()
-                    .name(format!("tag:{key}"))
-                    .values(value)
-                    .build(),
-            );
-        }
+        let request = self
+            .client
+            .describe_volumes()
+            .set_filters((!tags.is_empty()).then(|| tag_filters(tags)));
         let out = request.send().await.map_err(map_error)?;
         Ok(out
             .volumes()

@@ -18,12 +18,7 @@ where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
     S: Serialize,
 {
-    let patch = json!({
-        "apiVersion": K::api_version(&()),
-        "kind": K::kind(&()),
-        "status": status,
-    });
-    send(api, object, patch).await
+    send(api, object, status_patch::<K>(json!(status), None)).await
 }
 
 /// Applies `status` only if `object` is still at `version` (its resourceVersion as last read or
@@ -40,13 +35,23 @@ where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
     S: Serialize,
 {
-    let patch = json!({
+    send(api, object, status_patch::<K>(json!(status), version)).await
+}
+
+/// The apply patch of a status, with the resourceVersion it must meet when `version` is given.
+fn status_patch<K>(status: serde_json::Value, version: Option<&str>) -> serde_json::Value
+where
+    K: Resource<DynamicType = ()>,
+{
+    let mut patch = json!({
         "apiVersion": K::api_version(&()),
         "kind": K::kind(&()),
-        "metadata": {"resourceVersion": version},
         "status": status,
     });
-    send(api, object, patch).await
+    if let Some(version) = version {
+        patch["metadata"] = json!({"resourceVersion": version});
+    }
+    patch
 }
 
 async fn send<K>(api: &Api<K>, object: &K, patch: serde_json::Value) -> Result<(), Error>

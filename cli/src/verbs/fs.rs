@@ -52,7 +52,7 @@ impl Mounted {
                 format!("service/{service} has no endpoint yet; `cpsctl wait {service}`")
             })?;
         let (host, port) = endpoint.rsplit_once(':').unwrap_or((&endpoint, "24007"));
-        if !Path::new("/sbin/mount.glusterfs").exists() && !which("mount.glusterfs") {
+        if !Path::new("/sbin/mount.glusterfs").exists() && !super::on_path("mount.glusterfs") {
             bail!(
                 "mount.glusterfs not found: install the GlusterFS client (Debian package glusterfs-client)"
             );
@@ -134,9 +134,4 @@ pub async fn import(
         bail!("unpacking into volume {volume} failed ({status}); tar's message is above");
     }
     Ok(())
-}
-
-fn which(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
 }

@@ -204,3 +204,9 @@ impl Session {
         }
     }
 }
+
+/// Whether `program` is a file in one of the PATH's folders (a client tool a verb runs).
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
+}

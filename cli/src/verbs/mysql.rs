@@ -118,7 +118,7 @@ pub async fn dump(s: &Session, service: &str) -> anyhow::Result<()> {
         .unwrap_or_else(|| "conpaas".into());
     let program = ["mariadb-dump", "mysqldump"]
         .into_iter()
-        .find(|p| which(p))
+        .find(|p| super::on_path(p))
         .context("mariadb-dump not found on PATH: install the MariaDB client (Debian package mariadb-client)")?;
     // The password goes by the environment, not the command line others can read.
     let status = tokio::process::Command::new(program)
@@ -139,9 +139,4 @@ pub async fn dump(s: &Session, service: &str) -> anyhow::Result<()> {
         bail!("{program} against {endpoint} failed ({status}); its message is above");
     }
     Ok(())
-}
-
-fn which(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
 }

@@ -178,6 +178,16 @@ impl Filesystem {
         }
     }
 
+    /// Where the Service's saved archive is stored and unpacked.
+    fn archive_access(&self, spec: &ServiceNodeSpec) -> archive::Access {
+        archive::Access {
+            client: self.env.client.clone(),
+            namespace: self.env.namespace.clone(),
+            service: spec.service.clone(),
+            work_dir: self.env.work_dir.join("glusterfs"),
+        }
+    }
+
     fn is_manager(&self, spec: &ServiceNodeSpec) -> bool {
         spec.drain.is_none()
             && first_member(&spec.members, ROLE).is_some_and(|m| m.name == self.env.node)
@@ -217,12 +227,7 @@ impl Filesystem {
                 .cloned()
                 .unwrap_or_else(|| "10".into()),
             restore: spec.restore.clone(),
-            archive: archive::Access {
-                client: self.env.client.clone(),
-                namespace: self.env.namespace.clone(),
-                service: spec.service.clone(),
-                work_dir: self.env.work_dir.join("glusterfs"),
-            },
+            archive: self.archive_access(spec),
             retry_removal: self.retry_removal.clone(),
         };
         let manager = self.is_manager(spec);
@@ -632,12 +637,7 @@ impl Role for Filesystem {
             return;
         }
         let Some(cli) = self.cli.clone() else { return };
-        let access = archive::Access {
-            client: self.env.client.clone(),
-            namespace: self.env.namespace.clone(),
-            service: spec.service.clone(),
-            work_dir: self.env.work_dir.join("glusterfs"),
-        };
+        let access = self.archive_access(&spec);
         let address = self.env.address.clone();
         tracing::info!("the Service stops: archiving the volumes");
         self.saving = Some(tokio::spawn(async move {
