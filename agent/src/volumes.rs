@@ -210,6 +210,19 @@ impl Mounts {
         env
     }
 
+    /// Each mounted volume as (`<AS>`, its mount, `root/<mountPath>`): where a type that shows
+    /// volumes at fixed paths (mapreduce) binds it.
+    pub fn binds(&self, root: &Path) -> Vec<(String, PathBuf, PathBuf)> {
+        self.mounts
+            .values()
+            .filter(|m| m.answered)
+            .filter_map(|m| {
+                let relative = m.link.mount_path.as_ref()?;
+                Some((m.link.prefix.clone(), m.dir.clone(), root.join(relative)))
+            })
+            .collect()
+    }
+
     /// Unmounts every volume.
     pub async fn shutdown(&mut self) {
         for (_, mut mount) in std::mem::take(&mut self.mounts) {

@@ -293,6 +293,12 @@ pub enum Verb {
         after_help = "Examples:\n  cpsctl fs export files uploads > uploads.tar\n  cpsctl fs import files uploads uploads.tar"
     )]
     Fs(FsVerb),
+    /// MapReduce services: run a Spark application against the Service (ConPaaS' Hadoop jobs)
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  cpsctl mapreduce submit jobs wordcount.py /var/lib/conpaas/volumes/data/in /var/lib/conpaas/volumes/data/out\n  cpsctl mapreduce submit jobs --conf spark.executor.cores=1 etl.py"
+    )]
+    Mapreduce(MapreduceVerb),
     /// Tenants (for administrators): a namespace, its users and its credits
     #[command(
         subcommand,
@@ -393,6 +399,24 @@ pub enum FsVerb {
         volume: String,
         /// The tar; standard input when left out
         file: Option<std::path::PathBuf>,
+    },
+}
+
+/// What `cpsctl mapreduce` does.
+#[derive(Subcommand, Debug)]
+pub enum MapreduceVerb {
+    /// Run spark-submit against the Service's master, the driver here, its output streamed
+    Submit {
+        /// The mapreduce Service
+        service: String,
+        /// A Spark property for this run (repeatable), e.g. spark.executor.cores=1
+        #[arg(long = "conf", value_name = "KEY=VALUE")]
+        conf: Vec<String>,
+        /// The application: a Python file or a jar
+        app: PathBuf,
+        /// The application's arguments
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
     },
 }
 
@@ -523,7 +547,7 @@ mod tests {
         assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
         assert!(parse_duration("5d").unwrap_err().contains("unit"));
         assert!(
-            parse_type("scalaris")
+            parse_type("htc")
                 .unwrap_err()
                 .contains("helloworld, generic, php")
         );

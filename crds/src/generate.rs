@@ -309,7 +309,7 @@ mod tests {
         let rules = type_rules(&["generic".to_string()]);
         assert_eq!(
             rules[0].rule,
-            "self.roles.all(r, r.name in {'helloworld': ['node'], 'generic': ['master', 'node'], 'php': ['proxy', 'web', 'backend'], 'java': ['proxy', 'web', 'backend'], 'mysql': ['mysql', 'glb'], 'filesystem': ['storage']}[self.type])"
+            "self.roles.all(r, r.name in {'helloworld': ['node'], 'generic': ['master', 'node'], 'php': ['proxy', 'web', 'backend'], 'java': ['proxy', 'web', 'backend'], 'mysql': ['mysql', 'glb'], 'filesystem': ['storage'], 'kvstore': ['node'], 'mapreduce': ['master', 'worker']}[self.type])"
         );
         assert!(rules.iter().any(|r| {
             r.rule

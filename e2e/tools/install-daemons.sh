@@ -19,6 +19,8 @@ command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need_apt+=(haproxy)
 # that mount a volume.
 command -v glusterd >/dev/null || [ -x /usr/sbin/glusterd ] || need_apt+=(glusterfs-server)
 command -v mount.glusterfs >/dev/null || [ -x /sbin/mount.glusterfs ] || need_apt+=(glusterfs-client)
+# The mapreduce service's Spark runs on Java 17 (tomcat10 brings it too).
+command -v java >/dev/null || need_apt+=(openjdk-17-jre-headless)
 # The WordPress e2e test uploads Debian's WordPress.
 [ -e /usr/share/wordpress/wp-settings.php ] || need_apt+=(wordpress)
 ((${#need_apt[@]})) || exit 0

@@ -3,6 +3,7 @@
 # works on a fresh machine and costs nothing on a prepared one.
 #   - pyone (PyPI): OpenNebula's own Python bindings check the XML-RPC simulator.
 #   - moto[server] (PyPI): the EC2 peer of the EC2 driver's tests.
+#   - pyspark (PyPI): Spark standalone for the mapreduce service.
 #   - the Debian daemons of the web hosting services (install-daemons.sh).
 set -euo pipefail
 
@@ -14,3 +15,5 @@ pip_install() {
 
 python3 -c 'import pyone' 2>/dev/null || pip_install 'pyone==7.3.*'
 python3 -c 'import moto.server, flask' 2>/dev/null || pip_install 'moto[server]==5.*'
+# The mapreduce service's Spark (the jars and bin/spark-class; about 460 MB).
+python3 -c 'import pyspark' 2>/dev/null || pip_install 'pyspark==4.3.0'

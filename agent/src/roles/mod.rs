@@ -10,6 +10,8 @@ mod filesystem;
 mod generic;
 mod glb;
 mod helloworld;
+mod kvstore;
+mod mapreduce;
 mod mysql;
 mod mysql_dump;
 mod web;
@@ -85,6 +87,27 @@ pub struct Credentials {
 /// `username` and `password` of the Secret `name`, read with the node's own token (which may
 /// read that Secret and no other).
 pub async fn read_credentials(env: &RoleEnv, name: &str) -> Result<Credentials, String> {
+    let (mut fields, version) = read_secret(env, name, &["username", "password"]).await?;
+    Ok(Credentials {
+        password: fields.pop().unwrap_or_default(),
+        user: fields.pop().unwrap_or_default(),
+        version,
+    })
+}
+
+/// `password` of the Secret `name` (a kvstore's), and the Secret's resourceVersion.
+pub async fn read_password(env: &RoleEnv, name: &str) -> Result<(String, String), String> {
+    let (mut fields, version) = read_secret(env, name, &["password"]).await?;
+    Ok((fields.pop().unwrap_or_default(), version))
+}
+
+/// The values of `keys` in the Secret `name`, and its resourceVersion; a missing or unsafe value
+/// names the key.
+async fn read_secret(
+    env: &RoleEnv,
+    name: &str,
+    keys: &[&str],
+) -> Result<(Vec<String>, String), String> {
     let api: kube::Api<k8s_openapi::api::core::v1::Secret> =
         kube::Api::namespaced(env.client.clone(), &env.namespace);
     let secret = api
@@ -109,11 +132,11 @@ pub async fn read_credentials(env: &RoleEnv, name: &str) -> Result<Credentials, 
                 }
             })
     };
-    Ok(Credentials {
-        user: field("username")?,
-        password: field("password")?,
-        version: secret.metadata.resource_version.clone().unwrap_or_default(),
-    })
+    let values = keys.iter().map(|k| field(k)).collect::<Result<_, _>>()?;
+    Ok((
+        values,
+        secret.metadata.resource_version.clone().unwrap_or_default(),
+    ))
 }
 
 /// The node's own data volume (`roles[].volume`), if it has one: where the local cloud says
@@ -172,5 +195,7 @@ pub fn for_type(service_type: ServiceType, role: &str, env: RoleEnv) -> Box<dyn 
         ServiceType::Java => Box::new(web::WebHosting::new(env, web::Stack::Java)),
         ServiceType::Mysql => Box::new(mysql::Mysql::new(env)),
         ServiceType::Filesystem => Box::new(filesystem::Filesystem::new(env)),
+        ServiceType::Kvstore => Box::new(kvstore::Kvstore::new(env)),
+        ServiceType::Mapreduce => Box::new(mapreduce::Mapreduce::new(env, role)),
     }
 }

@@ -38,10 +38,13 @@ fn code_field(ty: &str) -> &'static str {
     if ty == "mysql" { "Dump" } else { "Archive" }
 }
 
-/// Our type for a manifest's `Type`: ConPaaS' `xtreemfs` is the filesystem service.
+/// Our type for a manifest's `Type`: ConPaaS' `xtreemfs` is the filesystem service, `scalaris`
+/// the kvstore, `hadoop` mapreduce.
 pub fn our_type(conpaas: &str) -> String {
     match conpaas.to_lowercase().as_str() {
         "xtreemfs" => "filesystem".into(),
+        "scalaris" => "kvstore".into(),
+        "hadoop" => "mapreduce".into(),
         other => other.into(),
     }
 }
@@ -58,6 +61,8 @@ fn our_role(ty: &str, role: &str) -> String {
 fn conpaas_type(ty: &str) -> &str {
     match ty {
         "filesystem" => "xtreemfs",
+        "kvstore" => "scalaris",
+        "mapreduce" => "hadoop",
         other => other,
     }
 }

@@ -7,6 +7,7 @@ mod fs;
 mod info;
 mod logs;
 mod manifest;
+mod mapreduce;
 mod mysql;
 mod nodes;
 mod services;
@@ -22,7 +23,7 @@ use conpaas_crds::v1alpha1::{Application, Cloud, Service, ServiceNode};
 use kube::Api;
 use kube::api::ListParams;
 
-use crate::args::{Cli, CodeVerb, FsVerb, MysqlVerb, TenantVerb, Verb};
+use crate::args::{Cli, CodeVerb, FsVerb, MapreduceVerb, MysqlVerb, TenantVerb, Verb};
 use crate::connect::{Session, connect};
 
 /// Runs one verb; the exit code says whether it succeeded (doctor and wait may fail politely).
@@ -120,6 +121,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             volume,
             file,
         }) => fs::import(&s, &service, &volume, file).await?,
+        Verb::Mapreduce(MapreduceVerb::Submit {
+            service,
+            conf,
+            app,
+            args,
+        }) => mapreduce::submit(&s, &service, &app, &conf, &args).await?,
         Verb::Mysql(MysqlVerb::Password {
             service,
             wait,

@@ -44,6 +44,7 @@ pub const DESCRIPTOR: TypeDescriptor = TypeDescriptor {
     endpoint: Some(Access {
         roles: &["storage"],
         url: "{address}:24007",
+        seeds: 1,
     }),
     saved_on_stop: Some("storage"),
     restart_on_link_change: &[],

@@ -40,6 +40,7 @@ pub const DESCRIPTOR: TypeDescriptor = TypeDescriptor {
     access: Some(Access {
         roles: &["proxy"],
         url: "http://{address}/",
+        seeds: 1,
     }),
     endpoint: None,
     saved_on_stop: None,

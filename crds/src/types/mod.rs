@@ -12,6 +12,8 @@ pub mod filesystem;
 pub mod generic;
 pub mod helloworld;
 pub mod java;
+pub mod kvstore;
+pub mod mapreduce;
 pub mod mysql;
 pub mod php;
 mod settings;
@@ -66,6 +68,9 @@ pub struct Access {
     pub roles: &'static [&'static str],
     /// The URL, with `{address}` for that node's address.
     pub url: &'static str,
+    /// How many nodes it names, by ordinal, separated by commas (kvstore: seed nodes a
+    /// cluster client starts from; 1 for the rest).
+    pub seeds: usize,
 }
 
 impl Access {

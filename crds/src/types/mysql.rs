@@ -76,6 +76,7 @@ pub const DESCRIPTOR: TypeDescriptor = TypeDescriptor {
     endpoint: Some(Access {
         roles: &["glb", "mysql"],
         url: "{address}:3306",
+        seeds: 1,
     }),
     saved_on_stop: Some("mysql"),
     restart_on_link_change: &[],

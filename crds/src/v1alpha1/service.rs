@@ -307,17 +307,23 @@ pub enum ServiceType {
     Java,
     // ConPaaS' XtreemFS: shared POSIX volumes on GlusterFS.
     Filesystem,
+    // ConPaaS' Scalaris: a key-value store on Redis Cluster.
+    Kvstore,
+    // ConPaaS' Hadoop MapReduce: Spark standalone.
+    Mapreduce,
 }
 
 impl ServiceType {
     /// Every type, in the order documentation lists them.
-    pub const ALL: [ServiceType; 6] = [
+    pub const ALL: [ServiceType; 8] = [
         ServiceType::Helloworld,
         ServiceType::Generic,
         ServiceType::Php,
         ServiceType::Java,
         ServiceType::Mysql,
         ServiceType::Filesystem,
+        ServiceType::Kvstore,
+        ServiceType::Mapreduce,
     ];
 
     /// Everything the operator knows about this type: one module per type under
@@ -330,6 +336,8 @@ impl ServiceType {
             ServiceType::Mysql => &types::mysql::DESCRIPTOR,
             ServiceType::Java => &types::java::DESCRIPTOR,
             ServiceType::Filesystem => &types::filesystem::DESCRIPTOR,
+            ServiceType::Kvstore => &types::kvstore::DESCRIPTOR,
+            ServiceType::Mapreduce => &types::mapreduce::DESCRIPTOR,
         }
     }
 

@@ -108,10 +108,14 @@ pub struct NodeLink {
     pub prefix: String,
     /// The linked Service.
     pub service: String,
-    /// Its `host:port`, once it has one.
+    /// Its type, which decides what the link exports.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub service_type: Option<super::ServiceType>,
+    /// Its `host:port` (a kvstore's: seed nodes separated by commas), once it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
-    /// The Secret with `username` and `password`; the node's token may read it and no other.
+    /// The Secret with the credentials (mysql: `username` and `password`, kvstore: `password`);
+    /// the node's token may read it and no other.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
     /// The database.

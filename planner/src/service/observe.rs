@@ -252,7 +252,7 @@ pub fn exhausted(account: &CreditAccount) -> Option<String> {
 }
 
 /// How a node reaches the linked Service `target`: for types whose links export something
-/// (mysql), its endpoint once known, its credentials' Secret and its database.
+/// (mysql, kvstore, filesystem), its endpoint once known, its credentials' Secret and its database.
 fn node_link(link: &ServiceLink, target: &Service) -> Option<NodeLink> {
     let descriptor = target.spec.r#type.descriptor();
     if descriptor.link_exports.is_empty() {
@@ -269,8 +269,12 @@ fn node_link(link: &ServiceLink, target: &Service) -> Option<NodeLink> {
         prefix: link.prefix(),
         service: link.service.clone(),
         endpoint: target.status.as_ref().and_then(|s| s.endpoint.clone()),
-        secret: (target.spec.r#type == ServiceType::Mysql)
-            .then(|| conpaas_crds::types::mysql::secret_name(&link.service)),
+        service_type: Some(target.spec.r#type),
+        secret: match target.spec.r#type {
+            ServiceType::Mysql => Some(conpaas_crds::types::mysql::secret_name(&link.service)),
+            ServiceType::Kvstore => Some(conpaas_crds::types::kvstore::secret_name(&link.service)),
+            _ => None,
+        },
         database: setting("database"),
         secret_version: target
             .status

@@ -255,8 +255,8 @@ fn saved_data(previous: &ServiceStatus, nodes: &[ObservedNode], now: &Time) -> O
     }
 }
 
-/// Where clients reach the service: on the first node with an address of the first access role
-/// that has one (with `serving_first`, the first that serves: a link must not follow a
+/// Where clients reach the service: on the first node (the first `seeds` nodes, by commas) with
+/// an address of the first access role that has one (with `serving_first`, the first that serves: a link must not follow a
 /// replacement or a new glb that is still starting; a URL people keep stays on the first node).
 fn access_point(
     desired: &Desired,
@@ -264,7 +264,7 @@ fn access_point(
     nodes: &[ObservedNode],
     serving_first: bool,
 ) -> Option<String> {
-    nodes
+    let mut candidates: Vec<_> = nodes
         .iter()
         .filter(|n| !n.deleting && n.spec.drain.is_none())
         .filter_map(|n| {
@@ -277,8 +277,14 @@ fn access_point(
                 n.address.as_deref()?,
             ))
         })
-        .min()
+        .collect();
+    candidates.sort();
+    let urls: Vec<String> = candidates
+        .into_iter()
+        .take(access.seeds.max(1))
         .map(|(_, _, _, address)| access.url(address))
+        .collect();
+    (!urls.is_empty()).then(|| urls.join(","))
 }
 
 /// Whether these conditions say that replacing unhealthy nodes is held for an outage.

@@ -134,6 +134,7 @@ pub fn validate(spec: &ServiceSpec, inputs: Inputs<'_>) -> Result<Desired, Probl
             ));
         }
         check_volume_widths(spec, name, count)?;
+        check_kvstore_masters(spec, name, count)?;
         roles.push(DesiredRole {
             name: name.to_string(),
             count,
@@ -195,7 +196,12 @@ pub fn validate(spec: &ServiceSpec, inputs: Inputs<'_>) -> Result<Desired, Probl
 }
 
 /// The types whose nodes mount the volumes they link to.
-const MOUNTING: [ServiceType; 3] = [ServiceType::Php, ServiceType::Java, ServiceType::Generic];
+const MOUNTING: [ServiceType; 4] = [
+    ServiceType::Php,
+    ServiceType::Java,
+    ServiceType::Generic,
+    ServiceType::Mapreduce,
+];
 
 /// A link to a filesystem Service names one of its volumes and is made by a type that mounts
 /// it; a volume is only linked on a filesystem Service.
@@ -275,6 +281,29 @@ fn check_volume_widths(spec: &ServiceSpec, role: &str, count: i32) -> Result<(),
         )),
         None => Ok(()),
     }
+}
+
+/// A kvstore's nodes form at least 3 groups of a master and its `replicas` (Redis Cluster needs
+/// 3 masters): a count below that is refused, an autoscaler's too.
+fn check_kvstore_masters(spec: &ServiceSpec, role: &str, count: i32) -> Result<(), Problem> {
+    if spec.r#type != ServiceType::Kvstore || role != "node" || count == 0 {
+        return Ok(());
+    }
+    let replicas: i32 = spec
+        .settings
+        .get("replicas")
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(0);
+    if conpaas_crds::types::kvstore::masters(count, replicas) >= 3 {
+        return Ok(());
+    }
+    Err(Problem::new(
+        "TooFewMasters",
+        format!(
+            "spec.replicas: {count} nodes with settings.replicas {replicas} form fewer than the 3 masters Redis Cluster needs: run at least {}",
+            2 * (replicas + 1) + 1
+        ),
+    ))
 }
 
 /// A path of links from `service` back to itself, if there is one.
@@ -637,6 +666,26 @@ mod tests {
         let volumes = desired.config.filesystem.unwrap().volumes;
         assert_eq!(volumes[0].group_size(), 3);
         assert!(fs(2, 2, None).is_ok());
+    }
+
+    #[test]
+    fn a_kvstore_runs_at_least_three_masters() {
+        let kv = |nodes: i32, replicas: &str| {
+            let mut s = spec(ServiceType::Kvstore, vec![role("node", nodes, None)]);
+            s.settings.insert("replicas".into(), replicas.into());
+            run_beside_a_filesystem(&s)
+        };
+        assert!(kv(3, "0").is_ok());
+        let problem = kv(4, "1").unwrap_err();
+        assert_eq!(problem.reason, "TooFewMasters");
+        assert!(
+            problem.message.contains("run at least 5"),
+            "{}",
+            problem.message
+        );
+        assert!(kv(5, "1").is_ok(), "a last group short of its replica");
+        assert!(kv(7, "2").is_ok());
+        assert!(kv(6, "2").is_err());
     }
 
     #[test]

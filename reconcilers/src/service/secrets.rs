@@ -1,12 +1,12 @@
 //! The Secrets a Service's type keeps its credentials in (mysql: `<service>-mysql` with
-//! `username` and `password`), created once with a random password unless they exist, owned by
+//! `username` and `password`; kvstore: `<service>-kvstore` with `password`), created once with a random password unless they exist, owned by
 //! the Service so that they go with it. A Secret someone made first is kept as it is.
 
 use std::collections::HashSet;
 use std::sync::Mutex;
 
 use conpaas_crds::labels::LABEL_SERVICE;
-use conpaas_crds::types::mysql;
+use conpaas_crds::types::{kvstore, mysql};
 use conpaas_crds::v1alpha1::{Service, ServiceType};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ObjectMeta, PostParams};
@@ -25,15 +25,16 @@ pub struct Made(Mutex<HashSet<String>>);
 
 /// Makes the Service's credentials Secret unless it was made already.
 pub async fn ensure(ctx: &Context, service: &Service) -> Result<(), Error> {
-    if service.spec.r#type != ServiceType::Mysql {
-        return Ok(());
-    }
+    let (name, user) = match service.spec.r#type {
+        ServiceType::Mysql => (mysql::secret_name(&service.name_any()), Some(MYSQL_USER)),
+        ServiceType::Kvstore => (kvstore::secret_name(&service.name_any()), None),
+        _ => return Ok(()),
+    };
     let uid = service.uid().unwrap_or_default();
     if lock(&ctx.service_secrets).contains(&uid) {
         return Ok(());
     }
     let ns = service.namespace().unwrap_or_default();
-    let name = mysql::secret_name(&service.name_any());
     let secret = Secret {
         metadata: ObjectMeta {
             name: Some(name.clone()),
@@ -42,11 +43,10 @@ pub async fn ensure(ctx: &Context, service: &Service) -> Result<(), Error> {
             ..Default::default()
         },
         string_data: Some(
-            [
-                ("username".to_string(), MYSQL_USER.to_string()),
-                ("password".to_string(), mysql::random_password()),
-            ]
-            .into(),
+            user.map(|u| ("username".to_string(), u.to_string()))
+                .into_iter()
+                .chain([("password".to_string(), mysql::random_password())])
+                .collect(),
         ),
         ..Default::default()
     };

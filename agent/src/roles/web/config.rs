@@ -239,15 +239,57 @@ pub fn backend_nginx(
     nginx_main(dir, user, &server)
 }
 
+/// Where php keeps its sessions.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Sessions {
+    /// The redis beside the first proxy, `host:port`.
+    Proxy(String),
+    /// A linked kvstore (Redis Cluster): its seed nodes (`host:port,...`) and password.
+    Cluster { seeds: String, password: String },
+}
+
+impl Sessions {
+    /// phpredis' session handler and save path.
+    fn handler_and_path(&self) -> (&'static str, String) {
+        match self {
+            Sessions::Proxy(redis) => ("redis", format!("tcp://{redis}")),
+            Sessions::Cluster { seeds, password } => {
+                let mut path: Vec<String> = seeds
+                    .split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(|s| format!("seed[]={s}"))
+                    .collect();
+                path.push(format!("auth={}", percent_encode(password)));
+                // A master that fails over is waited for, not read from a stale replica.
+                path.push("timeout=2&read_timeout=2&failover=none&persistent=1".into());
+                ("rediscluster", path.join("&"))
+            }
+        }
+    }
+}
+
+/// `text` with every byte but letters, digits and `-._~` as `%XX` (a query string's value).
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
 /// php-fpm: one pool on a local socket, the Service's settings as admin values (scripts cannot
-/// override them), sessions in the redis beside the first proxy when it is known, and the
-/// environment given (links) visible through `getenv()`.
+/// override them), sessions in a linked kvstore or else the redis beside the first proxy when
+/// it is known, and the environment given (links) visible through `getenv()`.
 pub fn php_fpm(
     dir: &Path,
     user: Option<&str>,
     socket: &Path,
     settings: &BTreeMap<&str, String>,
-    sessions: Option<&str>,
+    sessions: Option<&Sessions>,
     env: &BTreeMap<String, String>,
 ) -> String {
     let d = dir.display();
@@ -287,9 +329,10 @@ php_admin_value[error_log] = {d}/../logs/php-errors.log
             _ => pool.push_str(&format!("php_admin_value[{key}] = {value}\n")),
         }
     }
-    if let Some(redis) = sessions {
+    if let Some(sessions) = sessions {
+        let (handler, path) = sessions.handler_and_path();
         pool.push_str(&format!(
-            "php_admin_value[session.save_handler] = redis\nphp_admin_value[session.save_path] = \"tcp://{redis}\"\n"
+            "php_admin_value[session.save_handler] = {handler}\nphp_admin_value[session.save_path] = \"{path}\"\n"
         ));
     }
     // php-fpm's env[] takes the rest of the line (quotes keep spaces and '='), and refuses an
@@ -446,7 +489,7 @@ mod tests {
             None,
             Path::new("/n/php/fpm.sock"),
             &settings,
-            Some("10.0.0.1:6379"),
+            Some(&Sessions::Proxy("10.0.0.1:6379".into())),
             &env,
         );
         assert!(pool.contains("php_admin_value[memory_limit] = 256M"));
@@ -458,5 +501,22 @@ mod tests {
             "php-fpm refuses an empty env[]"
         );
         assert!(!pool.contains("user ="), "no user when not root");
+        let cluster = Sessions::Cluster {
+            seeds: "10.0.0.5:6379,10.0.0.6:6379".into(),
+            password: "p&=w d".into(),
+        };
+        let pool = php_fpm(
+            Path::new("/n/php"),
+            None,
+            Path::new("/n/php/fpm.sock"),
+            &settings,
+            Some(&cluster),
+            &env,
+        );
+        assert!(pool.contains("php_admin_value[session.save_handler] = rediscluster\n"));
+        assert!(
+            pool.contains("session.save_path] = \"seed[]=10.0.0.5:6379&seed[]=10.0.0.6:6379&auth=p%26%3Dw%20d&"),
+            "{pool}"
+        );
     }
 }

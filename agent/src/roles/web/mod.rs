@@ -382,6 +382,16 @@ impl WebHosting {
             let Some(endpoint) = &link.endpoint else {
                 return Ok(None);
             };
+            let p = &link.prefix;
+            if link.service_type == Some(ServiceType::Kvstore) {
+                let password = match &link.secret {
+                    Some(name) => super::read_password(&self.env, name).await?.0,
+                    None => String::new(),
+                };
+                env.insert(format!("{p}_HOSTS"), endpoint.clone());
+                env.insert(format!("{p}_PASSWORD"), password);
+                continue;
+            }
             let (host, port) = endpoint.rsplit_once(':').unwrap_or((endpoint, ""));
             let (user, password) = match &link.secret {
                 Some(name) => {
@@ -391,7 +401,6 @@ impl WebHosting {
                 None => Default::default(),
             };
             let database = link.database.clone().unwrap_or_default();
-            let p = &link.prefix;
             env.insert(format!("{p}_HOST"), host.to_string());
             env.insert(format!("{p}_PORT"), port.to_string());
             env.insert(format!("{p}_USER"), user.clone());
@@ -439,14 +448,32 @@ impl WebHosting {
             .iter()
             .map(|s| (s.key, setting(spec, s.key)))
             .collect();
-        let sessions = first_member(&spec.members, "proxy")
-            .map(|p| format!("{}:{}", p.address, config::REDIS_PORT));
+        // Sessions go to a linked kvstore when there is one (shared with whatever else links
+        // it), else to the redis beside the first proxy.
+        let kvstore = spec
+            .links
+            .iter()
+            .find(|l| l.service_type == Some(ServiceType::Kvstore));
+        let sessions = match kvstore {
+            Some(link) => Some(config::Sessions::Cluster {
+                seeds: environment
+                    .get(&format!("{}_HOSTS", link.prefix))
+                    .cloned()
+                    .unwrap_or_default(),
+                password: environment
+                    .get(&format!("{}_PASSWORD", link.prefix))
+                    .cloned()
+                    .unwrap_or_default(),
+            }),
+            None => first_member(&spec.members, "proxy")
+                .map(|p| config::Sessions::Proxy(format!("{}:{}", p.address, config::REDIS_PORT))),
+        };
         let text = config::php_fpm(
             &self.dir,
             self.user,
             &self.dir.join("fpm.sock"),
             &settings,
-            sessions.as_deref(),
+            sessions.as_ref(),
             &environment,
         );
         let changed = daemon::write_if_changed(&conf, &text)?;

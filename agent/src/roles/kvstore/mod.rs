@@ -1,0 +1,640 @@
+//! kvstore (ConPaaS' Scalaris) on Redis Cluster: every node runs redis-server in cluster mode,
+//! bound to its address and announcing its ServiceNode name as its hostname, with AOF in its
+//! folder (on the node's volume when it has one) and the password of the Secret
+//! `<service>-kvstore`.
+//!
+//! The member with the lowest ordinal manages the cluster ([`cluster::next_step`]): it makes it
+//! once every member answers, adds new members as masters (or replicas of their group's master)
+//! and moves slots onto them, moves every slot off a leaving master before it takes the node out
+//! of the cluster, and repairs a half-moved slot. Every node reports the nodes the cluster still
+//! counts (`routesTo`): a leaving node is released once it is out, with nothing left on it.
+//!
+//! Stopping: the first node dumps every key (with its expiry) into the artifact store; the next
+//! start loads the dump once the cluster is made, before the manager says it is Ready.
+
+mod client;
+pub mod cluster;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use conpaas_crds::types::kvstore::{self, PORT};
+use conpaas_crds::v1alpha1::{AgentState, NodeCode, ServiceNodeSpec};
+use nix::sys::signal::Signal;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::{Role, RoleEnv, RoleReport, first_member, ordinal};
+use crate::daemon::{self, Daemon};
+use client::Nodes;
+use cluster::{Member, Step, View};
+
+/// The role.
+const ROLE: &str = "node";
+/// How often the cluster is looked at.
+const EVERY: Duration = Duration::from_secs(2);
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+pub struct Kvstore {
+    env: RoleEnv,
+    spec: Option<ServiceNodeSpec>,
+    server: Option<Daemon>,
+    nodes: Option<Nodes>,
+    error: Option<String>,
+    step: Option<JoinHandle<Outcome>>,
+    next_step: Instant,
+    outcome: Outcome,
+    saving: Option<JoinHandle<Result<String, String>>>,
+    saved: Option<String>,
+    /// Why the keys could not be saved for a stop: the node reports Failed, never Drained, so
+    /// the controller hands the save to another node.
+    save_error: Option<String>,
+}
+
+/// What one look at the cluster found.
+#[derive(Debug, Clone, Default)]
+struct Outcome {
+    ready: bool,
+    message: String,
+    /// The nodes the cluster counts; `None` when the look could not tell (the last known
+    /// stands: an empty list would release a leaving node that still holds slots).
+    routes_to: Option<Vec<String>>,
+}
+
+impl Kvstore {
+    pub fn new(env: RoleEnv) -> Self {
+        Self {
+            env,
+            spec: None,
+            server: None,
+            nodes: None,
+            error: None,
+            step: None,
+            next_step: Instant::now(),
+            outcome: Outcome {
+                message: "starting redis-server".into(),
+                ..Default::default()
+            },
+            saving: None,
+            saved: None,
+            save_error: None,
+        }
+    }
+
+    fn dir(&self) -> PathBuf {
+        self.env.work_dir.join("redis")
+    }
+
+    /// Where the manager notes which saved dump it loaded (so a look after a restart does not
+    /// load it again).
+    fn restored_marker(&self, saved: &NodeCode) -> PathBuf {
+        self.dir().join(format!("restored-{}", saved.sha256))
+    }
+
+    /// Writes redis-server's configuration (readable by the agent only: it holds the password)
+    /// and starts it as the agent's child.
+    async fn start(&mut self, spec: &ServiceNodeSpec) -> Result<(), String> {
+        let program = daemon::find(&["redis-server"], "redis-server")?;
+        let redis_cli = daemon::find(&["redis-cli"], "redis-tools")?;
+        let (password, _) =
+            super::read_password(&self.env, &kvstore::secret_name(&spec.service)).await?;
+        let data = self.dir().join("data");
+        // The AOF and the cluster's state live on the node's own volume when it has one.
+        super::on_data_volume(&data, "redis")?;
+        for dir in [&data, &self.env.work_dir.join("logs")] {
+            std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+        }
+        let conf = self.dir().join("redis.conf");
+        let text = config(&self.env.address, &self.env.node, &data, &password);
+        write_private(&conf, &text)?;
+        let mut server = Daemon::new(
+            "redis-server",
+            program,
+            vec![conf.display().to_string()],
+            self.env.work_dir.join("logs/redis-server.out"),
+            Signal::SIGTERM,
+        );
+        server.ensure_started()?;
+        self.server = Some(server);
+        self.nodes = Some(Nodes {
+            password,
+            redis_cli,
+        });
+        Ok(())
+    }
+
+    fn is_manager(&self, spec: &ServiceNodeSpec) -> bool {
+        spec.drain.is_none()
+            && first_member(&spec.members, ROLE).is_some_and(|m| m.name == self.env.node)
+    }
+
+    fn look(&mut self, spec: &ServiceNodeSpec) {
+        let Some(nodes) = self.nodes.clone() else {
+            return;
+        };
+        let mut members: Vec<_> = spec.members.iter().filter(|m| m.role == ROLE).collect();
+        members.sort_by_key(|m| ordinal(&m.name));
+        let look = Look {
+            nodes,
+            address: self.env.address.clone(),
+            members: members
+                .into_iter()
+                .map(|m| (m.name.clone(), m.address.clone()))
+                .collect(),
+            replicas: spec
+                .settings
+                .get("replicas")
+                .and_then(|r| r.parse().ok())
+                .unwrap_or(0),
+            restore: spec
+                .restore
+                .clone()
+                .filter(|saved| !self.restored_marker(saved).exists())
+                .map(|saved| Restore {
+                    marker: self.restored_marker(&saved),
+                    file: self.dir().join("restore.dump"),
+                    access: self.archive_access(spec),
+                    saved,
+                }),
+        };
+        let manager = self.is_manager(spec);
+        self.step = Some(tokio::spawn(async move {
+            if manager {
+                look.manage().await
+            } else {
+                look.follow().await
+            }
+        }));
+    }
+
+    fn archive_access(&self, spec: &ServiceNodeSpec) -> Archive {
+        Archive {
+            client: self.env.client.clone(),
+            namespace: self.env.namespace.clone(),
+            service: spec.service.clone(),
+        }
+    }
+}
+
+/// redis-server's configuration for the node at `address` named `node`.
+fn config(address: &str, node: &str, data: &std::path::Path, password: &str) -> String {
+    let data = data.display();
+    format!(
+        "# Written by the ConPaaS agent.
+bind {address}
+port {PORT}
+protected-mode no
+daemonize no
+logfile \"\"
+dir {data}
+cluster-enabled yes
+cluster-config-file {data}/nodes.conf
+cluster-node-timeout 5000
+# On loopback and behind NAT the node must say which address the others reach it at.
+cluster-announce-ip {address}
+cluster-announce-hostname {node}
+cluster-preferred-endpoint-type ip
+# A master whose slots all moved off stays a master until taken out (by default it would turn
+# into a replica half-way through draining several, and the drain would fail).
+cluster-allow-replica-migration no
+appendonly yes
+appendfsync everysec
+save \"\"
+requirepass \"{password}\"
+masterauth \"{password}\"
+"
+    )
+}
+
+fn write_private(path: &std::path::Path, text: &str) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()).map(|()| f));
+    file.as_mut()
+        .map(|_| ())
+        .map_err(|e| format!("write {}: {e}", path.display()))
+}
+
+/// Where the saved dump is stored.
+struct Archive {
+    client: kube::Client,
+    namespace: String,
+    service: String,
+}
+
+/// A saved dump the cluster has not loaded yet.
+struct Restore {
+    saved: NodeCode,
+    marker: PathBuf,
+    file: PathBuf,
+    access: Archive,
+}
+
+/// What one look at the cluster works with (a task of its own: the agent keeps reporting and
+/// renewing its heartbeat while slots move).
+struct Look {
+    nodes: Nodes,
+    address: String,
+    /// The members (name, address), in ordinal order.
+    members: Vec<(String, String)>,
+    replicas: usize,
+    restore: Option<Restore>,
+}
+
+impl Look {
+    async fn view(&self, address: &str) -> Result<View, String> {
+        let nodes = self.nodes.clone();
+        let address = address.to_string();
+        tokio::task::spawn_blocking(move || nodes.view(&address))
+            .await
+            .map_err(|e| format!("asking about the cluster broke off: {e}"))?
+    }
+
+    /// A node that does not manage: reports who the cluster counts.
+    async fn follow(self) -> Outcome {
+        match self.view(&self.address).await {
+            Ok(view) => Outcome {
+                ready: view.serving(),
+                message: describe(&view),
+                routes_to: Some(cluster::node_names(&view)),
+            },
+            Err(e) => Outcome {
+                ready: false,
+                message: e,
+                routes_to: None,
+            },
+        }
+    }
+
+    /// The manager's look: every member's view, then the next step.
+    async fn manage(self) -> Outcome {
+        let own = match self.view(&self.address).await {
+            Ok(view) => view,
+            Err(e) => {
+                return Outcome {
+                    ready: false,
+                    message: e,
+                    routes_to: None,
+                };
+            }
+        };
+        let mut members = Vec::new();
+        for (name, address) in &self.members {
+            let view = if *address == self.address {
+                Some(own.clone())
+            } else {
+                self.view(address).await.ok()
+            };
+            members.push(Member {
+                name: name.clone(),
+                address: address.clone(),
+                view,
+            });
+        }
+        // The cluster is judged by this node's view, or, while it is not in the cluster (a
+        // replaced first node), by a member that is.
+        let seed = if own.in_cluster() {
+            Some((self.address.clone(), own.clone()))
+        } else {
+            members.iter().find_map(|m| {
+                let view = m.view.as_ref().filter(|v| v.in_cluster())?;
+                Some((m.address.clone(), view.clone()))
+            })
+        };
+        let step = cluster::next_step(
+            &members,
+            self.replicas,
+            seed.as_ref().map(|(_, view)| view),
+        );
+        let seed_address = seed.as_ref().map_or(self.address.clone(), |(a, _)| a.clone());
+        let mut message = describe(&own);
+        if let Some(step) = step {
+            let done = self.act(&seed_address, &members, &step).await;
+            message = match done {
+                Ok(what) => what,
+                Err(e) => e,
+            };
+        } else if let Some(restore) = &self.restore {
+            message = match self.load(restore).await {
+                Ok(what) => what,
+                Err(e) => format!("loading the saved keys: {e}"),
+            };
+            return Outcome {
+                ready: false,
+                message,
+                routes_to: Some(cluster::node_names(&own)),
+            };
+        }
+        Outcome {
+            ready: own.serving() && self.restore.is_none(),
+            message,
+            routes_to: Some(cluster::node_names(&own)),
+        }
+    }
+
+    /// Takes `step`; what it did.
+    async fn act(&self, seed: &str, members: &[Member], step: &Step) -> Result<String, String> {
+        let at = |address: &str| format!("{address}:{PORT}");
+        let run = |args: Vec<String>| async move { self.nodes.cluster_command(&args).await };
+        match step {
+            Step::Wait(why) => Ok(why.clone()),
+            Step::Create(masters) => {
+                let mut args = vec!["create".to_string()];
+                args.extend(masters.iter().map(|m| at(m)));
+                args.extend(["--cluster-replicas".into(), "0".into(), "--cluster-yes".into()]);
+                run(args).await?;
+                tracing::info!(?masters, "cluster made");
+                Ok(format!("cluster made of {} masters", masters.len()))
+            }
+            Step::Fix => {
+                run(vec!["fix".into(), at(seed), "--cluster-yes".into()]).await?;
+                tracing::info!("half-moved slots repaired");
+                Ok("half-moved slots repaired".into())
+            }
+            Step::Drain(ids) => {
+                let mut args = vec![
+                    "rebalance".to_string(),
+                    at(seed),
+                    "--cluster-pipeline".into(),
+                    "100".into(),
+                    "--cluster-weight".into(),
+                ];
+                args.extend(ids.iter().map(|id| format!("{id}=0")));
+                run(args).await?;
+                tracing::info!(?ids, "slots moved off leaving masters");
+                Ok(format!("slots moved off {} leaving masters", ids.len()))
+            }
+            Step::Remove { id, reachable: true } => {
+                run(vec!["del-node".into(), at(seed), id.clone()]).await?;
+                tracing::info!(id, "node taken out of the cluster");
+                Ok(format!("node {id} taken out of the cluster"))
+            }
+            Step::Remove {
+                id,
+                reachable: false,
+            } => {
+                let nodes = self.nodes.clone();
+                let (id, addresses): (String, Vec<String>) = (
+                    id.clone(),
+                    members.iter().map(|m| m.address.clone()).collect(),
+                );
+                tokio::task::spawn_blocking(move || {
+                    for address in addresses {
+                        nodes.forget(&address, &id)?;
+                    }
+                    Ok(format!("failed node {id} forgotten"))
+                })
+                .await
+                .map_err(|e| format!("forgetting a node broke off: {e}"))?
+            }
+            Step::AddMaster(address) => {
+                run(vec!["add-node".into(), at(address), at(seed)]).await?;
+                tracing::info!(address, "master added");
+                Ok(format!("{address} added as a master"))
+            }
+            Step::AddReplica { address, master_id } => {
+                run(vec![
+                    "add-node".into(),
+                    at(address),
+                    at(seed),
+                    "--cluster-slave".into(),
+                    "--cluster-master-id".into(),
+                    master_id.clone(),
+                ])
+                .await?;
+                tracing::info!(address, master_id, "replica added");
+                Ok(format!("{address} added as a replica of {master_id}"))
+            }
+            Step::Rebalance => {
+                run(vec![
+                    "rebalance".into(),
+                    at(seed),
+                    "--cluster-use-empty-masters".into(),
+                    "--cluster-pipeline".into(),
+                    "100".into(),
+                ])
+                .await?;
+                tracing::info!("slots moved onto new masters");
+                Ok("slots moved onto new masters".into())
+            }
+        }
+    }
+
+    /// Loads the saved dump into the made cluster, once.
+    async fn load(&self, restore: &Restore) -> Result<String, String> {
+        if !restore.file.exists() {
+            let access = &restore.access;
+            crate::code::download(
+                &access.client,
+                &access.namespace,
+                &access.service,
+                &restore.saved,
+                &restore.file,
+            )
+            .await
+            .map_err(|e| format!("{e:#}"))?;
+        }
+        let nodes = self.nodes.clone();
+        let seeds: Vec<String> = self.members.iter().map(|(_, a)| a.clone()).collect();
+        let file = restore.file.clone();
+        let (loaded, skipped) =
+            tokio::task::spawn_blocking(move || nodes.restore(&seeds, &file))
+                .await
+                .map_err(|e| format!("loading broke off: {e}"))??;
+        std::fs::write(&restore.marker, b"")
+            .map_err(|e| format!("write {}: {e}", restore.marker.display()))?;
+        let _ = std::fs::remove_file(&restore.file);
+        tracing::info!(loaded, skipped, "saved keys loaded");
+        Ok(format!(
+            "{loaded} saved keys loaded ({skipped} existed already)"
+        ))
+    }
+}
+
+/// One line on the node's part in the cluster.
+fn describe(view: &View) -> String {
+    let masters = view.nodes.iter().filter(|n| n.master && n.slots > 0).count();
+    let state = if view.state_ok { "ok" } else { "not ok" };
+    match view.myself() {
+        _ if !view.in_cluster() => "not in a cluster yet".into(),
+        Some(me) if me.replica_of.is_some() => {
+            format!("replica in a cluster of {masters} masters ({state})")
+        }
+        Some(me) => format!(
+            "master of {} slots in a cluster of {masters} masters ({state})",
+            me.slots
+        ),
+        None => "not in a cluster yet".into(),
+    }
+}
+
+#[async_trait::async_trait]
+impl Role for Kvstore {
+    async fn apply(&mut self, spec: &ServiceNodeSpec) {
+        self.spec = Some(spec.clone());
+        if self.server.is_none()
+            && let Err(e) = self.start(spec).await
+        {
+            self.error = Some(e);
+        }
+        self.next_step = Instant::now();
+        self.poll().await;
+    }
+
+    async fn poll(&mut self) {
+        let Some(spec) = self.spec.clone() else {
+            return;
+        };
+        if let Some(server) = self.server.as_mut() {
+            if !server.running() {
+                let message = server.exited_message();
+                if let Err(e) = server.ensure_started() {
+                    self.error = Some(format!("{message}; restarting it: {e}"));
+                }
+            } else {
+                self.error = None;
+            }
+        } else if self.error.is_some()
+            && let Err(e) = self.start(&spec).await
+        {
+            // A missing daemon or an unreadable Secret, tried again.
+            self.error = Some(e);
+        }
+        if self.saving.as_ref().is_some_and(|t| t.is_finished()) {
+            let task = self.saving.take().expect("checked above");
+            match task.await {
+                Ok(Ok(sha256)) => self.saved = Some(sha256),
+                Ok(Err(e)) => self.save_error = Some(format!("saving the keys for the stop: {e}")),
+                Err(e) => self.save_error = Some(format!("saving the keys broke off: {e}")),
+            }
+        }
+        if self.step.as_ref().is_some_and(|t| t.is_finished()) {
+            let task = self.step.take().expect("checked above");
+            if let Ok(mut outcome) = task.await {
+                if outcome.routes_to.is_none() {
+                    outcome.routes_to = self.outcome.routes_to.take();
+                }
+                self.outcome = outcome;
+            }
+        }
+        if self.step.is_none() && self.next_step <= Instant::now() && self.saving.is_none() {
+            if daemon::listening(&format!("{}:{PORT}", self.env.address)).await {
+                self.look(&spec);
+            }
+            self.next_step = Instant::now() + EVERY;
+        }
+    }
+
+    fn report(&self) -> RoleReport {
+        let (state, message) = if let Some(e) = self.save_error.as_ref().or(self.error.as_ref()) {
+            (AgentState::Failed, e.clone())
+        } else if self.saving.is_some() {
+            (AgentState::Starting, "dumping the keys for the stop".into())
+        } else if self.outcome.ready {
+            (AgentState::Ready, self.outcome.message.clone())
+        } else {
+            (AgentState::Starting, self.outcome.message.clone())
+        };
+        RoleReport {
+            state: Some(state),
+            message: Some(message),
+            routes_to: self.outcome.routes_to.clone(),
+            saved: self.saved.clone(),
+            ..Default::default()
+        }
+    }
+
+    async fn drain(&mut self) {
+        let Some(spec) = self.spec.clone() else {
+            return;
+        };
+        let stopping = spec
+            .drain
+            .as_ref()
+            .is_some_and(|d| d.reason == "ServiceStopped");
+        if !stopping || self.saving.is_some() || self.saved.is_some() {
+            return;
+        }
+        let Some(nodes) = self.nodes.clone() else {
+            return;
+        };
+        let access = self.archive_access(&spec);
+        let address = self.env.address.clone();
+        let file = self.dir().join("saved.dump");
+        tracing::info!("the Service stops: dumping the keys");
+        self.saving = Some(tokio::spawn(async move {
+            let dumped = tokio::task::spawn_blocking({
+                let file = file.clone();
+                move || {
+                    let view = nodes.view(&address)?;
+                    let masters: Vec<String> = view
+                        .nodes
+                        .iter()
+                        .filter(|n| n.master && n.slots > 0)
+                        .map(|n| n.address.clone())
+                        .collect();
+                    nodes.dump(&masters, &file)
+                }
+            })
+            .await
+            .map_err(|e| format!("dumping broke off: {e}"))??;
+            let stored =
+                crate::code::upload(&access.client, &access.namespace, &access.service, &file)
+                    .await
+                    .map_err(|e| format!("{e:#}"));
+            let _ = std::fs::remove_file(&file);
+            tracing::info!(keys = dumped, "keys saved");
+            stored
+        }));
+    }
+
+    fn drained(&self) -> bool {
+        let stopping = self
+            .spec
+            .as_ref()
+            .and_then(|s| s.drain.as_ref())
+            .is_some_and(|d| d.reason == "ServiceStopped");
+        self.saving.is_none() && (!stopping || self.saved.is_some())
+    }
+
+    async fn shutdown(&mut self) {
+        if let Some(task) = self.step.take() {
+            task.abort();
+        }
+        if let Some(mut server) = self.server.take() {
+            server.stop(STOP_GRACE).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_configuration_announces_the_node_and_keeps_an_aof() {
+        let text = config(
+            "127.0.9.1",
+            "kv-node-0",
+            std::path::Path::new("/w/redis/data"),
+            "secret",
+        );
+        for line in [
+            "bind 127.0.9.1\n",
+            "cluster-announce-ip 127.0.9.1\n",
+            "cluster-announce-hostname kv-node-0\n",
+            "appendonly yes\n",
+            "dir /w/redis/data\n",
+            "requirepass \"secret\"\n",
+            "masterauth \"secret\"\n",
+        ] {
+            assert!(text.contains(line), "{line}");
+        }
+    }
+}

@@ -1,0 +1,58 @@
+//! kvstore: ConPaaS' Scalaris key-value store on Redis Cluster: the hash slots spread over the
+//! masters, moved off a leaving master before it goes.
+
+use super::{Access, RoleDescriptor, SettingCheck, SettingDescriptor, TypeDescriptor};
+
+/// The port every node's redis-server serves clients on (the cluster bus is this + 10000).
+pub const PORT: u16 = 6379;
+
+/// The Secret holding a kvstore Service's password (`password`).
+pub fn secret_name(service: &str) -> String {
+    format!("{service}-kvstore")
+}
+
+/// The kvstore type.
+pub const DESCRIPTOR: TypeDescriptor = TypeDescriptor {
+    name: "kvstore",
+    summary: "ConPaaS' Scalaris key-value store on Redis Cluster: the 16384 hash slots are spread over the masters (at least 3), each with the setting `replicas` replicas (nodes are grouped by ordinal: the first of each group of `replicas + 1` is a master, the others its replicas, the last group perhaps short of them). A scale-out adds masters and moves slots onto them; a scale-in moves a leaving master's slots onto the others, removes it from the cluster and only then lets its VM go: no key is lost. Data is kept with AOF on the node's volume (`roles[].volume`) when it has one. The password is in the Secret `<service>-kvstore` (`password`; random unless it exists). `status.endpoint` lists seed nodes (`host:port,host:port,...`) for cluster clients. Stopping keeps the data: the first node dumps every key into the artifact store (`status.savedData`), and the first node of the next start loads it. Unlike Scalaris, a transaction (MULTI, Lua) may only touch keys of one hash slot (`{tag}` keys share one). ConPaaS manifests' `scalaris` imports as this type.",
+    roles: &[RoleDescriptor {
+        name: "node",
+        summary: "redis-server in cluster mode on port 6379 (bus 16379), with AOF; the node with the lowest ordinal manages the cluster",
+        default_count: 3,
+        min: 3,
+        max: None,
+    }],
+    default_role: "node",
+    settings: &[SettingDescriptor {
+        key: "replicas",
+        description: "replicas per master: nodes form groups of `replicas + 1` by ordinal, each a master and its replicas, and at least 3 groups are needed (a replica takes over if its master fails)",
+        default: Some("0"),
+        check: SettingCheck::Integer { min: 0, max: 2 },
+    }],
+    members: true,
+    link_exports: &[
+        (
+            "HOSTS",
+            "seed nodes as `host:port` separated by commas (`status.endpoint`)",
+        ),
+        ("PASSWORD", "the password of the Secret `<service>-kvstore`"),
+    ],
+    // Every node reports the nodes still in the cluster: a leaving node is released once its
+    // slots moved off and it was removed from the cluster.
+    routers: &["node"],
+    drain_seconds: 1,
+    access: None,
+    endpoint: Some(Access {
+        roles: &["node"],
+        url: "{address}:6379",
+        seeds: 3,
+    }),
+    saved_on_stop: Some("node"),
+    restart_on_link_change: &[],
+};
+
+/// The number of masters `nodes` nodes form with `replicas` replicas each: one per group of
+/// `replicas + 1` by ordinal, the last group perhaps short of replicas.
+pub fn masters(nodes: i32, replicas: i32) -> i32 {
+    (nodes + replicas) / (replicas + 1)
+}

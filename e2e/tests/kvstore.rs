@@ -1,0 +1,369 @@
+//! The kvstore service (ConPaaS' Scalaris) on real redis-server processes in cluster mode: 10,000
+//! keys written through a cluster-aware client (the `redis` crate's, not the agent's code), the
+//! nodes scale 3 -> 5 -> 3 while the client keeps writing, and every key and acknowledged write
+//! is read back; a php Service linked to it keeps its sessions in it; Stop keeps every key and
+//! Start brings them back.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use conpaas_e2e::wait;
+use kube::api::{Api, Patch, PatchParams};
+use redis::{ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo};
+use serde_json::json;
+
+const KEYS: usize = 10_000;
+const COUNTER: &str =
+    "<?php session_start(); $_SESSION['n'] = ($_SESSION['n'] ?? 0) + 1; echo $_SESSION['n'], ' ', session_id(), ' ', getenv('KV_HOSTS') === false ? 'no-hosts' : 'hosts';\n";
+
+fn kvstore(nodes: i32, state: &str) -> serde_json::Value {
+    json!({
+        "apiVersion": "conpaas.io/v1alpha1", "kind": "Service",
+        "metadata": {"name": "kv"},
+        "spec": {
+            "application": "demo", "type": "kvstore", "state": state,
+            "replicas": nodes,
+            // Each node keeps its AOF on a data volume of its own.
+            "roles": [{"name": "node", "volume": {"sizeGiB": 1}}]
+        }
+    })
+}
+
+fn site() -> serde_json::Value {
+    json!({
+        "apiVersion": "conpaas.io/v1alpha1", "kind": "Service",
+        "metadata": {"name": "site"},
+        "spec": {
+            "application": "demo", "type": "php",
+            "roles": [{"name": "proxy", "count": 1}, {"name": "web", "count": 0}, {"name": "backend", "count": 1}],
+            "links": [{"service": "kv", "as": "KV"}],
+            "code": {"active": "v1", "versions": [{"name": "v1", "configMap": {"name": "site-code", "key": "code.tar"}}]}
+        }
+    })
+}
+
+async fn apply(env: &Env, service: serde_json::Value) -> Result<(), kube::Error> {
+    let name = service["metadata"]["name"].as_str().unwrap().to_string();
+    let pp = PatchParams::apply("conpaas-e2e").force();
+    env.services()
+        .patch(&name, &pp, &Patch::Apply(service))
+        .await
+        .map(|_| ())
+}
+
+async fn password(env: &Env) -> String {
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(env.client.clone(), &env.ns);
+    let name = conpaas_crds::types::kvstore::secret_name("kv");
+    let data = secrets.get(&name).await.unwrap().data.unwrap();
+    String::from_utf8(data["password"].0.clone()).unwrap()
+}
+
+async fn endpoint(env: &Env) -> String {
+    env.services()
+        .get("kv")
+        .await
+        .unwrap()
+        .status
+        .and_then(|s| s.endpoint)
+        .expect("the kvstore has an endpoint")
+}
+
+/// A cluster client starting from the seeds of `status.endpoint`.
+fn cluster_client(seeds: &str, password: &str) -> redis::cluster::ClusterClient {
+    let infos: Vec<redis::ConnectionInfo> = seeds
+        .split(',')
+        .map(|seed| {
+            let (host, port) = seed.rsplit_once(':').unwrap();
+            ConnectionAddr::Tcp(host.into(), port.parse().unwrap())
+                .into_connection_info()
+                .unwrap()
+                .set_redis_settings(RedisConnectionInfo::default().set_password(password))
+        })
+        .collect();
+    redis::cluster::ClusterClient::builder(infos)
+        .password(password.to_string())
+        .retries(10)
+        .connection_timeout(Duration::from_secs(2))
+        .response_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap()
+}
+
+/// Keys on the node at `address`, asked directly.
+fn keys_on(address: &str, password: &str) -> u64 {
+    let info = ConnectionAddr::Tcp(address.into(), 6379)
+        .into_connection_info()
+        .unwrap()
+        .set_redis_settings(RedisConnectionInfo::default().set_password(password));
+    let mut connection = redis::Client::open(info)
+        .unwrap()
+        .get_connection_with_timeout(Duration::from_secs(2))
+        .unwrap();
+    redis::cmd("DBSIZE").query(&mut connection).unwrap()
+}
+
+/// Writes `w:<n>` = n for n = 0, 1, ... until told to stop, noting each acknowledged write; a
+/// failed write (a moment of CLUSTERDOWN while a slot moves) is counted and tried again.
+struct Writer {
+    stop: Arc<AtomicBool>,
+    acknowledged: Arc<Mutex<Vec<u64>>>,
+    failures: Arc<AtomicU64>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Writer {
+    fn start(client: redis::cluster::ClusterClient) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acknowledged = Arc::new(Mutex::new(Vec::new()));
+        let failures = Arc::new(AtomicU64::new(0));
+        let thread = std::thread::spawn({
+            let (stop, acknowledged, failures) =
+                (stop.clone(), acknowledged.clone(), failures.clone());
+            move || {
+                let mut connection = client.get_connection().unwrap();
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let set: redis::RedisResult<()> = redis::cmd("SET")
+                        .arg(format!("w:{n}"))
+                        .arg(n)
+                        .query(&mut connection);
+                    match set {
+                        Ok(()) => {
+                            acknowledged.lock().unwrap().push(n);
+                            n += 1;
+                        }
+                        Err(_) => {
+                            failures.fetch_add(1, Ordering::Relaxed);
+                            std::thread::sleep(Duration::from_millis(50));
+                            if let Ok(fresh) = client.get_connection() {
+                                connection = fresh;
+                            }
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            }
+        });
+        Self {
+            stop,
+            acknowledged,
+            failures,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops writing; the acknowledged writes and the failed tries.
+    fn finish(mut self) -> (Vec<u64>, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap();
+        let acknowledged = std::mem::take(&mut *self.acknowledged.lock().unwrap());
+        (acknowledged, self.failures.load(Ordering::Relaxed))
+    }
+}
+
+/// Every one of the 10,000 keys and of the acknowledged writes, read back; names what is missing.
+fn check_keys(
+    connection: &mut redis::cluster::ClusterConnection,
+    written: &[u64],
+) -> Result<(), String> {
+    let mut missing = Vec::new();
+    for i in 0..KEYS {
+        let value: Option<String> = redis::cmd("GET")
+            .arg(format!("key:{i}"))
+            .query(connection)
+            .map_err(|e| format!("GET key:{i}: {e}"))?;
+        if value.as_deref() != Some(format!("value-{i}").as_str()) {
+            missing.push(format!("key:{i}={value:?}"));
+        }
+    }
+    for n in written {
+        let value: Option<u64> = redis::cmd("GET")
+            .arg(format!("w:{n}"))
+            .query(connection)
+            .map_err(|e| format!("GET w:{n}: {e}"))?;
+        if value != Some(*n) {
+            missing.push(format!("w:{n}={value:?}"));
+        }
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} keys lost or wrong: {:?}",
+            missing.len(),
+            &missing[..missing.len().min(5)]
+        ))
+    }
+}
+
+async fn agents(env: &Env) -> String {
+    env.nodes("kv")
+        .await
+        .into_iter()
+        .map(|n| {
+            let agent = n.status.and_then(|s| s.agent).unwrap_or_default();
+            format!(
+                "{:?}: {:?} routesTo={:?} drain={:?}\n",
+                n.metadata.name, agent.message, agent.routes_to, n.spec.drain
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keys_survive_scaling_while_written_and_a_stop() {
+    let env = env("kvstore-e2e", 65).await;
+    env.apply_cloud_and_app().await;
+    apply(&env, kvstore(3, "Running")).await.unwrap();
+    env.wait_ready("kv", "node 3/3").await;
+    let password = password(&env).await;
+    assert_eq!(password.len(), 32, "a random password");
+    let seeds = endpoint(&env).await;
+    assert_eq!(seeds.split(',').count(), 3, "three seeds: {seeds}");
+
+    // Too few masters for Redis Cluster: refused (the role's minimum).
+    let refused = apply(&env, kvstore(2, "Running")).await.unwrap_err();
+    assert!(refused.to_string().contains("spec.replicas"), "{refused}");
+
+    let client = cluster_client(&seeds, &password);
+    let mut connection = client.get_connection().unwrap();
+    let started = Instant::now();
+    for i in 0..KEYS {
+        redis::cmd("SET")
+            .arg(format!("key:{i}"))
+            .arg(format!("value-{i}"))
+            .query::<()>(&mut connection)
+            .unwrap();
+    }
+    println!(
+        "{KEYS} keys written one by one through the cluster of 3 masters: {:.0} writes/s",
+        KEYS as f64 / started.elapsed().as_secs_f64()
+    );
+    let addresses: Vec<String> = env
+        .nodes("kv")
+        .await
+        .iter()
+        .filter_map(|n| n.status.as_ref()?.address.clone())
+        .collect();
+    let spread: Vec<u64> = addresses.iter().map(|a| keys_on(a, &password)).collect();
+    assert!(
+        spread.iter().all(|k| *k > 2000),
+        "the keys spread over the 3 masters: {spread:?}"
+    );
+    // The AOF is on each node's volume.
+    for node in env.nodes("kv").await {
+        let vm = env.state.path().join("vms").join(&node.spec.token);
+        assert_eq!(
+            std::fs::read_link(vm.join("work/redis/data")).unwrap(),
+            vm.join("work/volume/redis"),
+            "the data is on the node's volume"
+        );
+        assert!(vm.join("work/volume/redis/appendonlydir").is_dir());
+    }
+
+    // 3 -> 5 -> 3 while a client keeps writing.
+    let writer = Writer::start(client.clone());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let asked = Instant::now();
+    apply(&env, kvstore(5, "Running")).await.unwrap();
+    env.wait_ready("kv", "node 5/5").await;
+    println!(
+        "3 -> 5 nodes, slots moved onto the new masters: {:.1}s",
+        asked.elapsed().as_secs_f64()
+    );
+    let nodes = env.nodes("kv").await;
+    for node in nodes.iter().filter(|n| {
+        n.metadata
+            .name
+            .as_deref()
+            .is_some_and(|m| m.ends_with("-3") || m.ends_with("-4"))
+    }) {
+        let address = node.status.as_ref().and_then(|s| s.address.clone()).unwrap();
+        assert!(
+            keys_on(&address, &password) > 0,
+            "the new master {address} holds keys"
+        );
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let asked = Instant::now();
+    apply(&env, kvstore(3, "Running")).await.unwrap();
+    let result = wait::until("3 kvstore nodes", Duration::from_secs(300), || async {
+        Ok(env.nodes("kv").await.len() == 3)
+    })
+    .await;
+    if let Err(e) = result {
+        panic!("{e:#}\n--- agents ---\n{}", agents(&env).await);
+    }
+    println!(
+        "5 -> 3 nodes, the leaving masters' slots moved off first: {:.1}s",
+        asked.elapsed().as_secs_f64()
+    );
+    env.wait_ready("kv", "node 3/3").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (written, failures) = writer.finish();
+    println!(
+        "{} writes acknowledged during the scaling, {failures} tries failed and were repeated",
+        written.len()
+    );
+    assert!(written.len() > 100, "the writer kept writing");
+    check_keys(&mut connection, &written).unwrap();
+
+    // A php Service linked to the kvstore keeps its sessions in it.
+    create_config_map(
+        &env,
+        "site-code",
+        "code.tar",
+        tar_of(&[("counter.php", COUNTER)], 0o644),
+    )
+    .await;
+    apply(&env, site()).await.unwrap();
+    env.wait_ready("site", "proxy 1/1, web 0/0, backend 1/1")
+        .await;
+    let proxy = env.url_host("site").await;
+    let (_, first, headers) = http_send(&proxy, "GET", "/counter.php", &[])
+        .await
+        .unwrap();
+    let cookie = headers
+        .get("set-cookie")
+        .and_then(|c| c.split(';').next())
+        .expect("a session cookie")
+        .to_string();
+    let (_, second, _) = http_send(&proxy, "GET", "/counter.php", &[("cookie", &cookie)])
+        .await
+        .unwrap();
+    let words: Vec<&str> = second.split(' ').collect();
+    assert!(first.starts_with("1 "), "{first}");
+    assert_eq!((words[0], words[2]), ("2", "hosts"), "{second}");
+    let session: Option<String> = redis::cmd("GET")
+        .arg(format!("PHPREDIS_CLUSTER_SESSION:{}", words[1]))
+        .query(&mut connection)
+        .unwrap();
+    assert!(
+        session.as_deref().is_some_and(|s| s.contains("n|i:2;")),
+        "the session is kept in the kvstore: {session:?}"
+    );
+
+    // Stop: every key is dumped; Start: they are back in a new cluster.
+    apply(&env, kvstore(3, "Stopped")).await.unwrap();
+    env.wait_service("kv", "kv stopped with its data saved", |s| {
+        s.status.as_ref().is_some_and(|s| s.saved_data.is_some())
+    })
+    .await;
+    wait::until("no kvstore node left", LIMIT, || async {
+        Ok(env.nodes("kv").await.is_empty())
+    })
+    .await
+    .unwrap();
+    apply(&env, kvstore(3, "Running")).await.unwrap();
+    env.wait_ready("kv", "node 3/3").await;
+    let client = cluster_client(&endpoint(&env).await, &password);
+    let mut connection = client.get_connection().unwrap();
+    check_keys(&mut connection, &written).unwrap();
+
+    delete_and_expect_nothing_running(&env, &["site", "kv"]).await;
+}
