@@ -9,7 +9,7 @@ TEST_FEATURES = conpaas-controller/ec2,conpaas-cloud/ec2,conpaas-cloud/opennebul
 
 NEXTEST ?= $(or $(CONPAAS_CACHE),$(HOME)/.cache/conpaas)/nextest-0.9.151/bin/cargo-nextest
 
-.PHONY: run test build deps kube helm kstatus nextest crds install-yaml lint bench scale-bench code-bench web-bench ec2-bench fs-bench
+.PHONY: run test build deps kube helm kstatus nextest crds install-yaml lint bench scale-bench code-bench web-bench ec2-bench fs-bench kv-bench
 
 # Python packages the tests use (pyone, moto), installed only when missing.
 deps:
@@ -69,6 +69,10 @@ code-bench: kube
 # and the time to drain a node's brick (root; `make fs-bench GB=2`).
 fs-bench:
 	e2e/tools/fs-bench.sh $(GB)
+
+# kvstore: requests/s through 3 and 5 masters, and the drain of a master holding a third of KEYS.
+kv-bench:
+	e2e/tools/kv-bench.sh $(KEYS)
 
 web-bench: kube
 	$(CARGO) build --workspace --bins --release

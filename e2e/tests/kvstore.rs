@@ -17,8 +17,7 @@ use redis::{ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo};
 use serde_json::json;
 
 const KEYS: usize = 10_000;
-const COUNTER: &str =
-    "<?php session_start(); $_SESSION['n'] = ($_SESSION['n'] ?? 0) + 1; echo $_SESSION['n'], ' ', session_id(), ' ', getenv('KV_HOSTS') === false ? 'no-hosts' : 'hosts';\n";
+const COUNTER: &str = "<?php session_start(); $_SESSION['n'] = ($_SESSION['n'] ?? 0) + 1; echo $_SESSION['n'], ' ', session_id(), ' ', getenv('KV_HOSTS') === false ? 'no-hosts' : 'hosts';\n";
 
 fn kvstore(nodes: i32, state: &str) -> serde_json::Value {
     json!({
@@ -86,7 +85,7 @@ fn cluster_client(seeds: &str, password: &str) -> redis::cluster::ClusterClient 
         })
         .collect();
     redis::cluster::ClusterClient::builder(infos)
-        .password(password.to_string())
+        .password(password)
         .retries(10)
         .connection_timeout(Duration::from_secs(2))
         .response_timeout(Duration::from_secs(2))
@@ -283,7 +282,11 @@ async fn keys_survive_scaling_while_written_and_a_stop() {
             .as_deref()
             .is_some_and(|m| m.ends_with("-3") || m.ends_with("-4"))
     }) {
-        let address = node.status.as_ref().and_then(|s| s.address.clone()).unwrap();
+        let address = node
+            .status
+            .as_ref()
+            .and_then(|s| s.address.clone())
+            .unwrap();
         assert!(
             keys_on(&address, &password) > 0,
             "the new master {address} holds keys"
@@ -325,9 +328,7 @@ async fn keys_survive_scaling_while_written_and_a_stop() {
     env.wait_ready("site", "proxy 1/1, web 0/0, backend 1/1")
         .await;
     let proxy = env.url_host("site").await;
-    let (_, first, headers) = http_send(&proxy, "GET", "/counter.php", &[])
-        .await
-        .unwrap();
+    let (_, first, headers) = http_send(&proxy, "GET", "/counter.php", &[]).await.unwrap();
     let cookie = headers
         .get("set-cookie")
         .and_then(|c| c.split(';').next())

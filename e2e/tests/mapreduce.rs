@@ -70,8 +70,8 @@ async fn apply(env: &Env, service: serde_json::Value) {
 /// Text files of words from a small vocabulary, and the count of each word, made here.
 fn input(files: usize, words: usize) -> (BTreeMap<String, String>, BTreeMap<String, u64>) {
     const VOCABULARY: [&str; 12] = [
-        "conpaas", "spark", "elastic", "cloud", "volume", "worker", "master", "credit",
-        "gluster", "redis", "kube", "node",
+        "conpaas", "spark", "elastic", "cloud", "volume", "worker", "master", "credit", "gluster",
+        "redis", "kube", "node",
     ];
     let mut x = 0x2545_f491_4f6c_dd1d_u64 ^ std::process::id() as u64;
     let mut counts = BTreeMap::new();
@@ -100,12 +100,23 @@ fn output(dir: &Path) -> Result<BTreeMap<String, u64>, String> {
     let mut counts = BTreeMap::new();
     for entry in std::fs::read_dir(dir).map_err(|e| e.to_string())? {
         let path = entry.map_err(|e| e.to_string())?.path();
-        if !path.file_name().unwrap().to_string_lossy().starts_with("part-") {
+        if !path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("part-")
+        {
             continue;
         }
-        for line in std::fs::read_to_string(&path).map_err(|e| e.to_string())?.lines() {
+        for line in std::fs::read_to_string(&path)
+            .map_err(|e| e.to_string())?
+            .lines()
+        {
             let (word, count) = line.split_once('\t').ok_or(format!("line {line:?}"))?;
-            counts.insert(word.to_string(), count.parse().map_err(|_| line.to_string())?);
+            counts.insert(
+                word.to_string(),
+                count.parse().map_err(|_| line.to_string())?,
+            );
         }
     }
     Ok(counts)
@@ -180,7 +191,10 @@ async fn a_word_count_runs_through_worker_scaling_with_the_right_counts() {
         .trim_end_matches(":7077")
         .to_string();
     assert!(endpoint.starts_with("spark://"), "{endpoint}");
-    assert_eq!(status.url.as_deref(), Some(format!("http://{master}:8080").as_str()));
+    assert_eq!(
+        status.url.as_deref(),
+        Some(format!("http://{master}:8080").as_str())
+    );
 
     // The input, written through the master node's mount of the volume.
     let master_node = env
@@ -206,7 +220,11 @@ async fn a_word_count_runs_through_worker_scaling_with_the_right_counts() {
 
     // A word count on 2 workers.
     let started = Instant::now();
-    finished(submit(&env, app.path(), "out-2", "0"), "word count on 2 workers").await;
+    finished(
+        submit(&env, app.path(), "out-2", "0"),
+        "word count on 2 workers",
+    )
+    .await;
     println!(
         "word count of {} words on 2 workers: {:.1}s (submit to exit)",
         40 * 3000,
@@ -227,11 +245,7 @@ async fn a_word_count_runs_through_worker_scaling_with_the_right_counts() {
     env.wait_ready("jobs", "master 1/1, worker 4/4").await;
     wait::until("tasks on all 4 workers", LIMIT, || async {
         let (workers, _) = master_view(&master).await;
-        Ok(workers
-            .iter()
-            .filter(|w| w.1 == "ALIVE" && w.2 > 0)
-            .count()
-            == 4)
+        Ok(workers.iter().filter(|w| w.1 == "ALIVE" && w.2 > 0).count() == 4)
     })
     .await
     .unwrap();
@@ -274,7 +288,11 @@ async fn a_word_count_runs_through_worker_scaling_with_the_right_counts() {
     apply(&env, mapreduce(4)).await;
     env.wait_ready("jobs", "master 1/1, worker 4/4").await;
     let started = Instant::now();
-    finished(submit(&env, app.path(), "out-4", "0"), "word count on 4 workers").await;
+    finished(
+        submit(&env, app.path(), "out-4", "0"),
+        "word count on 4 workers",
+    )
+    .await;
     println!(
         "word count of {} words on 4 workers: {:.1}s (submit to exit)",
         40 * 3000,

@@ -8,15 +8,15 @@
 //! as `file://` paths in a job must be, even where several nodes share one machine.
 //!
 //! A leaving worker is decommissioned (SIGPWR, Spark's own signal for it): the master offers it
-//! no more work, its executors finish their running tasks and hand their blocks to the others,
-//! then exit; the node reports drained once no executor runs on it.
+//! no more work and tells the jobs' drivers, whose executors on it finish their running tasks,
+//! hand their shuffle blocks to the others (in rounds 30 s apart) and exit; the node reports
+//! drained once no executor runs on it. (SIGPWR sent to an executor itself kills it on Java 17:
+//! Spark's handler passes the signal on to the JVM's, which throws.)
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use conpaas_crds::types::mapreduce::{
-    MASTER_PORT, MASTER_UI_PORT, VOLUME_ROOT, WORKER_UI_PORT,
-};
+use conpaas_crds::types::mapreduce::{MASTER_PORT, MASTER_UI_PORT, VOLUME_ROOT, WORKER_UI_PORT};
 use conpaas_crds::v1alpha1::{AgentState, ServiceNodeSpec};
 use nix::sys::signal::Signal;
 use tokio::time::Instant;
@@ -130,9 +130,7 @@ impl Mapreduce {
              spark.worker.cleanup.enabled true\n",
         )?;
         let address = &self.env.address;
-        let mut spark_args = vec![
-            home.join("bin/spark-class").display().to_string(),
-        ];
+        let mut spark_args = vec![home.join("bin/spark-class").display().to_string()];
         match master_url {
             None => spark_args.extend([
                 "org.apache.spark.deploy.master.Master".to_string(),
@@ -189,9 +187,11 @@ impl Mapreduce {
                 .into_iter()
                 .filter(|(name, _)| !name.ends_with("_MOUNT")),
         );
-        env.extend(binds.iter().map(|(prefix, _, target)| {
-            (format!("{prefix}_MOUNT"), target.display().to_string())
-        }));
+        env.extend(
+            binds.iter().map(|(prefix, _, target)| {
+                (format!("{prefix}_MOUNT"), target.display().to_string())
+            }),
+        );
         daemon.set_env(env);
         Ok(daemon)
     }
@@ -199,7 +199,7 @@ impl Mapreduce {
     /// Asks Spark how the node is: the master answers, or the master lists this worker alive;
     /// a decommissioning worker's running executors.
     async fn look(&mut self, spec: &ServiceNodeSpec) {
-        let address = &self.env.address;
+        let address = &self.env.address.clone();
         if self.role == "master" {
             let said = get_json(&format!("http://{address}:{MASTER_UI_PORT}/json/")).await;
             self.ready = said
@@ -258,7 +258,10 @@ fn spark_home() -> Result<PathBuf, String> {
 
 fn pyspark_dir() -> Option<PathBuf> {
     let out = std::process::Command::new("python3")
-        .args(["-c", "import os, pyspark; print(os.path.dirname(pyspark.__file__))"])
+        .args([
+            "-c",
+            "import os, pyspark; print(os.path.dirname(pyspark.__file__))",
+        ])
         .stderr(std::process::Stdio::null())
         .output()
         .ok()?;
@@ -369,7 +372,10 @@ impl Role for Mapreduce {
                 ),
             )
         } else {
-            (AgentState::Starting, format!("starting the Spark {}", self.role))
+            (
+                AgentState::Starting,
+                format!("starting the Spark {}", self.role),
+            )
         };
         RoleReport {
             state: Some(state),
@@ -409,9 +415,12 @@ mod tests {
 
     #[test]
     fn volumes_are_bound_in_a_namespace_of_the_daemons_own() {
-        let (program, args) = in_namespace(&[], vec!["/s/bin/spark-class".into(), "M".into()])
-            .unwrap();
-        assert_eq!((program, args), (PathBuf::from("/s/bin/spark-class"), vec!["M".to_string()]));
+        let (program, args) =
+            in_namespace(&[], vec!["/s/bin/spark-class".into(), "M".into()]).unwrap();
+        assert_eq!(
+            (program, args),
+            (PathBuf::from("/s/bin/spark-class"), vec!["M".to_string()])
+        );
         let binds = vec![(
             "DATA".to_string(),
             PathBuf::from("/w/volumes/fs-data"),
@@ -419,7 +428,13 @@ mod tests {
         )];
         if let Ok((program, args)) = in_namespace(&binds, vec!["/s/bin/spark-class".into()]) {
             assert!(program.ends_with("unshare"));
-            let tail: Vec<&str> = args.iter().rev().take(4).rev().map(String::as_str).collect();
+            let tail: Vec<&str> = args
+                .iter()
+                .rev()
+                .take(4)
+                .rev()
+                .map(String::as_str)
+                .collect();
             assert_eq!(
                 tail,
                 [

@@ -93,7 +93,10 @@ pub async fn submit(
             .with_context(|| format!("service/{} has no endpoint yet", link.service))?;
         let (host, port) = endpoint.rsplit_once(':').unwrap_or((&endpoint, "24007"));
         let target = Path::new(VOLUME_ROOT).join(mount_path);
-        env.push((format!("{}_MOUNT", link.prefix()), target.display().to_string()));
+        env.push((
+            format!("{}_MOUNT", link.prefix()),
+            target.display().to_string(),
+        ));
         mounts.push(VolumeMount {
             host: host.to_string(),
             port: port.to_string(),
@@ -147,7 +150,8 @@ fn spark_submit() -> anyhow::Result<PathBuf> {
     if let Ok(out) = out
         && out.status.success()
     {
-        let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("bin/spark-submit");
+        let path =
+            PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("bin/spark-submit");
         if path.is_file() {
             return Ok(path);
         }

@@ -102,8 +102,7 @@ impl Nodes {
     /// Every key of the masters at `masters` with its expiry, as a gzipped dump; the number of
     /// keys.
     pub fn dump(&self, masters: &[String], to: &std::path::Path) -> Result<u64, String> {
-        let file =
-            std::fs::File::create(to).map_err(|e| format!("write {}: {e}", to.display()))?;
+        let file = std::fs::File::create(to).map_err(|e| format!("write {}: {e}", to.display()))?;
         let mut out = flate2::write::GzEncoder::new(file, flate2::Compression::fast());
         let write_error = |e: std::io::Error| format!("write {}: {e}", to.display());
         out.write_all(DUMP_MAGIC).map_err(write_error)?;

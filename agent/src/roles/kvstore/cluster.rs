@@ -238,17 +238,12 @@ pub fn next_step(members: &[Member], replicas: usize, seed: Option<&View>) -> Op
                 address: member.address.clone(),
                 master_id: master.id.clone(),
             },
-            None => Step::Wait(format!(
-                "{} waits for the master of its group",
-                member.name
-            )),
+            None => Step::Wait(format!("{} waits for the master of its group", member.name)),
         });
     }
     let empty: Vec<&Member> = members
         .iter()
-        .filter(|m| {
-            in_seed(&m.address).is_some_and(|n| n.master && n.slots == 0 && !n.failed)
-        })
+        .filter(|m| in_seed(&m.address).is_some_and(|n| n.master && n.slots == 0 && !n.failed))
         .collect();
     if !empty.is_empty() {
         // Slots move onto a new master only once it sees the cluster whole (else CLUSTERDOWN
@@ -298,7 +293,10 @@ mod tests {
     }
 
     fn line(id: &str, n: u32, flags: &str, master: &str, slots: &str) -> String {
-        format!("{id} 127.0.9.{}:6379@16379,kv-node-{n} {flags} {master} 0 0 1 connected {slots}\n", n + 1)
+        format!(
+            "{id} 127.0.9.{}:6379@16379,kv-node-{n} {flags} {master} 0 0 1 connected {slots}\n",
+            n + 1
+        )
     }
 
     fn members(n: u32, views: &dyn Fn(u32) -> Option<View>) -> Vec<Member> {
@@ -337,7 +335,9 @@ mod tests {
     #[test]
     fn a_cluster_is_made_of_the_groups_first_nodes_once_all_answer() {
         let some = members(3, &|i| (i != 1).then(|| fresh(i)).flatten());
-        assert!(matches!(next_step(&some, 0, None), Some(Step::Wait(w)) if w.contains("kv-node-1")));
+        assert!(
+            matches!(next_step(&some, 0, None), Some(Step::Wait(w)) if w.contains("kv-node-1"))
+        );
         let all = members(6, &fresh);
         assert_eq!(
             next_step(&all, 1, None),
@@ -348,8 +348,12 @@ mod tests {
             ]))
         );
         // A last group short of replicas still has its master.
-        assert!(matches!(next_step(&members(5, &fresh), 1, None), Some(Step::Create(m)) if m.len() == 3));
-        assert!(matches!(next_step(&members(4, &fresh), 1, None), Some(Step::Wait(w)) if w.contains("needs 3")));
+        assert!(
+            matches!(next_step(&members(5, &fresh), 1, None), Some(Step::Create(m)) if m.len() == 3)
+        );
+        assert!(
+            matches!(next_step(&members(4, &fresh), 1, None), Some(Step::Wait(w)) if w.contains("needs 3"))
+        );
     }
 
     #[test]
@@ -368,7 +372,13 @@ mod tests {
             + &line("b", 2, "master", "-", "5461-10922")
             + &line("c", 4, "master", "-", "10923-16383");
         let seed = view(&pairs);
-        let six = members(6, &|i| if i % 2 == 0 { Some(seed.clone()) } else { fresh(i) });
+        let six = members(6, &|i| {
+            if i % 2 == 0 {
+                Some(seed.clone())
+            } else {
+                fresh(i)
+            }
+        });
         assert_eq!(
             next_step(&six, 1, Some(&seed)),
             Some(Step::AddReplica {
@@ -381,7 +391,9 @@ mod tests {
         let seed = view(&added);
         let mut five = members(5, &|_| Some(seed.clone()));
         five[4].view.as_mut().unwrap().state_ok = false;
-        assert!(matches!(next_step(&five, 0, Some(&seed)), Some(Step::Wait(w)) if w.contains("kv-node-4")));
+        assert!(
+            matches!(next_step(&five, 0, Some(&seed)), Some(Step::Wait(w)) if w.contains("kv-node-4"))
+        );
         five[4].view.as_mut().unwrap().state_ok = true;
         assert_eq!(next_step(&five, 0, Some(&seed)), Some(Step::Rebalance));
     }
@@ -414,19 +426,38 @@ mod tests {
         );
         assert_eq!(
             node_names(&seed),
-            ["kv-node-0", "kv-node-1", "kv-node-2", "kv-node-3", "kv-node-4"]
+            [
+                "kv-node-0",
+                "kv-node-1",
+                "kv-node-2",
+                "kv-node-3",
+                "kv-node-4"
+            ]
         );
         // A half-moved slot is repaired before anything else.
         let open = drained.replace("12001-16383", "12001-16383 [12001->-d]");
         assert_eq!(next_step(&three, 0, Some(&view(&open))), Some(Step::Fix));
         // A failed master with slots is not forgotten: its keys would be gone.
-        let lost = view(&(line("a", 0, "myself,master", "-", "0-8000")
-            + &line("b", 1, "master", "-", "8001-12000")
-            + &line("c", 2, "master", "-", "12001-16000")
-            + &line("d", 3, "master,fail", "-", "16001-16383")));
-        assert!(matches!(next_step(&three, 0, Some(&lost)), Some(Step::Wait(w)) if w.contains("failed holding 383")));
-        assert_eq!(next_step(&three, 0, Some(&view(&(line("a", 0, "myself,master", "-", "0-8000")
-            + &line("b", 1, "master", "-", "8001-12000")
-            + &line("c", 2, "master", "-", "12001-16383"))))), None);
+        let lost = view(
+            &(line("a", 0, "myself,master", "-", "0-8000")
+                + &line("b", 1, "master", "-", "8001-12000")
+                + &line("c", 2, "master", "-", "12001-16000")
+                + &line("d", 3, "master,fail", "-", "16001-16383")),
+        );
+        assert!(
+            matches!(next_step(&three, 0, Some(&lost)), Some(Step::Wait(w)) if w.contains("failed holding 383"))
+        );
+        assert_eq!(
+            next_step(
+                &three,
+                0,
+                Some(&view(
+                    &(line("a", 0, "myself,master", "-", "0-8000")
+                        + &line("b", 1, "master", "-", "8001-12000")
+                        + &line("c", 2, "master", "-", "12001-16383"))
+                ))
+            ),
+            None
+        );
     }
 }

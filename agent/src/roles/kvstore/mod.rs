@@ -307,12 +307,10 @@ impl Look {
                 Some((m.address.clone(), view.clone()))
             })
         };
-        let step = cluster::next_step(
-            &members,
-            self.replicas,
-            seed.as_ref().map(|(_, view)| view),
-        );
-        let seed_address = seed.as_ref().map_or(self.address.clone(), |(a, _)| a.clone());
+        let step = cluster::next_step(&members, self.replicas, seed.as_ref().map(|(_, view)| view));
+        let seed_address = seed
+            .as_ref()
+            .map_or(self.address.clone(), |(a, _)| a.clone());
         let mut message = describe(&own);
         if let Some(step) = step {
             let done = self.act(&seed_address, &members, &step).await;
@@ -347,7 +345,11 @@ impl Look {
             Step::Create(masters) => {
                 let mut args = vec!["create".to_string()];
                 args.extend(masters.iter().map(|m| at(m)));
-                args.extend(["--cluster-replicas".into(), "0".into(), "--cluster-yes".into()]);
+                args.extend([
+                    "--cluster-replicas".into(),
+                    "0".into(),
+                    "--cluster-yes".into(),
+                ]);
                 run(args).await?;
                 tracing::info!(?masters, "cluster made");
                 Ok(format!("cluster made of {} masters", masters.len()))
@@ -370,7 +372,10 @@ impl Look {
                 tracing::info!(?ids, "slots moved off leaving masters");
                 Ok(format!("slots moved off {} leaving masters", ids.len()))
             }
-            Step::Remove { id, reachable: true } => {
+            Step::Remove {
+                id,
+                reachable: true,
+            } => {
                 run(vec!["del-node".into(), at(seed), id.clone()]).await?;
                 tracing::info!(id, "node taken out of the cluster");
                 Ok(format!("node {id} taken out of the cluster"))
@@ -443,10 +448,9 @@ impl Look {
         let nodes = self.nodes.clone();
         let seeds: Vec<String> = self.members.iter().map(|(_, a)| a.clone()).collect();
         let file = restore.file.clone();
-        let (loaded, skipped) =
-            tokio::task::spawn_blocking(move || nodes.restore(&seeds, &file))
-                .await
-                .map_err(|e| format!("loading broke off: {e}"))??;
+        let (loaded, skipped) = tokio::task::spawn_blocking(move || nodes.restore(&seeds, &file))
+            .await
+            .map_err(|e| format!("loading broke off: {e}"))??;
         std::fs::write(&restore.marker, b"")
             .map_err(|e| format!("write {}: {e}", restore.marker.display()))?;
         let _ = std::fs::remove_file(&restore.file);
@@ -459,7 +463,11 @@ impl Look {
 
 /// One line on the node's part in the cluster.
 fn describe(view: &View) -> String {
-    let masters = view.nodes.iter().filter(|n| n.master && n.slots > 0).count();
+    let masters = view
+        .nodes
+        .iter()
+        .filter(|n| n.master && n.slots > 0)
+        .count();
     let state = if view.state_ok { "ok" } else { "not ok" };
     match view.myself() {
         _ if !view.in_cluster() => "not in a cluster yet".into(),
