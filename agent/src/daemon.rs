@@ -302,6 +302,20 @@ pub fn write_if_changed(path: &Path, contents: &str) -> Result<bool, String> {
     Ok(true)
 }
 
+/// Writes `contents` to `path` readable by the agent's user only (it holds a password).
+pub fn write_private(path: &Path, contents: &str) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(contents.as_bytes()))
+        .map_err(|e| format!("write {}: {e}", path.display()))
+}
+
 /// Whether something accepts TCP connections at `address`.
 pub async fn listening(address: &str) -> bool {
     matches!(

@@ -412,6 +412,10 @@ pub enum MapreduceVerb {
         /// A Spark property for this run (repeatable), e.g. spark.executor.cores=1
         #[arg(long = "conf", value_name = "KEY=VALUE")]
         conf: Vec<String>,
+        /// Run the driver without the linked volumes (mounting them here needs root and the
+        /// GlusterFS client); for jobs whose driver reads and writes none of them
+        #[arg(long)]
+        no_volumes: bool,
         /// The application: a Python file or a jar
         app: PathBuf,
         /// The application's arguments

@@ -141,18 +141,27 @@ fn submit(env: &Env, app: &Path, target: &str, pause: &str) -> tokio::process::C
         .unwrap()
 }
 
-/// Waits for a submitted job; panics with the driver's output if it failed.
-async fn finished(job: tokio::process::Child, what: &str) {
+/// Waits for a submitted job; panics with the driver's output if it failed, else returns it.
+async fn finished(job: tokio::process::Child, what: &str) -> String {
     let out = tokio::time::timeout(Duration::from_secs(600), job.wait_with_output())
         .await
         .unwrap_or_else(|_| panic!("{what}: still running after 10 minutes"))
         .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    // The cause is in the exceptions' first lines; the stack traces bury it.
+    let causes: Vec<&str> = said
+        .lines()
+        .filter(|l| l.contains("Exception") || l.contains("Caused by") || l.contains("ERROR"))
+        .take(20)
+        .collect();
     assert!(
         out.status.success(),
-        "{what}: {}\n{}",
+        "{what}: {}\n{}\n--- tail ---\n{}",
         out.status,
-        tail(&String::from_utf8_lossy(&out.stderr), 40)
+        causes.join("\n"),
+        tail(&said, 20)
     );
+    said.into_owned()
 }
 
 /// The Spark master's view: its workers (address, state, cores used) and running applications.
@@ -277,7 +286,14 @@ async fn a_word_count_runs_through_worker_scaling_with_the_right_counts() {
         2,
         "the leaving workers were decommissioned"
     );
-    finished(job, "word count through 2 -> 4 -> 2 workers").await;
+    assert!(
+        master_log.contains("authentication enabled"),
+        "the master takes only drivers with the Service's secret"
+    );
+    let driver = finished(job, "word count through 2 -> 4 -> 2 workers").await;
+    // Decommissioned, not killed: no task had to run again.
+    let lost: Vec<&str> = driver.lines().filter(|l| l.contains("Lost task")).collect();
+    assert!(lost.is_empty(), "tasks lost through the scaling: {lost:?}");
     println!(
         "word count through 2 -> 4 -> 2 workers: {:.1}s",
         started.elapsed().as_secs_f64()

@@ -16,7 +16,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use conpaas_crds::types::mapreduce::{MASTER_PORT, MASTER_UI_PORT, VOLUME_ROOT, WORKER_UI_PORT};
+use conpaas_crds::types::mapreduce::{
+    self, MASTER_PORT, MASTER_UI_PORT, VOLUME_ROOT, WORKER_UI_PORT,
+};
 use conpaas_crds::v1alpha1::{AgentState, ServiceNodeSpec};
 use nix::sys::signal::Signal;
 use tokio::time::Instant;
@@ -45,6 +47,13 @@ pub struct Mapreduce {
     decommissioning: bool,
     /// Executors still running on this worker, as its last look said.
     executors: Option<usize>,
+    /// When the decommission began: a worker whose executors do not end within the setting
+    /// `decommission_seconds` is let go anyway.
+    decommissioned_at: Option<Instant>,
+    /// The volume binds the running daemon was started with.
+    started_binds: Vec<(String, PathBuf, PathBuf)>,
+    /// Why the daemon was last restarted, shown until it is ready again.
+    restarted: Option<String>,
 }
 
 impl Mapreduce {
@@ -62,6 +71,9 @@ impl Mapreduce {
             next_look: Instant::now(),
             decommissioning: false,
             executors: None,
+            decommissioned_at: None,
+            started_binds: Vec::new(),
+            restarted: None,
         }
     }
 
@@ -87,19 +99,37 @@ impl Mapreduce {
             Some(format!("spark://{}:{MASTER_PORT}", master.address))
         };
         self.waiting = None;
-        if self.spark.is_some() && self.master_url != master_url {
-            tracing::info!(master = ?master_url, "the master moved: restarting the worker");
+        let binds = self.mounts.binds(Path::new(VOLUME_ROOT));
+        let restart = if self.spark.is_none() {
+            None
+        } else if self.master_url != master_url {
+            Some(format!("the master moved to {master_url:?}"))
+        } else if binds != self.started_binds {
+            Some("the linked volumes changed".to_string())
+        } else {
+            self.unseen_volume()
+        };
+        if let Some(why) = restart {
+            tracing::warn!(why, "restarting the Spark daemon");
+            self.restarted = Some(format!("restarting the Spark {}: {why}", self.role));
+            self.ready = false;
             if let Some(mut spark) = self.spark.take() {
                 spark.stop(STOP_GRACE).await;
             }
         }
         if self.spark.is_none() {
-            self.spark = Some(self.daemon(spec, master_url.as_deref())?);
+            let (secret, _) =
+                super::read_value(&self.env, &mapreduce::secret_name(&spec.service), "secret")
+                    .await?;
+            self.spark = Some(self.daemon(spec, master_url.as_deref(), &binds, &secret)?);
             self.master_url = master_url;
+            self.started_binds = binds;
         }
         let spark = self.spark.as_mut().expect("made above");
         if !spark.running() {
             let message = spark.exited_message();
+            self.ready = false;
+            self.restarted = Some(message.clone());
             spark
                 .ensure_started()
                 .map_err(|e| format!("{message}; restarting it: {e}"))?;
@@ -107,9 +137,36 @@ impl Mapreduce {
         Ok(())
     }
 
+    /// A linked volume the running daemon does not see where its namespace binds it (a bind
+    /// of a FUSE mount that has since been replaced shows nothing): `/proc/<pid>/root` is the
+    /// daemon's own view of the filesystem.
+    fn unseen_volume(&mut self) -> Option<String> {
+        use std::os::unix::fs::MetadataExt;
+        let pid = self.spark.as_mut()?.pid()?;
+        for (_, source, target) in &self.started_binds {
+            let inner = PathBuf::from(format!("/proc/{pid}/root"))
+                .join(target.strip_prefix("/").unwrap_or(target));
+            let device = |p: &Path| std::fs::metadata(p).map(|m| m.dev()).ok();
+            let (outer, seen) = (device(source), device(&inner));
+            if outer.is_some() && seen != outer {
+                return Some(format!(
+                    "it does not see the volume mounted at {}",
+                    target.display()
+                ));
+            }
+        }
+        None
+    }
+
     /// The Spark master or worker, run through `spark-class` in a mount namespace that shows
     /// the linked volumes at their fixed paths.
-    fn daemon(&self, spec: &ServiceNodeSpec, master_url: Option<&str>) -> Result<Daemon, String> {
+    fn daemon(
+        &self,
+        spec: &ServiceNodeSpec,
+        master_url: Option<&str>,
+        binds: &[(String, PathBuf, PathBuf)],
+        secret: &str,
+    ) -> Result<Daemon, String> {
         let home = spark_home()?;
         daemon::find(&["java"], "openjdk-17-jre-headless")?;
         let dir = self.dir();
@@ -117,18 +174,7 @@ impl Mapreduce {
             std::fs::create_dir_all(&d).map_err(|e| format!("create {}: {e}", d.display()))?;
         }
         let properties = dir.join("spark-defaults.conf");
-        daemon::write_if_changed(
-            &properties,
-            "# Written by the ConPaaS agent.\n\
-             # SIGPWR decommissions a worker: no new tasks, running ones finish, blocks move.\n\
-             spark.decommission.enabled true\n\
-             # A taken port is an error, not a silent move to the next one.\n\
-             spark.port.maxRetries 0\n\
-             # Jobs come through the master's port (cpsctl mapreduce submit), never its REST\n\
-             # server, which takes submissions from anyone who reaches it.\n\
-             spark.master.rest.enabled false\n\
-             spark.worker.cleanup.enabled true\n",
-        )?;
+        daemon::write_private(&properties, &properties_text(secret))?;
         let address = &self.env.address;
         let mut spark_args = vec![home.join("bin/spark-class").display().to_string()];
         match master_url {
@@ -160,8 +206,7 @@ impl Mapreduce {
             "--properties-file".to_string(),
             properties.display().to_string(),
         ]);
-        let binds = self.mounts.binds(Path::new(VOLUME_ROOT));
-        let (program, args) = in_namespace(&binds, spark_args)?;
+        let (program, args) = in_namespace(binds, spark_args)?;
         let mut daemon = Daemon::new(
             if master_url.is_none() {
                 "spark-master"
@@ -205,14 +250,19 @@ impl Mapreduce {
             self.ready = said
                 .as_ref()
                 .is_ok_and(|j| j["status"].as_str() == Some("ALIVE"));
+            if self.ready {
+                self.restarted = None;
+            }
             return;
         }
         if self.decommissioning {
             let said = get_json(&format!("http://{address}:{WORKER_UI_PORT}/json/")).await;
+            let running = self.spark.as_mut().is_some_and(Daemon::running);
             self.executors = match said {
                 Ok(json) => json["executors"].as_array().map(Vec::len),
-                // A worker that no longer answers runs nothing.
-                Err(_) => Some(0),
+                // A worker that exited runs nothing; one that did not answer may.
+                Err(_) if !running => Some(0),
+                Err(_) => self.executors,
             };
             return;
         }
@@ -228,7 +278,30 @@ impl Mapreduce {
                 })
             })
         });
+        if self.ready {
+            self.restarted = None;
+        }
     }
+}
+
+/// The daemons' Spark properties (readable by the agent only: they hold the secret).
+fn properties_text(secret: &str) -> String {
+    format!(
+        "# Written by the ConPaaS agent.
+# Only drivers holding the Service's secret run jobs (cpsctl mapreduce submit reads it).
+spark.authenticate true
+spark.authenticate.secret {secret}
+# The web UIs show, they do not kill.
+spark.ui.killEnabled false
+# SIGPWR decommissions a worker: no new tasks, running ones finish, blocks move.
+spark.decommission.enabled true
+# A taken port is an error, not a silent move to the next one.
+spark.port.maxRetries 0
+# Jobs come through the master's port, never its REST server, which has no authentication.
+spark.master.rest.enabled false
+spark.worker.cleanup.enabled true
+"
+    )
 }
 
 fn setting(spec: &ServiceNodeSpec, key: &str) -> String {
@@ -357,7 +430,7 @@ impl Role for Mapreduce {
             (
                 AgentState::Ready,
                 format!(
-                    "decommissioning: {} executors still running",
+                    "decommissioning: {} executors still running (they finish their tasks and hand their blocks over)",
                     self.executors.map_or("?".into(), |n| n.to_string())
                 ),
             )
@@ -374,7 +447,9 @@ impl Role for Mapreduce {
         } else {
             (
                 AgentState::Starting,
-                format!("starting the Spark {}", self.role),
+                self.restarted
+                    .clone()
+                    .unwrap_or_else(|| format!("starting the Spark {}", self.role)),
             )
         };
         RoleReport {
@@ -392,13 +467,26 @@ impl Role for Mapreduce {
             tracing::info!("decommissioning the worker");
             spark.signal(Signal::SIGPWR);
             self.decommissioning = true;
+            self.decommissioned_at = Some(Instant::now());
             self.executors = None;
             self.next_look = Instant::now();
         }
     }
 
     fn drained(&self) -> bool {
-        self.role != "worker" || self.spark.is_none() || self.executors == Some(0)
+        let limit = self
+            .spec
+            .as_ref()
+            .map(|spec| setting(spec, "decommission_seconds"))
+            .and_then(|s| s.parse().ok())
+            .map_or(Duration::from_secs(3600), Duration::from_secs);
+        let overdue = self
+            .decommissioned_at
+            .is_some_and(|at| at.elapsed() >= limit);
+        if overdue && self.executors != Some(0) {
+            tracing::warn!("executors still run past decommission_seconds: letting the node go");
+        }
+        self.role != "worker" || self.spark.is_none() || self.executors == Some(0) || overdue
     }
 
     async fn shutdown(&mut self) {

@@ -97,7 +97,12 @@ pub async fn read_credentials(env: &RoleEnv, name: &str) -> Result<Credentials, 
 
 /// `password` of the Secret `name` (a kvstore's), and the Secret's resourceVersion.
 pub async fn read_password(env: &RoleEnv, name: &str) -> Result<(String, String), String> {
-    let (mut fields, version) = read_secret(env, name, &["password"]).await?;
+    read_value(env, name, "password").await
+}
+
+/// The value of `key` in the Secret `name`, and the Secret's resourceVersion.
+pub async fn read_value(env: &RoleEnv, name: &str, key: &str) -> Result<(String, String), String> {
+    let (mut fields, version) = read_secret(env, name, &[key]).await?;
     Ok((fields.pop().unwrap_or_default(), version))
 }
 

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
-use conpaas_crds::types::mapreduce::VOLUME_ROOT;
+use conpaas_crds::types::mapreduce::{self, VOLUME_ROOT};
 use conpaas_crds::v1alpha1::ServiceType;
 
 use crate::connect::Session;
@@ -26,6 +26,7 @@ pub async fn submit(
     service: &str,
     app: &Path,
     conf: &[String],
+    no_volumes: bool,
     args: &[String],
 ) -> anyhow::Result<()> {
     let svc = s.service(service).await?;
@@ -57,10 +58,33 @@ pub async fn submit(
         .get("worker_memory_mb")
         .cloned()
         .unwrap_or_else(|| "1024".into());
+    // Spark's shared secret, in a file only this user reads (not on the command line).
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(s.client.clone(), &s.namespace);
+    let secret_name = mapreduce::secret_name(service);
+    let secret = secrets
+        .get(&secret_name)
+        .await
+        .with_context(|| format!("read Secret {secret_name} (Spark's shared secret)"))?
+        .data
+        .and_then(|d| d.get("secret").cloned())
+        .with_context(|| format!("Secret {secret_name} has no \"secret\""))?;
+    let mut properties = tempfile::NamedTempFile::new().context("write Spark's properties")?;
+    std::io::Write::write_all(
+        &mut properties,
+        format!(
+            "spark.authenticate true\nspark.authenticate.secret {}\n",
+            String::from_utf8_lossy(&secret.0)
+        )
+        .as_bytes(),
+    )
+    .context("write Spark's properties")?;
     let mut command: Vec<String> = vec![
         spark_submit.display().to_string(),
         "--master".into(),
         master.clone(),
+        "--properties-file".into(),
+        properties.path().display().to_string(),
     ];
     let defaults = [
         format!("spark.driver.host={driver}"),
@@ -104,15 +128,17 @@ pub async fn submit(
             target,
         });
     }
-    let (program, argv) = if mounts.is_empty() {
+    let (program, argv) = if mounts.is_empty() || no_volumes {
         (command[0].clone(), command[1..].to_vec())
-    } else if !nix::unistd::geteuid().is_root()
-        || !(Path::new("/sbin/mount.glusterfs").exists() || super::on_path("mount.glusterfs"))
-    {
-        eprintln!(
-            "the driver runs without the linked volumes (mounting them needs root and the GlusterFS client): paths under {VOLUME_ROOT} exist on the nodes only"
+    } else if !nix::unistd::geteuid().is_root() {
+        // A driver without them lists no input and commits output on its own disk.
+        bail!(
+            "mounting the linked volumes for the driver at {VOLUME_ROOT} needs root; run as root, or pass --no-volumes for a job whose driver uses none of them"
         );
-        (command[0].clone(), command[1..].to_vec())
+    } else if !(Path::new("/sbin/mount.glusterfs").exists() || super::on_path("mount.glusterfs")) {
+        bail!(
+            "mount.glusterfs not found: install the GlusterFS client (Debian package glusterfs-client) to mount the linked volumes for the driver, or pass --no-volumes"
+        );
     } else {
         in_namespace(&mounts, command)
     };

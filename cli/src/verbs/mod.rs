@@ -124,9 +124,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Verb::Mapreduce(MapreduceVerb::Submit {
             service,
             conf,
+            no_volumes,
             app,
             args,
-        }) => mapreduce::submit(&s, &service, &app, &conf, &args).await?,
+        }) => mapreduce::submit(&s, &service, &app, &conf, no_volumes, &args).await?,
         Verb::Mysql(MysqlVerb::Password {
             service,
             wait,

@@ -13,10 +13,16 @@ pub const WORKER_UI_PORT: u16 = 8081;
 /// `<root>/<mountPath>`.
 pub const VOLUME_ROOT: &str = "/var/lib/conpaas/volumes";
 
+/// The Secret holding a mapreduce Service's Spark authentication secret (`secret`): the master,
+/// the workers, their executors and the drivers `cpsctl mapreduce submit` runs share it.
+pub fn secret_name(service: &str) -> String {
+    format!("{service}-mapreduce")
+}
+
 /// The mapreduce type.
 pub const DESCRIPTOR: TypeDescriptor = TypeDescriptor {
     name: "mapreduce",
-    summary: "ConPaaS' Hadoop MapReduce service on Apache Spark standalone: one master (the Spark master, `status.endpoint` `spark://<address>:7077`, its web UI at `status.url`) and workers with the cores and memory of the settings. `cpsctl mapreduce submit SERVICE APP [ARGS]` runs `spark-submit` against it and streams the driver's output. A link with `volume` and `mountPath` to a filesystem Service mounts that volume on every node (ConPaaS' HDFS): jobs read and write it at `/var/lib/conpaas/volumes/<mountPath>` (`<AS>_MOUNT`), on the nodes and, through `cpsctl mapreduce submit`, on the submitting machine. A leaving worker is decommissioned (Spark's decommissioning: no new tasks, its blocks move to the others) and its VM goes only once its running tasks are done. ConPaaS manifests' `hadoop` imports as this type.",
+    summary: "ConPaaS' Hadoop MapReduce service on Apache Spark standalone: one master (the Spark master, `status.endpoint` `spark://<address>:7077`, its web UI at `status.url`) and workers with the cores and memory of the settings. `cpsctl mapreduce submit SERVICE APP [ARGS]` runs `spark-submit` against it and streams the driver's output. A link with `volume` and `mountPath` to a filesystem Service mounts that volume on every node (ConPaaS' HDFS): jobs read and write it at `/var/lib/conpaas/volumes/<mountPath>` (`<AS>_MOUNT`), on the nodes and, through `cpsctl mapreduce submit`, on the submitting machine. Spark's authentication is on, with the shared secret of the Secret `<service>-mapreduce` (`secret`; random unless it exists): only drivers that hold it (`cpsctl mapreduce submit` reads it) run jobs. A leaving worker is decommissioned (Spark's decommissioning: no new tasks, its blocks move to the others) and its VM goes only once its running tasks are done, or after the setting `decommission_seconds`. ConPaaS manifests' `hadoop` imports as this type.",
     roles: &[
         RoleDescriptor {
             name: "master",
@@ -40,6 +46,12 @@ pub const DESCRIPTOR: TypeDescriptor = TypeDescriptor {
             description: "the cores each worker offers to jobs",
             default: Some("1"),
             check: SettingCheck::Integer { min: 1, max: 256 },
+        },
+        SettingDescriptor {
+            key: "decommission_seconds",
+            description: "how long a leaving worker waits for its executors to finish their tasks and hand their blocks over (an idle shell may hold one forever) before its VM goes anyway",
+            default: Some("3600"),
+            check: SettingCheck::Integer { min: 0, max: 86400 },
         },
         SettingDescriptor {
             key: "worker_memory_mb",

@@ -1,12 +1,13 @@
 //! The Secrets a Service's type keeps its credentials in (mysql: `<service>-mysql` with
-//! `username` and `password`; kvstore: `<service>-kvstore` with `password`), created once with a random password unless they exist, owned by
+//! `username` and `password`; kvstore: `<service>-kvstore` with `password`; mapreduce:
+//! `<service>-mapreduce` with Spark's shared `secret`), created once with a random password unless they exist, owned by
 //! the Service so that they go with it. A Secret someone made first is kept as it is.
 
 use std::collections::HashSet;
 use std::sync::Mutex;
 
 use conpaas_crds::labels::LABEL_SERVICE;
-use conpaas_crds::types::{kvstore, mysql};
+use conpaas_crds::types::{kvstore, mapreduce, mysql};
 use conpaas_crds::v1alpha1::{Service, ServiceType};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ObjectMeta, PostParams};
@@ -25,9 +26,23 @@ pub struct Made(Mutex<HashSet<String>>);
 
 /// Makes the Service's credentials Secret unless it was made already.
 pub async fn ensure(ctx: &Context, service: &Service) -> Result<(), Error> {
-    let (name, user) = match service.spec.r#type {
-        ServiceType::Mysql => (mysql::secret_name(&service.name_any()), Some(MYSQL_USER)),
-        ServiceType::Kvstore => (kvstore::secret_name(&service.name_any()), None),
+    let service_name = service.name_any();
+    let (name, fields) = match service.spec.r#type {
+        ServiceType::Mysql => (
+            mysql::secret_name(&service_name),
+            vec![
+                ("username", MYSQL_USER.to_string()),
+                ("password", mysql::random_password()),
+            ],
+        ),
+        ServiceType::Kvstore => (
+            kvstore::secret_name(&service_name),
+            vec![("password", mysql::random_password())],
+        ),
+        ServiceType::Mapreduce => (
+            mapreduce::secret_name(&service_name),
+            vec![("secret", mysql::random_password())],
+        ),
         _ => return Ok(()),
     };
     let uid = service.uid().unwrap_or_default();
@@ -43,9 +58,9 @@ pub async fn ensure(ctx: &Context, service: &Service) -> Result<(), Error> {
             ..Default::default()
         },
         string_data: Some(
-            user.map(|u| ("username".to_string(), u.to_string()))
+            fields
                 .into_iter()
-                .chain([("password".to_string(), mysql::random_password())])
+                .map(|(k, v)| (k.to_string(), v))
                 .collect(),
         ),
         ..Default::default()

@@ -12,6 +12,10 @@ use super::cluster::{self, View};
 use conpaas_crds::types::kvstore::PORT;
 
 const TIMEOUT: Duration = Duration::from_secs(3);
+/// The key noting which saved dump the cluster was loaded with (left out of dumps).
+const RESTORED_KEY: &str = "conpaas:restored";
+/// The longest the masters' writes are paused for a dump.
+const PAUSE: Duration = Duration::from_secs(120);
 /// What a saved dump starts with: the format's name and version.
 const DUMP_MAGIC: &[u8] = b"conpaas-kvstore-dump 1\n";
 
@@ -99,9 +103,31 @@ impl Nodes {
         ))
     }
 
-    /// Every key of the masters at `masters` with its expiry, as a gzipped dump; the number of
-    /// keys.
+    /// Every key of the masters at `masters` with its expiry, as a gzipped dump, written while
+    /// the masters take no writes (`CLIENT PAUSE ... WRITE`: a write acknowledged after its
+    /// master was read would be lost); the number of keys.
     pub fn dump(&self, masters: &[String], to: &std::path::Path) -> Result<u64, String> {
+        let mut paused = Vec::new();
+        for master in masters {
+            let mut connection = self.connect(master)?;
+            redis::cmd("CLIENT")
+                .arg("PAUSE")
+                .arg(PAUSE.as_millis() as u64)
+                .arg("WRITE")
+                .query::<()>(&mut connection)
+                .map_err(|e| format!("pause the writes on {master}: {e}"))?;
+            paused.push(connection);
+        }
+        let dumped = self.dump_paused(masters, to);
+        for mut connection in paused {
+            let _ = redis::cmd("CLIENT")
+                .arg("UNPAUSE")
+                .query::<()>(&mut connection);
+        }
+        dumped
+    }
+
+    fn dump_paused(&self, masters: &[String], to: &std::path::Path) -> Result<u64, String> {
         let file = std::fs::File::create(to).map_err(|e| format!("write {}: {e}", to.display()))?;
         let mut out = flate2::write::GzEncoder::new(file, flate2::Compression::fast());
         let write_error = |e: std::io::Error| format!("write {}: {e}", to.display());
@@ -118,7 +144,7 @@ impl Nodes {
                     .arg(1000)
                     .query(&mut connection)
                     .map_err(what)?;
-                for key in keys {
+                for key in keys.into_iter().filter(|k| k != RESTORED_KEY.as_bytes()) {
                     let (payload, ttl): (Option<Vec<u8>>, i64) = redis::pipe()
                         .cmd("DUMP")
                         .arg(&key)
@@ -141,9 +167,35 @@ impl Nodes {
         Ok(count)
     }
 
+    /// The saved dump (its SHA-256) the cluster reached through `seeds` was loaded with.
+    pub fn restored(&self, seeds: &[String]) -> Result<Option<String>, String> {
+        let mut connection = self.cluster(seeds)?;
+        redis::cmd("GET")
+            .arg(RESTORED_KEY)
+            .query(&mut connection)
+            .map_err(|e| format!("GET {RESTORED_KEY}: {e}"))
+    }
+
     /// Loads a dump into the cluster reached through `seeds`, skipping keys that exist (a
-    /// second restore overwrites nothing written since); the keys loaded and skipped.
-    pub fn restore(&self, seeds: &[String], from: &std::path::Path) -> Result<(u64, u64), String> {
+    /// second restore overwrites nothing written since), then notes `sha256` in the cluster
+    /// itself, so that no later manager loads it again; the keys loaded and skipped.
+    pub fn restore(
+        &self,
+        seeds: &[String],
+        from: &std::path::Path,
+        sha256: &str,
+    ) -> Result<(u64, u64), String> {
+        let mut connection = self.cluster(seeds)?;
+        let loaded = load_dump(&mut connection, from)?;
+        redis::cmd("SET")
+            .arg(RESTORED_KEY)
+            .arg(sha256)
+            .query::<()>(&mut connection)
+            .map_err(|e| format!("SET {RESTORED_KEY}: {e}"))?;
+        Ok(loaded)
+    }
+
+    fn cluster(&self, seeds: &[String]) -> Result<redis::cluster::ClusterConnection, String> {
         let infos = seeds
             .iter()
             .map(|s| self.info(s))
@@ -155,38 +207,44 @@ impl Nodes {
             .response_timeout(TIMEOUT)
             .build()
             .map_err(|e| format!("cluster client: {e}"))?;
-        let mut connection = client
+        client
             .get_connection()
-            .map_err(|e| format!("connect to the cluster: {e}"))?;
-        let file =
-            std::fs::File::open(from).map_err(|e| format!("read {}: {e}", from.display()))?;
-        let mut input = std::io::BufReader::new(flate2::read::GzDecoder::new(file));
-        let read_error = |e: std::io::Error| format!("read the saved dump: {e}");
-        let mut magic = vec![0; DUMP_MAGIC.len()];
-        input.read_exact(&mut magic).map_err(read_error)?;
-        if magic != DUMP_MAGIC {
-            return Err("the saved data is not a kvstore dump".into());
-        }
-        let (mut loaded, mut skipped) = (0, 0);
-        while let Some((key, ttl, payload)) = read_record(&mut input).map_err(read_error)? {
-            let restored: redis::RedisResult<()> = redis::cmd("RESTORE")
-                .arg(&key)
-                .arg(ttl)
-                .arg(&payload)
-                .query(&mut connection);
-            match restored {
-                Ok(()) => loaded += 1,
-                Err(e) if e.code() == Some("BUSYKEY") => skipped += 1,
-                Err(e) => {
-                    return Err(format!(
-                        "restore key {:?}: {e}",
-                        String::from_utf8_lossy(&key)
-                    ));
-                }
+            .map_err(|e| format!("connect to the cluster: {e}"))
+    }
+}
+
+/// Loads the dump `from` through `connection`; the keys loaded and skipped (they existed).
+fn load_dump(
+    connection: &mut redis::cluster::ClusterConnection,
+    from: &std::path::Path,
+) -> Result<(u64, u64), String> {
+    let file = std::fs::File::open(from).map_err(|e| format!("read {}: {e}", from.display()))?;
+    let mut input = std::io::BufReader::new(flate2::read::GzDecoder::new(file));
+    let read_error = |e: std::io::Error| format!("read the saved dump: {e}");
+    let mut magic = vec![0; DUMP_MAGIC.len()];
+    input.read_exact(&mut magic).map_err(read_error)?;
+    if magic != DUMP_MAGIC {
+        return Err("the saved data is not a kvstore dump".into());
+    }
+    let (mut loaded, mut skipped) = (0, 0);
+    while let Some((key, ttl, payload)) = read_record(&mut input).map_err(read_error)? {
+        let restored: redis::RedisResult<()> = redis::cmd("RESTORE")
+            .arg(&key)
+            .arg(ttl)
+            .arg(&payload)
+            .query(connection);
+        match restored {
+            Ok(()) => loaded += 1,
+            Err(e) if e.code() == Some("BUSYKEY") => skipped += 1,
+            Err(e) => {
+                return Err(format!(
+                    "restore key {:?}: {e}",
+                    String::from_utf8_lossy(&key)
+                ));
             }
         }
-        Ok((loaded, skipped))
     }
+    Ok((loaded, skipped))
 }
 
 fn write_record(out: &mut impl Write, key: &[u8], ttl: i64, payload: &[u8]) -> std::io::Result<()> {

@@ -106,7 +106,7 @@ impl Kvstore {
         }
         let conf = self.dir().join("redis.conf");
         let text = config(&self.env.address, &self.env.node, &data, &password);
-        write_private(&conf, &text)?;
+        daemon::write_private(&conf, &text)?;
         let mut server = Daemon::new(
             "redis-server",
             program,
@@ -204,21 +204,6 @@ requirepass \"{password}\"
 masterauth \"{password}\"
 "
     )
-}
-
-fn write_private(path: &std::path::Path, text: &str) -> Result<(), String> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .and_then(|mut f| f.write_all(text.as_bytes()).map(|()| f));
-    file.as_mut()
-        .map(|_| ())
-        .map_err(|e| format!("write {}: {e}", path.display()))
 }
 
 /// Where the saved dump is stored.
@@ -431,8 +416,22 @@ impl Look {
         }
     }
 
-    /// Loads the saved dump into the made cluster, once.
+    /// Loads the saved dump into the made cluster, once: the cluster notes the dump it was
+    /// loaded with, so a later manager (a replaced first node) does not load it again.
     async fn load(&self, restore: &Restore) -> Result<String, String> {
+        let nodes = self.nodes.clone();
+        let seeds: Vec<String> = self.members.iter().map(|(_, a)| a.clone()).collect();
+        let sha256 = restore.saved.sha256.clone();
+        let loaded_before = tokio::task::spawn_blocking({
+            let (nodes, seeds) = (nodes.clone(), seeds.clone());
+            move || nodes.restored(&seeds)
+        })
+        .await
+        .map_err(|e| format!("asking the cluster broke off: {e}"))??;
+        if loaded_before.as_deref() == Some(sha256.as_str()) {
+            let _ = std::fs::write(&restore.marker, b"");
+            return Ok("the saved keys were loaded before".into());
+        }
         if !restore.file.exists() {
             let access = &restore.access;
             crate::code::download(
@@ -445,12 +444,11 @@ impl Look {
             .await
             .map_err(|e| format!("{e:#}"))?;
         }
-        let nodes = self.nodes.clone();
-        let seeds: Vec<String> = self.members.iter().map(|(_, a)| a.clone()).collect();
         let file = restore.file.clone();
-        let (loaded, skipped) = tokio::task::spawn_blocking(move || nodes.restore(&seeds, &file))
-            .await
-            .map_err(|e| format!("loading broke off: {e}"))??;
+        let (loaded, skipped) =
+            tokio::task::spawn_blocking(move || nodes.restore(&seeds, &file, &sha256))
+                .await
+                .map_err(|e| format!("loading broke off: {e}"))??;
         std::fs::write(&restore.marker, b"")
             .map_err(|e| format!("write {}: {e}", restore.marker.display()))?;
         let _ = std::fs::remove_file(&restore.file);
@@ -502,6 +500,9 @@ impl Role for Kvstore {
         if let Some(server) = self.server.as_mut() {
             if !server.running() {
                 let message = server.exited_message();
+                // Not Ready until a look finds it serving again.
+                self.outcome.ready = false;
+                self.outcome.message = message.clone();
                 if let Err(e) = server.ensure_started() {
                     self.error = Some(format!("{message}; restarting it: {e}"));
                 }
