@@ -49,6 +49,12 @@ fn wordpress_code(dir: &Path) {
         debian.join("wp-settings.php").is_file(),
         "Debian's WordPress (package wordpress) is not installed"
     );
+    assert!(
+        debian
+            .join("wp-content/themes/twentytwentythree")
+            .is_dir(),
+        "WordPress' default theme (package wordpress-theme-twentytwentythree) is not installed: posts would render as empty pages"
+    );
     copy_following_links(
         debian,
         dir,

@@ -23,6 +23,9 @@ command -v mount.glusterfs >/dev/null || [ -x /sbin/mount.glusterfs ] || need_ap
 command -v java >/dev/null || need_apt+=(openjdk-17-jre-headless)
 # The WordPress e2e test uploads Debian's WordPress.
 [ -e /usr/share/wordpress/wp-settings.php ] || need_apt+=(wordpress)
+# Its default theme is only a recommendation (not installed here): without it, posts render as
+# empty pages.
+[ -d /usr/share/wordpress/wp-content/themes/twentytwentythree ] || need_apt+=(wordpress-theme-twentytwentythree)
 ((${#need_apt[@]})) || exit 0
 
 sudo=

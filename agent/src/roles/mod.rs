@@ -14,6 +14,7 @@ mod kvstore;
 mod mapreduce;
 mod mysql;
 mod mysql_dump;
+mod stop_save;
 mod web;
 
 use std::path::PathBuf;

@@ -243,7 +243,14 @@ async fn tenancy(client: &kube::Client, ns: &str) -> Result<Tenancy, Error> {
 
 /// Why the account cannot pay for nodes, while it cannot.
 pub fn exhausted(account: &CreditAccount) -> Option<String> {
-    let status = account.status.as_ref()?;
+    let Some(status) = account.status.as_ref() else {
+        // An account the credits loop has not looked at yet has used nothing: a grant of 0
+        // pays for no node (else one could start, and be charged, before the first look).
+        let grant = account.spec.grant;
+        return (grant <= 0).then(|| format!(
+            "the namespace's credits ran out (0 of {grant} left): its Services are stopped until CreditAccount {CREDIT_ACCOUNT_NAME} spec.grant is raised above {grant}"
+        ));
+    };
     let exhausted = status.exhausted.as_ref()?;
     Some(format!(
         "the namespace's credits ran out ({} of {} left): its Services are stopped until CreditAccount {CREDIT_ACCOUNT_NAME} spec.grant is raised above {}",
@@ -558,6 +565,19 @@ mod tests {
             ..Default::default()
         });
         n
+    }
+
+    #[test]
+    fn a_new_account_without_credits_pays_for_nothing() {
+        let account = |grant: i64| {
+            CreditAccount::new(
+                CREDIT_ACCOUNT_NAME,
+                conpaas_crds::v1alpha1::CreditAccountSpec { grant },
+            )
+        };
+        let said = exhausted(&account(0)).expect("a grant of 0 is exhausted at once");
+        assert!(said.contains("raised above 0"), "{said}");
+        assert_eq!(exhausted(&account(10)), None, "unused credits pay");
     }
 
     #[test]

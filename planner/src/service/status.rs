@@ -256,8 +256,9 @@ fn saved_data(previous: &ServiceStatus, nodes: &[ObservedNode], now: &Time) -> O
 }
 
 /// Where clients reach the service: on the first node (the first `seeds` nodes, by commas) with
-/// an address of the first access role that has one (with `serving_first`, the first that serves: a link must not follow a
-/// replacement or a new glb that is still starting; a URL people keep stays on the first node).
+/// an address of the first access role that has one (with `serving_first`, the first that
+/// serves: a link must not follow a replacement or a new glb that is still starting; a URL
+/// people keep stays on the first node).
 fn access_point(
     desired: &Desired,
     access: &Access,

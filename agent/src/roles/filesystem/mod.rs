@@ -27,6 +27,7 @@ use nix::sys::signal::Signal;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use super::stop_save::StopSave;
 use super::{Role, RoleEnv, RoleReport, first_member, ordinal};
 use crate::daemon::{self, Daemon};
 use gluster::{Cli, VolumeInfo};
@@ -57,11 +58,7 @@ pub struct Filesystem {
     retry_removal: BTreeMap<String, Instant>,
     /// Daemon processes already noted for the local cloud's power-off.
     recorded: BTreeSet<i32>,
-    saving: Option<JoinHandle<Result<String, String>>>,
-    saved: Option<String>,
-    /// Why the volumes could not be saved for a stop: the node reports Failed, never Drained,
-    /// so the controller hands the save to another node.
-    save_error: Option<String>,
+    stop_save: StopSave,
 }
 
 /// What one look at the pool found.
@@ -91,9 +88,7 @@ impl Filesystem {
             },
             retry_removal: BTreeMap::new(),
             recorded: BTreeSet::new(),
-            saving: None,
-            saved: None,
-            save_error: None,
+            stop_save: StopSave::new("the volumes"),
         }
     }
 
@@ -566,16 +561,7 @@ impl Role for Filesystem {
             self.error = Some(e);
         }
         self.record_daemons();
-        if self.saving.as_ref().is_some_and(|t| t.is_finished()) {
-            let task = self.saving.take().expect("checked above");
-            match task.await {
-                Ok(Ok(sha256)) => self.saved = Some(sha256),
-                Ok(Err(e)) => {
-                    self.save_error = Some(format!("saving the volumes for the stop: {e}"))
-                }
-                Err(e) => self.save_error = Some(format!("saving the volumes broke off: {e}")),
-            }
-        }
+        self.stop_save.poll().await;
         if self.step.as_ref().is_some_and(|t| t.is_finished()) {
             let task = self.step.take().expect("checked above");
             if let Ok(mut outcome) = task.await {
@@ -589,7 +575,7 @@ impl Role for Filesystem {
         let Some(spec) = self.spec.clone() else {
             return;
         };
-        if self.step.is_none() && self.next_step <= Instant::now() && self.saving.is_none() {
+        if self.step.is_none() && self.next_step <= Instant::now() && !self.stop_save.running() {
             let listening = daemon::listening(&format!(
                 "{}:{}",
                 self.env.address,
@@ -604,13 +590,10 @@ impl Role for Filesystem {
     }
 
     fn report(&self) -> RoleReport {
-        let (state, message) = if let Some(e) = self.save_error.as_ref().or(self.error.as_ref()) {
+        let (state, message) = if let Some(state) = self.stop_save.state() {
+            state
+        } else if let Some(e) = &self.error {
             (AgentState::Failed, e.clone())
-        } else if self.saving.is_some() {
-            (
-                AgentState::Starting,
-                "archiving the volumes for the stop".into(),
-            )
         } else if self.outcome.ready {
             (AgentState::Ready, self.outcome.message.clone())
         } else {
@@ -620,7 +603,7 @@ impl Role for Filesystem {
             state: Some(state),
             message: Some(message),
             routes_to: self.outcome.routes_to.clone(),
-            saved: self.saved.clone(),
+            saved: self.stop_save.saved(),
             ..Default::default()
         }
     }
@@ -629,18 +612,13 @@ impl Role for Filesystem {
         let Some(spec) = self.spec.clone() else {
             return;
         };
-        let stopping = spec
-            .drain
-            .as_ref()
-            .is_some_and(|d| d.reason == "ServiceStopped");
-        if !stopping || self.saving.is_some() || self.saved.is_some() {
+        if !self.stop_save.due(&spec) {
             return;
         }
         let Some(cli) = self.cli.clone() else { return };
         let access = self.archive_access(&spec);
         let address = self.env.address.clone();
-        tracing::info!("the Service stops: archiving the volumes");
-        self.saving = Some(tokio::spawn(async move {
+        self.stop_save.start(async move {
             let text = cli.run(&["volume", "info"]).await?;
             let volumes: Vec<String> = gluster::parse_volume_info(&text)
                 .into_iter()
@@ -648,16 +626,11 @@ impl Role for Filesystem {
                 .map(|v| v.name)
                 .collect();
             archive::save(&access, &address, &volumes).await
-        }));
+        });
     }
 
     fn drained(&self) -> bool {
-        let stopping = self
-            .spec
-            .as_ref()
-            .and_then(|s| s.drain.as_ref())
-            .is_some_and(|d| d.reason == "ServiceStopped");
-        self.saving.is_none() && (!stopping || self.saved.is_some())
+        self.stop_save.drained(self.spec.as_ref())
     }
 
     async fn shutdown(&mut self) {

@@ -24,6 +24,7 @@ use nix::sys::signal::Signal;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use super::stop_save::StopSave;
 use super::{Role, RoleEnv, RoleReport, first_member, ordinal};
 use crate::daemon::{self, Daemon};
 use client::Nodes;
@@ -44,11 +45,7 @@ pub struct Kvstore {
     step: Option<JoinHandle<Outcome>>,
     next_step: Instant,
     outcome: Outcome,
-    saving: Option<JoinHandle<Result<String, String>>>,
-    saved: Option<String>,
-    /// Why the keys could not be saved for a stop: the node reports Failed, never Drained, so
-    /// the controller hands the save to another node.
-    save_error: Option<String>,
+    stop_save: StopSave,
 }
 
 /// What one look at the cluster found.
@@ -75,9 +72,7 @@ impl Kvstore {
                 message: "starting redis-server".into(),
                 ..Default::default()
             },
-            saving: None,
-            saved: None,
-            save_error: None,
+            stop_save: StopSave::new("the keys"),
         }
     }
 
@@ -515,14 +510,7 @@ impl Role for Kvstore {
             // A missing daemon or an unreadable Secret, tried again.
             self.error = Some(e);
         }
-        if self.saving.as_ref().is_some_and(|t| t.is_finished()) {
-            let task = self.saving.take().expect("checked above");
-            match task.await {
-                Ok(Ok(sha256)) => self.saved = Some(sha256),
-                Ok(Err(e)) => self.save_error = Some(format!("saving the keys for the stop: {e}")),
-                Err(e) => self.save_error = Some(format!("saving the keys broke off: {e}")),
-            }
-        }
+        self.stop_save.poll().await;
         if self.step.as_ref().is_some_and(|t| t.is_finished()) {
             let task = self.step.take().expect("checked above");
             if let Ok(mut outcome) = task.await {
@@ -532,7 +520,7 @@ impl Role for Kvstore {
                 self.outcome = outcome;
             }
         }
-        if self.step.is_none() && self.next_step <= Instant::now() && self.saving.is_none() {
+        if self.step.is_none() && self.next_step <= Instant::now() && !self.stop_save.running() {
             if daemon::listening(&format!("{}:{PORT}", self.env.address)).await {
                 self.look(&spec);
             }
@@ -541,10 +529,10 @@ impl Role for Kvstore {
     }
 
     fn report(&self) -> RoleReport {
-        let (state, message) = if let Some(e) = self.save_error.as_ref().or(self.error.as_ref()) {
+        let (state, message) = if let Some(state) = self.stop_save.state() {
+            state
+        } else if let Some(e) = &self.error {
             (AgentState::Failed, e.clone())
-        } else if self.saving.is_some() {
-            (AgentState::Starting, "dumping the keys for the stop".into())
         } else if self.outcome.ready {
             (AgentState::Ready, self.outcome.message.clone())
         } else {
@@ -554,7 +542,7 @@ impl Role for Kvstore {
             state: Some(state),
             message: Some(message),
             routes_to: self.outcome.routes_to.clone(),
-            saved: self.saved.clone(),
+            saved: self.stop_save.saved(),
             ..Default::default()
         }
     }
@@ -563,11 +551,7 @@ impl Role for Kvstore {
         let Some(spec) = self.spec.clone() else {
             return;
         };
-        let stopping = spec
-            .drain
-            .as_ref()
-            .is_some_and(|d| d.reason == "ServiceStopped");
-        if !stopping || self.saving.is_some() || self.saved.is_some() {
+        if !self.stop_save.due(&spec) {
             return;
         }
         let Some(nodes) = self.nodes.clone() else {
@@ -576,8 +560,7 @@ impl Role for Kvstore {
         let access = self.archive_access(&spec);
         let address = self.env.address.clone();
         let file = self.dir().join("saved.dump");
-        tracing::info!("the Service stops: dumping the keys");
-        self.saving = Some(tokio::spawn(async move {
+        self.stop_save.start(async move {
             let dumped = tokio::task::spawn_blocking({
                 let file = file.clone();
                 move || {
@@ -600,16 +583,11 @@ impl Role for Kvstore {
             let _ = std::fs::remove_file(&file);
             tracing::info!(keys = dumped, "keys saved");
             stored
-        }));
+        });
     }
 
     fn drained(&self) -> bool {
-        let stopping = self
-            .spec
-            .as_ref()
-            .and_then(|s| s.drain.as_ref())
-            .is_some_and(|d| d.reason == "ServiceStopped");
-        self.saving.is_none() && (!stopping || self.saved.is_some())
+        self.stop_save.drained(self.spec.as_ref())
     }
 
     async fn shutdown(&mut self) {
