@@ -50,9 +50,7 @@ fn wordpress_code(dir: &Path) {
         "Debian's WordPress (package wordpress) is not installed"
     );
     assert!(
-        debian
-            .join("wp-content/themes/twentytwentythree")
-            .is_dir(),
+        debian.join("wp-content/themes/twentytwentythree").is_dir(),
         "WordPress' default theme (package wordpress-theme-twentytwentythree) is not installed: posts would render as empty pages"
     );
     copy_following_links(
