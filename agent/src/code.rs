@@ -61,22 +61,32 @@ pub async fn install(
     std::fs::create_dir_all(&root).with_context(|| format!("create {}", root.display()))?;
     let download = root.join(format!(".download-{}", code.version));
     let fetched = fetch(client, namespace, service, code, &download).await;
-    let result = fetched.and_then(|digest| {
-        if digest != code.sha256 {
-            bail!(
-                "code version {}: sha256 is {digest}, the spec says {}",
-                code.version,
-                code.sha256
-            );
+    let result = match fetched {
+        Ok(digest) if digest != code.sha256 => Err(anyhow::anyhow!(
+            "code version {}: sha256 is {digest}, the spec says {}",
+            code.version,
+            code.sha256
+        )),
+        Ok(_) => {
+            // Unpacking gigabytes is blocking work: on a thread of its own, off the runtime.
+            let (download, target) = (download.clone(), target.clone());
+            let staging = root.join(format!(".staging-{}", code.version));
+            let version = code.version.clone();
+            tokio::task::spawn_blocking(move || {
+                let _ = std::fs::remove_dir_all(&staging);
+                std::fs::create_dir_all(&staging)
+                    .with_context(|| format!("create {}", staging.display()))?;
+                unpack(&download, &staging, Limits::default())
+                    .with_context(|| format!("unpack code version {version}"))?;
+                std::fs::rename(&staging, &target)
+                    .with_context(|| format!("activate {}", target.display()))
+            })
+            .await
+            .context("the unpacking thread")
+            .and_then(|unpacked| unpacked)
         }
-        let staging = root.join(format!(".staging-{}", code.version));
-        let _ = std::fs::remove_dir_all(&staging);
-        std::fs::create_dir_all(&staging)
-            .with_context(|| format!("create {}", staging.display()))?;
-        unpack(&download, &staging, Limits::default())
-            .with_context(|| format!("unpack code version {}", code.version))?;
-        std::fs::rename(&staging, &target).with_context(|| format!("activate {}", target.display()))
-    });
+        Err(e) => Err(e),
+    };
     let _ = std::fs::remove_file(&download);
     result?;
     prune(&root, &folder);

@@ -1,18 +1,22 @@
 //! `conpaas-agent`: runs inside every ConPaaS VM. It reads its bootstrap (API server, CA, its
 //! ServiceNode, a token that may read only that node and patch only its status), watches its
 //! ServiceNode, runs the role's software, and reports into `status.agent` with its own field
-//! manager, only when what it reports changes (plus a periodic heartbeat).
+//! manager, only when what it reports changes (plus a heartbeat Lease on a thread of its own).
 //!
-//! Start at [`node::run`]; each service type's role is a module under `roles/`.
+//! Start at [`node::run`], then [`supervisor::run`] (the role's task); each service type's role
+//! is a module under `roles/`.
 
 mod bootstrap;
 mod code;
 mod daemon;
+mod links;
+mod heartbeat;
 mod log_auth;
 mod logserver;
 mod node;
 mod report;
 mod roles;
+mod supervisor;
 mod token;
 mod volumes;
 
@@ -53,7 +57,7 @@ async fn main() -> anyhow::Result<()> {
     let config = bootstrap::config(&boot, &args.work_dir)?;
     let client = kube::Client::try_from(config.clone()).context("build the API client")?;
     tracing::info!(node = %boot.node, namespace = %boot.namespace, address = %args.address, "agent starting");
-    let log_auth = log_auth::LogAuth::new(config, boot.namespace.clone());
+    let log_auth = log_auth::LogAuth::new(config.clone(), boot.namespace.clone());
     let service = log_auth.service.clone();
     tokio::spawn(logserver::serve(
         args.address.clone(),
@@ -69,5 +73,5 @@ async fn main() -> anyhow::Result<()> {
         std::time::Duration::from_secs(boot.token_ttl_seconds),
         std::time::Duration::from_secs(boot.token_refresh_seconds.max(1)),
     ));
-    node::run(client, boot, args.work_dir, args.address, service).await
+    node::run(config, boot, args.work_dir, args.address, service).await
 }

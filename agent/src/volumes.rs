@@ -194,20 +194,20 @@ impl Mounts {
         Ok(())
     }
 
-    /// `<AS>_MOUNT`, `<AS>_VOLUME` and `<AS>_SERVERS` of each mounted volume.
-    pub fn environment(&self) -> Vec<(String, String)> {
+    /// What each mounted volume's link exports (`<AS>_MOUNT`, `<AS>_VOLUME`, `<AS>_SERVERS`).
+    pub fn environment(&self) -> Result<Vec<(String, String)>, String> {
         let mut env = Vec::new();
         for mount in self.mounts.values() {
-            let p = &mount.link.prefix;
-            env.push((format!("{p}_MOUNT"), mount.dir.display().to_string()));
-            if let Some(volume) = &mount.link.volume {
-                env.push((format!("{p}_VOLUME"), volume.clone()));
-            }
-            if let Some(endpoint) = &mount.link.endpoint {
-                env.push((format!("{p}_SERVERS"), endpoint.clone()));
-            }
+            let dir = mount.dir.display().to_string();
+            env.extend(conpaas_crds::types::links::environment(
+                conpaas_crds::types::links::LinkFacts {
+                    link: &mount.link,
+                    secret: &BTreeMap::new(),
+                    mount: Some(&dir),
+                },
+            )?);
         }
-        env
+        Ok(env)
     }
 
     /// Each mounted volume as (`<AS>`, its mount, `root/<mountPath>`): where a type that shows

@@ -13,6 +13,7 @@
 //! drained once no executor runs on it. (SIGPWR sent to an executor itself kills it on Java 17:
 //! Spark's handler passes the signal on to the JVM's, which throws.)
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -25,6 +26,7 @@ use tokio::time::Instant;
 
 use super::{Role, RoleEnv, RoleReport, first_member};
 use crate::daemon::{self, Daemon};
+use crate::links::LinkEnvironment;
 use crate::volumes::Mounts;
 
 /// How often the node looks at what Spark says.
@@ -52,6 +54,8 @@ pub struct Mapreduce {
     decommissioned_at: Option<Instant>,
     /// The volume binds the running daemon was started with.
     started_binds: Vec<(String, PathBuf, PathBuf)>,
+    /// The links' environment the daemon (and so its executors) started with.
+    started_links: BTreeMap<String, String>,
     /// Why the daemon was last restarted, shown until it is ready again.
     restarted: Option<String>,
 }
@@ -73,6 +77,7 @@ impl Mapreduce {
             executors: None,
             decommissioned_at: None,
             started_binds: Vec::new(),
+            started_links: BTreeMap::new(),
             restarted: None,
         }
     }
@@ -98,6 +103,13 @@ impl Mapreduce {
             };
             Some(format!("spark://{}:{MASTER_PORT}", master.address))
         };
+        let links = match crate::links::environment(&self.env, &spec.links, &self.mounts).await? {
+            LinkEnvironment::Ready(env) => env,
+            LinkEnvironment::Waiting(why) => {
+                self.waiting = Some(why);
+                return Ok(());
+            }
+        };
         self.waiting = None;
         let binds = self.mounts.binds(Path::new(VOLUME_ROOT));
         let restart = if self.spark.is_none() {
@@ -106,6 +118,8 @@ impl Mapreduce {
             Some(format!("the master moved to {master_url:?}"))
         } else if binds != self.started_binds {
             Some("the linked volumes changed".to_string())
+        } else if links != self.started_links {
+            Some("the links changed".to_string())
         } else {
             self.unseen_volume()
         };
@@ -121,9 +135,10 @@ impl Mapreduce {
             let (secret, _) =
                 super::read_value(&self.env, &mapreduce::secret_name(&spec.service), "secret")
                     .await?;
-            self.spark = Some(self.daemon(spec, master_url.as_deref(), &binds, &secret)?);
+            self.spark = Some(self.daemon(spec, master_url.as_deref(), &binds, &links, &secret)?);
             self.master_url = master_url;
             self.started_binds = binds;
+            self.started_links = links;
         }
         let spark = self.spark.as_mut().expect("made above");
         if !spark.running() {
@@ -165,6 +180,7 @@ impl Mapreduce {
         spec: &ServiceNodeSpec,
         master_url: Option<&str>,
         binds: &[(String, PathBuf, PathBuf)],
+        links: &BTreeMap<String, String>,
         secret: &str,
     ) -> Result<Daemon, String> {
         let home = spark_home()?;
@@ -225,12 +241,13 @@ impl Mapreduce {
             ("SPARK_PUBLIC_DNS".into(), address.clone()),
             ("PYSPARK_PYTHON".into(), "python3".into()),
         ];
-        // Executors inherit the worker's environment: jobs find the volumes by the link's name.
+        // Executors inherit the worker's environment: jobs find the links' services and the
+        // volumes by the link's name (the volumes where the namespace binds them).
         env.extend(
-            self.mounts
-                .environment()
-                .into_iter()
-                .filter(|(name, _)| !name.ends_with("_MOUNT")),
+            links
+                .iter()
+                .filter(|(name, _)| !name.ends_with("_MOUNT"))
+                .map(|(k, v)| (k.clone(), v.clone())),
         );
         env.extend(
             binds.iter().map(|(prefix, _, target)| {

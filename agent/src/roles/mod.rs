@@ -109,7 +109,7 @@ pub async fn read_value(env: &RoleEnv, name: &str, key: &str) -> Result<(String,
 
 /// The values of `keys` in the Secret `name`, and its resourceVersion; a missing or unsafe value
 /// names the key.
-async fn read_secret(
+pub async fn read_secret(
     env: &RoleEnv,
     name: &str,
     keys: &[&str],

@@ -15,6 +15,7 @@ use conpaas_crds::labels::{
     ANNOTATION_DISPLAY_NAME, ANNOTATION_MANIFEST_EXTRA, ANNOTATION_MANIFEST_INDEX,
     ANNOTATION_STARTUP_SCRIPT_URL,
 };
+use conpaas_crds::v1alpha1::ServiceType;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
@@ -38,41 +39,53 @@ fn code_field(ty: &str) -> &'static str {
     if ty == "mysql" { "Dump" } else { "Archive" }
 }
 
-/// Our type for a manifest's `Type`: ConPaaS' `xtreemfs` is the filesystem service, `scalaris`
-/// the kvstore, `hadoop` mapreduce.
+/// Our type for a manifest's `Type`: a type's ConPaaS name (its descriptor's alias: `xtreemfs`
+/// is the filesystem service, `scalaris` the kvstore, `hadoop` mapreduce), else the name itself.
 pub fn our_type(conpaas: &str) -> String {
-    match conpaas.to_lowercase().as_str() {
-        "xtreemfs" => "filesystem".into(),
-        "scalaris" => "kvstore".into(),
-        "hadoop" => "mapreduce".into(),
-        other => other.into(),
-    }
+    let conpaas = conpaas.to_lowercase();
+    ServiceType::ALL
+        .iter()
+        .map(|t| t.descriptor())
+        .find(|d| d.conpaas_alias.as_ref().is_some_and(|a| a.name == conpaas))
+        .map_or(conpaas.clone(), |d| d.name.to_string())
+}
+
+/// The ConPaaS names of a type's roles that differ from ours, as (ConPaaS, ours).
+fn role_aliases(ty: &str) -> &'static [(&'static str, &'static str)] {
+    ServiceType::ALL
+        .iter()
+        .map(|t| t.descriptor())
+        .find(|d| d.name == ty)
+        .and_then(|d| d.conpaas_alias.as_ref())
+        .map_or(&[], |a| a.roles)
 }
 
 /// Our role for a ConPaaS role of a type: XtreemFS' `osd` nodes are storage nodes.
 fn our_role(ty: &str, role: &str) -> String {
-    match (ty, role) {
-        ("filesystem", "osd") => "storage".into(),
-        _ => role.into(),
-    }
+    role_aliases(ty)
+        .iter()
+        .find(|(conpaas, _)| *conpaas == role)
+        .map_or(role, |(_, ours)| ours)
+        .to_string()
 }
 
 /// The manifest's `Type` for our type (the inverse of [`our_type`]).
 fn conpaas_type(ty: &str) -> &str {
-    match ty {
-        "filesystem" => "xtreemfs",
-        "kvstore" => "scalaris",
-        "mapreduce" => "hadoop",
-        other => other,
-    }
+    ServiceType::ALL
+        .iter()
+        .map(|t| t.descriptor())
+        .find(|d| d.name == ty)
+        .and_then(|d| d.conpaas_alias.as_ref())
+        .map_or(ty, |a| a.name)
 }
 
 /// The manifest's role for our role (the inverse of [`our_role`]).
 fn conpaas_role(ty: &str, role: &str) -> String {
-    match (ty, role) {
-        ("filesystem", "storage") => "osd".into(),
-        _ => role.into(),
-    }
+    role_aliases(ty)
+        .iter()
+        .find(|(_, ours)| *ours == role)
+        .map_or(role, |(conpaas, _)| conpaas)
+        .to_string()
 }
 
 /// Resources made from a manifest, in the manifest's order, and what did not carry over.

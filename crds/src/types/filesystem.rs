@@ -1,7 +1,10 @@
 //! filesystem: ConPaaS' XtreemFS service on GlusterFS: POSIX volumes over the storage nodes,
 //! mounted by the nodes of the Services that link to them.
 
-use super::{Access, RoleDescriptor, SettingCheck, SettingDescriptor, TypeDescriptor};
+use super::{
+    Access, ConpaasAlias, LinkExport, RoleDescriptor, SettingCheck, SettingDescriptor,
+    TypeDescriptor,
+};
 
 /// The port of a storage node's glusterd, which clients ask for a volume's layout.
 pub const GLUSTERD_PORT: u16 = 24007;
@@ -26,16 +29,28 @@ pub const DESCRIPTOR: TypeDescriptor = TypeDescriptor {
     }],
     members: true,
     link_exports: &[
-        (
-            "MOUNT",
-            "the absolute path where the volume is mounted on the node",
-        ),
-        ("VOLUME", "the volume's name"),
-        (
-            "SERVERS",
-            "`host:port` of the storage node clients ask for the volume",
-        ),
+        LinkExport {
+            name: "MOUNT",
+            what: "the absolute path where the volume is mounted on the node",
+            value: "{mount}",
+        },
+        LinkExport {
+            name: "VOLUME",
+            what: "the volume's name",
+            value: "{volume}",
+        },
+        LinkExport {
+            name: "SERVERS",
+            what: "`host:port` of the storage node clients ask for the volume",
+            value: "{endpoint}",
+        },
     ],
+    credentials: None,
+    runs_user_code: false,
+    conpaas_alias: Some(ConpaasAlias {
+        name: "xtreemfs",
+        roles: &[("osd", "storage")],
+    }),
     // Every storage node reports which nodes hold bricks: a leaving node is released once its
     // bricks' data moved off it.
     routers: &["storage"],

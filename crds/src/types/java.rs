@@ -35,6 +35,9 @@ pub const DESCRIPTOR: TypeDescriptor = TypeDescriptor {
     settings: &[],
     members: true,
     link_exports: &[],
+    credentials: None,
+    runs_user_code: true,
+    conpaas_alias: None,
     routers: &["proxy"],
     drain_seconds: 10,
     access: Some(Access {

@@ -1,14 +1,25 @@
 //! kvstore: ConPaaS' Scalaris key-value store on Redis Cluster: the hash slots spread over the
 //! masters, moved off a leaving master before it goes.
 
-use super::{Access, RoleDescriptor, SettingCheck, SettingDescriptor, TypeDescriptor};
+use super::{
+    Access, ConpaasAlias, CredentialsDescriptor, LinkExport, RoleDescriptor, SecretValue,
+    SettingCheck, SettingDescriptor, TypeDescriptor,
+};
 
 /// The port every node's redis-server serves clients on (the cluster bus is this + 10000).
 pub const PORT: u16 = 6379;
 
+/// The Secret holding a kvstore Service's password, which its nodes require of clients and of
+/// each other.
+pub const CREDENTIALS: CredentialsDescriptor = CredentialsDescriptor {
+    suffix: "kvstore",
+    keys: &[("password", SecretValue::Random)],
+    shared_with_links: true,
+};
+
 /// The Secret holding a kvstore Service's password (`password`).
 pub fn secret_name(service: &str) -> String {
-    format!("{service}-kvstore")
+    CREDENTIALS.secret_name(service)
 }
 
 /// The kvstore type.
@@ -31,12 +42,23 @@ pub const DESCRIPTOR: TypeDescriptor = TypeDescriptor {
     }],
     members: true,
     link_exports: &[
-        (
-            "HOSTS",
-            "seed nodes as `host:port` separated by commas (`status.endpoint`)",
-        ),
-        ("PASSWORD", "the password of the Secret `<service>-kvstore`"),
+        LinkExport {
+            name: "HOSTS",
+            what: "seed nodes as `host:port` separated by commas (`status.endpoint`)",
+            value: "{endpoint}",
+        },
+        LinkExport {
+            name: "PASSWORD",
+            what: "the password of the Secret `<service>-kvstore`",
+            value: "{secret:password}",
+        },
     ],
+    credentials: Some(&CREDENTIALS),
+    runs_user_code: false,
+    conpaas_alias: Some(ConpaasAlias {
+        name: "scalaris",
+        roles: &[],
+    }),
     // Every node reports the nodes still in the cluster: a leaving node is released once its
     // slots moved off and it was removed from the cluster.
     routers: &["node"],

@@ -1,7 +1,10 @@
 //! mapreduce: ConPaaS' Hadoop MapReduce service on Apache Spark standalone: one master, workers
 //! that come and go without failing the jobs that run on them.
 
-use super::{Access, RoleDescriptor, SettingCheck, SettingDescriptor, TypeDescriptor};
+use super::{
+    Access, ConpaasAlias, CredentialsDescriptor, RoleDescriptor, SecretValue,
+    SettingCheck, SettingDescriptor, TypeDescriptor,
+};
 
 /// The Spark master's port, which drivers and workers connect to.
 pub const MASTER_PORT: u16 = 7077;
@@ -16,8 +19,15 @@ pub const VOLUME_ROOT: &str = "/var/lib/conpaas/volumes";
 /// The Secret holding a mapreduce Service's Spark authentication secret (`secret`): the master,
 /// the workers, their executors and the drivers `cpsctl mapreduce submit` runs share it.
 pub fn secret_name(service: &str) -> String {
-    format!("{service}-mapreduce")
+    CREDENTIALS.secret_name(service)
 }
+
+/// The Secret holding a mapreduce Service's Spark authentication secret.
+pub const CREDENTIALS: CredentialsDescriptor = CredentialsDescriptor {
+    suffix: "mapreduce",
+    keys: &[("secret", SecretValue::Random)],
+    shared_with_links: false,
+};
 
 /// The mapreduce type.
 pub const DESCRIPTOR: TypeDescriptor = TypeDescriptor {
@@ -65,6 +75,12 @@ pub const DESCRIPTOR: TypeDescriptor = TypeDescriptor {
     ],
     members: true,
     link_exports: &[],
+    credentials: Some(&CREDENTIALS),
+    runs_user_code: true,
+    conpaas_alias: Some(ConpaasAlias {
+        name: "hadoop",
+        roles: &[],
+    }),
     routers: &[],
     drain_seconds: 1,
     access: Some(Access {

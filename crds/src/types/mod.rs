@@ -13,11 +13,13 @@ pub mod generic;
 pub mod helloworld;
 pub mod java;
 pub mod kvstore;
+pub mod links;
 pub mod mapreduce;
 pub mod mysql;
 pub mod php;
 mod settings;
 
+pub use links::LinkExport;
 pub use settings::{SettingCheck, SettingDescriptor};
 
 use crate::v1alpha1::{ServiceSpec, ServiceType};
@@ -37,9 +39,19 @@ pub struct TypeDescriptor {
     pub settings: &'static [SettingDescriptor],
     /// Whether every node is told the service's members and their addresses.
     pub members: bool,
-    /// The environment variables a Service linking to this one receives, each with what it holds;
-    /// `<AS>` stands for the link's name in capitals.
-    pub link_exports: &'static [(&'static str, &'static str)],
+    /// The environment variables a Service linking to this one receives (`<AS>_<name>`, `<AS>`
+    /// being the link's name in capitals), each with what it holds and how its value is made.
+    pub link_exports: &'static [LinkExport],
+    /// The Secret the type keeps its credentials in, if it has one.
+    pub credentials: Option<&'static CredentialsDescriptor>,
+    /// Whether its nodes run user code: they get the environment of its links to other Services
+    /// (every one of these types the same, [`links::environment`]) and mount the filesystem
+    /// volumes it links to.
+    pub runs_user_code: bool,
+    /// The type's name in ConPaaS manifests when it differs (`scalaris` for kvstore), and its
+    /// roles' ConPaaS names that differ (`osd` for filesystem `storage`): `cpsctl manifest`
+    /// imports and exports them.
+    pub conpaas_alias: Option<ConpaasAlias>,
     /// Roles whose nodes route traffic to the others (php `proxy`): a leaving node is released
     /// from its drain only once every ready router stopped routing to it.
     pub routers: &'static [&'static str],
@@ -57,6 +69,62 @@ pub struct TypeDescriptor {
     /// Roles whose daemons restart to take a change of their links (java backends: the JVM's
     /// environment): such a change rolls over their nodes one at a time, as a code version does.
     pub restart_on_link_change: &'static [&'static str],
+}
+
+/// The Secret `<service>-<suffix>` holding a type's credentials, made by the controller (owned
+/// by the Service) unless it exists; the type's own nodes may read it.
+#[derive(Debug)]
+pub struct CredentialsDescriptor {
+    pub suffix: &'static str,
+    /// Its keys, each with the value it is made with.
+    pub keys: &'static [(&'static str, SecretValue)],
+    /// Whether the nodes of a Service linking to this one may read it (the link exports values
+    /// of it); mapreduce's Spark secret stays with the Service's own nodes.
+    pub shared_with_links: bool,
+}
+
+impl CredentialsDescriptor {
+    /// The Secret's name for `service`.
+    pub fn secret_name(&self, service: &str) -> String {
+        format!("{service}-{}", self.suffix)
+    }
+
+    /// The keys and first values of a new Secret.
+    pub fn initial_values(&self) -> Vec<(&'static str, String)> {
+        self.keys
+            .iter()
+            .map(|(key, value)| {
+                let value = match value {
+                    SecretValue::Fixed(v) => v.to_string(),
+                    SecretValue::Random => random_secret(),
+                };
+                (*key, value)
+            })
+            .collect()
+    }
+}
+
+/// How a credentials Secret's key is first filled.
+#[derive(Debug)]
+pub enum SecretValue {
+    Fixed(&'static str),
+    /// 32 random hex digits.
+    Random,
+}
+
+/// A new secret value: 32 hex digits from the system's random source (two v4 UUIDs' random bits).
+pub fn random_secret() -> String {
+    let a = uuid::Uuid::new_v4().simple().to_string();
+    let b = uuid::Uuid::new_v4().simple().to_string();
+    format!("{}{}", &a[..16], &b[..16])
+}
+
+/// A type's names in ConPaaS manifests.
+#[derive(Debug)]
+pub struct ConpaasAlias {
+    pub name: &'static str,
+    /// (ConPaaS role name, our role name).
+    pub roles: &'static [(&'static str, &'static str)],
 }
 
 /// Where clients reach a service: a URL on the node with the lowest ordinal (which a scale-down
@@ -220,8 +288,8 @@ pub fn markdown() -> String {
             out.push_str("A link to it exports nothing yet.\n");
         } else {
             out.push_str("A link to it exports:\n");
-            for (var, what) in d.link_exports {
-                out.push_str(&format!("- `<AS>_{var}`: {what}\n"));
+            for export in d.link_exports {
+                out.push_str(&format!("- `<AS>_{}`: {}\n", export.name, export.what));
             }
         }
     }
@@ -273,6 +341,78 @@ mod tests {
             err.contains("spec.settings.greeting") && err.contains("at most 256"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn all_lists_every_type_once() {
+        // The API's own list of types (the enum's schema, derived from the variants).
+        let schema = serde_json::to_value(schemars::schema_for!(ServiceType)).unwrap();
+        let mut api: Vec<String> = serde_json::from_value(schema["enum"].clone())
+            .unwrap_or_else(|_| panic!("ServiceType's schema has no enum: {schema}"));
+        let mut all: Vec<String> = ServiceType::ALL.iter().map(|t| t.as_str().into()).collect();
+        api.sort();
+        all.sort();
+        assert_eq!(all, api, "ServiceType::ALL lists every type once");
+    }
+
+    /// Every fact a descriptor gives points at something the type has: roles named anywhere
+    /// are its roles, every link export can be rendered, and a Secret an export reads is the
+    /// type's own and shared with links.
+    #[test]
+    fn every_descriptors_facts_agree() {
+        const KNOWN: [&str; 6] = ["host", "port", "endpoint", "database", "volume", "mount"];
+        for ty in ServiceType::ALL {
+            let d = ty.descriptor();
+            let named_roles = d
+                .routers
+                .iter()
+                .chain(d.restart_on_link_change)
+                .chain(d.saved_on_stop.iter())
+                .chain(d.access.iter().flat_map(|a| a.roles))
+                .chain(d.endpoint.iter().flat_map(|a| a.roles))
+                .chain(d.conpaas_alias.iter().flat_map(|a| a.roles.iter().map(|(_, ours)| ours)));
+            for role in named_roles {
+                assert!(d.role(role).is_some(), "{}: {role} is not a role", d.name);
+            }
+            let secret_keys = links::secret_keys(d.link_exports);
+            for export in d.link_exports {
+                for p in links::placeholders(export.value) {
+                    assert!(
+                        KNOWN.contains(&p) || p.starts_with("secret:"),
+                        "{}: {} uses an unknown {{{p}}}",
+                        d.name,
+                        export.name
+                    );
+                }
+                assert!(
+                    !export.value.contains("{endpoint}") || d.endpoint.is_some(),
+                    "{}: {} exports an endpoint the type never has",
+                    d.name,
+                    export.name
+                );
+            }
+            if !secret_keys.is_empty() {
+                let credentials = d.credentials.unwrap_or_else(|| {
+                    panic!("{}: its link exports read a Secret it does not have", d.name)
+                });
+                assert!(credentials.shared_with_links, "{}: exports a private Secret", d.name);
+                for key in secret_keys {
+                    assert!(
+                        credentials.keys.iter().any(|(k, _)| *k == key),
+                        "{}: its Secret has no {key}",
+                        d.name
+                    );
+                }
+            }
+            if let Some(c) = d.credentials {
+                assert_eq!(
+                    c.secret_name("x"),
+                    format!("x-{}", d.name),
+                    "{}: one Secret name pattern for every type",
+                    d.name
+                );
+            }
+        }
     }
 
     #[test]

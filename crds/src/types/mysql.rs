@@ -1,18 +1,30 @@
 //! mysql: ConPaaS' MySQL service on MariaDB with Galera: every node is a master of one
 //! multi-master cluster, the first bootstraps it and the others join by state transfer.
 
-use super::{Access, RoleDescriptor, SettingCheck, SettingDescriptor, TypeDescriptor};
+use super::{
+    Access, CredentialsDescriptor, LinkExport, RoleDescriptor, SecretValue, SettingCheck,
+    SettingDescriptor, TypeDescriptor,
+};
+
+/// The Secret holding a mysql Service's credentials: the user clients and linked services log in
+/// as, and its password.
+pub const CREDENTIALS: CredentialsDescriptor = CredentialsDescriptor {
+    suffix: "mysql",
+    keys: &[
+        ("username", SecretValue::Fixed("conpaas")),
+        ("password", SecretValue::Random),
+    ],
+    shared_with_links: true,
+};
 
 /// The Secret holding a mysql Service's credentials (`username`, `password`).
 pub fn secret_name(service: &str) -> String {
-    format!("{service}-mysql")
+    CREDENTIALS.secret_name(service)
 }
 
-/// A new password: 32 hex digits from the system's random source (two v4 UUIDs' random bits).
+/// A new password: 32 hex digits from the system's random source.
 pub fn random_password() -> String {
-    let a = uuid::Uuid::new_v4().simple().to_string();
-    let b = uuid::Uuid::new_v4().simple().to_string();
-    format!("{}{}", &a[..16], &b[..16])
+    super::random_secret()
 }
 
 /// The user a rotation switches to: `cpsctl mysql password` alternates `<user>` and
@@ -63,13 +75,40 @@ pub const DESCRIPTOR: TypeDescriptor = TypeDescriptor {
     ],
     members: true,
     link_exports: &[
-        ("HOST", "the address clients connect to"),
-        ("PORT", "its port (3306)"),
-        ("USER", "the user of the Secret `<service>-mysql`"),
-        ("PASSWORD", "its password"),
-        ("DATABASE", "the database of the setting `database`"),
-        ("URL", "`mysql://user:password@host:port/database`"),
+        LinkExport {
+            name: "HOST",
+            what: "the address clients connect to",
+            value: "{host}",
+        },
+        LinkExport {
+            name: "PORT",
+            what: "its port (3306)",
+            value: "{port}",
+        },
+        LinkExport {
+            name: "USER",
+            what: "the user of the Secret `<service>-mysql`",
+            value: "{secret:username}",
+        },
+        LinkExport {
+            name: "PASSWORD",
+            what: "its password",
+            value: "{secret:password}",
+        },
+        LinkExport {
+            name: "DATABASE",
+            what: "the database of the setting `database`",
+            value: "{database}",
+        },
+        LinkExport {
+            name: "URL",
+            what: "`mysql://user:password@host:port/database`",
+            value: "mysql://{secret:username}:{secret:password}@{endpoint}/{database}",
+        },
     ],
+    credentials: Some(&CREDENTIALS),
+    runs_user_code: false,
+    conpaas_alias: None,
     routers: &["glb"],
     drain_seconds: 1,
     access: None,

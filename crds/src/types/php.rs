@@ -77,6 +77,9 @@ pub const DESCRIPTOR: TypeDescriptor = TypeDescriptor {
     ],
     members: true,
     link_exports: &[],
+    credentials: None,
+    runs_user_code: true,
+    conpaas_alias: None,
     routers: &["proxy"],
     drain_seconds: 10,
     access: Some(Access {

@@ -277,11 +277,10 @@ fn node_link(link: &ServiceLink, target: &Service) -> Option<NodeLink> {
         service: link.service.clone(),
         endpoint: target.status.as_ref().and_then(|s| s.endpoint.clone()),
         service_type: Some(target.spec.r#type),
-        secret: match target.spec.r#type {
-            ServiceType::Mysql => Some(conpaas_crds::types::mysql::secret_name(&link.service)),
-            ServiceType::Kvstore => Some(conpaas_crds::types::kvstore::secret_name(&link.service)),
-            _ => None,
-        },
+        secret: descriptor
+            .credentials
+            .filter(|c| c.shared_with_links)
+            .map(|c| c.secret_name(&link.service)),
         database: setting("database"),
         secret_version: target
             .status

@@ -195,14 +195,6 @@ pub fn validate(spec: &ServiceSpec, inputs: Inputs<'_>) -> Result<Desired, Probl
     })
 }
 
-/// The types whose nodes mount the volumes they link to.
-const MOUNTING: [ServiceType; 4] = [
-    ServiceType::Php,
-    ServiceType::Java,
-    ServiceType::Generic,
-    ServiceType::Mapreduce,
-];
-
 /// A link to a filesystem Service names one of its volumes and is made by a type that mounts
 /// it; a volume is only linked on a filesystem Service.
 fn check_volume_links(
@@ -246,8 +238,12 @@ fn check_volume_links(
                         ),
                     ));
                 }
-                if !MOUNTING.contains(&spec.r#type) {
-                    let mounting: Vec<&str> = MOUNTING.iter().map(|t| t.as_str()).collect();
+                if !spec.r#type.descriptor().runs_user_code {
+                    let mounting: Vec<&str> = ServiceType::ALL
+                        .iter()
+                        .filter(|t| t.descriptor().runs_user_code)
+                        .map(|t| t.as_str())
+                        .collect();
                     return Err(Problem::new(
                         "InvalidLink",
                         format!(

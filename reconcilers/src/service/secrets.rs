@@ -1,23 +1,18 @@
-//! The Secrets a Service's type keeps its credentials in (mysql: `<service>-mysql` with
-//! `username` and `password`; kvstore: `<service>-kvstore` with `password`; mapreduce:
-//! `<service>-mapreduce` with Spark's shared `secret`), created once with a random password unless they exist, owned by
-//! the Service so that they go with it. A Secret someone made first is kept as it is.
+//! The Secret a Service's type keeps its credentials in (its descriptor's `credentials`: mysql's
+//! `<service>-mysql` with `username` and `password`, ...), created once unless it exists, owned
+//! by the Service so that it goes with it. A Secret someone made first is kept as it is.
 
 use std::collections::HashSet;
 use std::sync::Mutex;
 
 use conpaas_crds::labels::LABEL_SERVICE;
-use conpaas_crds::types::{kvstore, mapreduce, mysql};
-use conpaas_crds::v1alpha1::{Service, ServiceType};
+use conpaas_crds::v1alpha1::Service;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ObjectMeta, PostParams};
 use kube::{Resource, ResourceExt};
 
 use crate::Context;
 use crate::error::{Error, KubeResultExt};
-
-/// The user a mysql Service's Secret names.
-pub const MYSQL_USER: &str = "conpaas";
 
 /// The Services (by UID) whose Secret this controller already made or found: one create per
 /// Service and controller start, not one per reconcile.
@@ -27,24 +22,13 @@ pub struct Made(Mutex<HashSet<String>>);
 /// Makes the Service's credentials Secret unless it was made already.
 pub async fn ensure(ctx: &Context, service: &Service) -> Result<(), Error> {
     let service_name = service.name_any();
-    let (name, fields) = match service.spec.r#type {
-        ServiceType::Mysql => (
-            mysql::secret_name(&service_name),
-            vec![
-                ("username", MYSQL_USER.to_string()),
-                ("password", mysql::random_password()),
-            ],
-        ),
-        ServiceType::Kvstore => (
-            kvstore::secret_name(&service_name),
-            vec![("password", mysql::random_password())],
-        ),
-        ServiceType::Mapreduce => (
-            mapreduce::secret_name(&service_name),
-            vec![("secret", mysql::random_password())],
-        ),
-        _ => return Ok(()),
+    let Some(credentials) = service.spec.r#type.descriptor().credentials else {
+        return Ok(());
     };
+    let (name, fields) = (
+        credentials.secret_name(&service_name),
+        credentials.initial_values(),
+    );
     let uid = service.uid().unwrap_or_default();
     if lock(&ctx.service_secrets).contains(&uid) {
         return Ok(());

@@ -9,8 +9,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
 use conpaas_crds::labels::MANAGER_CONTROLLER;
-use conpaas_crds::types::{kvstore, mapreduce, mysql};
-use conpaas_crds::v1alpha1::{ServiceNode, ServiceType};
+use conpaas_crds::v1alpha1::ServiceNode;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::ServiceAccount;
@@ -188,18 +187,15 @@ pub fn rules(node: &ServiceNode) -> Vec<PolicyRule> {
         resource_names: Some(vec![node.spec.service.clone()]),
         ..Default::default()
     });
-    // The credentials of its own mysql, kvstore or mapreduce Service, and of the services it links to.
+    // The credentials of its own Service (if its type has any), and of the services it links to.
     let mut secrets: Vec<String> = node
         .spec
         .links
         .iter()
         .filter_map(|l| l.secret.clone())
         .collect();
-    match node.spec.service_type {
-        ServiceType::Mysql => secrets.push(mysql::secret_name(&node.spec.service)),
-        ServiceType::Kvstore => secrets.push(kvstore::secret_name(&node.spec.service)),
-        ServiceType::Mapreduce => secrets.push(mapreduce::secret_name(&node.spec.service)),
-        _ => {}
+    if let Some(own) = node.spec.service_type.descriptor().credentials {
+        secrets.push(own.secret_name(&node.spec.service));
     }
     if !secrets.is_empty() {
         rules.push(PolicyRule {

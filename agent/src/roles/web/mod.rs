@@ -29,6 +29,7 @@ use super::{Role, RoleEnv, RoleReport, first_member};
 use crate::code;
 use crate::daemon::{self, Daemon};
 use crate::volumes::Mounts;
+use crate::links::LinkEnvironment;
 use config::Dynamic;
 use tomcat::Tomcat;
 
@@ -370,70 +371,22 @@ impl WebHosting {
         Some(routes)
     }
 
-    /// The linked services' environment (`DB_HOST`, `DB_PORT`, `DB_USER`, `DB_PASSWORD`,
-    /// `DB_DATABASE`, `DB_URL` for `as: DB`), read with the node's own token; `None` while a
-    /// linked service has no endpoint yet.
-    async fn link_environment(
-        &self,
-        spec: &ServiceNodeSpec,
-    ) -> Result<Option<BTreeMap<String, String>>, String> {
-        let mut env: BTreeMap<String, String> = self.mounts.environment().into_iter().collect();
-        for link in spec.links.iter().filter(|l| l.volume.is_none()) {
-            let Some(endpoint) = &link.endpoint else {
-                return Ok(None);
-            };
-            let p = &link.prefix;
-            if link.service_type == Some(ServiceType::Kvstore) {
-                let password = match &link.secret {
-                    Some(name) => super::read_password(&self.env, name).await?.0,
-                    None => String::new(),
-                };
-                env.insert(format!("{p}_HOSTS"), endpoint.clone());
-                env.insert(format!("{p}_PASSWORD"), password);
-                continue;
-            }
-            let (host, port) = endpoint.rsplit_once(':').unwrap_or((endpoint, ""));
-            let (user, password) = match &link.secret {
-                Some(name) => {
-                    let read = super::read_credentials(&self.env, name).await?;
-                    (read.user, read.password)
-                }
-                None => Default::default(),
-            };
-            let database = link.database.clone().unwrap_or_default();
-            env.insert(format!("{p}_HOST"), host.to_string());
-            env.insert(format!("{p}_PORT"), port.to_string());
-            env.insert(format!("{p}_USER"), user.clone());
-            env.insert(format!("{p}_PASSWORD"), password.clone());
-            env.insert(format!("{p}_DATABASE"), database.clone());
-            env.insert(
-                format!("{p}_URL"),
-                format!("mysql://{user}:{password}@{endpoint}/{database}"),
-            );
-        }
-        Ok(Some(env))
-    }
-
-    /// The link environment, or `None` (and what the node waits for) while a linked service
-    /// has no endpoint yet.
+    /// The link environment ([`crate::links`]), or `None` (and what the node waits for) while
+    /// a linked service has no endpoint yet.
     async fn links_ready(
         &mut self,
         spec: &ServiceNodeSpec,
     ) -> Result<Option<BTreeMap<String, String>>, String> {
-        let environment = self.link_environment(spec).await?;
-        self.waiting = environment.is_none().then(|| {
-            let waiting: Vec<&str> = spec
-                .links
-                .iter()
-                .filter(|l| l.endpoint.is_none())
-                .map(|l| l.service.as_str())
-                .collect();
-            format!(
-                "waiting for the linked service {} to have an endpoint",
-                waiting.join(", ")
-            )
-        });
-        Ok(environment)
+        match crate::links::environment(&self.env, &spec.links, &self.mounts).await? {
+            LinkEnvironment::Ready(environment) => {
+                self.waiting = None;
+                Ok(Some(environment))
+            }
+            LinkEnvironment::Waiting(why) => {
+                self.waiting = Some(why);
+                Ok(None)
+            }
+        }
     }
 
     async fn converge_fpm(&mut self, spec: &ServiceNodeSpec) -> Result<(), String> {

@@ -1,0 +1,73 @@
+//! The environment a node's links give the user code it runs, the same for every type that runs
+//! user code (php, java, generic, mapreduce): each link's variables rendered from the linked
+//! type's descriptor ([`conpaas_crds::types::links`]) with the values of its credentials Secret,
+//! read with the node's own token, and the variables of the volumes it mounted.
+
+use std::collections::BTreeMap;
+
+use conpaas_crds::types::links::{self, LinkFacts};
+use conpaas_crds::v1alpha1::NodeLink;
+
+use crate::roles::{RoleEnv, read_secret};
+use crate::volumes::Mounts;
+
+/// The links' environment, or what it waits for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LinkEnvironment {
+    Ready(BTreeMap<String, String>),
+    /// A linked Service has no endpoint yet: the message says which.
+    Waiting(String),
+}
+
+/// The environment of `links` (those without a volume; volume links are `mounts`'); an error
+/// names the Secret or value that could not be had.
+pub async fn environment(
+    env: &RoleEnv,
+    links: &[NodeLink],
+    mounts: &Mounts,
+) -> Result<LinkEnvironment, String> {
+    let waiting: Vec<&str> = links
+        .iter()
+        .filter(|l| l.volume.is_none() && l.endpoint.is_none() && exports(l))
+        .map(|l| l.service.as_str())
+        .collect();
+    if !waiting.is_empty() {
+        return Ok(LinkEnvironment::Waiting(format!(
+            "waiting for the linked service {} to have an endpoint",
+            waiting.join(", ")
+        )));
+    }
+    let mut out: BTreeMap<String, String> = mounts.environment()?.into_iter().collect();
+    for link in links.iter().filter(|l| l.volume.is_none() && exports(l)) {
+        let keys = link
+            .service_type
+            .map(|t| links::secret_keys(t.descriptor().link_exports))
+            .unwrap_or_default();
+        let secret = match (&link.secret, keys.is_empty()) {
+            (_, true) => BTreeMap::new(),
+            (Some(name), false) => {
+                let (values, _) = read_secret(env, name, &keys).await?;
+                keys.iter().map(|k| k.to_string()).zip(values).collect()
+            }
+            (None, false) => {
+                return Err(format!(
+                    "link {}: no Secret to read {} from",
+                    link.prefix,
+                    keys.join(", ")
+                ));
+            }
+        };
+        out.extend(links::environment(LinkFacts {
+            link,
+            secret: &secret,
+            mount: None,
+        })?);
+    }
+    Ok(LinkEnvironment::Ready(out))
+}
+
+/// Whether a link exports anything (a link to a type that exports nothing waits for nothing).
+fn exports(link: &NodeLink) -> bool {
+    link.service_type
+        .is_some_and(|t| !t.descriptor().link_exports.is_empty())
+}

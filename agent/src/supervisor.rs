@@ -1,0 +1,183 @@
+//! The role's own task: runs the startup script, then converges the role to each new spec,
+//! polls it, drains it when the node is released, and stops it. Every step may take long (a code
+//! install, a database init, a drain); while one runs the agent's loop keeps watching, reporting
+//! and handling signals, and the heartbeat runs on a thread of its own ([`crate::heartbeat`]).
+//! After each step the supervisor publishes what the node reports.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use conpaas_crds::v1alpha1::{AgentState, ServiceNode};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::roles::{self, Role, RoleEnv, RoleReport};
+
+/// How often the role is polled for changes of its own (a script ended).
+const POLL: Duration = Duration::from_millis(500);
+
+/// How long the Service's startup script may run before the node fails with its output kept.
+const STARTUP_SCRIPT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+/// What the node reports, for the spec generation it was made from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Published {
+    pub generation: Option<i64>,
+    pub role: Option<String>,
+    pub report: RoleReport,
+}
+
+/// Runs the role until `stop` turns true (or its sender goes), then drains and stops it.
+pub async fn run(
+    env: RoleEnv,
+    mut specs: watch::Receiver<Option<Arc<ServiceNode>>>,
+    reports: watch::Sender<Option<Published>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let first = loop {
+        if let Some(node) = specs.borrow_and_update().clone() {
+            break node;
+        }
+        tokio::select! {
+            changed = specs.changed() => if changed.is_err() { return },
+            _ = stop.changed() => return,
+        }
+    };
+    let generation = first.metadata.generation;
+    let role_name = Some(first.spec.role.clone());
+    let publish = |report: RoleReport, generation: Option<i64>, role: &Option<String>| {
+        let now = Published {
+            generation,
+            role: role.clone(),
+            report,
+        };
+        reports.send_if_modified(|current| {
+            let changed = current.as_ref() != Some(&now);
+            *current = Some(now);
+            changed
+        });
+    };
+    if first.spec.startup_script.is_some() {
+        publish(
+            RoleReport {
+                state: Some(AgentState::Starting),
+                message: Some("running the startup script".into()),
+                ..Default::default()
+            },
+            generation,
+            &role_name,
+        );
+    }
+    let startup_error = tokio::select! {
+        result = run_startup_script(&first, &env.work_dir) => result.err(),
+        _ = stop.changed() => return,
+    };
+    let mut role = roles::for_type(first.spec.service_type, &first.spec.role, env);
+    let mut node = Some(first);
+    let mut state = Supervised {
+        generation,
+        role_name,
+        startup_error,
+        drain_until: None,
+    };
+    let mut poll = tokio::time::interval(POLL);
+    loop {
+        if let Some(node) = node.take() {
+            state.apply(role.as_mut(), &node).await;
+        }
+        publish(state.report(role.as_ref()), state.generation, &state.role_name);
+        tokio::select! {
+            biased;
+            _ = stop.changed() => break,
+            changed = specs.changed() => match changed {
+                Ok(()) => node = specs.borrow_and_update().clone(),
+                Err(_) => break,
+            },
+            _ = poll.tick() => role.poll().await,
+        }
+    }
+    tracing::info!("stopping the role");
+    role.drain().await;
+    role.shutdown().await;
+}
+
+/// What the supervisor keeps besides the role.
+struct Supervised {
+    generation: Option<i64>,
+    role_name: Option<String>,
+    startup_error: Option<String>,
+    /// When a drain the node was released for may end (its work in flight had that long).
+    drain_until: Option<Instant>,
+}
+
+impl Supervised {
+    async fn apply(&mut self, role: &mut dyn Role, node: &ServiceNode) {
+        role.apply(&node.spec).await;
+        if let Some(drain) = node.spec.drain.as_ref().filter(|d| d.released)
+            && self.drain_until.is_none()
+        {
+            tracing::info!(seconds = drain.seconds, "released: draining");
+            role.drain().await;
+            self.drain_until =
+                Some(Instant::now() + Duration::from_secs(drain.seconds.max(0) as u64));
+        }
+        self.generation = node.metadata.generation;
+        self.role_name = Some(node.spec.role.clone());
+    }
+
+    fn report(&self, role: &dyn Role) -> RoleReport {
+        let mut now = role.report();
+        if let Some(e) = &self.startup_error {
+            now.state = Some(AgentState::Failed);
+            now.message = Some(e.clone());
+        } else if self.drain_until.is_some_and(|t| t <= Instant::now()) && role.drained() {
+            now.state = Some(AgentState::Drained);
+            now.message = Some("drained: the work in flight is done".into());
+        }
+        now
+    }
+}
+
+/// Runs the Service's startup script once, before the role starts, with its output in
+/// `<work>/logs/startup.log` (what `cpsctl logs` shows) and a time limit.
+async fn run_startup_script(node: &ServiceNode, work_dir: &Path) -> Result<(), String> {
+    let Some(script) = &node.spec.startup_script else {
+        return Ok(());
+    };
+    let path = work_dir.join("startup.sh");
+    std::fs::write(&path, script).map_err(|e| format!("write {}: {e}", path.display()))?;
+    let logs = work_dir.join("logs");
+    std::fs::create_dir_all(&logs).map_err(|e| format!("create {}: {e}", logs.display()))?;
+    let log_path = logs.join("startup.log");
+    let log = std::fs::File::create(&log_path)
+        .map_err(|e| format!("create {}: {e}", log_path.display()))?;
+    let err_log = log
+        .try_clone()
+        .map_err(|e| format!("open {}: {e}", log_path.display()))?;
+    let mut child = tokio::process::Command::new("sh")
+        .arg(&path)
+        .current_dir(work_dir)
+        .stdout(log)
+        .stderr(err_log)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("run startup script: {e}"))?;
+    let status = match tokio::time::timeout(STARTUP_SCRIPT_TIMEOUT, child.wait()).await {
+        Ok(status) => status.map_err(|e| format!("run startup script: {e}"))?,
+        Err(_) => {
+            let _ = child.kill().await;
+            return Err(format!(
+                "startup script still running after {} s: stopped (its output is in logs/startup.log)",
+                STARTUP_SCRIPT_TIMEOUT.as_secs()
+            ));
+        }
+    };
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "startup script exited with {status} (its output is in logs/startup.log)"
+        ))
+    }
+}
