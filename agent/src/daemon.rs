@@ -261,16 +261,34 @@ pub async fn wait_retired(workers: &[Pid], limit: Duration) -> bool {
     }
 }
 
-/// `user` when the agent runs as root, the user exists and it can reach `dir` (every folder
-/// above it searchable by others): the daemons' workers then run as it. None otherwise: they run
-/// as the agent's own user.
+/// `user` when the agent runs as root, the user exists and it can reach `dir` (it may search
+/// every folder from `/` down to the real `dir`, as its owner, its group or any other user):
+/// the daemons' workers then run as it. None otherwise: they run as the agent's own user.
 pub fn unprivileged_user(user: &'static str, dir: &Path) -> Option<&'static str> {
-    use std::os::unix::fs::PermissionsExt;
-    let exists = nix::unistd::User::from_name(user).ok().flatten().is_some();
-    let reachable = dir
-        .ancestors()
-        .all(|a| std::fs::metadata(a).is_ok_and(|m| m.permissions().mode() & 0o001 != 0));
-    (nix::unistd::geteuid().is_root() && exists && reachable).then_some(user)
+    use std::os::unix::fs::MetadataExt;
+    let account = nix::unistd::User::from_name(user).ok().flatten()?;
+    // The real path: a relative folder or one reached through a link has other ancestors.
+    let dir = std::fs::canonicalize(dir).ok()?;
+    let reachable = dir.ancestors().all(|a| {
+        std::fs::metadata(a).is_ok_and(|m| {
+            may_search(
+                (account.uid.as_raw(), account.gid.as_raw()),
+                (m.uid(), m.gid(), m.mode()),
+            )
+        })
+    });
+    (nix::unistd::geteuid().is_root() && reachable).then_some(user)
+}
+
+/// Whether a user (uid, primary gid) may search a folder (owner, group, mode).
+fn may_search((uid, gid): (u32, u32), (owner, group, mode): (u32, u32, u32)) -> bool {
+    if uid == owner {
+        mode & 0o100 != 0
+    } else if gid == group {
+        mode & 0o010 != 0
+    } else {
+        mode & 0o001 != 0
+    }
 }
 
 /// Runs `program args` to its end; on failure, `what` and the program's own words.
@@ -326,4 +344,42 @@ pub async fn listening(address: &str) -> bool {
         .await,
         Ok(Ok(_))
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_folder_is_searched_by_the_bits_that_apply_to_the_user() {
+        let www = (33, 33);
+        assert!(may_search(www, (0, 0, 0o755)), "others may search");
+        assert!(!may_search(www, (0, 0, 0o700)), "root's home");
+        assert!(may_search(www, (0, 33, 0o750)), "through its group");
+        assert!(
+            !may_search(www, (33, 0, 0o077)),
+            "its owner's bits, not others'"
+        );
+    }
+
+    #[test]
+    fn a_folder_under_a_closed_parent_is_unreachable() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let work = root.path().join("home/work");
+        std::fs::create_dir_all(&work).unwrap();
+        std::fs::set_permissions(root.path().join("home"), PermissionsExt::from_mode(0o700))
+            .unwrap();
+        assert_eq!(unprivileged_user("www-data", &work), None);
+        if nix::unistd::geteuid().is_root()
+            && nix::unistd::User::from_name("www-data")
+                .ok()
+                .flatten()
+                .is_some()
+        {
+            std::fs::set_permissions(root.path().join("home"), PermissionsExt::from_mode(0o755))
+                .unwrap();
+            assert_eq!(unprivileged_user("www-data", &work), Some("www-data"));
+        }
+    }
 }

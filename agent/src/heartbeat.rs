@@ -39,7 +39,12 @@ pub fn spawn(
         })
 }
 
-async fn beat(config: Config, namespace: String, node: String, mut every: watch::Receiver<Duration>) {
+async fn beat(
+    config: Config,
+    namespace: String,
+    node: String,
+    mut every: watch::Receiver<Duration>,
+) {
     // The client's connection pool lives on this runtime, not on the one the roles may keep busy.
     let client = match Client::try_from(config) {
         Ok(client) => client,

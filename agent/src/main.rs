@@ -9,8 +9,8 @@
 mod bootstrap;
 mod code;
 mod daemon;
-mod links;
 mod heartbeat;
+mod links;
 mod log_auth;
 mod logserver;
 mod node;

@@ -91,7 +91,9 @@ pub async fn run(
         let now = reports.borrow().clone();
         if let Some(now) = now.filter(|now| last_sent.as_ref() != Some(now)) {
             let status = agent_status(&now);
-            match tokio::time::timeout(REPORT_TIMEOUT, report::send(&api, &boot.node, &status)).await {
+            match tokio::time::timeout(REPORT_TIMEOUT, report::send(&api, &boot.node, &status))
+                .await
+            {
                 Ok(Ok(())) => last_sent = Some(now),
                 Ok(Err(e)) => tracing::warn!(error = %e, "report status"),
                 Err(_) => tracing::warn!("report status: no answer in time"),
@@ -112,6 +114,7 @@ fn agent_status(now: &Published) -> AgentStatus {
         role: now.role.clone(),
         message: report.message.clone(),
         code_version: report.code_version.clone(),
+        failed_code_version: report.failed_code_version.clone(),
         greeting: report.greeting.clone(),
         scripts: report.scripts.clone(),
         routes_to: report.routes_to.clone(),

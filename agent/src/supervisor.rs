@@ -86,7 +86,11 @@ pub async fn run(
         if let Some(node) = node.take() {
             state.apply(role.as_mut(), &node).await;
         }
-        publish(state.report(role.as_ref()), state.generation, &state.role_name);
+        publish(
+            state.report(role.as_ref()),
+            state.generation,
+            &state.role_name,
+        );
         tokio::select! {
             biased;
             _ = stop.changed() => break,

@@ -154,3 +154,70 @@ async fn a_vm_deleted_out_of_band_is_replaced() {
     env.wait_ready("hello", "node 3/3").await;
     assert_eq!(env.live_vms().len(), 3, "one VM per node again");
 }
+
+/// The agent never waits on its role: a startup script that runs several heartbeat timeouts
+/// long (as a large install or a database init would) leaves the heartbeat going. Every status
+/// the node ever had is seen through a watch: never `HeartbeatStale`, never replaced, and Ready
+/// once the script ended.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_long_startup_keeps_the_heartbeat_going() {
+    use futures::StreamExt;
+    use kube::runtime::{WatchStreamExt, watcher};
+    let env = env("long-startup-e2e", 40).await;
+    env.apply_cloud_and_app().await;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(String, String)>::new()));
+    let recorder = {
+        let (nodes, seen) = (env.nodes_api(), seen.clone());
+        tokio::spawn(async move {
+            let mut events = watcher(nodes, watcher::Config::default())
+                .applied_objects()
+                .boxed();
+            while let Some(Ok(node)) = events.next().await {
+                let reason = node
+                    .status
+                    .iter()
+                    .flat_map(|s| &s.conditions)
+                    .find(|c| c.type_ == "Ready")
+                    .map(|c| c.reason.clone())
+                    .unwrap_or_default();
+                seen.lock()
+                    .unwrap()
+                    .push((node.metadata.name.unwrap_or_default(), reason));
+            }
+        })
+    };
+    let started = Instant::now();
+    env.apply("apiVersion: conpaas.io/v1alpha1\nkind: Service\nmetadata: {name: slow}\nspec:\n  application: demo\n  type: helloworld\n  roles: [{name: node, count: 1}]\n  health: {heartbeatTimeoutSeconds: 3}\n  startupScript: \"echo installing; sleep 15; echo installed\"\n")
+        .await;
+    env.wait_ready("slow", "node 1/1").await;
+    recorder.abort();
+    let seen = seen.lock().unwrap().clone();
+    let names: BTreeSet<&str> = seen.iter().map(|(n, _)| n.as_str()).collect();
+    let reasons: BTreeSet<&str> = seen.iter().map(|(_, r)| r.as_str()).collect();
+    println!(
+        "a node with a 15 s startup script (heartbeat timeout 3 s) Ready after {:.1}s; Ready reasons seen: {reasons:?}",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(15),
+        "Ready only after the startup script"
+    );
+    assert_eq!(names.len(), 1, "one node, never replaced: {seen:?}");
+    assert!(!reasons.contains("HeartbeatStale"), "{seen:?}");
+    assert!(
+        reasons.contains("AgentStarting"),
+        "the node said it was starting meanwhile: {seen:?}"
+    );
+    let node = env.nodes("slow").await.remove(0);
+    let log = env
+        .state
+        .path()
+        .join("vms")
+        .join(&node.spec.token)
+        .join("work/logs/startup.log");
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap_or_default(),
+        "installing\ninstalled\n",
+        "the startup script's output is kept"
+    );
+}

@@ -66,6 +66,45 @@ fn failure_kind(status: u16, body: &str) -> String {
 
 /// A request on a fresh connection to the proxy: the status and body (status 0 and the error
 /// when the connection failed).
+/// A generic Service linked to the database as `DB` gets the same variables as php (a link's
+/// environment is built in one place for every type that runs user code): its init.sh logs in
+/// with them and asks for the database, and its `DB_URL` names the glb.
+async fn generic_reaches_the_database_through_its_link(env: &Env, endpoint: &str) {
+    let init = "mariadb -h \"$DB_HOST\" -P \"$DB_PORT\" -u \"$DB_USER\" -p\"$DB_PASSWORD\" -N -e 'SELECT DATABASE()' \"$DB_DATABASE\" > ../../db.txt 2>&1\n\
+                echo \"$DB_URL\" | sed 's/:[^:@]*@/:***@/' > ../../url.txt\n";
+    create_config_map(
+        env,
+        "job-code",
+        "code.tar",
+        tar_of(&[("init.sh", init)], 0o755),
+    )
+    .await;
+    env.apply("apiVersion: conpaas.io/v1alpha1\nkind: Service\nmetadata: {name: job}\nspec: {application: demo, type: generic, links: [{service: db, as: DB}], code: {active: v1, versions: [{name: v1, configMap: {name: job-code, key: code.tar}}]}}\n")
+        .await;
+    env.wait_ready("job", "master 1/1, node 0/0").await;
+    let token = env.nodes("job").await[0].spec.token.clone();
+    let work = env.state.path().join("vms").join(token).join("work");
+    conpaas_e2e::wait::until("init.sh asked the linked database", LIMIT, || {
+        let work = work.clone();
+        async move {
+            let db = std::fs::read_to_string(work.join("db.txt")).unwrap_or_default();
+            let url = std::fs::read_to_string(work.join("url.txt")).unwrap_or_default();
+            Ok(db.trim() == "shop" && !url.is_empty())
+        }
+    })
+    .await
+    .unwrap_or_else(|e| {
+        let db = std::fs::read_to_string(work.join("db.txt")).unwrap_or_default();
+        panic!("{e}: init.sh wrote {db:?}")
+    });
+    let url = std::fs::read_to_string(work.join("url.txt")).unwrap();
+    assert_eq!(url.trim(), format!("mysql://conpaas:***@{endpoint}/shop"));
+    env.services()
+        .delete("job", &Default::default())
+        .await
+        .unwrap();
+}
+
 async fn call(proxy: &str, method: &str, path: &str) -> (u16, String) {
     match http_send(proxy, method, path, &[]).await {
         Ok((status, body, _)) => (status, body),
@@ -122,6 +161,7 @@ async fn php_writes_and_reads_rows_through_a_link_to_mysql() {
 
     env.wait_ready("site", "proxy 1/1, web 0/0, backend 1/1")
         .await;
+    generic_reaches_the_database_through_its_link(&env, &endpoint).await;
     let proxy = env.url_host("site").await;
     conpaas_e2e::wait::until("the link's URL on the glb", LIMIT, || {
         let (proxy, endpoint) = (&proxy, &endpoint);

@@ -42,6 +42,7 @@ pub fn serving_node(name: &str, spec: ServiceNodeSpec) -> ObservedNode {
         settled: true,
         address: None,
         running_code: None,
+        failed_code: None,
         agent_ready: true,
         agent_failure: None,
         failure: None,

@@ -57,6 +57,8 @@ pub struct Generic {
     // A new code version waits here until the master's address is known, so MASTER_IP is set.
     init_pending: bool,
     error: Option<String>,
+    /// The code version that did not install, and the error it left.
+    failed_install: Option<(String, String)>,
     stop_wait: Duration,
     /// Linked filesystem volumes; scripts start once they are mounted.
     mounts: Mounts,
@@ -94,6 +96,7 @@ impl Generic {
             notify_pending: false,
             init_pending: false,
             error: None,
+            failed_install: None,
             stop_wait: DEFAULT_STOP_WAIT,
             links: Vec::new(),
             link_env: None,
@@ -151,7 +154,11 @@ impl Role for Generic {
                     self.init_pending = true;
                 }
                 // The version that ran keeps running; the message names the one that failed.
-                Err(e) => self.error = Some(format!("code version {}: {e:#}", code.version)),
+                Err(e) => {
+                    let message = format!("code version {}: {e:#}", code.version);
+                    self.failed_install = Some((code.version.clone(), message.clone()));
+                    self.error = Some(message);
+                }
             }
         }
         if let Some(dir) = &self.code_dir
@@ -223,7 +230,10 @@ impl Role for Generic {
         } else if let Some(Ok(LinkEnvironment::Waiting(waiting)) | Err(waiting)) = &self.link_env {
             (AgentState::Starting, waiting.clone())
         } else if self.link_env.is_none() {
-            (AgentState::Starting, "reading the links' credentials".into())
+            (
+                AgentState::Starting,
+                "reading the links' credentials".into(),
+            )
         } else if self.init_pending {
             (
                 AgentState::Starting,
@@ -248,6 +258,11 @@ impl Role for Generic {
             state: Some(state),
             message: Some(message),
             code_version: self.installed.as_ref().map(|c| c.version.clone()),
+            failed_code_version: self
+                .failed_install
+                .as_ref()
+                .filter(|(_, message)| self.error.as_ref() == Some(message))
+                .map(|(version, _)| version.clone()),
             scripts,
             ..Default::default()
         }
@@ -296,7 +311,9 @@ impl Generic {
         let mounted = self.mounts.environment().unwrap_or_default();
         let fresh = match &self.link_env {
             Some(Ok(_)) => mounted == self.link_env_mounts,
-            Some(Err(_)) => self.link_retry.is_some_and(|t| t > tokio::time::Instant::now()),
+            Some(Err(_)) => self
+                .link_retry
+                .is_some_and(|t| t > tokio::time::Instant::now()),
             None => false,
         };
         if fresh {

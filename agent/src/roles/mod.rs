@@ -28,6 +28,8 @@ pub struct RoleReport {
     pub state: Option<AgentState>,
     pub message: Option<String>,
     pub code_version: Option<String>,
+    /// The code version the role failed to switch to, when that is the failure.
+    pub failed_code_version: Option<String>,
     pub greeting: Option<String>,
     pub scripts: Vec<ScriptStatus>,
     /// Routing roles: the members the running configuration sends traffic to.

@@ -24,7 +24,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use conpaas_crds::types::mysql;
-use conpaas_crds::v1alpha1::{AgentState, Member, NodeCode, ServiceNodeSpec, ServiceType};
+use conpaas_crds::v1alpha1::{
+    AgentState, DrainReason, Member, NodeCode, ServiceNodeSpec, ServiceType,
+};
 use nix::sys::signal::Signal;
 
 use super::mysql_dump::{DumpError, DumpLoad, LOADED_TABLE, SaveData, quote, run_sql};
@@ -621,6 +623,11 @@ impl Role for Mysql {
             state: Some(state),
             message: Some(message),
             code_version: self.loaded.as_ref().map(|c| c.version.clone()),
+            // A dump MariaDB refused leaves the database as it was.
+            failed_code_version: dump_failed
+                .filter(|_| self.error.is_none())
+                .and(spec_code)
+                .map(|c| c.version.clone()),
             credentials_version: self.accepted.clone(),
             saved: self.saved.clone(),
             ..Default::default()
@@ -632,7 +639,7 @@ impl Role for Mysql {
         let drain = spec.as_ref().and_then(|s| s.drain.as_ref());
         if let Some(spec) = spec
             .as_ref()
-            .filter(|_| drain.is_some_and(|d| d.reason == "ServiceStopped"))
+            .filter(|_| drain.is_some_and(|d| d.reason == DrainReason::ServiceStopped))
         {
             // The Service stops: the database is saved first; MariaDB stops once it is stored.
             self.start_saving(spec);

@@ -5,7 +5,7 @@
 
 use std::future::Future;
 
-use conpaas_crds::v1alpha1::{AgentState, ServiceNodeSpec};
+use conpaas_crds::v1alpha1::{AgentState, DrainReason, ServiceNodeSpec};
 use tokio::task::JoinHandle;
 
 pub struct StopSave {
@@ -31,7 +31,7 @@ impl StopSave {
     pub fn asked(spec: &ServiceNodeSpec) -> bool {
         spec.drain
             .as_ref()
-            .is_some_and(|d| d.reason == "ServiceStopped")
+            .is_some_and(|d| d.reason == DrainReason::ServiceStopped)
     }
 
     /// Whether a save should start: asked, and none running or done.

@@ -163,7 +163,10 @@ mod tests {
         assert_eq!(
             env,
             vec![
-                ("DB_HOSTS".to_string(), "127.0.0.1:6379,127.0.0.2:6379".into()),
+                (
+                    "DB_HOSTS".to_string(),
+                    "127.0.0.1:6379,127.0.0.2:6379".into()
+                ),
                 ("DB_PASSWORD".to_string(), "p".into())
             ]
         );
@@ -199,8 +202,14 @@ mod tests {
             mount: Some("/srv/data"),
         })
         .unwrap();
-        assert!(env.contains(&("DB_MOUNT".into(), "/srv/data".into())), "{env:?}");
-        assert!(env.contains(&("DB_VOLUME".into(), "data".into())), "{env:?}");
+        assert!(
+            env.contains(&("DB_MOUNT".into(), "/srv/data".into())),
+            "{env:?}"
+        );
+        assert!(
+            env.contains(&("DB_VOLUME".into(), "data".into())),
+            "{env:?}"
+        );
         assert!(
             env.contains(&("DB_SERVERS".into(), "127.0.0.9:24007".into())),
             "{env:?}"

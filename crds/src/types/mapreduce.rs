@@ -2,8 +2,8 @@
 //! that come and go without failing the jobs that run on them.
 
 use super::{
-    Access, ConpaasAlias, CredentialsDescriptor, RoleDescriptor, SecretValue,
-    SettingCheck, SettingDescriptor, TypeDescriptor,
+    Access, ConpaasAlias, CredentialsDescriptor, RoleDescriptor, SecretValue, SettingCheck,
+    SettingDescriptor, TypeDescriptor,
 };
 
 /// The Spark master's port, which drivers and workers connect to.

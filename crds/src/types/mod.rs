@@ -370,7 +370,11 @@ mod tests {
                 .chain(d.saved_on_stop.iter())
                 .chain(d.access.iter().flat_map(|a| a.roles))
                 .chain(d.endpoint.iter().flat_map(|a| a.roles))
-                .chain(d.conpaas_alias.iter().flat_map(|a| a.roles.iter().map(|(_, ours)| ours)));
+                .chain(
+                    d.conpaas_alias
+                        .iter()
+                        .flat_map(|a| a.roles.iter().map(|(_, ours)| ours)),
+                );
             for role in named_roles {
                 assert!(d.role(role).is_some(), "{}: {role} is not a role", d.name);
             }
@@ -393,9 +397,16 @@ mod tests {
             }
             if !secret_keys.is_empty() {
                 let credentials = d.credentials.unwrap_or_else(|| {
-                    panic!("{}: its link exports read a Secret it does not have", d.name)
+                    panic!(
+                        "{}: its link exports read a Secret it does not have",
+                        d.name
+                    )
                 });
-                assert!(credentials.shared_with_links, "{}: exports a private Secret", d.name);
+                assert!(
+                    credentials.shared_with_links,
+                    "{}: exports a private Secret",
+                    d.name
+                );
                 for key in secret_keys {
                     assert!(
                         credentials.keys.iter().any(|(k, _)| *k == key),

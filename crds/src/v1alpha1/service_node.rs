@@ -147,14 +147,40 @@ pub struct FilesystemNodeSpec {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct NodeDrain {
-    /// Why the node leaves, PascalCase (`ScaledDown`, `PlacementChanged`, `RoleRemoved`).
-    pub reason: String,
+    /// Why the node leaves.
+    pub reason: DrainReason,
     /// Every node that routes to it stopped doing so: finish the requests in flight.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub released: bool,
     /// How long the work in flight may take once released.
     #[serde(default)]
     pub seconds: i32,
+}
+
+/// Why a node leaves through a drain.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum DrainReason {
+    /// Its role runs fewer nodes.
+    #[default]
+    ScaledDown,
+    /// Its role moved to another cloud, instance type or volume size.
+    PlacementChanged,
+    /// Its role is no longer in the spec.
+    RoleRemoved,
+    /// The Service stopped; the type's `saved_on_stop` role saves its data first.
+    ServiceStopped,
+}
+
+impl DrainReason {
+    /// The reason as Events and deletions name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ScaledDown => "ScaledDown",
+            Self::PlacementChanged => "PlacementChanged",
+            Self::RoleRemoved => "RoleRemoved",
+            Self::ServiceStopped => "ServiceStopped",
+        }
+    }
 }
 
 fn default_heartbeat_timeout() -> i32 {
@@ -262,6 +288,10 @@ pub struct AgentStatus {
     /// The code version the node runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code_version: Option<String>,
+    /// The code version the role failed to switch to (the message says why): it keeps serving
+    /// `codeVersion`, so a leaving node still drains.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_code_version: Option<String>,
     /// helloworld: the greeting the node serves.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub greeting: Option<String>,

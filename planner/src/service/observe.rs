@@ -388,6 +388,10 @@ fn observed_node(
             .as_ref()
             .and_then(|a| a.credentials_version.clone()),
         saved: status.agent.as_ref().and_then(|a| a.saved.clone()),
+        failed_code: status
+            .agent
+            .as_ref()
+            .and_then(|a| a.failed_code_version.clone()),
         running_code: status.agent.and_then(|a| a.code_version),
     }
 }

@@ -18,8 +18,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use conpaas_crds::v1alpha1::{
-    FilesystemNodeSpec, GenericSpec, Member, NodeCode, NodeDrain, NodeLink, NodeVolume,
-    ServiceNodeSpec, ServiceType,
+    DrainReason, FilesystemNodeSpec, GenericSpec, Member, NodeCode, NodeDrain, NodeLink,
+    NodeVolume, ServiceNodeSpec, ServiceType,
 };
 
 /// What the Service asks for, validated.
@@ -149,6 +149,8 @@ pub struct ObservedNode {
     pub address: Option<String>,
     /// The code version its agent reports running.
     pub running_code: Option<String>,
+    /// The code version its agent reports it failed to switch to.
+    pub failed_code: Option<String>,
     /// Its agent's last report says the role is Ready. Written with `running_code` in one
     /// report, so unlike the node's Ready condition (which the node loop derives later) it is
     /// never older than the version it goes with.
@@ -297,7 +299,7 @@ fn plan_running(desired: &Desired, nodes: &[ObservedNode]) -> Vec<Action> {
     let mut keep: Vec<&ObservedNode> = Vec::new();
     for node in &live {
         let Some(role) = desired.roles.iter().find(|r| r.name == node.spec.role) else {
-            actions.push(leave(desired, node, "RoleRemoved"));
+            actions.push(leave(desired, node, DrainReason::RoleRemoved));
             continue;
         };
         if let (Some(reason), true) = (node.unhealthy, remediate) {
@@ -309,7 +311,7 @@ fn plan_running(desired: &Desired, nodes: &[ObservedNode]) -> Vec<Action> {
             || node.spec.instance_type != role.instance_type
             || node.spec.volume != role.volume
         {
-            actions.push(leave(desired, node, "PlacementChanged"));
+            actions.push(leave(desired, node, DrainReason::PlacementChanged));
         } else {
             keep.push(node);
         }
@@ -332,7 +334,7 @@ fn plan_running(desired: &Desired, nodes: &[ObservedNode]) -> Vec<Action> {
                 )
             });
             for node in healthy.drain(..healthy.len() - want) {
-                actions.push(leave(desired, node, "ScaledDown"));
+                actions.push(leave(desired, node, DrainReason::ScaledDown));
                 keep.retain(|k| k.name != node.name);
             }
         }
@@ -441,7 +443,7 @@ fn plan_stop(desired: &Desired, live: &[&ObservedNode]) -> Vec<Action> {
         live.iter()
             .map(|n| Action::DeleteNode {
                 name: n.name.clone(),
-                reason: "ServiceStopped",
+                reason: DrainReason::ServiceStopped.as_str(),
             })
             .collect()
     };
@@ -455,7 +457,7 @@ fn plan_stop(desired: &Desired, live: &[&ObservedNode]) -> Vec<Action> {
         n.spec
             .drain
             .as_ref()
-            .is_some_and(|d| d.reason == "ServiceStopped")
+            .is_some_and(|d| d.reason == DrainReason::ServiceStopped)
     };
     let mut candidates: Vec<&&ObservedNode> = live.iter().filter(usable).collect();
     candidates.sort_by_key(|n| (!saving(n), !n.agent_ready, ordinal(&desired.service, n)));
@@ -473,7 +475,7 @@ fn plan_stop(desired: &Desired, live: &[&ObservedNode]) -> Vec<Action> {
         name: saver.name.clone(),
         spec: ServiceNodeSpec {
             drain: Some(NodeDrain {
-                reason: "ServiceStopped".into(),
+                reason: DrainReason::ServiceStopped,
                 released: true,
                 seconds: desired.drain.seconds,
             }),
@@ -484,19 +486,19 @@ fn plan_stop(desired: &Desired, live: &[&ObservedNode]) -> Vec<Action> {
 
 /// How `node` leaves for `reason`: a node that serves starts its drain when its type drains;
 /// any other is deleted at once.
-fn leave(desired: &Desired, node: &ObservedNode, reason: &'static str) -> Action {
+fn leave(desired: &Desired, node: &ObservedNode, reason: DrainReason) -> Action {
     let serving = node.agent_ready && !node.suspect && node.unhealthy.is_none();
     if !(serving && desired.drain.drains()) {
         return Action::DeleteNode {
             name: node.name.clone(),
-            reason,
+            reason: reason.as_str(),
         };
     }
     Action::PatchNodeSpec {
         name: node.name.clone(),
         spec: ServiceNodeSpec {
             drain: Some(NodeDrain {
-                reason: reason.into(),
+                reason,
                 released: false,
                 seconds: desired.drain.seconds,
             }),
@@ -522,11 +524,7 @@ fn drain_steps(
     let mut actions = Vec::new();
     for node in leaving {
         let drain = node.spec.drain.as_ref().expect("leaving nodes drain");
-        let reason = DRAIN_REASONS
-            .iter()
-            .copied()
-            .find(|r| *r == drain.reason)
-            .unwrap_or("ScaledDown");
+        let reason = drain.reason.as_str();
         // Confirmed unhealthy, not a blip: until released, routers may still send it requests.
         // A node still serving its previous code version is drained like a healthy one.
         let gone = node.unhealthy.is_some()
@@ -566,17 +564,12 @@ fn drain_steps(
 /// and java keep serving it): routers keep sending it requests, rather than losing a tier to a
 /// version that would not install.
 fn serves_previous_version(node: &ObservedNode) -> bool {
-    // The agents of php and java say "code version <v>: ..." of a version they could not switch
-    // to; a daemon that died is another failure, and that node serves nothing.
-    node.agent_failure
-        .as_deref()
-        .is_some_and(|f| f.starts_with("code version "))
+    // A daemon that died is another failure, and that node serves nothing.
+    node.agent_failure.is_some()
+        && node.failed_code.is_some()
         && node.running_code.is_some()
         && node.running_code.as_deref() != node.spec.code.as_ref().map(|c| c.version.as_str())
 }
-
-/// Why nodes leave through a drain.
-const DRAIN_REASONS: [&str; 3] = ["ScaledDown", "PlacementChanged", "RoleRemoved"];
 
 /// The kept nodes that get the active code version now. Per role, at most
 /// `rollout.maxUnavailable` nodes are switching or not Ready at once: a node counts as switching
@@ -1045,7 +1038,7 @@ mod tests {
         // The first mysql node is told to save (a released drain for the stop); no node goes.
         assert_eq!(steps(&d, &nodes), vec![pair("svc-mysql-0", "release")]);
         let stopping = Some(NodeDrain {
-            reason: "ServiceStopped".into(),
+            reason: DrainReason::ServiceStopped,
             released: true,
             seconds: 1,
         });
@@ -1105,15 +1098,18 @@ mod tests {
         };
         nodes[1].agent_ready = false;
         nodes[1].agent_failure = Some("code version v2: sha256 differs".into());
+        nodes[1].failed_code = Some("v2".into());
         nodes[1].running_code = Some("v1".into());
         assert_eq!(backend_ready(&nodes), Some(true), "v1 still serves");
         nodes[1].agent_failure = Some("php-fpm is not running".into());
+        nodes[1].failed_code = None;
         assert_eq!(
             backend_ready(&nodes),
             Some(false),
             "a dead daemon serves nothing"
         );
         nodes[1].agent_failure = Some("code version v2: sha256 differs".into());
+        nodes[1].failed_code = Some("v2".into());
         nodes[1].running_code = Some("v2".into());
         assert_eq!(backend_ready(&nodes), Some(false), "failed on what it runs");
     }
@@ -1123,7 +1119,7 @@ mod tests {
         let d = desired(ServiceType::Filesystem, true, &[("storage", 1)]);
         let mut nodes = vec![node(&d, "storage", 0), node(&d, "storage", 1)];
         nodes[1].spec.drain = Some(NodeDrain {
-            reason: "ScaledDown".into(),
+            reason: DrainReason::ScaledDown,
             released: false,
             seconds: 1,
         });
@@ -1168,7 +1164,7 @@ mod tests {
             .expect("the proxy learns the members");
         assert_eq!(members, vec!["svc-backend-0", "svc-proxy-0"]);
         let drain = |released: bool| NodeDrain {
-            reason: "ScaledDown".into(),
+            reason: DrainReason::ScaledDown,
             released,
             seconds: 10,
         };

@@ -7,7 +7,7 @@ use conpaas_crds::labels::conditions::{
 use conpaas_crds::labels::{LABEL_ROLE, LABEL_SERVICE};
 use conpaas_crds::types::Access;
 use conpaas_crds::v1alpha1::{
-    Phase, PhaseChange, RoleStatus, SavedData, ServiceStatus, ServiceType,
+    DrainReason, Phase, PhaseChange, RoleStatus, SavedData, ServiceStatus, ServiceType,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
@@ -241,7 +241,7 @@ fn credentials_version(previous: &ServiceStatus, nodes: &[ObservedNode]) -> Opti
 /// The data a node saved draining for a stop, once it reports it; else what was saved before.
 fn saved_data(previous: &ServiceStatus, nodes: &[ObservedNode], now: &Time) -> Option<SavedData> {
     let saver = nodes.iter().find_map(|n| {
-        let stopping = n.spec.drain.as_ref()?.reason == "ServiceStopped";
+        let stopping = n.spec.drain.as_ref()?.reason == DrainReason::ServiceStopped;
         stopping.then_some((n.name.as_str(), n.saved.as_deref()?))
     });
     match (saver, &previous.saved_data) {

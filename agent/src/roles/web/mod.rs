@@ -16,6 +16,7 @@
 
 mod config;
 mod latency;
+mod serving;
 mod tomcat;
 
 use std::collections::BTreeMap;
@@ -28,9 +29,10 @@ use nix::sys::signal::Signal;
 use super::{Role, RoleEnv, RoleReport, first_member};
 use crate::code;
 use crate::daemon::{self, Daemon};
-use crate::volumes::Mounts;
 use crate::links::LinkEnvironment;
+use crate::volumes::Mounts;
 use config::Dynamic;
+use serving::{Serving, Verdict};
 use tomcat::Tomcat;
 
 /// How soon a failed or waiting convergence is tried again.
@@ -67,6 +69,8 @@ pub struct WebHosting {
     role: String,
     dir: PathBuf,
     user: Option<&'static str>,
+    /// Whether nginx serves the active code version (roles whose nginx serves code).
+    serving: Serving,
     nginx: Option<Daemon>,
     fpm: Option<Daemon>,
     redis: Option<Daemon>,
@@ -112,6 +116,7 @@ impl WebHosting {
             stack,
             // The web workers run as www-data where they can.
             user: daemon::unprivileged_user("www-data", &env.work_dir),
+            serving: Serving::default(),
             env,
             role: String::new(),
             dir,
@@ -192,6 +197,7 @@ impl WebHosting {
                 Ok(()) => {
                     self.installed = None;
                     self.code_error = None;
+                    self.serving.expect(None);
                 }
                 Err(e) => self.code_error = Some(e),
             }
@@ -208,6 +214,9 @@ impl WebHosting {
             Ok(()) => {
                 tracing::info!(version = %code.version, "code version serving");
                 self.installed = Some(code.clone());
+                if self.serves_code_from_nginx() {
+                    self.serving.expect(Some(&code.version));
+                }
                 self.code_error = None;
                 self.code_waiting = None;
             }
@@ -228,6 +237,16 @@ impl WebHosting {
         .await;
         match installed {
             Ok(dir) => {
+                // What the serving probe asks nginx for.
+                let marker = dir.join(serving::MARKER);
+                if let Err(e) = std::fs::write(&marker, &code.version) {
+                    self.code_error = Some(format!(
+                        "code version {}: write {}: {e}",
+                        code.version,
+                        marker.display()
+                    ));
+                    return None;
+                }
                 make_readable(&dir);
                 if let Err(e) = self.mounts.link_into(&dir) {
                     self.code_error = Some(format!("code version {}: {e}", code.version));
@@ -271,7 +290,7 @@ impl WebHosting {
                 let routes = backends.iter().chain(&webs).map(|m| m.name.clone());
                 let text = config::proxy_nginx(
                     &self.dir,
-                    self.user,
+                    self.nginx_user(),
                     address,
                     &addresses(&backends),
                     &addresses(&webs),
@@ -289,13 +308,13 @@ impl WebHosting {
                     Stack::Java => &["^/(WEB-INF|META-INF)(/|$)", "\\.jspx?$"],
                 };
                 let root = self.www();
-                let text = config::web_nginx(&self.dir, self.user, address, &root, hidden);
+                let text = config::web_nginx(&self.dir, self.nginx_user(), address, &root, hidden);
                 (text, None)
             }
             _ => (
                 config::backend_nginx(
                     &self.dir,
-                    self.user,
+                    self.nginx_user(),
                     address,
                     &self.www(),
                     &self.dir.join("fpm.sock"),
@@ -361,6 +380,13 @@ impl WebHosting {
     /// The members this proxy may send requests to: those of its configuration, and those of
     /// earlier ones while old workers finish their requests (so a leaving node is released only
     /// once no request to it is in flight here).
+    /// The user nginx's workers run as: the unprivileged one, else the agent's own (an nginx
+    /// started as root with no `user` runs them as `nobody`, who may not reach the code).
+    fn nginx_user(&self) -> Option<&'static str> {
+        self.user
+            .or_else(|| nix::unistd::geteuid().is_root().then_some("root"))
+    }
+
     fn routes_to(&self) -> Option<Vec<String>> {
         let mut routes = self.routes_to.clone()?;
         for old in self.retiring.iter().flat_map(|r| &r.routes_to) {
@@ -596,6 +622,16 @@ impl WebHosting {
                 self.dead = None;
             }
         }
+        if self.listening && self.serves_code_from_nginx() {
+            let address = format!("{}:{}", self.env.address, self.port());
+            self.serving.probe(&address).await;
+        }
+    }
+
+    /// Whether the role's nginx serves the code (php backends, web nodes), so Ready waits for
+    /// a request to show the active version served.
+    fn serves_code_from_nginx(&self) -> bool {
+        self.role == "web" || (self.role == "backend" && self.stack == Stack::Php)
     }
 }
 
@@ -655,9 +691,25 @@ impl Role for WebHosting {
                 let why = t.refused(code)?;
                 Some(format!("code version {}: {why}", code.version))
             });
-        let failure = [&self.error, &self.dead, &self.code_error, &refused]
-            .into_iter()
-            .find_map(Option::as_ref);
+        let not_served = match self.serving.verdict() {
+            Verdict::NotServed(why) => Some(why.clone()),
+            _ => None,
+        };
+        let failure = [
+            &self.error,
+            &self.dead,
+            &self.code_error,
+            &refused,
+            &not_served,
+        ]
+        .into_iter()
+        .find_map(Option::as_ref);
+        // Only a version it could not switch to leaves the node serving the one it runs.
+        let failed_code_version = (self.error.is_none()
+            && self.dead.is_none()
+            && (self.code_error.is_some() || refused.is_some()))
+        .then(|| self.spec.as_ref()?.code.as_ref().map(|c| c.version.clone()))
+        .flatten();
         let (state, message) = match failure {
             Some(e) => (AgentState::Failed, e.clone()),
             _ if self.waiting.is_some() => (
@@ -671,6 +723,10 @@ impl Role for WebHosting {
             _ if !self.listening => (
                 AgentState::Starting,
                 (self.code_waiting.clone()).unwrap_or_else(|| format!("starting {}", self.role)),
+            ),
+            _ if *self.serving.verdict() == Verdict::Checking => (
+                AgentState::Starting,
+                "checking that the code version is served".into(),
             ),
             _ => {
                 let serving = format!(
@@ -690,6 +746,7 @@ impl Role for WebHosting {
             state: Some(state),
             message: Some(message),
             code_version,
+            failed_code_version,
             routes_to: self.routes_to().filter(|_| self.listening),
             metrics: self
                 .latency
