@@ -197,7 +197,7 @@ impl Daemon {
 /// agent's group, and would outlive the VM otherwise. Real VMs need nothing of the kind.
 pub fn record_group(pid: u32) {
     use std::io::Write;
-    let Some(file) = std::env::var_os("CONPAAS_PROCESS_GROUPS") else {
+    let Some(file) = std::env::var_os(conpaas_crds::bootstrap::local_vm::PROCESS_GROUPS) else {
         return;
     };
     // With its start time (field 22 of /proc/PID/stat), so a pid reused later is not killed.

@@ -1,14 +1,17 @@
 //! The environment a node's links give the user code it runs, the same for every type that runs
 //! user code (php, java, generic, mapreduce): each link's variables rendered from the linked
 //! type's descriptor ([`conpaas_crds::types::links`]) with the values of its credentials Secret,
-//! read with the node's own token, and the variables of the volumes it mounted.
+//! read with the node's own token, and the variables of the volumes it mounted. It depends on no
+//! role: the roles call it.
 
 use std::collections::BTreeMap;
 
 use conpaas_crds::types::links::{self, LinkFacts};
 use conpaas_crds::v1alpha1::NodeLink;
 
-use crate::roles::{RoleEnv, read_secret};
+use kube::Client;
+
+use crate::secrets;
 use crate::volumes::Mounts;
 
 /// The links' environment, or what it waits for.
@@ -22,7 +25,8 @@ pub enum LinkEnvironment {
 /// The environment of `links` (those without a volume; volume links are `mounts`'); an error
 /// names the Secret or value that could not be had.
 pub async fn environment(
-    env: &RoleEnv,
+    client: &Client,
+    namespace: &str,
     links: &[NodeLink],
     mounts: &Mounts,
 ) -> Result<LinkEnvironment, String> {
@@ -46,7 +50,7 @@ pub async fn environment(
         let secret = match (&link.secret, keys.is_empty()) {
             (_, true) => BTreeMap::new(),
             (Some(name), false) => {
-                let (values, _) = read_secret(env, name, &keys).await?;
+                let (values, _) = secrets::read(client, namespace, name, &keys).await?;
                 keys.iter().map(|k| k.to_string()).zip(values).collect()
             }
             (None, false) => {

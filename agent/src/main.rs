@@ -16,6 +16,7 @@ mod logserver;
 mod node;
 mod report;
 mod roles;
+mod secrets;
 mod supervisor;
 mod token;
 mod volumes;
@@ -36,7 +37,7 @@ struct Args {
     #[arg(long, env = "CONPAAS_WORK_DIR", default_value = ".")]
     work_dir: PathBuf,
     /// This VM's IP address [default: CONPAAS_VM_ADDRESS, else 127.0.0.1]
-    #[arg(long, env = "CONPAAS_VM_ADDRESS", default_value = "127.0.0.1")]
+    #[arg(long, env = conpaas_crds::bootstrap::local_vm::ADDRESS, default_value = "127.0.0.1")]
     address: String,
 }
 

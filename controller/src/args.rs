@@ -77,8 +77,9 @@ pub struct Args {
     )]
     pub code_api_service: String,
     /// Outside a cluster: make that Service an ExternalName for this host, so the API server
-    /// dials this host at the code API's own port. In a cluster the Helm chart makes a ClusterIP
-    /// Service for the controller's pods instead
+    /// dials this host at the code API's own port [default outside a pod: `localhost` for an
+    /// API server on this machine, else the host's name; in a pod, or empty: none, the Helm
+    /// chart makes a ClusterIP Service for the controller's pods]
     #[arg(long, env = "CONPAAS_CODE_API_EXTERNAL_NAME")]
     pub code_api_external_name: Option<String>,
     /// The port of that Service [default: the code API's own port with an external name, else

@@ -26,11 +26,11 @@ use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use kube::client::ClientBuilder;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
-use kube::{Api, Config};
+use kube::{Api, Client, Config};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = args::Args::parse();
+    let mut args = args::Args::parse();
     args.init_logging();
     // With the EC2 driver compiled in, rustls has two crypto backends and picks none itself.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -54,6 +54,19 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or_else(|| config.default_namespace.clone());
     // Writes are limited and refused ones retried by our own layers (backpressure), not kube's.
     config.default_retry = false;
+    // The leader Lease is renewed on a client of its own: behind the reconcilers' queue of
+    // writes, a renewal could wait past the lease under load and leadership would be lost.
+    let lease_client = Client::try_from(config.clone()).context("build the leader's client")?;
+    // Outside a pod nothing makes the code API's Service: name this host unless told (an empty
+    // value means none).
+    let code_api_external_name = match args.code_api_external_name.as_deref() {
+        Some(name) => Some(name.to_string()).filter(|n| !n.is_empty()),
+        None if std::env::var_os("KUBERNETES_SERVICE_HOST").is_none() => {
+            Some(this_host_for(config.cluster_url.host()))
+        }
+        None => None,
+    };
+    args.code_api_external_name = code_api_external_name;
     let client = ClientBuilder::try_from(config)
         .context("build the Kubernetes client")?
         .with_layer(&backpressure::layers(args.max_concurrent_writes))
@@ -78,7 +91,7 @@ async fn main() -> anyhow::Result<()> {
     let leading = if args.leader_elect {
         Some(
             leader::acquire(
-                client.clone(),
+                lease_client,
                 &namespace,
                 &identity,
                 args.leader_lease_seconds,
@@ -278,6 +291,22 @@ fn slim_lease(lease: &mut Lease) {
         renew_time,
         ..Default::default()
     });
+}
+
+/// How an API server at `api` reaches this host: `localhost` when it runs here, else the
+/// host's name.
+fn this_host_for(api_host: Option<&str>) -> String {
+    let local = api_host.is_some_and(|h| {
+        h == "localhost"
+            || h.trim_matches(['[', ']'])
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    });
+    if local {
+        "localhost".into()
+    } else {
+        hostname()
+    }
 }
 
 fn hostname() -> String {

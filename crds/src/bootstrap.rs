@@ -38,3 +38,17 @@ fn default_token_ttl() -> u64 {
 fn default_token_refresh() -> u64 {
     default_token_ttl() * 2 / 3
 }
+
+/// The environment a local-cloud VM's agent starts with (the local cloud sets it; real VMs have
+/// none of it). `conpaas-cloud` names the same variables (it depends on nothing of ours); the
+/// controller's tests check the two agree.
+pub mod local_vm {
+    /// The VM's own address.
+    pub const ADDRESS: &str = "CONPAAS_VM_ADDRESS";
+    /// The VM's ID (its presence says the agent runs on the local cloud).
+    pub const ID: &str = "CONPAAS_VM_ID";
+    /// The file where the agent notes the process groups of its daemons.
+    pub const PROCESS_GROUPS: &str = "CONPAAS_PROCESS_GROUPS";
+    /// The VM's data volume, a folder.
+    pub const VOLUME_DIR: &str = "CONPAAS_VOLUME_DIR";
+}

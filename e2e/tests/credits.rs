@@ -233,8 +233,8 @@ async fn running_out_stops_every_service_before_an_unpaid_hour_and_a_grant_bring
     );
     assert!(status.used <= 6, "used {} of a grant of 6", status.used);
     assert!(status.exhausted.is_some());
-    // Nothing starts again by itself, however long it waits.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Nothing starts again by itself: a reconcile of the Service after it ran out makes no node.
+    env.poke_and_wait_reconciled(&env.services(), "hello").await;
     assert!(env.nodes("hello").await.is_empty());
 
     // What a tenant sees with cpsctl.

@@ -40,6 +40,18 @@ async fn a_standby_replica_takes_over_when_the_leader_dies() {
         Some("ok"),
         "the leader is ready"
     );
+    // A change while both run: the leader makes the node, the standby nothing.
+    env.scale_hello(4).await;
+    env.wait_ready("hello", "node 4/4").await;
+    assert!(
+        env.controller.log().contains("created service node"),
+        "the leader's log names what it created"
+    );
+    assert!(
+        !standby.log().contains("created service node"),
+        "the standby created nothing while it stood by"
+    );
+    assert_eq!(env.live_vms().len(), 4, "one VM per node, none twice");
 
     // The leader dies; the standby takes over within the lease time and acts.
     let killed = Instant::now();
@@ -53,16 +65,12 @@ async fn a_standby_replica_takes_over_when_the_leader_dies() {
         "leader failover: {:.1}s (lease 4s)",
         killed.elapsed().as_secs_f64()
     );
-    assert!(
-        !standby.log().contains("created service node"),
-        "the standby created nothing while it stood by"
-    );
 
-    env.scale_hello(4).await;
-    env.wait_ready("hello", "node 4/4").await;
+    env.scale_hello(5).await;
+    env.wait_ready("hello", "node 5/5").await;
     assert_eq!(
         env.live_vms().len(),
-        4,
+        5,
         "the new leader adopted the VMs and added one"
     );
 

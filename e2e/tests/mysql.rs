@@ -306,16 +306,25 @@ async fn php_writes_and_reads_rows_through_a_link_to_mysql() {
         "password rotation: the backends use it after {:.1}s",
         rotated.elapsed().as_secs_f64()
     );
-    // Past the previous user's 10 s (the backends switched well before).
-    tokio::time::sleep(std::time::Duration::from_secs(15)).await;
+    // The previous user is locked on every node once its 10 s are over (the backends switched
+    // well before), and no write failed on the way.
+    for address in &mysql_nodes {
+        let locked = conpaas_e2e::wait::until("the previous user locked", LIMIT, || async {
+            let old = mariadb_query(address, &user, &password, "SELECT 1");
+            Ok(old.as_ref().is_err_and(|e| e.contains("locked")))
+        })
+        .await;
+        let old = mariadb_query(address, &user, &password, "SELECT 1");
+        assert!(locked.is_ok(), "the previous user on {address}: {old:?}");
+    }
+    let locked_after = rotated.elapsed();
     load.finish_without_failures("writes while the password rotated", 20, "")
         .await;
+    assert!(
+        locked_after >= std::time::Duration::from_secs(10),
+        "the previous user worked for its 10 s ({locked_after:?})"
+    );
     for address in &mysql_nodes {
-        let old = mariadb_query(address, &user, &password, "SELECT 1");
-        assert!(
-            old.as_ref().is_err_and(|e| e.contains("locked")),
-            "the previous user on {address}: {old:?}"
-        );
         let new = mariadb_query(
             address,
             &new_user,

@@ -200,3 +200,28 @@ async fn php_scales_its_backends_under_load_without_a_failed_request() {
     // Deleting the Service stops every daemon.
     delete_and_expect_nothing_running(&env, &["site"]).await;
 }
+
+/// With the local cloud's state folder under a parent only root may enter (root's home, any
+/// `mktemp -d`), www-data cannot reach the code: the workers run as the agent's own user and
+/// every page is served. The nodes were Ready only once their nginx served the active version.
+#[tokio::test(flavor = "multi_thread")]
+async fn php_serves_its_code_from_a_folder_only_root_may_enter() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = env("php-closed-e2e", 41).await;
+    std::fs::set_permissions(env.state.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    env.apply_cloud_and_app().await;
+    create_code(&env).await;
+    env.apply(&serde_yaml::to_string(&service(1)).unwrap())
+        .await;
+    env.wait_ready("site", "proxy 1/1, web 1/1, backend 1/1")
+        .await;
+    let proxy = env.url_host("site").await;
+    for path in ["/", "/index.php"] {
+        let (status, body, _) = request(&proxy, path, &[]).await.unwrap();
+        assert_eq!(status, 200, "{path}: {body}\n{}", nginx_errors(&env));
+        assert!(body.starts_with("v1 served by "), "{path}: {body}");
+    }
+    let (status, body, _) = request(&proxy, "/hello.txt", &[]).await.unwrap();
+    assert_eq!((status, body.as_str()), (200, "static hello\n"));
+    delete_and_expect_nothing_running(&env, &["site"]).await;
+}

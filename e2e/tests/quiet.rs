@@ -5,7 +5,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use common::*;
 use conpaas_e2e::apiserver::{WRITES, grown, requests_by};
@@ -36,8 +35,11 @@ async fn reconciling_a_converged_service_reads_caches_and_writes_nothing() {
     let writes_before = requests_by(&env.client, &WRITES).await.unwrap();
 
     // Wake the loops: a metadata-only change reconciles the Service and each node (and the
-    // Application and Cloud through them), three times over.
+    // Application and Cloud through them), three times over. Each round waits for the
+    // controller's own count to show the reconciles it caused, so the reads and writes counted
+    // below are those of reconciles that ran.
     for round in 0..3 {
+        let before = env.reconciles().await;
         let poke = serde_json::json!({"metadata": {"annotations": {"e2e.conpaas.io/poke": round.to_string()}}});
         env.services()
             .patch("hello", &PatchParams::default(), &Patch::Merge(&poke))
@@ -49,9 +51,18 @@ async fn reconciling_a_converged_service_reads_caches_and_writes_nothing() {
                 .await
                 .unwrap();
         }
+        let wanted = [("Service", 1), ("ServiceNode", nodes.len() as u64)];
+        conpaas_e2e::wait::until("the pokes reconciled", LIMIT, || async {
+            let now = env.reconciles().await;
+            let count =
+                |map: &BTreeMap<String, u64>, kind: &str| map.get(kind).copied().unwrap_or(0);
+            Ok(wanted
+                .iter()
+                .all(|(kind, n)| count(&now, kind) >= count(&before, kind) + n))
+        })
+        .await
+        .unwrap();
     }
-    // A window for the reconciles to run (they take milliseconds), then count.
-    tokio::time::sleep(Duration::from_secs(5)).await;
     let reads = grown(
         &reads_before,
         &requests_by(&env.client, &["LIST", "GET"]).await.unwrap(),

@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use common::*;
@@ -53,17 +53,52 @@ fn switching(nodes: &[ServiceNode], version: &str) -> BTreeSet<String> {
 
 /// Watches the nodes until `done` holds (for them and the nodes seen given `version` so far);
 /// the most nodes of role `node` seen switching to `version` at once, and every node seen given
-/// it.
+/// it. Every change of every node comes through the watch, one at a time, so no state the nodes
+/// passed through together is missed (as sampling could miss a short double switch).
 async fn watch_rollout(
     env: &Env,
     version: &str,
     done: impl Fn(&[ServiceNode], &BTreeSet<String>) -> bool,
 ) -> (usize, BTreeSet<String>) {
+    use futures::StreamExt;
+    use kube::runtime::watcher;
+    let config = watcher::Config::default().labels("conpaas.io/service=gen");
+    let mut events = watcher(env.nodes_api(), config).boxed();
+    let mut by_name: BTreeMap<String, ServiceNode> = BTreeMap::new();
+    let mut listed = false;
     let mut most = 0;
     let mut given = BTreeSet::new();
-    let deadline = std::time::Instant::now() + LIMIT;
+    let deadline = tokio::time::Instant::now() + LIMIT;
     loop {
-        let nodes = env.nodes("gen").await;
+        let event = tokio::time::timeout_at(deadline, events.next()).await;
+        let nodes: Vec<ServiceNode> = by_name.values().cloned().collect();
+        let Ok(Some(event)) = event else {
+            panic!(
+                "rollout of {version} did not finish: {:?}\n{}",
+                nodes
+                    .iter()
+                    .map(|n| (
+                        &n.metadata.name,
+                        n.status.as_ref().and_then(|s| s.agent.clone())
+                    ))
+                    .collect::<Vec<_>>(),
+                env.controller.log()
+            );
+        };
+        match event.expect("watch the nodes") {
+            watcher::Event::Init => by_name.clear(),
+            watcher::Event::InitApply(n) | watcher::Event::Apply(n) => {
+                by_name.insert(n.metadata.name.clone().unwrap_or_default(), n);
+            }
+            watcher::Event::Delete(n) => {
+                by_name.remove(&n.metadata.name.clone().unwrap_or_default());
+            }
+            watcher::Event::InitDone => listed = true,
+        }
+        if !listed {
+            continue;
+        }
+        let nodes: Vec<ServiceNode> = by_name.values().cloned().collect();
         most = most.max(switching(&nodes, version).len());
         given.extend(
             nodes
@@ -74,19 +109,6 @@ async fn watch_rollout(
         if done(&nodes, &given) {
             return (most, given);
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "rollout of {version} did not finish: {:?}\n{}",
-            nodes
-                .iter()
-                .map(|n| (
-                    &n.metadata.name,
-                    n.status.as_ref().and_then(|s| s.agent.clone())
-                ))
-                .collect::<Vec<_>>(),
-            env.controller.log()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
 

@@ -7,8 +7,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::*;
 use conpaas_crds::v1alpha1::{CreditAccount, Service, ServiceNode};
 use conpaas_e2e::tools::{cpsctl, helm, repo_root, run};
@@ -321,7 +319,8 @@ async fn tenants_use_their_namespace_and_reach_nothing_of_each_other() {
     })
     .await
     .unwrap();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Reconciled again, it still gets no VM.
+    env.poke_and_wait_reconciled(&admins_nodes, "extra").await;
     let extra = admins_nodes.get("extra").await.unwrap();
     assert!(
         extra.status.unwrap().provider_id.is_none(),

@@ -321,7 +321,10 @@ mod tests {
         let key = Key::new(&node("n1"), false, "VmCreated", "VM 1");
         assert!(agg.observe(&key, at(0)));
         agg.written(&key, "a", "n1.1");
-        agg.due(at(400));
+        assert!(
+            agg.due(at(400)).is_empty(),
+            "seen once: no repeat count to write"
+        );
         assert!(
             agg.observe(&key, at(400)),
             "over 6 minutes later: a new Event"

@@ -319,7 +319,13 @@ impl Generic {
         if fresh {
             return;
         }
-        let read = links::environment(&self.env, &self.links, &self.mounts).await;
+        let read = links::environment(
+            &self.env.client,
+            &self.env.namespace,
+            &self.links,
+            &self.mounts,
+        )
+        .await;
         if let Err(e) = &read {
             tracing::warn!(error = %e, "reading the links' environment");
         }

@@ -103,7 +103,14 @@ impl Mapreduce {
             };
             Some(format!("spark://{}:{MASTER_PORT}", master.address))
         };
-        let links = match crate::links::environment(&self.env, &spec.links, &self.mounts).await? {
+        let links = match crate::links::environment(
+            &self.env.client,
+            &self.env.namespace,
+            &spec.links,
+            &self.mounts,
+        )
+        .await?
+        {
             LinkEnvironment::Ready(env) => env,
             LinkEnvironment::Waiting(why) => {
                 self.waiting = Some(why);
@@ -531,7 +538,10 @@ mod tests {
             PathBuf::from("/w/volumes/fs-data"),
             PathBuf::from("/var/lib/conpaas/volumes/data"),
         )];
-        if let Ok((program, args)) = in_namespace(&binds, vec!["/s/bin/spark-class".into()]) {
+        // util-linux is essential on Debian: unshare is always there.
+        let (program, args) = in_namespace(&binds, vec!["/s/bin/spark-class".into()])
+            .expect("unshare from util-linux");
+        {
             assert!(program.ends_with("unshare"));
             let tail: Vec<&str> = args
                 .iter()

@@ -109,42 +109,14 @@ pub async fn read_value(env: &RoleEnv, name: &str, key: &str) -> Result<(String,
     Ok((fields.pop().unwrap_or_default(), version))
 }
 
-/// The values of `keys` in the Secret `name`, and its resourceVersion; a missing or unsafe value
-/// names the key.
-pub async fn read_secret(
+/// The values of `keys` in the Secret `name` (read with the node's own token), and its
+/// resourceVersion.
+async fn read_secret(
     env: &RoleEnv,
     name: &str,
     keys: &[&str],
 ) -> Result<(Vec<String>, String), String> {
-    let api: kube::Api<k8s_openapi::api::core::v1::Secret> =
-        kube::Api::namespaced(env.client.clone(), &env.namespace);
-    let secret = api
-        .get(name)
-        .await
-        .map_err(|e| format!("read Secret {name}: {e}"))?;
-    let field = |key: &str| {
-        secret
-            .data
-            .as_ref()
-            .and_then(|d| d.get(key))
-            .map(|v| String::from_utf8_lossy(&v.0).into_owned())
-            .ok_or_else(|| format!("Secret {name} has no {key:?}"))
-            .and_then(|value| {
-                // The values go into configuration files and SQL strings.
-                if value.is_empty() || value.chars().any(|c| c.is_control() || "\"'#\\`".contains(c)) {
-                    Err(format!(
-                        "Secret {name}: {key:?} must be non-empty, without control characters, quotes, '#', '\\' or '`'"
-                    ))
-                } else {
-                    Ok(value)
-                }
-            })
-    };
-    let values = keys.iter().map(|k| field(k)).collect::<Result<_, _>>()?;
-    Ok((
-        values,
-        secret.metadata.resource_version.clone().unwrap_or_default(),
-    ))
+    crate::secrets::read(&env.client, &env.namespace, name, keys).await
 }
 
 /// The node's own data volume (`roles[].volume`), if it has one: where the local cloud says
@@ -152,8 +124,8 @@ pub async fn read_secret(
 /// disk (EC2's `/dev/sdf`, OpenNebula's volatile disk).
 pub fn data_volume() -> Option<PathBuf> {
     // Local VMs share the host's folders: theirs is only the one the local cloud names.
-    let local = std::env::var_os("CONPAAS_VM_ID").is_some();
-    std::env::var_os("CONPAAS_VOLUME_DIR")
+    let local = std::env::var_os(conpaas_crds::bootstrap::local_vm::ID).is_some();
+    std::env::var_os(conpaas_crds::bootstrap::local_vm::VOLUME_DIR)
         .map(PathBuf::from)
         .or_else(|| (!local).then(|| PathBuf::from("/var/lib/conpaas/volume")))
         .filter(|dir| dir.is_dir())

@@ -162,11 +162,26 @@ async fn code_api(s: &Session) -> Result<String, String> {
         .find(|c| c.type_ == "Available");
     match available {
         Some(c) if c.status == "True" => Ok(format!("{name} available")),
-        Some(c) => Err(format!(
-            "{name} is not available ({}: {}): code uploads and downloads fail; the controller's log says why",
-            c.reason.unwrap_or_default(),
-            c.message.unwrap_or_default()
-        )),
+        Some(c) => {
+            let reason = c.reason.unwrap_or_default();
+            // The API server cannot find or dial the controller's Service: usually a controller
+            // outside the cluster whose host the API server cannot reach by that name.
+            let hint = if matches!(
+                reason.as_str(),
+                "ServiceNotFound"
+                    | "MissingEndpoints"
+                    | "FailedDiscoveryCheck"
+                    | "ServiceAccessError"
+            ) {
+                "; a controller outside the cluster names its host in that Service (CONPAAS_CODE_API_EXTERNAL_NAME: by default `localhost` for an API server on the same machine, else the host's name), and the API server must reach it there at the code API's port"
+            } else {
+                ""
+            };
+            Err(format!(
+                "{name} is not available ({reason}: {}): code uploads and downloads fail; the controller's log says why{hint}",
+                c.message.unwrap_or_default()
+            ))
+        }
         None => Err(format!("{name} has not been checked by the API server yet")),
     }
 }

@@ -64,6 +64,47 @@ pub async fn env_with(ns: &str, subnet: u8, vars: &[(&str, &str)]) -> Env {
 }
 
 impl Env {
+    /// Reconciles the controller finished so far, by kind, from its `/metrics`.
+    pub async fn reconciles(&self) -> std::collections::BTreeMap<String, u64> {
+        let address = self.controller.http_address;
+        let text = http_get_path(&address.ip().to_string(), address.port(), "/metrics")
+            .await
+            .expect("the controller's /metrics");
+        text.lines()
+            .filter_map(|l| l.strip_prefix("conpaas_reconciles_total{kind=\""))
+            .filter_map(|l| {
+                let (kind, rest) = l.split_once("\"}")?;
+                Some((kind.to_string(), rest.trim().parse().ok()?))
+            })
+            .collect()
+    }
+
+    /// Touches an annotation of `object` and waits until the controller finished a reconcile
+    /// of its kind after that: the observed event a "nothing happens" assertion follows.
+    pub async fn poke_and_wait_reconciled<K>(&self, api: &Api<K>, name: &str)
+    where
+        K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        let kind = K::kind(&()).to_string();
+        let before = self.reconciles().await.get(&kind).copied().unwrap_or(0);
+        let poke =
+            serde_json::json!({"metadata": {"annotations": {"e2e.conpaas.io/poke": uuid_like()}}});
+        api.patch(
+            name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&poke),
+        )
+        .await
+        .expect("poke");
+        wait::until(
+            &format!("{kind} {name} reconciled after a poke"),
+            LIMIT,
+            || async { Ok(self.reconciles().await.get(&kind).copied().unwrap_or(0) > before) },
+        )
+        .await
+        .unwrap();
+    }
+
     pub fn services(&self) -> Api<Service> {
         Api::namespaced(self.client.clone(), &self.ns)
     }
@@ -668,4 +709,10 @@ pub async fn agent_log(address: &str, token: Option<&str>) -> (u16, String) {
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     (status, body)
+}
+
+/// A value that differs on each call (an annotation that changes).
+fn uuid_like() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!("{}", NEXT.fetch_add(1, Ordering::Relaxed))
 }

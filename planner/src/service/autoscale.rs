@@ -16,7 +16,7 @@ use conpaas_crds::v1alpha1::{RoleAutoscaling, RoleScaling, ScalingStrategy};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
-use super::plan::ObservedNode;
+use super::model::ObservedNode;
 
 /// What the autoscaler knows besides the nodes.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -2,6 +2,7 @@
 //! plan -> status. The controller acts on the plan; `cpsctl plan` prints it.
 
 pub mod autoscale;
+pub mod model;
 pub mod observe;
 pub mod plan;
 pub mod status;

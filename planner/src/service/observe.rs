@@ -17,8 +17,8 @@ use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 use sha2::{Digest, Sha256};
 
-use super::plan::{NodeFailure, ObservedNode};
-use super::validate::Problem;
+use super::model::Problem;
+use super::model::{NodeFailure, ObservedNode};
 use crate::error::{Error, KubeResultExt, is_not_found};
 
 /// What the Service loop observed.

@@ -11,8 +11,9 @@ use conpaas_crds::v1alpha1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use super::plan::{Desired, NodeFailure, ObservedNode, remediation_allowed, rollout_failure};
-use super::validate::Problem;
+use super::model::Problem;
+use super::model::{Desired, NodeFailure, ObservedNode};
+use super::plan::{remediation_allowed, rollout_failure};
 use crate::conditions::{Desired as Cond, merge};
 
 /// How many phase changes the history keeps.

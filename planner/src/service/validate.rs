@@ -9,27 +9,10 @@ use conpaas_crds::v1alpha1::{
 };
 
 use super::autoscale::Scaling;
+use super::model::{Desired, DesiredRole, DrainPolicy, NodeConfig, RolloutPolicy};
 use super::observe::Tenancy;
-use super::plan::{Desired, DesiredRole, DrainPolicy, NodeConfig, RolloutPolicy};
 
-/// Why a Service cannot be satisfied now; shown as the Ready condition and an Event.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// PascalCase reason.
-    pub reason: &'static str,
-    /// What is wrong and what to do, naming the field.
-    pub message: String,
-}
-
-impl Problem {
-    /// A problem with this reason and message.
-    pub fn new(reason: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            reason,
-            message: message.into(),
-        }
-    }
-}
+pub use super::model::Problem;
 
 /// What validation needs besides the Service itself.
 pub struct Inputs<'a> {

@@ -9,9 +9,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use kube::api::Api;
 
-use super::observe::{cloud_error, current_view, node_filter, view};
+use super::observe::{cloud_error, node_filter};
 use super::plan::NodeAction;
-use super::status::{self, VmView};
+use super::status;
+use super::vm_view::VmView;
+use super::vm_view::{current_view, view};
 use super::{credentials, heartbeat};
 use crate::error::{Error, KubeResultExt};
 use crate::{Context, events, finalizers, status_apply};

@@ -19,6 +19,7 @@ pub mod plan;
 pub mod ready_memo;
 pub mod status;
 pub mod vm_cache;
+pub mod vm_view;
 
 use std::sync::Arc;
 use std::time::Duration;

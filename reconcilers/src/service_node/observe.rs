@@ -9,12 +9,10 @@ use conpaas_crds::labels::{
     ANNOTATION_ORPHAN_VM, FINALIZER_VM, MANAGED_BY_VALUE, TAG_MANAGED_BY, TAG_NAMESPACE, TAG_NODE,
 };
 use conpaas_crds::v1alpha1::{CreditAccount, ServiceNode};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::jiff::Timestamp;
 use kube::{Resource, ResourceExt};
 
 use super::plan::{Facts, vm_id};
-use super::status::VmView;
+use super::vm_view::{VmView, current_view, view};
 use crate::Context;
 use crate::conditions::Desired;
 use crate::error::Error;
@@ -228,41 +226,6 @@ pub fn node_filter(node: &ServiceNode) -> Tags {
         ),
         (TAG_NODE.to_string(), node.name_any()),
     ])
-}
-
-/// The node's VM as the cloud describes it, with the node's create journal kept.
-pub fn view(node: &ServiceNode, vm: &Vm) -> VmView {
-    VmView {
-        create_requested_at: node
-            .status
-            .as_ref()
-            .and_then(|s| s.create_requested_at.clone()),
-        provider_id: Some(vm.provider_id.clone()),
-        address: vm.address.clone(),
-        state: Some(vm.state),
-        created_at: Some(Time(whole_seconds(vm.created_at))),
-    }
-}
-
-/// The VM as the node's status records it.
-pub fn current_view(node: &ServiceNode) -> VmView {
-    let s = node.status.clone().unwrap_or_default();
-    VmView {
-        provider_id: s.provider_id,
-        address: s.address,
-        state: s.vm_state,
-        created_at: s.created_at,
-        create_requested_at: s.create_requested_at,
-    }
-}
-
-/// A cloud's timestamp at the API's resolution (whole seconds): compared with what was stored, a
-/// finer one would always differ and rewrite the status on every reconcile.
-fn whole_seconds(t: std::time::SystemTime) -> Timestamp {
-    let secs = t
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    Timestamp::from_second(secs).unwrap_or_else(|_| Timestamp::now())
 }
 
 /// A cloud error, named after the call and the node's Cloud.

@@ -9,26 +9,12 @@ use conpaas_crds::v1alpha1::{AgentState, ServiceNode, ServiceNodeStatus, VmState
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
+use super::vm_view::VmView;
 use crate::conditions::{Desired, merge};
 use crate::error::Error;
 pub use conpaas_planner::node_reasons::{
     PERMANENT_PROVIDER_REASONS, UNHEALTHY_REASONS, is_failure, is_stalled,
 };
-
-/// What the controller knows about the node's VM.
-#[derive(Debug, Clone, PartialEq)]
-pub struct VmView {
-    /// Provider ID, once created.
-    pub provider_id: Option<String>,
-    /// Address.
-    pub address: Option<String>,
-    /// State; `None` before the VM exists.
-    pub state: Option<VmState>,
-    /// Creation time.
-    pub created_at: Option<Time>,
-    /// When the create was journaled.
-    pub create_requested_at: Option<Time>,
-}
 
 /// How long a new VM's agent may take to renew its heartbeat Lease the first time.
 pub fn startup_grace(node: &ServiceNode) -> Duration {
@@ -122,7 +108,7 @@ pub fn failure_status(
         return None;
     }
     let reason = provider_failure_reason(source);
-    let built = build(node, &super::observe::current_view(node), None, now);
+    let built = build(node, &super::vm_view::current_view(node), None, now);
     let ready = Desired::new(READY, false, reason.clone(), error.chain());
     Some((reason, with_ready(node, built, ready, now)))
 }

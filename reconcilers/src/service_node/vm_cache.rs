@@ -118,5 +118,23 @@ mod tests {
             Some(ids[0].clone()),
             "until the next refresh the snapshot still has it"
         );
+
+        // Once a snapshot is older than the period, the next lookup lists again: the gone VM
+        // reads as absent (asked for directly, as the new listing lacks it).
+        let expired = VmCache::new(Duration::ZERO);
+        let before = cloud.calls();
+        assert!(
+            expired
+                .get("local", &cloud, &ids[1])
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert_eq!(expired.get("local", &cloud, &ids[0]).await.unwrap(), None);
+        assert_eq!(
+            cloud.calls() - before,
+            3,
+            "a list per lookup past the period, and one get of the VM it lacked"
+        );
     }
 }

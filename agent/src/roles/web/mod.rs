@@ -403,7 +403,14 @@ impl WebHosting {
         &mut self,
         spec: &ServiceNodeSpec,
     ) -> Result<Option<BTreeMap<String, String>>, String> {
-        match crate::links::environment(&self.env, &spec.links, &self.mounts).await? {
+        match crate::links::environment(
+            &self.env.client,
+            &self.env.namespace,
+            &spec.links,
+            &self.mounts,
+        )
+        .await?
+        {
             LinkEnvironment::Ready(environment) => {
                 self.waiting = None;
                 Ok(Some(environment))
