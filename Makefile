@@ -58,7 +58,7 @@ bench: kube
 	$(CARGO_TARGET_DIR)/release/conpaas-bench
 
 scale-bench: kube
-	$(CARGO) build --workspace --bins --release
+	$(CARGO) build --workspace --bins --release --features conpaas-controller/memory-cloud
 	$(CARGO_TARGET_DIR)/release/conpaas-scale-bench
 
 code-bench: kube

@@ -34,10 +34,14 @@ pub struct Args {
     /// Seconds an unclaimed VM carrying our tag is spared before the orphan sweep terminates it
     #[arg(long, env = "CONPAAS_ORPHAN_GRACE_SECONDS", default_value_t = 120)]
     pub orphan_grace_seconds: u64,
-    /// Seconds in a credit hour: each started one of a node costs its price once (tests use a
-    /// few seconds)
+    /// Seconds in a credit hour: each started one of a node costs its price once; at least 60
+    /// unless `--test-short-credit-hour` (tests use a few seconds)
     #[arg(long, env = "CONPAAS_CREDIT_HOUR_SECONDS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
     pub credit_hour_seconds: u64,
+    /// Allows a credit hour under 60 s: for tests only (a hour of seconds bills every node again
+    /// and again)
+    #[arg(long, env = "CONPAAS_TEST_SHORT_CREDIT_HOUR")]
+    pub test_short_credit_hour: bool,
     /// Lifetime of the token each agent gets (the API server's minimum is 600)
     #[arg(long, env = "CONPAAS_AGENT_TOKEN_TTL_SECONDS", default_value_t = 3600)]
     pub agent_token_ttl_seconds: u64,

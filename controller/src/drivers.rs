@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex};
 
 use conpaas_cloud::ComputeDriver;
 use conpaas_cloud::local::{LocalCloud, LocalConfig};
-use conpaas_cloud::memory::MemoryCloud;
 use conpaas_crds::v1alpha1::Cloud;
 use conpaas_reconcilers::DriverRegistry;
 use conpaas_reconcilers::metrics::{Metered, Metrics};
@@ -31,26 +30,30 @@ type Built = (String, Arc<dyn ComputeDriver>);
 
 impl Drivers {
     /// Every driver is metered: its calls are counted and timed. `in_memory` serves local
-    /// Clouds from the memory backend instead of processes. Credential Secrets are read from
-    /// `namespace`.
+    /// Clouds from the memory backend instead of processes (only in a controller built with the
+    /// `memory-cloud` feature). Credential Secrets are read from `namespace`.
     pub fn new(
         local: LocalConfig,
         in_memory: bool,
         metrics: Arc<Metrics>,
         client: Client,
         namespace: &str,
-    ) -> Self {
-        let backend: Arc<dyn ComputeDriver> = if in_memory {
-            Arc::new(MemoryCloud::new())
-        } else {
-            Arc::new(LocalCloud::new(local))
+    ) -> anyhow::Result<Self> {
+        let backend: Arc<dyn ComputeDriver> = match in_memory {
+            #[cfg(feature = "memory-cloud")]
+            true => Arc::new(conpaas_cloud::memory::MemoryCloud::new()),
+            #[cfg(not(feature = "memory-cloud"))]
+            true => anyhow::bail!(
+                "--local-backend memory: this controller was built without the memory-cloud feature (the scale benchmark's build has it)"
+            ),
+            false => Arc::new(LocalCloud::new(local)),
         };
-        Self {
+        Ok(Self {
             local: Arc::new(Metered::new(backend, metrics.clone())),
             metrics,
             secrets: Api::namespaced(client, namespace),
             built: Mutex::new(HashMap::new()),
-        }
+        })
     }
 
     /// The cached driver for `cloud` if it was built from this `version`.

@@ -28,10 +28,19 @@ use kube::client::ClientBuilder;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, Config};
 
+/// The shortest credit hour a controller accepts unless a test says otherwise.
+const MIN_CREDIT_HOUR_SECONDS: u64 = 60;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut args = args::Args::parse();
     args.init_logging();
+    if args.credit_hour_seconds < MIN_CREDIT_HOUR_SECONDS && !args.test_short_credit_hour {
+        anyhow::bail!(
+            "CONPAAS_CREDIT_HOUR_SECONDS={} is below {MIN_CREDIT_HOUR_SECONDS}: every node would be billed again every few seconds (tests set CONPAAS_TEST_SHORT_CREDIT_HOUR=true)",
+            args.credit_hour_seconds
+        );
+    }
     // With the EC2 driver compiled in, rustls has two crypto backends and picks none itself.
     let _ = rustls::crypto::ring::default_provider().install_default();
 
@@ -132,7 +141,7 @@ async fn main() -> anyhow::Result<()> {
             metrics.clone(),
             client.clone(),
             &namespace,
-        )),
+        )?),
         metrics,
         agent_api,
         recorder: conpaas_reconcilers::events::Recorder::new(

@@ -65,7 +65,10 @@ async fn backends_follow_the_response_time_and_lowest_cost_removes_them_at_their
     let env = env_with(
         "autoscaling-e2e",
         55,
-        &[("CONPAAS_CREDIT_HOUR_SECONDS", &HOUR.to_string())],
+        &[
+            ("CONPAAS_CREDIT_HOUR_SECONDS", &HOUR.to_string()),
+            ("CONPAAS_TEST_SHORT_CREDIT_HOUR", "true"),
+        ],
     )
     .await;
     env.apply_cloud_and_app().await;

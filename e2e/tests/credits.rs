@@ -114,6 +114,7 @@ async fn every_started_hour_is_charged_once_across_controller_kills() {
         51,
         &[
             ("CONPAAS_CREDIT_HOUR_SECONDS", &HOUR.to_string()),
+            ("CONPAAS_TEST_SHORT_CREDIT_HOUR", "true"),
             ("CONPAAS_LEADER_LEASE_SECONDS", "2"),
         ],
     )
@@ -189,7 +190,10 @@ async fn running_out_stops_every_service_before_an_unpaid_hour_and_a_grant_bring
     let mut env = env_with(
         "credits-out-e2e",
         52,
-        &[("CONPAAS_CREDIT_HOUR_SECONDS", &HOUR.to_string())],
+        &[
+            ("CONPAAS_CREDIT_HOUR_SECONDS", &HOUR.to_string()),
+            ("CONPAAS_TEST_SHORT_CREDIT_HOUR", "true"),
+        ],
     )
     .await;
     // Two nodes for three hours: 6 credits.

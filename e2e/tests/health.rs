@@ -5,6 +5,7 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::jiff::Timestamp;
@@ -155,45 +156,53 @@ async fn a_vm_deleted_out_of_band_is_replaced() {
     assert_eq!(env.live_vms().len(), 3, "one VM per node again");
 }
 
-/// The agent never waits on its role: a startup script that runs several heartbeat timeouts
-/// long (as a large install or a database init would) leaves the heartbeat going. Every status
-/// the node ever had is seen through a watch: never `HeartbeatStale`, never replaced, and Ready
-/// once the script ended.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_long_startup_keeps_the_heartbeat_going() {
+/// Every (node, Ready reason) the nodes of the namespace pass through, as a watch sees them:
+/// no state is missed between two looks.
+fn record_ready_reasons(
+    env: &Env,
+) -> (
+    Arc<Mutex<Vec<(String, String)>>>,
+    tokio::task::JoinHandle<()>,
+) {
     use futures::StreamExt;
     use kube::runtime::{WatchStreamExt, watcher};
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (nodes, sink) = (env.nodes_api(), seen.clone());
+    let task = tokio::spawn(async move {
+        let mut events = watcher(nodes, watcher::Config::default())
+            .applied_objects()
+            .boxed();
+        while let Some(Ok(node)) = events.next().await {
+            let reason = node
+                .status
+                .iter()
+                .flat_map(|s| &s.conditions)
+                .find(|c| c.type_ == "Ready")
+                .map(|c| c.reason.clone())
+                .unwrap_or_default();
+            sink.lock()
+                .unwrap()
+                .push((node.metadata.name.unwrap_or_default(), reason));
+        }
+    });
+    (seen, task)
+}
+
+/// The agent never waits on its role: a startup script that runs several heartbeat timeouts
+/// long keeps the node reporting that it starts, with the script's output kept, and the node is
+/// never stale nor replaced.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_long_startup_script_is_reported_and_its_output_kept() {
     let env = env("long-startup-e2e", 40).await;
     env.apply_cloud_and_app().await;
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(String, String)>::new()));
-    let recorder = {
-        let (nodes, seen) = (env.nodes_api(), seen.clone());
-        tokio::spawn(async move {
-            let mut events = watcher(nodes, watcher::Config::default())
-                .applied_objects()
-                .boxed();
-            while let Some(Ok(node)) = events.next().await {
-                let reason = node
-                    .status
-                    .iter()
-                    .flat_map(|s| &s.conditions)
-                    .find(|c| c.type_ == "Ready")
-                    .map(|c| c.reason.clone())
-                    .unwrap_or_default();
-                seen.lock()
-                    .unwrap()
-                    .push((node.metadata.name.unwrap_or_default(), reason));
-            }
-        })
-    };
+    let (seen, recorder) = record_ready_reasons(&env);
     let started = Instant::now();
     env.apply("apiVersion: conpaas.io/v1alpha1\nkind: Service\nmetadata: {name: slow}\nspec:\n  application: demo\n  type: helloworld\n  roles: [{name: node, count: 1}]\n  health: {heartbeatTimeoutSeconds: 3}\n  startupScript: \"echo installing; sleep 15; echo installed\"\n")
         .await;
     env.wait_ready("slow", "node 1/1").await;
     recorder.abort();
     let seen = seen.lock().unwrap().clone();
-    let names: BTreeSet<&str> = seen.iter().map(|(n, _)| n.as_str()).collect();
-    let reasons: BTreeSet<&str> = seen.iter().map(|(_, r)| r.as_str()).collect();
+    let (names, reasons) = names_and_reasons(&seen);
     println!(
         "a node with a 15 s startup script (heartbeat timeout 3 s) Ready after {:.1}s; Ready reasons seen: {reasons:?}",
         started.elapsed().as_secs_f64()
@@ -220,4 +229,114 @@ async fn a_long_startup_keeps_the_heartbeat_going() {
         "installing\ninstalled\n",
         "the startup script's output is kept"
     );
+}
+
+/// The nodes seen, and the Ready reasons they had.
+fn names_and_reasons(seen: &[(String, String)]) -> (BTreeSet<&str>, BTreeSet<&str>) {
+    (
+        seen.iter().map(|(n, _)| n.as_str()).collect(),
+        seen.iter().map(|(_, r)| r.as_str()).collect(),
+    )
+}
+
+/// Serves `body` to every GET at `127.0.0.1:<port>/`, slowly: a part every 500 ms over `parts`
+/// parts. The port, and the task.
+async fn serve_slowly(body: Vec<u8>, parts: usize) -> (u16, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let body = body.clone();
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/x-tar\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                if socket.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                for part in body.chunks(body.len().div_ceil(parts)) {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    if socket.write_all(part).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, task)
+}
+
+/// The agent never waits on its role: on a Ready node, a code version whose archive takes 12 s
+/// to arrive (four heartbeat timeouts) installs while the heartbeat goes on. Every state the
+/// node passes through is seen by a watch: never `HeartbeatStale`, never replaced, and the
+/// version runs in the end.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_code_download_keeps_the_heartbeat_going() {
+    let env = env("slow-code-e2e", 43).await;
+    env.apply_cloud_and_app().await;
+    let archive = tar_of(
+        &[
+            ("init.sh", "echo v1 > ../../installed.txt\n"),
+            ("run.sh", "exec sleep 600\n"),
+        ],
+        0o755,
+    );
+    let sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&archive));
+    let (port, server) = serve_slowly(archive, 24).await;
+    let service = |code: &str| {
+        format!(
+            "apiVersion: conpaas.io/v1alpha1\nkind: Service\nmetadata: {{name: slow}}\nspec:\n  application: demo\n  type: generic\n  health: {{heartbeatTimeoutSeconds: 3}}\n{code}"
+        )
+    };
+    // Ready first, with no code: its heartbeat is established.
+    env.apply(&service("")).await;
+    env.wait_ready("slow", "master 1/1, node 0/0").await;
+    let node = env.nodes("slow").await.remove(0);
+
+    let (seen, recorder) = record_ready_reasons(&env);
+    let activated = Instant::now();
+    env.apply(&service(&format!(
+        "  code: {{active: v1, versions: [{{name: v1, url: \"http://127.0.0.1:{port}/v1.tar\", sha256: {sha256}}}]}}\n"
+    )))
+    .await;
+    let installed = env
+        .state
+        .path()
+        .join("vms")
+        .join(&node.spec.token)
+        .join("work/installed.txt");
+    conpaas_e2e::wait::until("the slow version installed and run", LIMIT, || async {
+        Ok(std::fs::read_to_string(&installed).is_ok_and(|t| t.trim() == "v1"))
+    })
+    .await
+    .unwrap();
+    env.wait_ready("slow", "master 1/1, node 0/0").await;
+    recorder.abort();
+    server.abort();
+    let seen = seen.lock().unwrap().clone();
+    let (names, reasons) = names_and_reasons(&seen);
+    println!(
+        "a 12 s download on a node with a 3 s heartbeat timeout: the version ran after {:.1}s; Ready reasons seen: {reasons:?}",
+        activated.elapsed().as_secs_f64()
+    );
+    assert!(
+        activated.elapsed() >= Duration::from_secs(12),
+        "the download took its 12 s"
+    );
+    assert_eq!(
+        names,
+        BTreeSet::from([node.metadata.name.as_deref().unwrap()]),
+        "the same node, never replaced: {seen:?}"
+    );
+    assert!(!reasons.contains("HeartbeatStale"), "{seen:?}");
 }

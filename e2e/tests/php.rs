@@ -72,6 +72,16 @@ async fn create_code(env: &Env) {
     create_config_map(env, "site-code", "code.tar", archive()).await;
 }
 
+/// The site with one backend, Ready.
+async fn start_site(env: &Env) {
+    env.apply_cloud_and_app().await;
+    create_code(env).await;
+    env.apply(&serde_yaml::to_string(&service(1)).unwrap())
+        .await;
+    env.wait_ready("site", "proxy 1/1, web 1/1, backend 1/1")
+        .await;
+}
+
 async fn scale(env: &Env, backends: i32) {
     let pp = PatchParams::apply("conpaas-e2e").force();
     env.services()
@@ -94,12 +104,7 @@ async fn routed(env: &Env) -> Vec<String> {
 async fn php_scales_its_backends_under_load_without_a_failed_request() {
     // VMs are powered off as EC2 terminates them: only the drain protects requests in flight.
     let env = env_with("php-e2e", 60, &[("CONPAAS_LOCAL_STOP_GRACE_SECONDS", "0")]).await;
-    env.apply_cloud_and_app().await;
-    create_code(&env).await;
-    env.apply(&serde_yaml::to_string(&service(1)).unwrap())
-        .await;
-    env.wait_ready("site", "proxy 1/1, web 1/1, backend 1/1")
-        .await;
+    start_site(&env).await;
 
     let proxy = env.url_host("site").await;
     let (status, body, _) = request(&proxy, "/index.php", &[]).await.unwrap();
@@ -209,12 +214,7 @@ async fn php_serves_its_code_from_a_folder_only_root_may_enter() {
     use std::os::unix::fs::PermissionsExt;
     let env = env("php-closed-e2e", 41).await;
     std::fs::set_permissions(env.state.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
-    env.apply_cloud_and_app().await;
-    create_code(&env).await;
-    env.apply(&serde_yaml::to_string(&service(1)).unwrap())
-        .await;
-    env.wait_ready("site", "proxy 1/1, web 1/1, backend 1/1")
-        .await;
+    start_site(&env).await;
     let proxy = env.url_host("site").await;
     for path in ["/", "/index.php"] {
         let (status, body, _) = request(&proxy, path, &[]).await.unwrap();

@@ -1,13 +1,35 @@
 //! filesystem: ConPaaS' XtreemFS service on GlusterFS: POSIX volumes over the storage nodes,
 //! mounted by the nodes of the Services that link to them.
 
+use crate::v1alpha1::ServiceSpec;
+
 use super::{
-    Access, ConpaasAlias, LinkExport, RoleDescriptor, SettingCheck, SettingDescriptor,
-    TypeDescriptor,
+    Access, ConpaasAlias, CountRefusal, LinkExport, RoleDescriptor, SettingCheck,
+    SettingDescriptor, TypeDescriptor,
 };
 
 /// The port of a storage node's glusterd, which clients ask for a volume's layout.
 pub const GLUSTERD_PORT: u16 = 24007;
+
+/// A filesystem's storage nodes are at least as many as each volume's group spans (the API
+/// server refuses a count below it; an autoscaler's count is checked here).
+fn check_widths(spec: &ServiceSpec, role: &str, count: i32) -> Result<(), CountRefusal> {
+    if role != "storage" {
+        return Ok(());
+    }
+    let volumes = spec.filesystem.iter().flat_map(|f| &f.volumes);
+    match volumes.into_iter().find(|v| v.group_size() > count) {
+        Some(v) => Err(CountRefusal {
+            reason: "VolumeTooWide",
+            message: format!(
+                "spec: {count} storage nodes cannot hold volume {}, whose every file lives on {} nodes: scale to at least that many, or change the volume",
+                v.name,
+                v.group_size()
+            ),
+        }),
+        None => Ok(()),
+    }
+}
 
 /// The filesystem type.
 pub const DESCRIPTOR: TypeDescriptor = TypeDescriptor {
@@ -46,6 +68,7 @@ pub const DESCRIPTOR: TypeDescriptor = TypeDescriptor {
         },
     ],
     credentials: None,
+    check_count: Some(check_widths),
     runs_user_code: false,
     conpaas_alias: Some(ConpaasAlias {
         name: "xtreemfs",

@@ -23,6 +23,7 @@ pub const DESCRIPTOR: TypeDescriptor = TypeDescriptor {
     members: false,
     link_exports: &[],
     credentials: None,
+    check_count: None,
     runs_user_code: false,
     conpaas_alias: None,
     routers: &[],

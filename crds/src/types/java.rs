@@ -36,6 +36,7 @@ pub const DESCRIPTOR: TypeDescriptor = TypeDescriptor {
     members: true,
     link_exports: &[],
     credentials: None,
+    check_count: None,
     runs_user_code: true,
     conpaas_alias: None,
     routers: &["proxy"],

@@ -1,9 +1,11 @@
 //! kvstore: ConPaaS' Scalaris key-value store on Redis Cluster: the hash slots spread over the
 //! masters, moved off a leaving master before it goes.
 
+use crate::v1alpha1::ServiceSpec;
+
 use super::{
-    Access, ConpaasAlias, CredentialsDescriptor, LinkExport, RoleDescriptor, SecretValue,
-    SettingCheck, SettingDescriptor, TypeDescriptor,
+    Access, ConpaasAlias, CountRefusal, CredentialsDescriptor, LinkExport, RoleDescriptor,
+    SecretValue, SettingCheck, SettingDescriptor, TypeDescriptor,
 };
 
 /// The port every node's redis-server serves clients on (the cluster bus is this + 10000).
@@ -20,6 +22,29 @@ pub const CREDENTIALS: CredentialsDescriptor = CredentialsDescriptor {
 /// The Secret holding a kvstore Service's password (`password`).
 pub fn secret_name(service: &str) -> String {
     CREDENTIALS.secret_name(service)
+}
+
+/// A kvstore's nodes form at least 3 groups of a master and its `replicas` (Redis Cluster needs
+/// 3 masters): a count below that is refused, an autoscaler's too.
+fn check_masters(spec: &ServiceSpec, role: &str, count: i32) -> Result<(), CountRefusal> {
+    if role != "node" || count == 0 {
+        return Ok(());
+    }
+    let replicas: i32 = spec
+        .settings
+        .get("replicas")
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(0);
+    if masters(count, replicas) >= 3 {
+        return Ok(());
+    }
+    Err(CountRefusal {
+        reason: "TooFewMasters",
+        message: format!(
+            "spec.replicas: {count} nodes with settings.replicas {replicas} form fewer than the 3 masters Redis Cluster needs: run at least {}",
+            2 * (replicas + 1) + 1
+        ),
+    })
 }
 
 /// The kvstore type.
@@ -54,6 +79,7 @@ pub const DESCRIPTOR: TypeDescriptor = TypeDescriptor {
         },
     ],
     credentials: Some(&CREDENTIALS),
+    check_count: Some(check_masters),
     runs_user_code: false,
     conpaas_alias: Some(ConpaasAlias {
         name: "scalaris",

@@ -76,6 +76,7 @@ pub const DESCRIPTOR: TypeDescriptor = TypeDescriptor {
     members: true,
     link_exports: &[],
     credentials: Some(&CREDENTIALS),
+    check_count: None,
     runs_user_code: true,
     conpaas_alias: Some(ConpaasAlias {
         name: "hadoop",

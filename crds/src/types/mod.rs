@@ -48,6 +48,10 @@ pub struct TypeDescriptor {
     /// (every one of these types the same, [`links::environment`]) and mount the filesystem
     /// volumes it links to.
     pub runs_user_code: bool,
+    /// What a type refuses of a role's count beyond its min and max (kvstore: too few masters
+    /// for Redis Cluster; filesystem: fewer storage nodes than a volume's group), checked on the
+    /// spec and on an autoscaler's count alike.
+    pub check_count: Option<fn(&ServiceSpec, &str, i32) -> Result<(), CountRefusal>>,
     /// The type's name in ConPaaS manifests when it differs (`scalaris` for kvstore), and its
     /// roles' ConPaaS names that differ (`osd` for filesystem `storage`): `cpsctl manifest`
     /// imports and exports them.
@@ -102,6 +106,13 @@ impl CredentialsDescriptor {
             })
             .collect()
     }
+}
+
+/// Why a type refuses a role's count: a PascalCase reason and a message naming the field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CountRefusal {
+    pub reason: &'static str,
+    pub message: String,
 }
 
 /// How a credentials Secret's key is first filled.

@@ -107,6 +107,7 @@ pub const DESCRIPTOR: TypeDescriptor = TypeDescriptor {
         },
     ],
     credentials: Some(&CREDENTIALS),
+    check_count: None,
     runs_user_code: false,
     conpaas_alias: None,
     routers: &["glb"],

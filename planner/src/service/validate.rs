@@ -116,8 +116,9 @@ pub fn validate(spec: &ServiceSpec, inputs: Inputs<'_>) -> Result<Desired, Probl
                 format!("spec.roles[{name}]: {why}"),
             ));
         }
-        check_volume_widths(spec, name, count)?;
-        check_kvstore_masters(spec, name, count)?;
+        if let Some(check) = spec.r#type.descriptor().check_count {
+            check(spec, name, count).map_err(|r| Problem::new(r.reason, r.message))?;
+        }
         roles.push(DesiredRole {
             name: name.to_string(),
             count,
@@ -240,49 +241,6 @@ fn check_volume_links(
         }
     }
     Ok(())
-}
-
-/// A filesystem's storage nodes are at least as many as each volume's group spans (the API
-/// server refuses a count below it; an autoscaler's count is checked here).
-fn check_volume_widths(spec: &ServiceSpec, role: &str, count: i32) -> Result<(), Problem> {
-    if spec.r#type != ServiceType::Filesystem || role != "storage" {
-        return Ok(());
-    }
-    let volumes = spec.filesystem.iter().flat_map(|f| &f.volumes);
-    match volumes.into_iter().find(|v| v.group_size() > count) {
-        Some(v) => Err(Problem::new(
-            "VolumeTooWide",
-            format!(
-                "spec: {count} storage nodes cannot hold volume {}, whose every file lives on {} nodes: scale to at least that many, or change the volume",
-                v.name,
-                v.group_size()
-            ),
-        )),
-        None => Ok(()),
-    }
-}
-
-/// A kvstore's nodes form at least 3 groups of a master and its `replicas` (Redis Cluster needs
-/// 3 masters): a count below that is refused, an autoscaler's too.
-fn check_kvstore_masters(spec: &ServiceSpec, role: &str, count: i32) -> Result<(), Problem> {
-    if spec.r#type != ServiceType::Kvstore || role != "node" || count == 0 {
-        return Ok(());
-    }
-    let replicas: i32 = spec
-        .settings
-        .get("replicas")
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(0);
-    if conpaas_crds::types::kvstore::masters(count, replicas) >= 3 {
-        return Ok(());
-    }
-    Err(Problem::new(
-        "TooFewMasters",
-        format!(
-            "spec.replicas: {count} nodes with settings.replicas {replicas} form fewer than the 3 masters Redis Cluster needs: run at least {}",
-            2 * (replicas + 1) + 1
-        ),
-    ))
 }
 
 /// A path of links from `service` back to itself, if there is one.
