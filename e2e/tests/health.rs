@@ -156,14 +156,12 @@ async fn a_vm_deleted_out_of_band_is_replaced() {
     assert_eq!(env.live_vms().len(), 3, "one VM per node again");
 }
 
+/// (node, Ready reason), in the order a watch saw them.
+type Seen = Arc<Mutex<Vec<(String, String)>>>;
+
 /// Every (node, Ready reason) the nodes of the namespace pass through, as a watch sees them:
 /// no state is missed between two looks.
-fn record_ready_reasons(
-    env: &Env,
-) -> (
-    Arc<Mutex<Vec<(String, String)>>>,
-    tokio::task::JoinHandle<()>,
-) {
+fn record_ready_reasons(env: &Env) -> (Seen, tokio::task::JoinHandle<()>) {
     use futures::StreamExt;
     use kube::runtime::{WatchStreamExt, watcher};
     let seen = Arc::new(Mutex::new(Vec::new()));

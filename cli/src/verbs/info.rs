@@ -153,7 +153,25 @@ pub async fn plan(s: &Session, service: &str) -> anyhow::Result<()> {
         .as_ref()
         .err()
         .map(|e| json!({"reason": e.reason, "message": e.message}));
-    let value = json!({"service": service, "roles": roles, "actions": actions, "problem": problem});
+    let rollback = p
+        .rollback
+        .as_ref()
+        .map(|r| json!({"to": r.to, "failed": r.failed}));
+    let events: Vec<_> = p
+        .events
+        .iter()
+        .map(|e| json!({"type": if e.warning { "Warning" } else { "Normal" }, "reason": e.reason, "note": e.note}))
+        .collect();
+    let value = json!({
+        "service": service,
+        "roles": roles,
+        "actions": actions,
+        "problem": problem,
+        "rollback": rollback,
+        "events": events,
+        "phase": p.status.phase.as_str(),
+        "requeueSeconds": p.requeue.as_secs_f64(),
+    });
     if structured(s.output, &value)? {
         return Ok(());
     }
@@ -165,6 +183,7 @@ pub async fn plan(s: &Session, service: &str) -> anyhow::Result<()> {
         println!("nothing will change until that is fixed");
         return Ok(());
     }
+    println!("phase {}", p.status.phase.as_str());
     let mut table = Table::new(&["role", "cloud", "desired", "current", "ready"]);
     for r in &roles {
         table.row(
@@ -195,6 +214,16 @@ pub async fn plan(s: &Session, service: &str) -> anyhow::Result<()> {
                 println!("~ update {name} (settings, code or members)")
             }
         }
+    }
+    if let Some(r) = &p.rollback {
+        println!(
+            "< roll back spec.code.active to {} ({} failed)",
+            r.to, r.failed
+        );
+    }
+    for e in &p.events {
+        let kind = if e.warning { "Warning" } else { "Normal" };
+        println!("! event {kind} {}: {}", e.reason, e.note);
     }
     Ok(())
 }

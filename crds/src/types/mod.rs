@@ -51,7 +51,7 @@ pub struct TypeDescriptor {
     /// What a type refuses of a role's count beyond its min and max (kvstore: too few masters
     /// for Redis Cluster; filesystem: fewer storage nodes than a volume's group), checked on the
     /// spec and on an autoscaler's count alike.
-    pub check_count: Option<fn(&ServiceSpec, &str, i32) -> Result<(), CountRefusal>>,
+    pub check_count: Option<CountCheck>,
     /// The type's name in ConPaaS manifests when it differs (`scalaris` for kvstore), and its
     /// roles' ConPaaS names that differ (`osd` for filesystem `storage`): `cpsctl manifest`
     /// imports and exports them.
@@ -107,6 +107,9 @@ impl CredentialsDescriptor {
             .collect()
     }
 }
+
+/// A type's check of a role's count (the spec, the role, the count).
+pub type CountCheck = fn(&ServiceSpec, &str, i32) -> Result<(), CountRefusal>;
 
 /// Why a type refuses a role's count: a PascalCase reason and a message naming the field.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,6 +4,7 @@
 pub mod autoscale;
 pub mod model;
 pub mod observe;
+pub mod outcome;
 pub mod plan;
 pub mod status;
 pub mod validate;
@@ -25,6 +26,14 @@ pub struct Preview {
     pub actions: Vec<plan::Action>,
     /// The autoscaler's decisions for the roles of `spec.autoscaling`.
     pub scaling: autoscale::Scaling,
+    /// `spec.code.active` set back to the version before one that failed, if it is.
+    pub rollback: Option<outcome::Rollback>,
+    /// The status to publish.
+    pub status: conpaas_crds::v1alpha1::ServiceStatus,
+    /// The Events that say what changed.
+    pub events: Vec<outcome::Note>,
+    /// When to look again.
+    pub requeue: std::time::Duration,
 }
 
 /// Observes `service` and plans its node actions. Reads only; writes nothing.
@@ -79,10 +88,21 @@ pub fn decide(service: &Service, mut observed: observe::Observed) -> Preview {
         }
         Err(_) => Vec::new(),
     };
+    let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(observed.now);
+    let status = outcome::status(service, &desired, &observed.nodes, &actions, &scaling, &now);
+    let rollback = outcome::rollback(service, &desired, &observed.nodes);
+    let previous = service.status.clone().unwrap_or_default();
+    let unsatisfied = desired.is_err();
+    let events = outcome::events(&previous, &status, unsatisfied, &scaling, rollback.as_ref());
+    let requeue = outcome::requeue(unsatisfied, &status, observed.next_health_check, &scaling);
     Preview {
         observed,
         desired,
         actions,
         scaling,
+        rollback,
+        status,
+        events,
+        requeue,
     }
 }

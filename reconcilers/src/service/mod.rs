@@ -7,31 +7,25 @@ pub mod act;
 pub mod scaling_memo;
 pub mod secrets;
 
-pub use conpaas_planner::service::{Preview, decide, observe, plan, status, validate};
+pub use conpaas_planner::service::{Preview, decide, observe, outcome, plan, status, validate};
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use conpaas_crds::labels::{ANNOTATION_ORPHAN_VM, ANNOTATION_ROLLED_BACK_FROM, FINALIZER_NODES};
-use conpaas_crds::v1alpha1::{DeletionPolicy, Phase};
+use conpaas_crds::v1alpha1::DeletionPolicy;
 use conpaas_crds::v1alpha1::{Service, ServiceNode};
-use conpaas_planner::service::plan::Action;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::core::error_boundary::DeserializeGuard;
 use kube::runtime::controller::Action as Requeue;
-use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use crate::caches::readable;
 use crate::error::{Error, KubeResultExt, is_not_found};
 use crate::{Context, credits, events, finalizers, status_apply};
 
-/// How soon to look again while nodes come and go. A node's change may wake this loop before
-/// the node cache shows it (they are separate watches), and its removal wakes nothing that the
-/// cache has seen: reading the cache again is cheap, and the last change is never missed.
-const CONVERGING: Duration = Duration::from_secs(2);
+use outcome::CONVERGING;
 
 /// Reconciles one Service.
 #[tracing::instrument(skip_all, fields(kind = "Service", namespace = service.namespace().unwrap_or_default(), name = service.name_any()))]
@@ -48,91 +42,42 @@ pub async fn reconcile(service: Arc<Service>, ctx: Arc<Context>) -> Result<Reque
     finalizers::add(&api, service, FINALIZER_NODES).await?;
     secrets::ensure(ctx, service).await?;
 
+    // One trip down to the decision and one back: observe from the caches, decide (pure: node
+    // actions, rollback, status, Events, the next look), then carry it out.
     let Preview {
-        mut observed,
-        desired,
         actions,
-        scaling,
+        rollback,
+        status,
+        events,
+        requeue,
+        ..
     } = decide(
         &with_latest_scaling(ctx, service),
         observe_cached(ctx, service, &ns).await?,
     );
-    // A node re-specced now is not ready for its new spec until its agent applied it (its Ready
-    // condition turns False only when the node loop sees the change): the status must not call
-    // the Service Ready on the old one (a proxy not yet routing to a new backend).
-    for action in &actions {
-        if let Action::PatchNodeSpec { name, .. } = action
-            && let Some(node) = observed.nodes.iter_mut().find(|n| &n.name == name)
-        {
-            node.settled = false;
-        }
-    }
     if !actions.is_empty() {
         tracing::debug!(?actions, "plan");
         act::act(ctx, service, actions).await?;
     }
-
-    if let Ok(desired) = &desired
-        && !desired.paused
-    {
-        roll_back_if_failed(ctx, &api, service, desired, &observed.nodes).await?;
+    if let Some(rollback) = &rollback {
+        roll_back(&api, service, rollback).await?;
     }
-
-    let previous = service.status.clone().unwrap_or_default();
-    let now = Time(Timestamp::now());
-    let mut status = status::build(
-        &previous,
-        service.meta().generation,
-        &desired,
-        &observed.nodes,
-        &now,
-    );
-    status::set_scale(&mut status, &service.name_any(), service.spec.r#type);
-    status.autoscaling = scaling.roles.clone();
-    for change in &scaling.changes {
-        events::publish(ctx, service, false, "Autoscaled", "Scale", change.clone()).await;
+    for note in events {
+        events::publish(
+            ctx,
+            service,
+            note.warning,
+            &note.reason,
+            note.action,
+            note.note,
+        )
+        .await;
     }
-    if status != previous {
-        if status.phase != previous.phase {
-            let warning = desired.is_err();
-            let note = format!(
-                "{}: {}",
-                status.phase.as_str(),
-                status.conditions[0].message
-            );
-            events::publish(
-                ctx,
-                service,
-                warning,
-                &status.conditions[0].reason,
-                "Reconcile",
-                note,
-            )
-            .await;
-        }
-        if let Some(failed) = newly_failed_rollout(&previous, &status) {
-            events::publish(ctx, service, true, "RolloutFailed", "Rollout", failed).await;
-        }
+    if status != service.status.clone().unwrap_or_default() {
         status_apply::apply(&api, service, &status).await?;
         ctx.scaling_written.remember(service, &status.autoscaling);
     }
-    // Missing Applications and Clouds are not watched, and a node's health only ages: look again.
-    let converging = matches!(
-        status.phase,
-        Phase::Prologue | Phase::Adapting | Phase::Epilogue
-    );
-    let next = match desired {
-        Err(_) => Duration::from_secs(5),
-        Ok(_) if converging => CONVERGING,
-        Ok(_) => observed
-            .next_health_check
-            .unwrap_or(Duration::from_secs(300)),
-    };
-    // An autoscaling window, cool-down or paid hour ending is looked at when it ends.
-    let next = scaling
-        .next_look
-        .map_or(next, |at| next.min(at.max(Duration::from_millis(200))));
-    Ok(Requeue::requeue(next))
+    Ok(Requeue::requeue(requeue))
 }
 
 /// Observes `service` from the watch caches: no LIST or GET, but for a ConfigMap that holds the
@@ -248,52 +193,20 @@ fn tenancy(
     tenancy
 }
 
-/// With `rollout.onFailure: Rollback`, a version that failed on a node makes the Service
-/// activate the version active before it, by itself: `spec.code.active` is set back (so what
-/// the Service says it runs stays true) and an Event says why.
-async fn roll_back_if_failed(
-    ctx: &Context,
+/// Sets `spec.code.active` back as the decision says, noting the failed version so the Service
+/// is never rolled back to it; refused if the Service changed since it was read (a version
+/// activated meanwhile wins).
+async fn roll_back(
     api: &Api<Service>,
     service: &Service,
-    desired: &plan::Desired,
-    nodes: &[plan::ObservedNode],
+    rollback: &outcome::Rollback,
 ) -> Result<(), Error> {
-    let previous = service
-        .status
-        .as_ref()
-        .and_then(|s| s.previous_code_version.as_deref());
-    let versions: Vec<&str> = service
-        .spec
-        .code
-        .iter()
-        .flat_map(|c| c.versions.iter().map(|v| v.name.as_str()))
-        .collect();
-    let Some(to) = plan::rollback_to(desired, nodes, previous, &versions) else {
-        return Ok(());
-    };
-    // Never back to a version this Service was rolled back from: when both fail, the rollout
-    // stops instead of switching between them for ever.
-    if service
-        .annotations()
-        .get(ANNOTATION_ROLLED_BACK_FROM)
-        .map(String::as_str)
-        == Some(to)
-    {
-        return Ok(());
-    }
-    let failed = desired
-        .config
-        .code
-        .as_ref()
-        .map(|c| c.version.as_str())
-        .unwrap_or_default();
-    // Refused if the Service changed since it was read: a version activated meanwhile wins.
     let patch = json!({
         "metadata": {
             "resourceVersion": service.resource_version(),
-            "annotations": {ANNOTATION_ROLLED_BACK_FROM: failed},
+            "annotations": {ANNOTATION_ROLLED_BACK_FROM: rollback.failed},
         },
-        "spec": {"code": {"active": to}},
+        "spec": {"code": {"active": rollback.to}},
     });
     api.patch(
         &service.name_any(),
@@ -302,27 +215,8 @@ async fn roll_back_if_failed(
     )
     .await
     .ctx("roll back the code version", finalizers::full_name(service))?;
-    let note =
-        format!("code version {failed} failed; activated {to}, the version active before it");
-    tracing::warn!(%note, "rolled back");
-    events::publish(ctx, service, true, "RolledBack", "Rollout", note).await;
+    tracing::warn!(note = %rollback.note(), "rolled back");
     Ok(())
-}
-
-/// The message of a Progressing condition that turned `RolloutFailed` with this status.
-fn newly_failed_rollout(
-    previous: &conpaas_crds::v1alpha1::ServiceStatus,
-    status: &conpaas_crds::v1alpha1::ServiceStatus,
-) -> Option<String> {
-    let failed = |s: &conpaas_crds::v1alpha1::ServiceStatus| {
-        conpaas_crds::v1alpha1::find_condition(
-            &s.conditions,
-            conpaas_crds::labels::conditions::PROGRESSING,
-        )
-        .filter(|c| c.reason == "RolloutFailed")
-        .map(|c| c.message.clone())
-    };
-    failed(status).filter(|now| failed(previous).as_ref() != Some(now))
 }
 
 async fn delete_nodes_then_release(
