@@ -75,3 +75,53 @@ fn exports(link: &NodeLink) -> bool {
     link.service_type
         .is_some_and(|t| !t.descriptor().link_exports.is_empty())
 }
+
+/// How long a links' environment that could not be read waits before it is read again.
+const RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A node's links' environment, read again only when the links or the mounted volumes change
+/// (a Secret rotation changes the links' `secretVersion`), or, after a failed read, once
+/// [`RETRY`] passed: a role may ask on every look without a Secret read each time.
+#[derive(Default)]
+pub struct LinkCache {
+    read_for: Option<(Vec<NodeLink>, Vec<(String, String)>)>,
+    last: Option<Result<LinkEnvironment, String>>,
+    retry_at: Option<tokio::time::Instant>,
+}
+
+impl LinkCache {
+    /// The environment of `links` with `mounts` as they are now.
+    pub async fn get(
+        &mut self,
+        client: &Client,
+        namespace: &str,
+        links: &[NodeLink],
+        mounts: &Mounts,
+    ) -> Result<LinkEnvironment, String> {
+        let key = (links.to_vec(), mounts.environment().unwrap_or_default());
+        let same = self.read_for.as_ref() == Some(&key);
+        let retry_due = self
+            .retry_at
+            .is_none_or(|t| t <= tokio::time::Instant::now());
+        if let Some(last) = self
+            .last
+            .as_ref()
+            .filter(|l| same && (l.is_ok() || !retry_due))
+        {
+            return last.clone();
+        }
+        let read = environment(client, namespace, links, mounts).await;
+        if let Err(e) = &read {
+            tracing::warn!(error = %e, "reading the links' environment");
+        }
+        self.retry_at = Some(tokio::time::Instant::now() + RETRY);
+        self.read_for = Some(key);
+        self.last = Some(read.clone());
+        read
+    }
+
+    /// The last environment read, if any (`None` before the first read).
+    pub fn last(&self) -> Option<&Result<LinkEnvironment, String>> {
+        self.last.as_ref()
+    }
+}

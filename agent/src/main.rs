@@ -41,7 +41,9 @@ struct Args {
     address: String,
 }
 
-#[tokio::main]
+// At least two workers whatever the VM's CPUs: a role's blocking call (a `chown -R`) then never
+// holds up the watch, the reports and SIGTERM (the heartbeat has a thread of its own).
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let log = logserver::LogBuffer::default();
     tracing_subscriber::fmt()

@@ -84,7 +84,13 @@ pub async fn run(
     let mut poll = tokio::time::interval(POLL);
     loop {
         if let Some(node) = node.take() {
-            state.apply(role.as_mut(), &node).await;
+            // A stop does not wait for a long step (a large install): the VM is going anyway,
+            // and the drain and shutdown below still run.
+            tokio::select! {
+                biased;
+                _ = stop.changed() => break,
+                () = state.apply(role.as_mut(), &node) => {}
+            }
         }
         publish(
             state.report(role.as_ref()),
@@ -159,18 +165,31 @@ async fn run_startup_script(node: &ServiceNode, work_dir: &Path) -> Result<(), S
     let err_log = log
         .try_clone()
         .map_err(|e| format!("open {}: {e}", log_path.display()))?;
+    // In a process group of its own, so that a timeout stops what the script started too (and
+    // the local cloud's power-off finds it).
     let mut child = tokio::process::Command::new("sh")
         .arg(&path)
         .current_dir(work_dir)
         .stdout(log)
         .stderr(err_log)
+        .process_group(0)
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| format!("run startup script: {e}"))?;
+    let group = child.id();
+    if let Some(pid) = group {
+        crate::daemon::record_group(pid);
+    }
     let status = match tokio::time::timeout(STARTUP_SCRIPT_TIMEOUT, child.wait()).await {
         Ok(status) => status.map_err(|e| format!("run startup script: {e}"))?,
         Err(_) => {
-            let _ = child.kill().await;
+            if let Some(pid) = group {
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            let _ = child.wait().await;
             return Err(format!(
                 "startup script still running after {} s: stopped (its output is in logs/startup.log)",
                 STARTUP_SCRIPT_TIMEOUT.as_secs()

@@ -30,15 +30,15 @@ use crate::driver::{check_token, tags_match};
 use crate::{CloudError, ComputeDriver, CreateRequest, Tags, Vm, VmState};
 
 /// Environment variable through which a local VM's agent learns its own address.
-pub const ENV_VM_ADDRESS: &str = "CONPAAS_VM_ADDRESS";
+pub const ENV_VM_ADDRESS: &str = conpaas_crds::bootstrap::local_vm::ADDRESS;
 /// Environment variable through which a local VM's agent learns its VM ID.
-pub const ENV_VM_ID: &str = "CONPAAS_VM_ID";
+pub const ENV_VM_ID: &str = conpaas_crds::bootstrap::local_vm::ID;
 /// Where a local VM's agent records the process groups of the daemons it starts, one id per
 /// line, so that terminating the VM stops them too.
-pub const ENV_PROCESS_GROUPS: &str = "CONPAAS_PROCESS_GROUPS";
+pub const ENV_PROCESS_GROUPS: &str = conpaas_crds::bootstrap::local_vm::PROCESS_GROUPS;
 /// Environment variable through which a local VM's agent learns where its data volume is (the
 /// folder `work/volume`, made with the VM, whose size is noted in `volume-gib` beside it).
-pub const ENV_VOLUME_DIR: &str = "CONPAAS_VOLUME_DIR";
+pub const ENV_VOLUME_DIR: &str = conpaas_crds::bootstrap::local_vm::VOLUME_DIR;
 pub const PROCESS_GROUPS_FILE: &str = "process-groups";
 
 /// How a local cloud is set up.

@@ -184,18 +184,3 @@ impl DriverRegistry for Drivers {
         }
     }
 }
-
-#[cfg(test)]
-mod tests {
-    /// The local cloud starts agents with the variables the agent reads (two crates that do not
-    /// depend on each other name them).
-    #[test]
-    fn the_local_cloud_and_the_agent_name_the_same_variables() {
-        use conpaas_cloud::local;
-        use conpaas_crds::bootstrap::local_vm;
-        assert_eq!(local::ENV_VM_ADDRESS, local_vm::ADDRESS);
-        assert_eq!(local::ENV_VM_ID, local_vm::ID);
-        assert_eq!(local::ENV_PROCESS_GROUPS, local_vm::PROCESS_GROUPS);
-        assert_eq!(local::ENV_VOLUME_DIR, local_vm::VOLUME_DIR);
-    }
-}

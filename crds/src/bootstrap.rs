@@ -39,9 +39,8 @@ fn default_token_refresh() -> u64 {
     default_token_ttl() * 2 / 3
 }
 
-/// The environment a local-cloud VM's agent starts with (the local cloud sets it; real VMs have
-/// none of it). `conpaas-cloud` names the same variables (it depends on nothing of ours); the
-/// controller's tests check the two agree.
+/// The environment a local-cloud VM's agent starts with (the local cloud, `conpaas-cloud`, sets
+/// it from these names; real VMs have none of it).
 pub mod local_vm {
     /// The VM's own address.
     pub const ADDRESS: &str = "CONPAAS_VM_ADDRESS";

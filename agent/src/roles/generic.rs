@@ -20,7 +20,7 @@ use tokio::process::{Child, Command};
 
 use super::{Role, RoleEnv, RoleReport};
 use crate::code;
-use crate::links::{self, LinkEnvironment};
+use crate::links::{LinkCache, LinkEnvironment};
 use crate::volumes::Mounts;
 
 const SCRIPTS: [&str; 5] = [
@@ -30,8 +30,6 @@ const SCRIPTS: [&str; 5] = [
     "interrupt.sh",
     "cleanup.sh",
 ];
-/// How long a link environment that could not be read waits before it is read again.
-const LINK_RETRY: Duration = Duration::from_secs(5);
 /// How long scripts get to end when the node stops, unless `spec.generic.stopGraceSeconds` says.
 const DEFAULT_STOP_WAIT: Duration = Duration::from_secs(5);
 
@@ -63,12 +61,8 @@ pub struct Generic {
     /// Linked filesystem volumes; scripts start once they are mounted.
     mounts: Mounts,
     links: Vec<NodeLink>,
-    /// What the links give the scripts ([`crate::links`]), or why it could not be read; `None`
-    /// until read for `links` and the volumes mounted (`link_env_mounts`).
-    link_env: Option<Result<LinkEnvironment, String>>,
-    link_env_mounts: Vec<(String, String)>,
-    /// When a link environment that could not be read is tried again.
-    link_retry: Option<tokio::time::Instant>,
+    /// What the links give the scripts ([`crate::links`]).
+    link_env: LinkCache,
 }
 
 impl Generic {
@@ -99,9 +93,7 @@ impl Generic {
             failed_install: None,
             stop_wait: DEFAULT_STOP_WAIT,
             links: Vec::new(),
-            link_env: None,
-            link_env_mounts: Vec::new(),
-            link_retry: None,
+            link_env: LinkCache::default(),
         }
     }
 }
@@ -115,10 +107,7 @@ impl Role for Generic {
             .as_ref()
             .and_then(|g| g.stop_grace_seconds)
             .map_or(DEFAULT_STOP_WAIT, |s| Duration::from_secs(s.max(1) as u64));
-        if self.links != spec.links {
-            self.links = spec.links.clone();
-            self.link_env = None;
-        }
+        self.links = spec.links.clone();
         if let Err(e) = self.mounts.apply(&spec.links).await {
             self.error = Some(e);
         }
@@ -173,11 +162,19 @@ impl Role for Generic {
         if let Err(e) = self.mounts.apply(&self.links.clone()).await {
             self.error = Some(e);
         }
-        self.read_links().await;
+        let _ = self
+            .link_env
+            .get(
+                &self.env.client,
+                &self.env.namespace,
+                &self.links,
+                &self.mounts,
+            )
+            .await;
         if self.init_pending
             && self.master_ip().is_some()
             && self.mounts.pending(&self.links).is_none()
-            && matches!(self.link_env, Some(Ok(LinkEnvironment::Ready(_))))
+            && matches!(self.link_env.last(), Some(Ok(LinkEnvironment::Ready(_))))
         {
             self.init_pending = false;
             self.start("init.sh");
@@ -227,9 +224,11 @@ impl Role for Generic {
             (AgentState::Ready, "no code version active".into())
         } else if let Some(waiting) = self.mounts.pending(&self.links) {
             (AgentState::Starting, waiting)
-        } else if let Some(Ok(LinkEnvironment::Waiting(waiting)) | Err(waiting)) = &self.link_env {
+        } else if let Some(Ok(LinkEnvironment::Waiting(waiting)) | Err(waiting)) =
+            self.link_env.last()
+        {
             (AgentState::Starting, waiting.clone())
-        } else if self.link_env.is_none() {
+        } else if self.link_env.last().is_none() {
             (
                 AgentState::Starting,
                 "reading the links' credentials".into(),
@@ -305,35 +304,6 @@ impl Generic {
         }
     }
 
-    /// Reads the links' environment when the links changed, a volume was mounted or went, or the
-    /// last read failed (again after [`LINK_RETRY`]).
-    async fn read_links(&mut self) {
-        let mounted = self.mounts.environment().unwrap_or_default();
-        let fresh = match &self.link_env {
-            Some(Ok(_)) => mounted == self.link_env_mounts,
-            Some(Err(_)) => self
-                .link_retry
-                .is_some_and(|t| t > tokio::time::Instant::now()),
-            None => false,
-        };
-        if fresh {
-            return;
-        }
-        let read = links::environment(
-            &self.env.client,
-            &self.env.namespace,
-            &self.links,
-            &self.mounts,
-        )
-        .await;
-        if let Err(e) = &read {
-            tracing::warn!(error = %e, "reading the links' environment");
-        }
-        self.link_retry = Some(tokio::time::Instant::now() + LINK_RETRY);
-        self.link_env = Some(read);
-        self.link_env_mounts = mounted;
-    }
-
     fn start(&mut self, name: &'static str) {
         let Some(dir) = &self.code_dir else { return };
         let path = dir.join(name);
@@ -360,7 +330,7 @@ impl Generic {
             .env("MASTER_IP", master)
             .env("MEMBERS", members.join(" "))
             .env("AGENTS_FILE", self.env.work_dir.join("agents.json"))
-            .envs(match &self.link_env {
+            .envs(match self.link_env.last() {
                 Some(Ok(LinkEnvironment::Ready(env))) => env.clone(),
                 _ => BTreeMap::new(),
             })

@@ -26,7 +26,7 @@ use tokio::time::Instant;
 
 use super::{Role, RoleEnv, RoleReport, first_member};
 use crate::daemon::{self, Daemon};
-use crate::links::LinkEnvironment;
+use crate::links::{LinkCache, LinkEnvironment};
 use crate::volumes::Mounts;
 
 /// How often the node looks at what Spark says.
@@ -56,6 +56,8 @@ pub struct Mapreduce {
     started_binds: Vec<(String, PathBuf, PathBuf)>,
     /// The links' environment the daemon (and so its executors) started with.
     started_links: BTreeMap<String, String>,
+    /// The links' environment, read again only when they change.
+    links: LinkCache,
     /// Why the daemon was last restarted, shown until it is ready again.
     restarted: Option<String>,
 }
@@ -78,6 +80,7 @@ impl Mapreduce {
             decommissioned_at: None,
             started_binds: Vec::new(),
             started_links: BTreeMap::new(),
+            links: LinkCache::default(),
             restarted: None,
         }
     }
@@ -103,13 +106,15 @@ impl Mapreduce {
             };
             Some(format!("spark://{}:{MASTER_PORT}", master.address))
         };
-        let links = match crate::links::environment(
-            &self.env.client,
-            &self.env.namespace,
-            &spec.links,
-            &self.mounts,
-        )
-        .await?
+        let links = match self
+            .links
+            .get(
+                &self.env.client,
+                &self.env.namespace,
+                &spec.links,
+                &self.mounts,
+            )
+            .await?
         {
             LinkEnvironment::Ready(env) => env,
             LinkEnvironment::Waiting(why) => {
@@ -541,24 +546,22 @@ mod tests {
         // util-linux is essential on Debian: unshare is always there.
         let (program, args) = in_namespace(&binds, vec!["/s/bin/spark-class".into()])
             .expect("unshare from util-linux");
-        {
-            assert!(program.ends_with("unshare"));
-            let tail: Vec<&str> = args
-                .iter()
-                .rev()
-                .take(4)
-                .rev()
-                .map(String::as_str)
-                .collect();
-            assert_eq!(
-                tail,
-                [
-                    "/w/volumes/fs-data",
-                    "/var/lib/conpaas/volumes/data",
-                    "--",
-                    "/s/bin/spark-class"
-                ]
-            );
-        }
+        assert!(program.ends_with("unshare"));
+        let tail: Vec<&str> = args
+            .iter()
+            .rev()
+            .take(4)
+            .rev()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            tail,
+            [
+                "/w/volumes/fs-data",
+                "/var/lib/conpaas/volumes/data",
+                "--",
+                "/s/bin/spark-class"
+            ]
+        );
     }
 }

@@ -75,7 +75,8 @@ pub struct ServiceSpec {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(extend("maxProperties" = 64, "additionalProperties" = {"type": "string", "maxLength": 4096}))]
     pub settings: BTreeMap<String, String>,
-    /// A shell script every node runs once before its role starts.
+    /// A shell script every node runs once before its role starts, for at most 30 minutes; its
+    /// output is kept in the node's `logs/startup.log`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 65536))]
     pub startup_script: Option<String>,

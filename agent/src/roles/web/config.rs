@@ -189,11 +189,21 @@ pub fn web_nginx(
         root {root};
         index index.html index.htm;
 {hidden}        location / {{ try_files $uri $uri/ =404; }}
-    }}
+{marker}    }}
 ",
-        root = root.display()
+        root = root.display(),
+        marker = marker(address),
     );
     nginx_main(dir, user, &server)
+}
+
+/// The serving probe's file ([`super::serving::MARKER`]) answers the node itself only (the probe
+/// asks from the node's own address): through a proxy it is not there.
+fn marker(address: &str) -> String {
+    format!(
+        "        location = /{} {{ allow {address}; deny all; }}\n",
+        super::serving::MARKER
+    )
 }
 
 /// A backend's nginx: its files, and PHP through the local php-fpm. The Host the client used
@@ -218,7 +228,7 @@ pub fn backend_nginx(
         set_real_ip_from 0.0.0.0/0;
         real_ip_header X-Forwarded-For;
         location / {{ try_files $uri $uri/ /index.php$is_args$args; }}
-        location ~ [^/]\\.php(/|$) {{
+{marker}        location ~ [^/]\\.php(/|$) {{
             fastcgi_split_path_info ^(.+?\\.php)(/.*)$;
             if (!-f $realpath_root$fastcgi_script_name) {{ return 404; }}
             include /etc/nginx/fastcgi_params;
@@ -234,7 +244,8 @@ pub fn backend_nginx(
     }}
 ",
         root = root.display(),
-        socket = socket.display()
+        socket = socket.display(),
+        marker = marker(address),
     );
     nginx_main(dir, user, &server)
 }
@@ -472,6 +483,12 @@ mod tests {
         assert!(b.contains("fastcgi_pass unix:/n/php/fpm.sock;"));
         let w = web_nginx(dir, None, "10.0.0.4", Path::new("/n/www"), &["\\.php$"]);
         assert!(w.contains("location ~* \\.php$ { return 404; }"), "{w}");
+        // The serving probe's file answers the node itself only.
+        let only_self = |address: &str| {
+            format!("location = /.conpaas-serving {{ allow {address}; deny all; }}")
+        };
+        assert!(b.contains(&only_self("10.0.0.2")), "{b}");
+        assert!(w.contains(&only_self("10.0.0.4")), "{w}");
     }
 
     #[test]

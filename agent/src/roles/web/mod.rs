@@ -15,6 +15,7 @@
 //! node's work folder (`php/`, `java/`, `logs/`).
 
 mod config;
+mod install;
 mod latency;
 mod serving;
 mod tomcat;
@@ -27,9 +28,8 @@ use conpaas_crds::v1alpha1::{AgentState, Member, NodeCode, ServiceNodeSpec, Serv
 use nix::sys::signal::Signal;
 
 use super::{Role, RoleEnv, RoleReport, first_member};
-use crate::code;
 use crate::daemon::{self, Daemon};
-use crate::links::LinkEnvironment;
+use crate::links::{LinkCache, LinkEnvironment};
 use crate::volumes::Mounts;
 use config::Dynamic;
 use serving::{Serving, Verdict};
@@ -71,6 +71,8 @@ pub struct WebHosting {
     user: Option<&'static str>,
     /// Whether nginx serves the active code version (roles whose nginx serves code).
     serving: Serving,
+    /// The links' environment, read again only when they change.
+    links: LinkCache,
     nginx: Option<Daemon>,
     fpm: Option<Daemon>,
     redis: Option<Daemon>,
@@ -117,6 +119,7 @@ impl WebHosting {
             // The web workers run as www-data where they can.
             user: daemon::unprivileged_user("www-data", &env.work_dir),
             serving: Serving::default(),
+            links: LinkCache::default(),
             env,
             role: String::new(),
             dir,
@@ -182,97 +185,6 @@ impl WebHosting {
                 .status();
         }
         Ok(())
-    }
-
-    /// Installs the spec's code version: unpacked, then served (the `www` symlink switched, or
-    /// deployed to Tomcat), or read (a java proxy's servlet paths).
-    async fn install_code(&mut self, spec: &ServiceNodeSpec) {
-        if spec.code == self.installed {
-            return;
-        }
-        let Some(code) = &spec.code else {
-            // No active version: serve nothing.
-            let empty = self.env.work_dir.join("empty");
-            match switch_symlink(&self.www(), &empty) {
-                Ok(()) => {
-                    self.installed = None;
-                    self.code_error = None;
-                    self.serving.expect(None);
-                }
-                Err(e) => self.code_error = Some(e),
-            }
-            return;
-        };
-        let Some(dir) = self.unpack_code(spec, code).await else {
-            return;
-        };
-        let java_proxy = self.stack == Stack::Java && self.role == "proxy";
-        if java_proxy {
-            self.servlet_patterns = read_servlet_patterns(&dir);
-        }
-        match switch_symlink(&self.www(), &dir) {
-            Ok(()) => {
-                tracing::info!(version = %code.version, "code version serving");
-                self.installed = Some(code.clone());
-                if self.serves_code_from_nginx() {
-                    self.serving.expect(Some(&code.version));
-                }
-                self.code_error = None;
-                self.code_waiting = None;
-            }
-            Err(e) => self.code_error = Some(format!("code version {}: {e}", code.version)),
-        }
-    }
-
-    /// Fetches and unpacks `code` (readable by the workers); `None`, with the reason noted, when
-    /// that failed.
-    async fn unpack_code(&mut self, spec: &ServiceNodeSpec, code: &NodeCode) -> Option<PathBuf> {
-        let installed = code::install(
-            &self.env.client,
-            &self.env.namespace,
-            &spec.service,
-            code,
-            &self.env.work_dir,
-        )
-        .await;
-        match installed {
-            Ok(dir) => {
-                // What the serving probe asks nginx for.
-                let marker = dir.join(serving::MARKER);
-                if let Err(e) = std::fs::write(&marker, &code.version) {
-                    self.code_error = Some(format!(
-                        "code version {}: write {}: {e}",
-                        code.version,
-                        marker.display()
-                    ));
-                    return None;
-                }
-                make_readable(&dir);
-                if let Err(e) = self.mounts.link_into(&dir) {
-                    self.code_error = Some(format!("code version {}: {e}", code.version));
-                    return None;
-                }
-                Some(dir)
-            }
-            Err(e) => {
-                self.code_failed(&code.version, e);
-                None
-            }
-        }
-    }
-
-    /// Notes why the code version could not be installed: a node whose credentials have not
-    /// caught up with its spec yet (they follow it) waits, and keeps serving what it has;
-    /// anything else is a failure.
-    fn code_failed(&mut self, version: &str, error: anyhow::Error) {
-        let message = format!("code version {version}: {error:#}");
-        if code::is_forbidden(&error) {
-            self.code_waiting = Some(message);
-            self.code_error = None;
-        } else {
-            self.code_error = Some(message);
-            self.code_waiting = None;
-        }
     }
 
     /// The nginx configuration of the node's role, and for a proxy the members it routes to.
@@ -377,15 +289,18 @@ impl WebHosting {
         Ok(())
     }
 
+    /// The user nginx's workers run as: the unprivileged one; else, on roles that serve code,
+    /// the agent's own (an nginx started as root with no `user` runs them as `nobody`, who may
+    /// not reach the code). A proxy serves no code: its workers stay unprivileged.
+    fn nginx_user(&self) -> Option<&'static str> {
+        self.user.or_else(|| {
+            (self.serves_code_from_nginx() && nix::unistd::geteuid().is_root()).then_some("root")
+        })
+    }
+
     /// The members this proxy may send requests to: those of its configuration, and those of
     /// earlier ones while old workers finish their requests (so a leaving node is released only
     /// once no request to it is in flight here).
-    /// The user nginx's workers run as: the unprivileged one, else the agent's own (an nginx
-    /// started as root with no `user` runs them as `nobody`, who may not reach the code).
-    fn nginx_user(&self) -> Option<&'static str> {
-        self.user
-            .or_else(|| nix::unistd::geteuid().is_root().then_some("root"))
-    }
 
     fn routes_to(&self) -> Option<Vec<String>> {
         let mut routes = self.routes_to.clone()?;
@@ -403,13 +318,15 @@ impl WebHosting {
         &mut self,
         spec: &ServiceNodeSpec,
     ) -> Result<Option<BTreeMap<String, String>>, String> {
-        match crate::links::environment(
-            &self.env.client,
-            &self.env.namespace,
-            &spec.links,
-            &self.mounts,
-        )
-        .await?
+        match self
+            .links
+            .get(
+                &self.env.client,
+                &self.env.namespace,
+                &spec.links,
+                &self.mounts,
+            )
+            .await?
         {
             LinkEnvironment::Ready(environment) => {
                 self.waiting = None;
@@ -772,13 +689,6 @@ impl Role for WebHosting {
     }
 }
 
-/// The servlet paths of the WAR unpacked at `dir` (none without a `WEB-INF/web.xml`).
-fn read_servlet_patterns(dir: &Path) -> Vec<String> {
-    std::fs::read_to_string(dir.join("WEB-INF/web.xml"))
-        .map(|xml| tomcat::servlet_patterns(&xml))
-        .unwrap_or_default()
-}
-
 /// A php setting's value, or the type's default.
 fn setting(spec: &ServiceNodeSpec, key: &str) -> String {
     spec.settings.get(key).cloned().unwrap_or_else(|| {
@@ -818,12 +728,4 @@ async fn check_nginx(program: &Path, conf: &Path) -> Result<(), String> {
     let mut args = args.to_vec();
     args.push(conf.display().to_string());
     daemon::run_checked(program, &args, "nginx refused its configuration").await
-}
-
-/// Unpacked code is readable by the workers whatever the archive's modes said.
-fn make_readable(dir: &Path) {
-    let _ = std::process::Command::new("chmod")
-        .args(["-R", "a+rX"])
-        .arg(dir)
-        .status();
 }

@@ -16,6 +16,26 @@ const FAILURES_TO_FAIL: u32 = 3;
 /// How long between probes until the version is seen served, and after it failed.
 const EVERY: Duration = Duration::from_secs(2);
 
+/// Puts the marker naming `version` into its folder, in place of whatever the archive has under
+/// that name (a link is replaced, never followed).
+pub fn mark(dir: &std::path::Path, version: &str) -> Result<(), String> {
+    use std::io::Write;
+    let marker = dir.join(MARKER);
+    let gone = match std::fs::symlink_metadata(&marker) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(&marker),
+        Ok(_) => std::fs::remove_file(&marker),
+        Err(_) => Ok(()),
+    };
+    gone.and_then(|()| {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&marker)?
+            .write_all(version.as_bytes())
+    })
+    .map_err(|e| format!("write {}: {e}", marker.display()))
+}
+
 /// The probe of one code version.
 #[derive(Debug)]
 pub struct Serving {
@@ -69,6 +89,9 @@ impl Serving {
     /// Asks the node's server at `address` (`host:port`) when a probe is due and the version is
     /// not seen served yet.
     pub async fn probe(&mut self, address: &str) {
+        let own = address
+            .rsplit_once(':')
+            .and_then(|(host, _)| host.parse::<std::net::IpAddr>().ok());
         let Some(version) = self.version.clone() else {
             return;
         };
@@ -77,7 +100,7 @@ impl Serving {
         }
         self.next = Instant::now() + EVERY;
         let url = format!("http://{address}/{MARKER}");
-        let answer = ask(&url).await;
+        let answer = ask(&url, own).await;
         match judge(&version, answer) {
             Ok(()) => {
                 self.failures = 0;
@@ -97,8 +120,9 @@ impl Serving {
 }
 
 /// One GET: its status and body, or why there was none.
-async fn ask(url: &str) -> Result<(u16, String), String> {
+async fn ask(url: &str, from: Option<std::net::IpAddr>) -> Result<(u16, String), String> {
     let client = reqwest::Client::builder()
+        .local_address(from)
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs(5))
@@ -160,7 +184,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_version_fails_only_after_repeated_failures_and_recovers() {
+    async fn a_version_fails_only_after_repeated_failures_and_recovers_once_served() {
         // As the agent's main does.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let mut serving = Serving::default();
@@ -184,6 +208,24 @@ mod tests {
             "{:?}",
             serving.verdict()
         );
+        // Once the version is served, the node recovers.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let mut buf = [0u8; 1024];
+                let _ = socket.read(&mut buf).await;
+                let _ = socket
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nv1",
+                    )
+                    .await;
+            }
+        });
+        serving.next = Instant::now();
+        serving.probe(&format!("127.0.0.1:{port}")).await;
+        assert_eq!(serving.verdict(), &Verdict::Served);
         serving.expect(None);
         assert_eq!(serving.verdict(), &Verdict::Served);
     }
