@@ -79,12 +79,15 @@ fn exports(link: &NodeLink) -> bool {
 /// How long a links' environment that could not be read waits before it is read again.
 const RETRY: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// What an environment was read for: the links and the mounted volumes' variables.
+type ReadFor = (Vec<NodeLink>, Vec<(String, String)>);
+
 /// A node's links' environment, read again only when the links or the mounted volumes change
 /// (a Secret rotation changes the links' `secretVersion`), or, after a failed read, once
 /// [`RETRY`] passed: a role may ask on every look without a Secret read each time.
 #[derive(Default)]
 pub struct LinkCache {
-    read_for: Option<(Vec<NodeLink>, Vec<(String, String)>)>,
+    read_for: Option<ReadFor>,
     last: Option<Result<LinkEnvironment, String>>,
     retry_at: Option<tokio::time::Instant>,
 }

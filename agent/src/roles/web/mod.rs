@@ -301,7 +301,6 @@ impl WebHosting {
     /// The members this proxy may send requests to: those of its configuration, and those of
     /// earlier ones while old workers finish their requests (so a leaving node is released only
     /// once no request to it is in flight here).
-
     fn routes_to(&self) -> Option<Vec<String>> {
         let mut routes = self.routes_to.clone()?;
         for old in self.retiring.iter().flat_map(|r| &r.routes_to) {
