@@ -118,7 +118,8 @@ pub fn rollback(
 }
 
 /// The Events of this look: the autoscaler's changes, the rollback, and, when the status
-/// changes, a new phase and a newly failed rollout.
+/// changes, a new phase (or, for a Service that cannot be satisfied, a new reason: the problem
+/// changed, say from a missing Application to a missing Cloud) and a newly failed rollout.
 pub fn events(
     previous: &ServiceStatus,
     status: &ServiceStatus,
@@ -145,7 +146,9 @@ pub fn events(
     if status == previous {
         return notes;
     }
-    if status.phase != previous.phase
+    let reason = |s: &ServiceStatus| s.conditions.first().map(|c| c.reason.clone());
+    let new_problem = unsatisfied && reason(status) != reason(previous);
+    if (status.phase != previous.phase || new_problem)
         && let Some(first) = status.conditions.first()
     {
         notes.push(Note {
@@ -249,6 +252,14 @@ mod tests {
         assert_eq!(
             reasons(&events(&before, &adapting, false, &scaling, None)),
             ["Starting"]
+        );
+        // Unsatisfied for another reason, in the same phase: the new problem is told.
+        let mut other_problem = before.clone();
+        other_problem.conditions[0].reason = "CloudNotFound".into();
+        assert!(events(&before, &other_problem, false, &scaling, None).is_empty());
+        assert_eq!(
+            reasons(&events(&before, &other_problem, true, &scaling, None)),
+            ["CloudNotFound"]
         );
         let failed = with_phase(Phase::Running, Some(("RolloutFailed", "v2 failed")));
         assert_eq!(
