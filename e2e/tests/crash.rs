@@ -82,8 +82,11 @@ async fn killing_the_controller_at_random_points_leaks_and_doubles_nothing() {
     let (mut kills, mut leaked_total, mut duplicate_total, mut checks) = (0, 0, 0, 0);
     for cycle in 0..5 {
         for count in [20, 0] {
+            // A kill that cuts a VM's boot short leaves it failed; its node is replaced once
+            // unhealthy for the heartbeat timeout (the default 120 s would outlast the wait below).
             let spec = json!({"apiVersion": "conpaas.io/v1alpha1", "kind": "Service",
-                "spec": {"application": "demo", "type": "helloworld", "roles": [{"name": "node", "count": count}]}});
+                "spec": {"application": "demo", "type": "helloworld", "roles": [{"name": "node", "count": count}],
+                    "health": {"heartbeatTimeoutSeconds": 15}}});
             env.services()
                 .patch("hello", &pp, &Patch::Apply(spec))
                 .await
