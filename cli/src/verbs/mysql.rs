@@ -54,7 +54,7 @@ pub async fn password(s: &Session, service: &str, wait: Option<Duration>) -> any
     // think they switched from the same user.
     let patch = json!({
         "metadata": {"resourceVersion": secret.metadata.resource_version},
-        "stringData": {"username": next, "password": mysql::random_password()},
+        "stringData": {"username": next, "password": conpaas_crds::types::random_secret()},
     });
     let rotated = secrets
         .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))

@@ -22,11 +22,6 @@ pub fn secret_name(service: &str) -> String {
     CREDENTIALS.secret_name(service)
 }
 
-/// A new password: 32 hex digits from the system's random source.
-pub fn random_password() -> String {
-    super::random_secret()
-}
-
 /// The user a rotation switches to: `cpsctl mysql password` alternates `<user>` and
 /// `<user>_2`, so that the previous user keeps working while linked services switch.
 pub fn alternate_user(user: &str) -> String {
@@ -131,9 +126,13 @@ mod tests {
         assert_eq!(alternate_user("conpaas"), "conpaas_2");
         assert_eq!(alternate_user("conpaas_2"), "conpaas");
         assert_eq!(alternate_user("_2"), "_2_2");
-        let password = random_password();
+    }
+
+    #[test]
+    fn a_new_password_is_32_random_hex_digits() {
+        let password = super::super::random_secret();
         assert_eq!(password.len(), 32);
         assert!(password.chars().all(|c| c.is_ascii_hexdigit()));
-        assert_ne!(password, random_password());
+        assert_ne!(password, super::super::random_secret());
     }
 }

@@ -88,7 +88,7 @@ impl Env {
         let kind = K::kind(&()).to_string();
         let before = self.reconciles().await.get(&kind).copied().unwrap_or(0);
         let poke =
-            serde_json::json!({"metadata": {"annotations": {"e2e.conpaas.io/poke": uuid_like()}}});
+            serde_json::json!({"metadata": {"annotations": {"e2e.conpaas.io/poke": next_poke()}}});
         api.patch(
             name,
             &kube::api::PatchParams::default(),
@@ -712,7 +712,7 @@ pub async fn agent_log(address: &str, token: Option<&str>) -> (u16, String) {
 }
 
 /// A value that differs on each call (an annotation that changes).
-fn uuid_like() -> String {
+fn next_poke() -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     format!("{}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
