@@ -232,8 +232,9 @@ impl Env {
                 .map(|n| (n.metadata.name, n.status.and_then(|s| s.agent)))
                 .collect();
             panic!(
-                "{e:#}\n--- status ---\n{status:?}\n--- nodes' agents ---\n{nodes:?}\n--- controller log (tail) ---\n{}",
-                tail(&self.controller.log(), 60)
+                "{e:#}\n--- status ---\n{status:?}\n--- nodes' agents ---\n{nodes:?}\n--- controller log (tail) ---\n{}\n--- the VMs' daemon logs (tails) ---\n{}",
+                tail(&self.controller.log(), 60),
+                vm_logs(self.state.path())
             );
         }
     }
@@ -249,8 +250,9 @@ impl Env {
         .await;
         if let Err(e) = result {
             panic!(
-                "{e:#}\n--- controller log (tail) ---\n{}",
-                tail(&self.controller.log(), 60)
+                "{e:#}\n--- controller log (tail) ---\n{}\n--- the VMs' daemon logs (tails) ---\n{}",
+                tail(&self.controller.log(), 60),
+                vm_logs(self.state.path())
             );
         }
     }
@@ -305,6 +307,36 @@ pub fn alive(pid: i32) -> bool {
                 .is_some_and(|rest| !rest.trim_start().starts_with('Z'))
         })
         .unwrap_or(false)
+}
+
+/// The last lines of every log the local cloud's VMs keep (the agent's daemons write
+/// `work/logs/*`, MariaDB's state transfers `work/mysql/data/mariabackup.*.log`): what a
+/// failed test needs to say why a daemon did not come up, as the VMs are gone afterwards.
+pub fn vm_logs(state: &std::path::Path) -> String {
+    let mut out = String::new();
+    let vms = std::fs::read_dir(state.join("vms"))
+        .into_iter()
+        .flatten()
+        .flatten();
+    for vm in vms {
+        let work = vm.path().join("work");
+        let folders = [work.join("logs"), work.join("mysql/data")];
+        for entry in folders
+            .iter()
+            .flat_map(std::fs::read_dir)
+            .flatten()
+            .flatten()
+        {
+            let path = entry.path();
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            if !(name.ends_with(".log") || name.ends_with(".out")) {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            out += &format!("== {}\n{}\n", path.display(), tail(&text, 15));
+        }
+    }
+    out
 }
 
 pub fn tail(text: &str, lines: usize) -> String {

@@ -20,18 +20,23 @@
 //! replicated table `conpaas-agent`.`dumps`, which the other nodes read. Until the first version loaded,
 //! the nodes are not Ready; a dump MariaDB refuses makes the node Failed with MariaDB's words.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use conpaas_crds::types::mysql;
-use conpaas_crds::v1alpha1::{
-    AgentState, DrainReason, Member, NodeCode, ServiceNodeSpec, ServiceType,
-};
+use conpaas_crds::v1alpha1::{AgentState, DrainReason, Member, NodeCode, ServiceNodeSpec};
 use nix::sys::signal::Signal;
 
+use self::config::{
+    chown_mysql, database, install_db, my_cnf, previous_user_seconds, run_as, tail,
+};
+use self::lifecycle::{Node, Peers, Start, Step};
 use super::mysql_dump::{DumpError, DumpLoad, LOADED_TABLE, SaveData, quote, run_sql};
 use super::{Credentials, Role, RoleEnv, RoleReport, first_member, ordinal};
 use crate::daemon::{self, Daemon};
+
+mod config;
+mod lifecycle;
 
 const PORT: u16 = 3306;
 const GALERA_PORT: u16 = 4567;
@@ -39,17 +44,11 @@ const GALERA_PORT: u16 = 4567;
 const CHECK_EVERY: Duration = Duration::from_secs(2);
 /// How long a clean shutdown may take.
 const STOP_GRACE: Duration = Duration::from_secs(60);
-/// Looks finding no peer answering before the first node bootstraps (about half a second each).
-const QUIET_LOOKS: u32 = 6;
 /// How often the credentials Secret is read for a change.
 const CREDENTIALS_EVERY: Duration = Duration::from_secs(5);
 /// Saves for a stop tried before the node reports Failed (the controller then hands the save
 /// to another node, or stops without it when none is left).
 const MAX_FAILED_SAVES: u32 = 3;
-/// Looks before a first node that is not ordinal 0 bootstraps (about 30 s).
-const QUIET_LOOKS_NOT_NODE_0: u32 = 60;
-/// Failed state transfers after which the node reports Failed.
-const MAX_FAILED_JOINS: u32 = 3;
 
 /// A dump being loaded by a task of its own.
 type Loading = tokio::task::JoinHandle<Result<(), DumpError>>;
@@ -80,6 +79,8 @@ pub struct Mysql {
     joined: bool,
     /// State transfers that failed.
     failed_joins: u32,
+    /// No join before then (after a failed one).
+    join_again_at: Option<Instant>,
     /// Looks that found no peer answering, before a bootstrap.
     quiet_looks: u32,
     /// The SQL dump (code version) loaded into the database.
@@ -121,6 +122,7 @@ impl Mysql {
             error: None,
             joined: false,
             failed_joins: 0,
+            join_again_at: None,
             quiet_looks: 0,
             loaded: None,
             dump_waiting: None,
@@ -150,6 +152,33 @@ impl Mysql {
             .collect()
     }
 
+    /// What a node without MariaDB sees of its peers (a connect to each).
+    async fn look_at_peers(&self, spec: &ServiceNodeSpec) -> Peers {
+        let mut answering = Vec::new();
+        let mut lower_not_serving = None;
+        let mine = ordinal(&self.env.node);
+        for peer in self.peers(spec) {
+            if daemon::listening(&format!("{}:{GALERA_PORT}", peer.address)).await {
+                answering.push(peer.address.clone());
+            }
+            if lower_not_serving.is_none()
+                && ordinal(&peer.name) < mine
+                && !daemon::listening(&format!("{}:{PORT}", peer.address)).await
+            {
+                lower_not_serving = Some(peer.name.clone());
+            }
+        }
+        Peers {
+            listed: spec.members.iter().any(|m| m.name == self.env.node),
+            first: first_member(&spec.members, "mysql").is_some_and(|m| m.name == self.env.node),
+            node_zero: mine == 0,
+            others: self.peers(spec).len(),
+            answering,
+            lower_not_serving,
+            quiet_looks: self.quiet_looks,
+        }
+    }
+
     /// Writes the configuration, initialises the data folder once, and starts the node:
     /// bootstrapping the cluster, or joining the peers that answer.
     async fn start(&mut self, spec: &ServiceNodeSpec) -> Result<(), String> {
@@ -163,55 +192,20 @@ impl Mysql {
         }
         let logs = self.env.work_dir.join("logs");
         std::fs::create_dir_all(&logs).map_err(|e| format!("create {}: {e}", logs.display()))?;
-        let peers: Vec<String> = self.peers(spec).iter().map(|m| m.address.clone()).collect();
-        let mut answering = Vec::new();
-        for peer in &peers {
-            if daemon::listening(&format!("{peer}:{GALERA_PORT}")).await {
-                answering.push(peer.clone());
+        let (bootstrap, answering) = match lifecycle::next_start(&self.look_at_peers(spec).await) {
+            Start::Wait(why) => {
+                self.waiting = Some(why);
+                return Ok(());
             }
-        }
-        // Only a node that sees itself in the member list knows who is first; a node made in
-        // the same pass as its peers starts with an empty list.
-        if !spec.members.iter().any(|m| m.name == self.env.node) {
-            self.waiting = Some("waiting for the member list".into());
-            return Ok(());
-        }
-        // The first member bootstraps; one that is not ordinal 0 waits much longer first: in
-        // a fresh cluster node 0 may get its address (and join the member list) after node 1,
-        // which then took itself for the first and bootstrapped a second cluster (seen when
-        // three nodes started at once), while a cluster whose node 0 was replaced under a new
-        // ordinal has no node 0 at all.
-        let first = first_member(&spec.members, "mysql").is_some_and(|m| m.name == self.env.node);
-        let bootstrap = answering.is_empty();
-        if bootstrap && !first {
-            self.waiting = Some("waiting for the first node to bootstrap the cluster".into());
-            return Ok(());
-        }
-        let looks = if ordinal(&self.env.node) == 0 {
-            QUIET_LOOKS
-        } else {
-            QUIET_LOOKS_NOT_NODE_0
-        };
-        if bootstrap && (!peers.is_empty() || looks > QUIET_LOOKS) {
-            // A peer that is only slow to answer (or to get an address) must not make this node
-            // start a second cluster: look a few times first.
-            self.quiet_looks += 1;
-            if self.quiet_looks < looks {
+            Start::LookAgain => {
+                self.quiet_looks += 1;
                 self.waiting =
                     Some("making sure no peer runs a cluster before bootstrapping".into());
                 return Ok(());
             }
-        }
-        // One state transfer at a time: every lower ordinal serves before this one joins.
-        let mine = ordinal(&self.env.node);
-        for peer in self.peers(spec) {
-            if ordinal(&peer.name) < mine
-                && !daemon::listening(&format!("{}:{PORT}", peer.address)).await
-            {
-                self.waiting = Some(format!("waiting for {} to join first", peer.name));
-                return Ok(());
-            }
-        }
+            Start::Bootstrap => (true, Vec::new()),
+            Start::Join(peers) => (false, peers),
+        };
         self.waiting = None;
         let cnf = my_cnf(
             &self.dir,
@@ -492,6 +486,41 @@ impl Mysql {
             Err(e) => self.error = Some(format!("saving the database for the stop broke off: {e}")),
         }
     }
+    /// Reads Galera's state; a Synced node then makes its database and users, retires the
+    /// previous user and loads dumps.
+    async fn check(&mut self, spec: &ServiceNodeSpec) {
+        self.last_check = Some(Instant::now());
+        let state = self
+            .sql("SHOW STATUS LIKE 'wsrep_local_state_comment'")
+            .await;
+        let checked = lifecycle::when_checked(state.as_deref().ok());
+        self.synced = checked.serving;
+        self.galera_state = state
+            .as_deref()
+            .ok()
+            .and_then(|s| s.split('\t').nth(1))
+            .unwrap_or_default()
+            .to_string();
+        self.joined |= self.synced;
+        if !checked.may_write {
+            return;
+        }
+        let current = self.credentials.as_ref().map(|c| c.version.clone());
+        if !self.prepared || self.accepted != current {
+            match self.prepare(spec).await {
+                Ok(()) => {
+                    self.prepared = true;
+                    self.accepted = current;
+                    self.error = None;
+                }
+                Err(e) => self.error = Some(format!("create the database and user: {e}")),
+            }
+        }
+        if self.prepared {
+            self.retire_previous_user().await;
+            self.converge_dump(spec).await;
+        }
+    }
 }
 
 #[async_trait::async_trait]
@@ -505,11 +534,8 @@ impl Role for Mysql {
         let Some(spec) = self.spec.clone() else {
             return;
         };
-        if spec.drain.as_ref().is_some_and(|d| d.released) {
-            self.follow_saving().await;
-            return;
-        }
-        if let Err(e) = self.follow_credentials(&spec).await {
+        let released = spec.drain.as_ref().is_some_and(|d| d.released);
+        if !released && let Err(e) = self.follow_credentials(&spec).await {
             if self.credentials.is_none() {
                 self.waiting = Some(e);
                 return;
@@ -517,67 +543,61 @@ impl Role for Mysql {
             // The credentials known keep working; the Secret is read again later.
             tracing::warn!(error = %e, "read the credentials again");
         }
-        let Some(mariadbd) = self.mariadbd.as_mut() else {
-            if let Err(e) = self.start(&spec).await {
-                self.error = Some(e);
-            }
-            return;
+        let node = Node {
+            released,
+            daemon: match self.mariadbd.as_mut().map(Daemon::running) {
+                None => lifecycle::Daemon::Absent,
+                Some(true) => lifecycle::Daemon::Running,
+                Some(false) => lifecycle::Daemon::Exited,
+            },
+            joined: self.joined,
+            failed_joins: self.failed_joins,
+            backing_off: self.join_again_at.is_some_and(|t| Instant::now() < t),
+            check_due: self.last_check.is_none_or(|t| t.elapsed() >= CHECK_EVERY),
         };
-        if !mariadbd.running() {
-            self.synced = false;
-            let log = tail(&self.env.work_dir.join("logs/mariadbd.out"));
-            // A node that was in the cluster is not restarted by itself: the first node would
-            // bootstrap a second cluster if no peer answered at that moment.
-            if self.joined || self.failed_joins >= MAX_FAILED_JOINS {
-                self.error = Some(format!("{}; its log: {log}", mariadbd.exited_message()));
-                return;
-            }
-            // A join that failed (its state transfer broke off) starts again from nothing.
-            self.failed_joins += 1;
-            tracing::warn!(attempt = self.failed_joins, %log, "joining the cluster failed");
-            self.mariadbd = None;
-            let _ = std::fs::remove_dir_all(self.dir.join("data"));
-            self.waiting = Some(format!(
-                "joining failed {} times, retrying: {log}",
-                self.failed_joins
-            ));
-            return;
-        }
-        if self.last_check.is_some_and(|t| t.elapsed() < CHECK_EVERY) {
-            return;
-        }
-        self.last_check = Some(Instant::now());
-        let state = self
-            .sql("SHOW STATUS LIKE 'wsrep_local_state_comment'")
-            .await;
-        // A donor keeps serving reads and writes: were it not Ready, the glb would drop the only
-        // node it has while the second one joins (every connection refused for the transfer).
-        let serving = |s: &str| s.ends_with("\tSynced") || s.ends_with("\tDonor/Desynced");
-        self.synced = state.as_deref().is_ok_and(serving);
-        self.galera_state = state
-            .as_deref()
-            .ok()
-            .and_then(|s| s.split('\t').nth(1))
-            .unwrap_or_default()
-            .to_string();
-        self.joined |= self.synced;
-        let current = self.credentials.as_ref().map(|c| c.version.clone());
-        // Writes of our own (users, dumps) wait while this node donates a state transfer: a
-        // load racing a transfer broke joins.
-        let synced = self.galera_state == "Synced";
-        if synced && (!self.prepared || self.accepted != current) {
-            match self.prepare(&spec).await {
-                Ok(()) => {
-                    self.prepared = true;
-                    self.accepted = current;
-                    self.error = None;
+        let log = || tail(&self.env.work_dir.join("logs/mariadbd.out"));
+        match lifecycle::next_step(&node) {
+            Step::FollowSave => self.follow_saving().await,
+            Step::Idle => {}
+            Step::Start => {
+                if let Err(e) = self.start(&spec).await {
+                    self.error = Some(e);
                 }
-                Err(e) => self.error = Some(format!("create the database and user: {e}")),
             }
-        }
-        if synced && self.prepared {
-            self.retire_previous_user().await;
-            self.converge_dump(&spec).await;
+            Step::Fail => {
+                let exited = self.mariadbd.as_ref().map(Daemon::exited_message);
+                self.synced = false;
+                self.error = Some(format!(
+                    "{}; its log: {}",
+                    exited.unwrap_or_default(),
+                    log()
+                ));
+            }
+            Step::GiveUpJoining { attempts } => {
+                self.synced = false;
+                self.error = Some(format!(
+                    "joining the cluster failed {attempts} times (the state transfer broke \
+                     off; the donor's reason is in its data folder's mariabackup.backup.log); \
+                     the last time: {}",
+                    log()
+                ));
+            }
+            Step::JoinAgain { after } => {
+                // A join that failed (its state transfer broke off) starts again from nothing.
+                let log = log();
+                self.failed_joins += 1;
+                tracing::warn!(attempt = self.failed_joins, %log, "joining the cluster failed");
+                self.mariadbd = None;
+                self.synced = false;
+                self.join_again_at = Some(Instant::now() + after);
+                let _ = std::fs::remove_dir_all(self.dir.join("data"));
+                self.waiting = Some(format!(
+                    "joining failed {} times, retrying in {} s: {log}",
+                    self.failed_joins,
+                    after.as_secs()
+                ));
+            }
+            Step::Check => self.check(&spec).await,
         }
     }
 
@@ -660,124 +680,4 @@ impl Role for Mysql {
             d.stop(STOP_GRACE).await;
         }
     }
-}
-
-/// The database of the setting `database`, or the type's default.
-fn database(spec: &ServiceNodeSpec) -> String {
-    spec.settings.get("database").cloned().unwrap_or_else(|| {
-        ServiceType::Mysql
-            .descriptor()
-            .setting("database")
-            .and_then(|s| s.default)
-            .unwrap_or("conpaas")
-            .to_string()
-    })
-}
-
-/// How long a user the Secret no longer names keeps working.
-fn previous_user_seconds(spec: &ServiceNodeSpec) -> u64 {
-    let setting = |s: &str| s.parse::<u64>().ok();
-    spec.settings
-        .get("previous_user_seconds")
-        .and_then(|s| setting(s))
-        .or_else(|| {
-            ServiceType::Mysql
-                .descriptor()
-                .setting("previous_user_seconds")
-                .and_then(|s| setting(s.default?))
-        })
-        .unwrap_or(300)
-}
-
-/// The node's MariaDB configuration: its own folders and address, Galera with the peers that
-/// answer (none: a new cluster), state transfers by mariabackup, which logs in by unix socket
-/// as the daemon's own user (`mariadb-install-db --user` makes that account).
-fn my_cnf(
-    dir: &Path,
-    address: &str,
-    cluster: &str,
-    node: &str,
-    peers: &[String],
-    run_as: &str,
-) -> String {
-    let d = dir.display();
-    format!(
-        "# Written by the ConPaaS agent.
-[mysqld]
-datadir={d}/data
-socket={d}/mysqld.sock
-pid-file={d}/mysqld.pid
-tmpdir={d}/tmp
-bind-address={address}
-port={PORT}
-skip-name-resolve
-binlog_format=ROW
-default_storage_engine=InnoDB
-innodb_autoinc_lock_mode=2
-innodb_buffer_pool_size=64M
-wsrep_on=ON
-wsrep_provider=/usr/lib/galera/libgalera_smm.so
-wsrep_cluster_name={cluster}
-wsrep_cluster_address=gcomm://{peers}
-wsrep_node_address={address}
-wsrep_node_name={node}
-wsrep_provider_options=\"gmcast.listen_addr=tcp://{address}:{GALERA_PORT}; ist.recv_addr={address}:4568\"
-wsrep_sst_receive_address={address}:4444
-wsrep_sst_method=mariabackup
-wsrep_sst_auth={run_as}:
-
-[client]
-socket={d}/mysqld.sock
-",
-        peers = peers
-            .iter()
-            .map(|p| format!("{p}:{GALERA_PORT}"))
-            .collect::<Vec<_>>()
-            .join(","),
-    )
-}
-
-/// Initialises an empty data folder.
-async fn install_db(config: &Path, run_as: &str) -> Result<(), String> {
-    let program = daemon::find(
-        &["mariadb-install-db", "mysql_install_db"],
-        "mariadb-server",
-    )?;
-    let args = [
-        format!("--defaults-file={}", config.display()),
-        format!("--user={run_as}"),
-        "--skip-test-db".into(),
-    ];
-    daemon::run_checked(&program, &args, "initialise the data folder").await
-}
-
-/// `mysql` where it can run MariaDB (state transfers fail as root), else `root`.
-fn run_as(work_dir: &Path) -> &'static str {
-    daemon::unprivileged_user("mysql", work_dir).unwrap_or("root")
-}
-
-fn chown_mysql(dir: &Path) -> Result<(), String> {
-    let status = std::process::Command::new("chown")
-        .args(["-R", "mysql:mysql"])
-        .arg(dir)
-        .status()
-        .map_err(|e| format!("chown {}: {e}", dir.display()))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("chown {} to mysql failed", dir.display()))
-    }
-}
-
-/// The last errors of a log (its last lines when it has none), for a message.
-fn tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let errors: Vec<&str> = text.lines().filter(|l| l.contains("[ERROR]")).collect();
-    let lines = if errors.is_empty() {
-        text.lines().collect()
-    } else {
-        errors
-    };
-    let last = &lines[lines.len().saturating_sub(3)..];
-    last.join(" | ")
 }
