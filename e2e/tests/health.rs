@@ -167,10 +167,13 @@ fn record_ready_reasons(env: &Env) -> (Seen, tokio::task::JoinHandle<()>) {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let (nodes, sink) = (env.nodes_api(), seen.clone());
     let task = tokio::spawn(async move {
+        // A watch error (the API server still starting) is retried, not the end of the record.
         let mut events = watcher(nodes, watcher::Config::default())
+            .default_backoff()
             .applied_objects()
             .boxed();
-        while let Some(Ok(node)) = events.next().await {
+        while let Some(node) = events.next().await {
+            let Ok(node) = node else { continue };
             let reason = node
                 .status
                 .iter()

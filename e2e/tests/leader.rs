@@ -75,6 +75,30 @@ async fn a_standby_replica_takes_over_when_the_leader_dies() {
     );
 
     // A leader that stops cleanly gives the Lease up: the other replica need not wait it out.
+    // The Lease's changes are recorded as they come, each with when it arrived.
+    let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
+        kube::Api::namespaced(env.client.clone(), "default");
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let recorder = tokio::spawn({
+        let seen = seen.clone();
+        async move {
+            use futures::StreamExt;
+            use kube::runtime::{WatchStreamExt, watcher};
+            let config = watcher::Config::default().fields("metadata.name=conpaas-controller");
+            let mut events = watcher(leases, config).default_backoff().boxed();
+            while let Some(event) = events.next().await {
+                if let Ok(watcher::Event::InitApply(l) | watcher::Event::Apply(l)) = event {
+                    let spec = l.spec.unwrap_or_default();
+                    seen.lock().unwrap().push((std::time::SystemTime::now(), spec));
+                }
+            }
+        }
+    });
+    wait::until("the Lease's changes recorded", LIMIT, || async {
+        Ok(!seen.lock().unwrap().is_empty())
+    })
+    .await
+    .unwrap();
     let mut standby = standby;
     env.controller.restart().unwrap();
     let stopped = Instant::now();
@@ -91,5 +115,29 @@ async fn a_standby_replica_takes_over_when_the_leader_dies() {
     assert!(
         standby.log().contains("leadership released"),
         "the stopped leader released its Lease"
+    );
+    recorder.abort();
+    // The holder cleared the Lease while it was still its own (an expired Lease is cleared
+    // too, but only once its renewal plus duration has passed), and another replica took it.
+    let seen = seen.lock().unwrap().clone();
+    let holders: Vec<_> = seen.iter().map(|(_, l)| l.holder_identity.clone()).collect();
+    let released = seen
+        .windows(2)
+        .position(|w| w[0].1.holder_identity.is_some() && w[1].1.holder_identity.is_none())
+        .unwrap_or_else(|| panic!("the Lease was never released; its holders: {holders:?}"));
+    let (before, (cleared_at, _)) = (&seen[released].1, &seen[released + 1]);
+    let renewed = before.renew_time.as_ref().expect("a held Lease's renewal").0;
+    let valid_until = std::time::SystemTime::from(renewed)
+        + std::time::Duration::from_secs(before.lease_duration_seconds.unwrap_or(0) as u64);
+    assert!(
+        *cleared_at < valid_until,
+        "released by its holder, before it expired ({holders:?})"
+    );
+    let next = seen[released + 1..]
+        .iter()
+        .find_map(|(_, l)| l.holder_identity.clone());
+    assert!(
+        next.is_some() && next != before.holder_identity,
+        "another replica holds the Lease next: {holders:?}"
     );
 }

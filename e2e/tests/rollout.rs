@@ -61,9 +61,12 @@ async fn watch_rollout(
     done: impl Fn(&[ServiceNode], &BTreeSet<String>) -> bool,
 ) -> (usize, BTreeSet<String>) {
     use futures::StreamExt;
-    use kube::runtime::watcher;
+    use kube::runtime::{WatchStreamExt, watcher};
     let config = watcher::Config::default().labels("conpaas.io/service=gen");
-    let mut events = watcher(env.nodes_api(), config).boxed();
+    // A watch error is retried (the watcher lists again), not the end of the record.
+    let mut events = watcher(env.nodes_api(), config)
+        .default_backoff()
+        .boxed();
     let mut by_name: BTreeMap<String, ServiceNode> = BTreeMap::new();
     let mut listed = false;
     let mut most = 0;
@@ -85,7 +88,8 @@ async fn watch_rollout(
                 env.controller.log()
             );
         };
-        match event.expect("watch the nodes") {
+        let Ok(event) = event else { continue };
+        match event {
             watcher::Event::Init => by_name.clear(),
             watcher::Event::InitApply(n) | watcher::Event::Apply(n) => {
                 by_name.insert(n.metadata.name.clone().unwrap_or_default(), n);

@@ -40,7 +40,7 @@ impl WebHosting {
             Ok(()) => {
                 tracing::info!(version = %code.version, "code version serving");
                 self.installed = Some(code.clone());
-                if self.serves_code_from_nginx() {
+                if super::lifecycle::serves_code_from_nginx(self.stack, &self.role) {
                     self.serving.expect(Some(&code.version));
                 }
                 self.code_error = None;

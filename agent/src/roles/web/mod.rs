@@ -17,6 +17,7 @@
 mod config;
 mod install;
 mod latency;
+mod lifecycle;
 mod serving;
 mod tomcat;
 
@@ -24,7 +25,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use conpaas_crds::v1alpha1::{AgentState, Member, NodeCode, ServiceNodeSpec, ServiceType};
+use conpaas_crds::v1alpha1::{Member, NodeCode, ServiceNodeSpec, ServiceType};
 use nix::sys::signal::Signal;
 
 use super::{Role, RoleEnv, RoleReport, first_member};
@@ -32,6 +33,7 @@ use crate::daemon::{self, Daemon};
 use crate::links::{LinkCache, LinkEnvironment};
 use crate::volumes::Mounts;
 use config::Dynamic;
+use lifecycle::{Part, Seen};
 use serving::{Serving, Verdict};
 use tomcat::Tomcat;
 
@@ -294,7 +296,9 @@ impl WebHosting {
     /// not reach the code). A proxy serves no code: its workers stay unprivileged.
     fn nginx_user(&self) -> Option<&'static str> {
         self.user.or_else(|| {
-            (self.serves_code_from_nginx() && nix::unistd::geteuid().is_root()).then_some("root")
+            (lifecycle::serves_code_from_nginx(self.stack, &self.role)
+                && nix::unistd::geteuid().is_root())
+            .then_some("root")
         })
     }
 
@@ -464,6 +468,25 @@ impl WebHosting {
         redis.ensure_started()
     }
 
+    /// What the node sees of itself (all but Tomcat's refusal, which needs the spec).
+    fn seen(&self) -> Seen {
+        Seen {
+            error: self.error.clone(),
+            dead: self.dead.clone(),
+            code_error: self.code_error.clone(),
+            refused: None,
+            not_served: match self.serving.verdict() {
+                Verdict::NotServed(why) => Some(why.clone()),
+                _ => None,
+            },
+            waiting: self.waiting.clone(),
+            code_waiting: self.code_waiting.clone(),
+            restarting: self.restart_at.is_some(),
+            listening: self.listening,
+            checking: *self.serving.verdict() == Verdict::Checking,
+        }
+    }
+
     fn daemons(&mut self) -> impl Iterator<Item = &mut Daemon> {
         let tomcat = self.tomcat.as_mut().and_then(Tomcat::daemon);
         [
@@ -498,20 +521,20 @@ impl WebHosting {
             {
                 self.mounts.link_into(&serving)?;
             }
-            match (self.stack, self.role.as_str()) {
-                (Stack::Java, "backend") => return self.converge_tomcat(spec).await,
-                (Stack::Php, "backend") => {
-                    self.install_code(spec).await;
-                    self.converge_fpm(spec).await?;
-                    if self.waiting.is_some() {
-                        return Ok(());
-                    }
+            for part in lifecycle::parts(self.stack, &self.role) {
+                match part {
+                    Part::InstallCode => self.install_code(spec).await,
+                    Part::Fpm => self.converge_fpm(spec).await?,
+                    Part::Tomcat => self.converge_tomcat(spec).await?,
+                    Part::Redis => self.converge_redis(spec)?,
+                    Part::Nginx => self.converge_nginx(spec).await?,
                 }
-                (Stack::Php, "proxy") => self.converge_redis(spec)?,
-                // Web nodes serve the code; a java proxy reads its servlet paths.
-                _ => self.install_code(spec).await,
+                // A backend whose links have no endpoint yet goes no further.
+                if self.waiting.is_some() {
+                    break;
+                }
             }
-            self.converge_nginx(spec).await
+            Ok(())
         }
         .await;
         self.error = result.err();
@@ -545,16 +568,10 @@ impl WebHosting {
                 self.dead = None;
             }
         }
-        if self.listening && self.serves_code_from_nginx() {
+        if self.listening && lifecycle::serves_code_from_nginx(self.stack, &self.role) {
             let address = format!("{}:{}", self.env.address, self.port());
             self.serving.probe(&address).await;
         }
-    }
-
-    /// Whether the role's nginx serves the code (php backends, web nodes), so Ready waits for
-    /// a request to show the active version served.
-    fn serves_code_from_nginx(&self) -> bool {
-        self.role == "web" || (self.role == "backend" && self.stack == Stack::Php)
     }
 }
 
@@ -577,15 +594,10 @@ impl Role for WebHosting {
         self.retiring.retain(|r| {
             r.since.elapsed() < RETIRING_LIMIT && r.workers.iter().any(|pid| daemon::alive(*pid))
         });
-        // What failed or waited (a Secret not yet readable, a linked service without an
-        // endpoint) is tried again, not left until the next spec.
-        let stuck = self.waiting.is_some()
-            || self
-                .restart_at
-                .is_some_and(|at| at <= std::time::Instant::now())
-            || self.error.is_some()
-            || self.code_error.is_some()
-            || self.code_waiting.is_some();
+        let restart_due = self
+            .restart_at
+            .is_some_and(|at| at <= std::time::Instant::now());
+        let stuck = self.seen().converge_again(restart_due);
         if stuck
             && self.last_converge.is_none_or(|t| t.elapsed() >= RETRY)
             && let Some(spec) = self.spec.clone()
@@ -614,60 +626,24 @@ impl Role for WebHosting {
                 let why = t.refused(code)?;
                 Some(format!("code version {}: {why}", code.version))
             });
-        let not_served = match self.serving.verdict() {
-            Verdict::NotServed(why) => Some(why.clone()),
-            _ => None,
+        let seen = Seen {
+            refused,
+            ..self.seen()
         };
-        let failure = [
-            &self.error,
-            &self.dead,
-            &self.code_error,
-            &refused,
-            &not_served,
-        ]
-        .into_iter()
-        .find_map(Option::as_ref);
-        // Only a version it could not switch to leaves the node serving the one it runs.
-        let failed_code_version = (self.error.is_none()
-            && self.dead.is_none()
-            && (self.code_error.is_some() || refused.is_some()))
-        .then(|| self.spec.as_ref()?.code.as_ref().map(|c| c.version.clone()))
-        .flatten();
-        let (state, message) = match failure {
-            Some(e) => (AgentState::Failed, e.clone()),
-            _ if self.waiting.is_some() => (
-                AgentState::Starting,
-                self.waiting.clone().unwrap_or_default(),
-            ),
-            _ if self.restart_at.is_some() => (
-                AgentState::Starting,
-                "leaving the proxies to restart Tomcat for a new link environment".into(),
-            ),
-            _ if !self.listening => (
-                AgentState::Starting,
-                (self.code_waiting.clone()).unwrap_or_else(|| format!("starting {}", self.role)),
-            ),
-            _ if *self.serving.verdict() == Verdict::Checking => (
-                AgentState::Starting,
-                "checking that the code version is served".into(),
-            ),
-            _ => {
-                let serving = format!(
-                    "{} serving http://{}:{}/",
-                    self.role,
-                    self.env.address,
-                    self.port()
-                );
-                let message = match &self.code_waiting {
-                    Some(waiting) => format!("{serving}; waiting to read {waiting}"),
-                    None => serving,
-                };
-                (AgentState::Ready, message)
-            }
-        };
+        let serving = format!(
+            "{} serving http://{}:{}/",
+            self.role,
+            self.env.address,
+            self.port()
+        );
+        let health = lifecycle::health(&seen, &self.role, &serving);
+        let failed_code_version = health
+            .code_failed
+            .then(|| self.spec.as_ref()?.code.as_ref().map(|c| c.version.clone()))
+            .flatten();
         RoleReport {
-            state: Some(state),
-            message: Some(message),
+            state: Some(health.state),
+            message: Some(health.message),
             code_version,
             failed_code_version,
             routes_to: self.routes_to().filter(|_| self.listening),
