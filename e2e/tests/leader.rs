@@ -89,7 +89,9 @@ async fn a_standby_replica_takes_over_when_the_leader_dies() {
             while let Some(event) = events.next().await {
                 if let Ok(watcher::Event::InitApply(l) | watcher::Event::Apply(l)) = event {
                     let spec = l.spec.unwrap_or_default();
-                    seen.lock().unwrap().push((std::time::SystemTime::now(), spec));
+                    seen.lock()
+                        .unwrap()
+                        .push((std::time::SystemTime::now(), spec));
                 }
             }
         }
@@ -120,13 +122,20 @@ async fn a_standby_replica_takes_over_when_the_leader_dies() {
     // The holder cleared the Lease while it was still its own (an expired Lease is cleared
     // too, but only once its renewal plus duration has passed), and another replica took it.
     let seen = seen.lock().unwrap().clone();
-    let holders: Vec<_> = seen.iter().map(|(_, l)| l.holder_identity.clone()).collect();
+    let holders: Vec<_> = seen
+        .iter()
+        .map(|(_, l)| l.holder_identity.clone())
+        .collect();
     let released = seen
         .windows(2)
         .position(|w| w[0].1.holder_identity.is_some() && w[1].1.holder_identity.is_none())
         .unwrap_or_else(|| panic!("the Lease was never released; its holders: {holders:?}"));
     let (before, (cleared_at, _)) = (&seen[released].1, &seen[released + 1]);
-    let renewed = before.renew_time.as_ref().expect("a held Lease's renewal").0;
+    let renewed = before
+        .renew_time
+        .as_ref()
+        .expect("a held Lease's renewal")
+        .0;
     let valid_until = std::time::SystemTime::from(renewed)
         + std::time::Duration::from_secs(before.lease_duration_seconds.unwrap_or(0) as u64);
     assert!(

@@ -64,9 +64,7 @@ async fn watch_rollout(
     use kube::runtime::{WatchStreamExt, watcher};
     let config = watcher::Config::default().labels("conpaas.io/service=gen");
     // A watch error is retried (the watcher lists again), not the end of the record.
-    let mut events = watcher(env.nodes_api(), config)
-        .default_backoff()
-        .boxed();
+    let mut events = watcher(env.nodes_api(), config).default_backoff().boxed();
     let mut by_name: BTreeMap<String, ServiceNode> = BTreeMap::new();
     let mut listed = false;
     let mut most = 0;
