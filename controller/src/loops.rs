@@ -145,9 +145,33 @@ fn wake<K: Clone>(subscribers: &[mpsc::UnboundedSender<K>], object: K) {
     }
 }
 
+/// The objects of a cache (those that could be read) for which `keep` holds: whom a change
+/// of another object wakes.
+fn cached_where<K>(
+    cache: &conpaas_reconcilers::caches::Cache<K>,
+    keep: impl Fn(&K) -> bool,
+) -> Vec<ObjectRef<DeserializeGuard<K>>>
+where
+    K: kube::Resource<DynamicType = ()> + Clone,
+{
+    cache
+        .state()
+        .into_iter()
+        .filter(|o| o.0.as_ref().is_ok_and(&keep))
+        .map(|o| ObjectRef::from_obj(o.as_ref()))
+        .collect()
+}
+
+/// A hash of what a watch's subscribers read of an object: a change of it wakes them.
+fn fingerprint(facts: &impl std::hash::Hash) -> u64 {
+    use std::hash::Hasher;
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    facts.hash(&mut hasher);
+    hasher.finish()
+}
+
 /// A Cloud's generation and whether it is Ready: the changes that may unblock its nodes.
 fn cloud_spec_or_readiness(cloud: &Guarded<Cloud>) -> Option<u64> {
-    use std::hash::{Hash, Hasher};
     let cloud = cloud.0.as_ref().ok()?;
     let ready = cloud.status.as_ref().and_then(|s| {
         conpaas_crds::v1alpha1::find_condition(
@@ -156,33 +180,25 @@ fn cloud_spec_or_readiness(cloud: &Guarded<Cloud>) -> Option<u64> {
         )
         .map(|c| c.status.clone())
     });
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    (cloud.metadata.generation, ready).hash(&mut hasher);
-    Some(hasher.finish())
+    Some(fingerprint(&(cloud.metadata.generation, ready)))
 }
 
 /// What the nodes of linking Services read of a Service: its endpoint, its credentials'
 /// version, its settings (the database).
 fn what_links_read(service: &Guarded<Service>) -> Option<u64> {
-    use std::hash::{Hash, Hasher};
     let service = service.0.as_ref().ok()?;
     let status = service.status.as_ref();
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    (
+    Some(fingerprint(&(
         status.and_then(|s| s.endpoint.as_ref()),
         status.and_then(|s| s.credentials_version.as_ref()),
         &service.spec.settings,
-    )
-        .hash(&mut hasher);
-    Some(hasher.finish())
+    )))
 }
 
 /// What the credits loop charges by: a node's identity, owner, VM and deletion.
 fn metered_facts(node: &Guarded<ServiceNode>) -> Option<u64> {
-    use std::hash::{Hash, Hasher};
     let node = node.0.as_ref().ok()?;
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    (
+    Some(fingerprint(&(
         &node.metadata.uid,
         node.metadata
             .deletion_timestamp
@@ -192,19 +208,15 @@ fn metered_facts(node: &Guarded<ServiceNode>) -> Option<u64> {
         node.status
             .as_ref()
             .is_some_and(|s| s.provider_id.is_some() || s.create_requested_at.is_some()),
-    )
-        .hash(&mut hasher);
-    Some(hasher.finish())
+    )))
 }
 
 /// What nodes and Services read of a credit account: which nodes are charged, and whether it
 /// ran out.
 fn admission_facts(account: &Guarded<CreditAccount>) -> Option<u64> {
-    use std::hash::{Hash, Hasher};
     let account = account.0.as_ref().ok()?;
     let status = account.status.as_ref();
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    (
+    Some(fingerprint(&(
         status.map(|s| s.exhausted.is_some()),
         status.map(|s| {
             s.ledger
@@ -212,9 +224,7 @@ fn admission_facts(account: &Guarded<CreditAccount>) -> Option<u64> {
                 .map(|c| (&c.uid, c.end.is_some()))
                 .collect::<Vec<_>>()
         }),
-    )
-        .hash(&mut hasher);
-    Some(hasher.finish())
+    )))
 }
 
 /// Runs every loop until a shutdown signal. Each kind has one watch ([`shared_watch`]) that
@@ -267,15 +277,9 @@ pub async fn run(client: Client, ctx: Arc<Context>, writers: Writers, ready: Arc
                     .ok()
                     .and_then(|a| a.namespace())
                     .unwrap_or_default();
-                services_of_account
-                    .state()
-                    .into_iter()
-                    .filter(|s| {
-                        s.0.as_ref()
-                            .is_ok_and(|s| s.namespace().as_deref() == Some(&ns))
-                    })
-                    .map(|s| ObjectRef::from_obj(s.as_ref()))
-                    .collect::<Vec<_>>()
+                cached_where(&services_of_account, |s| {
+                    s.namespace().as_deref() == Some(&ns)
+                })
             },
         )
         .watches_stream(
@@ -285,17 +289,10 @@ pub async fn run(client: Client, ctx: Arc<Context>, writers: Writers, ready: Arc
                 let (ns, name) = target
                     .map(|t| (t.namespace().unwrap_or_default(), t.name_any()))
                     .unwrap_or_default();
-                linking
-                    .state()
-                    .into_iter()
-                    .filter(|s| {
-                        s.0.as_ref().is_ok_and(|s| {
-                            s.namespace().as_deref() == Some(ns.as_str())
-                                && s.spec.links.iter().any(|l| l.service == name)
-                        })
-                    })
-                    .map(|s| ObjectRef::from_obj(s.as_ref()))
-                    .collect::<Vec<_>>()
+                cached_where(&linking, |s| {
+                    s.namespace().as_deref() == Some(ns.as_str())
+                        && s.spec.links.iter().any(|l| l.service == name)
+                })
             },
         );
     // A node waiting on its Cloud (a permanent refusal: credentials, image) wakes when the
@@ -306,12 +303,7 @@ pub async fn run(client: Client, ctx: Arc<Context>, writers: Writers, ready: Arc
     let nodes = Controller::for_stream(nodes_of_node_loop, caches.nodes.clone())
         .watches_stream(cloud_turns, move |cloud| {
             let name = cloud.0.ok().map(|c| c.name_any()).unwrap_or_default();
-            nodes_of_cloud
-                .state()
-                .into_iter()
-                .filter(|n| n.0.as_ref().is_ok_and(|n| n.spec.cloud == name))
-                .map(|n| ObjectRef::from_obj(n.as_ref()))
-                .collect::<Vec<_>>()
+            cached_where(&nodes_of_cloud, |n| n.spec.cloud == name)
         })
         // A node waits for its first hour to be charged before its VM is made, and for its
         // charge to be closed before its finalizer goes.
@@ -323,18 +315,11 @@ pub async fn run(client: Client, ctx: Arc<Context>, writers: Writers, ready: Arc
                     .ok()
                     .and_then(|a| a.namespace())
                     .unwrap_or_default();
-                nodes_of_account
-                    .state()
-                    .into_iter()
-                    .filter(|n| {
-                        n.0.as_ref().is_ok_and(|n| {
-                            n.namespace().as_deref() == Some(&ns)
-                                && (n.metadata.deletion_timestamp.is_some()
-                                    || n.status.as_ref().is_none_or(|s| s.provider_id.is_none()))
-                        })
-                    })
-                    .map(|n| ObjectRef::from_obj(n.as_ref()))
-                    .collect::<Vec<_>>()
+                cached_where(&nodes_of_account, |n| {
+                    n.namespace().as_deref() == Some(&ns)
+                        && (n.metadata.deletion_timestamp.is_some()
+                            || n.status.as_ref().is_none_or(|s| s.provider_id.is_none()))
+                })
             },
         );
     let credit_accounts =

@@ -20,7 +20,7 @@ pub enum Error {
 }
 
 /// Attaches an operation and object name to a kube error.
-pub(crate) trait KubeResultExt<T> {
+pub trait KubeResultExt<T> {
     fn ctx(self, operation: &'static str, object: impl std::fmt::Display) -> Result<T, Error>;
 }
 

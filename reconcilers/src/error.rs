@@ -5,17 +5,9 @@ use conpaas_cloud::CloudError;
 /// What failed during a reconcile.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// A Kubernetes API call failed.
-    #[error("{operation} {object}")]
-    Kube {
-        /// What was attempted, e.g. `patch status`.
-        operation: &'static str,
-        /// The object it concerned, `namespace/name` or a kind.
-        object: String,
-        /// The API error.
-        #[source]
-        source: kube::Error,
-    },
+    /// A Kubernetes API call failed (named as the planner names its reads).
+    #[error(transparent)]
+    Kube(#[from] conpaas_planner::Error),
     /// A cloud call failed.
     #[error("{operation} on cloud {cloud}")]
     Cloud {
@@ -36,7 +28,8 @@ impl Error {
     /// A bounded name for metric labels and Event reasons.
     pub fn category(&self) -> &'static str {
         match self {
-            Error::Kube { .. } => "KubeApi",
+            Error::Kube(conpaas_planner::Error::MissingField(_)) => "MissingField",
+            Error::Kube(_) => "KubeApi",
             Error::Cloud { source, .. } => source.category(),
             Error::MissingField(_) => "MissingField",
         }
@@ -46,7 +39,7 @@ impl Error {
     /// that repeats (credentials, image, instance type), or the object lacks a field.
     pub fn is_permanent(&self) -> bool {
         match self {
-            Error::Kube { .. } => false,
+            Error::Kube(e) => matches!(e, conpaas_planner::Error::MissingField(_)),
             Error::Cloud { source, .. } => !source.is_retryable(),
             Error::MissingField(_) => true,
         }
@@ -54,7 +47,10 @@ impl Error {
 
     /// True when the API server refused a write because the object changed since it was read.
     pub fn is_conflict(&self) -> bool {
-        matches!(self, Error::Kube { source: kube::Error::Api(s), .. } if s.code == 409)
+        matches!(
+            self,
+            Error::Kube(conpaas_planner::Error::Kube { source: kube::Error::Api(s), .. }) if s.code == 409
+        )
     }
 
     /// The error with its causes, `what failed: why`, for conditions people read.
@@ -69,36 +65,17 @@ impl Error {
     }
 }
 
-/// Attaches an operation and object name to a kube error.
+/// Attaches an operation and object name to a kube error, as the planner does.
 pub(crate) trait KubeResultExt<T> {
     fn ctx(self, operation: &'static str, object: impl std::fmt::Display) -> Result<T, Error>;
 }
 
 impl<T> KubeResultExt<T> for Result<T, kube::Error> {
     fn ctx(self, operation: &'static str, object: impl std::fmt::Display) -> Result<T, Error> {
-        self.map_err(|source| Error::Kube {
-            operation,
-            object: object.to_string(),
-            source,
-        })
+        Ok(conpaas_planner::error::KubeResultExt::ctx(
+            self, operation, object,
+        )?)
     }
 }
 
 pub(crate) use conpaas_planner::error::{is_conflict, is_not_found};
-
-impl From<conpaas_planner::Error> for Error {
-    fn from(e: conpaas_planner::Error) -> Self {
-        match e {
-            conpaas_planner::Error::Kube {
-                operation,
-                object,
-                source,
-            } => Error::Kube {
-                operation,
-                object,
-                source,
-            },
-            conpaas_planner::Error::MissingField(f) => Error::MissingField(f),
-        }
-    }
-}

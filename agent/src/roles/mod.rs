@@ -11,6 +11,7 @@ mod generic;
 mod glb;
 mod helloworld;
 mod kvstore;
+mod looks;
 mod mapreduce;
 mod mysql;
 mod mysql_dump;

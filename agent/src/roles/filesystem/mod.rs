@@ -22,11 +22,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use conpaas_crds::v1alpha1::{AgentState, NodeCode, ServiceNodeSpec, VolumeSpec};
+use conpaas_crds::v1alpha1::{NodeCode, ServiceNodeSpec, VolumeSpec};
 use nix::sys::signal::Signal;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use super::looks::{Found, Looks};
 use super::stop_save::StopSave;
 use super::{Role, RoleEnv, RoleReport, first_member, ordinal};
 use crate::daemon::{self, Daemon};
@@ -37,8 +37,6 @@ use layout::{Node, Step};
 pub const BRICK_LINKS: &str = "/run/conpaas-gluster";
 /// The storage role.
 const ROLE: &str = "storage";
-/// How often the pool is looked at.
-const EVERY: Duration = Duration::from_secs(2);
 /// How long a brick removal that could not move every file waits before it is tried again.
 const REMOVAL_RETRY: Duration = Duration::from_secs(20);
 /// The volume option noting which saved archive was put back into the volume.
@@ -51,26 +49,19 @@ pub struct Filesystem {
     glusterd: Option<Daemon>,
     cli: Option<Cli>,
     error: Option<String>,
-    step: Option<JoinHandle<Outcome>>,
-    next_step: Instant,
-    outcome: Outcome,
+    looks: Looks<RetryRemoval>,
     /// Removals that could not move every file, by volume: when to try again.
-    retry_removal: BTreeMap<String, Instant>,
+    retry_removal: RetryRemoval,
     /// Daemon processes already noted for the local cloud's power-off.
     recorded: BTreeSet<i32>,
     stop_save: StopSave,
 }
 
-/// What one look at the pool found.
-#[derive(Debug, Clone, Default)]
-struct Outcome {
-    ready: bool,
-    message: String,
-    /// The nodes holding bricks; `None` when the look could not tell (the last known stands:
-    /// an empty list would release a leaving node whose data has not moved).
-    routes_to: Option<Vec<String>>,
-    retry_removal: BTreeMap<String, Instant>,
-}
+/// Removals that could not move every file, by volume: when to try again.
+type RetryRemoval = BTreeMap<String, Instant>;
+
+/// What one look at the pool found, with the removals to try again.
+type Outcome = Found<RetryRemoval>;
 
 impl Filesystem {
     pub fn new(env: RoleEnv) -> Self {
@@ -80,12 +71,7 @@ impl Filesystem {
             glusterd: None,
             cli: None,
             error: None,
-            step: None,
-            next_step: Instant::now(),
-            outcome: Outcome {
-                message: "starting glusterd".into(),
-                ..Default::default()
-            },
+            looks: Looks::new("glusterd"),
             retry_removal: BTreeMap::new(),
             recorded: BTreeSet::new(),
             stop_save: StopSave::new("the volumes"),
@@ -226,13 +212,13 @@ impl Filesystem {
             retry_removal: self.retry_removal.clone(),
         };
         let manager = self.is_manager(spec);
-        self.step = Some(tokio::spawn(async move {
+        self.looks.start(async move {
             if manager {
                 pool.manage().await
             } else {
                 pool.follow().await
             }
-        }));
+        });
     }
 }
 
@@ -300,13 +286,13 @@ impl Pool {
                 ready: true,
                 message: format!("storage node of {} volumes", volumes.len()),
                 routes_to: Some(self.holders(&volumes)),
-                retry_removal: self.retry_removal,
+                more: self.retry_removal,
             },
             Err(e) => Outcome {
                 ready: true,
                 message: e,
                 routes_to: None,
-                retry_removal: self.retry_removal,
+                more: self.retry_removal,
             },
         }
     }
@@ -425,7 +411,7 @@ impl Pool {
             ready,
             message,
             routes_to,
-            retry_removal: self.retry_removal,
+            more: self.retry_removal,
         }
     }
 
@@ -540,7 +526,7 @@ impl Role for Filesystem {
         {
             self.error = Some(e);
         }
-        self.next_step = Instant::now();
+        self.looks.soon();
         self.poll().await;
     }
 
@@ -562,20 +548,13 @@ impl Role for Filesystem {
         }
         self.record_daemons();
         self.stop_save.poll().await;
-        if self.step.as_ref().is_some_and(|t| t.is_finished()) {
-            let task = self.step.take().expect("checked above");
-            if let Ok(mut outcome) = task.await {
-                self.retry_removal = outcome.retry_removal.clone();
-                if outcome.routes_to.is_none() {
-                    outcome.routes_to = self.outcome.routes_to.take();
-                }
-                self.outcome = outcome;
-            }
+        if self.looks.collect().await {
+            self.retry_removal = self.looks.found.more.clone();
         }
         let Some(spec) = self.spec.clone() else {
             return;
         };
-        if self.step.is_none() && self.next_step <= Instant::now() && !self.stop_save.running() {
+        if self.looks.due(&self.stop_save) {
             let listening = daemon::listening(&format!(
                 "{}:{}",
                 self.env.address,
@@ -584,28 +563,14 @@ impl Role for Filesystem {
             .await;
             if listening {
                 self.look(&spec);
+            } else {
+                self.looks.skip();
             }
-            self.next_step = Instant::now() + EVERY;
         }
     }
 
     fn report(&self) -> RoleReport {
-        let (state, message) = if let Some(state) = self.stop_save.state() {
-            state
-        } else if let Some(e) = &self.error {
-            (AgentState::Failed, e.clone())
-        } else if self.outcome.ready {
-            (AgentState::Ready, self.outcome.message.clone())
-        } else {
-            (AgentState::Starting, self.outcome.message.clone())
-        };
-        RoleReport {
-            state: Some(state),
-            message: Some(message),
-            routes_to: self.outcome.routes_to.clone(),
-            saved: self.stop_save.saved(),
-            ..Default::default()
-        }
+        self.looks.report(&self.stop_save, self.error.as_ref())
     }
 
     async fn drain(&mut self) {
@@ -634,9 +599,7 @@ impl Role for Filesystem {
     }
 
     async fn shutdown(&mut self) {
-        if let Some(task) = self.step.take() {
-            task.abort();
-        }
+        self.looks.abort();
         self.record_daemons();
         if let Some(mut glusterd) = self.glusterd.take() {
             glusterd.stop(STOP_GRACE).await;

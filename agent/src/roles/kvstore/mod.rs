@@ -19,11 +19,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use conpaas_crds::types::kvstore::{self, PORT};
-use conpaas_crds::v1alpha1::{AgentState, NodeCode, ServiceNodeSpec};
+use conpaas_crds::v1alpha1::{NodeCode, ServiceNodeSpec};
 use nix::sys::signal::Signal;
-use tokio::task::JoinHandle;
-use tokio::time::Instant;
 
+use super::looks::{Found, Looks};
 use super::stop_save::StopSave;
 use super::{Role, RoleEnv, RoleReport, first_member, ordinal};
 use crate::daemon::{self, Daemon};
@@ -32,8 +31,6 @@ use cluster::{Member, Step, View};
 
 /// The role.
 const ROLE: &str = "node";
-/// How often the cluster is looked at.
-const EVERY: Duration = Duration::from_secs(2);
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
 pub struct Kvstore {
@@ -42,21 +39,12 @@ pub struct Kvstore {
     server: Option<Daemon>,
     nodes: Option<Nodes>,
     error: Option<String>,
-    step: Option<JoinHandle<Outcome>>,
-    next_step: Instant,
-    outcome: Outcome,
+    looks: Looks,
     stop_save: StopSave,
 }
 
 /// What one look at the cluster found.
-#[derive(Debug, Clone, Default)]
-struct Outcome {
-    ready: bool,
-    message: String,
-    /// The nodes the cluster counts; `None` when the look could not tell (the last known
-    /// stands: an empty list would release a leaving node that still holds slots).
-    routes_to: Option<Vec<String>>,
-}
+type Outcome = Found;
 
 impl Kvstore {
     pub fn new(env: RoleEnv) -> Self {
@@ -66,12 +54,7 @@ impl Kvstore {
             server: None,
             nodes: None,
             error: None,
-            step: None,
-            next_step: Instant::now(),
-            outcome: Outcome {
-                message: "starting redis-server".into(),
-                ..Default::default()
-            },
+            looks: Looks::new("redis-server"),
             stop_save: StopSave::new("the keys"),
         }
     }
@@ -153,13 +136,13 @@ impl Kvstore {
                 }),
         };
         let manager = self.is_manager(spec);
-        self.step = Some(tokio::spawn(async move {
+        self.looks.start(async move {
             if manager {
                 look.manage().await
             } else {
                 look.follow().await
             }
-        }));
+        });
     }
 
     fn archive_access(&self, spec: &ServiceNodeSpec) -> Archive {
@@ -243,11 +226,13 @@ impl Look {
                 ready: view.serving(),
                 message: describe(&view),
                 routes_to: Some(cluster::node_names(&view)),
+                more: (),
             },
             Err(e) => Outcome {
                 ready: false,
                 message: e,
                 routes_to: None,
+                more: (),
             },
         }
     }
@@ -261,6 +246,7 @@ impl Look {
                     ready: false,
                     message: e,
                     routes_to: None,
+                    more: (),
                 };
             }
         };
@@ -307,12 +293,14 @@ impl Look {
                 ready: false,
                 message,
                 routes_to: Some(cluster::node_names(&own)),
+                more: (),
             };
         }
         Outcome {
             ready: own.serving() && self.restore.is_none(),
             message,
             routes_to: Some(cluster::node_names(&own)),
+            more: (),
         }
     }
 
@@ -484,7 +472,7 @@ impl Role for Kvstore {
         {
             self.error = Some(e);
         }
-        self.next_step = Instant::now();
+        self.looks.soon();
         self.poll().await;
     }
 
@@ -496,8 +484,8 @@ impl Role for Kvstore {
             if !server.running() {
                 let message = server.exited_message();
                 // Not Ready until a look finds it serving again.
-                self.outcome.ready = false;
-                self.outcome.message = message.clone();
+                self.looks.found.ready = false;
+                self.looks.found.message = message.clone();
                 if let Err(e) = server.ensure_started() {
                     self.error = Some(format!("{message}; restarting it: {e}"));
                 }
@@ -511,40 +499,18 @@ impl Role for Kvstore {
             self.error = Some(e);
         }
         self.stop_save.poll().await;
-        if self.step.as_ref().is_some_and(|t| t.is_finished()) {
-            let task = self.step.take().expect("checked above");
-            if let Ok(mut outcome) = task.await {
-                if outcome.routes_to.is_none() {
-                    outcome.routes_to = self.outcome.routes_to.take();
-                }
-                self.outcome = outcome;
-            }
-        }
-        if self.step.is_none() && self.next_step <= Instant::now() && !self.stop_save.running() {
+        self.looks.collect().await;
+        if self.looks.due(&self.stop_save) {
             if daemon::listening(&format!("{}:{PORT}", self.env.address)).await {
                 self.look(&spec);
+            } else {
+                self.looks.skip();
             }
-            self.next_step = Instant::now() + EVERY;
         }
     }
 
     fn report(&self) -> RoleReport {
-        let (state, message) = if let Some(state) = self.stop_save.state() {
-            state
-        } else if let Some(e) = &self.error {
-            (AgentState::Failed, e.clone())
-        } else if self.outcome.ready {
-            (AgentState::Ready, self.outcome.message.clone())
-        } else {
-            (AgentState::Starting, self.outcome.message.clone())
-        };
-        RoleReport {
-            state: Some(state),
-            message: Some(message),
-            routes_to: self.outcome.routes_to.clone(),
-            saved: self.stop_save.saved(),
-            ..Default::default()
-        }
+        self.looks.report(&self.stop_save, self.error.as_ref())
     }
 
     async fn drain(&mut self) {
@@ -591,9 +557,7 @@ impl Role for Kvstore {
     }
 
     async fn shutdown(&mut self) {
-        if let Some(task) = self.step.take() {
-            task.abort();
-        }
+        self.looks.abort();
         if let Some(mut server) = self.server.take() {
             server.stop(STOP_GRACE).await;
         }
