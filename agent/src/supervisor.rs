@@ -2,7 +2,9 @@
 //! polls it, drains it when the node is released, and stops it. Every step may take long (a code
 //! install, a database init, a drain); while one runs the agent's loop keeps watching, reporting
 //! and handling signals, and the heartbeat runs on a thread of its own ([`crate::heartbeat`]).
-//! After each step the supervisor publishes what the node reports.
+//! After each step the supervisor publishes what the node reports; a step still running after a
+//! minute makes the node say what it is busy with, and one that has not returned after 30 minutes
+//! makes it Failed (a hung call would otherwise leave its last report standing for ever).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -19,6 +21,26 @@ const POLL: Duration = Duration::from_millis(500);
 
 /// How long the Service's startup script may run before the node fails with its output kept.
 const STARTUP_SCRIPT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+/// How a role's step is watched while it runs ([`watched`]).
+#[derive(Debug, Clone, Copy)]
+struct StepLimits {
+    /// A step running this long makes the node say what it is busy with...
+    busy_after: Duration,
+    /// ...again this often (with how long so far)...
+    every: Duration,
+    /// ...and one running this long makes the node Failed: a step that never returns (a call
+    /// that hangs) would otherwise leave the node reporting its last state forever, its
+    /// heartbeat going on by itself.
+    hung_after: Duration,
+}
+
+const STEP_LIMITS: StepLimits = StepLimits {
+    busy_after: Duration::from_secs(60),
+    every: Duration::from_secs(30),
+    // As long as a startup script may run: a code install of a large archive is a step too.
+    hung_after: STARTUP_SCRIPT_TIMEOUT,
+};
 
 /// What the node reports, for the spec generation it was made from.
 #[derive(Debug, Clone, PartialEq)]
@@ -86,10 +108,16 @@ pub async fn run(
         if let Some(node) = node.take() {
             // A stop does not wait for a long step (a large install): the VM is going anyway,
             // and the drain and shutdown below still run.
+            let step = watched(
+                state.apply(role.as_mut(), &node),
+                "convergence to its spec",
+                &reports,
+                STEP_LIMITS,
+            );
             tokio::select! {
                 biased;
                 _ = stop.changed() => break,
-                () = state.apply(role.as_mut(), &node) => {}
+                () = step => {}
             }
         }
         publish(
@@ -104,12 +132,53 @@ pub async fn run(
                 Ok(()) => node = specs.borrow_and_update().clone(),
                 Err(_) => break,
             },
-            _ = poll.tick() => role.poll().await,
+            _ = poll.tick() => watched(role.poll(), "look at its daemons", &reports, STEP_LIMITS).await,
         }
     }
     tracing::info!("stopping the role");
     role.drain().await;
     role.shutdown().await;
+}
+
+/// Awaits a role's step; while it runs past its limits the node's report says so ([`busy`]).
+/// The step itself goes on: only the role could end it safely.
+async fn watched(
+    step: impl std::future::Future<Output = ()>,
+    what: &str,
+    reports: &watch::Sender<Option<Published>>,
+    limits: StepLimits,
+) {
+    tokio::pin!(step);
+    let started = Instant::now();
+    let before = reports.borrow().clone();
+    let mut tick = tokio::time::interval_at(started + limits.busy_after, limits.every);
+    loop {
+        tokio::select! {
+            () = &mut step => return,
+            _ = tick.tick() => {
+                if let Some(before) = &before {
+                    reports.send_replace(Some(busy(before, what, started.elapsed(), limits)));
+                }
+            }
+        }
+    }
+}
+
+/// The report of a node whose step has been running for `running`: as before, saying what it
+/// is busy with; Failed once past the limit.
+fn busy(before: &Published, what: &str, running: Duration, limits: StepLimits) -> Published {
+    let mut now = before.clone();
+    let seconds = running.as_secs();
+    if running >= limits.hung_after {
+        now.report.state = Some(AgentState::Failed);
+        now.report.message = Some(format!(
+            "the role's {what} has not returned after {seconds} s"
+        ));
+    } else {
+        let message = before.report.message.as_deref().unwrap_or_default();
+        now.report.message = Some(format!("{message} (busy with its {what} for {seconds} s)"));
+    }
+    now
 }
 
 /// What the supervisor keeps besides the role.
@@ -202,5 +271,87 @@ async fn run_startup_script(node: &ServiceNode, work_dir: &Path) -> Result<(), S
         Err(format!(
             "startup script exited with {status} (its output is in logs/startup.log)"
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FAST: StepLimits = StepLimits {
+        busy_after: Duration::from_millis(50),
+        every: Duration::from_millis(50),
+        hung_after: Duration::from_millis(400),
+    };
+
+    fn ready() -> Published {
+        Published {
+            generation: Some(3),
+            role: Some("node".into()),
+            report: RoleReport {
+                state: Some(AgentState::Ready),
+                message: Some("serving".into()),
+                ..Default::default()
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn a_step_that_never_returns_is_told_then_fails_the_node() {
+        let (reports, mut seen) = watch::channel(Some(ready()));
+        let mut told = Vec::new();
+        let hung = watched(
+            std::future::pending(),
+            "look at its daemons",
+            &reports,
+            FAST,
+        );
+        let watching = async {
+            while seen.changed().await.is_ok() {
+                let now = seen.borrow_and_update().clone().expect("a report");
+                told.push(now.report.clone());
+                if now.report.state == Some(AgentState::Failed) {
+                    break;
+                }
+            }
+        };
+        let outcome = tokio::time::timeout(Duration::from_secs(5), async {
+            tokio::select! {
+                () = hung => panic!("a pending step returned"),
+                () = watching => {}
+            }
+        })
+        .await;
+        assert!(outcome.is_ok(), "never Failed: {told:?}");
+        let first = &told[0];
+        assert_eq!(first.state, Some(AgentState::Ready), "{told:?}");
+        assert!(
+            first
+                .message
+                .as_deref()
+                .is_some_and(|m| m.starts_with("serving (busy with its look at its daemons for")),
+            "{told:?}"
+        );
+        let last = told.last().expect("a report");
+        assert!(
+            last.message
+                .as_deref()
+                .is_some_and(|m| m.starts_with("the role's look at its daemons has not returned")),
+            "{told:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_quick_step_changes_nothing_of_the_report() {
+        let (reports, seen) = watch::channel(Some(ready()));
+        watched(
+            std::future::ready(()),
+            "convergence to its spec",
+            &reports,
+            FAST,
+        )
+        .await;
+        tokio::time::sleep(FAST.busy_after * 2).await;
+        assert_eq!(*seen.borrow(), Some(ready()));
     }
 }
