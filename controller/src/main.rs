@@ -168,6 +168,7 @@ async fn main() -> anyhow::Result<()> {
         service_secrets: Default::default(),
         scaling_written: Default::default(),
         ready_written: Default::default(),
+        vms_recorded: Default::default(),
     });
 
     let store = artifact_store(&args)?;

@@ -88,4 +88,6 @@ pub struct Context {
     pub scaling_written: crate::service::scaling_memo::Written,
     /// The nodes' first Ready times this controller wrote, newer than the cache for a moment.
     pub ready_written: crate::service_node::ready_memo::ReadyWritten,
+    /// The VMs this controller recorded on nodes, newer than the cache for a moment.
+    pub vms_recorded: crate::service_node::recorded_memo::Recorded,
 }

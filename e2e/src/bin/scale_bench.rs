@@ -53,6 +53,23 @@ struct Args {
 
 const NS: &str = "default";
 
+/// The Events in the bench's namespace, by "reason on kind", each with its series count.
+async fn events_by_reason(client: &Client) -> anyhow::Result<BTreeMap<String, (u64, i64)>> {
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), NS);
+    let mut by_reason: BTreeMap<String, (u64, i64)> = BTreeMap::new();
+    for e in events.list(&ListParams::default()).await?.items {
+        let key = format!(
+            "{} on {}",
+            e.reason.clone().unwrap_or_default(),
+            e.regarding.and_then(|r| r.kind).unwrap_or_default()
+        );
+        let entry = by_reason.entry(key).or_default();
+        entry.0 += 1;
+        entry.1 += e.series.map_or(1, |s| s.count as i64);
+    }
+    Ok(by_reason)
+}
+
 /// The API server's mutating requests, by "verb resource/subresource".
 async fn api_writes_by(client: &Client) -> anyhow::Result<BTreeMap<String, u64>> {
     apiserver::requests_by(client, &apiserver::WRITES).await
@@ -276,6 +293,7 @@ async fn main() -> anyhow::Result<()> {
         "target: time to Ready <= 1.5 x writes / raw rate = {:.1}s",
         1.5 * writes as f64 / rate
     );
+    println!("Events of the ramp: {:?}", events_by_reason(&admin).await?);
     let requests = apiserver::grown(&requests_before, &apiserver::all_requests_by(&admin).await?);
     // The overload's own ConfigMaps are not the controller's work.
     let (load, ours): (BTreeMap<_, _>, BTreeMap<_, _>) = requests

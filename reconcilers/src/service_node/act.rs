@@ -58,10 +58,17 @@ pub async fn act(
             }
             NodeAction::CreateVm => {
                 let vm = create_vm(ctx, node, driver()?).await?;
-                record(ctx, &api, node, &vm, requested_at.clone(), now, "VmCreated").await?;
+                record(ctx, &api, node, &vm, requested_at.clone(), now).await?;
+                announce_created(ctx, node).await;
             }
             NodeAction::AdoptVm(vm) => {
-                record(ctx, &api, node, &vm, requested_at.clone(), now, "VmAdopted").await?;
+                record(ctx, &api, node, &vm, requested_at.clone(), now).await?;
+                let note = format!(
+                    "VM {} at {}",
+                    vm.provider_id,
+                    vm.address.clone().unwrap_or_default()
+                );
+                events::publish(ctx, node, false, "VmAdopted", "CreateVm", note).await;
             }
             NodeAction::TerminateVms(ids) => {
                 for id in &ids {
@@ -93,6 +100,7 @@ pub async fn act(
             NodeAction::DropFinalizer => {
                 finalizers::remove(&api, node, FINALIZER_VM).await?;
                 ctx.ready_written.forget(node);
+                ctx.vms_recorded.forget(node);
             }
             NodeAction::DeleteNode(why) => {
                 events::publish(ctx, node, true, "NoOwningService", "Delete", why).await;
@@ -116,7 +124,6 @@ async fn record(
     vm: &Vm,
     requested_at: Option<Time>,
     now: &Time,
-    reason: &str,
 ) -> Result<(), Error> {
     let seen = VmView {
         create_requested_at: requested_at.or_else(|| Some(now.clone())),
@@ -124,13 +131,33 @@ async fn record(
     };
     let status = status::build(node, &seen, heartbeat(ctx, node).as_ref(), now);
     status_apply::apply(api, node, &status).await?;
-    let note = format!(
-        "VM {} at {}",
-        vm.provider_id,
-        vm.address.clone().unwrap_or_default()
-    );
-    events::publish(ctx, node, false, reason, "CreateVm", note).await;
+    ctx.vms_recorded.note(node, &vm.provider_id);
     Ok(())
+}
+
+/// A VM made for a node is routine: one Event on the owning Service per role, its repeats
+/// counted on it (a scale-out of 100 nodes is one Event and a count, not 100 Events; each
+/// node's VM is in its status). A node without an owner gets its own.
+async fn announce_created(ctx: &Context, node: &ServiceNode) {
+    let note = format!("created VMs for nodes of role {}", node.spec.role);
+    let owner = node
+        .owner_references()
+        .iter()
+        .find(|o| o.controller == Some(true));
+    let regarding = match owner {
+        Some(o) => k8s_openapi::api::core::v1::ObjectReference {
+            api_version: Some(o.api_version.clone()),
+            kind: Some(o.kind.clone()),
+            name: Some(o.name.clone()),
+            namespace: node.namespace(),
+            uid: Some(o.uid.clone()),
+            ..Default::default()
+        },
+        None => kube::Resource::object_ref(node, &()),
+    };
+    ctx.recorder
+        .publish(&regarding, false, "VmCreated", "CreateVm", note)
+        .await;
 }
 
 async fn create_vm(

@@ -17,6 +17,7 @@ pub mod credentials;
 pub mod observe;
 pub mod plan;
 pub mod ready_memo;
+pub mod recorded_memo;
 pub mod status;
 pub mod vm_cache;
 pub mod vm_view;
@@ -49,6 +50,10 @@ pub async fn reconcile(node: Arc<ServiceNode>, ctx: Arc<Context>) -> Result<Requ
 }
 
 async fn pipeline(node: &ServiceNode, ctx: &Context, now: &Time) -> Result<Requeue, Error> {
+    if ctx.vms_recorded.lagging(node) {
+        // Its update is on the way (and wakes this node): nothing to decide from an old copy.
+        return Ok(Requeue::requeue(Duration::from_secs(1)));
+    }
     let observed = observe::observe(ctx, node).await?;
     let plan = plan::plan(&observed.facts);
     if !plan.actions.is_empty() {
