@@ -13,9 +13,6 @@ pub fn read(path: &Path) -> anyhow::Result<AgentBootstrap> {
     serde_json::from_slice(&bytes).with_context(|| format!("parse bootstrap {}", path.display()))
 }
 
-/// How long a call to the API server may go without a byte from it.
-pub const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-
 /// The API server connection with the node's token. The token lives in a file (mode 0600) so
 /// a refreshed token only needs the file rewritten.
 pub fn config(boot: &AgentBootstrap, work_dir: &Path) -> anyhow::Result<Config> {
@@ -39,9 +36,5 @@ pub fn config(boot: &AgentBootstrap, work_dir: &Path) -> anyhow::Result<Config> 
     }
     config.accept_invalid_certs = boot.insecure_skip_tls_verify;
     config.auth_info.token_file = Some(token_file.to_string_lossy().into_owned());
-    // A call whose connection went silent (an API server that hung, a network that dropped
-    // it) fails after this instead of holding its caller forever. The node's watch is made
-    // without it: a quiet watch is silent by design, and the watcher has its own idle limit.
-    config.read_timeout = Some(READ_TIMEOUT);
     Ok(config)
 }

@@ -36,21 +36,12 @@ pub async fn run(
     service: Arc<OnceLock<String>>,
 ) -> anyhow::Result<()> {
     let client = Client::try_from(config.clone()).context("build the API client")?;
-    // The watch's own client, without the calls' read timeout (a quiet watch sends nothing;
-    // the watcher reconnects one idle past its server-side timeout).
-    let mut without_read_timeout = config.clone();
-    without_read_timeout.read_timeout = None;
-    let watch_client =
-        Client::try_from(without_read_timeout).context("build the watch's API client")?;
     let api: Api<ServiceNode> = Api::namespaced(client.clone(), &boot.namespace);
     let watch_config = watcher::Config::default().fields(&format!("metadata.name={}", boot.node));
-    let mut updates = watcher(
-        Api::<ServiceNode>::namespaced(watch_client, &boot.namespace),
-        watch_config,
-    )
-    .default_backoff()
-    .applied_objects()
-    .boxed();
+    let mut updates = watcher(api.clone(), watch_config)
+        .default_backoff()
+        .applied_objects()
+        .boxed();
     let mut terminate = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
 

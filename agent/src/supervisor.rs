@@ -108,9 +108,14 @@ pub async fn run(
         if let Some(node) = node.take() {
             // A stop does not wait for a long step (a large install): the VM is going anyway,
             // and the drain and shutdown below still run.
+            let doing = Doing {
+                generation: node.metadata.generation,
+                role: Some(node.spec.role.clone()),
+            };
             let step = watched(
                 state.apply(role.as_mut(), &node),
                 "convergence to its spec",
+                &doing,
                 &reports,
                 STEP_LIMITS,
             );
@@ -132,7 +137,13 @@ pub async fn run(
                 Ok(()) => node = specs.borrow_and_update().clone(),
                 Err(_) => break,
             },
-            _ = poll.tick() => watched(role.poll(), "look at its daemons", &reports, STEP_LIMITS).await,
+            _ = poll.tick() => {
+                let doing = Doing {
+                    generation: state.generation,
+                    role: state.role_name.clone(),
+                };
+                watched(role.poll(), "look at its daemons", &doing, &reports, STEP_LIMITS).await
+            }
         }
     }
     tracing::info!("stopping the role");
@@ -140,11 +151,19 @@ pub async fn run(
     role.shutdown().await;
 }
 
+/// The spec a step works towards: a hung step fails the node for that generation (reported
+/// for the one before, the controller would take it for a node still applying its spec).
+struct Doing {
+    generation: Option<i64>,
+    role: Option<String>,
+}
+
 /// Awaits a role's step; while it runs past its limits the node's report says so ([`busy`]).
 /// The step itself goes on: only the role could end it safely.
 async fn watched(
     step: impl std::future::Future<Output = ()>,
     what: &str,
+    doing: &Doing,
     reports: &watch::Sender<Option<Published>>,
     limits: StepLimits,
 ) {
@@ -156,26 +175,42 @@ async fn watched(
         tokio::select! {
             () = &mut step => return,
             _ = tick.tick() => {
-                if let Some(before) = &before {
-                    reports.send_replace(Some(busy(before, what, started.elapsed(), limits)));
-                }
+                let now = busy(before.as_ref(), doing, what, started.elapsed(), limits);
+                reports.send_replace(Some(now));
             }
         }
     }
 }
 
-/// The report of a node whose step has been running for `running`: as before, saying what it
-/// is busy with; Failed once past the limit.
-fn busy(before: &Published, what: &str, running: Duration, limits: StepLimits) -> Published {
-    let mut now = before.clone();
+/// The report of a node whose step has been running for `running`: as before (starting, when
+/// nothing was reported yet), saying what it is busy with; Failed once past the limit, for the
+/// spec the step works towards.
+fn busy(
+    before: Option<&Published>,
+    doing: &Doing,
+    what: &str,
+    running: Duration,
+    limits: StepLimits,
+) -> Published {
+    let mut now = before.cloned().unwrap_or_else(|| Published {
+        generation: None,
+        role: doing.role.clone(),
+        report: RoleReport {
+            state: Some(AgentState::Starting),
+            message: Some("starting".into()),
+            ..Default::default()
+        },
+    });
     let seconds = running.as_secs();
     if running >= limits.hung_after {
+        now.generation = doing.generation;
+        now.role = doing.role.clone();
         now.report.state = Some(AgentState::Failed);
         now.report.message = Some(format!(
             "the role's {what} has not returned after {seconds} s"
         ));
     } else {
-        let message = before.report.message.as_deref().unwrap_or_default();
+        let message = now.report.message.clone().unwrap_or_default();
         now.report.message = Some(format!("{message} (busy with its {what} for {seconds} s)"));
     }
     now
@@ -300,9 +335,14 @@ mod tests {
     async fn a_step_that_never_returns_is_told_then_fails_the_node() {
         let (reports, mut seen) = watch::channel(Some(ready()));
         let mut told = Vec::new();
+        let doing = Doing {
+            generation: Some(4),
+            role: Some("node".into()),
+        };
         let hung = watched(
             std::future::pending(),
             "look at its daemons",
+            &doing,
             &reports,
             FAST,
         );
@@ -311,6 +351,11 @@ mod tests {
                 let now = seen.borrow_and_update().clone().expect("a report");
                 told.push(now.report.clone());
                 if now.report.state == Some(AgentState::Failed) {
+                    assert_eq!(
+                        now.generation,
+                        Some(4),
+                        "failed for the spec it works towards"
+                    );
                     break;
                 }
             }
@@ -344,14 +389,49 @@ mod tests {
     #[tokio::test]
     async fn a_quick_step_changes_nothing_of_the_report() {
         let (reports, seen) = watch::channel(Some(ready()));
+        let doing = Doing {
+            generation: Some(4),
+            role: Some("node".into()),
+        };
         watched(
             std::future::ready(()),
             "convergence to its spec",
+            &doing,
             &reports,
             FAST,
         )
         .await;
         tokio::time::sleep(FAST.busy_after * 2).await;
         assert_eq!(*seen.borrow(), Some(ready()));
+    }
+
+    #[tokio::test]
+    async fn a_first_step_that_hangs_is_reported_though_nothing_was_before() {
+        let (reports, mut seen) = watch::channel(None);
+        let doing = Doing {
+            generation: Some(1),
+            role: Some("node".into()),
+        };
+        let hung = watched(
+            std::future::pending(),
+            "convergence to its spec",
+            &doing,
+            &reports,
+            FAST,
+        );
+        let first = tokio::select! {
+            () = hung => panic!("a pending step returned"),
+            changed = seen.changed() => {
+                changed.unwrap();
+                seen.borrow().clone().expect("a report")
+            }
+        };
+        assert_eq!(first.report.state, Some(AgentState::Starting));
+        assert!(
+            first
+                .report
+                .message
+                .is_some_and(|m| m.contains("busy with its convergence to its spec")),
+        );
     }
 }

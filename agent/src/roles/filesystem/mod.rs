@@ -561,10 +561,10 @@ impl Role for Filesystem {
                 conpaas_crds::types::filesystem::GLUSTERD_PORT
             ))
             .await;
+            // The next look is due a period later, whether this one starts or not.
+            self.looks.skip();
             if listening {
                 self.look(&spec);
-            } else {
-                self.looks.skip();
             }
         }
     }

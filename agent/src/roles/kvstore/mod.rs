@@ -501,10 +501,10 @@ impl Role for Kvstore {
         self.stop_save.poll().await;
         self.looks.collect().await;
         if self.looks.due(&self.stop_save) {
+            // The next look is due a period later, whether this one starts or not.
+            self.looks.skip();
             if daemon::listening(&format!("{}:{PORT}", self.env.address)).await {
                 self.look(&spec);
-            } else {
-                self.looks.skip();
             }
         }
     }
