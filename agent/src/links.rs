@@ -22,6 +22,23 @@ pub enum LinkEnvironment {
     Waiting(String),
 }
 
+impl LinkEnvironment {
+    /// The environment when ready; else `None`, with what the role waits for noted in
+    /// `waiting` (cleared when ready).
+    pub fn or_wait(self, waiting: &mut Option<String>) -> Option<BTreeMap<String, String>> {
+        match self {
+            LinkEnvironment::Ready(environment) => {
+                *waiting = None;
+                Some(environment)
+            }
+            LinkEnvironment::Waiting(why) => {
+                *waiting = Some(why);
+                None
+            }
+        }
+    }
+}
+
 /// The environment of `links` (those without a volume; volume links are `mounts`'); an error
 /// names the Secret or value that could not be had.
 pub async fn environment(

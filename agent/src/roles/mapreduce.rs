@@ -26,7 +26,7 @@ use tokio::time::Instant;
 
 use super::{Role, RoleEnv, RoleReport, first_member};
 use crate::daemon::{self, Daemon};
-use crate::links::{LinkCache, LinkEnvironment};
+use crate::links::LinkCache;
 use crate::volumes::Mounts;
 
 /// How often the node looks at what Spark says.
@@ -106,7 +106,7 @@ impl Mapreduce {
             };
             Some(format!("spark://{}:{MASTER_PORT}", master.address))
         };
-        let links = match self
+        let Some(links) = self
             .links
             .get(
                 &self.env.client,
@@ -115,14 +115,10 @@ impl Mapreduce {
                 &self.mounts,
             )
             .await?
-        {
-            LinkEnvironment::Ready(env) => env,
-            LinkEnvironment::Waiting(why) => {
-                self.waiting = Some(why);
-                return Ok(());
-            }
+            .or_wait(&mut self.waiting)
+        else {
+            return Ok(());
         };
-        self.waiting = None;
         let binds = self.mounts.binds(Path::new(VOLUME_ROOT));
         let restart = if self.spark.is_none() {
             None

@@ -157,7 +157,8 @@ impl Mysql {
         let mut answering = Vec::new();
         let mut lower_not_serving = None;
         let mine = ordinal(&self.env.node);
-        for peer in self.peers(spec) {
+        let peers = self.peers(spec);
+        for peer in &peers {
             if daemon::listening(&format!("{}:{GALERA_PORT}", peer.address)).await {
                 answering.push(peer.address.clone());
             }
@@ -172,7 +173,7 @@ impl Mysql {
             listed: spec.members.iter().any(|m| m.name == self.env.node),
             first: first_member(&spec.members, "mysql").is_some_and(|m| m.name == self.env.node),
             node_zero: mine == 0,
-            others: self.peers(spec).len(),
+            others: peers.len(),
             answering,
             lower_not_serving,
             quiet_looks: self.quiet_looks,

@@ -30,7 +30,7 @@ use nix::sys::signal::Signal;
 
 use super::{Role, RoleEnv, RoleReport, first_member};
 use crate::daemon::{self, Daemon};
-use crate::links::{LinkCache, LinkEnvironment};
+use crate::links::LinkCache;
 use crate::volumes::Mounts;
 use config::Dynamic;
 use lifecycle::{Part, Seen};
@@ -321,7 +321,7 @@ impl WebHosting {
         &mut self,
         spec: &ServiceNodeSpec,
     ) -> Result<Option<BTreeMap<String, String>>, String> {
-        match self
+        Ok(self
             .links
             .get(
                 &self.env.client,
@@ -330,16 +330,7 @@ impl WebHosting {
                 &self.mounts,
             )
             .await?
-        {
-            LinkEnvironment::Ready(environment) => {
-                self.waiting = None;
-                Ok(Some(environment))
-            }
-            LinkEnvironment::Waiting(why) => {
-                self.waiting = Some(why);
-                Ok(None)
-            }
-        }
+            .or_wait(&mut self.waiting))
     }
 
     async fn converge_fpm(&mut self, spec: &ServiceNodeSpec) -> Result<(), String> {
