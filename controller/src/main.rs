@@ -169,6 +169,7 @@ async fn main() -> anyhow::Result<()> {
         scaling_written: Default::default(),
         ready_written: Default::default(),
         vms_recorded: Default::default(),
+        parked: Default::default(),
     });
 
     let store = artifact_store(&args)?;

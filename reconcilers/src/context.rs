@@ -90,4 +90,6 @@ pub struct Context {
     pub ready_written: crate::service_node::ready_memo::ReadyWritten,
     /// The VMs this controller recorded on nodes, newer than the cache for a moment.
     pub vms_recorded: crate::service_node::recorded_memo::Recorded,
+    /// The nodes whose cloud refused them for good, waiting for a change.
+    pub parked: crate::service_node::parked_memo::Parked,
 }

@@ -101,6 +101,7 @@ pub async fn act(
                 finalizers::remove(&api, node, FINALIZER_VM).await?;
                 ctx.ready_written.forget(node);
                 ctx.vms_recorded.forget(node);
+                ctx.parked.forget(node);
             }
             NodeAction::DeleteNode(why) => {
                 events::publish(ctx, node, true, "NoOwningService", "Delete", why).await;

@@ -15,6 +15,7 @@
 pub mod act;
 pub mod credentials;
 pub mod observe;
+pub mod parked_memo;
 pub mod plan;
 pub mod ready_memo;
 pub mod recorded_memo;
@@ -41,10 +42,20 @@ use plan::{Next, StatusUpdate};
 /// Reconciles one ServiceNode.
 #[tracing::instrument(skip_all, fields(kind = "ServiceNode", namespace = node.namespace().unwrap_or_default(), name = node.name_any()))]
 pub async fn reconcile(node: Arc<ServiceNode>, ctx: Arc<Context>) -> Result<Requeue, Error> {
+    let cloud = ctx.caches.cloud(&node.spec.cloud);
+    if ctx.parked.holds(&node, cloud.as_ref()) {
+        return Ok(Requeue::await_change());
+    }
     let now = Time(Timestamp::now());
     let result = pipeline(&node, &ctx, &now).await;
-    if let Err(error) = &result {
-        report_failure(&ctx, &node, error, &now).await;
+    match &result {
+        Err(error) => {
+            if error.is_permanent() {
+                ctx.parked.park(&node, cloud.as_ref());
+            }
+            report_failure(&ctx, &node, error, &now).await;
+        }
+        Ok(_) => ctx.parked.forget(&node),
     }
     result
 }
@@ -101,22 +112,31 @@ async fn pipeline(node: &ServiceNode, ctx: &Context, now: &Time) -> Result<Reque
 }
 
 /// Shows a failed cloud call where the user looks: the node's Ready condition carries the
-/// provider's message ([`status::failure_status`]) and an Event says it, once.
+/// provider's message ([`status::failure_status`]) and an Event says it, once. The node is read
+/// again first: the pass may have written its status (the journal before a create), and the
+/// failure is written over that, keeping the journal (the create may have happened).
 async fn report_failure(ctx: &Context, node: &ServiceNode, error: &Error, now: &Time) {
-    let Some((reason, failed)) = status::failure_status(node, error, now) else {
+    let Ok(api) = api(ctx, node) else {
         return;
     };
-    if !status::changed(node, &failed) {
+    let node = match api.get_status(&node.name_any()).await {
+        Ok(fresh) => fresh,
+        Err(e) if crate::error::is_not_found(&e) => return,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read the node to report the cloud's refusal");
+            return;
+        }
+    };
+    let Some((reason, failed)) = status::failure_status(&node, error, now) else {
+        return;
+    };
+    if !status::changed(&node, &failed) {
         return;
     }
-    let written = match api(ctx, node) {
-        Ok(api) => status_apply::apply(&api, node, &failed).await,
-        Err(e) => Err(e),
-    };
-    if let Err(e) = written {
+    if let Err(e) = status_apply::apply(&api, &node, &failed).await {
         tracing::warn!(error = %e.chain(), "could not report the cloud's refusal on the node");
     }
-    events::publish(ctx, node, true, &reason, "Reconcile", error.chain()).await;
+    events::publish(ctx, &node, true, &reason, "Reconcile", error.chain()).await;
 }
 
 fn api(ctx: &Context, node: &ServiceNode) -> Result<Api<ServiceNode>, Error> {

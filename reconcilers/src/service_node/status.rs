@@ -88,6 +88,9 @@ pub fn provider_failure_reason(error: &CloudError) -> String {
     format!("Provider{}", error.category())
 }
 
+/// Ends the message of a refusal that is not retried by itself.
+pub const PARKED: &str = " (not retried until the node or its Cloud changes)";
+
 /// The node's status after a failed cloud call, and its Ready reason: `Ready=False` with
 /// `Provider<category>` and the whole error chain (the provider's own message last). `None` for
 /// failures that are not the node's to show: a failed look at a VM that runs is the Cloud's to
@@ -109,7 +112,12 @@ pub fn failure_status(
     }
     let reason = provider_failure_reason(source);
     let built = build(node, &super::vm_view::current_view(node), None, now);
-    let ready = Desired::new(READY, false, reason.clone(), error.chain());
+    let mut message = error.chain();
+    if error.is_permanent() {
+        // Whoever reads it knows that waiting will not help: changing something will.
+        message.push_str(PARKED);
+    }
+    let ready = Desired::new(READY, false, reason.clone(), message);
     Some((reason, with_ready(node, built, ready, now)))
 }
 
@@ -325,9 +333,10 @@ mod tests {
                 (READY, "False")
             );
             assert_eq!(ready.reason, reason);
+            let parked = if permanent { PARKED } else { "" };
             assert_eq!(
                 ready.message,
-                format!("create VM on cloud local: {injected}")
+                format!("create VM on cloud local: {injected}{parked}")
             );
             assert_eq!(error.is_permanent(), permanent, "{reason}");
             assert_eq!(is_stalled(&reason), permanent, "{reason}");
