@@ -37,7 +37,9 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let client = Client::try_from(config.clone()).context("build the API client")?;
     let api: Api<ServiceNode> = Api::namespaced(client.clone(), &boot.namespace);
-    let watch_config = watcher::Config::default().fields(&format!("metadata.name={}", boot.node));
+    let watch_config = watcher::Config::default()
+        .fields(&format!("metadata.name={}", boot.node))
+        .timeout(crate::bootstrap::WATCH_SECONDS);
     let mut updates = watcher(api.clone(), watch_config)
         .default_backoff()
         .applied_objects()
