@@ -281,6 +281,12 @@ pub enum Verb {
         after_help = "Examples:\n  cpsctl code upload hello ./site --activate\n  cpsctl code list hello\n  cpsctl code activate hello v1\n  cpsctl code rollback hello\n  cpsctl code download hello v1 -o v1.tar.gz"
     )]
     Code(CodeVerb),
+    /// A Service's nodes: replace one whose data has no other copy
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  cpsctl node replace db-mysql-0 --accept-data-loss"
+    )]
+    Node(NodeVerb),
     /// MySQL services: dump the database, rotate the password
     #[command(
         subcommand,
@@ -351,6 +357,21 @@ pub enum TenantVerb {
         /// Credits granted in total
         #[arg(long)]
         credits: i64,
+    },
+}
+
+/// What `cpsctl node` does.
+#[derive(Subcommand, Debug)]
+pub enum NodeVerb {
+    /// Let an unhealthy node be replaced although its data has no other copy (its Service is
+    /// Degraded with reason DataAtRisk meanwhile): the new node starts empty. A node that is
+    /// healthy again, or whose data has a copy, needs none of this.
+    Replace {
+        /// The ServiceNode (as `kubectl get servicenodes` lists it)
+        node: String,
+        /// Say that its data may be lost: without it nothing is changed
+        #[arg(long)]
+        accept_data_loss: bool,
     },
 }
 

@@ -36,6 +36,7 @@ pub fn serving_node(name: &str, spec: ServiceNodeSpec) -> ObservedNode {
         name: name.into(),
         spec,
         deleting: false,
+        accept_data_loss: false,
         unhealthy: None,
         suspect: false,
         ready: true,

@@ -9,6 +9,7 @@ mod logs;
 mod manifest;
 mod mapreduce;
 mod mysql;
+mod node;
 mod nodes;
 mod services;
 mod tenant;
@@ -23,7 +24,7 @@ use conpaas_crds::v1alpha1::{Application, Cloud, Service, ServiceNode};
 use kube::Api;
 use kube::api::ListParams;
 
-use crate::args::{Cli, CodeVerb, FsVerb, MapreduceVerb, MysqlVerb, TenantVerb, Verb};
+use crate::args::{Cli, CodeVerb, FsVerb, MapreduceVerb, MysqlVerb, NodeVerb, TenantVerb, Verb};
 use crate::connect::{Session, connect};
 
 /// Runs one verb; the exit code says whether it succeeded (doctor and wait may fail politely).
@@ -114,6 +115,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             CodeVerb::Delete { service, version } => code::delete(&s, &service, &version).await?,
             CodeVerb::Download { .. } => unreachable!("handled before connecting"),
         },
+        Verb::Node(NodeVerb::Replace {
+            node,
+            accept_data_loss,
+        }) => node::replace(&s, &node, accept_data_loss).await?,
         Verb::Mysql(MysqlVerb::Dump { service }) => mysql::dump(&s, &service).await?,
         Verb::Fs(FsVerb::Export { service, volume }) => fs::export(&s, &service, &volume).await?,
         Verb::Fs(FsVerb::Import {

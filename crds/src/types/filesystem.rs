@@ -4,7 +4,7 @@
 use crate::v1alpha1::ServiceSpec;
 
 use super::{
-    Access, ConpaasAlias, CountRefusal, LinkExport, RoleDescriptor, SettingCheck,
+    Access, ConpaasAlias, CountRefusal, DataCopies, LinkExport, RoleDescriptor, SettingCheck,
     SettingDescriptor, TypeDescriptor,
 };
 
@@ -85,5 +85,15 @@ pub const DESCRIPTOR: TypeDescriptor = TypeDescriptor {
         seeds: 1,
     }),
     saved_on_stop: Some("storage"),
+    data_copies: Some(|spec| {
+        let volumes = spec.filesystem.iter().flat_map(|f| &f.volumes);
+        let mut volumes = volumes.into_iter();
+        // A dispersed volume survives the loss of one node of each group, as a replicated one.
+        if volumes.any(|v| v.replicas < 2 && v.disperse.is_none()) {
+            DataCopies::None
+        } else {
+            DataCopies::Replicated
+        }
+    }),
     restart_on_link_change: &[],
 };

@@ -31,5 +31,6 @@ pub const DESCRIPTOR: TypeDescriptor = TypeDescriptor {
     access: None,
     endpoint: None,
     saved_on_stop: None,
+    data_copies: None,
     restart_on_link_change: &[],
 };

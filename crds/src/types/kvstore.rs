@@ -4,8 +4,8 @@
 use crate::v1alpha1::ServiceSpec;
 
 use super::{
-    Access, ConpaasAlias, CountRefusal, CredentialsDescriptor, LinkExport, RoleDescriptor,
-    SecretValue, SettingCheck, SettingDescriptor, TypeDescriptor,
+    Access, ConpaasAlias, CountRefusal, CredentialsDescriptor, DataCopies, LinkExport,
+    RoleDescriptor, SecretValue, SettingCheck, SettingDescriptor, TypeDescriptor,
 };
 
 /// The port every node's redis-server serves clients on (the cluster bus is this + 10000).
@@ -30,11 +30,7 @@ fn check_masters(spec: &ServiceSpec, role: &str, count: i32) -> Result<(), Count
     if role != "node" || count == 0 {
         return Ok(());
     }
-    let replicas: i32 = spec
-        .settings
-        .get("replicas")
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(0);
+    let replicas = replicas(spec);
     if masters(count, replicas) >= 3 {
         return Ok(());
     }
@@ -45,6 +41,14 @@ fn check_masters(spec: &ServiceSpec, role: &str, count: i32) -> Result<(), Count
             2 * (replicas + 1) + 1
         ),
     })
+}
+
+/// The setting `replicas`: replicas per master (0 unless set).
+fn replicas(spec: &ServiceSpec) -> i32 {
+    spec.settings
+        .get("replicas")
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(0)
 }
 
 /// The kvstore type.
@@ -96,6 +100,10 @@ pub const DESCRIPTOR: TypeDescriptor = TypeDescriptor {
         seeds: 3,
     }),
     saved_on_stop: Some("node"),
+    data_copies: Some(|spec| match replicas(spec) {
+        0 => DataCopies::None,
+        _ => DataCopies::Replicated,
+    }),
     restart_on_link_change: &[],
 };
 

@@ -95,5 +95,6 @@ pub const DESCRIPTOR: TypeDescriptor = TypeDescriptor {
         seeds: 1,
     }),
     saved_on_stop: None,
+    data_copies: None,
     restart_on_link_change: &[],
 };

@@ -70,9 +70,26 @@ pub struct TypeDescriptor {
     /// of the database), kept in the artifact store and restored when it starts again; None:
     /// a stop keeps nothing.
     pub saved_on_stop: Option<&'static str>,
+    /// Where the data of a node of the `saved_on_stop` role has copies, as the Service's spec
+    /// sets it up: an unhealthy node of that role is replaced automatically only while a copy
+    /// of its data lives on Ready nodes. Given exactly when `saved_on_stop` is.
+    pub data_copies: Option<fn(&ServiceSpec) -> DataCopies>,
     /// Roles whose daemons restart to take a change of their links (java backends: the JVM's
     /// environment): such a change rolls over their nodes one at a time, as a code version does.
     pub restart_on_link_change: &'static [&'static str],
+}
+
+/// Where a data node's data has copies besides the node itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataCopies {
+    /// Nowhere: losing the node loses its data (a one-node database, a kvstore without
+    /// replicas, a volume with one copy of each file).
+    None,
+    /// On every Ready node of the role (Galera: each node holds the whole database).
+    EveryNode,
+    /// On some other nodes of the role (a master's replicas, a brick's group): which ones is
+    /// the engine's to say, so a copy is sure only while every other node of the role is Ready.
+    Replicated,
 }
 
 /// The Secret `<service>-<suffix>` holding a type's credentials, made by the controller (owned
@@ -320,6 +337,31 @@ mod tests {
     }
 
     #[test]
+    fn data_copies_follow_the_spec() {
+        let copies = |value: serde_json::Value| {
+            let s = spec(value);
+            (s.r#type.descriptor().data_copies.unwrap())(&s)
+        };
+        let mysql = json!({"application": "a", "type": "mysql"});
+        assert_eq!(copies(mysql), DataCopies::EveryNode);
+        let kv = |replicas: &str| json!({"application": "a", "type": "kvstore", "settings": {"replicas": replicas}});
+        assert_eq!(copies(kv("0")), DataCopies::None);
+        assert_eq!(copies(kv("1")), DataCopies::Replicated);
+        let fs = |volumes: serde_json::Value| json!({"application": "a", "type": "filesystem", "filesystem": {"volumes": volumes}});
+        assert_eq!(
+            copies(fs(
+                json!([{"name": "a", "replicas": 2}, {"name": "b", "disperse": 3}])
+            )),
+            DataCopies::Replicated
+        );
+        assert_eq!(
+            copies(fs(json!([{"name": "a", "replicas": 2}, {"name": "b"}]))),
+            DataCopies::None,
+            "one volume keeps a single copy of each file"
+        );
+    }
+
+    #[test]
     fn counts_follow_one_precedence() {
         let s = spec(
             json!({"application": "a", "type": "generic", "roles": [{"name": "node", "count": 3}, {"name": "master", "count": 4}]}),
@@ -392,6 +434,12 @@ mod tests {
             for role in named_roles {
                 assert!(d.role(role).is_some(), "{}: {role} is not a role", d.name);
             }
+            assert_eq!(
+                d.saved_on_stop.is_some(),
+                d.data_copies.is_some(),
+                "{}: a type that keeps data says where its copies are",
+                d.name
+            );
             let secret_keys = links::secret_keys(d.link_exports);
             for export in d.link_exports {
                 for p in links::placeholders(export.value) {

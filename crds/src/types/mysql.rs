@@ -2,8 +2,8 @@
 //! multi-master cluster, the first bootstraps it and the others join by state transfer.
 
 use super::{
-    Access, CredentialsDescriptor, LinkExport, RoleDescriptor, SecretValue, SettingCheck,
-    SettingDescriptor, TypeDescriptor,
+    Access, CredentialsDescriptor, DataCopies, LinkExport, RoleDescriptor, SecretValue,
+    SettingCheck, SettingDescriptor, TypeDescriptor,
 };
 
 /// The Secret holding a mysql Service's credentials: the user clients and linked services log in
@@ -114,6 +114,8 @@ pub const DESCRIPTOR: TypeDescriptor = TypeDescriptor {
         seeds: 1,
     }),
     saved_on_stop: Some("mysql"),
+    // Galera replicates the whole database to every node.
+    data_copies: Some(|_| DataCopies::EveryNode),
     restart_on_link_change: &[],
 };
 

@@ -90,5 +90,6 @@ pub const DESCRIPTOR: TypeDescriptor = TypeDescriptor {
     }),
     endpoint: None,
     saved_on_stop: None,
+    data_copies: None,
     restart_on_link_change: &[],
 };

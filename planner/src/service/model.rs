@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use conpaas_crds::types::DataCopies;
 use conpaas_crds::v1alpha1::{
     FilesystemNodeSpec, GenericSpec, NodeCode, NodeLink, NodeVolume, ServiceNodeSpec, ServiceType,
 };
@@ -55,6 +56,8 @@ pub struct Desired {
     pub drain: DrainPolicy,
     /// The role whose first serving node saves the data when the Service stops.
     pub saved_on_stop: Option<&'static str>,
+    /// Where the data of a `saved_on_stop` node has copies besides the node.
+    pub data_copies: DataCopies,
     /// The data saved at the last stop, as that role's nodes restore it (the Service's status
     /// records it; a stop deletes the nodes once it names what the saver reports).
     pub restore: Option<NodeCode>,
@@ -145,6 +148,9 @@ pub struct ObservedNode {
     pub deleting: bool,
     /// Why it is unhealthy (VM failed or gone, heartbeat stale) for long enough: replace it.
     pub unhealthy: Option<&'static str>,
+    /// Its Service's users let it be replaced although its data has no other copy
+    /// (`cpsctl node replace NODE --accept-data-loss`).
+    pub accept_data_loss: bool,
     /// Unhealthy right now, confirmed or not: counts against the share of unhealthy nodes.
     pub suspect: bool,
     /// Ready condition is True (it serves, maybe still on its previous spec).

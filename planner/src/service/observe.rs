@@ -192,10 +192,14 @@ pub fn from_objects(
         })
         .collect();
     let window_start = health_window_start(service, now);
+    let accepted = accepted_losses(service);
     let nodes = objects
         .nodes
         .iter()
-        .map(|n| observed_node(n, heartbeats(n), window_start, now))
+        .map(|n| ObservedNode {
+            accept_data_loss: n.uid().is_some_and(|uid| accepted.contains(uid.as_str())),
+            ..observed_node(n, heartbeats(n), window_start, now)
+        })
         .collect();
     let links = service
         .spec
@@ -307,6 +311,22 @@ pub async fn list_nodes(
     Ok(nodes)
 }
 
+/// The UIDs of the nodes the Service's users let go although their data has no other copy
+/// (`cpsctl node replace NODE --accept-data-loss`). UIDs, not names: a later node under a
+/// reused name is not covered.
+fn accepted_losses(service: &Service) -> std::collections::BTreeSet<&str> {
+    service
+        .annotations()
+        .get(conpaas_crds::labels::ANNOTATION_ACCEPT_DATA_LOSS)
+        .map(|uids| {
+            uids.split(',')
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The earliest time a node's unhealthy spell counts from: while an outage holds remediation,
 /// now (nothing is confirmed, so the hold's end starts every window afresh); after it, when
 /// remediation resumed.
@@ -341,6 +361,7 @@ fn observed_node(
         name: node.name_any(),
         spec: node.spec.clone(),
         deleting: node.metadata.deletion_timestamp.is_some(),
+        accept_data_loss: false,
         unhealthy: unhealthy(node, window_start, now).filter(|reason| !silent(reason)),
         suspect: healthy_false(node).is_some_and(|reason| !silent(&reason)),
         ready: is_condition_true(&status.conditions, READY),

@@ -13,7 +13,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use super::model::Problem;
 use super::model::{Desired, NodeFailure, ObservedNode};
-use super::plan::{remediation_allowed, rollout_failure};
+use super::plan::{
+    DATA_AT_RISK, data_at_risk_message, kept_for_their_data, remediation_allowed, rollout_failure,
+};
 use crate::conditions::{Desired as Cond, merge};
 
 /// How many phase changes the history keeps.
@@ -114,6 +116,12 @@ pub fn build(
                 Ok(d) if let Some(h) = &d.held => {
                     Cond::new(DEGRADED, true, h.reason, h.message.clone())
                 }
+                Ok(d) if d.running && !kept_for_their_data(d, nodes).is_empty() => Cond::new(
+                    DEGRADED,
+                    true,
+                    DATA_AT_RISK,
+                    data_at_risk_message(&kept_for_their_data(d, nodes)),
+                ),
                 Ok(d)
                     if unhealthy > 0
                         && !remediation_allowed(live, unhealthy, d.max_unhealthy_percent) =>
@@ -466,6 +474,7 @@ mod tests {
             paused: false,
             drain: Default::default(),
             saved_on_stop: None,
+            data_copies: conpaas_crds::types::DataCopies::None,
             restore: None,
         })
     }

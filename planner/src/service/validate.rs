@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use conpaas_crds::types::DataCopies;
 use conpaas_crds::v1alpha1::{
     ApplicationSpec, DesiredState, FilesystemNodeSpec, NodeCode, NodeLink, OnFailure, ServiceSpec,
     ServiceType,
@@ -165,6 +166,9 @@ pub fn validate(spec: &ServiceSpec, inputs: Inputs<'_>) -> Result<Desired, Probl
         // Running out of credits stops a paused Service too: pausing is no way to run unpaid.
         paused: inputs.paused && inputs.tenancy.credits_exhausted.is_none(),
         saved_on_stop: descriptor.saved_on_stop,
+        data_copies: descriptor
+            .data_copies
+            .map_or(DataCopies::None, |copies| copies(spec)),
         restore: inputs.saved.map(|sha256| NodeCode {
             version: "saved-data".into(),
             config_map: None,

@@ -4,7 +4,8 @@
 //! Rules, per role:
 //! - unhealthy nodes (VM failed or gone, heartbeat stale) are deleted and replaced under the
 //!   same role (a generic master is replaced, never dropped) — unless more than the Service's
-//!   `maxUnhealthyPercent` of its nodes are unhealthy at once, when nothing is replaced;
+//!   `maxUnhealthyPercent` of its nodes are unhealthy at once, when nothing is replaced, or the
+//!   node keeps data no Ready node has a copy of, when it is kept ([`data_safety`]);
 //! - nodes whose placement (cloud, instance type) no longer matches are replaced;
 //! - surplus nodes go not-ready first, then newest (highest ordinal) first;
 //! - a ready node that leaves (surplus, moved, role removed) is drained when its type drains:
@@ -15,6 +16,7 @@
 //! - nodes whose configuration (code, settings, script, members) differs are re-specced;
 //! - a stopped Service deletes every node.
 
+mod data_safety;
 mod drain;
 mod naming;
 mod rollout;
@@ -26,6 +28,7 @@ mod testing;
 pub use super::model::{
     Action, Desired, DesiredRole, DrainPolicy, NodeConfig, NodeFailure, ObservedNode, RolloutPolicy,
 };
+pub use data_safety::{DATA_AT_RISK, data_at_risk_message, kept_for_their_data};
 pub use naming::node_name;
 pub(crate) use naming::ordinal;
 pub use rollout::{code_switches, link_switches, rollback_to, rollout_failure};

@@ -8,6 +8,7 @@ use conpaas_crds::v1alpha1::{DrainReason, Member};
 
 use crate::service::model::{Action, Desired, ObservedNode};
 
+use super::data_safety::data_at_risk;
 use super::drain::{drain_steps, leave, serves_previous_version};
 use super::naming::{node_name, node_spec, ordinal};
 use super::rollout::{code_switches, link_switches, rollout_failure};
@@ -37,7 +38,10 @@ pub(super) fn plan_running(desired: &Desired, nodes: &[ObservedNode]) -> Vec<Act
             actions.push(leave(desired, node, DrainReason::RoleRemoved));
             continue;
         };
-        if let (Some(reason), true) = (node.unhealthy, remediate) {
+        if node.unhealthy.is_some() && data_at_risk(desired, node, &all_live) {
+            // Kept, counted and re-specced as any other: the Service says why it waits.
+            keep.push(node);
+        } else if let (Some(reason), true) = (node.unhealthy, remediate) {
             actions.push(Action::DeleteNode {
                 name: node.name.clone(),
                 reason,

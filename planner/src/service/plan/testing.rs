@@ -5,6 +5,8 @@ use conpaas_crds::v1alpha1::{NodeDrain, ServiceType};
 
 use super::naming::{node_name, node_spec};
 use super::plan;
+use conpaas_crds::types::DataCopies;
+
 use crate::service::model::{Action, Desired, DesiredRole, DrainPolicy, NodeConfig, ObservedNode};
 
 pub fn desired(ty: ServiceType, running: bool, roles: &[(&str, i32)]) -> Desired {
@@ -36,6 +38,13 @@ pub fn desired(ty: ServiceType, running: bool, roles: &[(&str, i32)]) -> Desired
             routers: ty.descriptor().routers,
         },
         saved_on_stop: ty.descriptor().saved_on_stop,
+        data_copies: ty
+            .descriptor()
+            .data_copies
+            .map_or(DataCopies::None, |copies| {
+                let spec = serde_json::json!({"application": "app", "type": ty});
+                copies(&serde_json::from_value(spec).expect("a spec"))
+            }),
         restore: None,
     }
 }

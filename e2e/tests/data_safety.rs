@@ -1,0 +1,147 @@
+//! A node whose data has no other copy is never replaced by an empty one on its own: the agent
+//! of a lone MariaDB node freezes (SIGSTOP, MariaDB keeps serving) for more than three heartbeat
+//! timeouts; the node is kept, the Service says `DataAtRisk` naming it, every row is still
+//! there once the agent thaws, and the Service is healthy again. Only `cpsctl node replace
+//! NODE --accept-data-loss` lets such a node go.
+
+mod common;
+
+use common::*;
+use conpaas_crds::v1alpha1::{ServiceNode, find_condition};
+use conpaas_e2e::tools::{cpsctl, run};
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+const NS: &str = "data-safety-e2e";
+const TIMEOUT_SECONDS: i64 = 4;
+
+fn degraded(s: &conpaas_crds::v1alpha1::Service) -> (String, String) {
+    s.status
+        .as_ref()
+        .and_then(|st| find_condition(&st.conditions, "Degraded"))
+        .filter(|c| c.status == "True")
+        .map(|c| (c.reason.clone(), c.message.clone()))
+        .unwrap_or_default()
+}
+
+/// How long the node's Healthy condition has been False, in seconds.
+fn unhealthy_for(node: &ServiceNode) -> i64 {
+    node.status
+        .as_ref()
+        .and_then(|s| find_condition(&s.conditions, "Healthy"))
+        .filter(|c| c.status == "False")
+        .map(|c| Timestamp::now().as_second() - c.last_transition_time.0.as_second())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_frozen_agent_of_a_lone_database_is_kept_with_its_rows() {
+    let env = env(NS, 131).await;
+    env.apply_cloud_and_app().await;
+    env.apply(&format!(
+        "apiVersion: conpaas.io/v1alpha1\nkind: Service\nmetadata: {{name: db}}\nspec: {{application: demo, type: mysql, replicas: 1, settings: {{database: shop}}, health: {{heartbeatTimeoutSeconds: {TIMEOUT_SECONDS}}}}}\n"
+    ))
+    .await;
+    env.wait_ready("db", "mysql 1/1, glb 0/0").await;
+    let node = env.nodes("db").await.remove(0);
+    let address = node.status.clone().and_then(|s| s.address).unwrap();
+    let (user, password) = mysql_credentials(&env, "db").await;
+    mariadb_query(
+        &address,
+        &user,
+        &password,
+        "CREATE TABLE t (id INT PRIMARY KEY) ENGINE=InnoDB; INSERT INTO t VALUES (1), (2), (3);",
+    )
+    .unwrap();
+
+    // The agent alone stops (not its process group: MariaDB keeps running).
+    let agent = env
+        .live_vms()
+        .into_iter()
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&node.spec.token))
+        })
+        .expect("the node's agent");
+    kill(Pid::from_raw(agent), Signal::SIGSTOP).unwrap();
+    let thaw = scopeguard(agent);
+
+    env.wait_service("db", "DataAtRisk naming the node", |s| {
+        let (reason, message) = degraded(s);
+        reason == "DataAtRisk" && message.contains(&node.name_any())
+    })
+    .await;
+    // Past three heartbeat timeouts of silence the node is still the same one, not deleting.
+    let nodes = env.nodes_api();
+    conpaas_e2e::wait::until("three heartbeat timeouts of silence", LIMIT, || {
+        let nodes = nodes.clone();
+        let name = node.name_any();
+        async move { Ok(unhealthy_for(&nodes.get(&name).await?) > 3 * TIMEOUT_SECONDS) }
+    })
+    .await
+    .unwrap();
+    let kept = env.nodes("db").await;
+    assert_eq!(kept.len(), 1, "no replacement was made");
+    assert_eq!(kept[0].uid(), node.uid(), "the same node");
+    assert!(kept[0].metadata.deletion_timestamp.is_none(), "not deleted");
+
+    // The agent thaws: the Service is healthy again and every row is there.
+    drop(thaw);
+    env.wait_service("db", "healthy again", |s| degraded(s).0.is_empty())
+        .await;
+    env.wait_ready("db", "mysql 1/1, glb 0/0").await;
+    assert_eq!(
+        mariadb_query(&address, &user, &password, "SELECT GROUP_CONCAT(id) FROM t"),
+        Ok("1,2,3".to_string())
+    );
+    assert_eq!(env.nodes("db").await[0].uid(), node.uid());
+
+    // Frozen again, the node goes only when a user accepts the loss.
+    let refused = run(
+        &cpsctl(),
+        &["-n", NS, "node", "replace", &node.name_any()],
+        &env.cp.kubeconfig,
+        None,
+    )
+    .unwrap();
+    assert_ne!(refused.code, Some(0), "needs --accept-data-loss");
+    kill(Pid::from_raw(agent), Signal::SIGSTOP).unwrap();
+    env.wait_service("db", "DataAtRisk again", |s| degraded(s).0 == "DataAtRisk")
+        .await;
+    run(
+        &cpsctl(),
+        &[
+            "-n",
+            NS,
+            "node",
+            "replace",
+            &node.name_any(),
+            "--accept-data-loss",
+        ],
+        &env.cp.kubeconfig,
+        None,
+    )
+    .unwrap()
+    .ok();
+    let _ = kill(Pid::from_raw(agent), Signal::SIGCONT);
+    conpaas_e2e::wait::until("the node replaced", LIMIT, || async {
+        let now = env.nodes("db").await;
+        Ok(now.len() == 1 && now[0].uid() != node.uid())
+    })
+    .await
+    .unwrap();
+    env.wait_ready("db", "mysql 1/1, glb 0/0").await;
+}
+
+/// Sends SIGCONT to `pid` when dropped, so that a failing test leaves no stopped process.
+fn scopeguard(pid: i32) -> impl Drop {
+    struct Thaw(i32);
+    impl Drop for Thaw {
+        fn drop(&mut self) {
+            let _ = kill(Pid::from_raw(self.0), Signal::SIGCONT);
+        }
+    }
+    Thaw(pid)
+}
