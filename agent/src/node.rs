@@ -122,6 +122,7 @@ fn agent_status(now: &Published) -> AgentStatus {
         routes_to: report.routes_to.clone(),
         credentials_version: report.credentials_version.clone(),
         saved: report.saved.clone(),
+        save_failure: report.save_failure.clone(),
         metrics: report.metrics.clone(),
     }
 }

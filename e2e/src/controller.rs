@@ -76,6 +76,12 @@ impl Controller {
             .join("\n"))
     }
 
+    /// Sets an environment variable (a flag) for the controller's next start.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_string(), value.to_string()));
+    }
+
     /// Starts the controller again after [`Controller::kill`].
     pub fn restart(&mut self) -> anyhow::Result<()> {
         let bin = crate::built_binary("conpaas-controller");

@@ -2,7 +2,9 @@
 //! of a lone MariaDB node freezes (SIGSTOP, MariaDB keeps serving) for more than three heartbeat
 //! timeouts; the node is kept, the Service says `DataAtRisk` naming it, every row is still
 //! there once the agent thaws, and the Service is healthy again. Only `cpsctl node replace
-//! NODE --accept-data-loss` lets such a node go.
+//! NODE --accept-data-loss` lets such a node go. A stop whose save the artifact store refuses
+//! keeps the node (the Service says `SaveFailed` with the store's message) until the store
+//! takes the save, and the next start has every row.
 
 mod common;
 
@@ -15,6 +17,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 const NS: &str = "data-safety-e2e";
+const NS_STOP: &str = "data-safety-stop-e2e";
 const TIMEOUT_SECONDS: i64 = 4;
 
 fn degraded(s: &conpaas_crds::v1alpha1::Service) -> (String, String) {
@@ -133,6 +136,75 @@ async fn a_frozen_agent_of_a_lone_database_is_kept_with_its_rows() {
     .await
     .unwrap();
     env.wait_ready("db", "mysql 1/1, glb 0/0").await;
+}
+
+fn database(state: &str) -> String {
+    format!(
+        "apiVersion: conpaas.io/v1alpha1\nkind: Service\nmetadata: {{name: db}}\nspec: {{application: demo, type: mysql, state: {state}, replicas: 1, settings: {{database: shop}}}}\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stop_whose_save_is_refused_keeps_the_node_until_the_store_takes_it() {
+    // The store takes no archive larger than 64 bytes: no dump fits.
+    let mut env = env_with(NS_STOP, 132, &[("CONPAAS_MAX_ARCHIVE_BYTES", "64")]).await;
+    env.apply_cloud_and_app().await;
+    env.apply(&database("Running")).await;
+    env.wait_ready("db", "mysql 1/1, glb 0/0").await;
+    let node = env.nodes("db").await.remove(0);
+    let address = node.status.clone().and_then(|s| s.address).unwrap();
+    let (user, password) = mysql_credentials(&env, "db").await;
+    mariadb_query(
+        &address,
+        &user,
+        &password,
+        "CREATE TABLE t (id INT PRIMARY KEY) ENGINE=InnoDB; INSERT INTO t VALUES (1), (2), (3);",
+    )
+    .unwrap();
+
+    env.apply(&database("Stopped")).await;
+    env.wait_service("db", "SaveFailed with the store's refusal", |s| {
+        let (reason, message) = degraded(s);
+        reason == "SaveFailed" && message.contains("413") && message.contains(&node.name_any())
+    })
+    .await;
+    let kept = env.nodes("db").await;
+    assert_eq!(kept.len(), 1, "the node is kept");
+    assert_eq!(kept[0].uid(), node.uid());
+    assert!(kept[0].metadata.deletion_timestamp.is_none());
+    let service = env.services().get("db").await.unwrap();
+    assert!(
+        service.status.and_then(|s| s.saved_data).is_none(),
+        "nothing saved"
+    );
+
+    // The store takes archives again: the node's next try is stored and the stop completes.
+    env.controller.kill();
+    env.controller
+        .set_env("CONPAAS_MAX_ARCHIVE_BYTES", &(1u64 << 30).to_string());
+    env.controller.restart().unwrap();
+    env.wait_service("db", "stopped with its data saved", |s| {
+        s.status
+            .as_ref()
+            .is_some_and(|st| st.saved_data.is_some() && degraded(s).0.is_empty())
+    })
+    .await;
+    conpaas_e2e::wait::until("the node gone", LIMIT, || async {
+        Ok(env.nodes("db").await.is_empty())
+    })
+    .await
+    .unwrap();
+
+    // Started again, every row is back.
+    env.apply(&database("Running")).await;
+    env.wait_ready("db", "mysql 1/1, glb 0/0").await;
+    let node = env.nodes("db").await.remove(0);
+    let address = node.status.and_then(|s| s.address).unwrap();
+    let (user, password) = mysql_credentials(&env, "db").await;
+    assert_eq!(
+        mariadb_query(&address, &user, &password, "SELECT GROUP_CONCAT(id) FROM t"),
+        Ok("1,2,3".to_string())
+    );
 }
 
 /// Sends SIGCONT to `pid` when dropped, so that a failing test leaves no stopped process.

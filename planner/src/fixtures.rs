@@ -51,5 +51,6 @@ pub fn serving_node(name: &str, spec: ServiceNodeSpec) -> ObservedNode {
         drained: false,
         credentials_version: None,
         saved: None,
+        save_failure: None,
     }
 }

@@ -101,6 +101,7 @@ impl<X: Default + Send + 'static> Looks<X> {
             message: Some(message),
             routes_to: self.found.routes_to.clone(),
             saved: stop_save.saved(),
+            save_failure: stop_save.failure(),
             ..Default::default()
         }
     }

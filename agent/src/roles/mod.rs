@@ -39,6 +39,8 @@ pub struct RoleReport {
     pub credentials_version: Option<String>,
     /// The SHA-256 of the data it saved for a stop.
     pub saved: Option<String>,
+    /// Why its last try to save for a stop failed (it tries again).
+    pub save_failure: Option<String>,
     /// Aggregates the autoscaler reads (proxies: `p95Ms`, `requestsPerSecond`).
     pub metrics: std::collections::BTreeMap<String, i64>,
 }

@@ -311,6 +311,10 @@ pub struct AgentStatus {
     /// The SHA-256 of the data it saved into the artifact store, draining for a stop.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub saved: Option<String>,
+    /// Draining for a stop: why its last try to save the data failed. It tries again after a
+    /// growing wait, and the stop keeps every node until a save is stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub save_failure: Option<String>,
     /// Measurements the autoscaler reads, as aggregates over the last seconds, published at most
     /// every few seconds and only when they move (php and java proxies: `p95Ms`, the 95th
     /// percentile of their requests' response times, and `requestsPerSecond`).

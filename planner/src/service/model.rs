@@ -178,6 +178,8 @@ pub struct ObservedNode {
     pub drained: bool,
     /// mysql: the version of the credentials Secret its agent accepts.
     pub credentials_version: Option<String>,
+    /// Why its agent's last try to save for a stop failed (it tries again).
+    pub save_failure: Option<String>,
     /// The SHA-256 of the data its agent saved, draining for a stop.
     pub saved: Option<String>,
 }

@@ -409,6 +409,7 @@ fn observed_node(
             .as_ref()
             .and_then(|a| a.credentials_version.clone()),
         saved: status.agent.as_ref().and_then(|a| a.saved.clone()),
+        save_failure: status.agent.as_ref().and_then(|a| a.save_failure.clone()),
         failed_code: status
             .agent
             .as_ref()

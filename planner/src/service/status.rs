@@ -14,7 +14,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use super::model::Problem;
 use super::model::{Desired, NodeFailure, ObservedNode};
 use super::plan::{
-    DATA_AT_RISK, data_at_risk_message, kept_for_their_data, remediation_allowed, rollout_failure,
+    DATA_AT_RISK, SAVE_FAILED, data_at_risk_message, kept_for_their_data, remediation_allowed,
+    rollout_failure, save_blocked,
 };
 use crate::conditions::{Desired as Cond, merge};
 
@@ -115,6 +116,9 @@ pub fn build(
                 Err(problem) => Cond::new(DEGRADED, true, problem.reason, problem.message.clone()),
                 Ok(d) if let Some(h) = &d.held => {
                     Cond::new(DEGRADED, true, h.reason, h.message.clone())
+                }
+                Ok(d) if let Some(why) = save_blocked(d, nodes) => {
+                    Cond::new(DEGRADED, true, SAVE_FAILED, why)
                 }
                 Ok(d) if d.running && !kept_for_their_data(d, nodes).is_empty() => Cond::new(
                     DEGRADED,

@@ -554,6 +554,9 @@ impl Role for Filesystem {
         let Some(spec) = self.spec.clone() else {
             return;
         };
+        if self.stop_save.retry_due(&spec) {
+            self.drain().await;
+        }
         if self.looks.due(&self.stop_save) {
             let listening = daemon::listening(&format!(
                 "{}:{}",

@@ -499,6 +499,9 @@ impl Role for Kvstore {
             self.error = Some(e);
         }
         self.stop_save.poll().await;
+        if self.stop_save.retry_due(&spec) {
+            self.drain().await;
+        }
         self.looks.collect().await;
         if self.looks.due(&self.stop_save) {
             // The next look is due a period later, whether this one starts or not.

@@ -32,6 +32,7 @@ use self::config::{
 };
 use self::lifecycle::{Node, Peers, Start, Step};
 use super::mysql_dump::{DumpError, DumpLoad, LOADED_TABLE, SaveData, quote, run_sql};
+use super::stop_save::Retries;
 use super::{Credentials, Role, RoleEnv, RoleReport, first_member, ordinal};
 use crate::daemon::{self, Daemon};
 
@@ -46,9 +47,6 @@ const CHECK_EVERY: Duration = Duration::from_secs(2);
 const STOP_GRACE: Duration = Duration::from_secs(60);
 /// How often the credentials Secret is read for a change.
 const CREDENTIALS_EVERY: Duration = Duration::from_secs(5);
-/// Saves for a stop tried before the node reports Failed (the controller then hands the save
-/// to another node, or stops without it when none is left).
-const MAX_FAILED_SAVES: u32 = 3;
 
 /// A dump being loaded by a task of its own.
 type Loading = tokio::task::JoinHandle<Result<(), DumpError>>;
@@ -99,8 +97,7 @@ pub struct Mysql {
     /// The SHA-256 of the database saved for the stop, once stored.
     saved: Option<String>,
     /// Saves that failed, and when the next one starts.
-    failed_saves: u32,
-    save_again_at: Option<Instant>,
+    save_retries: Retries,
 }
 
 impl Mysql {
@@ -131,8 +128,7 @@ impl Mysql {
             restored: false,
             saving: None,
             saved: None,
-            failed_saves: 0,
-            save_again_at: None,
+            save_retries: Retries::default(),
         }
     }
 
@@ -441,7 +437,7 @@ impl Mysql {
     /// Starts saving the database for a stop: dumped and uploaded by a task of its own (the
     /// agent keeps renewing its heartbeat meanwhile), MariaDB stopped once it is stored.
     fn start_saving(&mut self, spec: &ServiceNodeSpec) {
-        if self.saving.is_some() || self.saved.is_some() {
+        if self.saving.is_some() || self.saved.is_some() || !self.save_retries.due() {
             return;
         }
         let save = SaveData {
@@ -459,10 +455,10 @@ impl Mysql {
     /// Looks at the save: stored (MariaDB then stops), or failed (the node reports it; the
     /// controller hands the save to another node).
     async fn follow_saving(&mut self) {
-        if self.save_again_at.is_some_and(|at| at <= Instant::now())
+        if self.save_retries.waiting()
+            && self.saving.is_none()
             && let Some(spec) = self.spec.clone()
         {
-            self.save_again_at = None;
             self.start_saving(&spec);
         }
         if !self.saving.as_ref().is_some_and(|t| t.is_finished()) {
@@ -477,14 +473,10 @@ impl Mysql {
                     d.stop(STOP_GRACE).await;
                 }
             }
-            Ok(Err(e)) if self.failed_saves + 1 < MAX_FAILED_SAVES => {
-                // A controller restarting, a network blip: tried again a little later.
-                self.failed_saves += 1;
-                tracing::warn!(error = %e, attempt = self.failed_saves, "saving the database failed; trying again");
-                self.save_again_at = Some(Instant::now() + Duration::from_secs(5));
-            }
-            Ok(Err(e)) => self.error = Some(format!("saving the database for the stop: {e}")),
-            Err(e) => self.error = Some(format!("saving the database for the stop broke off: {e}")),
+            // The store refusing, a controller restarting: tried again after a growing wait,
+            // for as long as the stop asks (the controller keeps the nodes meanwhile).
+            Ok(Err(e)) => self.save_retries.failed(e),
+            Err(e) => self.save_retries.failed(format!("the save broke off: {e}")),
         }
     }
     /// Reads Galera's state; a Synced node then makes its database and users, retires the
@@ -632,6 +624,8 @@ impl Role for Mysql {
                 AgentState::Ready,
                 "saving the database for the stop".to_string(),
             )
+        } else if self.saved.is_none() && self.save_retries.waiting() {
+            (AgentState::Ready, self.save_retries.message("the database"))
         } else if self.synced && self.prepared {
             (
                 AgentState::Ready,
@@ -651,6 +645,11 @@ impl Role for Mysql {
                 .map(|c| c.version.clone()),
             credentials_version: self.accepted.clone(),
             saved: self.saved.clone(),
+            save_failure: self
+                .saved
+                .is_none()
+                .then(|| self.save_retries.last_failure())
+                .flatten(),
             ..Default::default()
         }
     }

@@ -1,5 +1,6 @@
 //! A stopping Service: the type's saving role saves the data first (its first serving node,
-//! drained with the reason `ServiceStopped`), then every node goes.
+//! drained with the reason `ServiceStopped`), then every node goes; while the data cannot be
+//! saved, none does.
 
 use conpaas_crds::v1alpha1::{DrainReason, NodeDrain, ServiceNodeSpec};
 
@@ -7,20 +8,66 @@ use crate::service::model::{Action, Desired, ObservedNode};
 
 use super::naming::ordinal;
 
+/// Where a stop stands.
+enum Stage<'a> {
+    /// Nothing to save, or saved and recorded: every node goes.
+    DeleteAll,
+    /// `node` is to save.
+    Ask(&'a ObservedNode),
+    /// A save runs or is to be recorded: wait.
+    Saving,
+    /// The data cannot be saved now (why): every node is kept until it can.
+    Blocked(String),
+}
+
 /// A stop: every node is deleted, once the saver (the first serving node of the type's
-/// `saved_on_stop` role) saved the data and the Service's status records it. A saver that fails
-/// or goes silent hands over to the next serving node; with none left, nothing is saved.
+/// `saved_on_stop` role) saved the data and the Service's status records it. A saver that
+/// fails hands over to the next serving node; one whose save fails tries again. While no save
+/// can be stored, every node is kept: a stop never deletes the only copy of the data, unless
+/// the Service's users accepted losing each node that holds it.
 pub(super) fn plan_stop(desired: &Desired, live: &[&ObservedNode]) -> Vec<Action> {
-    let delete_all = || {
-        live.iter()
+    match stage(desired, live) {
+        Stage::DeleteAll => live
+            .iter()
             .map(|n| Action::DeleteNode {
                 name: n.name.clone(),
                 reason: DrainReason::ServiceStopped.as_str(),
             })
-            .collect()
-    };
+            .collect(),
+        Stage::Ask(saver) => vec![Action::PatchNodeSpec {
+            name: saver.name.clone(),
+            spec: ServiceNodeSpec {
+                drain: Some(NodeDrain {
+                    reason: DrainReason::ServiceStopped,
+                    released: true,
+                    seconds: desired.drain.seconds,
+                }),
+                ..saver.spec.clone()
+            },
+        }],
+        Stage::Saving | Stage::Blocked(_) => Vec::new(),
+    }
+}
+
+/// Why a stopping Service keeps its nodes although it cannot save their data now, for its
+/// `Degraded` condition (reason [`SAVE_FAILED`]).
+pub fn save_blocked(desired: &Desired, nodes: &[ObservedNode]) -> Option<String> {
+    if desired.running {
+        return None;
+    }
+    let live: Vec<&ObservedNode> = nodes.iter().filter(|n| !n.deleting).collect();
+    match stage(desired, &live) {
+        Stage::Blocked(why) => Some(why),
+        _ => None,
+    }
+}
+
+/// The Service's Degraded reason while a stop cannot save its data.
+pub const SAVE_FAILED: &str = "SaveFailed";
+
+fn stage<'a>(desired: &Desired, live: &[&'a ObservedNode]) -> Stage<'a> {
     let Some(role) = desired.saved_on_stop else {
-        return delete_all();
+        return Stage::DeleteAll;
     };
     let usable = |n: &&&ObservedNode| {
         n.spec.role == role && !n.suspect && n.unhealthy.is_none() && n.agent_failure.is_none()
@@ -33,27 +80,44 @@ pub(super) fn plan_stop(desired: &Desired, live: &[&ObservedNode]) -> Vec<Action
     };
     let mut candidates: Vec<&&ObservedNode> = live.iter().filter(usable).collect();
     candidates.sort_by_key(|n| (!saving(n), !n.agent_ready, ordinal(&desired.service, n)));
+    let accept = "`cpsctl node replace NODE --accept-data-loss` on each node of the role lets the stop go on without their data";
     let Some(saver) = candidates.first().filter(|n| saving(n) || n.agent_ready) else {
-        return delete_all();
+        // Nobody can save now. Nodes that hold data (a VM, and no user accepted losing it)
+        // are kept until one can.
+        let holders: Vec<&&ObservedNode> = live
+            .iter()
+            .filter(|n| n.spec.role == role && n.address.is_some() && !n.accept_data_loss)
+            .collect();
+        if holders.is_empty() {
+            return Stage::DeleteAll;
+        }
+        let states: Vec<String> = holders
+            .iter()
+            .map(|n| match (&n.agent_failure, n.unhealthy) {
+                (_, Some(reason)) => format!("{} unhealthy ({reason})", n.name),
+                (Some(failure), None) => format!("{} failed: {failure}", n.name),
+                (None, None) => format!("{} not ready", n.name),
+            })
+            .collect();
+        return Stage::Blocked(format!(
+            "no node of role {role} can save the data for the stop ({}): every node is kept, and charged, until one can; {accept}",
+            states.join("; "),
+        ));
     };
     if saver.saved.is_some() && saver.saved == desired.restore.as_ref().map(|r| r.sha256.clone()) {
-        return delete_all();
+        return Stage::DeleteAll;
     }
-    if saving(saver) {
+    if !saving(saver) {
+        return Stage::Ask(saver);
+    }
+    match &saver.save_failure {
+        Some(failure) if saver.saved.is_none() => Stage::Blocked(format!(
+            "node {} could not save the data for the stop: {failure}; it tries again, and every node is kept, and charged, until a save is stored; {accept}",
+            saver.name,
+        )),
         // Saving, or saved and waiting for the status to record it.
-        return Vec::new();
+        _ => Stage::Saving,
     }
-    vec![Action::PatchNodeSpec {
-        name: saver.name.clone(),
-        spec: ServiceNodeSpec {
-            drain: Some(NodeDrain {
-                reason: DrainReason::ServiceStopped,
-                released: true,
-                seconds: desired.drain.seconds,
-            }),
-            ..saver.spec.clone()
-        },
-    }]
 }
 
 #[cfg(test)]
@@ -61,6 +125,7 @@ mod tests {
     use conpaas_crds::v1alpha1::{DrainReason, NodeCode, NodeDrain, ServiceType};
 
     use super::super::testing::*;
+    use super::save_blocked;
 
     #[test]
     fn a_stopping_mysql_service_saves_its_data_before_any_node_goes() {
@@ -70,6 +135,9 @@ mod tests {
             node(&d, "mysql", 1),
             node(&d, "glb", 0),
         ];
+        for (i, n) in nodes.iter_mut().enumerate() {
+            n.address = Some(format!("127.0.0.{}", i + 1));
+        }
         let pair = |n: &str, s: &str| (n.to_string(), s.to_string());
         // The first mysql node is told to save (a released drain for the stop); no node goes.
         assert_eq!(steps(&d, &nodes), vec![pair("svc-mysql-0", "release")]);
@@ -81,6 +149,15 @@ mod tests {
         nodes[0].spec.drain = stopping.clone();
         nodes[0].agent_ready = false;
         assert_eq!(steps(&d, &nodes), vec![], "saving");
+        // A save that fails is tried again by the node; the stop waits and says why.
+        nodes[0].save_failure = Some("upload: 413 archive larger than 1024 bytes".into());
+        assert_eq!(steps(&d, &nodes), vec![], "kept while the save fails");
+        let why = save_blocked(&d, &nodes).expect("blocked");
+        assert!(
+            why.starts_with("node svc-mysql-0 could not save the data for the stop: upload: 413"),
+            "{why}"
+        );
+        nodes[0].save_failure = None;
         nodes[0].saved = Some("abc".into());
         assert_eq!(steps(&d, &nodes), vec![], "saved, not yet in the status");
         d.restore = Some(NodeCode {
@@ -101,9 +178,21 @@ mod tests {
         nodes[0].saved = None;
         nodes[0].agent_failure = Some("dump the database: refused".into());
         assert_eq!(steps(&d, &nodes), vec![pair("svc-mysql-1", "release")]);
-        // With no node left to save, the stop goes on without it.
+        // With no node left to save, every node is kept and the Service says why.
         nodes[1].agent_ready = false;
         nodes[1].suspect = true;
+        nodes[1].unhealthy = Some("HeartbeatStale");
+        assert_eq!(steps(&d, &nodes), vec![], "kept");
+        let why = save_blocked(&d, &nodes).expect("blocked");
+        assert!(
+            why.contains("svc-mysql-0 failed: dump the database: refused")
+                && why.contains("svc-mysql-1 unhealthy (HeartbeatStale)"),
+            "{why}"
+        );
+        // Once its users accept losing both, the stop goes on without the data.
+        nodes[0].accept_data_loss = true;
+        nodes[1].accept_data_loss = true;
         assert_eq!(steps(&d, &nodes).len(), 3);
+        assert_eq!(save_blocked(&d, &nodes), None);
     }
 }
