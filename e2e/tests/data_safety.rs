@@ -4,7 +4,9 @@
 //! there once the agent thaws, and the Service is healthy again. Only `cpsctl node replace
 //! NODE --accept-data-loss` lets such a node go. A stop whose save the artifact store refuses
 //! keeps the node (the Service says `SaveFailed` with the store's message) until the store
-//! takes the save, and the next start has every row.
+//! takes the save, and the next start has every row. Growing a lone MariaDB node's volume
+//! moves the database onto a node with the new volume (a second node joins and syncs before
+//! the first leaves): every row is there afterwards.
 
 mod common;
 
@@ -18,6 +20,7 @@ use nix::unistd::Pid;
 
 const NS: &str = "data-safety-e2e";
 const NS_STOP: &str = "data-safety-stop-e2e";
+const NS_MOVE: &str = "data-safety-move-e2e";
 const TIMEOUT_SECONDS: i64 = 4;
 
 fn degraded(s: &conpaas_crds::v1alpha1::Service) -> (String, String) {
@@ -204,6 +207,47 @@ async fn a_stop_whose_save_is_refused_keeps_the_node_until_the_store_takes_it() 
     assert_eq!(
         mariadb_query(&address, &user, &password, "SELECT GROUP_CONCAT(id) FROM t"),
         Ok("1,2,3".to_string())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn growing_a_lone_database_volume_keeps_every_row() {
+    let env = env(NS_MOVE, 133).await;
+    env.apply_cloud_and_app().await;
+    let service = |gib: i32| {
+        format!(
+            "apiVersion: conpaas.io/v1alpha1\nkind: Service\nmetadata: {{name: db}}\nspec: {{application: demo, type: mysql, roles: [{{name: mysql, count: 1, volume: {{sizeGiB: {gib}}}}}], settings: {{database: shop}}}}\n"
+        )
+    };
+    env.apply(&service(1)).await;
+    env.wait_ready("db", "mysql 1/1, glb 0/0").await;
+    let first = env.nodes("db").await.remove(0);
+    let address = first.status.clone().and_then(|s| s.address).unwrap();
+    let (user, password) = mysql_credentials(&env, "db").await;
+    mariadb_query(
+        &address,
+        &user,
+        &password,
+        "CREATE TABLE t (id INT PRIMARY KEY) ENGINE=InnoDB; INSERT INTO t VALUES (1), (2), (3);",
+    )
+    .unwrap();
+
+    env.apply(&service(2)).await;
+    conpaas_e2e::wait::until("the database moved to a 2 GiB node", LIMIT, || async {
+        let nodes = env.nodes("db").await;
+        Ok(nodes.len() == 1
+            && nodes[0].uid() != first.uid()
+            && nodes[0].spec.volume.as_ref().map(|v| v.size_gib) == Some(2))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", env.controller.log()));
+    env.wait_ready("db", "mysql 1/1, glb 0/0").await;
+    let moved = env.nodes("db").await.remove(0);
+    let address = moved.status.and_then(|s| s.address).unwrap();
+    assert_eq!(
+        mariadb_query(&address, &user, &password, "SELECT GROUP_CONCAT(id) FROM t"),
+        Ok("1,2,3".to_string()),
+        "the rows moved with the database"
     );
 }
 

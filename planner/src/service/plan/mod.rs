@@ -6,7 +6,8 @@
 //!   same role (a generic master is replaced, never dropped) — unless more than the Service's
 //!   `maxUnhealthyPercent` of its nodes are unhealthy at once, when nothing is replaced, or the
 //!   node keeps data no Ready node has a copy of, when it is kept ([`data_safety`]);
-//! - nodes whose placement (cloud, instance type) no longer matches are replaced;
+//! - nodes whose placement (cloud, instance type, volume) no longer matches are replaced: all
+//!   at once for stateless roles, one at a time over the count for a data role ([`moving`]);
 //! - surplus nodes go not-ready first, then newest (highest ordinal) first;
 //! - a ready node that leaves (surplus, moved, role removed) is drained when its type drains:
 //!   dropped from every member list, released once each ready router (php `proxy`) reports it
@@ -18,6 +19,7 @@
 
 mod data_safety;
 mod drain;
+mod moving;
 mod naming;
 mod rollout;
 mod running;

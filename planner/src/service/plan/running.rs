@@ -10,6 +10,7 @@ use crate::service::model::{Action, Desired, ObservedNode};
 
 use super::data_safety::data_at_risk;
 use super::drain::{drain_steps, leave, serves_previous_version};
+use super::moving::one_at_a_time;
 use super::naming::{node_name, node_spec, ordinal};
 use super::rollout::{code_switches, link_switches, rollout_failure};
 use super::stop::plan_stop;
@@ -33,6 +34,8 @@ pub(super) fn plan_running(desired: &Desired, nodes: &[ObservedNode]) -> Vec<Act
         all_live.iter().partition(|n| n.spec.drain.is_some());
     actions.extend(drain_steps(desired, &leaving, &live));
     let mut keep: Vec<&ObservedNode> = Vec::new();
+    // Nodes of a data role in an old placement: they move one at a time ([`one_at_a_time`]).
+    let mut moved: Vec<&ObservedNode> = Vec::new();
     for node in &live {
         let Some(role) = desired.roles.iter().find(|r| r.name == node.spec.role) else {
             actions.push(leave(desired, node, DrainReason::RoleRemoved));
@@ -50,12 +53,17 @@ pub(super) fn plan_running(desired: &Desired, nodes: &[ObservedNode]) -> Vec<Act
             || node.spec.instance_type != role.instance_type
             || node.spec.volume != role.volume
         {
-            actions.push(leave(desired, node, DrainReason::PlacementChanged));
+            if desired.saved_on_stop == Some(node.spec.role.as_str()) {
+                moved.push(node);
+            } else {
+                actions.push(leave(desired, node, DrainReason::PlacementChanged));
+            }
         } else {
             keep.push(node);
         }
     }
 
+    let mut shrunk: BTreeSet<&str> = BTreeSet::new();
     for role in &desired.roles {
         let mut healthy: Vec<&ObservedNode> = keep
             .iter()
@@ -76,7 +84,26 @@ pub(super) fn plan_running(desired: &Desired, nodes: &[ObservedNode]) -> Vec<Act
                 actions.push(leave(desired, node, DrainReason::ScaledDown));
                 keep.retain(|k| k.name != node.name);
             }
+            shrunk.insert(role.name.as_str());
         }
+    }
+
+    let mut surge: std::collections::BTreeMap<&str, usize> = Default::default();
+    for role in &desired.roles {
+        let of_role = |n: &&&ObservedNode| n.spec.role == role.name;
+        let old: Vec<&ObservedNode> = moved.iter().filter(of_role).copied().collect();
+        if old.is_empty() {
+            continue;
+        }
+        let placed: Vec<&ObservedNode> = keep.iter().filter(of_role).copied().collect();
+        let busy =
+            shrunk.contains(role.name.as_str()) || leaving.iter().any(|n| n.spec.role == role.name);
+        let step = one_at_a_time(role.count.max(0) as usize, old, &placed, busy);
+        if let Some(node) = step.leave {
+            actions.push(leave(desired, node, DrainReason::PlacementChanged));
+        }
+        keep.extend(step.stay);
+        surge.insert(role.name.as_str(), step.surge);
     }
 
     let members: Vec<Member> = if desired.config.with_members {
@@ -123,7 +150,10 @@ pub(super) fn plan_running(desired: &Desired, nodes: &[ObservedNode]) -> Vec<Act
         .map(|n| n.spec.code.clone());
     for role in &desired.roles {
         let have = keep.iter().filter(|n| n.spec.role == role.name).count();
-        let want = role.count.max(0) as usize;
+        let want = role.count.max(0) as usize + surge.get(role.name.as_str()).unwrap_or(&0);
+        // The data saved at the last stop goes only into a role that has no data yet: a node
+        // joining nodes that run (a scale-out, a move) gets it from them.
+        let restoring = !all_live.iter().any(|n| n.spec.role == role.name);
         let used: BTreeSet<u32> = nodes
             .iter()
             .filter(|n| n.spec.role == role.name)
@@ -135,6 +165,9 @@ pub(super) fn plan_running(desired: &Desired, nodes: &[ObservedNode]) -> Vec<Act
             let mut spec = node_spec(desired, role, String::new(), &members_of(&role.name));
             if let (true, Some(code)) = (failed, &last_good) {
                 spec.code = code.clone();
+            }
+            if !restoring {
+                spec.restore = None;
             }
             actions.push(Action::CreateNode {
                 name: node_name(service, &role.name, i),
@@ -164,6 +197,12 @@ pub(super) fn plan_running(desired: &Desired, nodes: &[ObservedNode]) -> Vec<Act
         if !relinking.contains(&node.name.as_str()) {
             spec.links = node.spec.links.clone();
         }
+        // A node's placement and the data it started from are its own: a node in an old
+        // placement moves by being replaced ([`one_at_a_time`]), never by a re-spec.
+        spec.cloud = node.spec.cloud.clone();
+        spec.instance_type = node.spec.instance_type.clone();
+        spec.volume = node.spec.volume.clone();
+        spec.restore = node.spec.restore.clone();
         if spec != node.spec {
             actions.push(Action::PatchNodeSpec {
                 name: node.name.clone(),
