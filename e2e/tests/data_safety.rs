@@ -114,6 +114,7 @@ async fn a_frozen_agent_of_a_lone_database_is_kept_with_its_rows() {
     .unwrap();
     assert_ne!(refused.code, Some(0), "needs --accept-data-loss");
     kill(Pid::from_raw(agent), Signal::SIGSTOP).unwrap();
+    let _thaw = scopeguard(agent);
     env.wait_service("db", "DataAtRisk again", |s| degraded(s).0 == "DataAtRisk")
         .await;
     run(
@@ -131,7 +132,7 @@ async fn a_frozen_agent_of_a_lone_database_is_kept_with_its_rows() {
     )
     .unwrap()
     .ok();
-    let _ = kill(Pid::from_raw(agent), Signal::SIGCONT);
+    // Still frozen (a node whose agent came back is healthy, and kept), it is replaced.
     conpaas_e2e::wait::until("the node replaced", LIMIT, || async {
         let now = env.nodes("db").await;
         Ok(now.len() == 1 && now[0].uid() != node.uid())
