@@ -418,16 +418,32 @@ fn observed_node(
     }
 }
 
-/// Why a node counts as unhealthy: its `Healthy` condition has been False for at least its
-/// heartbeat timeout (the VM failed or vanished, or the agent went silent or never reported),
-/// counted from `window_start` at the earliest.
+/// How long the cloud must have said a node's VM is gone before the node is replaced: a VM
+/// asked for by its ID right after it was made can be missing for a moment (EC2's eventual
+/// consistency), but a VM that is really gone is not worth a whole heartbeat timeout.
+const VM_GONE_CONFIRMATION_SECONDS: f64 = 10.0;
+
+/// How long a node's `Healthy` condition must have been False, for `reason`, before the node
+/// counts as unhealthy: its heartbeat timeout, or less for a VM the cloud says is gone.
+fn confirmation_seconds(node: &ServiceNode, reason: &str) -> f64 {
+    let timeout = node.spec.heartbeat_timeout_seconds as f64;
+    if reason == "VmGone" {
+        timeout.min(VM_GONE_CONFIRMATION_SECONDS)
+    } else {
+        timeout
+    }
+}
+
+/// Why a node counts as unhealthy: its `Healthy` condition has been False for long enough
+/// ([`confirmation_seconds`]: the VM failed or vanished, or the agent went silent or never
+/// reported), counted from `window_start` at the earliest.
 fn unhealthy(
     node: &ServiceNode,
     window_start: Option<Timestamp>,
     now: &Timestamp,
 ) -> Option<&'static str> {
     let healthy = healthy_false_condition(node)?;
-    if unhealthy_for(healthy, window_start, now) < node.spec.heartbeat_timeout_seconds as f64 {
+    if unhealthy_for(healthy, window_start, now) < confirmation_seconds(node, &healthy.reason) {
         return None;
     }
     UNHEALTHY_REASONS
@@ -472,7 +488,7 @@ fn next_health_check(
         .filter_map(|n| {
             let c = healthy_false_condition(n)?;
             let remaining =
-                n.spec.heartbeat_timeout_seconds as f64 - unhealthy_for(c, window_start, now);
+                confirmation_seconds(n, &c.reason) - unhealthy_for(c, window_start, now);
             Some(if remaining > 0.0 {
                 Duration::from_secs_f64(remaining + 0.1)
             } else {
@@ -603,6 +619,28 @@ mod tests {
         let said = exhausted(&account(0)).expect("a grant of 0 is exhausted at once");
         assert!(said.contains("raised above 0"), "{said}");
         assert_eq!(exhausted(&account(10)), None, "unused credits pay");
+    }
+
+    #[test]
+    fn a_vm_the_cloud_says_is_gone_is_not_waited_for_a_whole_heartbeat_timeout() {
+        let slow = |reason: &str| {
+            let mut n = node(false, reason, 100);
+            n.spec.heartbeat_timeout_seconds = 120;
+            n
+        };
+        let o = observed_node(&slow("VmGone"), None, None, &at(105));
+        assert_eq!((o.unhealthy, o.suspect), (None, true), "a moment's absence");
+        let o = observed_node(&slow("VmGone"), None, None, &at(111));
+        assert_eq!(o.unhealthy, Some("VmGone"), "gone for 11 s");
+        let o = observed_node(&slow("HeartbeatStale"), None, None, &at(111));
+        assert_eq!(o.unhealthy, None, "a silent agent gets its whole timeout");
+        let all = [slow("VmGone"), slow("HeartbeatStale")];
+        let refs: Vec<&ServiceNode> = all.iter().collect();
+        assert_eq!(
+            next_health_check(&refs, None, &at(105)),
+            Some(Duration::from_secs_f64(5.1)),
+            "looked at again when the VM's absence is confirmed"
+        );
     }
 
     #[test]
