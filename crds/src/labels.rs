@@ -29,9 +29,9 @@ pub const MANAGED_BY_VALUE: &str = "conpaas-controller";
 /// Annotation on a Service: `"true"` stops all reconciling of it (and its nodes' VMs) until
 /// removed, e.g. for maintenance.
 pub const ANNOTATION_PAUSED: &str = "conpaas.io/paused";
-/// Annotation on a Service: the UIDs (comma-separated) of its nodes that may be replaced when
-/// unhealthy although their data has no other copy (`cpsctl node replace NODE
-/// --accept-data-loss`); without it such a node is kept and the Service is Degraded with reason
+/// Annotation on a Service: the UIDs of its nodes that may be replaced when unhealthy although
+/// their data has no other copy (`cpsctl node replace NODE --accept-data-loss`), each as
+/// `<uid>@<unix seconds>`, comma-separated, honoured for an hour; without it such a node is kept and the Service is Degraded with reason
 /// `DataAtRisk`. On the Service because its users may edit it; ServiceNodes are the
 /// controller's.
 pub const ANNOTATION_ACCEPT_DATA_LOSS: &str = "conpaas.io/accept-data-loss";

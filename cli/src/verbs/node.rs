@@ -2,6 +2,7 @@
 
 use anyhow::{Context as _, bail};
 use conpaas_crds::labels::ANNOTATION_ACCEPT_DATA_LOSS;
+use conpaas_planner::service::observe::ACCEPTANCE_SECONDS;
 use kube::ResourceExt;
 use kube::api::{Patch, PatchParams};
 
@@ -28,15 +29,26 @@ pub async fn replace(s: &Session, node: &str, accept_data_loss: bool) -> anyhow:
     let service = found.spec.service.clone();
     for _ in 0..ATTEMPTS {
         let current = s.service(&service).await?;
+        // `<uid>@<unix seconds>`: the controller honours it for an hour. Expired entries and
+        // this node's earlier one are dropped.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .context("the clock")?
+            .as_secs() as i64;
         let mut uids: Vec<String> = current
             .annotations()
             .get(ANNOTATION_ACCEPT_DATA_LOSS)
             .map(|v| v.split(',').map(|u| u.trim().to_string()).collect())
             .unwrap_or_default();
-        uids.retain(|u| !u.is_empty());
-        if !uids.contains(&uid) {
-            uids.push(uid.clone());
-        }
+        uids.retain(|entry| {
+            entry.split_once('@').is_some_and(|(u, at)| {
+                u != uid
+                    && at
+                        .parse::<i64>()
+                        .is_ok_and(|at| now - at < ACCEPTANCE_SECONDS)
+            })
+        });
+        uids.push(format!("{uid}@{now}"));
         // The resourceVersion makes a concurrent change of the annotation a conflict, not a loss.
         let patch = serde_json::json!({
             "metadata": {
@@ -55,7 +67,7 @@ pub async fn replace(s: &Session, node: &str, accept_data_loss: bool) -> anyhow:
         {
             Ok(_) => {
                 println!(
-                    "servicenode/{node}: service/{service} lets it be replaced although its data has no other copy; it is, while it is unhealthy"
+                    "servicenode/{node}: service/{service} lets it go although its data has no other copy, for the next hour: it is replaced if it is unhealthy (or deleted unsaved by a stop that cannot save)"
                 );
                 return Ok(());
             }

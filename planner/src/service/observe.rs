@@ -192,7 +192,7 @@ pub fn from_objects(
         })
         .collect();
     let window_start = health_window_start(service, now);
-    let accepted = accepted_losses(service);
+    let accepted = accepted_losses(service, now);
     let nodes = objects
         .nodes
         .iter()
@@ -312,20 +312,32 @@ pub async fn list_nodes(
 }
 
 /// The UIDs of the nodes the Service's users let go although their data has no other copy
-/// (`cpsctl node replace NODE --accept-data-loss`). UIDs, not names: a later node under a
-/// reused name is not covered.
-fn accepted_losses(service: &Service) -> std::collections::BTreeSet<&str> {
-    service
+/// (`cpsctl node replace NODE --accept-data-loss`, `<uid>@<unix seconds>`), for
+/// [`ACCEPTANCE_SECONDS`] after they said so: a node that recovered meanwhile is protected
+/// again later. UIDs, not names: a later node under a reused name is not covered.
+fn accepted_losses<'a>(
+    service: &'a Service,
+    now: &Timestamp,
+) -> std::collections::BTreeSet<&'a str> {
+    let Some(entries) = service
         .annotations()
         .get(conpaas_crds::labels::ANNOTATION_ACCEPT_DATA_LOSS)
-        .map(|uids| {
-            uids.split(',')
-                .map(str::trim)
-                .filter(|u| !u.is_empty())
-                .collect()
+    else {
+        return Default::default();
+    };
+    entries
+        .split(',')
+        .filter_map(|entry| {
+            let (uid, at) = entry.trim().split_once('@')?;
+            let at: i64 = at.parse().ok()?;
+            let age = now.as_second() - at;
+            (0..ACCEPTANCE_SECONDS).contains(&age).then_some(uid)
         })
-        .unwrap_or_default()
+        .collect()
 }
+
+/// How long `cpsctl node replace --accept-data-loss` holds.
+pub const ACCEPTANCE_SECONDS: i64 = 3600;
 
 /// The earliest time a node's unhealthy spell counts from: while an outage holds remediation,
 /// now (nothing is confirmed, so the hold's end starts every window afresh); after it, when
@@ -619,6 +631,25 @@ mod tests {
         let said = exhausted(&account(0)).expect("a grant of 0 is exhausted at once");
         assert!(said.contains("raised above 0"), "{said}");
         assert_eq!(exhausted(&account(10)), None, "unused credits pay");
+    }
+
+    #[test]
+    fn an_accepted_loss_holds_for_an_hour_and_for_that_node_only() {
+        let mut service = Service::new(
+            "s",
+            serde_json::from_value(serde_json::json!({"application": "a", "type": "mysql"}))
+                .unwrap(),
+        );
+        service.metadata.annotations = Some(
+            [(
+                conpaas_crds::labels::ANNOTATION_ACCEPT_DATA_LOSS.to_string(),
+                "u1@1000, u2@-3000,u3".to_string(),
+            )]
+            .into(),
+        );
+        let accepted = accepted_losses(&service, &at(1100));
+        assert_eq!(accepted.into_iter().collect::<Vec<_>>(), vec!["u1"]);
+        assert!(accepted_losses(&service, &at(1000 + ACCEPTANCE_SECONDS)).is_empty());
     }
 
     #[test]

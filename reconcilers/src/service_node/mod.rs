@@ -50,7 +50,12 @@ pub async fn reconcile(node: Arc<ServiceNode>, ctx: Arc<Context>) -> Result<Requ
     let result = pipeline(&node, &ctx, &now).await;
     match &result {
         Err(error) => {
-            if error.is_permanent() {
+            // Only a node without a VM: one with a VM must keep being looked at (its health).
+            let has_vm = node
+                .status
+                .as_ref()
+                .is_some_and(|s| s.provider_id.is_some());
+            if error.is_permanent() && !has_vm {
                 ctx.parked.park(&node, cloud.as_ref());
             }
             report_failure(&ctx, &node, error, &now).await;

