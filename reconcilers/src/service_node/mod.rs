@@ -42,8 +42,10 @@ use plan::{Next, StatusUpdate};
 /// Reconciles one ServiceNode.
 #[tracing::instrument(skip_all, fields(kind = "ServiceNode", namespace = node.namespace().unwrap_or_default(), name = node.name_any()))]
 pub async fn reconcile(node: Arc<ServiceNode>, ctx: Arc<Context>) -> Result<Requeue, Error> {
-    let cloud = ctx.caches.cloud(&node.spec.cloud);
-    if ctx.parked.holds(&node, cloud.as_ref()) {
+    // The Cloud as this pass starts (shared from the cache, not copied: every pass reads it).
+    let cached = ctx.caches.clouds.get(&ObjectRef::new(&node.spec.cloud));
+    let cloud = cached.as_ref().and_then(|c| c.0.as_ref().ok());
+    if ctx.parked.holds(&node, cloud) {
         return Ok(Requeue::await_change());
     }
     let now = Time(Timestamp::now());
@@ -56,7 +58,7 @@ pub async fn reconcile(node: Arc<ServiceNode>, ctx: Arc<Context>) -> Result<Requ
                 .as_ref()
                 .is_some_and(|s| s.provider_id.is_some());
             if error.is_permanent() && !has_vm {
-                ctx.parked.park(&node, cloud.as_ref());
+                ctx.parked.park(&node, cloud);
             }
             report_failure(&ctx, &node, error, &now).await;
         }
