@@ -41,6 +41,18 @@ pub struct Inputs<'a> {
     pub scaling: &'a Scaling,
 }
 
+/// The data a Service saved at its last stop, as its nodes restore it: the archive `sha256` in
+/// the artifact store.
+pub(crate) fn saved_data(sha256: String) -> NodeCode {
+    NodeCode {
+        version: "saved-data".into(),
+        config_map: None,
+        url: None,
+        artifact: true,
+        sha256,
+    }
+}
+
 /// Validates `spec` against what exists.
 pub fn validate(spec: &ServiceSpec, inputs: Inputs<'_>) -> Result<Desired, Problem> {
     let Some(application) = inputs.application else {
@@ -169,13 +181,7 @@ pub fn validate(spec: &ServiceSpec, inputs: Inputs<'_>) -> Result<Desired, Probl
         data_copies: descriptor
             .data_copies
             .map_or(DataCopies::None, |copies| copies(spec)),
-        restore: inputs.saved.map(|sha256| NodeCode {
-            version: "saved-data".into(),
-            config_map: None,
-            url: None,
-            artifact: true,
-            sha256,
-        }),
+        restore: inputs.saved.map(saved_data),
         drain: DrainPolicy {
             seconds: spec.drain_seconds.unwrap_or(descriptor.drain_seconds),
             routers: descriptor.routers,

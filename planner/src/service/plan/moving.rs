@@ -53,22 +53,17 @@ pub(super) fn one_at_a_time<'a>(
 
 #[cfg(test)]
 mod tests {
-    use conpaas_crds::v1alpha1::{NodeCode, NodeVolume, ServiceType};
+    use conpaas_crds::v1alpha1::{NodeVolume, ServiceType};
 
     use super::super::plan;
     use super::super::testing::*;
     use crate::service::model::Action;
+    use crate::service::validate::saved_data;
 
     #[test]
     fn a_lone_database_grows_its_volume_through_a_second_node() {
         let mut d = desired(ServiceType::Mysql, true, &[("mysql", 1)]);
-        d.restore = Some(NodeCode {
-            version: "saved-data".into(),
-            config_map: None,
-            url: None,
-            artifact: true,
-            sha256: "old".into(),
-        });
+        d.restore = Some(saved_data("old".into()));
         let mut nodes = vec![node(&d, "mysql", 0)];
         d.roles[0].volume = Some(NodeVolume { size_gib: 2 });
 

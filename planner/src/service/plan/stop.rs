@@ -137,10 +137,11 @@ fn stage<'a>(desired: &Desired, live: &[&'a ObservedNode]) -> Stage<'a> {
 
 #[cfg(test)]
 mod tests {
-    use conpaas_crds::v1alpha1::{DrainReason, NodeCode, NodeDrain, ServiceType};
+    use conpaas_crds::v1alpha1::{DrainReason, NodeDrain, ServiceType};
 
     use super::super::testing::*;
     use super::save_blocked;
+    use crate::service::validate::saved_data;
 
     #[test]
     fn a_stopping_mysql_service_saves_its_data_before_any_node_goes() {
@@ -175,13 +176,7 @@ mod tests {
         nodes[0].save_failure = None;
         nodes[0].saved = Some("abc".into());
         assert_eq!(steps(&d, &nodes), vec![], "saved, not yet in the status");
-        d.restore = Some(NodeCode {
-            version: "saved-data".into(),
-            config_map: None,
-            url: None,
-            artifact: true,
-            sha256: "abc".into(),
-        });
+        d.restore = Some(saved_data("abc".into()));
         assert_eq!(
             steps(&d, &nodes),
             ["svc-glb-0", "svc-mysql-0", "svc-mysql-1"]
@@ -225,13 +220,7 @@ mod tests {
         // Stored and recorded, then the agent failed: the stop still ends.
         nodes[0].saved = Some("abc".into());
         nodes[0].agent_failure = Some("mariadbd exited".into());
-        d.restore = Some(NodeCode {
-            version: "saved-data".into(),
-            config_map: None,
-            url: None,
-            artifact: true,
-            sha256: "abc".into(),
-        });
+        d.restore = Some(saved_data("abc".into()));
         assert_eq!(
             steps(&d, &nodes),
             vec![(
