@@ -32,6 +32,32 @@ fn degraded(s: &conpaas_crds::v1alpha1::Service) -> (String, String) {
         .unwrap_or_default()
 }
 
+/// Once the lone node of Service `db` is Ready, a table `t` with rows 1, 2, 3 on it; the node.
+async fn rows_written(env: &Env) -> ServiceNode {
+    env.wait_ready("db", "mysql 1/1, glb 0/0").await;
+    let node = env.nodes("db").await.remove(0);
+    let address = node.status.clone().and_then(|s| s.address).unwrap();
+    let (user, password) = mysql_credentials(env, "db").await;
+    mariadb_query(
+        &address,
+        &user,
+        &password,
+        "CREATE TABLE t (id INT PRIMARY KEY) ENGINE=InnoDB; INSERT INTO t VALUES (1), (2), (3);",
+    )
+    .unwrap();
+    node
+}
+
+/// Once the lone node of Service `db` is Ready, the rows of `t` on it (`1,2,3`), or MariaDB's
+/// refusal.
+async fn rows_read(env: &Env) -> Result<String, String> {
+    env.wait_ready("db", "mysql 1/1, glb 0/0").await;
+    let node = env.nodes("db").await.remove(0);
+    let address = node.status.and_then(|s| s.address).unwrap();
+    let (user, password) = mysql_credentials(env, "db").await;
+    mariadb_query(&address, &user, &password, "SELECT GROUP_CONCAT(id) FROM t")
+}
+
 /// How long the node's Healthy condition has been False, in seconds.
 fn unhealthy_for(node: &ServiceNode) -> i64 {
     node.status
@@ -50,17 +76,7 @@ async fn a_frozen_agent_of_a_lone_database_is_kept_with_its_rows() {
         "apiVersion: conpaas.io/v1alpha1\nkind: Service\nmetadata: {{name: db}}\nspec: {{application: demo, type: mysql, replicas: 1, settings: {{database: shop}}, health: {{heartbeatTimeoutSeconds: {TIMEOUT_SECONDS}}}}}\n"
     ))
     .await;
-    env.wait_ready("db", "mysql 1/1, glb 0/0").await;
-    let node = env.nodes("db").await.remove(0);
-    let address = node.status.clone().and_then(|s| s.address).unwrap();
-    let (user, password) = mysql_credentials(&env, "db").await;
-    mariadb_query(
-        &address,
-        &user,
-        &password,
-        "CREATE TABLE t (id INT PRIMARY KEY) ENGINE=InnoDB; INSERT INTO t VALUES (1), (2), (3);",
-    )
-    .unwrap();
+    let node = rows_written(&env).await;
 
     // The agent alone stops (not its process group: MariaDB keeps running).
     let agent = env
@@ -97,11 +113,7 @@ async fn a_frozen_agent_of_a_lone_database_is_kept_with_its_rows() {
     drop(thaw);
     env.wait_service("db", "healthy again", |s| degraded(s).0.is_empty())
         .await;
-    env.wait_ready("db", "mysql 1/1, glb 0/0").await;
-    assert_eq!(
-        mariadb_query(&address, &user, &password, "SELECT GROUP_CONCAT(id) FROM t"),
-        Ok("1,2,3".to_string())
-    );
+    assert_eq!(rows_read(&env).await, Ok("1,2,3".to_string()));
     assert_eq!(env.nodes("db").await[0].uid(), node.uid());
 
     // Frozen again, the node goes only when a user accepts the loss.
@@ -154,17 +166,7 @@ async fn a_stop_whose_save_is_refused_keeps_the_node_until_the_store_takes_it() 
     let mut env = env_with(NS_STOP, 132, &[("CONPAAS_MAX_ARCHIVE_BYTES", "64")]).await;
     env.apply_cloud_and_app().await;
     env.apply(&database("Running")).await;
-    env.wait_ready("db", "mysql 1/1, glb 0/0").await;
-    let node = env.nodes("db").await.remove(0);
-    let address = node.status.clone().and_then(|s| s.address).unwrap();
-    let (user, password) = mysql_credentials(&env, "db").await;
-    mariadb_query(
-        &address,
-        &user,
-        &password,
-        "CREATE TABLE t (id INT PRIMARY KEY) ENGINE=InnoDB; INSERT INTO t VALUES (1), (2), (3);",
-    )
-    .unwrap();
+    let node = rows_written(&env).await;
 
     env.apply(&database("Stopped")).await;
     env.wait_service("db", "SaveFailed with the store's refusal", |s| {
@@ -201,14 +203,7 @@ async fn a_stop_whose_save_is_refused_keeps_the_node_until_the_store_takes_it() 
 
     // Started again, every row is back.
     env.apply(&database("Running")).await;
-    env.wait_ready("db", "mysql 1/1, glb 0/0").await;
-    let node = env.nodes("db").await.remove(0);
-    let address = node.status.and_then(|s| s.address).unwrap();
-    let (user, password) = mysql_credentials(&env, "db").await;
-    assert_eq!(
-        mariadb_query(&address, &user, &password, "SELECT GROUP_CONCAT(id) FROM t"),
-        Ok("1,2,3".to_string())
-    );
+    assert_eq!(rows_read(&env).await, Ok("1,2,3".to_string()));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -221,17 +216,7 @@ async fn growing_a_lone_database_volume_keeps_every_row() {
         )
     };
     env.apply(&service(1)).await;
-    env.wait_ready("db", "mysql 1/1, glb 0/0").await;
-    let first = env.nodes("db").await.remove(0);
-    let address = first.status.clone().and_then(|s| s.address).unwrap();
-    let (user, password) = mysql_credentials(&env, "db").await;
-    mariadb_query(
-        &address,
-        &user,
-        &password,
-        "CREATE TABLE t (id INT PRIMARY KEY) ENGINE=InnoDB; INSERT INTO t VALUES (1), (2), (3);",
-    )
-    .unwrap();
+    let first = rows_written(&env).await;
 
     env.apply(&service(2)).await;
     conpaas_e2e::wait::until("the database moved to a 2 GiB node", LIMIT, || async {
@@ -242,11 +227,8 @@ async fn growing_a_lone_database_volume_keeps_every_row() {
     })
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", env.controller.log()));
-    env.wait_ready("db", "mysql 1/1, glb 0/0").await;
-    let moved = env.nodes("db").await.remove(0);
-    let address = moved.status.and_then(|s| s.address).unwrap();
     assert_eq!(
-        mariadb_query(&address, &user, &password, "SELECT GROUP_CONCAT(id) FROM t"),
+        rows_read(&env).await,
         Ok("1,2,3".to_string()),
         "the rows moved with the database"
     );
