@@ -278,6 +278,10 @@ impl Look {
             .as_ref()
             .map_or(self.address.clone(), |(a, _)| a.clone());
         let mut message = describe(&own);
+        // The manager is Ready only when the cluster needs nothing: while slots move, a new
+        // master already serves its first (perhaps empty) slots, and a Service counted whole
+        // then would not be.
+        let settled = step.is_none();
         if let Some(step) = step {
             let done = self.act(&seed_address, &members, &step).await;
             message = match done {
@@ -297,7 +301,7 @@ impl Look {
             };
         }
         Outcome {
-            ready: own.serving() && self.restore.is_none(),
+            ready: own.serving() && self.restore.is_none() && settled,
             message,
             routes_to: Some(cluster::node_names(&own)),
             more: (),
