@@ -7,11 +7,14 @@ use conpaas_crds::v1alpha1::{DrainReason, NodeDrain, ServiceNodeSpec};
 use super::data_safety::data_at_risk;
 use crate::service::model::{Action, Desired, ObservedNode};
 
-/// How `node` leaves for `reason`: a node that serves starts its drain when its type drains;
-/// any other is deleted at once.
+/// How `node` leaves for `reason`: a node that serves, or holds data and still reports, starts
+/// its drain when its type drains; any other is deleted at once.
 pub(super) fn leave(desired: &Desired, node: &ObservedNode, reason: DrainReason) -> Action {
-    let serving = node.agent_ready && !node.suspect && node.unhealthy.is_none();
-    if !(serving && desired.drain.drains()) {
+    let reporting = !node.suspect && node.unhealthy.is_none();
+    let serving = node.agent_ready && reporting;
+    // A data node that is not Ready (a kvstore master while the cluster is not ok) may still
+    // hold the only copy of its slots: it drains like a Ready one.
+    if !((serving || (holds_data(desired, node) && reporting)) && desired.drain.drains()) {
         return Action::DeleteNode {
             name: node.name.clone(),
             reason: reason.as_str(),
@@ -53,8 +56,13 @@ pub(super) fn drain_steps(
         let gone = node.unhealthy.is_some()
             || (node.agent_failure.is_some() && !serves_previous_version(node));
         let everyone: Vec<&ObservedNode> = leaving.iter().chain(staying).copied().collect();
-        if node.unhealthy.is_some() && data_at_risk(desired, node, &everyone) {
-            // Its data (slots not yet moved, say) has no other copy: kept, DataAtRisk.
+        if !node.drained
+            && gone
+            && holds_data(desired, node)
+            && data_at_risk(desired, node, &everyone)
+        {
+            // Its data (slots not yet moved, say) has no other copy: kept until its drain
+            // moves it (an unhealthy one: DataAtRisk).
             continue;
         }
         if node.drained || gone {
@@ -86,6 +94,12 @@ pub(super) fn drain_steps(
         }
     }
     actions
+}
+
+/// Whether `node` may hold data of its Service: a node of the role saved on Stop whose VM had
+/// an address.
+fn holds_data(desired: &Desired, node: &ObservedNode) -> bool {
+    desired.saved_on_stop == Some(node.spec.role.as_str()) && node.address.is_some()
 }
 
 /// A node whose switch to a new code version failed while it reports an older one running (php
@@ -148,6 +162,54 @@ mod tests {
         nodes[1].failed_code = Some("v2".into());
         nodes[1].running_code = Some("v2".into());
         assert_eq!(backend_ready(&nodes), Some(false), "failed on what it runs");
+    }
+
+    #[test]
+    fn a_data_node_leaves_through_its_drain_ready_or_not() {
+        let d = desired(ServiceType::Kvstore, true, &[("node", 3)]);
+        let mut nodes: Vec<ObservedNode> = (0..4)
+            .map(|i| {
+                let mut n = node(&d, "node", i);
+                n.address = Some(format!("10.0.0.{i}"));
+                n
+            })
+            .collect();
+        // The staying nodes' member lists change too; what matters is the leaver.
+        let of_leaver = |nodes: &[ObservedNode]| -> Vec<(String, String)> {
+            steps(&d, nodes)
+                .into_iter()
+                .filter(|(n, _)| n == "svc-node-3")
+                .collect()
+        };
+        // A master not Ready (the cluster is not ok) still holds slots: it drains.
+        nodes[3].agent_ready = false;
+        nodes[3].ready = false;
+        assert_eq!(
+            of_leaver(&nodes),
+            vec![("svc-node-3".into(), "drain".into())]
+        );
+        // Failed while leaving, its slots not moved yet: kept until they are.
+        nodes[3].spec.drain = Some(NodeDrain {
+            reason: DrainReason::ScaledDown,
+            released: false,
+            seconds: 1,
+        });
+        nodes[3].agent_failure = Some("redis-server is not running".into());
+        assert_eq!(of_leaver(&nodes), vec![]);
+        nodes[3].drained = true;
+        assert_eq!(
+            of_leaver(&nodes),
+            vec![("svc-node-3".into(), "delete:ScaledDown".into())]
+        );
+        // A node that never had an address held nothing: it goes at once.
+        let mut fresh = nodes[..3].to_vec();
+        fresh.push(node(&d, "node", 3));
+        fresh[3].agent_ready = false;
+        fresh[3].ready = false;
+        assert_eq!(
+            of_leaver(&fresh),
+            vec![("svc-node-3".into(), "delete:ScaledDown".into())]
+        );
     }
 
     #[test]
