@@ -22,7 +22,7 @@ use clap::Parser;
 use conpaas_reconcilers::backpressure;
 use conpaas_reconcilers::metrics::Metrics;
 use conpaas_reconcilers::{AgentApi, Context};
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use kube::client::ClientBuilder;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
@@ -112,13 +112,21 @@ async fn main() -> anyhow::Result<()> {
     };
 
     // Heartbeat Leases are read from a watched cache; the loops start once it is filled, so a
-    // restarted controller never sees every node as silent.
+    // restarted controller never sees every node as silent. Each renewal is dated by this
+    // controller's clock when seen, not the VM's (`lease_clock`).
     let (leases, lease_writer) = reflector::store::<Lease>();
     let lease_watch = watcher(
         Api::<Lease>::all(client.clone()),
         watcher::Config::default().labels(conpaas_crds::labels::LABEL_SERVICE),
     )
     .default_backoff()
+    .map_ok({
+        let mut clock = conpaas_reconcilers::service_node::lease_clock::LeaseClock::default();
+        move |mut event| {
+            clock.observe(&mut event, k8s_openapi::jiff::Timestamp::now());
+            event
+        }
+    })
     .modify(slim_lease)
     .reflect(lease_writer)
     .for_each(|event| async {

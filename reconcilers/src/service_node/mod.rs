@@ -14,6 +14,7 @@
 
 pub mod act;
 pub mod credentials;
+pub mod lease_clock;
 pub mod observe;
 pub mod parked_memo;
 pub mod plan;
