@@ -186,7 +186,9 @@ fn state(name: Option<&InstanceStateName>) -> VmState {
             VmState::Stopping
         }
         Some(InstanceStateName::Terminated) => VmState::Terminated,
-        // Stopped by someone else, or a state this SDK does not know: it does not serve.
+        // Stopped by someone else: its volumes are kept.
+        Some(InstanceStateName::Stopped) => VmState::Halted,
+        // A state this SDK does not know: it does not serve.
         Some(_) => VmState::Failed,
     }
 }

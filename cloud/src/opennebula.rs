@@ -114,6 +114,7 @@ fn state(vm: &opennebula::Vm) -> VmState {
     match vm.state {
         OneState::Done => VmState::Terminated,
         OneState::Active if vm.lcm_state == opennebula::LcmState::RUNNING => VmState::Running,
+        OneState::Active if vm.lcm_state == opennebula::LcmState::UNKNOWN => VmState::Unknown,
         OneState::Active if vm.lcm_state.is_failure() => VmState::Failed,
         OneState::Active if vm.lcm_state.is_stopping() => VmState::Stopping,
         OneState::Active
@@ -121,14 +122,12 @@ fn state(vm: &opennebula::Vm) -> VmState {
         | OneState::Pending
         | OneState::Hold
         | OneState::Cloning => VmState::Pending,
-        // Powered off, stopped, suspended or undeployed by someone else: it does not serve.
-        OneState::Stopped
-        | OneState::Suspended
-        | OneState::Poweroff
-        | OneState::Undeployed
-        | OneState::Failed
-        | OneState::CloningFailure
-        | OneState::Other(_) => VmState::Failed,
+        // Powered off, stopped, suspended or undeployed by someone else: it does not serve,
+        // and its disks are kept.
+        OneState::Stopped | OneState::Suspended | OneState::Poweroff | OneState::Undeployed => {
+            VmState::Halted
+        }
+        OneState::Failed | OneState::CloningFailure | OneState::Other(_) => VmState::Failed,
     }
 }
 
@@ -330,7 +329,13 @@ mod tests {
             VmState::Stopping,
             "SHUTDOWN"
         );
-        assert_eq!(state(&vm(OneState::Poweroff, 0)), VmState::Failed);
+        assert_eq!(state(&vm(OneState::Poweroff, 0)), VmState::Halted);
+        assert_eq!(state(&vm(OneState::Suspended, 0)), VmState::Halted);
+        assert_eq!(
+            state(&vm(OneState::Active, 16)),
+            VmState::Unknown,
+            "UNKNOWN"
+        );
         assert_eq!(state(&vm(OneState::Done, 0)), VmState::Terminated);
         let api = |code| OneError::Api {
             method: "m".into(),

@@ -1,10 +1,11 @@
 //! The EC2 driver against moto's EC2 server (PyPI `moto[server]`, started here on loopback):
 //! the conformance suite, launch-time tags and user data, observe as one listing, and a node's
-//! data volume made and destroyed with its instance.
+//! data volume made and destroyed with its instance, and an instance stopped by someone else
+//! told apart from a failed one.
 #![cfg(feature = "ec2")]
 
 use conpaas_cloud::moto::Moto;
-use conpaas_cloud::{ComputeDriver, Tags, conformance};
+use conpaas_cloud::{ComputeDriver, Tags, VmState, conformance};
 
 #[tokio::test]
 async fn passes_the_conformance_suite() {
@@ -66,4 +67,30 @@ async fn a_data_volume_comes_and_goes_with_its_instance() {
     let theirs = Tags::from([("conpaas.io/node".to_string(), "node-plain-1".to_string())]);
     assert_eq!(ec2.data_volumes(&theirs).await.unwrap(), []);
     ec2.delete(&plain.id).await.unwrap();
+}
+
+#[tokio::test]
+async fn an_instance_stopped_by_someone_else_is_halted_not_failed() {
+    let moto = Moto::start().expect("moto");
+    let ec2 = moto.driver().await;
+    let vm = ec2.create(&conformance::request("halt-1")).await.unwrap();
+    // Stopped as its owner would, outside ConPaaS (boto3 comes with moto).
+    let stop = format!(
+        "import boto3; boto3.client('ec2', endpoint_url='{}', region_name='us-east-1', \
+         aws_access_key_id='testing', aws_secret_access_key='testing')\
+         .stop_instances(InstanceIds=['{}'])",
+        moto.endpoint, vm.id
+    );
+    let status = std::process::Command::new("python3")
+        .args(["-c", &stop])
+        .status()
+        .expect("python3");
+    assert!(status.success(), "boto3 stopped the instance");
+    let seen = ec2.get(&vm.id).await.unwrap().expect("still listed");
+    assert_eq!(
+        seen.state,
+        VmState::Halted,
+        "its volumes are kept: not a failure"
+    );
+    ec2.delete(&vm.id).await.unwrap();
 }

@@ -29,5 +29,11 @@ pub fn is_stalled(reason: &str) -> bool {
 }
 
 /// Ready reasons that make a node unhealthy: its VM is lost or its agent went silent.
-pub const UNHEALTHY_REASONS: [&str; 4] =
-    ["VmFailed", "VmGone", "HeartbeatStale", "AgentNeverReported"];
+pub const UNHEALTHY_REASONS: [&str; 6] = [
+    "VmFailed",
+    "VmHalted",
+    "VmUnknown",
+    "VmGone",
+    "HeartbeatStale",
+    "AgentNeverReported",
+];

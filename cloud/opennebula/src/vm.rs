@@ -78,10 +78,10 @@ impl LcmState {
     /// Booting failed.
     pub const BOOT_FAILURE: LcmState = LcmState(36);
 
-    /// A `*_FAILURE` state (36..=50 but the non-failure 43 and 45), the old FAILURE (14), or
-    /// UNKNOWN (16): the VM is not going to run without help.
+    /// A `*_FAILURE` state (36..=50 but the non-failure 43 and 45) or the old FAILURE (14):
+    /// the VM is not going to run without help. (UNKNOWN is not one: the VM may still run.)
     pub fn is_failure(self) -> bool {
-        matches!(self.0, 14 | 16 | 36..=42 | 44 | 46..=50)
+        matches!(self.0, 14 | 36..=42 | 44 | 46..=50)
     }
 
     /// Shutting down or being cleaned up.
@@ -273,7 +273,7 @@ mod tests {
 
     #[test]
     fn lcm_states_classify() {
-        assert!(LcmState::BOOT_FAILURE.is_failure() && LcmState::UNKNOWN.is_failure());
+        assert!(LcmState::BOOT_FAILURE.is_failure() && !LcmState::UNKNOWN.is_failure());
         assert!(!LcmState::RUNNING.is_failure() && !LcmState(43).is_failure());
         assert!(LcmState::SHUTDOWN.is_stopping() && LcmState::EPILOG.is_stopping());
         assert!(!LcmState::PROLOG.is_stopping());

@@ -53,6 +53,11 @@ pub enum VmState {
     Terminated,
     // The cloud reports a failure.
     Failed,
+    // Powered off, stopped, suspended or undeployed by someone: it does not serve, but its
+    // disks are kept and it may be started again.
+    Halted,
+    // The cloud lost touch with the VM's host: it may still run.
+    Unknown,
 }
 
 /// Finds a condition by type.

@@ -40,6 +40,19 @@ pub fn ready(
         None => return no("VmPending", "the VM is being created".into()),
         Some(VmState::Pending) => return no("VmPending", "the VM is starting".into()),
         Some(VmState::Failed) => return no("VmFailed", "the cloud reports the VM failed".into()),
+        Some(VmState::Halted) => {
+            return no(
+                "VmHalted",
+                "the cloud reports the VM powered off, stopped or suspended (its disks are kept)"
+                    .into(),
+            );
+        }
+        Some(VmState::Unknown) => {
+            return no(
+                "VmUnknown",
+                "the cloud lost touch with the VM's host: it may still run".into(),
+            );
+        }
         Some(VmState::Terminated | VmState::Stopping) => {
             return no("VmGone", "the VM is gone".into());
         }
@@ -414,6 +427,27 @@ mod tests {
                 },
                 Some(at(999)),
                 "VmFailed",
+                false,
+            ),
+            // Powered off by someone, or out of its cloud's reach: not failed, still unhealthy.
+            (
+                node(Some(AgentState::Ready)),
+                VmView {
+                    state: Some(VmState::Halted),
+                    ..running_since(990)
+                },
+                Some(at(999)),
+                "VmHalted",
+                false,
+            ),
+            (
+                node(Some(AgentState::Ready)),
+                VmView {
+                    state: Some(VmState::Unknown),
+                    ..running_since(990)
+                },
+                Some(at(999)),
+                "VmUnknown",
                 false,
             ),
         ];
