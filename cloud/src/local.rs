@@ -217,8 +217,12 @@ impl LocalCloud {
         fs::create_dir_all(&work).map_err(|e| io_error("create VM folder", &work, e))?;
         let user_data = dir.join("user-data");
         let log_path = dir.join("agent.log");
-        let log =
-            fs::File::create(&log_path).map_err(|e| io_error("create agent log", &log_path, e))?;
+        // Appended to: a VM booted again keeps the log of its earlier boots.
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| io_error("create agent log", &log_path, e))?;
         let log_err = log
             .try_clone()
             .map_err(|e| io_error("open agent log", &log_path, e))?;
@@ -256,6 +260,40 @@ impl LocalCloud {
         record.pid = pid;
         record.start_ticks = start_ticks(pid).unwrap_or(0);
         self.write_record(record)
+    }
+
+    /// Resets VM `id` as a power loss and power-on would: every process of it is killed at
+    /// once (nothing gets to finish or write its state), then its agent boots again on the same
+    /// disk, as the VM's init would start it. Tests use it for the faults of a reset.
+    pub async fn power_cycle(&self, id: &str) -> Result<(), CloudError> {
+        let mut record = self
+            .read_record(id)?
+            .ok_or_else(|| CloudError::NotFound(format!("no local VM {id}")))?;
+        if let Some((pid, ticks)) = self.process(&record) {
+            let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+            while process_state(pid, ticks) != ProcessState::Gone {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        kill_recorded_groups(&self.vm_dir(id).join(PROCESS_GROUPS_FILE));
+        self.start_process(&mut record)
+    }
+
+    /// Restarts VM `id`'s agent as the VM's init would after the agent crashed: the agent alone
+    /// is killed (SIGKILL), the daemons it started keep running, and a new agent starts on the
+    /// same disk. The old daemons stay in the old agent's process group, which terminating the
+    /// VM no longer reaches: the new agent must take them over or stop them.
+    pub async fn restart_agent(&self, id: &str) -> Result<(), CloudError> {
+        let mut record = self
+            .read_record(id)?
+            .ok_or_else(|| CloudError::NotFound(format!("no local VM {id}")))?;
+        if let Some((pid, ticks)) = self.process(&record) {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+            while process_state(pid, ticks) != ProcessState::Gone {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        self.start_process(&mut record)
     }
 
     async fn stop(&self, record: &Record) {

@@ -146,6 +146,17 @@ impl Controller {
             .collect()
     }
 
+    /// The local cloud this controller's VMs live in, as a test reaches it from outside (to
+    /// reset a VM, say).
+    pub fn local_cloud(&self) -> conpaas_cloud::local::LocalCloud {
+        conpaas_cloud::local::LocalCloud::new(conpaas_cloud::local::LocalConfig {
+            state_dir: self.state_dir.clone(),
+            agent_binary: crate::built_binary("conpaas-agent"),
+            subnet: self.subnet,
+            stop_grace: std::time::Duration::ZERO,
+        })
+    }
+
     /// The controller's process ID while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())

@@ -6,7 +6,10 @@
 //! keeps the node (the Service says `SaveFailed` with the store's message) until the store
 //! takes the save, and the next start has every row. Growing a lone MariaDB node's volume
 //! moves the database onto a node with the new volume (a second node joins and syncs before
-//! the first leaves): every row is there afterwards.
+//! the first leaves): every row is there afterwards. A lone MariaDB node whose VM is reset (its
+//! agent and MariaDB killed at once, then booted again on its disk) comes back with its rows;
+//! an agent that crashed and was started again while MariaDB ran on stops that MariaDB cleanly
+//! and starts its own on the same data, every row there.
 
 mod common;
 
@@ -21,6 +24,8 @@ use nix::unistd::Pid;
 const NS: &str = "data-safety-e2e";
 const NS_STOP: &str = "data-safety-stop-e2e";
 const NS_MOVE: &str = "data-safety-move-e2e";
+const NS_RESET: &str = "data-safety-reset-e2e";
+const NS_AGENT: &str = "data-safety-agent-e2e";
 const TIMEOUT_SECONDS: i64 = 4;
 
 fn degraded(s: &conpaas_crds::v1alpha1::Service) -> (String, String) {
@@ -232,6 +237,101 @@ async fn growing_a_lone_database_volume_keeps_every_row() {
         Ok("1,2,3".to_string()),
         "the rows moved with the database"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lone_database_reset_with_its_vm_comes_back_with_its_rows() {
+    let env = env(NS_RESET, 134).await;
+    env.apply_cloud_and_app().await;
+    env.apply(&database("Running")).await;
+    let node = rows_written(&env).await;
+
+    // A power loss: the agent and MariaDB die at once, and the VM boots again on its disk.
+    let provider_id = node
+        .status
+        .clone()
+        .and_then(|s| s.provider_id)
+        .expect("a VM");
+    let vm = provider_id.trim_start_matches("local:///");
+    env.controller.local_cloud().power_cycle(vm).await.unwrap();
+
+    // MariaDB left its data marked unsafe to bootstrap from; as the only copy, it is used.
+    let address = node.status.clone().and_then(|s| s.address).unwrap();
+    let (user, password) = mysql_credentials(&env, "db").await;
+    conpaas_e2e::wait::until("the rows back after the reset", LIMIT, || async {
+        mariadb_query(&address, &user, &password, "SELECT GROUP_CONCAT(id) FROM t")
+            .map(|rows| rows == "1,2,3")
+            .map_err(anyhow::Error::msg)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", vm_logs(env.state.path())));
+    assert_eq!(rows_read(&env).await, Ok("1,2,3".to_string()));
+    let now = env.nodes("db").await;
+    assert_eq!(now.len(), 1);
+    assert_eq!(now[0].uid(), node.uid(), "the same node, not a replacement");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restarted_agent_takes_over_a_running_database_without_losing_a_row() {
+    let env = env(NS_AGENT, 135).await;
+    env.apply_cloud_and_app().await;
+    env.apply(&database("Running")).await;
+    let node = rows_written(&env).await;
+    let provider_id = node
+        .status
+        .clone()
+        .and_then(|s| s.provider_id)
+        .expect("a VM");
+    let vm = provider_id.trim_start_matches("local:///");
+    // The node's mariadbd: its command line names the VM's configuration.
+    let mariadbd = |vm: &str| {
+        conpaas_cloud::local::find_by_cmdline(&format!("{vm}/work/mysql/my.cnf"))
+            .into_iter()
+            .map(|(pid, _)| pid)
+            .find(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                    c.split(|b| *b == 0)
+                        .next()
+                        .is_some_and(|p| p.ends_with(b"mariadbd"))
+                })
+            })
+    };
+    let before = mariadbd(vm).expect("the node's MariaDB");
+    let _cleanup = Killed(before);
+
+    // The agent crashes and its VM's init starts it again; MariaDB never stopped.
+    env.controller
+        .local_cloud()
+        .restart_agent(vm)
+        .await
+        .unwrap();
+
+    let address = node.status.clone().and_then(|s| s.address).unwrap();
+    let (user, password) = mysql_credentials(&env, "db").await;
+    conpaas_e2e::wait::until("a new MariaDB serving every row", LIMIT, || async {
+        let restarted = mariadbd(vm).is_some_and(|pid| pid != before);
+        Ok(restarted
+            && mariadb_query(&address, &user, &password, "SELECT GROUP_CONCAT(id) FROM t")
+                .is_ok_and(|rows| rows == "1,2,3"))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", vm_logs(env.state.path())));
+    assert!(
+        !alive(before),
+        "the earlier MariaDB was stopped, not left running"
+    );
+    env.wait_ready("db", "mysql 1/1, glb 0/0").await;
+    assert_eq!(rows_read(&env).await, Ok("1,2,3".to_string()));
+    assert_eq!(env.nodes("db").await[0].uid(), node.uid(), "the same node");
+}
+
+/// Kills `pid` when dropped: a daemon a test orphaned does not outlive it.
+struct Killed(i32);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = kill(Pid::from_raw(self.0), Signal::SIGKILL);
+    }
 }
 
 /// Sends SIGCONT to `pid` when dropped, so that a failing test leaves no stopped process.

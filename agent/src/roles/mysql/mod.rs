@@ -37,6 +37,7 @@ use super::{Credentials, Role, RoleEnv, RoleReport, first_member, ordinal};
 use crate::daemon::{self, Daemon};
 
 mod config;
+mod datadir;
 mod lifecycle;
 
 const PORT: u16 = 3306;
@@ -189,6 +190,10 @@ impl Mysql {
         }
         let logs = self.env.work_dir.join("logs");
         std::fs::create_dir_all(&logs).map_err(|e| format!("create {}: {e}", logs.display()))?;
+        // An agent restarted while its MariaDB ran: that one holds the data folder's lock.
+        if let Some(pid) = datadir::leftover(&datadir::pid_file(&self.dir), &self.config()) {
+            datadir::stop_leftover(pid, STOP_GRACE).await?;
+        }
         let (bootstrap, answering) = match lifecycle::next_start(&self.look_at_peers(spec).await) {
             Start::Wait(why) => {
                 self.waiting = Some(why);
@@ -495,6 +500,12 @@ impl Mysql {
             .unwrap_or_default()
             .to_string();
         self.joined |= self.synced;
+        if self.synced {
+            // Noted with the data, so that no later agent deletes it to retry a join.
+            if let Err(e) = datadir::mark_held(&self.dir) {
+                tracing::warn!(error = %e);
+            }
+        }
         if !checked.may_write {
             return;
         }
@@ -576,14 +587,18 @@ impl Role for Mysql {
                 ));
             }
             Step::JoinAgain { after } => {
-                // A join that failed (its state transfer broke off) starts again from nothing.
+                // A join that failed (its state transfer broke off) starts again from nothing,
+                // unless the folder held the cluster's data: that is never deleted here (the
+                // next state transfer replaces it if it must).
                 let log = log();
                 self.failed_joins += 1;
                 tracing::warn!(attempt = self.failed_joins, %log, "joining the cluster failed");
                 self.mariadbd = None;
                 self.synced = false;
                 self.join_again_at = Some(Instant::now() + after);
-                let _ = std::fs::remove_dir_all(self.dir.join("data"));
+                if !datadir::held_data(&self.dir) {
+                    let _ = std::fs::remove_dir_all(self.dir.join("data"));
+                }
                 self.waiting = Some(format!(
                     "joining failed {} times, retrying in {} s: {log}",
                     self.failed_joins,
