@@ -104,6 +104,20 @@ fn stage<'a>(desired: &Desired, live: &[&'a ObservedNode]) -> Stage<'a> {
     if holders.is_empty() {
         return Stage::DeleteAll;
     }
+    // A restore of the last stop's save still running: a save now would hold part of it, and
+    // replace the whole one. It is waited for; one that failed keeps the nodes.
+    let restoring = holders
+        .iter()
+        .find(|n| n.spec.restore.is_some() && !n.agent_ready && !stop_saving(n));
+    if let Some(node) = restoring {
+        return match &node.agent_failure {
+            Some(failure) => Stage::Blocked(format!(
+                "node {} failed putting back the data saved at the last stop ({failure}); a save now would hold less than that one, so every node is kept, and charged; `cpsctl node replace NODE --accept-data-loss` on each node of the role lets the stop go on, keeping the earlier save",
+                node.name
+            )),
+            None => Stage::Saving,
+        };
+    }
     let mut candidates: Vec<&&ObservedNode> = live.iter().filter(usable).collect();
     candidates.sort_by_key(|n| (!saving(n), !n.agent_ready, ordinal(&desired.service, n)));
     let accept = "`cpsctl node replace NODE --accept-data-loss` on each node of the role lets the stop go on without their data";
@@ -204,6 +218,35 @@ mod tests {
         nodes[1].accept_data_loss = true;
         assert_eq!(steps(&d, &nodes).len(), 3);
         assert_eq!(save_blocked(&d, &nodes), None);
+    }
+
+    #[test]
+    fn a_stop_waits_for_a_restore_under_way_and_keeps_the_nodes_when_it_failed() {
+        let mut d = desired(ServiceType::Kvstore, false, &[("node", 3)]);
+        d.restore = Some(saved_data("old".into()));
+        let mut nodes: Vec<_> = (0..3).map(|i| node(&d, "node", i)).collect();
+        for (i, n) in nodes.iter_mut().enumerate() {
+            n.address = Some(format!("127.0.0.{}", i + 1));
+            n.spec.restore = d.restore.clone();
+        }
+        // The manager still loads the saved keys; the others serve what is loaded so far.
+        nodes[0].agent_ready = false;
+        assert_eq!(steps(&d, &nodes), vec![], "no partial save is asked for");
+        assert_eq!(save_blocked(&d, &nodes), None, "a wait, not a failure");
+        nodes[0].agent_failure = Some("loading the saved keys: refused".into());
+        assert_eq!(steps(&d, &nodes), vec![], "kept");
+        let why = save_blocked(&d, &nodes).expect("said");
+        assert!(
+            why.contains("node svc-node-0 failed putting back the data saved at the last stop"),
+            "{why}"
+        );
+        // Restored: the stop saves as usual.
+        nodes[0].agent_failure = None;
+        nodes[0].agent_ready = true;
+        assert_eq!(
+            steps(&d, &nodes),
+            vec![("svc-node-0".to_string(), "release".to_string())]
+        );
     }
 
     #[test]
