@@ -35,6 +35,14 @@ pub const ANNOTATION_PAUSED: &str = "conpaas.io/paused";
 /// `DataAtRisk`. On the Service because its users may edit it; ServiceNodes are the
 /// controller's.
 pub const ANNOTATION_ACCEPT_DATA_LOSS: &str = "conpaas.io/accept-data-loss";
+/// Annotation the controller puts on a Service that saved data at a stop: the last
+/// [`SAVES_KEPT`] saves, newest first, each as `<sha256>@<unix seconds>`, comma-separated. The
+/// artifact store keeps every archive it lists, so a Service whose status was lost (restored
+/// from a backup without it, an etcd rolled back) still finds its data by hand. It keeps
+/// archives only: what is served under a Service is what its spec and status name.
+pub const ANNOTATION_SAVED_DATA: &str = "conpaas.io/saved-data";
+/// How many saves [`ANNOTATION_SAVED_DATA`] lists.
+pub const SAVES_KEPT: usize = 3;
 /// Annotation the controller puts on a ServiceNode whose VM is to be left running when the
 /// node goes (its Service was deleted with `deletionPolicy: Orphan`).
 pub const ANNOTATION_ORPHAN_VM: &str = "conpaas.io/orphan-vm";

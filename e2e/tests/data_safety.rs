@@ -205,6 +205,19 @@ async fn a_stop_whose_save_is_refused_keeps_the_node_until_the_store_takes_it() 
     })
     .await
     .unwrap();
+    // The save is listed where the store's collector sees it even if the status is lost.
+    conpaas_e2e::wait::until("the save listed on the Service", LIMIT, || async {
+        let service = env.services().get("db").await?;
+        let saved = service.status.as_ref().and_then(|s| s.saved_data.clone());
+        let listed = service
+            .annotations()
+            .get(conpaas_crds::labels::ANNOTATION_SAVED_DATA)
+            .cloned()
+            .unwrap_or_default();
+        Ok(saved.is_some_and(|d| listed.starts_with(&format!("{}@", d.sha256))))
+    })
+    .await
+    .unwrap();
 
     // Started again, every row is back.
     env.apply(&database("Running")).await;

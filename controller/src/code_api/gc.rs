@@ -1,4 +1,4 @@
-//! Removes archives from the store that no Service's versions name. An upload is stored before
+//! Removes archives from the store that no Service keeps (its versions, its last saves). An upload is stored before
 //! cpsctl writes its version into the Service, so only archives older than a grace period go.
 
 use std::collections::BTreeSet;
@@ -25,13 +25,13 @@ pub fn unreferenced(
         .collect()
 }
 
-/// Every archive a Service names (its versions, the data it saved at its last stop), or None
+/// Every archive a Service keeps (its versions, the data it saved at its last stops), or None
 /// when a Service cannot be read (what it names is unknown, so nothing may be deleted).
 fn named_archives(ctx: &Context) -> Option<BTreeSet<String>> {
     let mut names = BTreeSet::new();
     for entry in ctx.caches.services.state() {
         let service = readable(&entry)?;
-        names.extend(service.named_archives().map(str::to_string));
+        names.extend(service.kept_archives());
     }
     Some(names)
 }

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::{CustomResource, KubeSchema};
+use kube::{CustomResource, KubeSchema, ResourceExt};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -684,6 +684,48 @@ impl Service {
             .filter_map(|v| v.artifact.as_ref().map(|a| a.sha256.as_str()))
             .chain(saved.map(|d| d.sha256.as_str()))
     }
+
+    /// Every archive the store must keep for the Service: those it names, and the earlier
+    /// saves its annotation lists ([`saves_listed`]).
+    pub fn kept_archives(&self) -> Vec<String> {
+        let listed = self
+            .annotations()
+            .get(crate::labels::ANNOTATION_SAVED_DATA)
+            .map(|a| saves_listed(a))
+            .unwrap_or_default();
+        self.named_archives()
+            .map(str::to_string)
+            .chain(listed.into_iter().map(|(sha, _)| sha))
+            .collect()
+    }
+}
+
+/// The saves [`ANNOTATION_SAVED_DATA`](crate::labels::ANNOTATION_SAVED_DATA) lists, newest first:
+/// (sha256, unix seconds). Entries that do not parse are skipped.
+pub fn saves_listed(annotation: &str) -> Vec<(String, i64)> {
+    annotation
+        .split(',')
+        .filter_map(|entry| {
+            let (sha, time) = entry.trim().split_once('@')?;
+            let valid = sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_hexdigit());
+            Some((sha.to_ascii_lowercase(), time.parse().ok()?)).filter(|_| valid)
+        })
+        .collect()
+}
+
+/// The annotation's value once `saved` is recorded: it first, then the earlier saves, at most
+/// [`SAVES_KEPT`](crate::labels::SAVES_KEPT). `None` when it lists `saved` first already.
+pub fn saves_with(annotation: Option<&str>, saved: &SavedData) -> Option<String> {
+    let earlier = saves_listed(annotation.unwrap_or_default());
+    if earlier.first().is_some_and(|(sha, _)| *sha == saved.sha256) {
+        return None;
+    }
+    let entries: Vec<String> = std::iter::once((saved.sha256.clone(), saved.time.0.as_second()))
+        .chain(earlier.into_iter().filter(|(sha, _)| *sha != saved.sha256))
+        .take(crate::labels::SAVES_KEPT)
+        .map(|(sha, time)| format!("{sha}@{time}"))
+        .collect();
+    Some(entries.join(","))
 }
 
 /// Data a stopping Service saved into the artifact store.
@@ -726,4 +768,64 @@ pub struct PhaseChange {
     /// Why, in a few words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::jiff::Timestamp;
+
+    use super::*;
+
+    fn save(sha: char, second: i64) -> SavedData {
+        SavedData {
+            sha256: sha.to_string().repeat(64),
+            node: "db-mysql-0".into(),
+            time: Time(Timestamp::from_second(second).unwrap()),
+        }
+    }
+
+    #[test]
+    fn the_last_saves_are_listed_newest_first_for_the_store_to_keep() {
+        let first = saves_with(None, &save('a', 100)).unwrap();
+        assert_eq!(first, format!("{}@100", "a".repeat(64)));
+        assert_eq!(
+            saves_with(Some(&first), &save('a', 100)),
+            None,
+            "written once"
+        );
+        let mut listed = first;
+        for (sha, at) in [('b', 200), ('c', 300), ('d', 400)] {
+            listed = saves_with(Some(&listed), &save(sha, at)).unwrap();
+        }
+        let shas: Vec<char> = saves_listed(&listed)
+            .iter()
+            .map(|(sha, _)| sha.chars().next().unwrap())
+            .collect();
+        assert_eq!(shas, ['d', 'c', 'b'], "the newest three");
+        // A hand-edited value keeps what parses.
+        let edited = format!("junk,{}@5,{}@x", "e".repeat(64), "f".repeat(64));
+        assert_eq!(saves_listed(&edited), vec![("e".repeat(64), 5)]);
+
+        let mut service = Service::new(
+            "db",
+            serde_json::from_value(serde_json::json!({"application": "app", "type": "mysql"}))
+                .unwrap(),
+        );
+        service.status = Some(ServiceStatus {
+            saved_data: Some(save('d', 400)),
+            ..Default::default()
+        });
+        service
+            .annotations_mut()
+            .insert(crate::labels::ANNOTATION_SAVED_DATA.into(), listed);
+        let kept = service.kept_archives();
+        for sha in ['b', 'c', 'd'] {
+            assert!(kept.contains(&sha.to_string().repeat(64)), "{sha} kept");
+        }
+        assert_eq!(
+            service.named_archives().count(),
+            1,
+            "only the status' save is served"
+        );
+    }
 }

@@ -11,9 +11,10 @@ pub use conpaas_planner::service::{Preview, decide, observe, outcome, plan, stat
 
 use std::sync::Arc;
 
-use conpaas_crds::labels::{ANNOTATION_ORPHAN_VM, ANNOTATION_ROLLED_BACK_FROM, FINALIZER_NODES};
-use conpaas_crds::v1alpha1::DeletionPolicy;
-use conpaas_crds::v1alpha1::{Service, ServiceNode};
+use conpaas_crds::labels::{
+    ANNOTATION_ORPHAN_VM, ANNOTATION_ROLLED_BACK_FROM, ANNOTATION_SAVED_DATA, FINALIZER_NODES,
+};
+use conpaas_crds::v1alpha1::{DeletionPolicy, SavedData, Service, ServiceNode, saves_with};
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
@@ -77,7 +78,28 @@ pub async fn reconcile(service: Arc<Service>, ctx: Arc<Context>) -> Result<Reque
         status_apply::apply(&api, service, &status).await?;
         ctx.scaling_written.remember(service, &status.autoscaling);
     }
+    if let Some(saved) = &status.saved_data {
+        list_save(&api, service, saved).await?;
+    }
     Ok(Requeue::requeue(requeue))
+}
+
+/// Lists a recorded save in the Service's annotation ([`ANNOTATION_SAVED_DATA`]) once, after
+/// the status records it: the store then keeps it even if the status is lost.
+async fn list_save(api: &Api<Service>, service: &Service, saved: &SavedData) -> Result<(), Error> {
+    let listed = service.annotations().get(ANNOTATION_SAVED_DATA);
+    let Some(value) = saves_with(listed.map(String::as_str), saved) else {
+        return Ok(());
+    };
+    let patch = serde_json::json!({"metadata": {"annotations": {ANNOTATION_SAVED_DATA: value}}});
+    api.patch(
+        &service.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
+    .ctx("list the save", service.name_any())?;
+    Ok(())
 }
 
 /// Observes `service` from the watch caches: no LIST or GET, but for a ConfigMap that holds the
