@@ -130,6 +130,7 @@ impl Daemon {
         tracing::info!(daemon = self.name, pid = child.id(), "started");
         if let Some(pid) = child.id() {
             record_group(pid);
+            crate::leftovers::note(pid, self.stop_signal);
         }
         self.child = Some(child);
         Ok(())
@@ -200,13 +201,9 @@ pub fn record_group(pid: u32) {
     let Some(file) = std::env::var_os(conpaas_crds::bootstrap::local_vm::PROCESS_GROUPS) else {
         return;
     };
-    // With its start time (field 22 of /proc/PID/stat), so a pid reused later is not killed.
-    let started = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            let after_name = stat.rsplit_once(')')?.1;
-            after_name.split_whitespace().nth(19).map(str::to_string)
-        })
+    // With its start time, so a pid reused later is not killed.
+    let started = crate::leftovers::start_ticks(pid as i32)
+        .map(|t| t.to_string())
         .unwrap_or_default();
     let written = std::fs::OpenOptions::new()
         .create(true)

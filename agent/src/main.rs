@@ -10,6 +10,7 @@ mod bootstrap;
 mod code;
 mod daemon;
 mod heartbeat;
+mod leftovers;
 mod links;
 mod log_auth;
 mod logserver;
@@ -76,5 +77,10 @@ async fn main() -> anyhow::Result<()> {
         std::time::Duration::from_secs(boot.token_ttl_seconds),
         std::time::Duration::from_secs(boot.token_refresh_seconds.max(1)),
     ));
+    // Started again on the same VM (the agent crashed): the earlier agent's daemons go first.
+    let stopped = leftovers::stop_earlier(&args.work_dir, std::time::Duration::from_secs(60)).await;
+    if stopped > 0 {
+        tracing::warn!(stopped, "stopped the daemons an earlier agent left running");
+    }
     node::run(config, boot, args.work_dir, args.address, service).await
 }

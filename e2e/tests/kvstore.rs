@@ -2,7 +2,9 @@
 //! keys written through a cluster-aware client (the `redis` crate's, not the agent's code), the
 //! nodes scale 3 -> 5 -> 3 while the client keeps writing, and every key and acknowledged write
 //! is read back; a php Service linked to it keeps its sessions in it; Stop keeps every key and
-//! Start brings them back.
+//! Start brings them back. Every node's agent crashing in turn and started again while its
+//! redis-server runs (replicas 0: the only copy of its slots) loses no key nor acknowledged
+//! write.
 
 mod common;
 
@@ -367,4 +369,71 @@ async fn keys_survive_scaling_while_written_and_a_stop() {
     check_keys(&mut connection, &written).unwrap();
 
     delete_and_expect_nothing_running(&env, &["site", "kv"]).await;
+}
+
+/// The redis-server of the local VM `vm`: redis rewrites its command line, but works in the
+/// VM's data folder.
+fn redis_of(vm: &str) -> Option<i32> {
+    conpaas_cloud::local::find_by_cmdline("redis-server")
+        .into_iter()
+        .map(|(pid, _)| pid)
+        .find(|pid| {
+            std::fs::read_link(format!("/proc/{pid}/cwd"))
+                .is_ok_and(|cwd| cwd.to_string_lossy().contains(&format!("/{vm}/")))
+        })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keys_survive_every_agent_restarted_while_redis_runs() {
+    let env = env("kvstore-restart-e2e", 136).await;
+    env.apply_cloud_and_app().await;
+    apply(&env, kvstore(3, "Running")).await.unwrap();
+    env.wait_ready("kv", "node 3/3").await;
+    let password = password(&env).await;
+    let client = cluster_client(&endpoint(&env).await, &password);
+    let mut connection = client.get_connection().unwrap();
+    for i in 0..KEYS {
+        redis::cmd("SET")
+            .arg(format!("key:{i}"))
+            .arg(format!("value-{i}"))
+            .query::<()>(&mut connection)
+            .unwrap();
+    }
+    let writer = Writer::start(client.clone());
+    // Each node's agent crashes in turn and its VM's init starts it again; redis-server (no
+    // replica: the only copy of its slots) ran on meanwhile.
+    let cloud = env.controller.local_cloud();
+    for node in env.nodes("kv").await {
+        let vm = node.spec.token.clone();
+        let before = redis_of(&vm).expect("the node's redis-server");
+        cloud.restart_agent(&vm).await.unwrap();
+        wait::until("a new redis-server serving", LIMIT, || async {
+            let after = redis_of(&vm);
+            let address = node
+                .status
+                .as_ref()
+                .and_then(|s| s.address.clone())
+                .unwrap();
+            Ok(after.is_some_and(|p| p != before)
+                && !alive(before)
+                && std::net::TcpStream::connect((address.as_str(), 6379)).is_ok())
+        })
+        .await
+        .unwrap_or_else(|e| {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(before),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            panic!("{e}\n{}", vm_logs(env.state.path()))
+        });
+        env.wait_ready("kv", "node 3/3").await;
+    }
+    let (written, failures) = writer.finish();
+    println!(
+        "3 agents restarted under writes: {} writes acknowledged, {failures} failed tries",
+        written.len()
+    );
+    let mut connection = client.get_connection().unwrap();
+    check_keys(&mut connection, &written).unwrap();
+    delete_and_expect_nothing_running(&env, &["kv"]).await;
 }

@@ -190,10 +190,6 @@ impl Mysql {
         }
         let logs = self.env.work_dir.join("logs");
         std::fs::create_dir_all(&logs).map_err(|e| format!("create {}: {e}", logs.display()))?;
-        // An agent restarted while its MariaDB ran: that one holds the data folder's lock.
-        if let Some(pid) = datadir::leftover(&datadir::pid_file(&self.dir), &self.config()) {
-            datadir::stop_leftover(pid, STOP_GRACE).await?;
-        }
         let (bootstrap, answering) = match lifecycle::next_start(&self.look_at_peers(spec).await) {
             Start::Wait(why) => {
                 self.waiting = Some(why);
