@@ -28,6 +28,29 @@ pub struct Limits {
     pub ratio_floor: u64,
 }
 
+impl Limits {
+    /// For data the Service saved at its last stop, going back into `dir`: it came from the
+    /// Service's own node and must come back whole, however well it compressed (a 200 MiB file
+    /// of zeros) or however large; only the disk's free space bounds it (a crafted archive
+    /// could fill only the tenant's own VM).
+    pub fn saved_data(dir: &Path) -> Self {
+        Self {
+            files: u64::MAX,
+            bytes: free_bytes(dir),
+            ratio: u64::MAX,
+            ratio_floor: 0,
+        }
+    }
+}
+
+/// The bytes free for an unprivileged writer on the filesystem holding `path` (0 when it cannot
+/// be told).
+pub fn free_bytes(path: &Path) -> u64 {
+    nix::sys::statvfs::statvfs(path)
+        .map(|s| s.blocks_available() as u64 * s.fragment_size() as u64)
+        .unwrap_or(0)
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Self {
@@ -479,6 +502,19 @@ mod tests {
         let err = unpack_bytes(&bomb, dir.path(), limits).unwrap_err();
         assert!(err.to_string().contains("unpacks to more than"), "{err}");
         assert!(!dir.path().join("zeros").exists());
+        // The same archive as a Service's saved data comes back whole.
+        unpack_bytes(&bomb, dir.path(), Limits::saved_data(dir.path())).unwrap();
+        assert_eq!(
+            std::fs::metadata(dir.path().join("zeros")).unwrap().len(),
+            64 << 20
+        );
+        std::fs::remove_file(dir.path().join("zeros")).unwrap();
+        // But never more than the disk holds.
+        let full = Limits {
+            bytes: 1 << 20,
+            ..Limits::saved_data(dir.path())
+        };
+        assert!(unpack_bytes(&bomb, dir.path(), full).is_err());
         let many = Limits {
             files: 0,
             ..Limits::default()

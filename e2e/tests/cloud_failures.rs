@@ -75,7 +75,9 @@ async fn a_refused_create_is_shown_stalls_and_resumes_when_the_cloud_is_fixed() 
             Ok(status == "False"
                 && reason == "ProviderOther"
                 && message.contains("InvalidAMIID")
-                && message.ends_with("(not retried until the node or its Cloud changes)"))
+                && message.ends_with(
+                    "(tried again when the node or its Cloud changes, else every 10 minutes)",
+                ))
         }
     })
     .await

@@ -2,6 +2,8 @@
 //! storage nodes, mounted through a link by a generic Service; files written through that mount
 //! keep their checksums while the storage scales 3 -> 4 -> 2 (data moved off the leaving nodes
 //! first), a scale-in below the volume's replicas is refused, and a Stop/Start keeps the data.
+//! A volume holding only a 200 MiB file of zeros (its archive is a thousandth of it, past any
+//! unpacking ratio a code archive may have) comes back whole after a Stop/Start.
 
 mod common;
 
@@ -405,6 +407,89 @@ async fn files_keep_their_checksums_through_scaling_and_a_stop() {
             .any(|m| m.starts_with(env.state.path())),
         "a volume is still mounted"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_that_compresses_a_thousandfold_comes_back_after_a_stop() {
+    let env = env("filesystem-zeros-e2e", 137).await;
+    env.apply_cloud_and_app().await;
+    apply(&env, filesystem(2, "Running")).await.unwrap();
+    env.wait_ready("fs", "storage 2/2").await;
+    const SIZE: u64 = 200 << 20;
+    let import = tempfile::NamedTempFile::new().unwrap();
+    let mut builder = tar::Builder::new(std::fs::File::create(import.path()).unwrap());
+    let mut header = tar::Header::new_gnu();
+    header.set_size(SIZE);
+    header.set_mode(0o644);
+    header.set_cksum();
+    builder
+        .append_data(
+            &mut header,
+            "zeros.bin",
+            std::io::Read::take(std::io::repeat(0), SIZE),
+        )
+        .unwrap();
+    builder.finish().unwrap();
+    drop(builder);
+    cpsctl_bytes(
+        &env,
+        &[
+            "fs",
+            "import",
+            "fs",
+            "data",
+            import.path().to_str().unwrap(),
+        ],
+    );
+
+    apply(&env, filesystem(2, "Stopped")).await.unwrap();
+    env.wait_service("fs", "fs stopped with its data saved", |s| {
+        s.status.as_ref().is_some_and(|s| s.saved_data.is_some())
+    })
+    .await;
+    wait::until("no storage node left", LIMIT, || async {
+        Ok(env.nodes("fs").await.is_empty())
+    })
+    .await
+    .unwrap();
+    apply(&env, filesystem(2, "Running")).await.unwrap();
+    env.wait_ready("fs", "storage 2/2").await;
+
+    // The first mounts after a start may come before the bricks listen: tried until one works.
+    let mut exported = Vec::new();
+    wait::until("an export of the volume", LIMIT, || {
+        let out = std::process::Command::new(conpaas_e2e::tools::cpsctl())
+            .args(["-n", &env.ns, "fs", "export", "fs", "data"])
+            .env("KUBECONFIG", &env.cp.kubeconfig)
+            .stdin(std::process::Stdio::null())
+            .output();
+        let done = match out {
+            Ok(out) if out.status.success() => {
+                exported = out.stdout;
+                Ok(true)
+            }
+            Ok(out) => Err(anyhow::anyhow!("{}", String::from_utf8_lossy(&out.stderr))),
+            Err(e) => Err(e.into()),
+        };
+        async move { done }
+    })
+    .await
+    .unwrap();
+    let mut found = None;
+    for entry in tar::Archive::new(exported.as_slice()).entries().unwrap() {
+        let mut entry = entry.unwrap();
+        if entry.path().unwrap().ends_with("zeros.bin") {
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut bytes).unwrap();
+            found = Some((bytes.len() as u64, bytes.iter().all(|b| *b == 0)));
+        }
+    }
+    assert_eq!(
+        found,
+        Some((SIZE, true)),
+        "the 200 MiB of zeros came back whole"
+    );
+    delete_and_expect_nothing_running(&env, &["fs"]).await;
 }
 
 /// Runs cpsctl in the test's namespace; its standard output's bytes (it must succeed).

@@ -75,7 +75,14 @@ impl DumpLoad {
                 failed(format!("{e:#}"))
             });
         }
-        let loaded = match sql_file(&file) {
+        // A user's dump is capped; the data saved at the last stop comes back whole, as far as
+        // the disk holds it.
+        let cap = if self.saved {
+            code::free_bytes(&dir)
+        } else {
+            MAX_SQL_BYTES
+        };
+        let loaded = match sql_file(&file, cap) {
             Ok(sql) => {
                 let loaded = self.load(&sql).await;
                 let _ = std::fs::remove_file(&sql);
@@ -240,8 +247,8 @@ pub fn quote(text: &str) -> String {
 }
 
 /// The file holding a dump's SQL: the download itself, or its gunzipped copy beside it (at most
-/// [`MAX_SQL_BYTES`]: a small archive that unpacks to a full disk is refused).
-fn sql_file(download: &Path) -> Result<PathBuf, String> {
+/// `cap` bytes: a small archive that unpacks to a full disk is refused).
+fn sql_file(download: &Path, cap: u64) -> Result<PathBuf, String> {
     use std::io::Read;
     let mut magic = [0u8; 2];
     let mut file =
@@ -255,14 +262,14 @@ fn sql_file(download: &Path) -> Result<PathBuf, String> {
     let target = download.with_extension("gunzipped.sql");
     let mut out =
         std::fs::File::create(&target).map_err(|e| format!("write {}: {e}", target.display()))?;
-    let mut decoder = flate2::read::GzDecoder::new(file).take(MAX_SQL_BYTES + 1);
+    let mut decoder = flate2::read::GzDecoder::new(file).take(cap.saturating_add(1));
     let written = std::io::copy(&mut decoder, &mut out).map_err(|e| {
         let _ = std::fs::remove_file(&target);
         format!("gunzip: {e}")
     })?;
-    if written > MAX_SQL_BYTES {
+    if written > cap {
         let _ = std::fs::remove_file(&target);
-        return Err(format!("gunzips to more than {MAX_SQL_BYTES} bytes"));
+        return Err(format!("gunzips to more than {cap} bytes"));
     }
     Ok(target)
 }
@@ -277,15 +284,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let plain = dir.path().join("plain.sql");
         std::fs::write(&plain, "SELECT 1;\n").unwrap();
-        assert_eq!(sql_file(&plain).unwrap(), plain);
+        assert_eq!(sql_file(&plain, MAX_SQL_BYTES).unwrap(), plain);
         let gzipped = dir.path().join("dump.sql");
         let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         encoder.write_all(b"SELECT 2;\n").unwrap();
         std::fs::write(&gzipped, encoder.finish().unwrap()).unwrap();
-        let sql = sql_file(&gzipped).unwrap();
+        let sql = sql_file(&gzipped, MAX_SQL_BYTES).unwrap();
         assert_eq!(std::fs::read(sql).unwrap(), b"SELECT 2;\n");
         let broken = dir.path().join("broken.sql");
         std::fs::write(&broken, [0x1f, 0x8b, 0, 1, 2]).unwrap();
-        assert!(sql_file(&broken).unwrap_err().contains("gunzip"));
+        assert!(
+            sql_file(&broken, MAX_SQL_BYTES)
+                .unwrap_err()
+                .contains("gunzip")
+        );
     }
 }

@@ -7,8 +7,8 @@
 //! - [`status`]: the VM, the agent's heartbeat and report, as Ready and Healthy.
 //!
 //! A failed cloud call reaches the node's Ready condition (`Provider<category>` with the
-//! provider's message) and an Event; a permanent one is not retried until the node or its Cloud
-//! changes.
+//! provider's message) and an Event; a permanent one is tried again when the node or its Cloud
+//! changes, and otherwise only every 10 minutes.
 //!
 //! Network: the API server, and the node's Cloud through its driver.
 
@@ -46,8 +46,8 @@ pub async fn reconcile(node: Arc<ServiceNode>, ctx: Arc<Context>) -> Result<Requ
     // The Cloud as this pass starts (shared from the cache, not copied: every pass reads it).
     let cached = ctx.caches.clouds.get(&ObjectRef::new(&node.spec.cloud));
     let cloud = cached.as_ref().and_then(|c| c.0.as_ref().ok());
-    if ctx.parked.holds(&node, cloud) {
-        return Ok(Requeue::await_change());
+    if let Some(left) = ctx.parked.holds(&node, cloud) {
+        return Ok(Requeue::requeue(left));
     }
     let now = Time(Timestamp::now());
     let result = pipeline(&node, &ctx, &now).await;

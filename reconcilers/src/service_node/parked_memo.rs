@@ -1,47 +1,62 @@
 //! Nodes whose cloud refused for a reason that repeats (an unknown image, a missing subnet): they
-//! are not tried again until the node's spec or its Cloud changes, as their Ready condition
-//! says. The loop wakes for more than that (the node's own status write and Event, charges on its
+//! are tried again when the node's spec or its Cloud changes, and otherwise only every
+//! [`RETRY_EVERY`] (a fix made outside Kubernetes: an image registered, a quota raised at the
+//! provider), as their Ready condition says. The loop wakes for more than that (the node's own status write and Event, charges on its
 //! namespace's credits), and each wake-up would otherwise send the same doomed create to the
 //! cloud.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use conpaas_crds::labels::conditions::READY;
 use conpaas_crds::v1alpha1::{Cloud, ServiceNode, find_condition};
 use kube::ResourceExt;
 
-/// Parked nodes by UID, with what they wait to see change.
-#[derive(Default)]
-pub struct Parked(Mutex<HashMap<String, Waits>>);
+/// How long a parked node that nothing changed waits before it is tried once more.
+pub const RETRY_EVERY: Duration = Duration::from_secs(600);
+
+/// Parked nodes by UID, with what they wait to see change and since when.
+pub struct Parked {
+    entries: Mutex<HashMap<String, (Waits, Instant)>>,
+    retry_every: Duration,
+}
+
+impl Default for Parked {
+    fn default() -> Self {
+        Self {
+            entries: Default::default(),
+            retry_every: RETRY_EVERY,
+        }
+    }
+}
 
 impl Parked {
-    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<String, Waits>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Waits, Instant)>> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// `node`'s cloud refused it for good, as `node` and `cloud` are now.
     pub fn park(&self, node: &ServiceNode, cloud: Option<&Cloud>) {
         if let Some(uid) = node.uid() {
-            self.entries().insert(uid, Waits::of(node, cloud));
+            self.entries()
+                .insert(uid, (Waits::of(node, cloud), Instant::now()));
         }
     }
 
-    /// Whether `node` is parked and neither it nor its Cloud changed since.
-    pub fn holds(&self, node: &ServiceNode, cloud: Option<&Cloud>) -> bool {
-        let Some(uid) = node.uid() else {
-            return false;
-        };
+    /// While `node` is parked and neither it nor its Cloud changed since, how long it still
+    /// waits before it is tried once more; `None`: try it now.
+    pub fn holds(&self, node: &ServiceNode, cloud: Option<&Cloud>) -> Option<Duration> {
+        let uid = node.uid()?;
         let mut entries = self.entries();
-        match entries.get(&uid) {
-            Some(parked) if *parked == Waits::of(node, cloud) => true,
-            Some(parked) => {
-                tracing::debug!(parked = ?parked, now = ?Waits::of(node, cloud), "a parked node is tried again");
-                entries.remove(&uid);
-                false
-            }
-            None => false,
+        let (waits, since) = entries.get(&uid)?;
+        let left = self.retry_every.saturating_sub(since.elapsed());
+        if *waits == Waits::of(node, cloud) && !left.is_zero() {
+            return Some(left);
         }
+        tracing::debug!(parked = ?waits, now = ?Waits::of(node, cloud), "a parked node is tried again");
+        entries.remove(&uid);
+        None
     }
 
     /// Forgets `node` (it succeeded, or it is gone).
@@ -97,19 +112,48 @@ mod tests {
     }
 
     #[test]
+    fn a_parked_node_is_tried_again_after_a_while_even_if_nothing_changed() {
+        let parked = Parked {
+            retry_every: Duration::from_millis(50),
+            ..Default::default()
+        };
+        parked.park(&node(1), Some(&cloud(1)));
+        assert!(parked.holds(&node(1), Some(&cloud(1))).is_some());
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(parked.holds(&node(1), Some(&cloud(1))), None, "tried again");
+        assert_eq!(
+            parked.holds(&node(1), Some(&cloud(1))),
+            None,
+            "until parked again"
+        );
+    }
+
+    #[test]
     fn holds_until_the_node_or_its_cloud_changes() {
         let parked = Parked::default();
-        assert!(!parked.holds(&node(1), Some(&cloud(1))), "not parked yet");
-        parked.park(&node(1), Some(&cloud(1)));
-        assert!(parked.holds(&node(1), Some(&cloud(1))), "nothing changed");
-        assert!(!parked.holds(&node(2), Some(&cloud(1))), "the node's spec");
         assert!(
-            !parked.holds(&node(1), Some(&cloud(1))),
+            parked.holds(&node(1), Some(&cloud(1))).is_none(),
+            "not parked yet"
+        );
+        parked.park(&node(1), Some(&cloud(1)));
+        let left = parked
+            .holds(&node(1), Some(&cloud(1)))
+            .expect("nothing changed");
+        assert!(left <= RETRY_EVERY && left > RETRY_EVERY / 2);
+        assert!(
+            parked.holds(&node(2), Some(&cloud(1))).is_none(),
+            "the node's spec"
+        );
+        assert!(
+            parked.holds(&node(1), Some(&cloud(1))).is_none(),
             "released for good"
         );
 
         parked.park(&node(1), Some(&cloud(1)));
-        assert!(!parked.holds(&node(1), Some(&cloud(2))), "the Cloud's spec");
+        assert!(
+            parked.holds(&node(1), Some(&cloud(2))).is_none(),
+            "the Cloud's spec"
+        );
 
         parked.park(&node(1), Some(&cloud(1)));
         let mut ready = cloud(1);
@@ -125,17 +169,23 @@ mod tests {
             ..Default::default()
         });
         assert!(
-            !parked.holds(&node(1), Some(&ready)),
+            parked.holds(&node(1), Some(&ready)).is_none(),
             "the Cloud turned Ready"
         );
 
         parked.park(&node(1), Some(&cloud(1)));
         let mut deleting = node(1);
         deleting.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::now()));
-        assert!(!parked.holds(&deleting, Some(&cloud(1))), "a deletion");
+        assert!(
+            parked.holds(&deleting, Some(&cloud(1))).is_none(),
+            "a deletion"
+        );
 
         parked.park(&node(1), Some(&cloud(1)));
         parked.forget(&node(1));
-        assert!(!parked.holds(&node(1), Some(&cloud(1))), "forgotten");
+        assert!(
+            parked.holds(&node(1), Some(&cloud(1))).is_none(),
+            "forgotten"
+        );
     }
 }

@@ -102,7 +102,7 @@ pub fn provider_failure_reason(error: &CloudError) -> String {
 }
 
 /// Ends the message of a refusal that is not retried by itself.
-pub const PARKED: &str = " (not retried until the node or its Cloud changes)";
+pub const PARKED: &str = " (tried again when the node or its Cloud changes, else every 10 minutes)";
 
 /// The node's status after a failed cloud call, and its Ready reason: `Ready=False` with
 /// `Provider<category>` and the whole error chain (the provider's own message last). `None` for

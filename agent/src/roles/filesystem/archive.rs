@@ -156,7 +156,8 @@ pub async fn restore(
         std::fs::create_dir_all(&staging)
             .map_err(|e| format!("create {}: {e}", staging.display()))?;
         let (from, to) = (file.clone(), staging.clone());
-        tokio::task::spawn_blocking(move || code::unpack(&from, &to, code::Limits::default()))
+        let limits = code::Limits::saved_data(&staging);
+        tokio::task::spawn_blocking(move || code::unpack(&from, &to, limits))
             .await
             .map_err(|e| format!("unpacking broke off: {e}"))?
             .map_err(|e| format!("{e:#}"))?;
