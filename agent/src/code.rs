@@ -31,12 +31,12 @@ pub struct Limits {
 impl Limits {
     /// For data the Service saved at its last stop, going back into `dir`: it came from the
     /// Service's own node and must come back whole, however well it compressed (a 200 MiB file
-    /// of zeros) or however large; only the disk's free space bounds it (a crafted archive
-    /// could fill only the tenant's own VM).
+    /// of zeros) or however large; only the disk's free space bounds it, less a tenth kept for
+    /// the daemons (a crafted archive could fill only the tenant's own VM).
     pub fn saved_data(dir: &Path) -> Self {
         Self {
             files: u64::MAX,
-            bytes: free_bytes(dir),
+            bytes: free_bytes(dir) / 10 * 9,
             ratio: u64::MAX,
             ratio_floor: 0,
         }

@@ -40,6 +40,7 @@ pub fn serving_node(name: &str, spec: ServiceNodeSpec) -> ObservedNode {
         unhealthy: None,
         suspect: false,
         ready: true,
+        was_ready: true,
         settled: true,
         address: None,
         running_code: None,

@@ -19,6 +19,8 @@ pub fn is_failure(reason: &str) -> bool {
             "CloudUnavailable",
             "AgentFailed",
             "VmFailed",
+            "VmHalted",
+            "VmUnknown",
         ]
         .contains(&reason)
 }

@@ -78,7 +78,7 @@ impl DumpLoad {
         // A user's dump is capped; the data saved at the last stop comes back whole, as far as
         // the disk holds it.
         let cap = if self.saved {
-            code::free_bytes(&dir)
+            code::free_bytes(&dir) / 10 * 9
         } else {
             MAX_SQL_BYTES
         };

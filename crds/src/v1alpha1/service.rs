@@ -693,9 +693,11 @@ impl Service {
             .get(crate::labels::ANNOTATION_SAVED_DATA)
             .map(|a| saves_listed(a))
             .unwrap_or_default();
+        // Users may edit annotations: no more than the controller writes is honoured.
+        let listed = listed.into_iter().take(crate::labels::SAVES_KEPT);
         self.named_archives()
             .map(str::to_string)
-            .chain(listed.into_iter().map(|(sha, _)| sha))
+            .chain(listed.map(|(sha, _)| sha))
             .collect()
     }
 }
@@ -822,6 +824,14 @@ mod tests {
         for sha in ['b', 'c', 'd'] {
             assert!(kept.contains(&sha.to_string().repeat(64)), "{sha} kept");
         }
+        // A longer hand-written list pins no more than the controller would list.
+        let long: Vec<String> = ('a'..='f')
+            .map(|c| format!("{}@1", c.to_string().repeat(64)))
+            .collect();
+        service
+            .annotations_mut()
+            .insert(crate::labels::ANNOTATION_SAVED_DATA.into(), long.join(","));
+        assert_eq!(service.kept_archives().len(), 1 + crate::labels::SAVES_KEPT);
         assert_eq!(
             service.named_archives().count(),
             1,

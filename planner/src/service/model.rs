@@ -155,6 +155,8 @@ pub struct ObservedNode {
     pub suspect: bool,
     /// Ready condition is True (it serves, maybe still on its previous spec).
     pub ready: bool,
+    /// It was Ready once (`status.readyAt`): it may hold data, and a restore it was given is in.
+    pub was_ready: bool,
     /// Its Ready condition describes its current spec (not one from before the last change).
     pub settled: bool,
     /// VM address, once known.

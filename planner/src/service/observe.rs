@@ -377,6 +377,7 @@ fn observed_node(
         unhealthy: unhealthy(node, window_start, now).filter(|reason| !silent(reason)),
         suspect: healthy_false(node).is_some_and(|reason| !silent(&reason)),
         ready: is_condition_true(&status.conditions, READY),
+        was_ready: status.ready_at.is_some(),
         // A condition written before the spec changed says nothing about the new one (a proxy
         // that has not yet applied a new member list).
         settled: status.conditions.iter().any(|c| {

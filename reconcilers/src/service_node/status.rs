@@ -47,12 +47,14 @@ pub fn ready(
                     .into(),
             );
         }
-        Some(VmState::Unknown) => {
+        // Out of the cloud's sight, it may still run: its own heartbeat tells.
+        Some(VmState::Unknown) if !beating(node, heartbeat, now) => {
             return no(
                 "VmUnknown",
-                "the cloud lost touch with the VM's host: it may still run".into(),
+                "the cloud lost touch with the VM's host, and its agent is silent".into(),
             );
         }
+        Some(VmState::Unknown) => {}
         Some(VmState::Terminated | VmState::Stopping) => {
             return no("VmGone", "the VM is gone".into());
         }
@@ -93,6 +95,13 @@ pub fn ready(
         Some(AgentState::Failed) => no("AgentFailed", message),
         _ => no("AgentStarting", message),
     }
+}
+
+/// Whether the node's agent renewed its heartbeat within its timeout.
+fn beating(node: &ServiceNode, heartbeat: Option<&Timestamp>, now: &Time) -> bool {
+    heartbeat.is_some_and(|beat| {
+        now.0.duration_since(*beat).as_secs_f64() <= node.spec.heartbeat_timeout_seconds as f64
+    })
 }
 
 /// The node's Ready reason when its cloud refused a call: `Provider<category>`, e.g.
@@ -447,6 +456,16 @@ mod tests {
                     ..running_since(990)
                 },
                 Some(at(999)),
+                "AgentReady",
+                true,
+            ),
+            (
+                node(Some(AgentState::Ready)),
+                VmView {
+                    state: Some(VmState::Unknown),
+                    ..running_since(900)
+                },
+                Some(at(900)),
                 "VmUnknown",
                 false,
             ),

@@ -7,14 +7,14 @@ use conpaas_crds::v1alpha1::{DrainReason, NodeDrain, ServiceNodeSpec};
 use super::data_safety::data_at_risk;
 use crate::service::model::{Action, Desired, ObservedNode};
 
-/// How `node` leaves for `reason`: a node that serves, or holds data and still reports, starts
-/// its drain when its type drains; any other is deleted at once.
+/// How `node` leaves for `reason`: a node that serves, or may hold data, starts its drain when
+/// its type drains; any other is deleted at once.
 pub(super) fn leave(desired: &Desired, node: &ObservedNode, reason: DrainReason) -> Action {
-    let reporting = !node.suspect && node.unhealthy.is_none();
-    let serving = node.agent_ready && reporting;
-    // A data node that is not Ready (a kvstore master while the cluster is not ok) may still
-    // hold the only copy of its slots: it drains like a Ready one.
-    if !((serving || (holds_data(desired, node) && reporting)) && desired.drain.drains()) {
+    let serving = node.agent_ready && !node.suspect && node.unhealthy.is_none();
+    // A data node that is not Ready (a kvstore master while the cluster is not ok, or whose
+    // agent missed a heartbeat) may still hold the only copy of its slots: it drains, and the
+    // drain's steps decide when it may go.
+    if !((serving || holds_data(desired, node)) && desired.drain.drains()) {
         return Action::DeleteNode {
             name: node.name.clone(),
             reason: reason.as_str(),
@@ -96,10 +96,10 @@ pub(super) fn drain_steps(
     actions
 }
 
-/// Whether `node` may hold data of its Service: a node of the role saved on Stop whose VM had
-/// an address.
+/// Whether `node` may hold data of its Service: a node of the role saved on Stop that was Ready
+/// once (one that never was holds none: a failed startup script, a join that never finished).
 fn holds_data(desired: &Desired, node: &ObservedNode) -> bool {
-    desired.saved_on_stop == Some(node.spec.role.as_str()) && node.address.is_some()
+    desired.saved_on_stop == Some(node.spec.role.as_str()) && node.was_ready
 }
 
 /// A node whose switch to a new code version failed while it reports an older one running (php
@@ -201,11 +201,22 @@ mod tests {
             of_leaver(&nodes),
             vec![("svc-node-3".into(), "delete:ScaledDown".into())]
         );
-        // A node that never had an address held nothing: it goes at once.
+        // A suspect one (a missed heartbeat) drains too: not deleted with its slots.
+        let mut blip = nodes[..3].to_vec();
+        blip.push(node(&d, "node", 3));
+        blip[3].suspect = true;
+        blip[3].agent_ready = false;
+        blip[3].ready = false;
+        assert_eq!(
+            of_leaver(&blip),
+            vec![("svc-node-3".into(), "drain".into())]
+        );
+        // A node that was never Ready held nothing: it goes at once.
         let mut fresh = nodes[..3].to_vec();
         fresh.push(node(&d, "node", 3));
         fresh[3].agent_ready = false;
         fresh[3].ready = false;
+        fresh[3].was_ready = false;
         assert_eq!(
             of_leaver(&fresh),
             vec![("svc-node-3".into(), "delete:ScaledDown".into())]

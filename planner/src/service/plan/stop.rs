@@ -104,11 +104,12 @@ fn stage<'a>(desired: &Desired, live: &[&'a ObservedNode]) -> Stage<'a> {
     if holders.is_empty() {
         return Stage::DeleteAll;
     }
-    // A restore of the last stop's save still running: a save now would hold part of it, and
+    // A restore of the last stop's save still running (a node given it that was never Ready:
+    // each type is Ready only once its restore is in): a save now would hold part of it, and
     // replace the whole one. It is waited for; one that failed keeps the nodes.
     let restoring = holders
         .iter()
-        .find(|n| n.spec.restore.is_some() && !n.agent_ready && !stop_saving(n));
+        .find(|n| n.spec.restore.is_some() && !n.was_ready && !stop_saving(n));
     if let Some(node) = restoring {
         return match &node.agent_failure {
             Some(failure) => Stage::Blocked(format!(
@@ -231,6 +232,7 @@ mod tests {
         }
         // The manager still loads the saved keys; the others serve what is loaded so far.
         nodes[0].agent_ready = false;
+        nodes[0].was_ready = false;
         assert_eq!(steps(&d, &nodes), vec![], "no partial save is asked for");
         assert_eq!(save_blocked(&d, &nodes), None, "a wait, not a failure");
         nodes[0].agent_failure = Some("loading the saved keys: refused".into());
@@ -240,8 +242,15 @@ mod tests {
             why.contains("node svc-node-0 failed putting back the data saved at the last stop"),
             "{why}"
         );
-        // Restored: the stop saves as usual.
+        // Restored: the stop saves as usual, also when the node is not Ready at the moment.
         nodes[0].agent_failure = None;
+        nodes[0].was_ready = true;
+        assert_eq!(save_blocked(&d, &nodes), None);
+        assert_eq!(
+            steps(&d, &nodes),
+            vec![("svc-node-1".to_string(), "release".to_string())],
+            "a Ready node saves while the restored one is not Ready for a moment"
+        );
         nodes[0].agent_ready = true;
         assert_eq!(
             steps(&d, &nodes),
