@@ -259,16 +259,12 @@ async fn a_lone_database_reset_with_its_vm_comes_back_with_its_rows() {
     env.apply(&database("Running")).await;
     let node = rows_written(&env).await;
 
-    // A power loss: the agent and MariaDB die at once, and the VM boots again on its disk.
-    let provider_id = node
-        .status
-        .clone()
-        .and_then(|s| s.provider_id)
-        .expect("a VM");
-    let vm = provider_id.trim_start_matches("local:///");
+    // A power loss: the agent and MariaDB die at once, and the VM (a local VM's id is its
+    // node's token) boots again on its disk.
+    let vm = &node.spec.token;
     env.controller.local_cloud().power_cycle(vm).await.unwrap();
 
-    // MariaDB left its data marked unsafe to bootstrap from; as the only copy, it is used.
+    // MariaDB, killed mid-flight, recovers its data at the next start.
     let address = node.status.clone().and_then(|s| s.address).unwrap();
     let (user, password) = mysql_credentials(&env, "db").await;
     conpaas_e2e::wait::until("the rows back after the reset", LIMIT, || async {
@@ -290,12 +286,7 @@ async fn a_restarted_agent_takes_over_a_running_database_without_losing_a_row() 
     env.apply_cloud_and_app().await;
     env.apply(&database("Running")).await;
     let node = rows_written(&env).await;
-    let provider_id = node
-        .status
-        .clone()
-        .and_then(|s| s.provider_id)
-        .expect("a VM");
-    let vm = provider_id.trim_start_matches("local:///");
+    let vm = node.spec.token.as_str();
     // The node's mariadbd: its command line names the VM's configuration.
     let mariadbd = |vm: &str| {
         conpaas_cloud::local::find_by_cmdline(&format!("{vm}/work/mysql/my.cnf"))
