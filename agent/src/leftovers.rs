@@ -97,7 +97,8 @@ mod tests {
     #[tokio::test]
     async fn an_earlier_agents_daemon_is_stopped_with_its_signal() {
         let dir = tempfile::tempdir().unwrap();
-        // A daemon that stops only on SIGTERM, noted as an earlier agent would have.
+        // A daemon noted as an earlier agent would have, beside a line of a process gone, one of
+        // a pid now another process's, and one that does not parse.
         let mut child = std::process::Command::new("sleep")
             .arg("60")
             .spawn()
