@@ -329,19 +329,7 @@ async fn files_keep_their_checksums_through_scaling_and_a_stop() {
 
     // Stop: the volume is archived; Start: it comes back on new nodes, and the linked node's
     // mount follows them.
-    apply(&env, filesystem(2, "Stopped")).await.unwrap();
-    env.wait_service("fs", "fs stopped with its data saved", |s| {
-        let status = s.status.clone().unwrap_or_default();
-        status.saved_data.is_some()
-    })
-    .await;
-    wait::until("no storage node left", LIMIT, || async {
-        Ok(env.nodes("fs").await.is_empty())
-    })
-    .await
-    .unwrap();
-    apply(&env, filesystem(2, "Running")).await.unwrap();
-    env.wait_ready("fs", "storage 2/2").await;
+    stop_then_start(&env).await;
     let result = wait::until("the files back through the app's mount", LIMIT, || async {
         Ok(check_files(&mount, &expected).is_ok())
     })
@@ -389,11 +377,7 @@ async fn files_keep_their_checksums_through_scaling_and_a_stop() {
         "from a tar\n",
         "the imported file, through the app's mount"
     );
-    let refused = std::process::Command::new(conpaas_e2e::tools::cpsctl())
-        .args(["-n", &env.ns, "fs", "export", "fs", "nope"])
-        .env("KUBECONFIG", &env.cp.kubeconfig)
-        .output()
-        .unwrap();
+    let refused = cpsctl_run(&env, &["fs", "export", "fs", "nope"]);
     let said = String::from_utf8_lossy(&refused.stderr);
     assert!(
         !refused.status.success() && said.contains("has no volume \"nope\" (it has: data)"),
@@ -442,34 +426,17 @@ async fn a_file_that_compresses_a_thousandfold_comes_back_after_a_stop() {
         ],
     );
 
-    apply(&env, filesystem(2, "Stopped")).await.unwrap();
-    env.wait_service("fs", "fs stopped with its data saved", |s| {
-        s.status.as_ref().is_some_and(|s| s.saved_data.is_some())
-    })
-    .await;
-    wait::until("no storage node left", LIMIT, || async {
-        Ok(env.nodes("fs").await.is_empty())
-    })
-    .await
-    .unwrap();
-    apply(&env, filesystem(2, "Running")).await.unwrap();
-    env.wait_ready("fs", "storage 2/2").await;
+    stop_then_start(&env).await;
 
     // The first mounts after a start may come before the bricks listen: tried until one works.
     let mut exported = Vec::new();
     wait::until("an export of the volume", LIMIT, || {
-        let out = std::process::Command::new(conpaas_e2e::tools::cpsctl())
-            .args(["-n", &env.ns, "fs", "export", "fs", "data"])
-            .env("KUBECONFIG", &env.cp.kubeconfig)
-            .stdin(std::process::Stdio::null())
-            .output();
-        let done = match out {
-            Ok(out) if out.status.success() => {
-                exported = out.stdout;
-                Ok(true)
-            }
-            Ok(out) => Err(anyhow::anyhow!("{}", String::from_utf8_lossy(&out.stderr))),
-            Err(e) => Err(e.into()),
+        let out = cpsctl_run(&env, &["fs", "export", "fs", "data"]);
+        let done = if out.status.success() {
+            exported = out.stdout;
+            Ok(true)
+        } else {
+            Err(anyhow::anyhow!("{}", String::from_utf8_lossy(&out.stderr)))
         };
         async move { done }
     })
@@ -492,15 +459,36 @@ async fn a_file_that_compresses_a_thousandfold_comes_back_after_a_stop() {
     delete_and_expect_nothing_running(&env, &["fs"]).await;
 }
 
-/// Runs cpsctl in the test's namespace; its standard output's bytes (it must succeed).
-fn cpsctl_bytes(env: &Env, args: &[&str]) -> Vec<u8> {
-    let out = std::process::Command::new(conpaas_e2e::tools::cpsctl())
+/// Stops Service `fs` (its volumes archived) and starts it again on 2 new storage nodes.
+async fn stop_then_start(env: &Env) {
+    apply(env, filesystem(2, "Stopped")).await.unwrap();
+    env.wait_service("fs", "fs stopped with its data saved", |s| {
+        s.status.as_ref().is_some_and(|s| s.saved_data.is_some())
+    })
+    .await;
+    wait::until("no storage node left", LIMIT, || async {
+        Ok(env.nodes("fs").await.is_empty())
+    })
+    .await
+    .unwrap();
+    apply(env, filesystem(2, "Running")).await.unwrap();
+    env.wait_ready("fs", "storage 2/2").await;
+}
+
+/// Runs cpsctl in the test's namespace.
+fn cpsctl_run(env: &Env, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(conpaas_e2e::tools::cpsctl())
         .args(["-n", &env.ns])
         .args(args)
         .env("KUBECONFIG", &env.cp.kubeconfig)
         .stdin(std::process::Stdio::null())
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+/// Runs cpsctl in the test's namespace; its standard output's bytes (it must succeed).
+fn cpsctl_bytes(env: &Env, args: &[&str]) -> Vec<u8> {
+    let out = cpsctl_run(env, args);
     assert!(
         out.status.success(),
         "cpsctl {args:?}: {}",

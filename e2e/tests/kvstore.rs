@@ -95,6 +95,17 @@ fn cluster_client(seeds: &str, password: &str) -> redis::cluster::ClusterClient 
         .unwrap()
 }
 
+/// Writes `key:<i>` = `value-<i>` for the [`KEYS`] keys, one by one.
+fn write_keys(connection: &mut redis::cluster::ClusterConnection) {
+    for i in 0..KEYS {
+        redis::cmd("SET")
+            .arg(format!("key:{i}"))
+            .arg(format!("value-{i}"))
+            .query::<()>(connection)
+            .unwrap();
+    }
+}
+
 /// Keys on the node at `address`, asked directly.
 fn keys_on(address: &str, password: &str) -> u64 {
     let info = ConnectionAddr::Tcp(address.into(), 6379)
@@ -234,13 +245,7 @@ async fn keys_survive_scaling_while_written_and_a_stop() {
     let client = cluster_client(&seeds, &password);
     let mut connection = client.get_connection().unwrap();
     let started = Instant::now();
-    for i in 0..KEYS {
-        redis::cmd("SET")
-            .arg(format!("key:{i}"))
-            .arg(format!("value-{i}"))
-            .query::<()>(&mut connection)
-            .unwrap();
-    }
+    write_keys(&mut connection);
     println!(
         "{KEYS} keys written one by one through the cluster of 3 masters: {:.0} writes/s",
         KEYS as f64 / started.elapsed().as_secs_f64()
@@ -392,13 +397,7 @@ async fn keys_survive_every_agent_restarted_while_redis_runs() {
     let password = password(&env).await;
     let client = cluster_client(&endpoint(&env).await, &password);
     let mut connection = client.get_connection().unwrap();
-    for i in 0..KEYS {
-        redis::cmd("SET")
-            .arg(format!("key:{i}"))
-            .arg(format!("value-{i}"))
-            .query::<()>(&mut connection)
-            .unwrap();
-    }
+    write_keys(&mut connection);
     let writer = Writer::start(client.clone());
     // Each node's agent crashes in turn and its VM's init starts it again; redis-server (no
     // replica: the only copy of its slots) ran on meanwhile.
