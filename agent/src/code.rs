@@ -6,6 +6,8 @@
 //! previous are kept.
 
 use std::io::{Read, Write};
+
+use tokio::io::AsyncReadExt as _;
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::{Context as _, bail};
@@ -15,8 +17,12 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::{Api, Client};
 use sha2::{Digest, Sha256};
 
-/// Largest archive the agent downloads.
+/// Largest code archive the agent downloads (saved data is bounded by the disk instead).
 const MAX_ARCHIVE_BYTES: u64 = 2 << 30;
+
+/// How much of an archive one request to the code API carries: at a few MB/s this still ends
+/// well within the API server's request timeout (60 s by default).
+const PIECE_BYTES: u64 = 16 << 20;
 
 /// What an archive may unpack to.
 #[derive(Clone, Copy, Debug)]
@@ -83,7 +89,7 @@ pub async fn install(
     }
     std::fs::create_dir_all(&root).with_context(|| format!("create {}", root.display()))?;
     let download = root.join(format!(".download-{}", code.version));
-    let fetched = fetch(client, namespace, service, code, &download).await;
+    let fetched = fetch(client, namespace, service, code, &download, MAX_ARCHIVE_BYTES).await;
     let result = match fetched {
         Ok(digest) if digest != code.sha256 => Err(anyhow::anyhow!(
             "code version {}: sha256 is {digest}, the spec says {}",
@@ -116,8 +122,10 @@ pub async fn install(
     Ok(target)
 }
 
-/// Fetches `code` of `service` to the file `to` as it is (a mysql dump is not unpacked), once
-/// its digest matches the spec; nothing is left at `to` otherwise.
+/// Fetches `code` of `service` to the file `to` as it is (a mysql dump, the data saved at the
+/// last stop: not unpacked), once its digest matches the spec; nothing is left at `to`
+/// otherwise. Only the disk bounds its size (less a tenth kept for the daemons): the store
+/// bounded it when it went in.
 pub async fn download(
     client: &Client,
     namespace: &str,
@@ -126,7 +134,9 @@ pub async fn download(
     to: &Path,
 ) -> anyhow::Result<()> {
     let partial = to.with_extension("partial");
-    let digest = fetch(client, namespace, service, code, &partial).await;
+    let folder = to.parent().unwrap_or(Path::new("/"));
+    let limit = free_bytes(folder) / 10 * 9;
+    let digest = fetch(client, namespace, service, code, &partial, limit).await;
     let checked = digest.and_then(|digest| {
         if digest == code.sha256 {
             std::fs::rename(&partial, to).with_context(|| format!("write {}", to.display()))
@@ -144,43 +154,81 @@ pub async fn download(
 
 /// Stores `file` in the artifact store under `service`, through the code API with this node's
 /// own token (nodes of types that save data at a stop may); the stored archive's SHA-256. The
-/// file is read whole into memory first: the saved data of the Services here are small.
+/// file goes in pieces of [`PIECE_BYTES`], each its own request: only one piece is ever in
+/// memory, and each ends well within the API server's request timeout however large the file.
 pub async fn upload(
     client: &Client,
     namespace: &str,
     service: &str,
     file: &Path,
 ) -> anyhow::Result<String> {
-    let bytes = tokio::fs::read(file)
-        .await
-        .with_context(|| format!("read {}", file.display()))?;
-    let sha256 = hex::encode(Sha256::digest(&bytes));
-    let uri = format!(
-        "{}?sha256={sha256}",
-        conpaas_crds::code_api::archives_path(namespace, service)
-    );
     let what = format!("upload {} to service {service}", file.display());
-    let request = http::Request::post(&uri)
-        .header(http::header::CONTENT_TYPE, "application/octet-stream")
-        .body(kube::client::Body::from(bytes))
-        .context("build the upload request")?;
-    let response = client.send(request).await.with_context(|| what.clone())?;
-    let (parts, body) = response.into_parts();
-    let bytes = body
-        .collect()
+    let sha256 = digest_of(file).await?;
+    let mut reader = tokio::fs::File::open(file)
         .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
-    if !parts.status.is_success() {
-        let message = conpaas_crds::code_api::status_message(&bytes);
-        bail!("{what}: {} {message}", parts.status);
+        .with_context(|| format!("open {}", file.display()))?;
+    let size = reader.metadata().await?.len();
+    let mut offset = 0;
+    loop {
+        let len = PIECE_BYTES.min(size - offset);
+        let mut piece = vec![0; len as usize];
+        reader
+            .read_exact(&mut piece)
+            .await
+            .with_context(|| format!("read {}", file.display()))?;
+        let last = offset + len == size;
+        let uri = format!(
+            "{}?{}",
+            conpaas_crds::code_api::archives_path(namespace, service),
+            conpaas_crds::code_api::piece_query(&sha256, offset, last)
+        );
+        let request = http::Request::post(&uri)
+            .header(http::header::CONTENT_TYPE, "application/octet-stream")
+            .body(kube::client::Body::from(piece))
+            .context("build the upload request")?;
+        let response = client.send(request).await.with_context(|| what.clone())?;
+        let (parts, body) = response.into_parts();
+        let bytes = body
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        if !parts.status.is_success() {
+            let message = conpaas_crds::code_api::status_message(&bytes);
+            bail!("{what}: at byte {offset} of {size}: {} {message}", parts.status);
+        }
+        offset += len;
+        if last {
+            let stored: conpaas_crds::code_api::Uploaded = serde_json::from_slice(&bytes)
+                .with_context(|| format!("{what}: read the answer"))?;
+            if stored.sha256 != sha256 {
+                bail!("{what}: stored as sha256:{}, not {sha256}", stored.sha256);
+            }
+            return Ok(sha256);
+        }
     }
-    let stored: conpaas_crds::code_api::Uploaded =
-        serde_json::from_slice(&bytes).with_context(|| format!("{what}: read the answer"))?;
-    if stored.sha256 != sha256 {
-        bail!("{what}: stored as sha256:{}, not {sha256}", stored.sha256);
-    }
-    Ok(sha256)
+}
+
+/// The SHA-256 of `file`, read in blocks off the runtime.
+async fn digest_of(file: &Path) -> anyhow::Result<String> {
+    let path = file.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let mut reader = std::fs::File::open(&path)
+            .with_context(|| format!("open {}", path.display()))?;
+        let mut hasher = Sha256::new();
+        let mut block = vec![0; 1 << 20];
+        loop {
+            let n = reader
+                .read(&mut block)
+                .with_context(|| format!("read {}", path.display()))?;
+            if n == 0 {
+                return Ok(hex::encode(hasher.finalize()));
+            }
+            hasher.update(&block[..n]);
+        }
+    })
+    .await
+    .context("the hashing thread")?
 }
 
 /// Whether fetching failed because the node's token may not read the archive yet: its
@@ -194,32 +242,31 @@ pub fn is_forbidden(error: &anyhow::Error) -> bool {
     })
 }
 
-/// Writes chunks to a file while hashing them, refusing more than [`MAX_ARCHIVE_BYTES`].
+/// Writes chunks to a file while hashing them, refusing more than `limit` bytes.
 struct Sink {
     file: std::fs::File,
     hasher: Sha256,
     written: u64,
+    limit: u64,
     what: String,
 }
 
 impl Sink {
-    fn create(path: &Path, what: String) -> anyhow::Result<Self> {
+    fn create(path: &Path, what: String, limit: u64) -> anyhow::Result<Self> {
         Ok(Self {
             file: std::fs::File::create(path)
                 .with_context(|| format!("create {}", path.display()))?,
             hasher: Sha256::new(),
             written: 0,
+            limit,
             what,
         })
     }
 
     fn write(&mut self, chunk: &[u8]) -> anyhow::Result<()> {
         self.written += chunk.len() as u64;
-        if self.written > MAX_ARCHIVE_BYTES {
-            bail!(
-                "{}: archive larger than {MAX_ARCHIVE_BYTES} bytes",
-                self.what
-            );
+        if self.written > self.limit {
+            bail!("{}: archive larger than {} bytes", self.what, self.limit);
         }
         self.hasher.update(chunk);
         self.file.write_all(chunk).context("write the download")
@@ -231,43 +278,66 @@ impl Sink {
     }
 }
 
-/// Streams the archive into `path`; returns its SHA-256.
+/// Streams the archive into `path`, at most `limit` bytes; returns its SHA-256.
 async fn fetch(
     client: &Client,
     namespace: &str,
     service: &str,
     code: &NodeCode,
     path: &Path,
+    limit: u64,
 ) -> anyhow::Result<String> {
     if code.artifact {
-        // Through the API server to the controller's code API, with this node's own token.
+        // Through the API server to the controller's code API, with this node's own token,
+        // in pieces (see `PIECE_BYTES`).
         let uri = conpaas_crds::code_api::archive_path(namespace, service, &code.sha256);
         let what = format!("archive sha256:{} of service {service}", code.sha256);
-        let request = http::Request::get(&uri)
-            .body(kube::client::Body::empty())
-            .context("build the download request")?;
-        let response = client
-            .send(request)
-            .await
-            .with_context(|| format!("download {what}"))?;
-        let (parts, mut body) = response.into_parts();
-        if !parts.status.is_success() {
-            let bytes = body
-                .collect()
+        let mut sink = Sink::create(path, what.clone(), limit)?;
+        loop {
+            let from = sink.written;
+            let request = http::Request::get(&uri)
+                .header(
+                    http::header::RANGE,
+                    format!("bytes={from}-{}", from + PIECE_BYTES - 1),
+                )
+                .body(kube::client::Body::empty())
+                .context("build the download request")?;
+            let response = client
+                .send(request)
                 .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
-            let message = conpaas_crds::code_api::status_message(&bytes);
-            bail!("download {what}: {} {message}", parts.status);
-        }
-        let mut sink = Sink::create(path, what.clone())?;
-        while let Some(frame) = body.frame().await {
-            let frame = frame.with_context(|| format!("download {what}"))?;
-            if let Some(data) = frame.data_ref() {
-                sink.write(data)?;
+                .with_context(|| format!("download {what}"))?;
+            let (parts, mut body) = response.into_parts();
+            if !parts.status.is_success() {
+                let bytes = body
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
+                let message = conpaas_crds::code_api::status_message(&bytes);
+                bail!("download {what} from byte {from}: {} {message}", parts.status);
+            }
+            while let Some(frame) = body.frame().await {
+                let frame = frame.with_context(|| format!("download {what}"))?;
+                if let Some(data) = frame.data_ref() {
+                    sink.write(data)?;
+                }
+            }
+            // A piece says the whole size; an answer that is not a piece is the whole archive.
+            let whole = parts
+                .headers
+                .get(http::header::CONTENT_RANGE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.rsplit_once('/'))
+                .and_then(|(_, whole)| whole.parse::<u64>().ok());
+            match whole {
+                Some(whole) if sink.written < whole => {
+                    if sink.written == from {
+                        bail!("download {what}: an empty piece at byte {from} of {whole}");
+                    }
+                }
+                _ => return sink.finish(),
             }
         }
-        return sink.finish();
     }
     if let Some(key) = &code.config_map {
         let cm = Api::<ConfigMap>::namespaced(client.clone(), namespace)
@@ -282,7 +352,7 @@ async fn fetch(
                     .and_then(|d| d.get(&key.key).map(|s| s.clone().into_bytes()))
             })
             .with_context(|| format!("ConfigMap {} has no key {}", key.name, key.key))?;
-        let mut sink = Sink::create(path, format!("ConfigMap {}", key.name))?;
+        let mut sink = Sink::create(path, format!("ConfigMap {}", key.name), limit)?;
         sink.write(&bytes)?;
         return sink.finish();
     }
@@ -294,7 +364,7 @@ async fn fetch(
         .await
         .with_context(|| format!("download {url}"))?
         .error_for_status()?;
-    let mut sink = Sink::create(path, url.to_string())?;
+    let mut sink = Sink::create(path, url.to_string(), limit)?;
     while let Some(chunk) = response
         .chunk()
         .await

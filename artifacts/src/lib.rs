@@ -12,8 +12,11 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
+use object_store::{ObjectStore, ObjectStoreExt};
 use sha2::{Digest, Sha256};
+
+mod upload;
+pub use upload::Upload;
 
 /// What went wrong with the store or an archive.
 #[derive(Debug, thiserror::Error)]
@@ -136,49 +139,19 @@ impl Store {
         S: Stream<Item = Result<Bytes, E>> + Send,
         E: std::fmt::Display,
     {
-        let staging = Path::from(format!("uploads/{}", uuid::Uuid::new_v4()));
-        let upload = self.objects.put_multipart(&staging).await?;
-        let mut writer = WriteMultipart::new(upload);
-        let mut hasher = Sha256::new();
-        let mut size = 0u64;
-        let mut body = std::pin::pin!(body);
-        let failure = loop {
-            let chunk = match body.next().await {
-                None => break None,
-                Some(Err(e)) => break Some(Error::Body(e.to_string())),
-                Some(Ok(chunk)) => chunk,
-            };
-            size += chunk.len() as u64;
-            if size > limit {
-                break Some(Error::TooLarge { limit });
+        let mut upload = self.begin(limit).await?;
+        match upload.append(body).await {
+            Ok(()) => upload.finish(expected).await,
+            Err(e) => {
+                upload.abort().await;
+                Err(e)
             }
-            hasher.update(&chunk);
-            // Bounded buffering: at most a few parts in flight, whatever the archive's size.
-            if let Err(e) = writer.wait_for_capacity(4).await {
-                break Some(e.into());
-            }
-            writer.put(chunk);
-        };
-        if let Some(e) = failure {
-            let _ = writer.abort().await;
-            return Err(e);
         }
-        writer.finish().await?;
-        let sha256 = hex::encode(hasher.finalize());
-        if let Some(expected) = expected
-            && expected != sha256
-        {
-            let _ = self.objects.delete(&staging).await;
-            return Err(Error::DigestMismatch {
-                expected: expected.to_string(),
-                actual: sha256,
-            });
-        }
-        self.objects
-            .rename(&staging, &archive_path(&sha256)?)
-            .await?;
-        tracing::info!(%sha256, size, "archive stored");
-        Ok(Stored { sha256, size })
+    }
+
+    /// Starts an archive of at most `limit` bytes that arrives in pieces.
+    pub async fn begin(&self, limit: u64) -> Result<Upload, Error> {
+        Upload::begin(self.objects.clone(), limit).await
     }
 
     /// When the archive was written (Unix seconds), if the store has it. An archive uploaded
@@ -243,6 +216,27 @@ impl Store {
         let expected = sha256.to_string();
         let verified = verify(result.into_stream(), expected);
         Ok((size, verified.boxed()))
+    }
+
+    /// The archive's whole size and a stream of its bytes `from..to` (`to` is cut to the
+    /// size). A piece cannot be checked against the digest: whoever reads it in pieces checks
+    /// the whole (an agent does).
+    pub async fn get_piece(
+        &self,
+        sha256: &str,
+        from: u64,
+        to: u64,
+    ) -> Result<(u64, BoxStream<'static, Result<Bytes, Error>>), Error> {
+        let options = object_store::GetOptions::new().with_range(Some(from..to));
+        let result = match self.objects.get_opts(&archive_path(sha256)?, options).await {
+            Ok(r) => r,
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(Error::NotFound(sha256.to_string()));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let size = result.meta.size;
+        Ok((size, result.into_stream().map(|c| c.map_err(Error::from)).boxed()))
     }
 
     /// Removes an archive (absent is fine).

@@ -238,3 +238,45 @@ async fn an_s3_bucket_holds_archives_as_the_folder_does() {
     store.delete(&sha256).await.unwrap();
     assert!(matches!(store.get(&sha256).await, Err(Error::NotFound(_))));
 }
+
+#[tokio::test]
+async fn an_archive_arrives_in_pieces_and_is_read_back_in_pieces() {
+    let (dir, store) = folder_store();
+    let bytes = pattern(9 << 20);
+    let sha256 = hex::encode(Sha256::digest(&bytes));
+    let mut upload = store.begin(64 << 20).await.unwrap();
+    for piece in bytes.chunks(4 << 20) {
+        upload.append(body(piece)).await.unwrap();
+    }
+    assert_eq!(upload.size(), bytes.len() as u64);
+    let stored = upload.finish(Some(&sha256)).await.unwrap();
+    assert_eq!(stored.sha256, sha256);
+    assert_eq!(read_all(&store, &sha256).await.unwrap(), bytes);
+
+    let mut back = Vec::new();
+    let mut from = 0;
+    while from < bytes.len() as u64 {
+        let (size, mut piece) = store.get_piece(&sha256, from, from + (3 << 20)).await.unwrap();
+        assert_eq!(size, bytes.len() as u64);
+        while let Some(chunk) = piece.next().await {
+            back.extend_from_slice(&chunk.unwrap());
+        }
+        from = back.len() as u64;
+    }
+    assert_eq!(back, bytes);
+
+    // Pieces past the limit, or a whole that is not what was announced, leave nothing.
+    let mut upload = store.begin(5 << 20).await.unwrap();
+    upload.append(body(&bytes[..4 << 20])).await.unwrap();
+    let refused = upload.append(body(&bytes[4 << 20..])).await;
+    assert!(matches!(refused, Err(Error::TooLarge { .. })), "{refused:?}");
+    upload.abort().await;
+    let mut upload = store.begin(64 << 20).await.unwrap();
+    upload.append(body(&bytes[..1 << 20])).await.unwrap();
+    let wrong = upload.finish(Some(&sha256)).await;
+    assert!(matches!(wrong, Err(Error::DigestMismatch { .. })), "{wrong:?}");
+    assert_eq!(
+        files(&dir.path().join("artifacts")),
+        vec![format!("sha256/{sha256}")]
+    );
+}

@@ -9,7 +9,15 @@
 //!   upload the data they save when the Service stops).
 //! - `GET .../namespaces/{ns}/services/{service}/archives/{sha256}`: an archive a version of the
 //!   Service names (or the data it saved). Needs `get` on the Service, or to be the token of
-//!   one of its nodes.
+//!   one of its nodes. A `Range: bytes=FROM-TO` header asks for a piece (answered `206`).
+//!
+//! The API server ends every request at its `--request-timeout` (60 s by default), so an
+//! archive larger than what crosses in that time moves in pieces, each its own request:
+//! `POST .../archives?sha256=S&offset=O[&last=true]` appends the body at byte `O` of an upload
+//! of the archive `S` (offset 0 starts it again; an offset that is not the upload's size is
+//! refused with `409`, and the uploader starts from 0); a piece without `last` answers
+//! [`Received`], the last one [`Uploaded`] once the whole archive's digest is `S`. Downloads
+//! go the same way with ranges.
 
 use serde::{Deserialize, Serialize};
 
@@ -39,6 +47,18 @@ pub struct Uploaded {
     pub sha256: String,
     /// Its length in bytes.
     pub size: u64,
+}
+
+/// The answer to a piece of an upload that is not its last.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    /// Bytes of the archive received so far.
+    pub received: u64,
+}
+
+/// The `archives` query of a piece at byte `offset` of an upload of the archive `sha256`.
+pub fn piece_query(sha256: &str, offset: u64, last: bool) -> String {
+    format!("sha256={sha256}&offset={offset}&last={last}")
 }
 
 /// One archive of a Service, as `GET .../archives` lists them.

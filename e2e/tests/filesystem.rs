@@ -394,8 +394,11 @@ async fn files_keep_their_checksums_through_scaling_and_a_stop() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_file_that_compresses_a_thousandfold_comes_back_after_a_stop() {
-    let env = env("filesystem-zeros-e2e", 137).await;
+async fn a_save_larger_than_one_request_and_a_thousandfold_compressible_file_come_back() {
+    // Requests end after 2 s here (60 s by default): a save that must cross in one request
+    // cannot, as one of tens of GiB could not at the default.
+    let timeout = ["--request-timeout=2s".to_string()];
+    let env = env_with_apiserver("filesystem-big-e2e", 137, &[], &timeout).await;
     env.apply_cloud_and_app().await;
     apply(&env, filesystem(2, "Running")).await.unwrap();
     env.wait_ready("fs", "storage 2/2").await;
@@ -413,6 +416,18 @@ async fn a_file_that_compresses_a_thousandfold_comes_back_after_a_stop() {
             std::io::Read::take(std::io::repeat(0), SIZE),
         )
         .unwrap();
+    // Incompressible: the save is about as large as the file.
+    const RANDOM: u64 = 320 << 20;
+    let mut random = std::fs::File::open("/dev/urandom").unwrap();
+    let mut noise = vec![0; RANDOM as usize];
+    std::io::Read::read_exact(&mut random, &mut noise).unwrap();
+    header.set_size(RANDOM);
+    header.set_cksum();
+    builder
+        .append_data(&mut header, "random.bin", noise.as_slice())
+        .unwrap();
+    let noise_sha = hex::encode(Sha256::digest(&noise));
+    drop(noise);
     builder.finish().unwrap();
     drop(builder);
     cpsctl_bytes(
@@ -442,19 +457,26 @@ async fn a_file_that_compresses_a_thousandfold_comes_back_after_a_stop() {
     })
     .await
     .unwrap();
-    let mut found = None;
+    let (mut zeros, mut noise) = (None, None);
     for entry in tar::Archive::new(exported.as_slice()).entries().unwrap() {
         let mut entry = entry.unwrap();
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut bytes).unwrap();
         if entry.path().unwrap().ends_with("zeros.bin") {
-            let mut bytes = Vec::new();
-            std::io::Read::read_to_end(&mut entry, &mut bytes).unwrap();
-            found = Some((bytes.len() as u64, bytes.iter().all(|b| *b == 0)));
+            zeros = Some((bytes.len() as u64, bytes.iter().all(|b| *b == 0)));
+        } else if entry.path().unwrap().ends_with("random.bin") {
+            noise = Some(hex::encode(Sha256::digest(&bytes)));
         }
     }
     assert_eq!(
-        found,
+        zeros,
         Some((SIZE, true)),
         "the 200 MiB of zeros came back whole"
+    );
+    assert_eq!(
+        noise,
+        Some(noise_sha),
+        "the 320 MiB of random bytes came back whole"
     );
     delete_and_expect_nothing_running(&env, &["fs"]).await;
 }

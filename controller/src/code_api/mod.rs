@@ -6,10 +6,12 @@
 //! every kind of credential (tokens, client certificates, OIDC, exec plugins) and every VM
 //! already reaches it, so the code API needs no second public endpoint, certificate or login.
 //! Archives stream through the API server's proxy; it applies its request timeout
-//! (`--request-timeout`, 60 s by default) to uploads and downloads.
+//! (`--request-timeout`, 60 s by default) to uploads and downloads, so large ones move in
+//! pieces (uploads at offsets, downloads by ranges), each its own request.
 
 mod front_proxy;
 mod gc;
+mod pieces;
 mod register;
 mod routes;
 mod tls;
@@ -37,6 +39,8 @@ pub struct CodeApi {
     pub ready: Arc<AtomicBool>,
     pub proxy: front_proxy::FrontProxy,
     pub max_archive_bytes: u64,
+    /// Uploads arriving in pieces.
+    pub pieces: pieces::Pieces,
 }
 
 /// Limits and the store's upkeep.
@@ -91,6 +95,7 @@ pub async fn run(
         ready,
         proxy,
         max_archive_bytes: settings.max_archive_bytes,
+        pieces: Default::default(),
     });
     let router = routes::router(api);
     let acceptor = TlsAcceptor::from(config);

@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use conpaas_artifacts::Error as StoreError;
-use conpaas_crds::code_api::{Archive, GROUP, RESOURCE, Uploaded, VERSION};
+use conpaas_crds::code_api::{Archive, GROUP, RESOURCE, Received, Uploaded, VERSION};
 use conpaas_crds::v1alpha1::Service;
 use futures::StreamExt;
 use k8s_openapi::api::authorization::v1::{
@@ -24,6 +24,7 @@ use serde_json::json;
 
 use super::CodeApi;
 use super::front_proxy::{Caller, Peer};
+use super::pieces::{self, Outcome, Refused};
 
 pub fn router(api: Arc<CodeApi>) -> Router {
     let base = format!("/apis/{GROUP}/{VERSION}");
@@ -173,6 +174,11 @@ async fn may(
 struct UploadQuery {
     /// The digest the uploader computed; a body with another one is refused.
     sha256: Option<String>,
+    /// Where this piece goes in an upload made of pieces (absent: the body is the archive).
+    offset: Option<u64>,
+    /// Whether this piece is the upload's last.
+    #[serde(default)]
+    last: bool,
 }
 
 async fn upload(
@@ -191,33 +197,51 @@ async fn upload(
         may(&api, &caller, "update", &namespace, &service).await?;
     }
     let found = find_service(&api, &namespace, &service).await?;
-    let stored = api
-        .store
-        .put(
-            body.into_data_stream(),
-            api.max_archive_bytes,
-            query.sha256.as_deref(),
-        )
-        .await;
-    let stored = stored.map_err(|e| match e {
-        StoreError::TooLarge { .. } => status(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "RequestEntityTooLarge",
-            e.to_string(),
-        ),
-        StoreError::DigestMismatch { .. } | StoreError::Body(_) | StoreError::BadDigest(_) => {
-            status(
+    let body = body.into_data_stream();
+    let stored = match (query.offset, query.sha256) {
+        (None, expected) => api
+            .store
+            .put(body, api.max_archive_bytes, expected.as_deref())
+            .await
+            .map_err(store_refusal)?,
+        (Some(_), None) => {
+            return Err(status(
                 StatusCode::BAD_REQUEST,
                 "BadRequest",
-                format!("upload refused, nothing stored: {e}"),
-            )
+                "a piece of an upload needs the whole archive's sha256".into(),
+            ));
         }
-        e => status(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "InternalError",
-            e.to_string(),
-        ),
-    })?;
+        (Some(offset), Some(sha256)) => {
+            let key = pieces::Key {
+                user: caller.user.clone(),
+                namespace: namespace.clone(),
+                service: service.clone(),
+                sha256,
+            };
+            let outcome = api
+                .pieces
+                .piece(&api.store, api.max_archive_bytes, key, offset, query.last, body)
+                .await;
+            match outcome {
+                Ok(Outcome::Received(received)) => {
+                    let answer = Received { received };
+                    return Ok((StatusCode::ACCEPTED, axum::Json(answer)).into_response());
+                }
+                Ok(Outcome::Stored(stored)) => stored,
+                Err(e @ Refused::Conflict { .. }) => {
+                    return Err(status(StatusCode::CONFLICT, "Conflict", e.to_string()));
+                }
+                Err(e @ Refused::TooMany) => {
+                    return Err(status(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "TooManyRequests",
+                        e.to_string(),
+                    ));
+                }
+                Err(Refused::Store(e)) => return Err(store_refusal(e)),
+            }
+        }
+    };
     let note = format!(
         "archive sha256:{} ({} bytes) uploaded by {}",
         stored.sha256, stored.size, caller.user
@@ -236,6 +260,29 @@ async fn upload(
         size: stored.size,
     };
     Ok((StatusCode::CREATED, axum::Json(answer)).into_response())
+}
+
+/// A store's refusal of an upload, as the uploader should see it.
+fn store_refusal(e: StoreError) -> Refusal {
+    match e {
+        StoreError::TooLarge { .. } => status(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestEntityTooLarge",
+            e.to_string(),
+        ),
+        StoreError::DigestMismatch { .. } | StoreError::Body(_) | StoreError::BadDigest(_) => {
+            status(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                format!("upload refused, nothing stored: {e}"),
+            )
+        }
+        e => status(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalError",
+            e.to_string(),
+        ),
+    }
 }
 
 /// The ServiceNode a node's token names, when it is one of `service`'s.
@@ -312,14 +359,52 @@ async fn download(
             ),
         ));
     }
-    let (size, bytes) = api.store.get(&sha256).await.map_err(|e| match e {
+    let fetch_failed = |e: StoreError| match e {
         StoreError::NotFound(_) => status(StatusCode::NOT_FOUND, "NotFound", e.to_string()),
         e => status(
             StatusCode::INTERNAL_SERVER_ERROR,
             "InternalError",
             e.to_string(),
         ),
-    })?;
+    };
+    // A piece, when asked for one of an archive that has bytes (an empty or missing one is
+    // answered whole below).
+    if let Some((from, to)) = range(&headers)
+        && let Some(whole) = api
+            .store
+            .size(&sha256)
+            .await
+            .map_err(fetch_failed)?
+            .filter(|&whole| whole > 0)
+    {
+        let to = to.map_or(whole, |to| to.saturating_add(1).min(whole));
+        if from >= to {
+            return Err(status(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "RequestedRangeNotSatisfiable",
+                format!("archive sha256:{sha256} has {whole} bytes, none from byte {from}"),
+            ));
+        }
+        let (_, bytes) = api
+            .store
+            .get_piece(&sha256, from, to)
+            .await
+            .map_err(fetch_failed)?;
+        return Ok((
+            StatusCode::PARTIAL_CONTENT,
+            [
+                (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+                (header::CONTENT_LENGTH, (to - from).to_string()),
+                (
+                    header::CONTENT_RANGE,
+                    format!("bytes {from}-{}/{whole}", to - 1),
+                ),
+            ],
+            Body::from_stream(bytes),
+        )
+            .into_response());
+    }
+    let (size, bytes) = api.store.get(&sha256).await.map_err(fetch_failed)?;
     // A digest mismatch ends the stream with an error: the connection breaks and the client's
     // own check fails, instead of a corrupted archive arriving whole.
     let body = Body::from_stream(
@@ -329,8 +414,22 @@ async fn download(
         [
             (header::CONTENT_TYPE, "application/octet-stream".to_string()),
             (header::CONTENT_LENGTH, size.to_string()),
+            (header::ACCEPT_RANGES, "bytes".to_string()),
         ],
         body,
     )
         .into_response())
+}
+
+/// The one range `bytes=FROM-[TO]` a request asks for (TO inclusive); other forms (several
+/// ranges, suffixes) are answered with the whole archive, as HTTP allows.
+fn range(headers: &HeaderMap) -> Option<(u64, Option<u64>)> {
+    let value = headers.get(header::RANGE)?.to_str().ok()?;
+    let (from, to) = value.strip_prefix("bytes=")?.split_once('-')?;
+    let from = from.trim().parse().ok()?;
+    let to = match to.trim() {
+        "" => None,
+        to => Some(to.parse().ok()?),
+    };
+    Some((from, to))
 }

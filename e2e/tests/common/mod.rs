@@ -37,8 +37,20 @@ pub async fn env(ns: &str, subnet: u8) -> Env {
 
 /// Like [`env`], with extra controller environment variables.
 pub async fn env_with(ns: &str, subnet: u8, vars: &[(&str, &str)]) -> Env {
+    env_with_apiserver(ns, subnet, vars, &[]).await
+}
+
+/// Like [`env_with`], with extra kube-apiserver flags.
+pub async fn env_with_apiserver(
+    ns: &str,
+    subnet: u8,
+    vars: &[(&str, &str)],
+    apiserver_flags: &[String],
+) -> Env {
     let _ = tracing_subscriber::fmt().with_test_writer().try_init();
-    let cp = ControlPlane::start().await.expect("control plane");
+    let cp = ControlPlane::start_with(apiserver_flags)
+        .await
+        .expect("control plane");
     let state = tempfile::tempdir().expect("state folder");
     let controller = Controller::start_with(&cp, state.path(), subnet, vars).expect("controller");
     let client = cp.client().await.expect("client");
