@@ -129,7 +129,8 @@ struct Writer {
 }
 
 impl Writer {
-    fn start(client: redis::cluster::ClusterClient) -> Self {
+    /// Writes `w:N` = N for N from `first` on.
+    fn start(client: redis::cluster::ClusterClient, first: u64) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let acknowledged = Arc::new(Mutex::new(Vec::new()));
         let failures = Arc::new(AtomicU64::new(0));
@@ -138,7 +139,7 @@ impl Writer {
                 (stop.clone(), acknowledged.clone(), failures.clone());
             move || {
                 let mut connection = client.get_connection().unwrap();
-                let mut n = 0u64;
+                let mut n = first;
                 while !stop.load(Ordering::Relaxed) {
                     let set: redis::RedisResult<()> = redis::cmd("SET")
                         .arg(format!("w:{n}"))
@@ -273,7 +274,7 @@ async fn keys_survive_scaling_while_written_and_a_stop() {
     }
 
     // 3 -> 5 -> 3 while a client keeps writing.
-    let writer = Writer::start(client.clone());
+    let writer = Writer::start(client.clone(), 0);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let asked = Instant::now();
     apply(&env, kvstore(5, "Running")).await.unwrap();
@@ -356,7 +357,10 @@ async fn keys_survive_scaling_while_written_and_a_stop() {
         "the session is kept in the kvstore: {session:?}"
     );
 
-    // Stop: every key is dumped; Start: they are back in a new cluster.
+    // Stop while a client goes on writing: every key is dumped, and no write is acknowledged
+    // after the dump (the writes stay paused until the nodes are gone); Start: they are back
+    // in a new cluster.
+    let late = Writer::start(client.clone(), written.last().map_or(0, |n| n + 1));
     apply(&env, kvstore(3, "Stopped")).await.unwrap();
     env.wait_service("kv", "kv stopped with its data saved", |s| {
         s.status.as_ref().is_some_and(|s| s.saved_data.is_some())
@@ -367,11 +371,15 @@ async fn keys_survive_scaling_while_written_and_a_stop() {
     })
     .await
     .unwrap();
+    let (late, _) = late.finish();
+    println!("{} writes acknowledged during the stop", late.len());
     apply(&env, kvstore(3, "Running")).await.unwrap();
     env.wait_ready("kv", "node 3/3").await;
     let client = cluster_client(&endpoint(&env).await, &password);
     let mut connection = client.get_connection().unwrap();
-    check_keys(&mut connection, &written).unwrap();
+    let mut every = written.clone();
+    every.extend(&late);
+    check_keys(&mut connection, &every).unwrap();
 
     delete_and_expect_nothing_running(&env, &["site", "kv"]).await;
 }
@@ -398,7 +406,7 @@ async fn keys_survive_every_agent_restarted_while_redis_runs() {
     let client = cluster_client(&endpoint(&env).await, &password);
     let mut connection = client.get_connection().unwrap();
     write_keys(&mut connection);
-    let writer = Writer::start(client.clone());
+    let writer = Writer::start(client.clone(), 0);
     // Each node's agent crashes in turn and its VM's init starts it again; redis-server (no
     // replica: the only copy of its slots) ran on meanwhile.
     let cloud = env.controller.local_cloud();

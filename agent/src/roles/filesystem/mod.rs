@@ -41,6 +41,8 @@ const ROLE: &str = "storage";
 const REMOVAL_RETRY: Duration = Duration::from_secs(20);
 /// The volume option noting which saved archive was put back into the volume.
 const RESTORED_OPTION: &str = "user.conpaas-restored";
+/// The volume option that refuses writes (EROFS), set while a stop saves the volumes.
+const READ_ONLY: &str = "features.read-only";
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
 pub struct Filesystem {
@@ -593,7 +595,27 @@ impl Role for Filesystem {
                 .filter(|v| v.started)
                 .map(|v| v.name)
                 .collect();
-            archive::save(&access, &address, &volumes).await
+            // The fence: no write lands after the archive is made (it would be acknowledged,
+            // then lost with the nodes). A save that fails lifts it until the next try.
+            let fence = |on: &'static str| {
+                let (cli, volumes) = (cli.clone(), volumes.clone());
+                async move {
+                    for volume in &volumes {
+                        cli.run(&["volume", "set", volume, READ_ONLY, on]).await?;
+                    }
+                    Ok::<(), String>(())
+                }
+            };
+            let saved = match fence("on").await {
+                Ok(()) => archive::save(&access, &address, &volumes).await,
+                Err(e) => Err(format!("make the volumes read-only for the save: {e}")),
+            };
+            if saved.is_err()
+                && let Err(e) = fence("off").await
+            {
+                tracing::warn!(error = %e, "lift the volumes' read-only fence");
+            }
+            saved
         });
     }
 

@@ -16,6 +16,9 @@ const TIMEOUT: Duration = Duration::from_secs(3);
 const RESTORED_KEY: &str = "conpaas:restored";
 /// The longest the masters' writes are paused for a dump.
 const PAUSE: Duration = Duration::from_secs(120);
+/// The longest they stay paused after a dump for a stop (the save stored and the nodes gone,
+/// normally within a minute).
+const FENCE: Duration = Duration::from_secs(3600);
 /// What a saved dump starts with: the format's name and version.
 const DUMP_MAGIC: &[u8] = b"conpaas-kvstore-dump 1\n";
 
@@ -105,26 +108,37 @@ impl Nodes {
 
     /// Every key of the masters at `masters` with its expiry, as a gzipped dump, written while
     /// the masters take no writes (`CLIENT PAUSE ... WRITE`: a write acknowledged after its
-    /// master was read would be lost); the number of keys.
+    /// master was read would be lost); the number of keys. The writes stay paused after a
+    /// dump that succeeded, for up to [`FENCE`]: the dump is the Service's last state, and a
+    /// write made after it would be acknowledged and then lost with the nodes. A save that
+    /// then fails lifts the fence ([`Nodes::unpause`]) and dumps again later.
     pub fn dump(&self, masters: &[String], to: &std::path::Path) -> Result<u64, String> {
         let mut paused = Vec::new();
         for master in masters {
             let mut connection = self.connect(master)?;
-            redis::cmd("CLIENT")
-                .arg("PAUSE")
-                .arg(PAUSE.as_millis() as u64)
-                .arg("WRITE")
-                .query::<()>(&mut connection)
-                .map_err(|e| format!("pause the writes on {master}: {e}"))?;
+            pause(&mut connection, PAUSE).map_err(|e| format!("pause the writes on {master}: {e}"))?;
             paused.push(connection);
         }
         let dumped = self.dump_paused(masters, to);
         for mut connection in paused {
-            let _ = redis::cmd("CLIENT")
-                .arg("UNPAUSE")
-                .query::<()>(&mut connection);
+            let _ = match dumped {
+                Ok(_) => pause(&mut connection, FENCE),
+                Err(_) => unpause(&mut connection),
+            };
         }
         dumped
+    }
+
+    /// Lifts the fence a dump left on `masters`.
+    pub fn unpause(&self, masters: &[String]) {
+        for master in masters {
+            if let Err(e) = self
+                .connect(master)
+                .and_then(|mut c| unpause(&mut c).map_err(|e| e.to_string()))
+            {
+                tracing::warn!(%master, error = %e, "lift the pause of writes");
+            }
+        }
     }
 
     fn dump_paused(&self, masters: &[String], to: &std::path::Path) -> Result<u64, String> {
@@ -293,4 +307,17 @@ mod tests {
         );
         assert_eq!(read_record(&mut input).unwrap(), None);
     }
+}
+
+/// Pauses the writes (reads go on) on a connection's node for `how_long`.
+fn pause(connection: &mut redis::Connection, how_long: Duration) -> redis::RedisResult<()> {
+    redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(how_long.as_millis() as u64)
+        .arg("WRITE")
+        .query(connection)
+}
+
+fn unpause(connection: &mut redis::Connection) -> redis::RedisResult<()> {
+    redis::cmd("CLIENT").arg("UNPAUSE").query(connection)
 }

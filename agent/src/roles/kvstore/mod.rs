@@ -544,16 +544,22 @@ impl Role for Kvstore {
                         .filter(|n| n.master && n.slots > 0)
                         .map(|n| n.address.clone())
                         .collect();
-                    nodes.dump(&masters, &file)
+                    let dumped = nodes.dump(&masters, &file)?;
+                    Ok::<_, String>((dumped, nodes, masters))
                 }
             })
             .await
-            .map_err(|e| format!("dumping broke off: {e}"))??;
+            .map_err(|e| format!("dumping broke off: {e}"))?;
+            let (dumped, nodes, masters) = dumped?;
             let stored =
                 crate::code::upload(&access.client, &access.namespace, &access.service, &file)
                     .await
                     .map_err(|e| format!("{e:#}"));
             let _ = std::fs::remove_file(&file);
+            if stored.is_err() {
+                // Not saved: writes go on until the next try, whose dump holds them.
+                let _ = tokio::task::spawn_blocking(move || nodes.unpause(&masters)).await;
+            }
             tracing::info!(keys = dumped, "keys saved");
             stored
         });
