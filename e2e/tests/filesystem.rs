@@ -9,6 +9,8 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -327,9 +329,15 @@ async fn files_keep_their_checksums_through_scaling_and_a_stop() {
         );
     }
 
-    // Stop: the volume is archived; Start: it comes back on new nodes, and the linked node's
-    // mount follows them.
-    stop_then_start(&env).await;
+    // Stop while the app goes on writing: the volume is archived, and no write is acknowledged
+    // after that (the volume turns read-only first); Start: it comes back on new nodes, and the
+    // linked node's mount follows them.
+    let writer = FileWriter::start(&mount);
+    stop(&env).await;
+    let late = writer.finish();
+    println!("{} files written during the stop", late.len());
+    expected.extend(late);
+    start(&env).await;
     let result = wait::until("the files back through the app's mount", LIMIT, || async {
         Ok(check_files(&mount, &expected).is_ok())
     })
@@ -483,6 +491,12 @@ async fn a_save_larger_than_one_request_and_a_thousandfold_compressible_file_com
 
 /// Stops Service `fs` (its volumes archived) and starts it again on 2 new storage nodes.
 async fn stop_then_start(env: &Env) {
+    stop(env).await;
+    start(env).await;
+}
+
+/// Stops Service `fs`: its volumes archived, its nodes gone.
+async fn stop(env: &Env) {
     apply(env, filesystem(2, "Stopped")).await.unwrap();
     env.wait_service("fs", "fs stopped with its data saved", |s| {
         s.status.as_ref().is_some_and(|s| s.saved_data.is_some())
@@ -493,8 +507,66 @@ async fn stop_then_start(env: &Env) {
     })
     .await
     .unwrap();
+}
+
+/// Starts Service `fs` on 2 new storage nodes.
+async fn start(env: &Env) {
     apply(env, filesystem(2, "Running")).await.unwrap();
     env.wait_ready("fs", "storage 2/2").await;
+}
+
+/// Writes files `late/N.txt` through a mount, each synced before it counts as acknowledged,
+/// until finished.
+struct FileWriter {
+    stop: Arc<AtomicBool>,
+    acknowledged: Arc<Mutex<BTreeMap<String, String>>>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl FileWriter {
+    fn start(mount: &Path) -> Self {
+        std::fs::create_dir_all(mount.join("late")).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let acknowledged = Arc::new(Mutex::new(BTreeMap::new()));
+        let thread = std::thread::spawn({
+            let (stop, acknowledged, mount) = (stop.clone(), acknowledged.clone(), mount.to_owned());
+            move || {
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let name = format!("late/{n}.txt");
+                    let contents = format!("written during the stop: {n}\n");
+                    let written = std::fs::File::create(mount.join(&name)).and_then(|mut f| {
+                        std::io::Write::write_all(&mut f, contents.as_bytes())?;
+                        f.sync_all()
+                    });
+                    match written {
+                        Ok(()) => {
+                            acknowledged.lock().unwrap().insert(name, sha(contents.as_bytes()));
+                            n += 1;
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(200)),
+                    }
+                }
+            }
+        });
+        Self {
+            stop,
+            acknowledged,
+            thread,
+        }
+    }
+
+    /// Stops writing (a write hung on a mount whose servers are gone is left behind after a
+    /// minute); the acknowledged files with their digests.
+    fn finish(self) -> BTreeMap<String, String> {
+        self.stop.store(true, Ordering::Relaxed);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !self.thread.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        std::mem::take(&mut *self.acknowledged.lock().unwrap())
+    }
 }
 
 /// Runs cpsctl in the test's namespace.

@@ -65,6 +65,9 @@ pub async fn save(access: &Access, server: &str, volumes: &[String]) -> Result<S
             Mounted::new(server, volume, dir.join("mnt").join(volume)).await?,
         ));
     }
+    for (volume, mounted) in &mounts {
+        refuses_writes(volume, &mounted.dir).await?;
+    }
     let file = dir.join("volumes.tar.gz");
     let (to, sources): (PathBuf, Vec<(String, PathBuf)>) = (
         file.clone(),
@@ -84,6 +87,26 @@ pub async fn save(access: &Access, server: &str, volumes: &[String]) -> Result<S
     crate::volumes::unmount_under(&dir);
     let _ = std::fs::remove_dir_all(&dir);
     stored.map_err(|e| format!("{e:#}"))
+}
+
+/// Waits until the volume mounted at `dir` refuses writes (the bricks apply a read-only option
+/// a moment after glusterd accepted it): the archive must be the volume's last state.
+async fn refuses_writes(volume: &str, dir: &Path) -> Result<(), String> {
+    const PROBE: &str = ".conpaas-fence-probe";
+    let probe = dir.join(PROBE);
+    for _ in 0..100 {
+        match std::fs::File::create(&probe) {
+            Err(e) if e.raw_os_error() == Some(nix::libc::EROFS) => return Ok(()),
+            Err(e) => return Err(format!("check that volume {volume} is read-only: {e}")),
+            Ok(_) => {
+                let _ = std::fs::remove_file(&probe);
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        }
+    }
+    Err(format!(
+        "volume {volume} still takes writes 20 s after it was made read-only"
+    ))
 }
 
 /// Writes a gzipped tar with a folder per volume; the number of symbolic links left out.
