@@ -2,7 +2,8 @@
 //! activated, on a two-node cluster, and a later one rolled out over it; `cpsctl mysql dump`
 //! writes the database back out, and that
 //! dump, uploaded to another Service, restores it there; a dump MariaDB refuses leaves its
-//! Service not Ready with MariaDB's own message; a stop keeps the data and a start restores it.
+//! Service not Ready with MariaDB's own message; a stop keeps the data (every row a client
+//! wrote through another node until the nodes were gone) and a start restores it.
 
 mod common;
 
@@ -128,6 +129,10 @@ async fn a_dump_loads_once_dumps_back_out_restores_elsewhere_and_a_bad_one_is_re
             "apiVersion: conpaas.io/v1alpha1\nkind: Service\nmetadata: {{name: db}}\nspec: {{application: demo, type: mysql, state: {state}, replicas: 3, settings: {{database: shop}}, code: {{active: v2, versions: [{{name: v1, configMap: {{name: shop-dump, key: dump.sql}}}}, {{name: v2, configMap: {{name: shop-more, key: dump.sql}}}}]}}}}\n"
         )
     };
+    // A client goes on inserting through a node that does not save: no row is acknowledged
+    // after the save's dump (every member turns read-only first).
+    let (_, password) = mysql_credentials(&env, "db").await;
+    let writer = RowWriter::start(joiner.clone(), password);
     let stopping = std::time::Instant::now();
     env.apply(&db("Stopped")).await;
     env.wait_service("db", "stopped with its data saved", |s| {
@@ -135,11 +140,17 @@ async fn a_dump_loads_once_dumps_back_out_restores_elsewhere_and_a_bad_one_is_re
         status.phase == conpaas_crds::v1alpha1::Phase::Stopped && status.saved_data.is_some()
     })
     .await;
+    conpaas_e2e::wait::until("no mysql node left", LIMIT, || async {
+        Ok(env.nodes("db").await.is_empty())
+    })
+    .await
+    .unwrap();
+    let late = writer.finish();
+    println!("{} rows acknowledged during the stop", late.len());
     println!(
         "mysql stop with the data saved: {:.1}s",
         stopping.elapsed().as_secs_f64()
     );
-    assert!(env.nodes("db").await.is_empty(), "no node left");
     let starting = std::time::Instant::now();
     env.apply(&db("Running")).await;
     env.wait_ready("db", "mysql 3/3, glb 0/0").await;
@@ -154,13 +165,32 @@ async fn a_dump_loads_once_dumps_back_out_restores_elsewhere_and_a_bad_one_is_re
                 &env,
                 "db",
                 &address,
-                "SELECT GROUP_CONCAT(name ORDER BY id) FROM products"
+                "SELECT GROUP_CONCAT(name ORDER BY id) FROM products WHERE id < 1000"
             )
             .await,
             "tea,coffee,cocoa,mate,chai",
             "on {address} after the stop"
         );
+        let back = query(
+            &env,
+            "db",
+            &address,
+            "SELECT id FROM products WHERE id >= 1000 ORDER BY id",
+        )
+        .await;
+        let back: std::collections::BTreeSet<u64> =
+            back.lines().filter_map(|l| l.trim().parse().ok()).collect();
+        let lost: Vec<&u64> = late.iter().filter(|id| !back.contains(id)).collect();
+        assert!(
+            lost.is_empty(),
+            "{} of {} rows acknowledged during the stop are gone on {address}: {:?}",
+            lost.len(),
+            late.len(),
+            &lost[..lost.len().min(5)]
+        );
     }
+    let any = env.nodes("db").await.remove(0).status.and_then(|s| s.address).unwrap();
+    query(&env, "db", &any, "DELETE FROM products WHERE id >= 1000").await;
 
     // A refused dump: the Service says so in MariaDB's words, and is not Ready.
     env.wait_service("broken", "MariaDB's refusal on the Service", |s| {
@@ -225,4 +255,40 @@ async fn a_dump_loads_once_dumps_back_out_restores_elsewhere_and_a_bad_one_is_re
     env.wait_ready("copy", "mysql 1/1, glb 0/0").await;
 
     delete_and_expect_nothing_running(&env, &["db", "broken", "copy"]).await;
+}
+
+/// Inserts rows `(1000 + N, 'late')` through one node until finished.
+struct RowWriter {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<u64>>,
+}
+
+impl RowWriter {
+    fn start(address: String, password: String) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let thread = std::thread::spawn({
+            let stop = stop.clone();
+            move || {
+                let mut acknowledged = Vec::new();
+                let mut id = 1000;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let insert = format!("INSERT INTO products VALUES ({id}, 'late')");
+                    if mariadb_query(&address, "conpaas", &password, &insert).is_ok() {
+                        acknowledged.push(id);
+                        id += 1;
+                    } else {
+                        std::thread::sleep(std::time::Duration::from_millis(100));
+                    }
+                }
+                acknowledged
+            }
+        });
+        Self { stop, thread }
+    }
+
+    /// Stops inserting; the ids of the rows acknowledged.
+    fn finish(self) -> Vec<u64> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
 }

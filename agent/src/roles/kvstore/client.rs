@@ -17,8 +17,9 @@ const RESTORED_KEY: &str = "conpaas:restored";
 /// The longest the masters' writes are paused for a dump.
 const PAUSE: Duration = Duration::from_secs(120);
 /// The longest they stay paused after a dump for a stop (the save stored and the nodes gone,
-/// normally within a minute).
-const FENCE: Duration = Duration::from_secs(3600);
+/// normally within a minute; a stop called off right after its save leaves the writes paused
+/// no longer than this).
+const FENCE: Duration = Duration::from_secs(900);
 /// What a saved dump starts with: the format's name and version.
 const DUMP_MAGIC: &[u8] = b"conpaas-kvstore-dump 1\n";
 

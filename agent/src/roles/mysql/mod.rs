@@ -38,6 +38,7 @@ use crate::daemon::{self, Daemon};
 
 mod config;
 mod datadir;
+mod fence;
 mod lifecycle;
 
 const PORT: u16 = 3306;
@@ -99,6 +100,8 @@ pub struct Mysql {
     saved: Option<String>,
     /// Saves that failed, and when the next one starts.
     save_retries: Retries,
+    /// Read-only behind a stop's write fence.
+    fenced: bool,
 }
 
 impl Mysql {
@@ -130,6 +133,7 @@ impl Mysql {
             saving: None,
             saved: None,
             save_retries: Retries::default(),
+            fenced: false,
         }
     }
 
@@ -244,6 +248,11 @@ impl Mysql {
     }
 
     /// Runs SQL as the node's root (unix-socket authentication); its output.
+    /// This member as the cluster lists it (`wsrep_incoming_addresses`).
+    fn member(&self) -> String {
+        format!("{}:{PORT}", self.env.address)
+    }
+
     async fn sql(&self, statement: &str) -> Result<String, String> {
         run_sql(&self.socket(), statement).await
     }
@@ -449,8 +458,18 @@ impl Mysql {
             database: database(spec),
             work_dir: self.env.work_dir.clone(),
         };
+        let (socket, me) = (self.socket(), self.member());
         tracing::info!("the Service stops: saving the database");
-        self.saving = Some(tokio::spawn(save.run()));
+        self.saving = Some(tokio::spawn(async move {
+            let saved = match fence::raise(&socket, &me).await {
+                Ok(()) => save.run().await,
+                Err(e) => Err(e),
+            };
+            if saved.is_err() {
+                fence::lower(&socket).await;
+            }
+            saved
+        }));
     }
 
     /// Looks at the save: stored (MariaDB then stops), or failed (the node reports it; the
@@ -500,6 +519,10 @@ impl Mysql {
             // Noted with the data, so that no later agent deletes it to retry a join.
             if let Err(e) = datadir::mark_held(&self.dir) {
                 tracing::warn!(error = %e);
+            }
+            match fence::follow(&self.socket(), &self.member(), self.fenced).await {
+                Ok(fenced) => self.fenced = fenced,
+                Err(e) => tracing::warn!(error = %e, "follow the stop's write fence"),
             }
         }
         if !checked.may_write {
