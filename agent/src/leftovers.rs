@@ -2,7 +2,7 @@
 //! started again by the VM's init finds its MariaDB, redis-server or nginx still holding the
 //! data folder's lock and the ports; its own would fail to start, and a role that then takes
 //! the data folder for broken could delete a live one. So every daemon the agent starts is
-//! noted (pid, start time, stop signal) in the work folder, and a new agent first stops the
+//! noted (pid, start time, boot, stop signal) in the work folder, and a new agent first stops the
 //! ones still running, each with its own graceful signal: they write their state (MariaDB its
 //! Galera position, redis its AOF) and the roles start again from the data on disk, as after a
 //! reboot.
@@ -30,6 +30,14 @@ pub fn start_ticks(pid: i32) -> Option<u64> {
     after_name.split_whitespace().nth(19)?.parse().ok()
 }
 
+/// This boot of the machine: after a reboot pids and start times begin again, so a note from an
+/// earlier boot could name an unrelated process.
+fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|id| id.trim().to_string())
+        .unwrap_or_default()
+}
+
 /// Notes a daemon this agent started, for the next agent.
 pub fn note(pid: u32, stop: Signal) {
     let Some(file) = NOTES.get() else {
@@ -42,14 +50,15 @@ pub fn note(pid: u32, stop: Signal) {
         .create(true)
         .append(true)
         .open(file)
-        .and_then(|mut f| writeln!(f, "{pid} {ticks} {}", stop as i32));
+        .and_then(|mut f| writeln!(f, "{pid} {ticks} {} {}", stop as i32, boot_id()));
     if let Err(e) = written {
         tracing::warn!(error = %e, file = %file.display(), "note a started daemon");
     }
 }
 
-/// The noted daemons still running (the same process: pid and start time).
+/// The noted daemons still running (the same process: boot, pid and start time).
 fn still_running(notes: &str) -> Vec<(Pid, Signal)> {
+    let boot = boot_id();
     notes
         .lines()
         .filter_map(|line| {
@@ -57,7 +66,9 @@ fn still_running(notes: &str) -> Vec<(Pid, Signal)> {
             let pid: i32 = fields.next()?.parse().ok()?;
             let ticks: u64 = fields.next()?.parse().ok()?;
             let signal = Signal::try_from(fields.next()?.parse::<i32>().ok()?).ok()?;
-            let same = start_ticks(pid) == Some(ticks) && crate::daemon::alive(Pid::from_raw(pid));
+            let same = fields.next() == Some(boot.as_str())
+                && start_ticks(pid) == Some(ticks)
+                && crate::daemon::alive(Pid::from_raw(pid));
             same.then_some((Pid::from_raw(pid), signal))
         })
         .collect()
@@ -98,18 +109,20 @@ mod tests {
     async fn an_earlier_agents_daemon_is_stopped_with_its_signal() {
         let dir = tempfile::tempdir().unwrap();
         // A daemon noted as an earlier agent would have, beside a line of a process gone, one of
-        // a pid now another process's, and one that does not parse.
+        // a pid now another process's, one from an earlier boot, and one that does not parse.
         let mut child = std::process::Command::new("sleep")
             .arg("60")
             .spawn()
             .unwrap();
         let pid = child.id() as i32;
         let ticks = start_ticks(pid).unwrap();
-        let gone = format!("{} {} 15", i32::MAX - 1, 1);
-        let reused = format!("{pid} {} 15", ticks + 1);
+        let boot = boot_id();
+        let gone = format!("{} {} 15 {boot}", i32::MAX - 1, 1);
+        let reused = format!("{pid} {} 15 {boot}", ticks + 1);
+        let earlier_boot = format!("{pid} {ticks} 9 another-boot");
         std::fs::write(
             notes_file(dir.path()),
-            format!("{pid} {ticks} 15\n{gone}\n{reused}\nnot a line\n"),
+            format!("{pid} {ticks} 15 {boot}\n{gone}\n{reused}\n{earlier_boot}\nnot a line\n"),
         )
         .unwrap();
         let reaper = std::thread::spawn(move || child.wait());

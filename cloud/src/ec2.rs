@@ -182,12 +182,12 @@ fn state(name: Option<&InstanceStateName>) -> VmState {
     match name {
         Some(InstanceStateName::Running) => VmState::Running,
         Some(InstanceStateName::Pending) | None => VmState::Pending,
-        Some(InstanceStateName::ShuttingDown) | Some(InstanceStateName::Stopping) => {
-            VmState::Stopping
-        }
+        // Terminating: its volumes go with it.
+        Some(InstanceStateName::ShuttingDown) => VmState::Stopping,
         Some(InstanceStateName::Terminated) => VmState::Terminated,
-        // Stopped by someone else: its volumes are kept.
-        Some(InstanceStateName::Stopped) => VmState::Halted,
+        // Stopped, or on its way there, by someone else (ConPaaS only terminates): its volumes
+        // are kept, so it is halted, not gone.
+        Some(InstanceStateName::Stopped) | Some(InstanceStateName::Stopping) => VmState::Halted,
         // A state this SDK does not know: it does not serve.
         Some(_) => VmState::Failed,
     }
@@ -363,6 +363,21 @@ mod tests {
             .message("the provider's own words")
             .build();
         SdkError::service_error(RunInstancesError::generic(meta), ())
+    }
+
+    // moto stops an instance at once: `stopping` is checked on the mapping itself.
+    #[test]
+    fn an_instance_on_its_way_to_stopped_is_halted_and_one_shutting_down_is_going() {
+        let cases = [
+            (InstanceStateName::Stopping, VmState::Halted),
+            (InstanceStateName::Stopped, VmState::Halted),
+            (InstanceStateName::ShuttingDown, VmState::Stopping),
+            (InstanceStateName::Terminated, VmState::Terminated),
+            (InstanceStateName::Running, VmState::Running),
+        ];
+        for (name, expected) in cases {
+            assert_eq!(state(Some(&name)), expected, "{name:?}");
+        }
     }
 
     // moto neither throttles nor refuses quota, so these codes are checked on the SDK's own

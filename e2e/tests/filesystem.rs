@@ -486,6 +486,17 @@ async fn a_save_larger_than_one_request_and_a_thousandfold_compressible_file_com
         Some(noise_sha),
         "the 320 MiB of random bytes came back whole"
     );
+    // Once put back, no node keeps an unpacked copy beside its brick.
+    for token in storage_tokens(&env).await {
+        let left: Vec<_> = std::fs::read_dir(work_dir(&env, &token).join("glusterfs/restore"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|saved| saved.path().join("files").exists())
+            .map(|saved| saved.path())
+            .collect();
+        assert!(left.is_empty(), "unpacked copies left: {left:?}");
+    }
     delete_and_expect_nothing_running(&env, &["fs"]).await;
 }
 

@@ -208,5 +208,10 @@ pub async fn restore(
             String::from_utf8_lossy(&out.stderr).trim()
         ));
     }
+    // In: the unpacked copy would only hold the disk twice (the folder holds no mounts).
+    let _ = std::fs::remove_dir_all(&source);
+    if std::fs::read_dir(&unpacked).is_ok_and(|mut left| left.next().is_none()) {
+        let _ = std::fs::remove_dir(&unpacked);
+    }
     Ok(())
 }
