@@ -7,8 +7,8 @@
 
 use std::io::{Read, Write};
 
-use tokio::io::AsyncReadExt as _;
 use std::path::{Component, Path, PathBuf};
+use tokio::io::AsyncReadExt as _;
 
 use anyhow::{Context as _, bail};
 use conpaas_crds::v1alpha1::NodeCode;
@@ -89,7 +89,15 @@ pub async fn install(
     }
     std::fs::create_dir_all(&root).with_context(|| format!("create {}", root.display()))?;
     let download = root.join(format!(".download-{}", code.version));
-    let fetched = fetch(client, namespace, service, code, &download, MAX_ARCHIVE_BYTES).await;
+    let fetched = fetch(
+        client,
+        namespace,
+        service,
+        code,
+        &download,
+        MAX_ARCHIVE_BYTES,
+    )
+    .await;
     let result = match fetched {
         Ok(digest) if digest != code.sha256 => Err(anyhow::anyhow!(
             "code version {}: sha256 is {digest}, the spec says {}",
@@ -195,7 +203,10 @@ pub async fn upload(
             .unwrap_or_default();
         if !parts.status.is_success() {
             let message = conpaas_crds::code_api::status_message(&bytes);
-            bail!("{what}: at byte {offset} of {size}: {} {message}", parts.status);
+            bail!(
+                "{what}: at byte {offset} of {size}: {} {message}",
+                parts.status
+            );
         }
         offset += len;
         if last {
@@ -213,8 +224,8 @@ pub async fn upload(
 async fn digest_of(file: &Path) -> anyhow::Result<String> {
     let path = file.to_path_buf();
     tokio::task::spawn_blocking(move || {
-        let mut reader = std::fs::File::open(&path)
-            .with_context(|| format!("open {}", path.display()))?;
+        let mut reader =
+            std::fs::File::open(&path).with_context(|| format!("open {}", path.display()))?;
         let mut hasher = Sha256::new();
         let mut block = vec![0; 1 << 20];
         loop {
@@ -314,7 +325,10 @@ async fn fetch(
                     .map(|b| b.to_bytes())
                     .unwrap_or_default();
                 let message = conpaas_crds::code_api::status_message(&bytes);
-                bail!("download {what} from byte {from}: {} {message}", parts.status);
+                bail!(
+                    "download {what} from byte {from}: {} {message}",
+                    parts.status
+                );
             }
             while let Some(frame) = body.frame().await {
                 let frame = frame.with_context(|| format!("download {what}"))?;

@@ -236,7 +236,10 @@ impl Store {
             Err(e) => return Err(e.into()),
         };
         let size = result.meta.size;
-        Ok((size, result.into_stream().map(|c| c.map_err(Error::from)).boxed()))
+        Ok((
+            size,
+            result.into_stream().map(|c| c.map_err(Error::from)).boxed(),
+        ))
     }
 
     /// Removes an archive (absent is fine).

@@ -256,7 +256,10 @@ async fn an_archive_arrives_in_pieces_and_is_read_back_in_pieces() {
     let mut back = Vec::new();
     let mut from = 0;
     while from < bytes.len() as u64 {
-        let (size, mut piece) = store.get_piece(&sha256, from, from + (3 << 20)).await.unwrap();
+        let (size, mut piece) = store
+            .get_piece(&sha256, from, from + (3 << 20))
+            .await
+            .unwrap();
         assert_eq!(size, bytes.len() as u64);
         while let Some(chunk) = piece.next().await {
             back.extend_from_slice(&chunk.unwrap());
@@ -269,12 +272,18 @@ async fn an_archive_arrives_in_pieces_and_is_read_back_in_pieces() {
     let mut upload = store.begin(5 << 20).await.unwrap();
     upload.append(body(&bytes[..4 << 20])).await.unwrap();
     let refused = upload.append(body(&bytes[4 << 20..])).await;
-    assert!(matches!(refused, Err(Error::TooLarge { .. })), "{refused:?}");
+    assert!(
+        matches!(refused, Err(Error::TooLarge { .. })),
+        "{refused:?}"
+    );
     upload.abort().await;
     let mut upload = store.begin(64 << 20).await.unwrap();
     upload.append(body(&bytes[..1 << 20])).await.unwrap();
     let wrong = upload.finish(Some(&sha256)).await;
-    assert!(matches!(wrong, Err(Error::DigestMismatch { .. })), "{wrong:?}");
+    assert!(
+        matches!(wrong, Err(Error::DigestMismatch { .. })),
+        "{wrong:?}"
+    );
     assert_eq!(
         files(&dir.path().join("artifacts")),
         vec![format!("sha256/{sha256}")]

@@ -195,9 +195,11 @@ fn what_links_read(service: &Guarded<Service>) -> Option<u64> {
     )))
 }
 
-/// What the credits loop charges by: a node's identity, owner, VM and deletion.
+/// What the credits loop charges by: a node's identity, owner, VM, deletion and the VM
+/// confirmed gone.
 fn metered_facts(node: &Guarded<ServiceNode>) -> Option<u64> {
     let node = node.0.as_ref().ok()?;
+    let status = node.status.as_ref();
     Some(fingerprint(&(
         &node.metadata.uid,
         node.metadata
@@ -205,9 +207,8 @@ fn metered_facts(node: &Guarded<ServiceNode>) -> Option<u64> {
             .as_ref()
             .map(|t| t.0.as_second()),
         node.metadata.owner_references.as_ref().map(|o| o.len()),
-        node.status
-            .as_ref()
-            .is_some_and(|s| s.provider_id.is_some() || s.create_requested_at.is_some()),
+        status.is_some_and(|s| s.provider_id.is_some() || s.create_requested_at.is_some()),
+        status.and_then(|s| s.terminated_at.as_ref()).map(|t| t.0.as_second()),
     )))
 }
 

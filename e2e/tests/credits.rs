@@ -1,4 +1,5 @@
-//! Credits: each started VM-hour of every node is charged exactly once, across controller kills,
+//! Credits: each started VM-hour of every node is charged exactly once (until its VM is confirmed
+//! gone, not only until its deletion was asked), across controller kills,
 //! and a tenant whose credits run out is stopped before an unpaid hour begins, then comes back
 //! when the grant grows. The credit hour lasts seconds here (`CONPAAS_CREDIT_HOUR_SECONDS`).
 
@@ -23,7 +24,19 @@ struct Life {
     name: String,
     created: Option<Timestamp>,
     deleted: Option<Timestamp>,
+    /// When the controller confirmed its VM gone (`status.terminatedAt`).
+    terminated: Option<Timestamp>,
     had_vm: bool,
+}
+
+impl Life {
+    /// When its charge should end: its VM confirmed gone, or its deletion if it had none.
+    fn end(&self) -> Option<Timestamp> {
+        match self.had_vm {
+            true => self.terminated.map(|t| t.max(self.deleted.unwrap_or(t))),
+            false => self.deleted,
+        }
+    }
 }
 
 /// Records every ServiceNode of the namespace: creation, deletion, whether it got a VM (or its
@@ -46,6 +59,11 @@ fn record_lives(env: &Env) -> Arc<Mutex<BTreeMap<String, Life>>> {
             life.deleted = life
                 .deleted
                 .or(node.metadata.deletion_timestamp.as_ref().map(|t| t.0));
+            life.terminated = life.terminated.or(node
+                .status
+                .as_ref()
+                .and_then(|s| s.terminated_at.as_ref())
+                .map(|t| t.0));
             life.had_vm |= node
                 .status
                 .is_some_and(|s| s.provider_id.is_some() || s.create_requested_at.is_some());
@@ -54,10 +72,10 @@ fn record_lives(env: &Env) -> Arc<Mutex<BTreeMap<String, Life>>> {
     lives
 }
 
-/// `max(1, ceil(lifetime / hour))`: every hour started between creation and deletion.
+/// `max(1, ceil(lifetime / hour))`: every hour started between creation and the charge's end.
 fn hours_of(life: &Life, hour_seconds: i64) -> i64 {
     let lived = life
-        .deleted
+        .end()
         .unwrap()
         .duration_since(life.created.unwrap())
         .as_secs();
@@ -159,11 +177,15 @@ async fn every_started_hour_is_charged_once_across_controller_kills() {
                 let end = charge.end.as_ref().map(|t| t.0);
                 if charge.hours != expected
                     || Some(charge.start.0) != life.created
-                    || end != life.deleted
+                    || end != life.end()
                 {
                     mismatches.push(format!(
                         "{}: charged {} hours over {:?}..{end:?}, lived {:?}..{:?} = {expected}",
-                        life.name, charge.hours, charge.start.0, life.created, life.deleted
+                        life.name,
+                        charge.hours,
+                        charge.start.0,
+                        life.created,
+                        life.end()
                     ));
                 }
             }

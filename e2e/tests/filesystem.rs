@@ -540,7 +540,8 @@ impl FileWriter {
         let stop = Arc::new(AtomicBool::new(false));
         let acknowledged = Arc::new(Mutex::new(BTreeMap::new()));
         let thread = std::thread::spawn({
-            let (stop, acknowledged, mount) = (stop.clone(), acknowledged.clone(), mount.to_owned());
+            let (stop, acknowledged, mount) =
+                (stop.clone(), acknowledged.clone(), mount.to_owned());
             move || {
                 let mut n = 0;
                 while !stop.load(Ordering::Relaxed) {
@@ -552,7 +553,10 @@ impl FileWriter {
                     });
                     match written {
                         Ok(()) => {
-                            acknowledged.lock().unwrap().insert(name, sha(contents.as_bytes()));
+                            acknowledged
+                                .lock()
+                                .unwrap()
+                                .insert(name, sha(contents.as_bytes()));
                             n += 1;
                             std::thread::sleep(Duration::from_millis(20));
                         }

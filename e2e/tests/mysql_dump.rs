@@ -189,7 +189,13 @@ async fn a_dump_loads_once_dumps_back_out_restores_elsewhere_and_a_bad_one_is_re
             &lost[..lost.len().min(5)]
         );
     }
-    let any = env.nodes("db").await.remove(0).status.and_then(|s| s.address).unwrap();
+    let any = env
+        .nodes("db")
+        .await
+        .remove(0)
+        .status
+        .and_then(|s| s.address)
+        .unwrap();
     query(&env, "db", &any, "DELETE FROM products WHERE id >= 1000").await;
 
     // A refused dump: the Service says so in MariaDB's words, and is not Ready.

@@ -45,7 +45,9 @@ pub enum Refused {
         offset: u64,
         held: Option<u64>,
     },
-    #[error("too many uploads are open already (at most {MAX_OPEN}, {MAX_OPEN_PER_NAMESPACE} per namespace); try again later")]
+    #[error(
+        "too many uploads are open already (at most {MAX_OPEN}, {MAX_OPEN_PER_NAMESPACE} per namespace); try again later"
+    )]
     TooMany,
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -171,10 +173,7 @@ impl Pieces {
 fn drop_idle(open: &mut HashMap<Key, Slot>) {
     let idle: Vec<Key> = open
         .iter()
-        .filter(|(_, slot)| {
-            slot.try_lock()
-                .is_ok_and(|o| o.touched.elapsed() > IDLE)
-        })
+        .filter(|(_, slot)| slot.try_lock().is_ok_and(|o| o.touched.elapsed() > IDLE))
         .map(|(key, _)| key.clone())
         .collect();
     for key in idle {

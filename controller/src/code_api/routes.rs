@@ -220,7 +220,14 @@ async fn upload(
             };
             let outcome = api
                 .pieces
-                .piece(&api.store, api.max_archive_bytes, key, offset, query.last, body)
+                .piece(
+                    &api.store,
+                    api.max_archive_bytes,
+                    key,
+                    offset,
+                    query.last,
+                    body,
+                )
                 .await;
             match outcome {
                 Ok(Outcome::Received(received)) => {

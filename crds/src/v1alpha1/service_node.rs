@@ -253,6 +253,10 @@ pub struct ServiceNodeStatus {
     /// tags before it creates anything.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub create_requested_at: Option<Time>,
+    /// When the controller confirmed the VMs of the deleted node gone (by ID and by tag): its
+    /// charge in the namespace's credits ends then, not when its deletion was asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub terminated_at: Option<Time>,
     /// Generation of the spec the controller last acted on (credentials, VM).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,

@@ -6,9 +6,11 @@
 //! - A node's first hour is paid when it is admitted, before its VM may be created.
 //! - Each next hour is paid `lead` before it begins; when it cannot be, the account is
 //!   exhausted, so every Service of the namespace stops before that hour begins.
-//! - A deleted node's charge is closed with the hours started between its creation and its
-//!   deletion: `max(1, ceil((deleted - created) / hour))`, paid ahead or not. Its finalizer waits
-//!   for that, so no deletion is missed across restarts.
+//! - A deleted node's charge is closed once its VM is gone (a node without a VM at its
+//!   deletion), with the hours started between its creation and then:
+//!   `max(1, ceil((end - created) / hour))`, paid ahead or not. Until its VM is confirmed gone
+//!   (a termination the cloud keeps refusing, a drain) the node is charged as a live one. Its
+//!   finalizer waits for the close, so no deletion is missed across restarts.
 
 use std::time::Duration;
 
@@ -40,6 +42,20 @@ pub struct MeteredNode {
     pub owned: bool,
     /// Its VM exists or is being created (a provider ID or a journaled create).
     pub has_vm: bool,
+    /// When its VMs were confirmed gone after its deletion.
+    pub vm_gone: Option<Timestamp>,
+}
+
+impl MeteredNode {
+    /// When its charge ends: once deleted, at its deletion if it never had a VM, else when its
+    /// VMs were confirmed gone; `None` while it is charged on.
+    fn ends(&self) -> Option<Timestamp> {
+        let deleted = self.deleted?;
+        match (self.has_vm, self.vm_gone) {
+            (false, _) => Some(deleted),
+            (true, gone) => gone.map(|gone| gone.max(deleted)),
+        }
+    }
 }
 
 /// The length of the credit hour, and how long before an hour begins it is paid.
@@ -106,12 +122,12 @@ pub fn settle(
         match nodes.iter().find(|n| n.uid == charge.uid) {
             Some(node) => {
                 charge.vm |= node.has_vm;
-                if let Some(deleted) = node.deleted {
+                if let Some(end) = node.ends() {
                     charge.hours = match charge.vm {
-                        true => hours_started(charge.start.0, deleted, clock.hour),
+                        true => hours_started(charge.start.0, end, clock.hour),
                         false => 0,
                     };
-                    charge.end = Some(Time(deleted));
+                    charge.end = Some(Time(end));
                 }
             }
             None => {
@@ -131,7 +147,7 @@ pub fn settle(
     let mut exhausted = previous.exhausted.clone().filter(|e| spec.grant <= e.grant);
     let mut newly_exhausted = false;
     let mut why = None;
-    let mut live: Vec<&MeteredNode> = nodes.iter().filter(|n| n.deleted.is_none()).collect();
+    let mut live: Vec<&MeteredNode> = nodes.iter().filter(|n| n.ends().is_none()).collect();
     live.sort_by(|a, b| (a.created, &a.name).cmp(&(b.created, &b.name)));
     let paid_until = Timestamp::checked_add(
         now,
@@ -321,6 +337,8 @@ mod tests {
             deleted: deleted.map(at),
             owned: true,
             has_vm: true,
+            // Its VM gone as soon as it was deleted.
+            vm_gone: deleted.map(at),
         }
     }
 
@@ -403,6 +421,28 @@ mod tests {
         let s = run(100, &paid, &[], 120);
         assert_eq!(hours(&s.status, "a"), 2);
         assert_eq!(s.status.charge("uid-a").unwrap().end, Some(Time(at(120))));
+    }
+
+    #[test]
+    fn a_deleted_nodes_vm_is_charged_until_it_is_confirmed_gone() {
+        let live = [node("a", 0, None)];
+        let paid = run(100, &Default::default(), &live, 1).status;
+        // Deletion asked at 99, the cloud refusing the termination: charged on as a live node.
+        let terminating = MeteredNode {
+            vm_gone: None,
+            ..node("a", 0, Some(99))
+        };
+        let s = run(100, &paid, std::slice::from_ref(&terminating), 250);
+        let charge = s.status.charge("uid-a").unwrap();
+        assert_eq!((charge.end.clone(), charge.hours), (None, 3), "paid ahead");
+        // Gone at 350: its hours are those started until then.
+        let gone = MeteredNode {
+            vm_gone: Some(at(350)),
+            ..terminating
+        };
+        let s = run(100, &s.status, &[gone], 360);
+        let charge = s.status.charge("uid-a").unwrap();
+        assert_eq!((charge.end.clone(), charge.hours), (Some(Time(at(350))), 4));
     }
 
     #[test]
@@ -515,6 +555,7 @@ mod tests {
             .iter()
             .map(|n| MeteredNode {
                 deleted: Some(n.created),
+                vm_gone: Some(n.created),
                 ..n.clone()
             })
             .collect();

@@ -103,6 +103,7 @@ fn metered(ctx: &Context, node: &ServiceNode) -> Option<MeteredNode> {
         deleted,
         owned: ctx.caches.owned_by_a_service(node),
         has_vm: status.is_some_and(|s| s.provider_id.is_some() || s.create_requested_at.is_some()),
+        vm_gone: status.and_then(|s| s.terminated_at.as_ref()).map(|t| t.0),
     })
 }
 

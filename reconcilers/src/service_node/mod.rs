@@ -92,6 +92,7 @@ async fn pipeline(node: &ServiceNode, ctx: &Context, now: &Time) -> Result<Reque
             let built = status::build(node, &observed.vm, None, now);
             Some(status::with_ready(node, built, problem, now))
         }
+        StatusUpdate::Gone => Some(status::gone(node, now)),
     };
     if let Some(status) = status {
         let (status, first_ready) = ctx.ready_written.settle(node, status);

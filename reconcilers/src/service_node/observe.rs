@@ -113,6 +113,7 @@ pub async fn observe(ctx: &Context, node: &ServiceNode) -> Result<Observed, Erro
         token: node.spec.token.clone(),
         blocked: None,
         charge_open: false,
+        gone_recorded: status.terminated_at.is_some(),
         abandoned: false,
         vms: vec![],
     };

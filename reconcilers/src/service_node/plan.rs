@@ -30,6 +30,9 @@ pub struct Facts {
     pub blocked: Option<Desired>,
     /// Its charge in the namespace's credit ledger is not closed yet.
     pub charge_open: bool,
+    /// Its status records when its VMs were confirmed gone (`terminatedAt`): the ledger closes
+    /// its charge only then.
+    pub gone_recorded: bool,
     /// Its namespace is metered and no Service owns it any more (deleted with its nodes
     /// orphaned): it would run on, charged, but stopped by nothing when the credits run out.
     pub abandoned: bool,
@@ -82,6 +85,8 @@ pub enum StatusUpdate {
     Observed,
     /// The VM cannot be managed now, and why.
     Blocked(Desired),
+    /// A deleted node's VMs are confirmed gone: recorded, so that the ledger stops charging it.
+    Gone,
 }
 
 /// When to look again.
@@ -207,12 +212,14 @@ fn plan_release(f: &Facts) -> NodePlan {
         );
     }
     if f.charge_open {
-        // The VM is gone; the credits loop closes the node's charge before the node may go.
-        return NodePlan::new(
-            vec![],
-            StatusUpdate::Unchanged,
-            Next::After(Duration::from_secs(1)),
-        );
+        // The VM is gone; the credits loop closes the node's charge (once the status says so:
+        // a VM is charged until it is gone, not until its deletion was asked) before the node
+        // may go.
+        let status = match f.gone_recorded {
+            true => StatusUpdate::Unchanged,
+            false => StatusUpdate::Gone,
+        };
+        return NodePlan::new(vec![], status, Next::After(Duration::from_secs(1)));
     }
     let mut actions = Vec::new();
     if let Some(p) = &f.provider_id {
@@ -347,6 +354,7 @@ mod tests {
                     deleting: true,
                     provider_id: recorded.clone(),
                     charge_open: true,
+                    gone_recorded: true,
                     ..facts()
                 },
                 vec![],
@@ -431,6 +439,29 @@ mod tests {
         });
         assert_eq!(p.actions, vec![]);
         assert_eq!(p.status, StatusUpdate::Blocked(problem));
+    }
+
+    #[test]
+    fn a_deleted_nodes_vm_is_recorded_gone_once_confirmed_and_not_before() {
+        let deleting = Facts {
+            deleting: true,
+            provider_id: Some("memory:///vm-1".into()),
+            charge_open: true,
+            vms: vec![vm("vm-1", "t", VmState::Running)],
+            ..facts()
+        };
+        // Still running (a termination the cloud refuses): charged on, nothing recorded.
+        assert_eq!(plan(&deleting).status, StatusUpdate::Unchanged);
+        let gone = Facts {
+            vms: vec![vm("vm-1", "t", VmState::Terminated)],
+            ..deleting
+        };
+        assert_eq!(plan(&gone).status, StatusUpdate::Gone);
+        let recorded = Facts {
+            gone_recorded: true,
+            ..gone
+        };
+        assert_eq!(plan(&recorded).status, StatusUpdate::Unchanged);
     }
 
     #[test]

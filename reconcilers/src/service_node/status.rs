@@ -189,6 +189,7 @@ pub fn build(
         vm_state: vm.state,
         created_at: vm.created_at.clone(),
         create_requested_at: vm.create_requested_at.clone(),
+        terminated_at: previous.terminated_at.clone(),
         observed_generation: node.metadata.generation,
         ready_at: previous
             .ready_at
@@ -204,6 +205,24 @@ pub fn build(
     }
 }
 
+/// A deleted node's status once its VMs are confirmed gone: what it recorded, with the VM
+/// terminated (`vmState: Terminated`, Ready False `VmGone`) at `terminatedAt` (now): the
+/// credit ledger's charge of the node ends then.
+pub fn gone(node: &ServiceNode, now: &Time) -> ServiceNodeStatus {
+    let previous = node.status.clone().unwrap_or_default();
+    let vm = VmView {
+        provider_id: previous.provider_id,
+        address: previous.address,
+        state: Some(VmState::Terminated),
+        created_at: previous.created_at,
+        create_requested_at: previous.create_requested_at,
+    };
+    ServiceNodeStatus {
+        terminated_at: Some(now.clone()),
+        ..build(node, &vm, None, now)
+    }
+}
+
 /// True when `status` differs from what the node shows in the controller's fields.
 pub fn changed(node: &ServiceNode, status: &ServiceNodeStatus) -> bool {
     let current = node.status.clone().unwrap_or_default();
@@ -212,6 +231,10 @@ pub fn changed(node: &ServiceNode, status: &ServiceNodeStatus) -> bool {
         ("address", current.address != status.address),
         ("vmState", current.vm_state != status.vm_state),
         ("createdAt", current.created_at != status.created_at),
+        (
+            "terminatedAt",
+            current.terminated_at != status.terminated_at,
+        ),
         (
             "createRequestedAt",
             current.create_requested_at != status.create_requested_at,

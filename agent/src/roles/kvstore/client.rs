@@ -117,7 +117,8 @@ impl Nodes {
         let mut paused = Vec::new();
         for master in masters {
             let mut connection = self.connect(master)?;
-            pause(&mut connection, PAUSE).map_err(|e| format!("pause the writes on {master}: {e}"))?;
+            pause(&mut connection, PAUSE)
+                .map_err(|e| format!("pause the writes on {master}: {e}"))?;
             paused.push(connection);
         }
         let dumped = self.dump_paused(masters, to);

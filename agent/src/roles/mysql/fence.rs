@@ -156,7 +156,8 @@ mod tests {
             not_fenced(seen),
             BTreeSet::from(["10.0.0.2:3306".to_string()])
         );
-        let all = "wsrep_incoming_addresses\t10.0.0.1:3306,10.0.0.2:3306\n10.0.0.2:3306\n10.0.0.1:3306";
+        let all =
+            "wsrep_incoming_addresses\t10.0.0.1:3306,10.0.0.2:3306\n10.0.0.2:3306\n10.0.0.1:3306";
         assert!(not_fenced(all).is_empty());
     }
 }

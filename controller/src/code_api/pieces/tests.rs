@@ -36,10 +36,19 @@ async fn pieces_in_order_make_the_archive_and_a_gap_or_a_stranger_is_refused() {
     assert!(matches!(first, Outcome::Received(1000)), "{first:?}");
     // Another caller cannot add to it, and a piece that skips bytes is refused without harm.
     let stranger = put(key("node-b", &sha), 1000, 1000, false).await;
-    assert!(matches!(stranger, Err(Refused::Conflict { held: None, .. })));
+    assert!(matches!(
+        stranger,
+        Err(Refused::Conflict { held: None, .. })
+    ));
     let gap = put(mine.clone(), 2000, 1000, true).await;
     assert!(
-        matches!(gap, Err(Refused::Conflict { held: Some(1000), .. })),
+        matches!(
+            gap,
+            Err(Refused::Conflict {
+                held: Some(1000),
+                ..
+            })
+        ),
         "{gap:?}"
     );
     put(mine.clone(), 1000, 1000, false).await.unwrap();
@@ -56,7 +65,10 @@ async fn pieces_in_order_make_the_archive_and_a_gap_or_a_stranger_is_refused() {
     put(other.clone(), 0, 1000, false).await.unwrap();
     let wrong = put(other.clone(), 1000, 2000, true).await;
     assert!(
-        matches!(wrong, Err(Refused::Store(StoreError::DigestMismatch { .. }))),
+        matches!(
+            wrong,
+            Err(Refused::Store(StoreError::DigestMismatch { .. }))
+        ),
         "{wrong:?}"
     );
     assert_eq!(pieces.len(), 0);
@@ -73,7 +85,10 @@ async fn starting_again_from_zero_replaces_the_open_upload_and_opens_are_bounded
             .piece(&store, 1 << 20, key("n", &sha), 0, false, body(b"abc"))
             .await
             .unwrap();
-        assert!(matches!(got, Outcome::Received(3)), "round {round}: {got:?}");
+        assert!(
+            matches!(got, Outcome::Received(3)),
+            "round {round}: {got:?}"
+        );
     }
     assert_eq!(pieces.len(), 1);
     // One namespace cannot hold every slot; others still get theirs, up to the total.
@@ -91,7 +106,9 @@ async fn starting_again_from_zero_replaces_the_open_upload_and_opens_are_bounded
     let refused = open("ns".into(), "late".into()).await;
     assert!(matches!(refused, Err(Refused::TooMany)), "{refused:?}");
     for i in MAX_OPEN_PER_NAMESPACE..MAX_OPEN {
-        open(format!("other-{}", i % 4), format!("n{i}")).await.unwrap();
+        open(format!("other-{}", i % 4), format!("n{i}"))
+            .await
+            .unwrap();
     }
     let refused = open("fresh".into(), "late".into()).await;
     assert!(matches!(refused, Err(Refused::TooMany)), "{refused:?}");
