@@ -15,7 +15,7 @@ use super::model::Problem;
 use super::model::{Desired, NodeFailure, ObservedNode};
 use super::plan::{
     DATA_AT_RISK, SAVE_FAILED, data_at_risk_message, kept_for_their_data, remediation_allowed,
-    rollout_failure, save_blocked,
+    restoring, rollout_failure, save_blocked,
 };
 use crate::conditions::{Desired as Cond, merge};
 
@@ -213,7 +213,12 @@ pub fn build(
                 false,
             )
         }),
+        // None while the data saved at the last stop goes back in: a linked node would write
+        // into a volume or database that the restore then overwrites.
         endpoint: desired.as_ref().ok().and_then(|d| {
+            if nodes.iter().any(|n| !n.deleting && restoring(n)) {
+                return None;
+            }
             access_point(
                 d,
                 d.service_type.descriptor().endpoint.as_ref()?,
@@ -694,6 +699,19 @@ mod tests {
         );
         let glb = node("glb", "10.0.0.9", true);
         assert_eq!(endpoint(&[mysql, glb]).as_deref(), Some("10.0.0.9:3306"));
+
+        // While the data saved at the last stop goes back in, no link is given an address;
+        // once the restoring node was Ready, they are.
+        let mut restoring = node("mysql", "10.0.0.1", false);
+        restoring.spec.restore = Some(crate::service::validate::saved_data("abc".into()));
+        restoring.was_ready = false;
+        assert_eq!(endpoint(std::slice::from_ref(&restoring)), None);
+        restoring.was_ready = true;
+        restoring.agent_ready = true;
+        assert_eq!(
+            endpoint(std::slice::from_ref(&restoring)).as_deref(),
+            Some("10.0.0.1:3306")
+        );
     }
 
     #[test]

@@ -35,7 +35,7 @@ pub use naming::node_name;
 pub(crate) use naming::ordinal;
 pub use rollout::{code_switches, link_switches, rollback_to, rollout_failure};
 pub use running::remediation_allowed;
-pub use stop::{SAVE_FAILED, save_blocked};
+pub use stop::{SAVE_FAILED, restoring, save_blocked};
 
 use conpaas_crds::v1alpha1::ServiceNodeSpec;
 

@@ -80,6 +80,12 @@ pub(super) fn stop_saving(node: &ObservedNode) -> bool {
         .is_some_and(|d| d.reason == DrainReason::ServiceStopped)
 }
 
+/// Whether `node` still puts back the data saved at the last stop: given it, and never Ready
+/// since (each type is Ready only once its restore is in), and not asked to save.
+pub fn restoring(node: &ObservedNode) -> bool {
+    node.spec.restore.is_some() && !node.was_ready && !stop_saving(node)
+}
+
 /// The Service's Degraded reason while a stop cannot save its data.
 pub const SAVE_FAILED: &str = "SaveFailed";
 
@@ -104,12 +110,9 @@ fn stage<'a>(desired: &Desired, live: &[&'a ObservedNode]) -> Stage<'a> {
     if holders.is_empty() {
         return Stage::DeleteAll;
     }
-    // A restore of the last stop's save still running (a node given it that was never Ready:
-    // each type is Ready only once its restore is in): a save now would hold part of it, and
+    // A restore of the last stop's save still running: a save now would hold part of it, and
     // replace the whole one. It is waited for; one that failed keeps the nodes.
-    let restoring = holders
-        .iter()
-        .find(|n| n.spec.restore.is_some() && !n.was_ready && !stop_saving(n));
+    let restoring = holders.iter().copied().copied().find(|n| restoring(n));
     if let Some(node) = restoring {
         return match &node.agent_failure {
             Some(failure) => Stage::Blocked(format!(
