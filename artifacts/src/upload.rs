@@ -48,6 +48,12 @@ impl Upload {
         self.size
     }
 
+    /// Bounds the whole archive to `limit` bytes from now on (the room left can shrink while
+    /// pieces arrive).
+    pub fn limit_to(&mut self, limit: u64) {
+        self.limit = limit;
+    }
+
     /// Appends what `body` streams. After an error the upload holds an unknown prefix of the
     /// body: abort it.
     pub async fn append<S, E>(&mut self, body: S) -> Result<(), Error>

@@ -97,6 +97,11 @@ pub struct Args {
     /// The largest archive an upload may carry, in bytes
     #[arg(long, env = "CONPAAS_MAX_ARCHIVE_BYTES", default_value_t = 2 << 30)]
     pub max_archive_bytes: u64,
+    /// The most bytes of archives one namespace may hold in the store (what its Services name
+    /// or keep, its recent uploads and those in progress); 0 for no quota. Saved data counts,
+    /// so a Stop whose save does not fit keeps its nodes and says so
+    #[arg(long, env = "CONPAAS_NAMESPACE_STORE_BYTES", default_value_t = 64 << 30)]
+    pub namespace_store_bytes: u64,
     /// Seconds an archive that no code version names stays in the store (covers an upload
     /// whose version is not written yet)
     #[arg(

@@ -208,7 +208,9 @@ fn metered_facts(node: &Guarded<ServiceNode>) -> Option<u64> {
             .map(|t| t.0.as_second()),
         node.metadata.owner_references.as_ref().map(|o| o.len()),
         status.is_some_and(|s| s.provider_id.is_some() || s.create_requested_at.is_some()),
-        status.and_then(|s| s.terminated_at.as_ref()).map(|t| t.0.as_second()),
+        status
+            .and_then(|s| s.terminated_at.as_ref())
+            .map(|t| t.0.as_second()),
     )))
 }
 

@@ -267,6 +267,7 @@ async fn serve_code_api(
                 ready.clone(),
                 code_api::Settings {
                     max_archive_bytes: args.max_archive_bytes,
+                    namespace_store_bytes: args.namespace_store_bytes,
                     gc_grace: Duration::from_secs(args.artifact_gc_grace_seconds),
                     gc_every: Duration::from_secs(args.artifact_gc_interval_seconds.max(1)),
                 },

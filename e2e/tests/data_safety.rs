@@ -3,8 +3,9 @@
 //! timeouts; the node is kept, the Service says `DataAtRisk` naming it, every row is still
 //! there once the agent thaws, and the Service is healthy again. Only `cpsctl node replace
 //! NODE --accept-data-loss` lets such a node go. A stop whose save the artifact store refuses
-//! keeps the node (the Service says `SaveFailed` with the store's message) until the store
-//! takes the save, and the next start has every row. Growing a lone MariaDB node's volume
+//! keeps the node (the Service says `SaveFailed` with the store's message: an archive too
+//! large, then no room left in the namespace's quota) until the store takes the save, and the
+//! next start has every row. Growing a lone MariaDB node's volume
 //! moves the database onto a node with the new volume (a second node joins and syncs before
 //! the first leaves): every row is there afterwards. A lone MariaDB node whose VM is reset (its
 //! agent and MariaDB killed at once, then booted again on its disk) comes back with its rows;
@@ -189,10 +190,25 @@ async fn a_stop_whose_save_is_refused_keeps_the_node_until_the_store_takes_it() 
         "nothing saved"
     );
 
-    // The store takes archives again: the node's next try is stored and the stop completes.
+    // Large archives are taken, but the namespace's quota of the store has no room for the
+    // save: refused the same way, in the quota's words.
     env.controller.kill();
     env.controller
         .set_env("CONPAAS_MAX_ARCHIVE_BYTES", &(1u64 << 30).to_string());
+    env.controller
+        .set_env("CONPAAS_NAMESPACE_STORE_BYTES", "64");
+    env.controller.restart().unwrap();
+    env.wait_service("db", "SaveFailed with the quota's refusal", |s| {
+        let (reason, message) = degraded(s);
+        reason == "SaveFailed" && message.contains("CONPAAS_NAMESPACE_STORE_BYTES")
+    })
+    .await;
+    assert_eq!(env.nodes("db").await.len(), 1, "the node is kept");
+
+    // The store takes archives again: the node's next try is stored and the stop completes.
+    env.controller.kill();
+    env.controller
+        .set_env("CONPAAS_NAMESPACE_STORE_BYTES", &(1u64 << 30).to_string());
     env.controller.restart().unwrap();
     env.wait_service("db", "stopped with its data saved", |s| {
         s.status

@@ -12,6 +12,7 @@
 mod front_proxy;
 mod gc;
 mod pieces;
+mod quota;
 mod register;
 mod routes;
 mod tls;
@@ -39,13 +40,20 @@ pub struct CodeApi {
     pub ready: Arc<AtomicBool>,
     pub proxy: front_proxy::FrontProxy,
     pub max_archive_bytes: u64,
+    /// Bytes of archives a namespace may hold (0: no quota).
+    pub namespace_store_bytes: u64,
+    /// How long an archive nothing names is kept.
+    pub gc_grace: Duration,
     /// Uploads arriving in pieces.
     pub pieces: pieces::Pieces,
+    /// Archives uploaded lately, counted against their namespace's quota.
+    pub recent: quota::Recent,
 }
 
 /// Limits and the store's upkeep.
 pub struct Settings {
     pub max_archive_bytes: u64,
+    pub namespace_store_bytes: u64,
     /// How long an archive no version names is kept.
     pub gc_grace: Duration,
     /// How often the store is swept.
@@ -95,7 +103,10 @@ pub async fn run(
         ready,
         proxy,
         max_archive_bytes: settings.max_archive_bytes,
+        namespace_store_bytes: settings.namespace_store_bytes,
+        gc_grace: settings.gc_grace,
         pieces: Default::default(),
+        recent: Default::default(),
     });
     let router = routes::router(api);
     let acceptor = TlsAcceptor::from(config);

@@ -64,11 +64,14 @@ type Slot = Arc<tokio::sync::Mutex<Open>>;
 #[derive(Default)]
 pub struct Pieces {
     open: Mutex<HashMap<Key, Slot>>,
+    /// Bytes each open upload received, readable while a piece streams.
+    received: Mutex<HashMap<Key, u64>>,
 }
 
 impl Pieces {
-    /// Appends `body` at `offset` of `key`'s upload (offset 0 starts it); with `last`, stores
-    /// the archive if its digest is the announced one. A failed piece drops the upload.
+    /// Appends `body` at `offset` of `key`'s upload (offset 0 starts it), the whole archive
+    /// bounded to `limit` bytes; with `last`, stores the archive if its digest is the announced
+    /// one. A failed piece drops the upload.
     #[allow(clippy::too_many_arguments)]
     pub async fn piece<S, E>(
         &self,
@@ -111,8 +114,13 @@ impl Pieces {
         if upload.size() != offset {
             return Err(conflict(Some(upload.size())));
         }
+        upload.limit_to(limit);
         let appended = upload.append(body).await;
         let received = upload.size();
+        self.received
+            .lock()
+            .expect("the uploads' sizes")
+            .insert(key.clone(), received);
         open.touched = Instant::now();
         if appended.is_ok() && !last {
             return Ok(Outcome::Received(received));
@@ -134,6 +142,10 @@ impl Pieces {
     fn slot(&self, key: &Key, offset: u64) -> Option<Slot> {
         let mut open = self.open.lock().expect("the uploads' lock");
         drop_idle(&mut open);
+        self.received
+            .lock()
+            .expect("the uploads' sizes")
+            .retain(|k, _| open.contains_key(k));
         if offset != 0 {
             return open.get(key).cloned();
         }
@@ -158,7 +170,22 @@ impl Pieces {
         let mut open = self.open.lock().expect("the uploads' lock");
         if open.get(key).is_some_and(|s| Arc::ptr_eq(s, slot)) {
             open.remove(key);
+            self.received
+                .lock()
+                .expect("the uploads' sizes")
+                .remove(key);
         }
+    }
+
+    /// Bytes the open uploads of `namespace` other than `except` received so far.
+    pub fn open_bytes(&self, namespace: &str, except: Option<&Key>) -> u64 {
+        self.received
+            .lock()
+            .expect("the uploads' sizes")
+            .iter()
+            .filter(|(k, _)| k.namespace == namespace && Some(*k) != except)
+            .map(|(_, size)| size)
+            .sum()
     }
 
     /// How many uploads are open.

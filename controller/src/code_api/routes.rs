@@ -25,6 +25,7 @@ use serde_json::json;
 use super::CodeApi;
 use super::front_proxy::{Caller, Peer};
 use super::pieces::{self, Outcome, Refused};
+use super::quota;
 
 pub fn router(api: Arc<CodeApi>) -> Router {
     let base = format!("/apis/{GROUP}/{VERSION}");
@@ -198,12 +199,28 @@ async fn upload(
     }
     let found = find_service(&api, &namespace, &service).await?;
     let body = body.into_data_stream();
-    let stored = match (query.offset, query.sha256) {
-        (None, expected) => api
+    let key = query.sha256.clone().map(|sha256| pieces::Key {
+        user: caller.user.clone(),
+        namespace: namespace.clone(),
+        service: service.clone(),
+        sha256,
+    });
+    let room = room(
+        &api,
+        &namespace,
+        key.as_ref().filter(|_| query.offset.is_some()),
+    )
+    .await?;
+    let refused = |e: StoreError| match e {
+        StoreError::TooLarge { .. } if room.quota_bound => room.refusal(&namespace),
+        e => store_refusal(e),
+    };
+    let stored = match (query.offset, key) {
+        (None, _) => api
             .store
-            .put(body, api.max_archive_bytes, expected.as_deref())
+            .put(body, room.limit, query.sha256.as_deref())
             .await
-            .map_err(store_refusal)?,
+            .map_err(refused)?,
         (Some(_), None) => {
             return Err(status(
                 StatusCode::BAD_REQUEST,
@@ -211,23 +228,10 @@ async fn upload(
                 "a piece of an upload needs the whole archive's sha256".into(),
             ));
         }
-        (Some(offset), Some(sha256)) => {
-            let key = pieces::Key {
-                user: caller.user.clone(),
-                namespace: namespace.clone(),
-                service: service.clone(),
-                sha256,
-            };
+        (Some(offset), Some(key)) => {
             let outcome = api
                 .pieces
-                .piece(
-                    &api.store,
-                    api.max_archive_bytes,
-                    key,
-                    offset,
-                    query.last,
-                    body,
-                )
+                .piece(&api.store, room.limit, key, offset, query.last, body)
                 .await;
             match outcome {
                 Ok(Outcome::Received(received)) => {
@@ -245,10 +249,11 @@ async fn upload(
                         e.to_string(),
                     ));
                 }
-                Err(Refused::Store(e)) => return Err(store_refusal(e)),
+                Err(Refused::Store(e)) => return Err(refused(e)),
             }
         }
     };
+    api.recent.note(&namespace, &stored.sha256, stored.size);
     let note = format!(
         "archive sha256:{} ({} bytes) uploaded by {}",
         stored.sha256, stored.size, caller.user
@@ -267,6 +272,52 @@ async fn upload(
         size: stored.size,
     };
     Ok((StatusCode::CREATED, axum::Json(answer)).into_response())
+}
+
+/// How large an upload may grow: the store's archive limit, or what is left of the namespace's
+/// quota when that is less.
+struct Room {
+    limit: u64,
+    quota_bound: bool,
+    used: u64,
+    quota: u64,
+}
+
+impl Room {
+    fn refusal(&self, namespace: &str) -> Refusal {
+        status(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            format!(
+                "upload refused, nothing stored: namespace {namespace} holds {} of its {} bytes in the artifact store (CONPAAS_NAMESPACE_STORE_BYTES), and this archive does not fit; delete code versions its Services no longer need, or ask for a larger quota",
+                self.used, self.quota
+            ),
+        )
+    }
+}
+
+/// The room an upload into `namespace` has (`open`: its own upload in pieces, not counted).
+async fn room(api: &CodeApi, namespace: &str, open: Option<&pieces::Key>) -> Result<Room, Refusal> {
+    let quota = api.namespace_store_bytes;
+    if quota == 0 {
+        return Ok(Room {
+            limit: api.max_archive_bytes,
+            quota_bound: false,
+            used: 0,
+            quota,
+        });
+    }
+    let used = quota::used(api, namespace)
+        .await
+        .map_err(store_refusal)?
+        .saturating_add(api.pieces.open_bytes(namespace, open));
+    let left = quota.saturating_sub(used);
+    Ok(Room {
+        limit: left.min(api.max_archive_bytes),
+        quota_bound: left < api.max_archive_bytes,
+        used,
+        quota,
+    })
 }
 
 /// A store's refusal of an upload, as the uploader should see it.

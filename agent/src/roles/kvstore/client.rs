@@ -289,6 +289,19 @@ fn read_record(input: &mut impl Read) -> std::io::Result<Option<Record>> {
     Ok(Some((key, i64::from_be_bytes(ttl), payload)))
 }
 
+/// Pauses the writes (reads go on) on a connection's node for `how_long`.
+fn pause(connection: &mut redis::Connection, how_long: Duration) -> redis::RedisResult<()> {
+    redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(how_long.as_millis() as u64)
+        .arg("WRITE")
+        .query(connection)
+}
+
+fn unpause(connection: &mut redis::Connection) -> redis::RedisResult<()> {
+    redis::cmd("CLIENT").arg("UNPAUSE").query(connection)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -309,17 +322,4 @@ mod tests {
         );
         assert_eq!(read_record(&mut input).unwrap(), None);
     }
-}
-
-/// Pauses the writes (reads go on) on a connection's node for `how_long`.
-fn pause(connection: &mut redis::Connection, how_long: Duration) -> redis::RedisResult<()> {
-    redis::cmd("CLIENT")
-        .arg("PAUSE")
-        .arg(how_long.as_millis() as u64)
-        .arg("WRITE")
-        .query(connection)
-}
-
-fn unpause(connection: &mut redis::Connection) -> redis::RedisResult<()> {
-    redis::cmd("CLIENT").arg("UNPAUSE").query(connection)
 }
