@@ -23,6 +23,8 @@ const MAX_ARCHIVE_BYTES: u64 = 2 << 30;
 /// How much of an archive one request to the code API carries: at a few MB/s this still ends
 /// well within the API server's request timeout (60 s by default).
 const PIECE_BYTES: u64 = 16 << 20;
+/// How often one piece is sent before an upload gives up.
+const PIECE_TRIES: u64 = 3;
 
 /// What an archive may unpack to.
 #[derive(Clone, Copy, Debug)]
@@ -184,23 +186,39 @@ pub async fn upload(
             .read_exact(&mut piece)
             .await
             .with_context(|| format!("read {}", file.display()))?;
+        let piece = bytes::Bytes::from(piece);
         let last = offset + len == size;
         let uri = format!(
             "{}?{}",
             conpaas_crds::code_api::archives_path(namespace, service),
             conpaas_crds::code_api::piece_query(&sha256, offset, last)
         );
-        let request = http::Request::post(&uri)
-            .header(http::header::CONTENT_TYPE, "application/octet-stream")
-            .body(kube::client::Body::from(piece))
-            .context("build the upload request")?;
-        let response = client.send(request).await.with_context(|| what.clone())?;
-        let (parts, body) = response.into_parts();
-        let bytes = body
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
+        // A piece that broke off (a connection reset, a controller restarting) is sent again
+        // a few times before the whole upload is given up.
+        let mut tries = 0;
+        let (parts, bytes) = loop {
+            tries += 1;
+            let request = http::Request::post(&uri)
+                .header(http::header::CONTENT_TYPE, "application/octet-stream")
+                .body(kube::client::Body::from(piece.clone()))
+                .context("build the upload request")?;
+            let sent = client.send(request).await;
+            let again = match &sent {
+                Err(_) => true,
+                Ok(r) => r.status().is_server_error(),
+            };
+            if again && tries < PIECE_TRIES {
+                tokio::time::sleep(std::time::Duration::from_secs(tries)).await;
+                continue;
+            }
+            let (parts, body) = sent.with_context(|| what.clone())?.into_parts();
+            let bytes = body
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            break (parts, bytes);
+        };
         if !parts.status.is_success() {
             let message = conpaas_crds::code_api::status_message(&bytes);
             bail!(
@@ -330,19 +348,32 @@ async fn fetch(
                     parts.status
                 );
             }
+            // A piece says where it starts and the whole size; an answer that is not a piece
+            // is the whole archive (then it must be asked for from the start).
+            let range = parts
+                .headers
+                .get(http::header::CONTENT_RANGE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("bytes "))
+                .and_then(|v| {
+                    let (span, whole) = v.split_once('/')?;
+                    let start = span.split_once('-')?.0.parse::<u64>().ok()?;
+                    Some((start, whole.parse::<u64>().ok()?))
+                });
+            match (parts.status, range) {
+                (http::StatusCode::PARTIAL_CONTENT, Some((start, _))) if start == from => {}
+                (http::StatusCode::OK, _) if from == 0 => {}
+                (status, range) => bail!(
+                    "download {what}: asked for bytes from {from}, answered {status} with range {range:?}"
+                ),
+            }
             while let Some(frame) = body.frame().await {
                 let frame = frame.with_context(|| format!("download {what}"))?;
                 if let Some(data) = frame.data_ref() {
                     sink.write(data)?;
                 }
             }
-            // A piece says the whole size; an answer that is not a piece is the whole archive.
-            let whole = parts
-                .headers
-                .get(http::header::CONTENT_RANGE)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.rsplit_once('/'))
-                .and_then(|(_, whole)| whole.parse::<u64>().ok());
+            let whole = range.map(|(_, whole)| whole);
             match whole {
                 Some(whole) if sink.written < whole => {
                     if sink.written == from {

@@ -336,6 +336,7 @@ async fn files_keep_their_checksums_through_scaling_and_a_stop() {
     stop(&env).await;
     let late = writer.finish();
     println!("{} files written during the stop", late.len());
+    assert!(!late.is_empty(), "the app wrote until the fence");
     expected.extend(late);
     start(&env).await;
     let result = wait::until("the files back through the app's mount", LIMIT, || async {
@@ -363,6 +364,8 @@ async fn files_keep_their_checksums_through_scaling_and_a_stop() {
             in_tar.insert(name, sha(&bytes));
         }
     }
+    // A write the fence refused may leave its file behind, never acknowledged.
+    in_tar.retain(|name, _| expected.contains_key(name) || !name.starts_with("late/"));
     assert_eq!(in_tar, expected, "the export holds every file, unchanged");
     let import = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(

@@ -373,6 +373,7 @@ async fn keys_survive_scaling_while_written_and_a_stop() {
     .unwrap();
     let (late, _) = late.finish();
     println!("{} writes acknowledged during the stop", late.len());
+    assert!(!late.is_empty(), "the client wrote until the fence");
     apply(&env, kvstore(3, "Running")).await.unwrap();
     env.wait_ready("kv", "node 3/3").await;
     let client = cluster_client(&endpoint(&env).await, &password);

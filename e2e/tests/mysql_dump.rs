@@ -147,6 +147,7 @@ async fn a_dump_loads_once_dumps_back_out_restores_elsewhere_and_a_bad_one_is_re
     .unwrap();
     let late = writer.finish();
     println!("{} rows acknowledged during the stop", late.len());
+    assert!(!late.is_empty(), "the client wrote until the fence");
     println!(
         "mysql stop with the data saved: {:.1}s",
         stopping.elapsed().as_secs_f64()

@@ -23,9 +23,13 @@ pub struct Recent {
 }
 
 impl Recent {
-    /// Notes an archive `namespace` uploaded.
-    pub fn note(&self, namespace: &str, sha256: &str, size: u64) {
+    /// Notes an archive `namespace` uploaded (forgetting those older than `grace`).
+    pub fn note(&self, namespace: &str, sha256: &str, size: u64, grace: Duration) {
         let mut uploads = self.uploads.lock().expect("the recent uploads' lock");
+        uploads.retain(|_, list| {
+            list.retain(|(_, _, at)| at.elapsed() < grace);
+            !list.is_empty()
+        });
         uploads.entry(namespace.to_string()).or_default().push((
             sha256.to_string(),
             size,

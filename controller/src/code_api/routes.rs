@@ -253,7 +253,8 @@ async fn upload(
             }
         }
     };
-    api.recent.note(&namespace, &stored.sha256, stored.size);
+    api.recent
+        .note(&namespace, &stored.sha256, stored.size, api.gc_grace);
     let note = format!(
         "archive sha256:{} ({} bytes) uploaded by {}",
         stored.sha256, stored.size, caller.user

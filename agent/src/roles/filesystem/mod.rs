@@ -43,6 +43,17 @@ const REMOVAL_RETRY: Duration = Duration::from_secs(20);
 const RESTORED_OPTION: &str = "user.conpaas-restored";
 /// The volume option that refuses writes (EROFS), set while a stop saves the volumes.
 const READ_ONLY: &str = "features.read-only";
+/// When the stop's fence was last renewed (Unix seconds): the saver renews it while it saves;
+/// a manager lifts a fence not renewed for [`FENCE_HOLD`] (a stop called off, a saver gone).
+const FENCE_OPTION: &str = "user.conpaas-fence";
+const FENCE_HOLD: Duration = Duration::from_secs(900);
+const FENCE_RENEW_EVERY: Duration = Duration::from_secs(30);
+
+fn unix_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
 pub struct Filesystem {
@@ -353,6 +364,23 @@ impl Pool {
                     notes.push(e);
                 }
             }
+            // A stop's fence that is no longer renewed (the stop called off after its save, or
+            // its saver gone) is lifted.
+            let option = |name| {
+                current
+                    .and_then(|v| v.options.get(name))
+                    .map(String::as_str)
+            };
+            let renewed = option(FENCE_OPTION).and_then(|t| t.parse::<u64>().ok());
+            if option(READ_ONLY) == Some("on")
+                && renewed.is_none_or(|t| unix_seconds().saturating_sub(t) > FENCE_HOLD.as_secs())
+                && let Err(e) = self
+                    .cli
+                    .run(&["volume", "set", &spec.name, READ_ONLY, "off"])
+                    .await
+            {
+                notes.push(e);
+            }
             if let Some(restore) = self.restore.clone()
                 && current.and_then(|v| v.options.get(RESTORED_OPTION)) != Some(&restore.sha256)
             {
@@ -596,18 +624,41 @@ impl Role for Filesystem {
                 .map(|v| v.name)
                 .collect();
             // The fence: no write lands after the archive is made (it would be acknowledged,
-            // then lost with the nodes). A save that fails lifts it until the next try.
+            // then lost with the nodes), renewed while the save runs. A save that fails lifts
+            // it until the next try.
             let fence = |on: &'static str| {
                 let (cli, volumes) = (cli.clone(), volumes.clone());
                 async move {
                     for volume in &volumes {
+                        let renewed = unix_seconds().to_string();
+                        cli.run(&["volume", "set", volume, FENCE_OPTION, &renewed])
+                            .await?;
                         cli.run(&["volume", "set", volume, READ_ONLY, on]).await?;
                     }
                     Ok::<(), String>(())
                 }
             };
             let saved = match fence("on").await {
-                Ok(()) => archive::save(&access, &address, &volumes).await,
+                Ok(()) => {
+                    let renewing = tokio::spawn({
+                        let (cli, volumes) = (cli.clone(), volumes.clone());
+                        async move {
+                            loop {
+                                tokio::time::sleep(FENCE_RENEW_EVERY).await;
+                                for volume in &volumes {
+                                    let renewed = unix_seconds().to_string();
+                                    let set = ["volume", "set", volume, FENCE_OPTION, &renewed];
+                                    if let Err(e) = cli.run(&set).await {
+                                        tracing::warn!(error = %e, "renew the volumes' fence");
+                                    }
+                                }
+                            }
+                        }
+                    });
+                    let saved = archive::save(&access, &address, &volumes).await;
+                    renewing.abort();
+                    saved
+                }
                 Err(e) => Err(format!("make the volumes read-only for the save: {e}")),
             };
             if saved.is_err()

@@ -131,6 +131,19 @@ impl Nodes {
         dumped
     }
 
+    /// Holds the fence a dump left on `masters` for [`FENCE`] from now (renewed while the
+    /// save is uploaded, however long that takes).
+    pub fn hold_fence(&self, masters: &[String]) {
+        for master in masters {
+            if let Err(e) = self
+                .connect(master)
+                .and_then(|mut c| pause(&mut c, FENCE).map_err(|e| e.to_string()))
+            {
+                tracing::warn!(%master, error = %e, "renew the pause of writes");
+            }
+        }
+    }
+
     /// Lifts the fence a dump left on `masters`.
     pub fn unpause(&self, masters: &[String]) {
         for master in masters {

@@ -32,6 +32,8 @@ use cluster::{Member, Step, View};
 /// The role.
 const ROLE: &str = "node";
 const STOP_GRACE: Duration = Duration::from_secs(10);
+/// How often the writes' pause is renewed while a stop's save is uploaded.
+const FENCE_RENEW_EVERY: Duration = Duration::from_secs(60);
 
 pub struct Kvstore {
     env: RoleEnv,
@@ -551,10 +553,23 @@ impl Role for Kvstore {
             .await
             .map_err(|e| format!("dumping broke off: {e}"))?;
             let (dumped, nodes, masters) = dumped?;
+            // The fence stands for as long as the upload runs.
+            let renewing = tokio::spawn({
+                let (nodes, masters) = (nodes.clone(), masters.clone());
+                async move {
+                    loop {
+                        tokio::time::sleep(FENCE_RENEW_EVERY).await;
+                        let (nodes, masters) = (nodes.clone(), masters.clone());
+                        let _ =
+                            tokio::task::spawn_blocking(move || nodes.hold_fence(&masters)).await;
+                    }
+                }
+            });
             let stored =
                 crate::code::upload(&access.client, &access.namespace, &access.service, &file)
                     .await
                     .map_err(|e| format!("{e:#}"));
+            renewing.abort();
             let _ = std::fs::remove_file(&file);
             if stored.is_err() {
                 // Not saved: writes go on until the next try, whose dump holds them.

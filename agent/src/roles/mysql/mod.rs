@@ -100,8 +100,8 @@ pub struct Mysql {
     saved: Option<String>,
     /// Saves that failed, and when the next one starts.
     save_retries: Retries,
-    /// Read-only behind a stop's write fence.
-    fenced: bool,
+    /// The stop's write fence, as this member follows it.
+    fence: fence::Follower,
 }
 
 impl Mysql {
@@ -133,7 +133,7 @@ impl Mysql {
             saving: None,
             saved: None,
             save_retries: Retries::default(),
-            fenced: false,
+            fence: fence::Follower::default(),
         }
     }
 
@@ -459,14 +459,36 @@ impl Mysql {
             work_dir: self.env.work_dir.clone(),
         };
         let (socket, me) = (self.socket(), self.member());
-        tracing::info!("the Service stops: saving the database");
+        // Its own for this try: a later saver's fence is not this one's to lower.
+        let generation = format!(
+            "{}-{}",
+            self.env.node,
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis())
+        );
+        tracing::info!(%generation, "the Service stops: saving the database");
         self.saving = Some(tokio::spawn(async move {
-            let saved = match fence::raise(&socket, &me).await {
-                Ok(()) => save.run().await,
+            let saved = match fence::raise(&socket, &me, &generation).await {
+                Ok(()) => {
+                    // Renewed for as long as the save runs, however long that is.
+                    let renewing = tokio::spawn({
+                        let (socket, generation) = (socket.clone(), generation.clone());
+                        async move {
+                            loop {
+                                tokio::time::sleep(fence::RENEW_EVERY).await;
+                                fence::renew(&socket, &generation).await;
+                            }
+                        }
+                    });
+                    let saved = save.run().await;
+                    renewing.abort();
+                    saved
+                }
                 Err(e) => Err(e),
             };
             if saved.is_err() {
-                fence::lower(&socket).await;
+                fence::lower(&socket, &generation).await;
             }
             saved
         }));
@@ -520,9 +542,9 @@ impl Mysql {
             if let Err(e) = datadir::mark_held(&self.dir) {
                 tracing::warn!(error = %e);
             }
-            match fence::follow(&self.socket(), &self.member(), self.fenced).await {
-                Ok(fenced) => self.fenced = fenced,
-                Err(e) => tracing::warn!(error = %e, "follow the stop's write fence"),
+            let (socket, member) = (self.socket(), self.member());
+            if let Err(e) = self.fence.follow(&socket, &member).await {
+                tracing::warn!(error = %e, "follow the stop's write fence");
             }
         }
         if !checked.may_write {
