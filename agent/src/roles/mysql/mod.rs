@@ -247,12 +247,12 @@ impl Mysql {
         Ok(())
     }
 
-    /// Runs SQL as the node's root (unix-socket authentication); its output.
     /// This member as the cluster lists it (`wsrep_incoming_addresses`).
     fn member(&self) -> String {
         format!("{}:{PORT}", self.env.address)
     }
 
+    /// Runs SQL as the node's root (unix-socket authentication); its output.
     async fn sql(&self, statement: &str) -> Result<String, String> {
         run_sql(&self.socket(), statement).await
     }
