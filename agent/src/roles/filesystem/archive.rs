@@ -157,10 +157,7 @@ pub async fn restore(
     volume: &str,
     saved: &NodeCode,
 ) -> Result<(), String> {
-    let dir = access
-        .work_dir
-        .join("restore")
-        .join(saved.sha256.get(..12).unwrap_or("saved"));
+    let dir = restore_dir(access, saved);
     let unpacked = dir.join("files");
     if !unpacked.is_dir() {
         let file = dir.join("volumes.tar.gz");
@@ -208,10 +205,24 @@ pub async fn restore(
             String::from_utf8_lossy(&out.stderr).trim()
         ));
     }
-    // In: the unpacked copy would only hold the disk twice (the folder holds no mounts).
-    let _ = std::fs::remove_dir_all(&source);
+    Ok(())
+}
+
+/// Deletes `volume`'s unpacked copy of the saved archive once the volume records it restored
+/// (it would only hold the disk twice; the folder holds no mounts), and the unpacked folder
+/// once every volume's copy is gone.
+pub fn forget_unpacked(access: &Access, volume: &str, saved: &NodeCode) {
+    let unpacked = restore_dir(access, saved).join("files");
+    let _ = std::fs::remove_dir_all(unpacked.join(volume));
     if std::fs::read_dir(&unpacked).is_ok_and(|mut left| left.next().is_none()) {
         let _ = std::fs::remove_dir(&unpacked);
     }
-    Ok(())
+}
+
+/// Where the saved archive `saved` is downloaded and unpacked.
+fn restore_dir(access: &Access, saved: &NodeCode) -> PathBuf {
+    access
+        .work_dir
+        .join("restore")
+        .join(saved.sha256.get(..12).unwrap_or("saved"))
 }

@@ -542,8 +542,10 @@ impl Pool {
         archive::restore(&self.archive, &self.address, volume, saved).await?;
         self.cli
             .run(&["volume", "set", volume, RESTORED_OPTION, &saved.sha256])
-            .await
-            .map(|_| ())
+            .await?;
+        // Only once the volume says it is restored: a retry before that copies again.
+        archive::forget_unpacked(&self.archive, volume, saved);
+        Ok(())
     }
 }
 
