@@ -48,6 +48,8 @@ pub struct CodeApi {
     pub pieces: pieces::Pieces,
     /// Archives uploaded lately, counted against their namespace's quota.
     pub recent: quota::Recent,
+    /// Sizes of the archives the quota counts.
+    pub sizes: quota::Sizes,
 }
 
 /// Limits and the store's upkeep.
@@ -107,6 +109,7 @@ pub async fn run(
         gc_grace: settings.gc_grace,
         pieces: Default::default(),
         recent: Default::default(),
+        sizes: Default::default(),
     });
     let router = routes::router(api);
     let acceptor = TlsAcceptor::from(config);

@@ -71,17 +71,34 @@ pub async fn used(api: &CodeApi, namespace: &str) -> Result<u64, conpaas_artifac
         if counted.contains(&sha256) {
             continue;
         }
-        total = total.saturating_add(size_of(&api.store, &sha256).await?);
+        total = total.saturating_add(api.sizes.of(&api.store, &sha256).await?);
         counted.insert(sha256);
     }
     Ok(total)
 }
 
-/// An archive's size (0 when the store lacks it, or the digest is not one).
-async fn size_of(store: &Store, sha256: &str) -> Result<u64, conpaas_artifacts::Error> {
-    match store.size(sha256).await {
-        Ok(size) => Ok(size.unwrap_or(0)),
-        Err(conpaas_artifacts::Error::BadDigest(_)) => Ok(0),
-        Err(e) => Err(e),
+/// Archives' sizes, as the store told them: an archive is named by its digest, so its size
+/// never changes, and the quota is checked on every piece of an upload without asking the
+/// store again.
+#[derive(Default)]
+pub struct Sizes {
+    known: Mutex<HashMap<String, u64>>,
+}
+
+impl Sizes {
+    /// An archive's size (0 when the store lacks it, or the digest is not one).
+    async fn of(&self, store: &Store, sha256: &str) -> Result<u64, conpaas_artifacts::Error> {
+        if let Some(size) = self.known.lock().expect("the sizes' lock").get(sha256) {
+            return Ok(*size);
+        }
+        match store.size(sha256).await {
+            Ok(Some(size)) => {
+                let mut known = self.known.lock().expect("the sizes' lock");
+                known.insert(sha256.to_string(), size);
+                Ok(size)
+            }
+            Ok(None) | Err(conpaas_artifacts::Error::BadDigest(_)) => Ok(0),
+            Err(e) => Err(e),
+        }
     }
 }

@@ -49,6 +49,14 @@ const FENCE_OPTION: &str = "user.conpaas-fence";
 const FENCE_HOLD: Duration = Duration::from_secs(900);
 const FENCE_RENEW_EVERY: Duration = Duration::from_secs(30);
 
+/// Notes on `volume` that its stop's fence is renewed now.
+async fn renew_fence(cli: &gluster::Cli, volume: &str) -> Result<(), String> {
+    let now = unix_seconds().to_string();
+    cli.run(&["volume", "set", volume, FENCE_OPTION, &now])
+        .await
+        .map(|_| ())
+}
+
 fn unix_seconds() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -632,9 +640,7 @@ impl Role for Filesystem {
                 let (cli, volumes) = (cli.clone(), volumes.clone());
                 async move {
                     for volume in &volumes {
-                        let renewed = unix_seconds().to_string();
-                        cli.run(&["volume", "set", volume, FENCE_OPTION, &renewed])
-                            .await?;
+                        renew_fence(&cli, volume).await?;
                         cli.run(&["volume", "set", volume, READ_ONLY, on]).await?;
                     }
                     Ok::<(), String>(())
@@ -648,9 +654,7 @@ impl Role for Filesystem {
                             loop {
                                 tokio::time::sleep(FENCE_RENEW_EVERY).await;
                                 for volume in &volumes {
-                                    let renewed = unix_seconds().to_string();
-                                    let set = ["volume", "set", volume, FENCE_OPTION, &renewed];
-                                    if let Err(e) = cli.run(&set).await {
+                                    if let Err(e) = renew_fence(&cli, volume).await {
                                         tracing::warn!(error = %e, "renew the volumes' fence");
                                     }
                                 }

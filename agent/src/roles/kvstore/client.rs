@@ -134,24 +134,27 @@ impl Nodes {
     /// Holds the fence a dump left on `masters` for [`FENCE`] from now (renewed while the
     /// save is uploaded, however long that takes).
     pub fn hold_fence(&self, masters: &[String]) {
-        for master in masters {
-            if let Err(e) = self
-                .connect(master)
-                .and_then(|mut c| pause(&mut c, FENCE).map_err(|e| e.to_string()))
-            {
-                tracing::warn!(%master, error = %e, "renew the pause of writes");
-            }
-        }
+        self.on_each(masters, "renew the pause of writes", |c| pause(c, FENCE));
     }
 
     /// Lifts the fence a dump left on `masters`.
     pub fn unpause(&self, masters: &[String]) {
+        self.on_each(masters, "lift the pause of writes", unpause);
+    }
+
+    /// Runs `command` on each of `masters`, warning about those it failed on.
+    fn on_each(
+        &self,
+        masters: &[String],
+        what: &str,
+        command: impl Fn(&mut redis::Connection) -> redis::RedisResult<()>,
+    ) {
         for master in masters {
-            if let Err(e) = self
+            let done = self
                 .connect(master)
-                .and_then(|mut c| unpause(&mut c).map_err(|e| e.to_string()))
-            {
-                tracing::warn!(%master, error = %e, "lift the pause of writes");
+                .and_then(|mut c| command(&mut c).map_err(|e| e.to_string()));
+            if let Err(e) = done {
+                tracing::warn!(%master, error = %e, "{what}");
             }
         }
     }
