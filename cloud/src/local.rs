@@ -266,7 +266,18 @@ impl LocalCloud {
     /// once (nothing gets to finish or write its state), then its agent boots again on the same
     /// disk, as the VM's init would start it. Tests use it for the faults of a reset.
     pub async fn power_cycle(&self, id: &str) -> Result<(), CloudError> {
-        let mut record = self
+        let mut record = self.kill_every_process(id).await?;
+        self.start_process(&mut record)
+    }
+
+    /// Powers VM `id` off as a power loss would: every process of it is killed at once, and
+    /// it stays off (the cloud reports it failed). Tests use it for the faults of a dead VM.
+    pub async fn power_off(&self, id: &str) -> Result<(), CloudError> {
+        self.kill_every_process(id).await.map(|_| ())
+    }
+
+    async fn kill_every_process(&self, id: &str) -> Result<Record, CloudError> {
+        let record = self
             .read_record(id)?
             .ok_or_else(|| CloudError::NotFound(format!("no local VM {id}")))?;
         if let Some((pid, ticks)) = self.process(&record) {
@@ -276,7 +287,7 @@ impl LocalCloud {
             }
         }
         kill_recorded_groups(&self.vm_dir(id).join(PROCESS_GROUPS_FILE));
-        self.start_process(&mut record)
+        Ok(record)
     }
 
     /// Restarts VM `id`'s agent as the VM's init would after the agent crashed: the agent alone

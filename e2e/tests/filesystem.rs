@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use conpaas_e2e::wait;
+use kube::ResourceExt;
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -504,6 +505,162 @@ async fn a_save_larger_than_one_request_and_a_thousandfold_compressible_file_com
 }
 
 /// Stops Service `fs` (its volumes archived) and starts it again on 2 new storage nodes.
+/// Storage node 0 (the pool's manager) powered off while the app writes: its replacement joins
+/// the pool through a node of it (not a pool of its own), takes the departed node's place in its
+/// group and heals from the other copy; then a volume size change moves both nodes one at a
+/// time the same way. Every acknowledged file is there with two copies at the end of each.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_powered_off_manager_and_a_volume_change_are_replaced_node_by_node_without_a_file_lost() {
+    let env = env("filesystem-replace-e2e", 138).await;
+    env.apply_cloud_and_app().await;
+    let code = tar_of(
+        &[
+            ("init.sh", "echo \"$FS_MOUNT\" > ../../link.txt\n"),
+            ("run.sh", "exec sleep 3600\n"),
+        ],
+        0o755,
+    );
+    create_config_map(&env, "app-code", "code.tar", code).await;
+    // A failed VM counts after a heartbeat timeout (it may come back with its disk).
+    let mut service = filesystem(2, "Running");
+    service["spec"]["health"] = json!({"heartbeatTimeoutSeconds": 10});
+    apply(&env, service.clone()).await.unwrap();
+    apply(&env, app()).await.unwrap();
+    env.wait_ready("fs", "storage 2/2").await;
+    env.wait_ready("app", "master 1/1, node 0/0").await;
+    let app_node = env.nodes("app").await.remove(0);
+    let link = std::fs::read_to_string(work_dir(&env, &app_node.spec.token).join("link.txt"))
+        .unwrap();
+    let mount = PathBuf::from(link.trim());
+    let files = contents(40);
+    for (name, bytes) in &files {
+        let path = mount.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, bytes).unwrap();
+    }
+    let mut expected: BTreeMap<String, String> =
+        files.iter().map(|(n, b)| (n.clone(), sha(b))).collect();
+    wait_bricks_on(&env, 2).await;
+
+    // Both copies are whole again, on the nodes there are now, and every file reads back.
+    let whole_again = |expected: BTreeMap<String, String>, what: &'static str| {
+        let (env, mount) = (&env, mount.clone());
+        async move {
+            let result = wait::until(what, Duration::from_secs(300), || async {
+                let tokens = storage_tokens(env).await;
+                Ok(tokens.len() == 2
+                    && check_files(&mount, &expected).is_ok()
+                    && expected
+                        .keys()
+                        .filter(|n| expected[*n] != sha(&[]))
+                        .all(|n| copies(env, &tokens, n) == 2))
+            })
+            .await;
+            if let Err(e) = result {
+                panic!(
+                    "{e:#}: {:?}\n--- agents ---\n{:#?}\n{}",
+                    check_files(&mount, &expected),
+                    agents(env).await,
+                    storage_agent_logs(env).await
+                );
+            }
+        }
+    };
+
+    // The manager's VM goes off: its node is replaced (the other node has a copy of each file).
+    let first = env
+        .nodes("fs")
+        .await
+        .into_iter()
+        .find(|n| n.metadata.name.as_deref() == Some("fs-storage-0"))
+        .unwrap();
+    let writer = FileWriter::start(&mount);
+    let started = Instant::now();
+    env.controller
+        .local_cloud()
+        .power_off(&first.spec.token)
+        .await
+        .unwrap();
+    let result = wait::until("storage node 0 replaced", LIMIT, || async {
+        let nodes = env.nodes("fs").await;
+        Ok(nodes.len() == 2 && nodes.iter().all(|n| n.uid() != first.uid()))
+    })
+    .await;
+    if let Err(e) = result {
+        let conditions: Vec<_> = env
+            .nodes("fs")
+            .await
+            .into_iter()
+            .map(|n| (n.metadata.name, n.status.map(|s| s.conditions)))
+            .collect();
+        panic!(
+            "{e:#}\n--- agents ---\n{:#?}\n--- nodes ---\n{conditions:#?}\n--- service ---\n{:#?}\n--- controller ---\n{}\n{}",
+            agents(&env).await,
+            env.services().get("fs").await.unwrap().status,
+            env.controller.log(),
+            storage_agent_logs(&env).await
+        );
+    }
+    env.wait_ready("fs", "storage 2/2").await;
+    let late = writer.finish();
+    assert!(!late.is_empty(), "the app wrote while the node was replaced");
+    expected.extend(late);
+    whole_again(expected.clone(), "two whole copies after the replacement").await;
+    println!(
+        "storage node 0 powered off -> replaced and healed with {} files: {:.1}s",
+        expected.len(),
+        started.elapsed().as_secs_f64()
+    );
+    // No node keeps a pool of its own: both report the two nodes holding bricks, and the
+    // departed one no longer (its heal is done).
+    wait_bricks_on(&env, 2).await;
+
+    // A bigger data volume for each node: one node at a time joins, takes a brick and heals
+    // before an old one goes.
+    let mut bigger = service;
+    bigger["spec"]["roles"][0]["volume"]["sizeGiB"] = json!(2);
+    let writer = FileWriter::start(&mount);
+    let started = Instant::now();
+    apply(&env, bigger).await.unwrap();
+    // Each move heals a whole copy (the files written so far) before the next.
+    let result = wait::until("every storage node on a 2 GiB volume", Duration::from_secs(400), || async {
+        let nodes = env.nodes("fs").await;
+        Ok(nodes.len() == 2
+            && nodes.iter().all(|n| {
+                std::fs::read_to_string(
+                    env.state.path().join("vms").join(&n.spec.token).join("volume-gib"),
+                )
+                .is_ok_and(|g| g == "2")
+            }))
+    })
+    .await;
+    if let Err(e) = result {
+        panic!("{e:#}\n--- agents ---\n{:#?}", agents(&env).await);
+    }
+    env.wait_ready("fs", "storage 2/2").await;
+    let late = writer.finish();
+    assert!(!late.is_empty(), "the app wrote while the nodes moved");
+    expected.extend(late);
+    whole_again(expected.clone(), "two whole copies on the new volumes").await;
+    println!(
+        "volume 1 -> 2 GiB on 2 storage nodes with {} files: {:.1}s",
+        expected.len(),
+        started.elapsed().as_secs_f64()
+    );
+    delete_and_expect_nothing_running(&env, &["app", "fs"]).await;
+}
+
+/// The last lines of the storage nodes' agent logs.
+async fn storage_agent_logs(env: &Env) -> String {
+    let mut out = String::new();
+    for node in env.nodes("fs").await {
+        let log = env.state.path().join("vms").join(&node.spec.token).join("agent.log");
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        out += &format!("== {}\n{}\n", node.name_any(), tail(&text, 30));
+    }
+    out
+}
+
 async fn stop_then_start(env: &Env) {
     stop(env).await;
     start(env).await;

@@ -237,14 +237,19 @@ impl Env {
         .await;
         if let Err(e) = result {
             let status = api.get(service).await.ok().and_then(|s| s.status);
-            let nodes: Vec<_> = self
-                .nodes(service)
-                .await
+            let nodes = self.nodes(service).await;
+            let mut agent_logs = String::new();
+            for node in &nodes {
+                let log = self.state.path().join("vms").join(&node.spec.token).join("agent.log");
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                agent_logs += &format!("== {:?}\n{}\n", node.metadata.name, tail(&text, 20));
+            }
+            let nodes: Vec<_> = nodes
                 .into_iter()
                 .map(|n| (n.metadata.name, n.status.and_then(|s| s.agent)))
                 .collect();
             panic!(
-                "{e:#}\n--- status ---\n{status:?}\n--- nodes' agents ---\n{nodes:?}\n--- controller log (tail) ---\n{}\n--- the VMs' daemon logs (tails) ---\n{}",
+                "{e:#}\n--- status ---\n{status:?}\n--- nodes' agents ---\n{nodes:?}\n--- controller log (tail) ---\n{}\n--- the nodes' agent logs (tails) ---\n{agent_logs}\n--- the VMs' daemon logs (tails) ---\n{}",
                 tail(&self.controller.log(), 60),
                 vm_logs(self.state.path())
             );

@@ -6,6 +6,28 @@ use std::time::Duration;
 
 /// How long one CLI call may take: a call to an unreachable peer hangs otherwise.
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a question to another node's glusterd may take.
+const REMOTE_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Where Debian and other distributions install the self-heal inspector.
+const GLFSHEAL: &[&str] = &[
+    "/usr/lib/x86_64-linux-gnu/glusterfs/glfsheal",
+    "/usr/lib/aarch64-linux-gnu/glusterfs/glfsheal",
+    "/usr/libexec/glusterfs/glfsheal",
+    "/usr/sbin/glfsheal",
+];
+
+fn glfsheal() -> Result<PathBuf, String> {
+    GLFSHEAL
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            format!(
+                "glfsheal not found in {} (Debian package glusterfs-server)",
+                GLFSHEAL.join(", ")
+            )
+        })
+}
 
 /// The `gluster` CLI bound to one glusterd.
 #[derive(Clone)]
@@ -17,16 +39,59 @@ pub struct Cli {
 impl Cli {
     /// Runs `gluster <args>`; its standard output, or what it said went wrong.
     pub async fn run(&self, args: &[&str]) -> Result<String, String> {
-        let what = format!("gluster {}", args.join(" "));
-        let call = tokio::process::Command::new(&self.program)
-            .arg("--mode=script")
-            .arg(format!("--glusterd-sock={}", self.socket.display()))
+        let socket = format!("--glusterd-sock={}", self.socket.display());
+        self.call(&self.program, &[&socket], args, CALL_TIMEOUT)
+            .await
+    }
+
+    /// Runs a read-only `gluster <args>` against the glusterd of another node (glusterd answers
+    /// `pool list` and `volume info` to any host), for a node that is not in a pool yet.
+    pub async fn run_on(&self, host: &str, args: &[&str]) -> Result<String, String> {
+        let remote = format!("--remote-host={host}");
+        self.call(&self.program, &[&remote], args, REMOTE_CALL_TIMEOUT)
+            .await
+    }
+
+    /// How far the self-heal of `volume` is, as `glfsheal` sees it through the node's glusterd
+    /// (`gluster volume heal` would ask a glusterd on the default address, which there is not).
+    pub async fn heal_summary(&self, volume: &str) -> Result<Vec<HealCount>, String> {
+        let glfsheal = glfsheal()?;
+        let socket = self.socket.display().to_string();
+        let text = self
+            .call(
+                &glfsheal,
+                &[],
+                &[volume, "info-summary", "glusterd-sock", &socket],
+                CALL_TIMEOUT,
+            )
+            .await?;
+        Ok(parse_heal_summary(&text))
+    }
+
+    async fn call(
+        &self,
+        program: &Path,
+        target: &[&str],
+        args: &[&str],
+        timeout: Duration,
+    ) -> Result<String, String> {
+        let what = format!(
+            "{} {}",
+            program.file_name().unwrap_or_default().to_string_lossy(),
+            args.join(" ")
+        );
+        let mut command = tokio::process::Command::new(program);
+        if program == self.program {
+            command.arg("--mode=script");
+        }
+        let call = command
+            .args(target)
             .args(args)
             .kill_on_drop(true)
             .output();
-        let out = tokio::time::timeout(CALL_TIMEOUT, call)
+        let out = tokio::time::timeout(timeout, call)
             .await
-            .map_err(|_| format!("{what}: no answer in {}s", CALL_TIMEOUT.as_secs()))?
+            .map_err(|_| format!("{what}: no answer in {}s", timeout.as_secs()))?
             .map_err(|e| format!("run {what}: {e}"))?;
         let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
         if out.status.success() {
@@ -111,6 +176,7 @@ pub fn parse_volume_info(text: &str) -> Vec<VolumeInfo> {
 /// A peer as `gluster pool list` shows it (the node itself is `localhost`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Peer {
+    pub uuid: String,
     pub host: String,
     pub connected: bool,
 }
@@ -121,15 +187,54 @@ pub fn parse_pool_list(text: &str) -> Vec<Peer> {
         .skip(1)
         .filter_map(|line| {
             let fields: Vec<&str> = line.split_whitespace().collect();
-            let [_uuid, host, state] = fields[..] else {
+            let [uuid, host, state] = fields[..] else {
                 return None;
             };
             Some(Peer {
+                uuid: uuid.to_string(),
                 host: host.to_string(),
                 connected: state == "Connected",
             })
         })
         .collect()
+}
+
+/// One brick's line of a heal summary: whether its brick answers, and how many entries it
+/// still has to heal (`None`: it could not say).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealCount {
+    pub brick: String,
+    pub connected: bool,
+    pub pending: Option<u64>,
+}
+
+/// A heal is done when every brick answers and none has an entry left to heal.
+pub fn healed(counts: &[HealCount]) -> bool {
+    !counts.is_empty()
+        && counts
+            .iter()
+            .all(|c| c.connected && c.pending == Some(0))
+}
+
+/// Parses `glfsheal VOLUME info-summary`.
+pub fn parse_heal_summary(text: &str) -> Vec<HealCount> {
+    let mut counts: Vec<HealCount> = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if let Some(brick) = line.strip_prefix("Brick ") {
+            counts.push(HealCount {
+                brick: brick.to_string(),
+                connected: false,
+                pending: None,
+            });
+        } else if let Some(last) = counts.last_mut() {
+            if let Some(status) = line.strip_prefix("Status:") {
+                last.connected = status.trim() == "Connected";
+            } else if let Some(total) = line.strip_prefix("Total Number of entries:") {
+                last.pending = total.trim().parse().ok();
+            }
+        }
+    }
+    counts
 }
 
 /// How a brick removal (or a rebalance) is doing, over every node that moves data.
@@ -291,5 +396,30 @@ a07df0e1-affe-470f-a7ca-c95eabbc6940\tlocalhost \tConnected";
         let m = parse_migration(&running).unwrap();
         assert!(!m.completed);
         assert!(parse_migration("volume remove-brick status: failed: not started").is_none());
+    }
+
+    #[test]
+    fn a_heal_is_done_when_every_brick_answers_with_nothing_left() {
+        // As glfsheal printed it here right after a replace-brick, then a moment later.
+        let started = "Brick 127.0.99.1:/b1/v
+Status: Connected
+Total Number of entries: 44
+Number of entries in heal pending: 44
+
+Brick 127.0.99.3:/b3/v
+Status: Transport endpoint is not connected
+Total Number of entries: -
+";
+        let counts = parse_heal_summary(started);
+        assert_eq!(counts.len(), 2);
+        assert_eq!(counts[0].pending, Some(44));
+        assert!(!counts[1].connected && counts[1].pending.is_none());
+        assert!(!healed(&counts));
+        let done = started
+            .replace("entries: 44", "entries: 0")
+            .replace("Transport endpoint is not connected", "Connected")
+            .replace("entries: -", "entries: 0");
+        assert!(healed(&parse_heal_summary(&done)));
+        assert!(!healed(&parse_heal_summary("Volume heal failed.")));
     }
 }

@@ -4,10 +4,12 @@
 //! brick paths are known to every node without asking it (on the local cloud many nodes share
 //! one filesystem).
 //!
-//! The storage member with the lowest ordinal manages the pool: it probes the other members,
-//! creates, starts, grows and shrinks the volumes of the spec ([`layout`]), moves a leaving
-//! node's data off before dropping its bricks, detaches peers that left, and deletes volumes the
-//! spec no longer has. Every storage node reports the nodes that hold bricks (`routesTo`): a
+//! The storage member with the lowest ordinal in the pool manages it ([`standing`]: a node that
+//! replaced the first one is added to the pool first): it probes the other members, creates,
+//! starts, grows and shrinks the volumes of the spec ([`layout`]), gives a departed node's
+//! bricks new copies on new nodes (healed before the next change) or moves a leaving node's data
+//! off before dropping its bricks, detaches peers that left, and deletes volumes the spec no
+//! longer has. Every storage node reports the nodes that hold bricks (`routesTo`): a
 //! leaving node is released once no brick of it is left.
 //!
 //! Stopping: the first storage node archives every volume into the artifact store (one tar with
@@ -16,7 +18,9 @@
 
 mod archive;
 pub mod gluster;
+mod identity;
 pub mod layout;
+mod standing;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -28,10 +32,11 @@ use tokio::time::Instant;
 
 use super::looks::{Found, Looks};
 use super::stop_save::StopSave;
-use super::{Role, RoleEnv, RoleReport, first_member, ordinal};
+use super::{Role, RoleEnv, RoleReport, ordinal};
 use crate::daemon::{self, Daemon};
-use gluster::{Cli, VolumeInfo};
-use layout::{Node, Step};
+use gluster::{Cli, Peer, VolumeInfo};
+use layout::{HEALING_OPTION, Healing, Node, Step};
+use standing::Standing;
 
 /// Where every node's brick folder is reachable by a path the other nodes can name.
 pub const BRICK_LINKS: &str = "/run/conpaas-gluster";
@@ -70,7 +75,7 @@ pub struct Filesystem {
     glusterd: Option<Daemon>,
     cli: Option<Cli>,
     error: Option<String>,
-    looks: Looks<RetryRemoval>,
+    looks: Looks<Carried>,
     /// Removals that could not move every file, by volume: when to try again.
     retry_removal: RetryRemoval,
     /// Daemon processes already noted for the local cloud's power-off.
@@ -81,8 +86,16 @@ pub struct Filesystem {
 /// Removals that could not move every file, by volume: when to try again.
 type RetryRemoval = BTreeMap<String, Instant>;
 
-/// What one look at the pool found, with the removals to try again.
-type Outcome = Found<RetryRemoval>;
+/// What a look hands back besides its report.
+#[derive(Default)]
+struct Carried {
+    retry_removal: RetryRemoval,
+    /// A departed peer's identity this node's glusterd takes over ([`identity`]).
+    adopt: Option<identity::Adoption>,
+}
+
+/// What one look at the pool found, with what it hands back.
+type Outcome = Found<Carried>;
 
 impl Filesystem {
     pub fn new(env: RoleEnv) -> Self {
@@ -168,6 +181,16 @@ impl Filesystem {
         Ok(())
     }
 
+    /// Restarts glusterd as the departed peer whose address this node has ([`identity`]).
+    async fn adopt(&mut self, adoption: &identity::Adoption) -> Result<(), String> {
+        tracing::info!(uuid = %adoption.uuid, "taking over the departed storage node's identity at this address");
+        if let Some(mut glusterd) = self.glusterd.take() {
+            glusterd.stop(STOP_GRACE).await;
+        }
+        identity::write(&self.dir("state"), adoption)?;
+        self.start()
+    }
+
     /// Notes the processes glusterd started (bricks, self-heal, data movers), which leave its
     /// process group, so the local cloud's power-off stops them too.
     fn record_daemons(&mut self) {
@@ -190,11 +213,6 @@ impl Filesystem {
         }
     }
 
-    fn is_manager(&self, spec: &ServiceNodeSpec) -> bool {
-        spec.drain.is_none()
-            && first_member(&spec.members, ROLE).is_some_and(|m| m.name == self.env.node)
-    }
-
     fn look(&mut self, spec: &ServiceNodeSpec) {
         let Some(cli) = self.cli.clone() else { return };
         let members: Vec<Node> = {
@@ -209,14 +227,10 @@ impl Filesystem {
         };
         let pool = Pool {
             cli,
+            node: self.env.node.clone(),
             address: self.env.address.clone(),
             namespace: self.env.namespace.clone(),
-            ready_peers: spec
-                .members
-                .iter()
-                .filter(|m| m.role == ROLE && m.ready && m.name != self.env.node)
-                .map(|m| m.address.clone())
-                .collect(),
+            leaving: spec.drain.is_some(),
             members,
             volumes: spec
                 .filesystem
@@ -232,14 +246,7 @@ impl Filesystem {
             archive: self.archive_access(spec),
             retry_removal: self.retry_removal.clone(),
         };
-        let manager = self.is_manager(spec);
-        self.looks.start(async move {
-            if manager {
-                pool.manage().await
-            } else {
-                pool.follow().await
-            }
-        });
+        self.looks.start(pool.look());
     }
 }
 
@@ -247,10 +254,12 @@ impl Filesystem {
 /// its heartbeat while data moves).
 struct Pool {
     cli: Cli,
+    /// This node's name and address.
+    node: String,
     address: String,
     namespace: String,
-    /// Addresses of the other storage members whose glusterd runs.
-    ready_peers: Vec<String>,
+    /// This node drains (it is no longer a member).
+    leaving: bool,
     /// The storage members, in ordinal order.
     members: Vec<Node>,
     volumes: Vec<VolumeSpec>,
@@ -289,45 +298,175 @@ impl Pool {
             .map(|text| gluster::parse_volume_info(&text))
     }
 
+    /// The nodes that hold data: those with bricks, and those whose brick was replaced by a
+    /// copy that still heals (their data may be the only whole copy until it has).
     fn holders(&self, volumes: &[VolumeInfo]) -> Vec<String> {
         let mut names: Vec<String> = volumes
             .iter()
             .flat_map(|v| &v.bricks)
             .filter_map(|b| layout::node_of(&b.path, BRICK_LINKS))
+            .chain(volumes.iter().filter_map(layout::healing).map(|h| h.from))
             .collect();
         names.sort();
         names.dedup();
         names
     }
 
-    /// A storage node that does not manage: reports who holds bricks.
-    async fn follow(self) -> Outcome {
-        match self.volume_info().await {
-            Ok(volumes) => Outcome {
-                ready: true,
-                message: format!("storage node of {} volumes", volumes.len()),
-                routes_to: Some(self.holders(&volumes)),
-                more: self.retry_removal,
-            },
-            Err(e) => Outcome {
-                ready: true,
-                message: e,
-                routes_to: None,
-                more: self.retry_removal,
-            },
+    /// Why this node is not Ready yet: a new brick of it still heals, or a volume lost a brick
+    /// to a departed node and this node, holding none of that volume, is to take its place.
+    /// Until then it is no copy of anything, and a node whose copy it would be must not go.
+    fn not_ready_here(&self, volumes: &[VolumeInfo]) -> Option<String> {
+        if self.leaving {
+            return None;
         }
+        let members: BTreeSet<&str> = self.members.iter().map(|m| m.name.as_str()).collect();
+        volumes.iter().find_map(|v| {
+            if let Some(h) = layout::healing(v).filter(|h| h.onto == self.node) {
+                return Some(format!(
+                    "volume {}: the new brick here heals from its group (it replaces {}'s)",
+                    v.name, h.from
+                ));
+            }
+            let owners: Vec<String> = v
+                .bricks
+                .iter()
+                .filter_map(|b| layout::node_of(&b.path, BRICK_LINKS))
+                .collect();
+            let departed: Vec<&String> = owners
+                .iter()
+                .filter(|o| !members.contains(o.as_str()))
+                .collect();
+            (!departed.is_empty() && !owners.contains(&self.node)).then(|| {
+                format!(
+                    "volume {}: waiting for a brick in place of departed node {}'s",
+                    v.name, departed[0]
+                )
+            })
+        })
     }
 
-    /// The manager's look: peers, then each volume's next step.
-    async fn manage(mut self) -> Outcome {
-        let mut notes: Vec<String> = Vec::new();
+    /// One look: first who manages ([`standing`]), then what that node does.
+    async fn look(self) -> Outcome {
         let pool = match self.cli.run(&["pool", "list"]).await {
             Ok(text) => gluster::parse_pool_list(&text),
             Err(e) => return self.outcome(false, e, None),
         };
-        for peer in &self.ready_peers {
-            if !pool.iter().any(|p| &p.host == peer)
-                && let Err(e) = self.cli.run(&["peer", "probe", peer]).await
+        let volumes = match self.volume_info().await {
+            Ok(v) => v,
+            Err(e) => return self.outcome(false, e, None),
+        };
+        let peers: BTreeSet<String> = pool
+            .iter()
+            .filter(|p| p.host != "localhost")
+            .map(|p| p.host.clone())
+            .collect();
+        let standing = if self.leaving {
+            Standing::Follows
+        } else if !peers.is_empty() || !volumes.is_empty() {
+            let connected = pool
+                .iter()
+                .filter(|p| p.connected && p.host != "localhost")
+                .map(|p| p.host.clone())
+                .collect();
+            standing::in_pool(&self.node, &self.members, &connected)
+        } else {
+            // Alone: what the other members' glusterds say.
+            let mine = pool
+                .iter()
+                .find(|p| p.host == "localhost")
+                .map(|p| p.uuid.clone())
+                .unwrap_or_default();
+            let first = self.members.first().is_some_and(|m| m.name == self.node);
+            let mut said = Vec::new();
+            for other in self.members.iter().filter(|m| m.name != self.node) {
+                let listed = match self.cli.run_on(&other.address, &["pool", "list"]).await {
+                    Ok(text) => gluster::parse_pool_list(&text),
+                    Err(e) => {
+                        said.push((other.name.clone(), Err(e)));
+                        continue;
+                    }
+                };
+                if listed.iter().any(|p| p.host == self.address)
+                    && let Ok(volumes) = self.cli.run_on(&other.address, &["volume", "info"]).await
+                {
+                    let theirs = gluster::parse_volume_info(&volumes)
+                        .iter()
+                        .flat_map(|v| &v.bricks)
+                        .any(|b| {
+                            b.host == self.address
+                                && layout::node_of(&b.path, BRICK_LINKS).as_ref() != Some(&self.node)
+                        });
+                    if let Some(adoption) =
+                        identity::adoption(&self.address, &mine, &other.address, &listed, theirs)
+                    {
+                        return self.adopting(adoption);
+                    }
+                }
+                let pooled = if listed.len() > 1 {
+                    Ok(true)
+                } else if first {
+                    self.has_volumes(&other.address).await
+                } else {
+                    Ok(false)
+                };
+                said.push((other.name.clone(), pooled));
+            }
+            standing::alone(&self.node, &self.members, &said)
+        };
+        match standing {
+            Standing::Manages => self.manage(pool).await,
+            Standing::Follows => self.follow(volumes),
+            Standing::Waits(why) => self.outcome(false, why, None),
+        }
+    }
+
+    /// Whether the glusterd at `address` has volumes.
+    async fn has_volumes(&self, address: &str) -> Result<bool, String> {
+        let volumes = self.cli.run_on(address, &["volume", "info"]).await?;
+        Ok(!gluster::parse_volume_info(&volumes).is_empty())
+    }
+
+    /// The look's end when this node takes over a departed peer's identity.
+    fn adopting(self, adoption: identity::Adoption) -> Outcome {
+        let message = format!(
+            "this node has the address of a departed storage node (glusterd {}): taking over its identity to join the pool",
+            adoption.uuid
+        );
+        let mut outcome = self.outcome(false, message, None);
+        outcome.more.adopt = Some(adoption);
+        outcome
+    }
+
+    /// A storage node that does not manage: reports who holds bricks.
+    fn follow(self, volumes: Vec<VolumeInfo>) -> Outcome {
+        let holders = self.holders(&volumes);
+        // Just added to the pool, glusterd may not have every volume yet.
+        let missing = self
+            .volumes
+            .iter()
+            .filter(|_| !self.leaving)
+            .find(|spec| !volumes.iter().any(|v| v.name == spec.name))
+            .map(|spec| format!("volume {} is not known here yet", spec.name));
+        match missing.or_else(|| self.not_ready_here(&volumes)) {
+            Some(why) => self.outcome(false, why, Some(holders)),
+            None => {
+                let message = format!("storage node of {} volumes", volumes.len());
+                self.outcome(true, message, Some(holders))
+            }
+        }
+    }
+
+    /// The manager's look: peers, then each volume's next step.
+    async fn manage(mut self, pool: Vec<Peer>) -> Outcome {
+        let mut notes: Vec<String> = Vec::new();
+        // Members not in the pool yet are added once their glusterd listens.
+        for member in self.members.iter().filter(|m| m.name != self.node) {
+            if pool.iter().any(|p| p.host == member.address) {
+                continue;
+            }
+            let port = conpaas_crds::types::filesystem::GLUSTERD_PORT;
+            if daemon::listening(&format!("{}:{port}", member.address)).await
+                && let Err(e) = self.cli.run(&["peer", "probe", &member.address]).await
             {
                 notes.push(e);
             }
@@ -344,8 +483,15 @@ impl Pool {
         };
         let holders = self.holders(&volumes);
         let mut ready = true;
+        if let Some(why) = self.not_ready_here(&volumes) {
+            ready = false;
+            notes.push(why);
+        }
         for spec in self.volumes.clone() {
             let current = volumes.iter().find(|v| v.name == spec.name);
+            if let Some(healing) = current.and_then(layout::healing) {
+                notes.push(self.check_heal(&spec.name, &healing).await);
+            }
             let path = |n: &Node| self.brick_path(n, &spec.name);
             let step = layout::next_step(&spec, &self.members, &connected, current, &path);
             let exists = current.is_some_and(|v| v.started);
@@ -449,7 +595,10 @@ impl Pool {
             ready,
             message,
             routes_to,
-            more: self.retry_removal,
+            more: Carried {
+                retry_removal: self.retry_removal,
+                adopt: None,
+            },
         }
     }
 
@@ -495,10 +644,62 @@ impl Pool {
                     tracing::warn!(error = %e, "rebalance after adding bricks");
                 }
             }
+            Step::Replace { old, new } => {
+                let from = layout::node_of(&old.path, BRICK_LINKS).unwrap_or(old.host.clone());
+                let onto = layout::node_of(&new.path, BRICK_LINKS).unwrap_or(new.host.clone());
+                // Noted before the brick goes: until the heal is done, the departed node still
+                // counts as holding data (it is not released) and the new one is not Ready.
+                let healing = Healing { from, onto }.option_value();
+                self.cli
+                    .run(&["volume", "set", name, HEALING_OPTION, &healing])
+                    .await?;
+                self.cli
+                    .run(&[
+                        "volume",
+                        "replace-brick",
+                        name,
+                        &old.spec(),
+                        &new.spec(),
+                        "commit",
+                        "force",
+                    ])
+                    .await?;
+                tracing::info!(volume = name, old = %old.spec(), new = %new.spec(), "brick replaced; healing");
+            }
             Step::Remove(bricks) => self.remove(name, &bricks).await?,
             Step::Wait(_) => {}
         }
         Ok(())
+    }
+
+    /// How a replacement's heal is doing: once every brick answers with nothing left to heal,
+    /// the note goes (the departed node is released, the new one Ready).
+    async fn check_heal(&self, volume: &str, healing: &Healing) -> String {
+        let heal = format!(
+            "volume {volume}: healing the new brick on {} (replacing {}'s)",
+            healing.onto, healing.from
+        );
+        match self.cli.heal_summary(volume).await {
+            Ok(counts) if gluster::healed(&counts) => {
+                // A user option cannot be reset, only set: "none" notes no heal.
+                match self
+                    .cli
+                    .run(&["volume", "set", volume, HEALING_OPTION, "none"])
+                    .await
+                {
+                    Ok(_) => {
+                        tracing::info!(volume, onto = %healing.onto, "replacement healed");
+                        format!("{heal}: done")
+                    }
+                    Err(e) => format!("{heal}: done, but {e}"),
+                }
+            }
+            Ok(counts) => {
+                let pending: u64 = counts.iter().filter_map(|c| c.pending).sum();
+                format!("{heal}: {pending} entries left")
+            }
+            Err(e) => format!("{heal}: {e}"),
+        }
     }
 
     /// Moves the data off `bricks` and drops them once every file moved; a removal that left
@@ -589,7 +790,12 @@ impl Role for Filesystem {
         self.record_daemons();
         self.stop_save.poll().await;
         if self.looks.collect().await {
-            self.retry_removal = self.looks.found.more.clone();
+            self.retry_removal = self.looks.found.more.retry_removal.clone();
+            if let Some(adoption) = self.looks.found.more.adopt.take()
+                && let Err(e) = self.adopt(&adoption).await
+            {
+                self.error = Some(e);
+            }
         }
         let Some(spec) = self.spec.clone() else {
             return;
