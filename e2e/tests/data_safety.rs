@@ -10,7 +10,8 @@
 //! the first leaves): every row is there afterwards. A lone MariaDB node whose VM is reset (its
 //! agent and MariaDB killed at once, then booted again on its disk) comes back with its rows;
 //! an agent that crashed and was started again while MariaDB ran on stops that MariaDB cleanly
-//! and starts its own on the same data, every row there.
+//! and starts its own on the same data, every row there. A three-node Galera cluster keeps every
+//! acknowledged row through a crashed agent, a frozen agent and its first node powered off.
 
 mod common;
 
@@ -27,6 +28,7 @@ const NS_STOP: &str = "data-safety-stop-e2e";
 const NS_MOVE: &str = "data-safety-move-e2e";
 const NS_RESET: &str = "data-safety-reset-e2e";
 const NS_AGENT: &str = "data-safety-agent-e2e";
+const NS_GALERA: &str = "data-safety-galera-e2e";
 const TIMEOUT_SECONDS: i64 = 4;
 
 fn degraded(s: &conpaas_crds::v1alpha1::Service) -> (String, String) {
@@ -343,6 +345,163 @@ async fn a_restarted_agent_takes_over_a_running_database_without_losing_a_row() 
     env.wait_ready("db", "mysql 1/1, glb 0/0").await;
     assert_eq!(rows_read(&env).await, Ok("1,2,3".to_string()));
     assert_eq!(env.nodes("db").await[0].uid(), node.uid(), "the same node");
+}
+
+/// A three-node Galera cluster through the faults of its nodes, one at a time, while a client
+/// inserts through a node the faults spare: a crashed agent (MariaDB running on), a frozen
+/// agent past three heartbeat timeouts (its node has copies elsewhere: it is replaced), and the
+/// first node's VM powered off (replaced; the others keep the Primary component). Every
+/// acknowledged row is on every node at the end.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_galera_cluster_keeps_every_acknowledged_row_through_its_nodes_faults() {
+    let env = env(NS_GALERA, 139).await;
+    env.apply_cloud_and_app().await;
+    env.apply(&format!(
+        "apiVersion: conpaas.io/v1alpha1\nkind: Service\nmetadata: {{name: db}}\nspec: {{application: demo, type: mysql, replicas: 3, settings: {{database: shop}}, health: {{heartbeatTimeoutSeconds: {TIMEOUT_SECONDS}}}}}\n"
+    ))
+    .await;
+    let ready = "mysql 3/3, glb 0/0";
+    env.wait_ready("db", ready).await;
+    let (user, password) = mysql_credentials(&env, "db").await;
+    let node = |ordinal: u32| {
+        let env = &env;
+        async move {
+            env.nodes("db")
+                .await
+                .into_iter()
+                .find(|n| n.name_any() == format!("db-mysql-{ordinal}"))
+                .unwrap_or_else(|| panic!("no node db-mysql-{ordinal}"))
+        }
+    };
+    let address = |n: &ServiceNode| n.status.clone().and_then(|s| s.address).unwrap();
+    let spared = address(&node(1).await);
+    mariadb_query(
+        &spared,
+        &user,
+        &password,
+        "CREATE TABLE t (id INT PRIMARY KEY) ENGINE=InnoDB",
+    )
+    .unwrap();
+    let writer = InsertWriter::start(spared.clone(), user.clone(), password.clone());
+    let mut cells = Vec::new();
+
+    // The agent of node 2 crashes and is started again while its MariaDB runs.
+    let started = std::time::Instant::now();
+    let third = node(2).await;
+    env.controller
+        .local_cloud()
+        .restart_agent(&third.spec.token)
+        .await
+        .unwrap();
+    env.wait_ready("db", ready).await;
+    assert_eq!(node(2).await.uid(), third.uid(), "the same node");
+    cells.push(("agent SIGKILL, MariaDB running", started.elapsed()));
+
+    // Node 2's agent freezes past three heartbeat timeouts: the other two hold every row, so
+    // it is replaced, and its replacement syncs from them.
+    let started = std::time::Instant::now();
+    let agent = env
+        .live_vms()
+        .into_iter()
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&third.spec.token))
+        })
+        .expect("node 2's agent");
+    kill(Pid::from_raw(agent), Signal::SIGSTOP).unwrap();
+    let _thaw = scopeguard(agent);
+    conpaas_e2e::wait::until("the frozen node replaced", LIMIT, || async {
+        let nodes = env.nodes("db").await;
+        Ok(nodes.len() == 3 && nodes.iter().all(|n| n.uid() != third.uid()))
+    })
+    .await
+    .unwrap();
+    env.wait_ready("db", ready).await;
+    cells.push(("agent SIGSTOP past 3 timeouts", started.elapsed()));
+
+    // The first node's VM goes off.
+    let started = std::time::Instant::now();
+    let first = node(0).await;
+    env.controller
+        .local_cloud()
+        .power_off(&first.spec.token)
+        .await
+        .unwrap();
+    conpaas_e2e::wait::until("the first node replaced", LIMIT, || async {
+        let nodes = env.nodes("db").await;
+        Ok(nodes.len() == 3 && nodes.iter().all(|n| n.uid() != first.uid()))
+    })
+    .await
+    .unwrap();
+    env.wait_ready("db", ready).await;
+    cells.push(("first node's VM powered off", started.elapsed()));
+
+    let acknowledged = writer.finish();
+    assert!(
+        acknowledged.len() > 50,
+        "the client wrote through the faults: {}",
+        acknowledged.len()
+    );
+    let ids: Vec<String> = acknowledged.iter().map(u64::to_string).collect();
+    let count = format!(
+        "SELECT COUNT(*) FROM t WHERE id IN ({})",
+        ids.join(",")
+    );
+    for n in env.nodes("db").await {
+        let on = address(&n);
+        conpaas_e2e::wait::until(&format!("every row on {}", n.name_any()), LIMIT, || async {
+            Ok(mariadb_query(&on, &user, &password, &count) == Ok(ids.len().to_string()))
+        })
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "{e}: {:?} of {}",
+                mariadb_query(&on, &user, &password, &count),
+                ids.len()
+            )
+        });
+    }
+    for (cell, took) in cells {
+        println!("mysql, 3 nodes, {cell}: no acknowledged row lost, {:.1}s", took.as_secs_f64());
+    }
+    println!("{} acknowledged rows, all on every node", ids.len());
+}
+
+/// Inserts rows into `t` one by one through one MariaDB node, and keeps the acknowledged ids.
+struct InsertWriter {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<u64>>,
+}
+
+impl InsertWriter {
+    fn start(address: String, user: String, password: String) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let thread = std::thread::spawn({
+            let stop = stop.clone();
+            move || {
+                let mut acknowledged = Vec::new();
+                let mut id = 1;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let insert = format!("INSERT INTO t VALUES ({id})");
+                    if mariadb_query(&address, &user, &password, &insert).is_ok() {
+                        acknowledged.push(id);
+                    } else {
+                        std::thread::sleep(std::time::Duration::from_millis(100));
+                    }
+                    // An insert whose answer was lost may have committed: never reused.
+                    id += 1;
+                }
+                acknowledged
+            }
+        });
+        Self { stop, thread }
+    }
+
+    /// Stops inserting; the ids of the rows acknowledged.
+    fn finish(self) -> Vec<u64> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
 }
 
 /// Kills `pid` when dropped: a daemon a test orphaned does not outlive it.
