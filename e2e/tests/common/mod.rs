@@ -244,6 +244,15 @@ impl Env {
                 let text = std::fs::read_to_string(&log).unwrap_or_default();
                 agent_logs += &format!("== {:?}\n{}\n", node.metadata.name, tail(&text, 20));
             }
+            // A terminated VM's agent log is kept under `logs/` by the local cloud.
+            for gone in std::fs::read_dir(self.state.path().join("logs"))
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let text = std::fs::read_to_string(gone.path()).unwrap_or_default();
+                agent_logs += &format!("== terminated {}\n{}\n", gone.path().display(), tail(&text, 20));
+            }
             let nodes: Vec<_> = nodes
                 .into_iter()
                 .map(|n| (n.metadata.name, n.status.and_then(|s| s.agent)))

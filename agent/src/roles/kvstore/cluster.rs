@@ -142,6 +142,23 @@ pub enum Step {
     Rebalance,
 }
 
+/// The live masters holding slots with fewer than `replicas` live replicas, fewest first.
+fn short_of_replicas(seed: &View, replicas: usize) -> Vec<&ClusterNode> {
+    let replicas_of = |id: &str| {
+        seed.nodes
+            .iter()
+            .filter(|n| !n.failed && n.replica_of.as_deref() == Some(id))
+            .count()
+    };
+    let mut short: Vec<&ClusterNode> = seed
+        .nodes
+        .iter()
+        .filter(|n| n.master && n.slots > 0 && !n.failed && replicas_of(&n.id) < replicas)
+        .collect();
+    short.sort_by_key(|n| (replicas_of(&n.id), n.address.clone()));
+    short
+}
+
 /// The next step towards a cluster of exactly `members` (in ordinal order), grouped in masters
 /// with `replicas` replicas each; `seed` is the view the cluster is judged by (`None`: no member
 /// belongs to a cluster yet). `None`: nothing to do.
@@ -224,15 +241,28 @@ pub fn next_step(members: &[Member], replicas: usize, seed: Option<&View>) -> Op
             )));
         }
         let first = index - index % group;
-        if index == first {
-            return Some(Step::AddMaster(member.address.clone()));
-        }
         // A replica follows whichever node of its group is master now (after a failover, not
         // necessarily the first).
         let master = members[first..(first + group).min(members.len())]
             .iter()
             .filter_map(|m| in_seed(&m.address))
             .find(|n| n.master && n.slots > 0);
+        // A master short of replicas (its replica was promoted after it failed, or one was
+        // replaced) gets the new node before any new master: after a replacement the members'
+        // ordinals no longer line up with the groups. Its own group's master first.
+        let short = short_of_replicas(seed, replicas);
+        if let Some(master) = master
+            .filter(|m| short.iter().any(|s| s.id == m.id))
+            .or_else(|| short.first().copied())
+        {
+            return Some(Step::AddReplica {
+                address: member.address.clone(),
+                master_id: master.id.clone(),
+            });
+        }
+        if index == first {
+            return Some(Step::AddMaster(member.address.clone()));
+        }
         return Some(match master {
             Some(master) => Step::AddReplica {
                 address: member.address.clone(),
@@ -396,6 +426,36 @@ mod tests {
         );
         five[4].view.as_mut().unwrap().state_ok = true;
         assert_eq!(next_step(&five, 0, Some(&seed)), Some(Step::Rebalance));
+    }
+
+    #[test]
+    fn a_replacement_replicates_the_master_that_lost_its_replica() {
+        // Node 0 (a master) failed, its replica node 1 took its slots, and node 0 left; node 6
+        // replaced it. By ordinal, node 6 would pair with node 5 (a replica): it replicates the
+        // master short of one instead.
+        let failed_over = line("b", 1, "master", "-", "0-5460")
+            + &line("c", 2, "master", "-", "5461-10922")
+            + &line("d", 3, "slave", "c", "")
+            + &line("e", 4, "master", "-", "10923-16383")
+            + &line("f", 5, "slave", "e", "");
+        let seed = view(&failed_over);
+        let six: Vec<Member> = members(7, &|i| {
+            if i == 6 {
+                fresh(i)
+            } else {
+                Some(seed.clone())
+            }
+        })
+        .into_iter()
+        .skip(1)
+        .collect();
+        assert_eq!(
+            next_step(&six, 1, Some(&seed)),
+            Some(Step::AddReplica {
+                address: "127.0.9.7".into(),
+                master_id: "b".into()
+            })
+        );
     }
 
     #[test]
