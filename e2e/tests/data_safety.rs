@@ -443,10 +443,7 @@ async fn a_galera_cluster_keeps_every_acknowledged_row_through_its_nodes_faults(
         acknowledged.len()
     );
     let ids: Vec<String> = acknowledged.iter().map(u64::to_string).collect();
-    let count = format!(
-        "SELECT COUNT(*) FROM t WHERE id IN ({})",
-        ids.join(",")
-    );
+    let count = format!("SELECT COUNT(*) FROM t WHERE id IN ({})", ids.join(","));
     for n in env.nodes("db").await {
         let on = address(&n);
         conpaas_e2e::wait::until(&format!("every row on {}", n.name_any()), LIMIT, || async {
@@ -462,7 +459,10 @@ async fn a_galera_cluster_keeps_every_acknowledged_row_through_its_nodes_faults(
         });
     }
     for (cell, took) in cells {
-        println!("mysql, 3 nodes, {cell}: no acknowledged row lost, {:.1}s", took.as_secs_f64());
+        println!(
+            "mysql, 3 nodes, {cell}: no acknowledged row lost, {:.1}s",
+            took.as_secs_f64()
+        );
     }
     println!("{} acknowledged rows, all on every node", ids.len());
 }

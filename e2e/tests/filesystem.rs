@@ -529,8 +529,8 @@ async fn a_powered_off_manager_and_a_volume_change_are_replaced_node_by_node_wit
     env.wait_ready("fs", "storage 2/2").await;
     env.wait_ready("app", "master 1/1, node 0/0").await;
     let app_node = env.nodes("app").await.remove(0);
-    let link = std::fs::read_to_string(work_dir(&env, &app_node.spec.token).join("link.txt"))
-        .unwrap();
+    let link =
+        std::fs::read_to_string(work_dir(&env, &app_node.spec.token).join("link.txt")).unwrap();
     let mount = PathBuf::from(link.trim());
     let files = contents(40);
     for (name, bytes) in &files {
@@ -603,7 +603,10 @@ async fn a_powered_off_manager_and_a_volume_change_are_replaced_node_by_node_wit
     }
     env.wait_ready("fs", "storage 2/2").await;
     let late = writer.finish();
-    assert!(!late.is_empty(), "the app wrote while the node was replaced");
+    assert!(
+        !late.is_empty(),
+        "the app wrote while the node was replaced"
+    );
     expected.extend(late);
     whole_again(expected.clone(), "two whole copies after the replacement").await;
     println!(
@@ -623,16 +626,24 @@ async fn a_powered_off_manager_and_a_volume_change_are_replaced_node_by_node_wit
     let started = Instant::now();
     apply(&env, bigger).await.unwrap();
     // Each move heals a whole copy (the files written so far) before the next.
-    let result = wait::until("every storage node on a 2 GiB volume", Duration::from_secs(400), || async {
-        let nodes = env.nodes("fs").await;
-        Ok(nodes.len() == 2
-            && nodes.iter().all(|n| {
-                std::fs::read_to_string(
-                    env.state.path().join("vms").join(&n.spec.token).join("volume-gib"),
-                )
-                .is_ok_and(|g| g == "2")
-            }))
-    })
+    let result = wait::until(
+        "every storage node on a 2 GiB volume",
+        Duration::from_secs(400),
+        || async {
+            let nodes = env.nodes("fs").await;
+            Ok(nodes.len() == 2
+                && nodes.iter().all(|n| {
+                    std::fs::read_to_string(
+                        env.state
+                            .path()
+                            .join("vms")
+                            .join(&n.spec.token)
+                            .join("volume-gib"),
+                    )
+                    .is_ok_and(|g| g == "2")
+                }))
+        },
+    )
     .await;
     if let Err(e) = result {
         panic!("{e:#}\n--- agents ---\n{:#?}", agents(&env).await);
@@ -654,7 +665,12 @@ async fn a_powered_off_manager_and_a_volume_change_are_replaced_node_by_node_wit
 async fn storage_agent_logs(env: &Env) -> String {
     let mut out = String::new();
     for node in env.nodes("fs").await {
-        let log = env.state.path().join("vms").join(&node.spec.token).join("agent.log");
+        let log = env
+            .state
+            .path()
+            .join("vms")
+            .join(&node.spec.token)
+            .join("agent.log");
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         out += &format!("== {}\n{}\n", node.name_any(), tail(&text, 30));
     }

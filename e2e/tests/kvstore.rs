@@ -519,11 +519,18 @@ async fn a_master_powered_off_fails_over_to_its_replica_without_a_replicated_wri
     };
     // Every key on its master and its replica before the fault.
     let replicated = wait::until("every key replicated", LIMIT, || async {
-        Ok(nodes.iter().map(|n| keys_on(&address(n), &password)).sum::<u64>() == 2 * KEYS as u64)
+        Ok(nodes
+            .iter()
+            .map(|n| keys_on(&address(n), &password))
+            .sum::<u64>()
+            == 2 * KEYS as u64)
     })
     .await;
     if let Err(e) = replicated {
-        let counts: Vec<u64> = nodes.iter().map(|n| keys_on(&address(n), &password)).collect();
+        let counts: Vec<u64> = nodes
+            .iter()
+            .map(|n| keys_on(&address(n), &password))
+            .collect();
         panic!("{e}: keys per node {counts:?}\n{}", agents(&env).await);
     }
 

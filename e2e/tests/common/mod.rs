@@ -240,7 +240,12 @@ impl Env {
             let nodes = self.nodes(service).await;
             let mut agent_logs = String::new();
             for node in &nodes {
-                let log = self.state.path().join("vms").join(&node.spec.token).join("agent.log");
+                let log = self
+                    .state
+                    .path()
+                    .join("vms")
+                    .join(&node.spec.token)
+                    .join("agent.log");
                 let text = std::fs::read_to_string(&log).unwrap_or_default();
                 agent_logs += &format!("== {:?}\n{}\n", node.metadata.name, tail(&text, 20));
             }
@@ -251,7 +256,11 @@ impl Env {
                 .flatten()
             {
                 let text = std::fs::read_to_string(gone.path()).unwrap_or_default();
-                agent_logs += &format!("== terminated {}\n{}\n", gone.path().display(), tail(&text, 20));
+                agent_logs += &format!(
+                    "== terminated {}\n{}\n",
+                    gone.path().display(),
+                    tail(&text, 20)
+                );
             }
             let nodes: Vec<_> = nodes
                 .into_iter()

@@ -84,11 +84,7 @@ impl Cli {
         if program == self.program {
             command.arg("--mode=script");
         }
-        let call = command
-            .args(target)
-            .args(args)
-            .kill_on_drop(true)
-            .output();
+        let call = command.args(target).args(args).kill_on_drop(true).output();
         let out = tokio::time::timeout(timeout, call)
             .await
             .map_err(|_| format!("{what}: no answer in {}s", timeout.as_secs()))?
@@ -210,10 +206,7 @@ pub struct HealCount {
 
 /// A heal is done when every brick answers and none has an entry left to heal.
 pub fn healed(counts: &[HealCount]) -> bool {
-    !counts.is_empty()
-        && counts
-            .iter()
-            .all(|c| c.connected && c.pending == Some(0))
+    !counts.is_empty() && counts.iter().all(|c| c.connected && c.pending == Some(0))
 }
 
 /// Parses `glfsheal VOLUME info-summary`.

@@ -115,19 +115,34 @@ mod tests {
             ]
         );
         // Listed as connected (its pool reaches the new glusterd at that address): the same.
-        let reached = [peer("u-old", "10.0.0.1", true), peer("u-two", "localhost", true)];
+        let reached = [
+            peer("u-old", "10.0.0.1", true),
+            peer("u-two", "localhost", true),
+        ];
         assert_eq!(
             adoption("10.0.0.1", "u-new", "10.0.0.2", &reached, true).map(|a| a.uuid),
             Some("u-old".to_string())
         );
         // Not this node itself, not one at another address, not one without bricks, and not
         // this node while a probe of it is in flight.
-        let me = [peer("u-new", "10.0.0.1", true), peer("u-two", "localhost", true)];
+        let me = [
+            peer("u-new", "10.0.0.1", true),
+            peer("u-two", "localhost", true),
+        ];
         assert_eq!(adoption("10.0.0.1", "u-new", "10.0.0.2", &me, true), None);
         assert_eq!(adoption("10.0.0.9", "u-new", "10.0.0.2", &pool, true), None);
-        assert_eq!(adoption("10.0.0.1", "u-new", "10.0.0.2", &pool, false), None);
-        let probing = [peer(UNKNOWN_UUID, "10.0.0.1", false), peer("u-two", "localhost", true)];
-        assert_eq!(adoption("10.0.0.1", "u-new", "10.0.0.2", &probing, true), None);
+        assert_eq!(
+            adoption("10.0.0.1", "u-new", "10.0.0.2", &pool, false),
+            None
+        );
+        let probing = [
+            peer(UNKNOWN_UUID, "10.0.0.1", false),
+            peer("u-two", "localhost", true),
+        ];
+        assert_eq!(
+            adoption("10.0.0.1", "u-new", "10.0.0.2", &probing, true),
+            None
+        );
 
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(

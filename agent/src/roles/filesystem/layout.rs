@@ -30,7 +30,10 @@ pub enum Step {
     Start,
     Add(Vec<Brick>),
     /// Put a new brick in place of a departed node's, and heal it from its group.
-    Replace { old: Brick, new: Brick },
+    Replace {
+        old: Brick,
+        new: Brick,
+    },
     /// Move the data off these bricks (whole groups), then drop them.
     Remove(Vec<Brick>),
     /// Nothing can be done yet, and why.
@@ -122,20 +125,13 @@ pub fn next_step(
         .iter()
         .filter(|n| !holders.contains(n.name.as_str()))
         .collect();
-    let step = replacement(
-        volume,
-        &leaving,
-        &member_names,
-        connected,
-        &joining,
-        &brick,
-    )
-    .or_else(|| {
-        (joining.len() >= group).then(|| match whole_groups(&joining) {
-            Ok(bricks) => Step::Add(bricks),
-            Err(why) => Step::Wait(why),
-        })
-    });
+    let step =
+        replacement(volume, &leaving, &member_names, connected, &joining, &brick).or_else(|| {
+            (joining.len() >= group).then(|| match whole_groups(&joining) {
+                Ok(bricks) => Step::Add(bricks),
+                Err(why) => Step::Wait(why),
+            })
+        });
     if let Some(step) = step {
         return Some(match (healing(current), step) {
             (Some(h), Step::Replace { .. } | Step::Add(_)) => Step::Wait(format!(
@@ -348,7 +344,13 @@ mod tests {
         );
         // The only group holds a leaving brick, and a single node cannot take its data.
         let alone = vec![three[0].clone()];
-        let step = next_step(&volume(2), &alone, &all(&alone), Some(&info(&[0, 1])), &path);
+        let step = next_step(
+            &volume(2),
+            &alone,
+            &all(&alone),
+            Some(&info(&[0, 1])),
+            &path,
+        );
         assert!(matches!(step, Some(Step::Wait(_))), "{step:?}");
     }
 
@@ -359,11 +361,20 @@ mod tests {
         let three = nodes(3);
         let survivors = vec![three[0].clone(), three[2].clone()];
         let before = info(&[0, 1]);
-        let step = next_step(&volume(2), &survivors, &all(&survivors), Some(&before), &path);
+        let step = next_step(
+            &volume(2),
+            &survivors,
+            &all(&survivors),
+            Some(&before),
+            &path,
+        );
         let Some(Step::Replace { old, new }) = step else {
             panic!("expected a replacement, got {step:?}");
         };
-        assert_eq!((old.host.as_str(), new.host.as_str()), ("10.0.0.1", "10.0.0.2"));
+        assert_eq!(
+            (old.host.as_str(), new.host.as_str()),
+            ("10.0.0.1", "10.0.0.2")
+        );
         assert_eq!(new.path, "/b/fs-storage-2/v");
 
         // A cloud gave node 1's address to node 2: its brick is still node 1's (by its folder).
@@ -375,7 +386,10 @@ mod tests {
             panic!("expected a replacement, got {step:?}");
         };
         assert_eq!(old.path, "/b/fs-storage-1/v");
-        assert_eq!((new.host.as_str(), new.path.as_str()), ("10.0.0.1", "/b/fs-storage-2/v"));
+        assert_eq!(
+            (new.host.as_str(), new.path.as_str()),
+            ("10.0.0.1", "/b/fs-storage-2/v")
+        );
 
         // Not while the copy it heals from does not answer, and not for a volume without copies.
         let only_new: BTreeSet<String> = ["10.0.0.2".to_string()].into();
@@ -383,7 +397,13 @@ mod tests {
             next_step(&volume(2), &survivors, &only_new, Some(&before), &path),
             None | Some(Step::Wait(_))
         ));
-        let step = next_step(&volume(1), &survivors, &all(&survivors), Some(&before), &path);
+        let step = next_step(
+            &volume(1),
+            &survivors,
+            &all(&survivors),
+            Some(&before),
+            &path,
+        );
         assert!(matches!(step, Some(Step::Add(_))), "{step:?}");
 
         // A replacement noted but not made (replace-brick failed) is made again.
@@ -392,7 +412,13 @@ mod tests {
             .options
             .insert(HEALING_OPTION.into(), "fs-storage-1,fs-storage-2".into());
         assert_eq!(healing(&noted), None);
-        let step = next_step(&volume(2), &survivors, &all(&survivors), Some(&noted), &path);
+        let step = next_step(
+            &volume(2),
+            &survivors,
+            &all(&survivors),
+            Some(&noted),
+            &path,
+        );
         assert!(matches!(step, Some(Step::Replace { .. })), "{step:?}");
 
         // While a heal runs, the next replacement waits for it.
@@ -402,11 +428,28 @@ mod tests {
             .insert(HEALING_OPTION.into(), "fs-storage-9,fs-storage-0".into());
         assert!(healing(&healing_one).is_some());
         let five = nodes(5);
-        let without_3 = vec![five[0].clone(), five[1].clone(), five[2].clone(), five[4].clone()];
-        let step = next_step(&volume(2), &without_3, &all(&five), Some(&healing_one), &path);
+        let without_3 = vec![
+            five[0].clone(),
+            five[1].clone(),
+            five[2].clone(),
+            five[4].clone(),
+        ];
+        let step = next_step(
+            &volume(2),
+            &without_3,
+            &all(&five),
+            Some(&healing_one),
+            &path,
+        );
         assert!(matches!(step, Some(Step::Wait(_))), "{step:?}");
         healing_one.options.clear();
-        let step = next_step(&volume(2), &without_3, &all(&five), Some(&healing_one), &path);
+        let step = next_step(
+            &volume(2),
+            &without_3,
+            &all(&five),
+            Some(&healing_one),
+            &path,
+        );
         assert!(matches!(step, Some(Step::Replace { .. })), "{step:?}");
     }
 

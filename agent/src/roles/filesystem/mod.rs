@@ -394,7 +394,8 @@ impl Pool {
                         .flat_map(|v| &v.bricks)
                         .any(|b| {
                             b.host == self.address
-                                && layout::node_of(&b.path, BRICK_LINKS).as_ref() != Some(&self.node)
+                                && layout::node_of(&b.path, BRICK_LINKS).as_ref()
+                                    != Some(&self.node)
                         });
                     if let Some(adoption) =
                         identity::adoption(&self.address, &mine, &other.address, &listed, theirs)

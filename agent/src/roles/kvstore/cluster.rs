@@ -440,11 +440,7 @@ mod tests {
             + &line("f", 5, "slave", "e", "");
         let seed = view(&failed_over);
         let six: Vec<Member> = members(7, &|i| {
-            if i == 6 {
-                fresh(i)
-            } else {
-                Some(seed.clone())
-            }
+            if i == 6 { fresh(i) } else { Some(seed.clone()) }
         })
         .into_iter()
         .skip(1)
