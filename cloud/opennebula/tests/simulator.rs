@@ -11,7 +11,12 @@ use opennebula::{Client, Error, ErrorCode, LcmState, PoolFilter, VmState};
 const SESSION: &str = "oneadmin:secret";
 
 fn start() -> Simulator {
-    Simulator::start(SESSION, 0.05).expect("python3 runs the simulator")
+    start_stepping(0.05)
+}
+
+/// A simulator whose VMs move one state further every `step_seconds`.
+fn start_stepping(step_seconds: f64) -> Simulator {
+    Simulator::start(SESSION, step_seconds).expect("python3 runs the simulator")
 }
 
 fn client(sim: &Simulator) -> Client {
@@ -37,7 +42,9 @@ async fn until_state(client: &Client, vm: i64, want: (VmState, LcmState)) -> ope
 
 #[tokio::test]
 async fn a_vm_is_instantiated_runs_is_listed_and_terminated() {
-    let sim = start();
+    // Slow enough steps that the first look comes before the VM leaves Pending, even on a
+    // machine busy with other tests (50 ms was not, in a full run).
+    let sim = start_stepping(0.5);
     let one = client(&sim);
     assert!(!one.version().await.unwrap().is_empty());
 
