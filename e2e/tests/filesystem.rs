@@ -561,7 +561,7 @@ async fn a_powered_off_manager_and_a_volume_change_are_replaced_node_by_node_wit
                     "{e:#}: {:?}\n--- agents ---\n{:#?}\n{}",
                     check_files(&mount, &expected),
                     agents(env).await,
-                    storage_agent_logs(env).await
+                    env.agent_logs("fs", 30).await
                 );
             }
         }
@@ -598,7 +598,7 @@ async fn a_powered_off_manager_and_a_volume_change_are_replaced_node_by_node_wit
             agents(&env).await,
             env.services().get("fs").await.unwrap().status,
             env.controller.log(),
-            storage_agent_logs(&env).await
+            env.agent_logs("fs", 30).await
         );
     }
     env.wait_ready("fs", "storage 2/2").await;
@@ -659,22 +659,6 @@ async fn a_powered_off_manager_and_a_volume_change_are_replaced_node_by_node_wit
         started.elapsed().as_secs_f64()
     );
     delete_and_expect_nothing_running(&env, &["app", "fs"]).await;
-}
-
-/// The last lines of the storage nodes' agent logs.
-async fn storage_agent_logs(env: &Env) -> String {
-    let mut out = String::new();
-    for node in env.nodes("fs").await {
-        let log = env
-            .state
-            .path()
-            .join("vms")
-            .join(&node.spec.token)
-            .join("agent.log");
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        out += &format!("== {}\n{}\n", node.name_any(), tail(&text, 30));
-    }
-    out
 }
 
 async fn stop_then_start(env: &Env) {

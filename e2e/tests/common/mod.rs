@@ -218,6 +218,22 @@ impl Env {
     }
 
     /// Waits until the Service is Ready for its current generation and `ready` reads as given.
+    /// The last `lines` lines of the agent log of each node of `service`.
+    pub async fn agent_logs(&self, service: &str, lines: usize) -> String {
+        let mut out = String::new();
+        for node in self.nodes(service).await {
+            let log = self
+                .state
+                .path()
+                .join("vms")
+                .join(&node.spec.token)
+                .join("agent.log");
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            out += &format!("== {:?}\n{}\n", node.metadata.name, tail(&text, lines));
+        }
+        out
+    }
+
     pub async fn wait_ready(&self, service: &str, ready: &str) {
         let api = self.services();
         let result = wait::until(
@@ -237,18 +253,7 @@ impl Env {
         .await;
         if let Err(e) = result {
             let status = api.get(service).await.ok().and_then(|s| s.status);
-            let nodes = self.nodes(service).await;
-            let mut agent_logs = String::new();
-            for node in &nodes {
-                let log = self
-                    .state
-                    .path()
-                    .join("vms")
-                    .join(&node.spec.token)
-                    .join("agent.log");
-                let text = std::fs::read_to_string(&log).unwrap_or_default();
-                agent_logs += &format!("== {:?}\n{}\n", node.metadata.name, tail(&text, 20));
-            }
+            let mut agent_logs = self.agent_logs(service, 20).await;
             // A terminated VM's agent log is kept under `logs/` by the local cloud.
             for gone in std::fs::read_dir(self.state.path().join("logs"))
                 .into_iter()
@@ -262,7 +267,9 @@ impl Env {
                     tail(&text, 20)
                 );
             }
-            let nodes: Vec<_> = nodes
+            let nodes: Vec<_> = self
+                .nodes(service)
+                .await
                 .into_iter()
                 .map(|n| (n.metadata.name, n.status.and_then(|s| s.agent)))
                 .collect();
