@@ -329,10 +329,11 @@ impl LocalCloud {
     }
 }
 
-/// Kills the process groups the VM's agent recorded in `file` (`<pid> <start ticks>` a line):
-/// daemons that left the agent's group for a session of their own (php-fpm calls setsid) are
-/// part of the VM all the same. A group whose leader is gone, or whose pid now belongs to a
-/// process started at another time, is left alone.
+/// Kills the daemons the VM's agent recorded in `file` (`<pid> <start ticks>` a line), each with
+/// the process group it leads: a daemon that left the agent's group for a session of its own
+/// (php-fpm calls setsid) is part of the VM all the same, and so is one still in the group of an
+/// agent that crashed and was started again (terminating the VM kills the new agent's group
+/// only). A pid that now belongs to a process started at another time is left alone.
 pub fn kill_recorded_groups(file: &Path) {
     let Ok(text) = fs::read_to_string(file) else {
         return;
@@ -347,6 +348,7 @@ pub fn kill_recorded_groups(file: &Path) {
         };
         if pid > 1 && process_state(pid, ticks) == ProcessState::Alive {
             let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
     }
 }
@@ -651,6 +653,28 @@ mod tests {
             "still one VM for the token"
         );
         cloud.delete("crash-1").await.unwrap();
+    }
+
+    #[test]
+    fn a_recorded_daemon_left_in_a_crashed_agents_group_is_killed() {
+        // A daemon that leads no group of its own, as MariaDB in the group of an agent that
+        // was killed and started again: only its pid reaches it.
+        let mut daemon = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .unwrap();
+        let pid = daemon.id() as i32;
+        let (_, ticks) = proc_stat(pid).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join(PROCESS_GROUPS_FILE);
+        fs::write(&file, format!("{pid} {ticks}\n")).unwrap();
+        kill_recorded_groups(&file);
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(
+            daemon.wait().unwrap().signal(),
+            Some(Signal::SIGKILL as i32),
+            "killed with the VM"
+        );
     }
 
     #[tokio::test]

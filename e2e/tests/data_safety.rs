@@ -305,19 +305,6 @@ async fn a_restarted_agent_takes_over_a_running_database_without_losing_a_row() 
     env.apply(&database("Running")).await;
     let node = rows_written(&env).await;
     let vm = node.spec.token.as_str();
-    // The node's mariadbd: its command line names the VM's configuration.
-    let mariadbd = |vm: &str| {
-        conpaas_cloud::local::find_by_cmdline(&format!("{vm}/work/mysql/my.cnf"))
-            .into_iter()
-            .map(|(pid, _)| pid)
-            .find(|pid| {
-                std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
-                    c.split(|b| *b == 0)
-                        .next()
-                        .is_some_and(|p| p.ends_with(b"mariadbd"))
-                })
-            })
-    };
     let before = mariadbd(vm).expect("the node's MariaDB");
     let _cleanup = Killed(before);
 
@@ -385,14 +372,25 @@ async fn a_galera_cluster_keeps_every_acknowledged_row_through_its_nodes_faults(
     let writer = InsertWriter::start(spared.clone(), user.clone(), password.clone());
     let mut cells = Vec::new();
 
-    // The agent of node 2 crashes and is started again while its MariaDB runs.
+    // The agent of node 2 crashes and is started again while its MariaDB runs. The new agent
+    // stops that MariaDB and starts its own, which syncs again (the node's status said Ready
+    // all along: only the new process and its Galera state show the take-over).
     let started = std::time::Instant::now();
     let third = node(2).await;
+    let before = mariadbd(&third.spec.token).expect("node 2's MariaDB");
     env.controller
         .local_cloud()
         .restart_agent(&third.spec.token)
         .await
         .unwrap();
+    let third_address = address(&third);
+    conpaas_e2e::wait::until("node 2's new MariaDB synced", LIMIT, || async {
+        let restarted = mariadbd(&third.spec.token).is_some_and(|pid| pid != before);
+        Ok(restarted
+            && mariadb_query(&third_address, &user, &password, SYNCED).as_deref() == Ok("Synced"))
+    })
+    .await
+    .unwrap();
     env.wait_ready("db", ready).await;
     assert_eq!(node(2).await.uid(), third.uid(), "the same node");
     cells.push(("agent SIGKILL, MariaDB running", started.elapsed()));
@@ -467,6 +465,10 @@ async fn a_galera_cluster_keeps_every_acknowledged_row_through_its_nodes_faults(
     println!("{} acknowledged rows, all on every node", ids.len());
 }
 
+/// Galera's state of the node asked.
+const SYNCED: &str = "SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS \
+     WHERE VARIABLE_NAME = 'WSREP_LOCAL_STATE_COMMENT'";
+
 /// Inserts rows into `t` one by one through one MariaDB node, and keeps the acknowledged ids.
 struct InsertWriter {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -502,6 +504,20 @@ impl InsertWriter {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         self.thread.join().unwrap()
     }
+}
+
+/// The mariadbd of local VM `vm`: its command line names the VM's configuration.
+fn mariadbd(vm: &str) -> Option<i32> {
+    conpaas_cloud::local::find_by_cmdline(&format!("{vm}/work/mysql/my.cnf"))
+        .into_iter()
+        .map(|(pid, _)| pid)
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                c.split(|b| *b == 0)
+                    .next()
+                    .is_some_and(|p| p.ends_with(b"mariadbd"))
+            })
+        })
 }
 
 /// Kills `pid` when dropped: a daemon a test orphaned does not outlive it.
