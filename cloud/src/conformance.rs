@@ -115,6 +115,15 @@ async fn vms_carry_their_tags_and_list_filters_by_tag(cloud: &dyn ComputeDriver)
         "list by node tag finds exactly that VM"
     );
 
+    // Described by id, a VM shows the tags that name its owner (the operator checks them before
+    // it adopts or terminates a VM a status names).
+    let described = cloud.get(&a.id).await.expect("get").expect("VM a");
+    assert_eq!(
+        described.tags.get("conpaas.io/node").map(String::as_str),
+        Some("node-tags-a"),
+        "get shows the VM's tags"
+    );
+
     let mut nobody = Tags::new();
     nobody.insert("conpaas.io/managed-by".into(), "someone-else".into());
     assert!(

@@ -243,31 +243,42 @@ async fn a_stop_whose_save_is_refused_keeps_the_node_until_the_store_takes_it() 
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn growing_a_lone_database_volume_keeps_every_row() {
+async fn a_lone_database_moved_by_a_volume_then_an_instance_type_change_keeps_every_row() {
     let env = env(NS_MOVE, 133).await;
     env.apply_cloud_and_app().await;
-    let service = |gib: i32| {
+    let service = |gib: i32, instance_type: &str| {
         format!(
-            "apiVersion: conpaas.io/v1alpha1\nkind: Service\nmetadata: {{name: db}}\nspec: {{application: demo, type: mysql, roles: [{{name: mysql, count: 1, volume: {{sizeGiB: {gib}}}}}], settings: {{database: shop}}}}\n"
+            "apiVersion: conpaas.io/v1alpha1\nkind: Service\nmetadata: {{name: db}}\nspec: {{application: demo, type: mysql, roles: [{{name: mysql, count: 1, instanceType: {instance_type}, volume: {{sizeGiB: {gib}}}}}], settings: {{database: shop}}}}\n"
         )
     };
-    env.apply(&service(1)).await;
-    let first = rows_written(&env).await;
+    env.apply(&service(1, "small")).await;
+    let mut before = rows_written(&env).await;
 
-    env.apply(&service(2)).await;
-    conpaas_e2e::wait::until("the database moved to a 2 GiB node", LIMIT, || async {
-        let nodes = env.nodes("db").await;
-        Ok(nodes.len() == 1
-            && nodes[0].uid() != first.uid()
-            && nodes[0].spec.volume.as_ref().map(|v| v.size_gib) == Some(2))
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", env.controller.log()));
-    assert_eq!(
-        rows_read(&env).await,
-        Ok("1,2,3".to_string()),
-        "the rows moved with the database"
-    );
+    // Growing the disk, then a larger instance: each moves the database to a new node.
+    for (gib, instance_type) in [(2, "small"), (2, "large")] {
+        env.apply(&service(gib, instance_type)).await;
+        let moved = conpaas_e2e::wait::until(
+            &format!("the database moved to a {gib} GiB {instance_type} node"),
+            LIMIT,
+            || async {
+                let nodes = env.nodes("db").await;
+                Ok(nodes.len() == 1
+                    && nodes[0].uid() != before.uid()
+                    && nodes[0].spec.volume.as_ref().map(|v| v.size_gib) == Some(gib)
+                    && nodes[0].spec.instance_type.as_deref() == Some(instance_type))
+            },
+        )
+        .await;
+        if let Err(e) = moved {
+            panic!("{e}\n{}", env.controller.log());
+        }
+        assert_eq!(
+            rows_read(&env).await,
+            Ok("1,2,3".to_string()),
+            "the rows moved with the database to the {gib} GiB {instance_type} node"
+        );
+        before = env.nodes("db").await.remove(0);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

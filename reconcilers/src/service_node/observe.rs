@@ -155,12 +155,15 @@ pub async fn observe(ctx: &Context, node: &ServiceNode) -> Result<Observed, Erro
     if idle {
         // Nothing will be done with the VMs: do not ask the cloud about them.
     } else if facts.deleting {
+        // Only a VM whose tags name this node is terminated: a recorded id that names another
+        // node's VM is left alone.
         let mut live = match &facts.provider_id {
             Some(p) => driver
                 .get(vm_id(p))
                 .await
                 .map_err(|source| cloud_error("describe VM", node, source))?
                 .into_iter()
+                .filter(|vm| owns(node, vm))
                 .collect(),
             None => Vec::new(),
         };
@@ -173,6 +176,15 @@ pub async fn observe(ctx: &Context, node: &ServiceNode) -> Result<Observed, Erro
             .await
             .map_err(|source| cloud_error("describe VM", node, source))?;
         vm = match found {
+            Some(found) if !owns(node, &found) => {
+                tracing::warn!(vm = %found.id, "the node's status names a VM it does not own");
+                facts.blocked = Some(not_owned(&found));
+                return Ok(Observed {
+                    facts,
+                    driver: Some(driver),
+                    vm,
+                });
+            }
             Some(found) => view(node, &found),
             // Gone behind our back: report it; the Service loop replaces the node.
             None => VmView {
@@ -229,6 +241,31 @@ pub fn node_filter(node: &ServiceNode) -> Tags {
     ])
 }
 
+/// Whether `vm` carries the tags that name `node` (the provider's record of who owns it).
+pub fn owns(node: &ServiceNode, vm: &Vm) -> bool {
+    node_filter(node)
+        .iter()
+        .all(|(key, value)| vm.tags.get(key) == Some(value))
+}
+
+/// The node's recorded VM is another's: it is neither adopted nor ever terminated for this node.
+fn not_owned(vm: &Vm) -> Desired {
+    let named = |key: &str| vm.tags.get(key).map_or("none", String::as_str).to_string();
+    Desired::new(
+        "Ready",
+        false,
+        "VmNotOwned",
+        format!(
+            "status.providerId names VM {}, whose tags name node {:?} of namespace {:?}, not \
+             this one: it is neither adopted nor terminated for this node (the status was \
+             written by someone other than the controller)",
+            vm.id,
+            named(TAG_NODE),
+            named(TAG_NAMESPACE)
+        ),
+    )
+}
+
 /// A cloud error, named after the call and the node's Cloud.
 pub fn cloud_error(
     operation: &'static str,
@@ -239,5 +276,46 @@ pub fn cloud_error(
         operation,
         cloud: node.spec.cloud.clone(),
         source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(namespace: &str, name: &str) -> ServiceNode {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "conpaas.io/v1alpha1", "kind": "ServiceNode",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"application": "demo", "service": "hello", "serviceType": "helloworld",
+                "role": "node", "cloud": "local", "token": "t"},
+        }))
+        .unwrap()
+    }
+
+    fn vm(tags: Tags) -> Vm {
+        Vm {
+            id: "vm-1".into(),
+            provider_id: "local:///vm-1".into(),
+            token: "t".into(),
+            state: VmState::Running,
+            address: Some("127.0.0.9".into()),
+            tags,
+            created_at: std::time::UNIX_EPOCH,
+        }
+    }
+
+    #[test]
+    fn a_vm_is_owned_only_when_its_tags_name_the_node() {
+        let a = node("a", "hello-node-0");
+        let mut tags = node_filter(&a);
+        tags.insert("extra".into(), "kept".into());
+        assert!(owns(&a, &vm(tags)), "its own VM, whatever else it carries");
+        // The same node name in another tenant's namespace, and a VM without tags.
+        assert!(!owns(&a, &vm(node_filter(&node("b", "hello-node-0")))));
+        assert!(!owns(&a, &vm(Tags::new())));
+        let refusal = not_owned(&vm(node_filter(&node("b", "hello-node-0"))));
+        assert_eq!(refusal.reason, "VmNotOwned");
+        assert!(refusal.message.contains("\"b\""), "{}", refusal.message);
     }
 }

@@ -1,0 +1,238 @@
+//! A hostile tenant at the doors that are not API calls on another namespace. Door by door:
+//! a node's own credential (which the tenant holds: it is on the tenant's VM, and `edit` may
+//! impersonate the namespace's ServiceAccounts) writing another tenant's VM id and an address of
+//! its choosing into its node's status; and, were such a status written anyway, the controller
+//! adopting or terminating the VM it names.
+
+mod common;
+
+use common::*;
+use conpaas_cloud::ComputeDriver as _;
+use conpaas_crds::v1alpha1::ServiceNode;
+use conpaas_e2e::tools::{helm, repo_root, run};
+use conpaas_e2e::wait;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::{Client, Config, ResourceExt};
+use serde_json::json;
+
+const OTHER: &str = "hostile-tenant-b-e2e";
+
+fn app_and_hello() -> String {
+    "apiVersion: conpaas.io/v1alpha1\nkind: Application\nmetadata: {name: demo}\nspec: {cloud: local}\n---\n\
+     apiVersion: conpaas.io/v1alpha1\nkind: Service\nmetadata: {name: hello}\n\
+     spec: {application: demo, type: helloworld, roles: [{name: node, count: 1}]}\n"
+        .to_string()
+}
+
+/// A client acting as `user` (impersonated by the test's administrator).
+async fn acting_as(env: &Env, user: &str) -> Client {
+    let mut config = Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(&env.cp.kubeconfig).unwrap(),
+        &Default::default(),
+    )
+    .await
+    .unwrap();
+    config.auth_info.impersonate = Some(user.into());
+    Client::try_from(config).unwrap()
+}
+
+fn provider_id(node: &ServiceNode) -> String {
+    node.status.clone().and_then(|s| s.provider_id).unwrap()
+}
+
+fn address(node: &ServiceNode) -> String {
+    node.status.clone().and_then(|s| s.address).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hostile_tenant_reaches_nothing_of_another_tenant_through_its_node() {
+    let env = env("hostile-tenant-e2e", 141).await;
+    env.apply(&EXAMPLE.split("---").next().unwrap().to_string())
+        .await;
+    env.apply(&app_and_hello()).await;
+    // Tenant b, beside it on the same cloud.
+    run(
+        &conpaas_e2e::tools::kubectl(),
+        &["create", "namespace", OTHER],
+        &env.cp.kubeconfig,
+        None,
+    )
+    .unwrap();
+    conpaas_e2e::manifest::apply(&env.client, &app_and_hello(), OTHER)
+        .await
+        .unwrap();
+    env.wait_ready("hello", "node 1/1").await;
+    let theirs: Api<ServiceNode> = Api::namespaced(env.client.clone(), OTHER);
+    let running = |n: &ServiceNode| {
+        n.status
+            .as_ref()
+            .is_some_and(|s| s.address.is_some() && s.provider_id.is_some())
+    };
+    wait::until("tenant b's node running", LIMIT, || async {
+        Ok(theirs
+            .list(&Default::default())
+            .await?
+            .items
+            .iter()
+            .any(running))
+    })
+    .await
+    .unwrap();
+    let victim = theirs
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .remove(0);
+    let ours: Api<ServiceNode> = Api::namespaced(env.client.clone(), &env.ns);
+    let own = env.nodes("hello").await.remove(0);
+    let mut doors = 0;
+
+    // Door 1: the node's own credential forges its status. The chart's policies (the
+    // controller here runs as `admin`, so the policy exempts `admin`).
+    let rendered = run(
+        &helm(),
+        &[
+            "template",
+            "conpaas",
+            repo_root().join("charts/conpaas").to_str().unwrap(),
+            "--namespace",
+            "conpaas",
+            "--show-only",
+            "templates/admission.yaml",
+        ],
+        &env.cp.kubeconfig,
+        None,
+    )
+    .unwrap()
+    .ok()
+    .stdout
+    .replace("system:serviceaccount:conpaas:conpaas", "admin");
+    env.apply(&rendered).await;
+    let node_account = acting_as(
+        &env,
+        &format!("system:serviceaccount:{}:{}", env.ns, own.name_any()),
+    )
+    .await;
+    let as_node: Api<ServiceNode> = Api::namespaced(node_account, &env.ns);
+    let forged =
+        json!({"status": {"providerId": provider_id(&victim), "address": address(&victim)}});
+    let dry_run = PatchParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    // A policy takes effect within a second or so of being created.
+    wait::until("the status policy to refuse", LIMIT, || async {
+        Ok(as_node
+            .patch_status(&own.name_any(), &dry_run, &Patch::Merge(&forged))
+            .await
+            .is_err())
+    })
+    .await
+    .unwrap();
+    let refused = as_node
+        .patch_status(
+            &own.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&forged),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains("only status.agent"),
+        "{refused}"
+    );
+    // What its agent reports is still its own to write.
+    as_node
+        .patch_status(
+            &own.name_any(),
+            &dry_run,
+            &Patch::Merge(&json!({"status": {"agent": {"message": "still reporting"}}})),
+        )
+        .await
+        .expect("the node reports its agent's status");
+    doors += 1;
+
+    // Door 2: a status naming tenant b's VM written anyway (here by someone the policy
+    // exempts): the controller neither adopts that VM nor, when tenant a's Service goes,
+    // terminates it.
+    ours.patch_status(
+        &own.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"status": {"providerId": provider_id(&victim)}})),
+    )
+    .await
+    .unwrap();
+    env.poke_and_wait_reconciled(&ours, &own.name_any()).await;
+    wait::until("the foreign VM refused", LIMIT, || async {
+        let node = ours.get(&own.name_any()).await?;
+        let ready = node
+            .status
+            .as_ref()
+            .and_then(|s| conpaas_crds::v1alpha1::find_condition(&s.conditions, "Ready").cloned());
+        Ok(ready.is_some_and(|r| r.reason == "VmNotOwned" && r.message.contains(OTHER)))
+    })
+    .await
+    .unwrap();
+    assert_ne!(
+        address(&ours.get(&own.name_any()).await.unwrap()),
+        address(&victim),
+        "tenant b's VM address is not adopted"
+    );
+    env.services()
+        .delete("hello", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait::until("tenant a's node gone", LIMIT, || async {
+        Ok(env.nodes("hello").await.is_empty())
+    })
+    .await
+    .unwrap();
+    let vm = provider_id(&victim);
+    let still = env
+        .controller
+        .local_cloud()
+        .get(vm.rsplit('/').next().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        still.is_some_and(|vm| vm.state == conpaas_cloud::VmState::Running),
+        "tenant b's VM runs on"
+    );
+    assert_eq!(
+        theirs.get(&victim.name_any()).await.unwrap().uid(),
+        victim.uid(),
+        "tenant b's node is untouched"
+    );
+    doors += 1;
+    println!("hostile tenant: {doors} doors tried, none opened");
+}
+
+/// The status policy compares every field of a node's status but `agent`: a field added to the
+/// status later is guarded too, or this fails.
+#[test]
+fn the_status_policy_guards_every_status_field_but_the_agents() {
+    use kube::CustomResourceExt;
+    let crd = serde_json::to_value(ServiceNode::crd()).unwrap();
+    let fields = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
+        ["properties"]
+        .as_object()
+        .expect("the status schema's fields")
+        .clone();
+    let policy =
+        std::fs::read_to_string(repo_root().join("charts/conpaas/templates/admission.yaml"))
+            .unwrap();
+    assert!(fields.contains_key("agent") && fields.len() > 5);
+    for field in fields.keys().filter(|f| *f != "agent") {
+        assert!(
+            policy.contains(&format!(
+                "object.status.{field} == oldObject.status.{field}"
+            )),
+            "the conpaas-servicenode-status policy does not guard status.{field}"
+        );
+    }
+    assert!(
+        !policy.contains("status.agent =="),
+        "the agent's report stays its own"
+    );
+}
