@@ -47,8 +47,7 @@ fn address(node: &ServiceNode) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_hostile_tenant_reaches_nothing_of_another_tenant_through_its_node() {
     let env = env("hostile-tenant-e2e", 141).await;
-    env.apply(&EXAMPLE.split("---").next().unwrap().to_string())
-        .await;
+    env.apply(EXAMPLE.split("---").next().unwrap()).await;
     env.apply(&app_and_hello()).await;
     // Tenant b, beside it on the same cloud.
     run(
