@@ -1,121 +1,66 @@
-//! Who may read this node's logs: the caller's bearer token is checked by the API server itself,
-//! with a SelfSubjectAccessReview made *with that token*: may it `get` the `logs` subresource of
-//! this node's Service (`services/logs` in `conpaas.io`)? An invalid token fails
-//! authentication there, so the agent needs no rights of its own (no TokenReview, no
-//! SubjectAccessReview), and RBAC alone decides who reads logs, as for `kubectl logs`.
-//! Answers that allow are remembered for a short while per token (by digest), so a `cpsctl logs`
-//! over many files is one review.
+//! Who may read this node's logs: the controller alone, which shows the node's log key (derived
+//! from the node's `spec.token`, [`conpaas_crds::code_api::node_log_key`]). Users read logs
+//! through the controller (`cpsctl logs`, the code API's `services/logs`), authorized there by
+//! the API server: a user's credential never comes to a VM, whose tenant controls it.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
-
-use k8s_openapi::api::authorization::v1::{
-    ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
-};
-use kube::api::{Api, PostParams};
-use kube::{Client, Config};
-use sha2::{Digest, Sha256};
-
-/// How long an allowing answer is trusted.
-const REMEMBER: Duration = Duration::from_secs(30);
+use std::sync::{Arc, OnceLock};
 
 /// What the log endpoint answers a caller.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict {
     /// Serve the logs.
     Allowed,
-    /// 401: no token, or the API server did not accept it.
+    /// 401: no key, or not this node's.
     Unauthenticated(String),
-    /// 403: RBAC says no.
-    Forbidden(String),
-    /// 503: the agent cannot tell yet (its Service is not known, the API server is unreachable).
+    /// 503: the agent has not read its ServiceNode yet.
     Unavailable(String),
 }
 
 /// Checks callers of the log endpoint.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct LogAuth {
-    /// The agent's API server connection, without its credentials.
-    base: Config,
-    namespace: String,
-    /// The node's Service, known once the agent has read its ServiceNode.
-    pub service: Arc<OnceLock<String>>,
-    allowed: Arc<Mutex<HashMap<[u8; 32], Instant>>>,
+    /// The node's log key, known once the agent has read its ServiceNode.
+    pub key: Arc<OnceLock<String>>,
 }
 
 impl LogAuth {
-    /// For the node's namespace; `base` is the agent's own connection (its credentials are
-    /// dropped: each review is made with the caller's token).
-    pub fn new(mut base: Config, namespace: String) -> Self {
-        base.auth_info = Default::default();
-        Self {
-            base,
-            namespace,
-            service: Default::default(),
-            allowed: Default::default(),
-        }
-    }
-
-    /// The verdict for a request carrying `token` (from `Authorization: Bearer`).
-    pub async fn check(&self, token: Option<&str>) -> Verdict {
-        let Some(token) = token.filter(|t| !t.is_empty()) else {
-            return Verdict::Unauthenticated(
-                "send a bearer token (cpsctl logs sends yours): the logs are served to those RBAC allows `get` on services/logs in conpaas.io".into(),
-            );
-        };
-        let Some(service) = self.service.get() else {
+    /// The verdict for a request carrying `presented` (from `Authorization: Bearer`).
+    pub fn check(&self, presented: Option<&str>) -> Verdict {
+        let Some(key) = self.key.get() else {
             return Verdict::Unavailable("the agent has not read its ServiceNode yet".into());
         };
-        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        {
-            let mut allowed = self.allowed.lock().unwrap_or_else(|p| p.into_inner());
-            allowed.retain(|_, at| at.elapsed() < REMEMBER);
-            if allowed.contains_key(&key) {
-                return Verdict::Allowed;
-            }
+        match presented {
+            Some(presented) if same(presented.as_bytes(), key.as_bytes()) => Verdict::Allowed,
+            _ => Verdict::Unauthenticated(
+                "only the ConPaaS controller reads this log: use `cpsctl logs`".into(),
+            ),
         }
-        let verdict = self.review(token, service).await;
-        if verdict == Verdict::Allowed {
-            let mut allowed = self.allowed.lock().unwrap_or_else(|p| p.into_inner());
-            allowed.insert(key, Instant::now());
-        }
-        verdict
     }
+}
 
-    async fn review(&self, token: &str, service: &str) -> Verdict {
-        let mut config = self.base.clone();
-        config.auth_info.token = Some(token.to_string().into());
-        let client = match Client::try_from(config) {
-            Ok(client) => client,
-            Err(e) => return Verdict::Unavailable(format!("build an API client: {e}")),
-        };
-        let review = SelfSubjectAccessReview {
-            spec: SelfSubjectAccessReviewSpec {
-                resource_attributes: Some(ResourceAttributes {
-                    group: Some("conpaas.io".into()),
-                    resource: Some("services".into()),
-                    subresource: Some("logs".into()),
-                    verb: Some("get".into()),
-                    namespace: Some(self.namespace.clone()),
-                    name: Some(service.to_string()),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        let api: Api<SelfSubjectAccessReview> = Api::all(client);
-        match api.create(&PostParams::default(), &review).await {
-            Ok(answer) if answer.status.as_ref().is_some_and(|s| s.allowed) => Verdict::Allowed,
-            Ok(_) => Verdict::Forbidden(format!(
-                "you may not get services/logs of conpaas.io service {}/{service}",
-                self.namespace
-            )),
-            Err(kube::Error::Api(status)) if status.code == 401 => {
-                Verdict::Unauthenticated("the API server did not accept the token".into())
-            }
-            Err(e) => Verdict::Unavailable(format!("ask the API server: {e}")),
+/// Compares in time that does not depend on where the first difference is.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_nodes_key_opens_the_log() {
+        let auth = LogAuth::default();
+        assert!(matches!(auth.check(Some("k")), Verdict::Unavailable(_)));
+        let key = conpaas_crds::code_api::node_log_key("token-of-node-a");
+        auth.key.set(key.clone()).unwrap();
+        assert_eq!(auth.check(Some(&key)), Verdict::Allowed);
+        let other = conpaas_crds::code_api::node_log_key("token-of-node-b");
+        assert_ne!(other, key, "another node's key");
+        for refused in [None, Some(""), Some(other.as_str()), Some(&key[..10])] {
+            assert!(
+                matches!(auth.check(refused), Verdict::Unauthenticated(_)),
+                "{refused:?}"
+            );
         }
     }
 }

@@ -1,21 +1,27 @@
-//! The agent's own log, kept in memory as well as written to stderr, and served read-only on
-//! port 5555 of the VM's address (ConPaaS agents listened on 5555 too): `GET /log?tail=N` is the
-//! agent's log, `GET /log/<script>.log?tail=N` a generic script's output. `cpsctl logs` reads it.
-//! Only to callers whose bearer token RBAC allows `get` on the Service's `logs` ([`LogAuth`]):
-//! 401 without a valid token, 403 without the right.
+//! The agent's own log, kept in memory as well as written to stderr, and served read-only over
+//! TLS on port 5555 of the VM's address (ConPaaS agents listened on 5555 too): `GET /log?tail=N`
+//! is the agent's log, `GET /log/<script>.log?tail=N` a generic script's output. Only the
+//! controller reads it ([`LogAuth`]); users read it through the controller (`cpsctl logs`). The
+//! certificate is made at start and its digest reported in the node's status, where the
+//! controller pins it.
 
 use std::collections::VecDeque;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use anyhow::Context as _;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::ServerConfig;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 use crate::log_auth::{LogAuth, Verdict};
 
 /// Port of the log endpoint.
-pub const PORT: u16 = 5555;
+pub const PORT: u16 = conpaas_crds::code_api::AGENT_LOG_PORT;
 /// The largest request read: a request line and headers with a long bearer token.
 const MAX_REQUEST: usize = 16 * 1024;
 /// Connections served at once; more are closed at once.
@@ -69,9 +75,34 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuffer {
     }
 }
 
+/// The log endpoint's TLS: a certificate made now for the VM's address, and its SHA-256 (hex),
+/// which the node reports for the controller to pin.
+pub fn tls_identity(address: &str) -> anyhow::Result<(Arc<ServerConfig>, String)> {
+    let made = rcgen::generate_simple_self_signed(vec![address.to_string()])
+        .context("make the log endpoint's certificate")?;
+    let der = made.cert.der().to_vec();
+    let pin = hex::encode(Sha256::digest(&der));
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(made.signing_key.serialize_der()));
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS versions")?
+        .with_no_client_auth()
+        .with_single_cert(vec![CertificateDer::from(der)], key)
+        .context("the log endpoint's certificate and key")?;
+    Ok((Arc::new(config), pin))
+}
+
 /// Serves the logs until the agent exits. A bind failure is logged, not fatal: the role matters
 /// more than its log endpoint.
-pub async fn serve(address: String, buffer: LogBuffer, script_logs: PathBuf, auth: LogAuth) {
+pub async fn serve(
+    address: String,
+    tls: Arc<ServerConfig>,
+    buffer: LogBuffer,
+    script_logs: PathBuf,
+    auth: LogAuth,
+) {
+    let acceptor = TlsAcceptor::from(tls);
     let addr = format!("{address}:{PORT}");
     let listener = match TcpListener::bind(&addr).await {
         Ok(l) => l,
@@ -84,7 +115,7 @@ pub async fn serve(address: String, buffer: LogBuffer, script_logs: PathBuf, aut
     // or unauthenticated connections cannot pile up in the agent or behind it at the API server.
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let Ok((mut socket, _)) = listener.accept().await else {
+        let Ok((socket, _)) = listener.accept().await else {
             continue;
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
@@ -94,16 +125,23 @@ pub async fn serve(address: String, buffer: LogBuffer, script_logs: PathBuf, aut
         let buffer = buffer.clone();
         let script_logs = script_logs.clone();
         let auth = auth.clone();
+        let acceptor = acceptor.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            let Ok(request) = tokio::time::timeout(REQUEST_DEADLINE, read_head(&mut socket)).await
+            // One deadline for the handshake and the request together.
+            let handshake_and_request = async {
+                let mut tls = acceptor.accept(socket).await.ok()?;
+                let request = read_head(&mut tls).await;
+                Some((tls, request))
+            };
+            let Ok(Some((mut socket, request))) =
+                tokio::time::timeout(REQUEST_DEADLINE, handshake_and_request).await
             else {
                 return;
             };
-            let (status, body) = match auth.check(bearer_token(&request)).await {
+            let (status, body) = match auth.check(bearer_token(&request)) {
                 Verdict::Allowed => answer(&request, &buffer, &script_logs),
                 Verdict::Unauthenticated(why) => ("401 Unauthorized", format!("{why}\n")),
-                Verdict::Forbidden(why) => ("403 Forbidden", format!("{why}\n")),
                 Verdict::Unavailable(why) => ("503 Service Unavailable", format!("{why}\n")),
             };
             let response = format!(
@@ -111,13 +149,14 @@ pub async fn serve(address: String, buffer: LogBuffer, script_logs: PathBuf, aut
                 body.len()
             );
             let _ = socket.write_all(response.as_bytes()).await;
+            let _ = socket.shutdown().await;
         });
     }
 }
 
 /// The request line and headers, up to [`MAX_REQUEST`] bytes (or what came before the peer
 /// stopped sending).
-async fn read_head(socket: &mut tokio::net::TcpStream) -> String {
+async fn read_head(socket: &mut (impl AsyncRead + Unpin)) -> String {
     let mut head = Vec::new();
     let mut chunk = [0u8; 4096];
     while head.len() < MAX_REQUEST && !head.windows(4).any(|w| w == b"\r\n\r\n") {

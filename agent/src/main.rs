@@ -61,10 +61,12 @@ async fn main() -> anyhow::Result<()> {
     let config = bootstrap::config(&boot, &args.work_dir)?;
     let client = kube::Client::try_from(config.clone()).context("build the API client")?;
     tracing::info!(node = %boot.node, namespace = %boot.namespace, address = %args.address, "agent starting");
-    let log_auth = log_auth::LogAuth::new(config.clone(), boot.namespace.clone());
-    let service = log_auth.service.clone();
+    let log_auth = log_auth::LogAuth::default();
+    let log_key = log_auth.key.clone();
+    let (log_tls, log_pin) = logserver::tls_identity(&args.address)?;
     tokio::spawn(logserver::serve(
         args.address.clone(),
+        log_tls,
         log,
         args.work_dir.join("logs"),
         log_auth,
@@ -82,5 +84,9 @@ async fn main() -> anyhow::Result<()> {
     if stopped > 0 {
         tracing::warn!(stopped, "stopped the daemons an earlier agent left running");
     }
-    node::run(config, boot, args.work_dir, args.address, service).await
+    let log_endpoint = node::LogEndpoint {
+        key: log_key,
+        pin: log_pin,
+    };
+    node::run(config, boot, args.work_dir, args.address, log_endpoint).await
 }

@@ -27,13 +27,20 @@ const REPORT_RETRY: Duration = Duration::from_secs(1);
 /// How long one status write may take before it is given up and tried again.
 const REPORT_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// The node's log endpoint: the key it accepts (set once the ServiceNode is read) and the
+/// digest of its certificate (reported for the controller to pin).
+pub struct LogEndpoint {
+    pub key: Arc<OnceLock<String>>,
+    pub pin: String,
+}
+
 /// Runs until SIGTERM or SIGINT.
 pub async fn run(
     config: Config,
     boot: AgentBootstrap,
     work_dir: PathBuf,
     address: String,
-    service: Arc<OnceLock<String>>,
+    log_endpoint: LogEndpoint,
 ) -> anyhow::Result<()> {
     let client = Client::try_from(config.clone()).context("build the API client")?;
     let api: Api<ServiceNode> = Api::namespaced(client.clone(), &boot.namespace);
@@ -71,8 +78,10 @@ pub async fn run(
         tokio::select! {
             update = updates.next() => match update {
                 Some(Ok(node)) => {
-                    // The log endpoint authorizes readers against the node's Service.
-                    let _ = service.set(node.spec.service.clone());
+                    // The log endpoint opens to the key of this node.
+                    let _ = log_endpoint
+                        .key
+                        .set(conpaas_crds::code_api::node_log_key(&node.spec.token));
                     beat_every.send_if_modified(|every| {
                         let new = heartbeat_interval(node.spec.heartbeat_timeout_seconds);
                         std::mem::replace(every, new) != new
@@ -92,7 +101,7 @@ pub async fn run(
         }
         let now = reports.borrow().clone();
         if let Some(now) = now.filter(|now| last_sent.as_ref() != Some(now)) {
-            let status = agent_status(&now);
+            let status = agent_status(&now, &log_endpoint.pin);
             match tokio::time::timeout(REPORT_TIMEOUT, report::send(&api, &boot.node, &status))
                 .await
             {
@@ -108,7 +117,7 @@ pub async fn run(
     Ok(())
 }
 
-fn agent_status(now: &Published) -> AgentStatus {
+fn agent_status(now: &Published, log_pin: &str) -> AgentStatus {
     let report = &now.report;
     AgentStatus {
         state: report.state,
@@ -123,6 +132,7 @@ fn agent_status(now: &Published) -> AgentStatus {
         credentials_version: report.credentials_version.clone(),
         saved: report.saved.clone(),
         save_failure: report.save_failure.clone(),
+        log_certificate_sha256: Some(log_pin.to_string()),
         metrics: report.metrics.clone(),
     }
 }

@@ -30,6 +30,30 @@ pub const API_SERVICE: &str = "v1alpha1.code.conpaas.io";
 /// The resource (a subresource of `services`) the API server authorizes.
 pub const RESOURCE: &str = "services/archives";
 
+/// The logs of a Service's nodes (a subresource of `services`), read through the controller.
+pub const LOGS_RESOURCE: &str = "services/logs";
+/// The port each agent serves its logs on (TLS), to the controller only.
+pub const AGENT_LOG_PORT: u16 = 5555;
+
+/// Where the logs of one node of `service` are read: `GET` with `node`, and optionally `file`
+/// (a script's log such as `run.sh.log`) and `tail` (lines). Needs `get` on the Service's
+/// `logs`; the controller fetches them from the node's agent (a user's credential never goes to
+/// a VM, whose tenant controls what listens there).
+pub fn logs_path(namespace: &str, service: &str) -> String {
+    format!("/apis/{GROUP}/{VERSION}/namespaces/{namespace}/services/{service}/logs")
+}
+
+/// What the controller shows an agent to read its logs: derived from the node's `spec.token`,
+/// which only the controller, the node and readers of the node's namespace know. It opens the
+/// logs of that node and nothing else.
+pub fn node_log_key(node_token: &str) -> String {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    hasher.update(b"conpaas.io node log key\0");
+    hasher.update(node_token.as_bytes());
+    hex::encode(hasher.finalize())
+}
+
 /// Where archives of `service` are uploaded.
 pub fn archives_path(namespace: &str, service: &str) -> String {
     format!("/apis/{GROUP}/{VERSION}/namespaces/{namespace}/services/{service}/archives")

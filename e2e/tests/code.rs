@@ -10,7 +10,7 @@ mod common;
 use std::path::Path;
 
 use common::*;
-use conpaas_crds::code_api::{archive_path, archives_path};
+use conpaas_crds::code_api::{archive_path, archives_path, logs_path};
 use conpaas_e2e::tools::{Ran, cpsctl, run};
 use sha2::{Digest, Sha256};
 
@@ -196,19 +196,38 @@ async fn uploaded_code_runs_on_the_nodes_and_rbac_decides_who_may_touch_it() {
     assert_eq!(status, 403, "{}", String::from_utf8_lossy(&body));
     assert!(String::from_utf8_lossy(&body).contains("may not get"));
 
-    // The agent's log endpoint: 401 without a token, 403 for the stranger, the log for a user
-    // RBAC allows `get` on services/logs.
-    let address = node.status.clone().unwrap().address.unwrap();
-    assert_eq!(agent_log(&address, None).await.0, 401);
-    let (status, body) = agent_log(&address, Some(&stranger_token)).await;
-    assert_eq!(status, 403, "{body}");
-    let logs_rule = serde_json::json!([
-        {"apiGroups": ["conpaas.io"], "resources": ["services/logs"], "verbs": ["get"]},
+    // Logs, through the code API: the stranger is refused by the API server; a user allowed
+    // the logs path but not the Service by the controller; a user allowed both reads the log,
+    // which the controller fetched from the agent.
+    let logs = format!(
+        "{}?node={}&tail=500",
+        logs_path(NS, "gen"),
+        node.metadata.name.as_deref().unwrap()
+    );
+    let (status, _) = api_get(&stranger, &logs).await;
+    assert_eq!(status, 403);
+    let logs_path_only = serde_json::json!([
+        {"apiGroups": ["code.conpaas.io"], "resources": ["services/logs"], "verbs": ["get"]},
     ]);
-    let (_, log_reader_token) = user(&env, "log-reader", logs_rule).await;
-    let (status, body) = agent_log(&address, Some(&log_reader_token)).await;
+    let (_, path_only_token) = user(&env, "logs-path-only", logs_path_only).await;
+    let path_only = client_with_token(&env, &path_only_token).await;
+    let (status, body) = api_get(&path_only, &logs).await;
+    assert_eq!(status, 403, "{}", String::from_utf8_lossy(&body));
+    let logs_rules = serde_json::json!([
+        {"apiGroups": ["code.conpaas.io"], "resources": ["services/logs"], "verbs": ["get"]},
+        {"apiGroups": ["conpaas.io"], "resources": ["services"], "verbs": ["get"]},
+    ]);
+    let (_, log_reader_token) = user(&env, "log-reader", logs_rules).await;
+    let log_reader = client_with_token(&env, &log_reader_token).await;
+    let (status, body) = api_get(&log_reader, &logs).await;
+    let body = String::from_utf8_lossy(&body);
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("agent starting"), "{body}");
+    // The agent itself answers only over TLS, and only to the node's log key: a user's token
+    // (which no client of ConPaaS sends it any more) opens nothing.
+    let address = node.status.clone().unwrap().address.unwrap();
+    assert_eq!(agent_log(&address, Some(&log_reader_token)).await.0, 401);
+    assert_eq!(agent_log(&address, None).await.0, 401);
 
     // The node's own token fetches its Service's archive, and not another Service's.
     let node_token = service_account_token(&env, NS, node.metadata.name.as_deref().unwrap()).await;

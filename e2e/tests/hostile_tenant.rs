@@ -235,3 +235,137 @@ fn the_status_policy_guards_every_status_field_but_the_agents() {
         "the agent's report stays its own"
     );
 }
+
+/// An administrator reads a tenant's logs with `cpsctl logs`: the logs come through the control
+/// plane, and nothing of the administrator's credential reaches the tenant's VM, which a
+/// hostile tenant controls (here: its agent is gone and a listener of the tenant's records what
+/// arrives at the VM's log port).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_administrators_cpsctl_logs_hands_no_credential_to_a_tenants_vm() {
+    use k8s_openapi::api::authentication::v1::TokenRequest;
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use kube::api::PostParams;
+
+    let env = env("hostile-logs-e2e", 142).await;
+    env.apply_cloud_and_app().await;
+    env.apply(
+        "apiVersion: conpaas.io/v1alpha1\nkind: Service\nmetadata: {name: hello}\n\
+         spec: {application: demo, type: helloworld, roles: [{name: node, count: 1}]}\n",
+    )
+    .await;
+    env.wait_ready("hello", "node 1/1").await;
+    let node = env.nodes("hello").await.remove(0);
+
+    // An administrator with a bearer token (a ServiceAccount bound to cluster-admin).
+    env.apply(
+        "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: ops}\n---\n\
+         apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\n\
+         metadata: {name: hostile-logs-ops}\n\
+         roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: cluster-admin}\n\
+         subjects: [{kind: ServiceAccount, name: ops, namespace: hostile-logs-e2e}]\n",
+    )
+    .await;
+    let request: TokenRequest =
+        serde_json::from_value(json!({"spec": {"expirationSeconds": 3600}})).unwrap();
+    let token = Api::<ServiceAccount>::namespaced(env.client.clone(), &env.ns)
+        .create_token_request("ops", &PostParams::default(), &request)
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .token;
+    let ops = env.cp.kubeconfig_with_token("ops", &token).unwrap();
+    let logs = || {
+        run(
+            &conpaas_e2e::tools::cpsctl(),
+            &["-n", &env.ns, "logs", "hello", "--tail", "20"],
+            &ops,
+            None,
+        )
+        .unwrap()
+    };
+
+    // The logs come through the API server (and `kubectl get --raw` reads the same path).
+    let read = logs();
+    assert!(
+        read.stdout.contains("agent starting"),
+        "{} {}",
+        read.stdout,
+        read.stderr
+    );
+    let raw = run(
+        &conpaas_e2e::tools::kubectl(),
+        &[
+            "get",
+            "--raw",
+            &format!(
+                "/apis/code.conpaas.io/v1alpha1/namespaces/{}/services/hello/logs?node={}&tail=20",
+                env.ns,
+                node.name_any()
+            ),
+        ],
+        &ops,
+        None,
+    )
+    .unwrap();
+    assert!(
+        raw.stdout.contains("agent starting"),
+        "{} {}",
+        raw.stdout,
+        raw.stderr
+    );
+
+    // The tenant takes its VM over: its agent is gone, and what listens on the VM's log port
+    // is the tenant's.
+    env.controller
+        .local_cloud()
+        .power_off(&node.spec.token)
+        .await
+        .unwrap();
+    let address = address(&node);
+    let listener = std::net::TcpListener::bind((address.as_str(), 5555)).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let heard = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let recorder = std::thread::spawn({
+        let (heard, stop) = (heard.clone(), stop.clone());
+        move || {
+            use std::io::Read;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((mut socket, _)) => {
+                        socket.set_nonblocking(false).unwrap();
+                        socket
+                            .set_read_timeout(Some(std::time::Duration::from_secs(2)))
+                            .unwrap();
+                        let mut buffer = [0u8; 65536];
+                        if let Ok(n) = socket.read(&mut buffer) {
+                            heard.lock().unwrap().extend_from_slice(&buffer[..n]);
+                        }
+                    }
+                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+                }
+            }
+        }
+    });
+    let read = logs();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    recorder.join().unwrap();
+    let heard = heard.lock().unwrap().clone();
+    assert!(
+        !String::from_utf8_lossy(&heard).contains(&token),
+        "the administrator's token reached the tenant's VM: {}",
+        String::from_utf8_lossy(&heard)
+    );
+    assert!(
+        read.stdout
+            .contains(&format!("node {} at {address}", node.name_any())),
+        "cpsctl says why the log is not there: {}",
+        read.stdout
+    );
+    println!(
+        "hostile tenant, logs: the VM heard {} bytes, none of them the reader's token; cpsctl said: {}",
+        heard.len(),
+        read.stdout.trim()
+    );
+}

@@ -177,16 +177,16 @@ async fn tenants_use_their_namespace_and_reach_nothing_of_each_other() {
         .unwrap()
         .items
         .remove(0);
-    let beta_address = beta_node.status.clone().unwrap().address.unwrap();
-    let alpha_token = std::fs::read_to_string(dir.path().join("alpha.kubeconfig"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("token: ").map(str::to_string))
-        .unwrap();
-    refusals.push((
-        "read logs",
-        agent_log(&beta_address, Some(&alpha_token)).await.0,
-    ));
+    let (status, _) = api_get(
+        &alpha,
+        &format!(
+            "{}?node={}",
+            conpaas_crds::code_api::logs_path("beta", "hello"),
+            beta_node.metadata.name.as_deref().unwrap()
+        ),
+    )
+    .await;
+    refusals.push(("read logs", status));
     // Its own node: a tenant reads it, never writes it; nor its grant or its ledger.
     let hand_made: ServiceNode = serde_json::from_value(json!({
         "apiVersion": "conpaas.io/v1alpha1", "kind": "ServiceNode",

@@ -1,7 +1,7 @@
-//! logs: each node's agent log (served by the agent on port 5555 of the VM's address, to callers
-//! whose bearer token RBAC allows `get` on the Service's `logs`: cpsctl sends the kubeconfig's), or with
-//! `--controller` the controller's side: the Events it recorded about the Service and its nodes
-//! and, when it runs in the cluster, its log lines that name the Service.
+//! logs: each node's agent log, read through the API server (the code API's `services/logs`:
+//! the controller fetches it from the agent, so no credential of the reader goes to a VM), or
+//! with `--controller` the controller's side: the Events it recorded about the Service and its
+//! nodes and, when it runs in the cluster, its log lines that name the Service.
 
 use std::collections::BTreeSet;
 
@@ -13,8 +13,6 @@ use kube::{Api, ResourceExt};
 
 use crate::connect::Session;
 
-/// Port the agent serves its log on.
-const AGENT_LOG_PORT: u16 = 5555;
 /// Label the Helm chart puts on the controller's pods.
 const CONTROLLER_POD_SELECTOR: &str =
     "app.kubernetes.io/name=conpaas,app.kubernetes.io/component=controller";
@@ -46,60 +44,27 @@ pub async fn logs(
             "service/{service} has no matching nodes; `cpsctl describe {service}` shows them"
         );
     }
-    let http = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(5))
-        .build()?;
-    let token = bearer_token(&s.config)?;
-    if token.is_none() {
-        println!(
-            "your kubeconfig has no bearer token (a client certificate or exec credentials cannot be passed on): the agents will refuse; use a token, or `cpsctl logs {service} --controller`"
-        );
-    }
     for n in &nodes {
         let name = n.name_any();
         println!("==> {name} (role {}) <==", n.spec.role);
-        let Some(address) = n.status.as_ref().and_then(|st| st.address.clone()) else {
-            println!("no address yet: the VM is still being created");
-            continue;
-        };
-        let path = file.as_ref().map(|f| format!("/{f}")).unwrap_or_default();
-        let url = format!("http://{address}:{AGENT_LOG_PORT}/log{path}?tail={tail}");
-        let mut request = http.get(&url);
-        if let Some(token) = &token {
-            request = request.bearer_auth(token);
+        let mut query = format!("node={name}&tail={tail}");
+        if let Some(file) = &file {
+            query += &format!("&file={file}");
         }
-        match request.send().await {
-            Ok(response) if response.status().is_success() => {
-                print!("{}", response.text().await.unwrap_or_default())
-            }
-            Ok(response) => println!(
-                "{url}: {}: {}",
-                response.status(),
-                response.text().await.unwrap_or_default().trim()
-            ),
-            Err(e) => println!(
-                "agent log unreachable at {url}: {e} (is the VM reachable from here? its agent may be down: `cpsctl describe {service}`)"
-            ),
+        let path = format!(
+            "{}?{query}",
+            conpaas_crds::code_api::logs_path(&s.namespace, service)
+        );
+        let request = http::Request::get(&path)
+            .body(Vec::new())
+            .context("build the request")?;
+        match s.client.request_text(request).await {
+            Ok(text) => print!("{text}"),
+            Err(kube::Error::Api(status)) => println!("{}", status.message),
+            Err(e) => println!("{path}: {e}"),
         }
     }
     Ok(())
-}
-
-/// The kubeconfig's bearer token: its `token`, or the contents of its `tokenFile`.
-fn bearer_token(config: &kube::Config) -> anyhow::Result<Option<String>> {
-    use secrecy::ExposeSecret;
-    if let Some(token) = &config.auth_info.token {
-        return Ok(Some(token.expose_secret().to_string()));
-    }
-    match &config.auth_info.token_file {
-        Some(file) => Ok(Some(
-            std::fs::read_to_string(file)
-                .with_context(|| format!("read the kubeconfig's token file {file}"))?
-                .trim()
-                .to_string(),
-        )),
-        None => Ok(None),
-    }
 }
 
 async fn controller_side(

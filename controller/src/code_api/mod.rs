@@ -11,6 +11,7 @@
 
 mod front_proxy;
 mod gc;
+mod logs;
 mod pieces;
 mod quota;
 mod register;

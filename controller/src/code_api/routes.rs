@@ -12,7 +12,9 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use conpaas_artifacts::Error as StoreError;
-use conpaas_crds::code_api::{Archive, GROUP, RESOURCE, Received, Uploaded, VERSION};
+use conpaas_crds::code_api::{
+    Archive, GROUP, LOGS_RESOURCE, RESOURCE, Received, Uploaded, VERSION,
+};
 use conpaas_crds::v1alpha1::Service;
 use futures::StreamExt;
 use k8s_openapi::api::authorization::v1::{
@@ -39,19 +41,23 @@ pub fn router(api: Arc<CodeApi>) -> Router {
             &format!("{base}/namespaces/{{namespace}}/services/{{service}}/archives/{{sha256}}"),
             get(download),
         )
+        .route(
+            &format!("{base}/namespaces/{{namespace}}/services/{{service}}/logs"),
+            get(super::logs::read),
+        )
         .route("/healthz", get(|| async { "ok" }))
         .fallback(|| async { status(StatusCode::NOT_FOUND, "NotFound", "no such path".into()) })
         .with_state(api)
 }
 
 /// A request refused, answered as a Kubernetes `Status`.
-struct Refusal {
+pub(super) struct Refusal {
     code: StatusCode,
     reason: &'static str,
     message: String,
 }
 
-fn status(code: StatusCode, reason: &'static str, message: String) -> Refusal {
+pub(super) fn status(code: StatusCode, reason: &'static str, message: String) -> Refusal {
     Refusal {
         code,
         reason,
@@ -76,6 +82,8 @@ async fn discovery() -> Response {
         "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": format!("{GROUP}/{VERSION}"),
         "resources": [{"name": RESOURCE, "singularName": "", "namespaced": true,
                        "kind": "Archive", "verbs": ["create", "get"]},
+                      {"name": LOGS_RESOURCE, "singularName": "", "namespaced": true,
+                       "kind": "Log", "verbs": ["get"]},
                       {"name": name, "singularName": "service", "namespaced": true,
                        "kind": "Service", "verbs": []}],
     }))
@@ -83,7 +91,7 @@ async fn discovery() -> Response {
 }
 
 /// The caller, once the controller can answer at all.
-fn admit(api: &CodeApi, peer: &Peer, headers: &HeaderMap) -> Result<Caller, Refusal> {
+pub(super) fn admit(api: &CodeApi, peer: &Peer, headers: &HeaderMap) -> Result<Caller, Refusal> {
     let caller = api
         .proxy
         .caller(peer, headers)
@@ -124,7 +132,7 @@ async fn find_service(api: &CodeApi, namespace: &str, name: &str) -> Result<Serv
 }
 
 /// Asks the API server whether `caller` may `verb` the Service (RBAC decides, as for kubectl).
-async fn may(
+pub(super) async fn may(
     api: &CodeApi,
     caller: &Caller,
     verb: &str,

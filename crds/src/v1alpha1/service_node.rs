@@ -319,6 +319,10 @@ pub struct AgentStatus {
     /// growing wait, and the stop keeps every node until a save is stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub save_failure: Option<String>,
+    /// SHA-256 (lowercase hex) of the certificate the agent's log endpoint serves: the
+    /// controller accepts no other when it reads the node's logs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_certificate_sha256: Option<String>,
     /// Measurements the autoscaler reads, as aggregates over the last seconds, published at most
     /// every few seconds and only when they move (php and java proxies: `p95Ms`, the 95th
     /// percentile of their requests' response times, and `requestsPerSecond`).
