@@ -212,7 +212,12 @@ async fn uploaded_code_runs_on_the_nodes_and_rbac_decides_who_may_touch_it() {
     let (_, path_only_token) = user(&env, "logs-path-only", logs_path_only).await;
     let path_only = client_with_token(&env, &path_only_token).await;
     let (status, body) = api_get(&path_only, &logs).await;
-    assert_eq!(status, 403, "{}", String::from_utf8_lossy(&body));
+    let said = String::from_utf8_lossy(&body);
+    assert_eq!(status, 403, "{said}");
+    assert!(
+        said.contains("may not get"),
+        "refused by the controller: {said}"
+    );
     let logs_rules = serde_json::json!([
         {"apiGroups": ["code.conpaas.io"], "resources": ["services/logs"], "verbs": ["get"]},
         {"apiGroups": ["conpaas.io"], "resources": ["services"], "verbs": ["get"]},

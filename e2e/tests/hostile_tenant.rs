@@ -125,7 +125,7 @@ async fn a_hostile_tenant_reaches_nothing_of_another_tenant_through_its_node() {
         Ok(as_node
             .patch_status(&own.name_any(), &dry_run, &Patch::Merge(&forged))
             .await
-            .is_err())
+            .is_err_and(|e| e.to_string().contains("only status.agent")))
     })
     .await
     .unwrap();
@@ -141,6 +141,24 @@ async fn a_hostile_tenant_reaches_nothing_of_another_tenant_through_its_node() {
         refused.to_string().contains("only status.agent"),
         "{refused}"
     );
+    // Nor may it remove what the controller wrote, or rewrite its conditions.
+    for edit in [
+        json!({"status": {"providerId": null, "address": null}}),
+        json!({"status": {"conditions": []}}),
+    ] {
+        let refused = as_node
+            .patch_status(
+                &own.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&edit),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            refused.to_string().contains("only status.agent"),
+            "{edit}: {refused}"
+        );
+    }
     // What its agent reports is still its own to write.
     as_node
         .patch_status(
@@ -150,6 +168,10 @@ async fn a_hostile_tenant_reaches_nothing_of_another_tenant_through_its_node() {
         )
         .await
         .expect("the node reports its agent's status");
+    // And the agents' own reports land under the policy: a node made now becomes Ready.
+    env.apply(&app_and_hello().replace("count: 1", "count: 2"))
+        .await;
+    env.wait_ready("hello", "node 2/2").await;
     doors += 1;
 
     // Door 2: a status naming tenant b's VM written anyway (here by someone the policy
@@ -316,13 +338,54 @@ async fn an_administrators_cpsctl_logs_hands_no_credential_to_a_tenants_vm() {
     );
 
     // The tenant takes its VM over: its agent is gone, and what listens on the VM's log port
-    // is the tenant's.
+    // is the tenant's own TLS server, whose certificate the tenant reports for its node (the
+    // node's own credential may write `status.agent`). It records what it hears, decrypted.
     env.controller
         .local_cloud()
         .power_off(&node.spec.token)
         .await
         .unwrap();
     let address = address(&node);
+    let made = rcgen::generate_simple_self_signed(vec![address.clone()]).unwrap();
+    let der = made.cert.der().to_vec();
+    let pin = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&der));
+    let node_account = acting_as(
+        &env,
+        &format!("system:serviceaccount:{}:{}", env.ns, node.name_any()),
+    )
+    .await;
+    Api::<ServiceNode>::namespaced(node_account, &env.ns)
+        .patch_status(
+            &node.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"status": {"agent": {"logCertificateSha256": pin}}})),
+        )
+        .await
+        .unwrap();
+    wait::until(
+        "the controller sees the tenant's certificate",
+        LIMIT,
+        || async {
+            let n = env.nodes("hello").await.remove(0);
+            Ok(n.status
+                .and_then(|s| s.agent)
+                .and_then(|a| a.log_certificate_sha256)
+                == Some(pin.clone()))
+        },
+    )
+    .await
+    .unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(made.signing_key.serialize_der().into());
+    let tls = std::sync::Arc::new(
+        rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![der.into()], key)
+        .unwrap(),
+    );
     let listener = std::net::TcpListener::bind((address.as_str(), 5555)).unwrap();
     listener.set_nonblocking(true).unwrap();
     let heard = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
@@ -330,20 +393,24 @@ async fn an_administrators_cpsctl_logs_hands_no_credential_to_a_tenants_vm() {
     let recorder = std::thread::spawn({
         let (heard, stop) = (heard.clone(), stop.clone());
         move || {
-            use std::io::Read;
+            use std::io::{Read, Write};
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((mut socket, _)) => {
-                        socket.set_nonblocking(false).unwrap();
-                        socket
-                            .set_read_timeout(Some(std::time::Duration::from_secs(2)))
-                            .unwrap();
-                        let mut buffer = [0u8; 65536];
-                        if let Ok(n) = socket.read(&mut buffer) {
-                            heard.lock().unwrap().extend_from_slice(&buffer[..n]);
-                        }
-                    }
-                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+                let Ok((socket, _)) = listener.accept() else {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    continue;
+                };
+                socket.set_nonblocking(false).unwrap();
+                socket
+                    .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+                    .unwrap();
+                let connection = rustls::ServerConnection::new(tls.clone()).unwrap();
+                let mut stream = rustls::StreamOwned::new(connection, socket);
+                let mut request = [0u8; 65536];
+                if let Ok(n) = stream.read(&mut request) {
+                    heard.lock().unwrap().extend_from_slice(&request[..n]);
+                    let _ = stream.write_all(b"HTTP/1.1 200 OK\r\n\r\nthe tenant's own answer\n");
+                    stream.conn.send_close_notify();
+                    let _ = stream.flush();
                 }
             }
         }
@@ -357,15 +424,21 @@ async fn an_administrators_cpsctl_logs_hands_no_credential_to_a_tenants_vm() {
         "the administrator's token reached the tenant's VM: {}",
         String::from_utf8_lossy(&heard)
     );
+    let heard_text = String::from_utf8_lossy(&heard);
     assert!(
-        read.stdout
-            .contains(&format!("node {} at {address}", node.name_any())),
-        "cpsctl says why the log is not there: {}",
+        heard_text.contains(&format!(
+            "Bearer {}",
+            conpaas_crds::code_api::node_log_key(&node.spec.token)
+        )),
+        "the controller showed the node's log key, and only to the certificate reported: {heard_text}"
+    );
+    assert!(
+        read.stdout.contains("the tenant's own answer"),
+        "what the tenant answers is shown as that node's log: {}",
         read.stdout
     );
     println!(
-        "hostile tenant, logs: the VM heard {} bytes, none of them the reader's token; cpsctl said: {}",
-        heard.len(),
-        read.stdout.trim()
+        "hostile tenant, logs: the tenant's TLS server heard {} bytes (decrypted), the node's log key and not the reader's token",
+        heard.len()
     );
 }

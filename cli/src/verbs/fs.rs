@@ -59,7 +59,14 @@ impl Mounted {
         }
         let dir = tempfile::tempdir().context("make a folder to mount the volume in")?;
         let out = tokio::process::Command::new("mount")
-            .args(["-t", "glusterfs", "-o", &format!("server-port={port}")])
+            // What the tenant's volume holds is the tenant's: a setuid binary or a device
+            // file in it must not act on this machine.
+            .args([
+                "-t",
+                "glusterfs",
+                "-o",
+                &format!("server-port={port},nosuid,nodev"),
+            ])
             .arg(format!("{host}:/{volume}"))
             .arg(dir.path())
             .output()
@@ -121,17 +128,85 @@ pub async fn import(
     file: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     let mounted = Mounted::new(s, service, volume).await?;
-    let mut tar = tokio::process::Command::new("tar");
-    tar.arg("-C")
-        .arg(mounted.path())
-        .args(["--no-same-owner", "-xf"]);
-    match &file {
-        Some(f) => tar.arg(f),
-        None => tar.arg("-"),
-    };
-    let status = tar.status().await.context("run tar")?;
-    if !status.success() {
-        bail!("unpacking into volume {volume} failed ({status}); tar's message is above");
-    }
+    let target = mounted.path().to_path_buf();
+    let unpacked = tokio::task::spawn_blocking(move || -> anyhow::Result<u64> {
+        let input: Box<dyn std::io::Read> = match &file {
+            Some(f) => {
+                Box::new(std::fs::File::open(f).with_context(|| format!("open {}", f.display()))?)
+            }
+            None => Box::new(std::io::stdin()),
+        };
+        unpack_into(input, &target)
+    })
+    .await
+    .context("unpack the archive")?
+    .with_context(|| format!("unpacking into volume {volume}"))?;
+    eprintln!("{unpacked} entries unpacked into volume {volume}");
     Ok(())
+}
+
+/// Unpacks the tar `input` into `target`, refusing (and stopping at) any entry whose path would
+/// lead out of it: by `..`, an absolute path, or a symbolic link the volume already holds (a
+/// tenant's volume may hold a link to `/etc` of the machine mounting it). Owners are not kept.
+fn unpack_into(input: impl std::io::Read, target: &Path) -> anyhow::Result<u64> {
+    let mut archive = tar::Archive::new(input);
+    archive.set_preserve_ownerships(false);
+    archive.set_preserve_permissions(true);
+    let mut unpacked = 0;
+    for entry in archive.entries().context("read the archive")? {
+        let mut entry = entry.context("read the archive")?;
+        let path = entry
+            .path()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        let inside = entry
+            .unpack_in(target)
+            .with_context(|| format!("entry {path:?} leads out of the volume: refused"))?;
+        if !inside {
+            bail!("entry {path:?} leads out of the volume: refused");
+        }
+        unpacked += 1;
+    }
+    Ok(unpacked)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn archive(entries: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        for (path, data) in entries {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(data.len() as u64);
+            header.set_mode(0o644);
+            header.set_cksum();
+            builder.append_data(&mut header, path, *data).unwrap();
+        }
+        builder.into_inner().unwrap()
+    }
+
+    #[test]
+    fn an_import_never_writes_outside_the_volume() {
+        let volume = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        // The tenant's volume holds a link to a folder of the machine that mounts it.
+        std::os::unix::fs::symlink(outside.path(), volume.path().join("etc")).unwrap();
+        let plain = archive(&[("site/index.html", b"hello")]);
+        assert_eq!(unpack_into(&plain[..], volume.path()).unwrap(), 1);
+        assert_eq!(
+            std::fs::read(volume.path().join("site/index.html")).unwrap(),
+            b"hello"
+        );
+        let through_link = archive(&[("etc/passwd", b"owned")]);
+        let refused = unpack_into(&through_link[..], volume.path()).unwrap_err();
+        assert!(
+            format!("{refused:#}").contains("\"etc/passwd\" leads out of the volume"),
+            "{refused:#}"
+        );
+        assert!(
+            !outside.path().join("passwd").exists(),
+            "nothing written through the link"
+        );
+    }
 }

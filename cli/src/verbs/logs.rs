@@ -47,14 +47,17 @@ pub async fn logs(
     for n in &nodes {
         let name = n.name_any();
         println!("==> {name} (role {}) <==", n.spec.role);
-        let mut query = format!("node={name}&tail={tail}");
+        let mut url = reqwest::Url::parse("https://api.invalid")
+            .expect("a URL")
+            .join(&conpaas_crds::code_api::logs_path(&s.namespace, service))
+            .context("the logs path")?;
+        url.query_pairs_mut()
+            .append_pair("node", &name)
+            .append_pair("tail", &tail.to_string());
         if let Some(file) = &file {
-            query += &format!("&file={file}");
+            url.query_pairs_mut().append_pair("file", file);
         }
-        let path = format!(
-            "{}?{query}",
-            conpaas_crds::code_api::logs_path(&s.namespace, service)
-        );
+        let path = format!("{}?{}", url.path(), url.query().unwrap_or_default());
         let request = http::Request::get(&path)
             .body(Vec::new())
             .context("build the request")?;

@@ -188,7 +188,7 @@ fn spark_submit() -> anyhow::Result<PathBuf> {
 /// `command` in a mount namespace of its own with every volume mounted, unmounted after.
 fn in_namespace(mounts: &[VolumeMount], command: Vec<String>) -> (String, Vec<String>) {
     // The mounts come as arguments (no quoting), then `--`, then the command.
-    let script = "targets=''; while [ \"$1\" != -- ]; do mkdir -p \"$4\" && mount -t glusterfs -o server-port=\"$2\" \"$1:/$3\" \"$4\" || exit 1; targets=\"$targets $4\"; shift 4; done; shift; \"$@\"; rc=$?; for t in $targets; do umount -l \"$t\"; done; exit $rc";
+    let script = "targets=''; while [ \"$1\" != -- ]; do mkdir -p \"$4\" && mount -t glusterfs -o server-port=\"$2\",nosuid,nodev \"$1:/$3\" \"$4\" || exit 1; targets=\"$targets $4\"; shift 4; done; shift; \"$@\"; rc=$?; for t in $targets; do umount -l \"$t\"; done; exit $rc";
     let mut argv: Vec<String> = [
         "--mount",
         "--propagation",

@@ -32,8 +32,16 @@ use super::routes::{Refusal, admit, may, status};
 /// How long the agent has to connect, and then to answer.
 const CONNECT: Duration = Duration::from_secs(5);
 const ANSWER: Duration = Duration::from_secs(15);
-/// The most of a log passed on in one answer.
-const MAX_BYTES: u64 = 8 << 20;
+/// The most of an agent's answer read (headers and log).
+const MAX_BYTES: u64 = 4 << 20;
+/// The most lines asked for.
+const MAX_TAIL: usize = 10_000;
+/// Log reads in flight at once, whoever asks: each holds up to [`MAX_BYTES`] for up to
+/// [`ANSWER`], and a tenant's own agent (or what it put in its place) may answer slowly.
+const MAX_READS: usize = 8;
+
+static READS: std::sync::LazyLock<tokio::sync::Semaphore> =
+    std::sync::LazyLock::new(|| tokio::sync::Semaphore::new(MAX_READS));
 
 #[derive(serde::Deserialize)]
 pub struct LogsQuery {
@@ -51,6 +59,13 @@ pub async fn read(
 ) -> Result<Response, Refusal> {
     let caller = admit(&api, &peer, &headers)?;
     may(&api, &caller, "get", &namespace, &service).await?;
+    let _slot = READS.try_acquire().map_err(|_| {
+        status(
+            StatusCode::TOO_MANY_REQUESTS,
+            "TooManyRequests",
+            format!("{MAX_READS} log reads are in flight; try again in a moment"),
+        )
+    })?;
     let node = api
         .ctx
         .caches
@@ -80,7 +95,8 @@ pub async fn read(
         .and_then(|a| a.log_certificate_sha256)
         .ok_or_else(|| {
             unavailable(format!(
-                "node {}: its agent has not reported yet",
+                "node {}: its agent reports no log certificate (it has not reported yet, or it \
+                 predates logs over TLS: replace the node to read them)",
                 query.node
             ))
         })?;
@@ -92,25 +108,36 @@ pub async fn read(
         ));
     }
     let file = query.file.map(|f| format!("/{f}")).unwrap_or_default();
-    let path = format!("/log{file}?tail={}", query.tail.unwrap_or(100));
+    let tail = query.tail.unwrap_or(100).min(MAX_TAIL);
+    let path = format!("/log{file}?tail={tail}");
     let (code, body) = fetch(&address, &pin, &node_log_key(&node.spec.token), &path)
         .await
         .map_err(|why| unavailable(format!("node {} at {address}: {why}", query.node)))?;
-    let code = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY);
-    if !code.is_success() {
-        let reason = if code == StatusCode::NOT_FOUND {
-            "NotFound"
-        } else {
-            "BadRequest"
-        };
-        return Err(status(code, reason, body.trim().to_string()));
+    // Only what the agent can mean is passed on: the VM is the tenant's, and so is what
+    // answers there (a 401 would tell the reader that their own credential failed).
+    match code {
+        200 => Ok((
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            body,
+        )
+            .into_response()),
+        400 => Err(status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            body.trim().into(),
+        )),
+        404 => Err(status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            body.trim().into(),
+        )),
+        other => Err(unavailable(format!(
+            "node {} at {address}: its agent answered {other}: {}",
+            query.node,
+            body.trim()
+        ))),
     }
-    Ok((
-        code,
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        body,
-    )
-        .into_response())
 }
 
 /// A script log's plain file name (what the agent serves): no separators, no way out of its

@@ -155,18 +155,22 @@ pub async fn observe(ctx: &Context, node: &ServiceNode) -> Result<Observed, Erro
     if idle {
         // Nothing will be done with the VMs: do not ask the cloud about them.
     } else if facts.deleting {
-        // Only a VM whose tags name this node is terminated: a recorded id that names another
-        // node's VM is left alone.
-        let mut live = match &facts.provider_id {
-            Some(p) => driver
+        // Only a VM whose tags name this node is terminated or orphaned: a recorded id that
+        // names another node's VM is forgotten here, and that VM left alone.
+        let mut live = Vec::new();
+        if let Some(p) = &facts.provider_id {
+            let found = driver
                 .get(vm_id(p))
                 .await
-                .map_err(|source| cloud_error("describe VM", node, source))?
-                .into_iter()
-                .filter(|vm| owns(node, vm))
-                .collect(),
-            None => Vec::new(),
-        };
+                .map_err(|source| cloud_error("describe VM", node, source))?;
+            match found {
+                Some(vm) if !owns(node, &vm) => {
+                    tracing::warn!(vm = %vm.id, "the deleted node's status names a VM it does not own: left alone");
+                    facts.provider_id = None;
+                }
+                found => live.extend(found),
+            }
+        }
         live.extend(tagged(node, driver.as_ref()).await?);
         facts.vms = live;
     } else if let Some(provider_id) = &facts.provider_id {
