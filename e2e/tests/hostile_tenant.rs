@@ -442,3 +442,39 @@ async fn an_administrators_cpsctl_logs_hands_no_credential_to_a_tenants_vm() {
         heard.len()
     );
 }
+
+/// A metered tenant asks for an instance type its Cloud does not price (it would cost 1 credit
+/// an hour, whatever it costs the provider): refused, naming the field, and no VM is made.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_metered_tenant_gets_no_vm_of_a_type_its_cloud_does_not_price() {
+    let env = env("hostile-prices-e2e", 143).await;
+    env.apply(
+        "apiVersion: conpaas.io/v1alpha1\nkind: Cloud\nmetadata: {name: priced}\n\
+         spec: {local: {}, prices: {small: 1, large: 4}}\n---\n\
+         apiVersion: conpaas.io/v1alpha1\nkind: CreditAccount\nmetadata: {name: credits}\n\
+         spec: {grant: 100}\n---\n\
+         apiVersion: conpaas.io/v1alpha1\nkind: Application\nmetadata: {name: demo}\n\
+         spec: {cloud: priced}\n---\n\
+         apiVersion: conpaas.io/v1alpha1\nkind: Service\nmetadata: {name: big}\n\
+         spec: {application: demo, type: helloworld, roles: [{name: node, count: 1, instanceType: x1.32xlarge}]}\n",
+    )
+    .await;
+    env.wait_service("big", "refused for its unpriced instance type", |s| {
+        s.status.as_ref().is_some_and(|st| {
+            conpaas_crds::v1alpha1::find_condition(&st.conditions, "Ready").is_some_and(|c| {
+                c.reason == "InstanceTypeNotPriced"
+                    && c.message
+                        .contains("spec.roles[node].instanceType \"x1.32xlarge\"")
+            })
+        })
+    })
+    .await;
+    assert!(env.nodes("big").await.is_empty(), "no node, so no VM");
+    // A priced type runs.
+    env.apply(
+        "apiVersion: conpaas.io/v1alpha1\nkind: Service\nmetadata: {name: big}\n\
+         spec: {application: demo, type: helloworld, roles: [{name: node, count: 1, instanceType: large}]}\n",
+    )
+    .await;
+    env.wait_ready("big", "node 1/1").await;
+}

@@ -193,12 +193,17 @@ impl Cloud {
         ))
     }
 
+    /// The instance type its VMs get when a role names none (EC2's `instanceType`).
+    pub fn default_instance_type(&self) -> Option<String> {
+        self.spec.ec2.as_ref().map(|e| e.instance_type.clone())
+    }
+
     /// Credits per VM-hour of one of its VMs: `prices` for the instance type (the node's, else
     /// the Cloud's default), 1 when it lists none.
     pub fn price(&self, instance_type: Option<&str>) -> i64 {
         let instance_type = instance_type
             .map(str::to_string)
-            .or_else(|| self.spec.ec2.as_ref().map(|e| e.instance_type.clone()));
+            .or_else(|| self.default_instance_type());
         instance_type
             .and_then(|t| self.spec.prices.get(&t).copied())
             .unwrap_or(1)

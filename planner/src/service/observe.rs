@@ -45,11 +45,21 @@ pub struct Observed {
     pub now: Timestamp,
 }
 
+/// The instance types a Cloud prices, and the type its VMs get when a role names none.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PricedTypes {
+    pub types: std::collections::BTreeSet<String>,
+    pub default_type: Option<String>,
+}
+
 /// What a Service's namespace (its tenant) may use now.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Tenancy {
     /// Clouds that do not admit the namespace, with why (`spec.allowedNamespaces`).
     pub refused_clouds: BTreeMap<String, String>,
+    /// In a metered namespace, the Clouds that list prices: the instance types they price and
+    /// their default type. Only priced types run there (an unlisted one would cost 1 credit).
+    pub priced: BTreeMap<String, PricedTypes>,
     /// Why the namespace's credits cannot pay for nodes, while they cannot.
     pub credits_exhausted: Option<String>,
     /// Credits left, when the namespace is metered.

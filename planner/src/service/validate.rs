@@ -129,6 +129,29 @@ pub fn validate(spec: &ServiceSpec, inputs: Inputs<'_>) -> Result<Desired, Probl
                 format!("spec.roles[{name}]: {why}"),
             ));
         }
+        if count > 0
+            && let Some(priced) = inputs.tenancy.priced.get(&cloud)
+        {
+            let asked = role_spec.and_then(|r| r.instance_type.clone());
+            let field = if asked.is_some() {
+                format!("spec.roles[{name}].instanceType")
+            } else {
+                format!("spec.roles[{name}]: Cloud {cloud:?}'s default instance type")
+            };
+            if let Some(unpriced) = asked
+                .or_else(|| priced.default_type.clone())
+                .filter(|t| !priced.types.contains(t))
+            {
+                return Err(Problem::new(
+                    "InstanceTypeNotPriced",
+                    format!(
+                        "{field} {unpriced:?} has no price on Cloud {cloud:?} (it prices: {}); \
+                         a metered namespace runs only priced types",
+                        priced.types.iter().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                ));
+            }
+        }
         if let Some(check) = spec.r#type.descriptor().check_count {
             check(spec, name, count).map_err(|r| Problem::new(r.reason, r.message))?;
         }
@@ -367,6 +390,27 @@ mod tests {
         let problem = with(&refused).unwrap_err();
         assert_eq!(problem.reason, "CloudNotAllowed");
         assert_eq!(problem.message, "spec.roles[node]: not for you");
+        // Metered, on a Cloud with prices: only priced instance types run.
+        let priced = Tenancy {
+            priced: BTreeMap::from([(
+                "local".into(),
+                crate::service::observe::PricedTypes {
+                    types: ["small".to_string()].into(),
+                    default_type: Some("small".into()),
+                },
+            )]),
+            ..Default::default()
+        };
+        assert!(with(&priced).is_ok(), "the default type is priced");
+        let large = spec(ServiceType::Helloworld, vec![role("node", 1, None)]);
+        let mut large = large;
+        large.roles[0].instance_type = Some("x1.32xlarge".into());
+        let problem = run_for(&large, Some("local"), &["local"], &priced).unwrap_err();
+        assert_eq!(problem.reason, "InstanceTypeNotPriced");
+        assert_eq!(
+            problem.message,
+            "spec.roles[node].instanceType \"x1.32xlarge\" has no price on Cloud \"local\" (it prices: small); a metered namespace runs only priced types"
+        );
         let broke = Tenancy {
             credits_exhausted: Some("out of credits".into()),
             ..Default::default()

@@ -165,8 +165,27 @@ fn tenancy(
         .filter_map(|c| Some((c.name_any(), c.admits(ns, &labels).err()?)))
         .collect();
     let account = ctx.caches.credit_account(ns);
+    let priced = match account {
+        None => Default::default(),
+        Some(_) => ctx
+            .caches
+            .clouds
+            .state()
+            .iter()
+            .filter_map(readable)
+            .filter(|c| !c.spec.prices.is_empty())
+            .map(|c| {
+                let priced = observe::PricedTypes {
+                    types: c.spec.prices.keys().cloned().collect(),
+                    default_type: c.default_instance_type(),
+                };
+                (c.name_any(), priced)
+            })
+            .collect(),
+    };
     let mut tenancy = observe::Tenancy {
         refused_clouds,
+        priced,
         credits_exhausted: account.as_ref().and_then(observe::exhausted),
         credit_hour: ctx.settings.credit_hour,
         ..Default::default()
