@@ -5,7 +5,8 @@
 //! Start brings them back. Every node's agent crashing in turn and started again while its
 //! redis-server runs (replicas 0: the only copy of its slots) loses no key nor acknowledged
 //! write. With a replica per master, a master's VM powered off fails over to its replica, and
-//! no write a replica acknowledged is lost.
+//! no write a replica acknowledged is lost. A Stop whose save the store refuses keeps the nodes
+//! and every key until the store takes it.
 
 mod common;
 
@@ -580,4 +581,71 @@ async fn a_master_powered_off_fails_over_to_its_replica_without_a_replicated_wri
         written.len()
     );
     delete_and_expect_nothing_running(&env, &["kv"]).await;
+}
+
+/// A Stop whose save the artifact store refuses (it takes no archive over 64 bytes): the
+/// Service says so (`SaveFailed`, with the store's answer) and keeps its nodes, and with them
+/// every key; once the store takes archives again the save is stored, the nodes go, and Start
+/// brings every key back.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stop_whose_save_the_store_refuses_keeps_the_nodes_and_every_key() {
+    let mut env = env_with(
+        "kvstore-refused-e2e",
+        144,
+        &[("CONPAAS_MAX_ARCHIVE_BYTES", "64")],
+    )
+    .await;
+    env.apply_cloud_and_app().await;
+    apply(&env, kvstore(3, "Running")).await.unwrap();
+    env.wait_ready("kv", "node 3/3").await;
+    let password = password(&env).await;
+    let client = cluster_client(&endpoint(&env).await, &password);
+    write_keys(&mut client.get_connection().unwrap());
+    let mut before: Vec<_> = env
+        .nodes("kv")
+        .await
+        .into_iter()
+        .map(|n| n.metadata.uid)
+        .collect();
+    before.sort();
+
+    apply(&env, kvstore(3, "Stopped")).await.unwrap();
+    let save_failed = |s: &conpaas_crds::v1alpha1::Service| {
+        s.status.as_ref().is_some_and(|st| {
+            conpaas_crds::v1alpha1::find_condition(&st.conditions, "Degraded").is_some_and(|c| {
+                c.status == "True" && c.reason == "SaveFailed" && c.message.contains("413")
+            })
+        })
+    };
+    env.wait_service("kv", "SaveFailed with the store's refusal", save_failed)
+        .await;
+    let kept = env.nodes("kv").await;
+    let mut after: Vec<_> = kept.iter().map(|n| n.metadata.uid.clone()).collect();
+    after.sort();
+    assert_eq!(after, before, "every node is kept");
+    assert!(kept.iter().all(|n| n.metadata.deletion_timestamp.is_none()));
+    let service = env.services().get("kv").await.unwrap();
+    assert!(
+        service.status.and_then(|s| s.saved_data).is_none(),
+        "nothing saved"
+    );
+
+    // The store takes archives again: the nodes' next try is stored, then they go.
+    env.controller.kill();
+    env.controller
+        .set_env("CONPAAS_MAX_ARCHIVE_BYTES", &(1u64 << 30).to_string());
+    env.controller.restart().unwrap();
+    env.wait_service("kv", "stopped with its data saved", |s| {
+        s.status.as_ref().is_some_and(|st| st.saved_data.is_some()) && !save_failed(s)
+    })
+    .await;
+    wait::until("no kvstore node left", LIMIT, || async {
+        Ok(env.nodes("kv").await.is_empty())
+    })
+    .await
+    .unwrap();
+    apply(&env, kvstore(3, "Running")).await.unwrap();
+    env.wait_ready("kv", "node 3/3").await;
+    let client = cluster_client(&endpoint(&env).await, &password);
+    check_keys(&mut client.get_connection().unwrap(), &[]).unwrap();
 }
