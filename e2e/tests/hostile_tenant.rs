@@ -9,7 +9,7 @@ mod common;
 use common::*;
 use conpaas_cloud::ComputeDriver as _;
 use conpaas_crds::v1alpha1::ServiceNode;
-use conpaas_e2e::tools::{helm, repo_root, run};
+use conpaas_e2e::tools::{repo_root, run};
 use conpaas_e2e::wait;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::{Client, Config, ResourceExt};
@@ -89,25 +89,7 @@ async fn a_hostile_tenant_reaches_nothing_of_another_tenant_through_its_node() {
 
     // Door 1: the node's own credential forges its status. The chart's policies (the
     // controller here runs as `admin`, so the policy exempts `admin`).
-    let rendered = run(
-        &helm(),
-        &[
-            "template",
-            "conpaas",
-            repo_root().join("charts/conpaas").to_str().unwrap(),
-            "--namespace",
-            "conpaas",
-            "--show-only",
-            "templates/admission.yaml",
-        ],
-        &env.cp.kubeconfig,
-        None,
-    )
-    .unwrap()
-    .ok()
-    .stdout
-    .replace("system:serviceaccount:conpaas:conpaas", "admin");
-    env.apply(&rendered).await;
+    env.apply_admission_policies().await;
     let node_account = acting_as(
         &env,
         &format!("system:serviceaccount:{}:{}", env.ns, own.name_any()),

@@ -9,7 +9,7 @@ mod common;
 
 use common::*;
 use conpaas_crds::v1alpha1::{CreditAccount, Service, ServiceNode};
-use conpaas_e2e::tools::{cpsctl, helm, repo_root, run};
+use conpaas_e2e::tools::{cpsctl, repo_root, run};
 use conpaas_e2e::wait;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, Config};
@@ -336,26 +336,8 @@ async fn tenants_use_their_namespace_and_reach_nothing_of_each_other() {
 async fn the_charts_admission_policies_refuse_hand_made_nodes_and_services_without_credits() {
     let env = env("admission-e2e", 54).await;
     env.apply_cloud_and_app().await;
-    // The chart's policies, rendered by helm; the controller here runs as `admin`.
-    let rendered = run(
-        &helm(),
-        &[
-            "template",
-            "conpaas",
-            repo_root().join("charts/conpaas").to_str().unwrap(),
-            "--namespace",
-            "conpaas",
-            "--show-only",
-            "templates/admission.yaml",
-        ],
-        &env.cp.kubeconfig,
-        None,
-    )
-    .unwrap()
-    .ok()
-    .stdout
-    .replace("system:serviceaccount:conpaas:conpaas", "admin");
-    env.apply(&rendered).await;
+    // The chart's policies; the controller here runs as `admin`.
+    env.apply_admission_policies().await;
 
     // Someone with every right but the controller's name cannot create a ServiceNode.
     let mut config = Config::from_custom_kubeconfig(

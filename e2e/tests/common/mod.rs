@@ -137,6 +137,31 @@ impl Env {
     }
 
     /// Applies the example's Cloud and Application, without its Service.
+    /// The chart's admission policies, rendered by helm, for a controller running as `admin`
+    /// (as the test's controller does): the policies exempt the controller's name.
+    pub async fn apply_admission_policies(&self) {
+        use conpaas_e2e::tools::{helm, repo_root, run};
+        let rendered = run(
+            &helm(),
+            &[
+                "template",
+                "conpaas",
+                repo_root().join("charts/conpaas").to_str().unwrap(),
+                "--namespace",
+                "conpaas",
+                "--show-only",
+                "templates/admission.yaml",
+            ],
+            &self.cp.kubeconfig,
+            None,
+        )
+        .unwrap()
+        .ok()
+        .stdout
+        .replace("system:serviceaccount:conpaas:conpaas", "admin");
+        self.apply(&rendered).await;
+    }
+
     pub async fn apply_cloud_and_app(&self) {
         self.apply(&EXAMPLE.split("---").take(2).collect::<Vec<_>>().join("---"))
             .await;
