@@ -402,8 +402,7 @@ mod tests {
             ..Default::default()
         };
         assert!(with(&priced).is_ok(), "the default type is priced");
-        let large = spec(ServiceType::Helloworld, vec![role("node", 1, None)]);
-        let mut large = large;
+        let mut large = spec(ServiceType::Helloworld, vec![role("node", 1, None)]);
         large.roles[0].instance_type = Some("x1.32xlarge".into());
         let problem = run_for(&large, Some("local"), &["local"], &priced).unwrap_err();
         assert_eq!(problem.reason, "InstanceTypeNotPriced");
