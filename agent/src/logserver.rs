@@ -199,13 +199,7 @@ fn answer(
     let Some(name) = path.strip_prefix("/log/") else {
         return ("404 Not Found", "try /log or /log/<script>.log\n".into());
     };
-    // Only plain file names of the script log folder: no separators, no way out of it.
-    if !name.ends_with(".log")
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_')
-        || name.starts_with('.')
-    {
+    if !conpaas_crds::code_api::is_plain_log_name(name) {
         return (
             "400 Bad Request",
             format!("{name:?} is not a log name like init.sh.log\n"),

@@ -43,6 +43,16 @@ pub fn logs_path(namespace: &str, service: &str) -> String {
     format!("/apis/{GROUP}/{VERSION}/namespaces/{namespace}/services/{service}/logs")
 }
 
+/// Whether `name` is a script log's plain file name (`run.sh.log`), the only kind the agents
+/// serve: no separators, no way out of the log folder, nothing that could end a request line.
+pub fn is_plain_log_name(name: &str) -> bool {
+    name.ends_with(".log")
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_')
+}
+
 /// What the controller shows an agent to read its logs: derived from the node's `spec.token`,
 /// which only the controller, the node and readers of the node's namespace know. It opens the
 /// logs of that node and nothing else.
@@ -103,4 +113,24 @@ pub fn status_message(body: &[u8]) -> String {
         .ok()
         .and_then(|v| v["message"].as_str().map(str::to_string))
         .unwrap_or_else(|| String::from_utf8_lossy(body).trim().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_log_names_are_served() {
+        assert!(is_plain_log_name("run.sh.log"));
+        for refused in [
+            "../token",
+            ".hidden.log",
+            "a b.log",
+            "x.log\r\nX: y",
+            "x.log?tail=1",
+            "run.sh",
+        ] {
+            assert!(!is_plain_log_name(refused), "{refused:?}");
+        }
+    }
 }

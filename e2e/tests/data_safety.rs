@@ -31,15 +31,6 @@ const NS_AGENT: &str = "data-safety-agent-e2e";
 const NS_GALERA: &str = "data-safety-galera-e2e";
 const TIMEOUT_SECONDS: i64 = 4;
 
-fn degraded(s: &conpaas_crds::v1alpha1::Service) -> (String, String) {
-    s.status
-        .as_ref()
-        .and_then(|st| find_condition(&st.conditions, "Degraded"))
-        .filter(|c| c.status == "True")
-        .map(|c| (c.reason.clone(), c.message.clone()))
-        .unwrap_or_default()
-}
-
 /// Once the lone node of Service `db` is Ready, a table `t` with rows 1, 2, 3 on it; the node.
 async fn rows_written(env: &Env) -> ServiceNode {
     env.wait_ready("db", "mysql 1/1, glb 0/0").await;
@@ -419,12 +410,7 @@ async fn a_galera_cluster_keeps_every_acknowledged_row_through_its_nodes_faults(
         .expect("node 2's agent");
     kill(Pid::from_raw(agent), Signal::SIGSTOP).unwrap();
     let _thaw = scopeguard(agent);
-    conpaas_e2e::wait::until("the frozen node replaced", LIMIT, || async {
-        let nodes = env.nodes("db").await;
-        Ok(nodes.len() == 3 && nodes.iter().all(|n| n.uid() != third.uid()))
-    })
-    .await
-    .unwrap();
+    env.wait_replaced("db", &third, 3).await.unwrap();
     env.wait_ready("db", ready).await;
     cells.push(("agent SIGSTOP past 3 timeouts", started.elapsed()));
 
@@ -436,12 +422,7 @@ async fn a_galera_cluster_keeps_every_acknowledged_row_through_its_nodes_faults(
         .power_off(&first.spec.token)
         .await
         .unwrap();
-    conpaas_e2e::wait::until("the first node replaced", LIMIT, || async {
-        let nodes = env.nodes("db").await;
-        Ok(nodes.len() == 3 && nodes.iter().all(|n| n.uid() != first.uid()))
-    })
-    .await
-    .unwrap();
+    env.wait_replaced("db", &first, 3).await.unwrap();
     env.wait_ready("db", ready).await;
     cells.push(("first node's VM powered off", started.elapsed()));
 

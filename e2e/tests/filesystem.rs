@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use conpaas_e2e::wait;
-use kube::ResourceExt;
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -581,12 +580,7 @@ async fn a_powered_off_manager_and_a_volume_change_are_replaced_node_by_node_wit
         .power_off(&first.spec.token)
         .await
         .unwrap();
-    let result = wait::until("storage node 0 replaced", LIMIT, || async {
-        let nodes = env.nodes("fs").await;
-        Ok(nodes.len() == 2 && nodes.iter().all(|n| n.uid() != first.uid()))
-    })
-    .await;
-    if let Err(e) = result {
+    if let Err(e) = env.wait_replaced("fs", &first, 2).await {
         let conditions: Vec<_> = env
             .nodes("fs")
             .await

@@ -546,12 +546,7 @@ async fn a_master_powered_off_fails_over_to_its_replica_without_a_replicated_wri
         .power_off(&first.spec.token)
         .await
         .unwrap();
-    let replaced = wait::until("the master's node replaced", LIMIT, || async {
-        let now = env.nodes("kv").await;
-        Ok(now.len() == 6 && now.iter().all(|n| n.metadata.uid != first.metadata.uid))
-    })
-    .await;
-    if let Err(e) = replaced {
+    if let Err(e) = env.wait_replaced("kv", first, 6).await {
         panic!("{e}\n{}", agents(&env).await);
     }
     env.wait_ready("kv", "node 6/6").await;
@@ -611,11 +606,8 @@ async fn a_stop_whose_save_the_store_refuses_keeps_the_nodes_and_every_key() {
 
     apply(&env, kvstore(3, "Stopped")).await.unwrap();
     let save_failed = |s: &conpaas_crds::v1alpha1::Service| {
-        s.status.as_ref().is_some_and(|st| {
-            conpaas_crds::v1alpha1::find_condition(&st.conditions, "Degraded").is_some_and(|c| {
-                c.status == "True" && c.reason == "SaveFailed" && c.message.contains("413")
-            })
-        })
+        let (reason, message) = degraded(s);
+        reason == "SaveFailed" && message.contains("413")
     };
     env.wait_service("kv", "SaveFailed with the store's refusal", save_failed)
         .await;

@@ -259,6 +259,24 @@ impl Env {
         out
     }
 
+    /// Waits until `service` has `count` nodes again, `gone` not among them (it was replaced).
+    pub async fn wait_replaced(
+        &self,
+        service: &str,
+        gone: &ServiceNode,
+        count: usize,
+    ) -> anyhow::Result<()> {
+        let what = format!(
+            "{} replaced",
+            gone.metadata.name.as_deref().unwrap_or_default()
+        );
+        wait::until(&what, LIMIT, || async {
+            let nodes = self.nodes(service).await;
+            Ok(nodes.len() == count && nodes.iter().all(|n| n.metadata.uid != gone.metadata.uid))
+        })
+        .await
+    }
+
     pub async fn wait_ready(&self, service: &str, ready: &str) {
         let api = self.services();
         let result = wait::until(
@@ -783,6 +801,17 @@ pub async fn api_get(client: &Client, path: &str) -> (u16, Vec<u8>) {
         .to_bytes()
         .to_vec();
     (status, body)
+}
+
+/// The reason and message of the Service's `Degraded` condition while it is True (empty
+/// strings otherwise).
+pub fn degraded(s: &Service) -> (String, String) {
+    s.status
+        .as_ref()
+        .and_then(|st| conpaas_crds::v1alpha1::find_condition(&st.conditions, "Degraded"))
+        .filter(|c| c.status == "True")
+        .map(|c| (c.reason.clone(), c.message.clone()))
+        .unwrap_or_default()
 }
 
 /// Status code and body of `GET /log` from the agent at `address` (over TLS, whatever its
