@@ -121,6 +121,21 @@ fn keys_on(address: &str, password: &str) -> u64 {
     redis::cmd("DBSIZE").query(&mut connection).unwrap()
 }
 
+/// A connection to the cluster, tried again for a while (a busy machine may reset the first).
+fn connected(client: &redis::cluster::ClusterClient) -> redis::cluster::ClusterConnection {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match client.get_connection() {
+            Ok(connection) => return connection,
+            Err(e) if Instant::now() < deadline => {
+                println!("connect to the cluster: {e}; trying again");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => panic!("connect to the cluster: {e}"),
+        }
+    }
+}
+
 /// Writes `w:<n>` = n for n = 0, 1, ... until told to stop, noting each acknowledged write; a
 /// failed write (a moment of CLUSTERDOWN while a slot moves) is counted and tried again.
 struct Writer {
@@ -146,11 +161,13 @@ impl Writer {
         let stop = Arc::new(AtomicBool::new(false));
         let acknowledged = Arc::new(Mutex::new(Vec::new()));
         let failures = Arc::new(AtomicU64::new(0));
+        // Connected before the caller goes on to its fault: a connection made while a node is
+        // being powered off can be reset, and the writer would then write nothing at all.
+        let mut connection = connected(&client);
         let thread = std::thread::spawn({
             let (stop, acknowledged, failures) =
                 (stop.clone(), acknowledged.clone(), failures.clone());
             move || {
-                let mut connection = client.get_connection().unwrap();
                 let mut n = first;
                 while !stop.load(Ordering::Relaxed) {
                     let key = format!("w:{n}");
