@@ -4,8 +4,12 @@
 //! sees half an archive; every read is checked against the digest again, so a corrupted object
 //! fails the download instead of reaching a node.
 //!
-//! Layout: `sha256/<hex>` for archives, `uploads/<uuid>` while one is being written.
+//! Layout: `sha256/<hex>` for archives, `uploads/<uuid>` while one is being written, and
+//! `holders/<hex>/<namespace>` (empty) for each namespace an archive was stored for. The store
+//! is shared by every tenant and an archive's name is only its digest: who may read an archive
+//! is who stored it (see [`Store::grant`]), not whoever learns the digest.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -29,6 +33,8 @@ pub enum Error {
     NotFound(String),
     #[error("{0:?} is not a sha256 (64 lowercase hex digits)")]
     BadDigest(String),
+    #[error("{0:?} is not a namespace name (a DNS label)")]
+    BadHolder(String),
     #[error("reading the upload: {0}")]
     Body(String),
     #[error("artifact store URL {url:?}: {reason}")]
@@ -70,6 +76,25 @@ fn archive_path(sha256: &str) -> Result<Path, Error> {
         return Err(Error::BadDigest(sha256.to_string()));
     }
     Ok(Path::from(format!("sha256/{sha256}")))
+}
+
+/// True for a DNS label (what a Kubernetes namespace's name is): no `/`, no `..`.
+fn is_dns_label(s: &str) -> bool {
+    (1..=63).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+fn holder_path(sha256: &str, namespace: &str) -> Result<Path, Error> {
+    if !is_sha256(sha256) {
+        return Err(Error::BadDigest(sha256.to_string()));
+    }
+    if !is_dns_label(namespace) {
+        return Err(Error::BadHolder(namespace.to_string()));
+    }
+    Ok(Path::from(format!("holders/{sha256}/{namespace}")))
 }
 
 impl Store {
@@ -242,12 +267,65 @@ impl Store {
         ))
     }
 
-    /// Removes an archive (absent is fine).
+    /// Removes an archive (absent is fine), and then the record of who holds it.
     pub async fn delete(&self, sha256: &str) -> Result<(), Error> {
-        match self.objects.delete(&archive_path(sha256)?).await {
+        self.remove(&archive_path(sha256)?).await?;
+        let prefix = Path::from(format!("holders/{sha256}"));
+        let holders: Vec<_> = self
+            .objects
+            .list(Some(&prefix))
+            .map(|meta| meta.map(|m| m.location))
+            .collect()
+            .await;
+        for location in holders {
+            self.remove(&location?).await?;
+        }
+        Ok(())
+    }
+
+    async fn remove(&self, location: &Path) -> Result<(), Error> {
+        match self.objects.delete(location).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Records that the archive was stored for `namespace` (an upload, a git version, the data
+    /// a node saved): that namespace may read it. Recording twice is fine.
+    pub async fn grant(&self, sha256: &str, namespace: &str) -> Result<(), Error> {
+        let location = holder_path(sha256, namespace)?;
+        self.objects
+            .put(&location, Bytes::new().into())
+            .await
+            .map(|_| ())
+            .map_err(Error::from)
+    }
+
+    /// Whether the archive was stored for `namespace`.
+    pub async fn held_by(&self, sha256: &str, namespace: &str) -> Result<bool, Error> {
+        match self.objects.head(&holder_path(sha256, namespace)?).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Every archive's holders (archives no one holds are absent): one listing.
+    pub async fn holders(&self) -> Result<BTreeMap<String, BTreeSet<String>>, Error> {
+        let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let mut entries = self.objects.list(Some(&Path::from("holders")));
+        while let Some(meta) = entries.next().await {
+            let meta = meta?;
+            let parts: Vec<_> = meta.location.parts().collect();
+            if let [_, sha256, namespace] = parts.as_slice()
+                && is_sha256(sha256.as_ref())
+            {
+                out.entry(sha256.as_ref().to_string())
+                    .or_default()
+                    .insert(namespace.as_ref().to_string());
+            }
+        }
+        Ok(out)
     }
 
     /// Every archive with its size and when it was written.

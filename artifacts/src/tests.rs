@@ -289,3 +289,34 @@ async fn an_archive_arrives_in_pieces_and_is_read_back_in_pieces() {
         vec![format!("sha256/{sha256}")]
     );
 }
+
+#[tokio::test]
+async fn an_archive_is_held_by_the_namespaces_it_was_stored_for_until_deleted() {
+    let (_dir, store) = folder_store();
+    let stored = store
+        .put(body(b"tenant a's code"), 1 << 20, None)
+        .await
+        .unwrap();
+    let sha = stored.sha256.as_str();
+    assert!(!store.held_by(sha, "tenant-a").await.unwrap());
+    store.grant(sha, "tenant-a").await.unwrap();
+    store.grant(sha, "tenant-a").await.unwrap();
+    assert!(store.held_by(sha, "tenant-a").await.unwrap());
+    assert!(!store.held_by(sha, "tenant-b").await.unwrap());
+    let holders = store.holders().await.unwrap();
+    assert_eq!(holders[sha], ["tenant-a".to_string()].into());
+    assert_eq!(
+        store.list().await.unwrap().len(),
+        1,
+        "holders are not archives"
+    );
+    for bad in ["../x", "Tenant", "", "a/b"] {
+        assert!(
+            matches!(store.grant(sha, bad).await, Err(Error::BadHolder(_))),
+            "{bad}"
+        );
+    }
+    store.delete(sha).await.unwrap();
+    assert!(!store.held_by(sha, "tenant-a").await.unwrap());
+    assert!(store.holders().await.unwrap().is_empty());
+}

@@ -261,6 +261,12 @@ async fn upload(
             }
         }
     };
+    // Only this namespace may read it back: another that learns the digest and names it gets
+    // nothing.
+    api.store
+        .grant(&stored.sha256, &namespace)
+        .await
+        .map_err(store_refusal)?;
     api.recent
         .note(&namespace, &stored.sha256, stored.size, api.gc_grace);
     let note = format!(
@@ -383,6 +389,14 @@ async fn list(
     };
     let mut archives = Vec::new();
     for sha256 in digests {
+        if !api
+            .store
+            .held_by(sha256, &namespace)
+            .await
+            .map_err(failed)?
+        {
+            continue;
+        }
         if let Some(found) = api.store.describe(sha256).await.map_err(failed)? {
             archives.push(Archive {
                 sha256: found.sha256,
@@ -415,9 +429,18 @@ async fn download(
     if !code && !node {
         may(&api, &caller, "update", &namespace, &service).await?;
     }
-    // The store is shared by every Service: an archive is served only under a Service that
-    // names it (a version, or the data it saved).
-    if !found.named_archives().any(|named| named == sha256) {
+    // The store is shared by every tenant: an archive is served only under a Service that
+    // names it (a version, or the data it saved), and only when it was stored for the
+    // Service's namespace (a digest learnt and written into a version reads nothing).
+    let held = found.named_archives().any(|named| named == sha256)
+        && api.store.held_by(&sha256, &namespace).await.map_err(|e| {
+            status(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalError",
+                e.to_string(),
+            )
+        })?;
+    if !held {
         return Err(status(
             StatusCode::NOT_FOUND,
             "NotFound",
