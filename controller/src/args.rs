@@ -117,6 +117,10 @@ pub struct Args {
         default_value_t = 600
     )]
     pub artifact_gc_interval_seconds: u64,
+    /// Non-public networks a git source may reach, comma-separated (`10.0.0.0/8,127.0.0.1/32`);
+    /// loopback, private, link-local (cloud metadata) and the like are refused otherwise
+    #[arg(long, env = "CONPAAS_GIT_ALLOWED_NETWORKS", default_value = "")]
+    pub git_allowed_networks: crate::git::destination::AllowedNetworks,
     /// Log as JSON lines instead of text
     #[arg(long, env = "CONPAAS_LOG_JSON")]
     pub log_json: bool,

@@ -187,6 +187,7 @@ async fn main() -> anyhow::Result<()> {
         git::Settings {
             cache_dir: args.local_config()?.state_dir.join("git"),
             max_archive_bytes: args.max_archive_bytes,
+            allowed_networks: args.git_allowed_networks.clone(),
         },
     );
     let code_api = tokio::spawn(serve_code_api(

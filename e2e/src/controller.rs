@@ -104,6 +104,9 @@ impl Controller {
                 self.code_api_address.to_string(),
             )
             .env("CONPAAS_CODE_API_EXTERNAL_NAME", "localhost")
+            // Git sources on this machine's loopback (the git e2e's daemon listens on
+            // 127.0.0.1); other non-public addresses stay refused, as in a cluster.
+            .env("CONPAAS_GIT_ALLOWED_NETWORKS", "127.0.0.1/32")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)

@@ -3,11 +3,14 @@
 //! before is fetched (only that commit), packed with `git archive` straight into the artifact
 //! store, and added to `spec.code.versions` as `git-<short sha>` with its commit and digest;
 //! with `autoActivate` it becomes the active version. A commit already stored (a force-push back
-//! to it) is not packed again. Failures (an unknown ref, an unreachable URL, an archive over the
-//! size limit) reach the Service as a Warning Event with git's own words and are retried with
+//! to it) is not packed again. Only public addresses are fetched from, unless an administrator
+//! allows a network ([`destination`]), and nothing fetched is kept once packed. Failures (an
+//! unknown ref, an unreachable URL, a refused address, a commit over the size limit) reach the
+//! Service as a Warning Event with git's own words (never the server's) and are retried with
 //! backoff; nothing is stored or activated by a failed attempt. Runs on the leader only: it
 //! writes the Service.
 
+pub mod destination;
 mod repo;
 pub mod versions;
 
@@ -26,13 +29,16 @@ use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 
-/// Where the git loop keeps its cache repositories, and how large an archive may be.
+/// Where the git loop fetches, how large a commit may be, and which non-public networks it
+/// may reach.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// One bare repository per Service (by uid) below this folder.
+    /// One scratch repository per Service (by uid) below this folder, removed after each look.
     pub cache_dir: PathBuf,
-    /// Archives larger than this are refused, as uploads are.
+    /// Archives (and fetched commits) larger than this are refused, as uploads are.
     pub max_archive_bytes: u64,
+    /// Networks an administrator allows besides public addresses.
+    pub allowed_networks: destination::AllowedNetworks,
 }
 
 /// The longest wait between attempts of a failing source.
@@ -48,6 +54,8 @@ struct Schedule {
 /// Looks at every Service's git source when it is due, for as long as the controller leads.
 pub async fn run(ctx: Arc<Context>, store: Store, settings: Settings) {
     let mut schedules: HashMap<String, Schedule> = HashMap::new();
+    // Scratch repositories a stopped controller left behind.
+    let _ = std::fs::remove_dir_all(&settings.cache_dir);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -146,11 +154,14 @@ async fn sync(
 ) -> Result<(), Failure> {
     let started = Instant::now();
     let code = service.spec.code.clone().unwrap_or_default();
-    let mut commit = repo::resolve(&git.url, &git.r#ref).await?;
+    let to = destination::check(&git.url, &settings.allowed_networks).await?;
+    let mut commit = repo::resolve(&to, &git.r#ref).await?;
     let mut stored = None;
     if versions::known(&code, &commit).is_none() {
-        let repo = repo::Repo::open(&settings.cache_dir.join(uid)).await?;
-        commit = repo.fetch(&git.url, &git.r#ref).await?;
+        let repo = repo::Repo::create(&settings.cache_dir.join(uid)).await?;
+        commit = repo
+            .fetch(&to, &git.r#ref, settings.max_archive_bytes)
+            .await?;
         if versions::known(&code, &commit).is_none() {
             let body = repo.archive(&commit)?;
             let archive = store
@@ -162,6 +173,11 @@ async fn sync(
                         versions::version_name(&commit)
                     )
                 })?;
+            let namespace = service.namespace().unwrap_or_default();
+            store
+                .grant(&archive.sha256, &namespace)
+                .await
+                .context("record the archive's namespace in the store")?;
             stored = Some(archive);
         }
     }

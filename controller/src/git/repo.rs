@@ -1,5 +1,5 @@
 //! The `git` commands behind a Service's git source: look a ref up, fetch one commit into a bare
-//! cache repository, and stream `git archive` of it. Only network transports are allowed
+//! scratch repository (at most a size limit), and stream `git archive` of it. Only network transports are allowed
 //! (`file://`, local paths and `ext::` would let a tenant read the controller's own disk), git
 //! never prompts for credentials, and every command has a deadline.
 
@@ -13,12 +13,49 @@ use futures::Stream;
 use tokio::process::Command;
 use tokio_util::io::ReaderStream;
 
+use super::destination::Checked;
+
 /// How long one ls-remote or fetch may take.
 const DEADLINE: Duration = Duration::from_secs(120);
 
-/// A bare repository holding what was fetched for one Service.
+/// A bare scratch repository holding one fetched commit of one Service; removed when dropped.
 pub struct Repo {
     dir: PathBuf,
+}
+
+impl Drop for Repo {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Kills a git command and the helpers in its process group, and reaps it.
+async fn stop(child: &mut tokio::process::Child) {
+    if let Some(pid) = child.id() {
+        let group = nix::unistd::Pid::from_raw(pid as i32);
+        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+    }
+    let _ = child.kill().await;
+}
+
+/// The bytes of the files below `dir` (what a fetch has written so far).
+async fn folder_size(dir: PathBuf) -> u64 {
+    fn walk(dir: &Path) -> u64 {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return 0;
+        };
+        entries
+            .flatten()
+            .map(|entry| match entry.file_type() {
+                Ok(t) if t.is_dir() => walk(&entry.path()),
+                Ok(_) => entry.metadata().map_or(0, |m| m.len()),
+                Err(_) => 0,
+            })
+            .sum()
+    }
+    tokio::task::spawn_blocking(move || walk(&dir))
+        .await
+        .unwrap_or(0)
 }
 
 /// `git` with the transports and settings every call shares.
@@ -40,12 +77,24 @@ fn git() -> Command {
         "http.lowSpeedLimit=1",
         "-c",
         "http.lowSpeedTime=30",
+        // A redirect would lead past the destination check (to a metadata address, say).
+        "-c",
+        "http.followRedirects=false",
     ])
     .env("GIT_TERMINAL_PROMPT", "0")
     .env("GIT_CONFIG_NOSYSTEM", "1")
     .env("GIT_CONFIG_GLOBAL", "/dev/null")
     .stdin(Stdio::null())
     .kill_on_drop(true);
+    cmd
+}
+
+/// `git` talking to `to`: connecting to the address that was checked.
+fn git_to(to: &Checked) -> Command {
+    let mut cmd = git();
+    if let Some(resolve) = &to.resolve {
+        cmd.arg("-c").arg(format!("http.curloptResolve={resolve}"));
+    }
     cmd
 }
 
@@ -56,20 +105,39 @@ async fn output(mut cmd: Command, what: &str) -> anyhow::Result<String> {
         .with_context(|| format!("{what}: no answer within {}s", DEADLINE.as_secs()))?
         .with_context(|| format!("{what}: run git (is it installed?)"))?;
     if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let said: Vec<&str> = stderr
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .collect();
-        let said = said.join("; ");
-        let said = said.trim_start_matches("fatal: ");
         bail!(
             "{what}: {}",
-            if said.is_empty() { "git failed" } else { said }
+            git_said(&String::from_utf8_lossy(&out.stderr))
         );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// How much of git's own words an error keeps.
+const SAID_CHARS: usize = 300;
+
+/// Git's words about a failure, without what the server sent: its `remote:` lines and the text
+/// of a `remote error` are the server's content, and an Event that echoed them would make a
+/// git source a way to read whatever answers at an address.
+fn git_said(stderr: &str) -> String {
+    let lines: Vec<String> = stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("remote:"))
+        .map(|l| match l.find("remote error:") {
+            Some(at) => format!("{}the server refused (its words are not shown)", &l[..at]),
+            None => l.to_string(),
+        })
+        .collect();
+    let said = lines.join("; ");
+    let said = said.trim_start_matches("fatal: ");
+    if said.is_empty() {
+        return "git failed".into();
+    }
+    match said.char_indices().nth(SAID_CHARS) {
+        Some((cut, _)) => format!("{}…", &said[..cut]),
+        None => said.to_string(),
+    }
 }
 
 /// Refuses what is not a network URL, whatever the schema let through.
@@ -97,12 +165,13 @@ fn check_url(url: &str) -> anyhow::Result<()> {
 
 /// The commit `reference` names at `url`: a branch, a tag (peeled to its commit), `HEAD` or a
 /// full ref name; a full commit id is taken as it is.
-pub async fn resolve(url: &str, reference: &str) -> anyhow::Result<String> {
+pub async fn resolve(to: &Checked, reference: &str) -> anyhow::Result<String> {
+    let url = to.url.as_str();
     check_url(url)?;
     if is_commit_id(reference) {
         return Ok(reference.to_string());
     }
-    let mut cmd = git();
+    let mut cmd = git_to(to);
     cmd.args(["ls-remote", "--", url, reference]);
     let listed = output(cmd, &format!("look up {reference} at {url}")).await?;
     pick(&listed, reference).with_context(|| format!("ref {reference} not found at {url}"))
@@ -133,36 +202,85 @@ fn pick(listed: &str, reference: &str) -> Option<String> {
 }
 
 impl Repo {
-    /// The cache repository in `dir`, made when missing.
-    pub async fn open(dir: &Path) -> anyhow::Result<Self> {
-        if !dir.join("HEAD").exists() {
-            tokio::fs::create_dir_all(dir)
-                .await
-                .with_context(|| format!("create {}", dir.display()))?;
-            let mut cmd = git();
-            cmd.arg("init").arg("--bare").arg("--quiet").arg(dir);
-            output(cmd, "make the git cache").await?;
+    /// A new, empty repository in `dir` (what was there before is removed): nothing fetched is
+    /// kept past one look, so the disk holds at most one commit at a time.
+    pub async fn create(dir: &Path) -> anyhow::Result<Self> {
+        match tokio::fs::remove_dir_all(dir).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("remove {}", dir.display())),
         }
+        tokio::fs::create_dir_all(dir)
+            .await
+            .with_context(|| format!("create {}", dir.display()))?;
+        let mut cmd = git();
+        cmd.arg("init").arg("--bare").arg("--quiet").arg(dir);
+        output(cmd, "make the git scratch repository").await?;
         Ok(Self {
             dir: dir.to_path_buf(),
         })
     }
 
-    /// Fetches `reference` (only its last commit) from `url`; returns the commit fetched, which
-    /// is newer than what [`resolve`] said when someone pushed in between.
-    pub async fn fetch(&self, url: &str, reference: &str) -> anyhow::Result<String> {
+    /// Fetches `reference` (only its last commit) from `to`, giving up once the repository
+    /// holds more than `limit` bytes; returns the commit fetched, which is newer than what
+    /// [`resolve`] said when someone pushed in between.
+    pub async fn fetch(&self, to: &Checked, reference: &str, limit: u64) -> anyhow::Result<String> {
+        let url = to.url.as_str();
         check_url(url)?;
-        let mut cmd = git();
-        cmd.arg("-C").arg(&self.dir).args([
-            "fetch",
-            "--quiet",
-            "--depth=1",
-            "--no-tags",
-            "--",
-            url,
-            reference,
-        ]);
-        output(cmd, &format!("fetch {reference} from {url}")).await?;
+        let what = format!("fetch {reference} from {url}");
+        let mut cmd = git_to(to);
+        cmd.arg("-C")
+            .arg(&self.dir)
+            .args([
+                "fetch",
+                "--quiet",
+                "--depth=1",
+                "--no-tags",
+                "--",
+                url,
+                reference,
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            // Its own group: git leaves the writing to helpers (index-pack), which a stop must
+            // reach too.
+            .process_group(0);
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("{what}: run git (is it installed?)"))?;
+        let stderr = child.stderr.take().expect("piped");
+        let said = tokio::spawn(async move {
+            let mut text = String::new();
+            let mut limited = tokio::io::AsyncReadExt::take(stderr, 64 << 10);
+            let _ = tokio::io::AsyncReadExt::read_to_string(&mut limited, &mut text).await;
+            text
+        });
+        let started = std::time::Instant::now();
+        let status = loop {
+            tokio::select! {
+                status = child.wait() => break status.with_context(|| format!("{what}: wait for git"))?,
+                () = tokio::time::sleep(Duration::from_millis(250)) => {}
+            }
+            if started.elapsed() > DEADLINE {
+                stop(&mut child).await;
+                bail!("{what}: no answer within {}s", DEADLINE.as_secs());
+            }
+            let size = folder_size(self.dir.clone()).await;
+            if size > limit {
+                stop(&mut child).await;
+                bail!(
+                    "{what}: stopped after {size} bytes: the commit is larger than the limit of {limit} bytes"
+                );
+            }
+        };
+        if !status.success() {
+            bail!("{what}: {}", git_said(&said.await.unwrap_or_default()));
+        }
+        // A fetch quicker than one look at its size is measured once it is done.
+        let size = folder_size(self.dir.clone()).await;
+        if size > limit {
+            bail!("{what}: {size} bytes: the commit is larger than the limit of {limit} bytes");
+        }
         let mut cmd = git();
         cmd.arg("-C")
             .arg(&self.dir)
@@ -223,6 +341,109 @@ mod tests {
         assert_eq!(pick(listed, "v1").unwrap(), "4".repeat(40));
         assert_eq!(pick(listed, "refs/tags/v1").unwrap(), "4".repeat(40));
         assert_eq!(pick(listed, "nope"), None);
+    }
+
+    #[test]
+    fn what_a_server_said_stays_out_of_the_error() {
+        let stderr = "remote: secret-token-from-metadata\n\
+                      fatal: remote error: access denied: ami-id instance-id\n";
+        let said = git_said(stderr);
+        assert_eq!(said, "the server refused (its words are not shown)");
+        assert!(!said.contains("secret") && !said.contains("ami-id"));
+        let long = format!("fatal: {}", "x".repeat(1000));
+        assert_eq!(git_said(&long).chars().count(), SAID_CHARS + 1);
+        assert_eq!(git_said(""), "git failed");
+        assert_eq!(
+            git_said("fatal: unable to access 'http://h/': Could not resolve host: h\n"),
+            "unable to access 'http://h/': Could not resolve host: h"
+        );
+    }
+
+    /// Runs git with `args` in `dir`, which must succeed.
+    fn run_git(dir: &Path, args: &[&str]) {
+        let ok = std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(["-c", "user.name=t", "-c", "user.email=t@conpaas.io"])
+            .args(args)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "git {args:?}");
+    }
+
+    #[tokio::test]
+    async fn a_fetch_past_the_size_limit_is_stopped_and_leaves_nothing() {
+        let base = tempfile::tempdir().unwrap();
+        let origin = base.path().join("app.git");
+        run_git(base.path(), &["init", "--quiet", "--bare", "app.git"]);
+        let work = base.path().join("work");
+        run_git(base.path(), &["clone", "--quiet", "app.git", "work"]);
+        // 4 MiB that do not compress.
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let noise: Vec<u8> = (0..4u32 << 20)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 32) as u8
+            })
+            .collect();
+        std::fs::write(work.join("big.bin"), noise).unwrap();
+        run_git(&work, &["add", "."]);
+        run_git(&work, &["commit", "--quiet", "-m", "big"]);
+        run_git(&work, &["push", "--quiet", "origin", "HEAD:main"]);
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let exec_path = std::process::Command::new("git")
+            .arg("--exec-path")
+            .output()
+            .unwrap();
+        let exec_path = String::from_utf8(exec_path.stdout).unwrap();
+        let mut daemon = std::process::Command::new(Path::new(exec_path.trim()).join("git-daemon"))
+            .args(["--reuseaddr", "--export-all", "--listen=127.0.0.1"])
+            .arg(format!("--port={port}"))
+            .arg(format!("--base-path={}", base.path().display()))
+            .arg(base.path())
+            .spawn()
+            .unwrap();
+        let to = Checked {
+            url: format!("git://127.0.0.1:{port}/app.git"),
+            resolve: None,
+        };
+        let mut listed = Err(anyhow::anyhow!("not asked"));
+        for _ in 0..50 {
+            listed = resolve(&to, "main").await;
+            if listed.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        listed.expect("the daemon serves the repository");
+        let scratch = base.path().join("scratch");
+        let repo = Repo::create(&scratch).await.unwrap();
+        let refused = repo
+            .fetch(&to, "main", 1 << 20)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            refused.contains("larger than the limit of 1048576 bytes"),
+            "{refused}"
+        );
+        drop(repo);
+        assert!(!scratch.exists(), "nothing fetched is kept");
+        let repo = Repo::create(&scratch).await.unwrap();
+        let fetched = repo.fetch(&to, "main", 64 << 20).await.unwrap();
+        assert_eq!(fetched.len(), 40);
+        drop(repo);
+        assert!(!scratch.exists(), "nothing fetched is kept");
+        let _ = daemon.kill();
+        let _ = daemon.wait();
+        drop(origin);
     }
 
     #[test]
