@@ -17,6 +17,7 @@ pub fn request(token: &str) -> CreateRequest {
         tags,
         user_data: format!("{{\"token\":\"{token}\"}}"),
         volume_gib: None,
+        size: None,
     }
 }
 

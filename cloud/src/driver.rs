@@ -30,6 +30,16 @@ pub struct CreateRequest {
     pub user_data: String,
     /// A data volume of this many GiB made with the VM and destroyed with it.
     pub volume_gib: Option<u32>,
+    /// What the VM may use of its host, for a cloud that sizes VMs itself (the local cloud,
+    /// with cgroup quotas); providers size VMs by `instance_type` and ignore it.
+    pub size: Option<VmSize>,
+}
+
+/// A VM's share of its host: CPU in thousandths of a core, memory in MiB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct VmSize {
+    pub millicpus: u32,
+    pub memory_mib: u32,
 }
 
 /// A VM as the cloud describes it.

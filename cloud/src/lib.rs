@@ -10,6 +10,8 @@
 mod driver;
 mod error;
 
+#[cfg(feature = "local")]
+mod cgroup;
 #[cfg(feature = "testing")]
 pub mod conformance;
 #[cfg(feature = "ec2")]
@@ -27,5 +29,5 @@ pub mod moto;
 #[cfg(feature = "opennebula")]
 pub mod opennebula;
 
-pub use driver::{ComputeDriver, CreateRequest, Tags, Vm, VmState};
+pub use driver::{ComputeDriver, CreateRequest, Tags, Vm, VmSize, VmState};
 pub use error::CloudError;

@@ -26,8 +26,9 @@ use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 use std::os::unix::process::CommandExt;
 
+use crate::cgroup;
 use crate::driver::{check_token, tags_match};
-use crate::{CloudError, ComputeDriver, CreateRequest, Tags, Vm, VmState};
+use crate::{CloudError, ComputeDriver, CreateRequest, Tags, Vm, VmSize, VmState};
 
 /// Environment variable through which a local VM's agent learns its own address.
 pub const ENV_VM_ADDRESS: &str = conpaas_crds::bootstrap::local_vm::ADDRESS;
@@ -72,6 +73,9 @@ struct Record {
     // The VM's data volume: `work/volume`, its size as asked.
     #[serde(default)]
     volume_gib: Option<u32>,
+    // Its instance type's share of the host (a cgroup), when the Cloud lists its types.
+    #[serde(default)]
+    size: Option<VmSize>,
     // 0 until the process is started: the record is written first, so a crash between the two
     // leaves a record to find, never an unrecorded process.
     pid: i32,
@@ -186,6 +190,7 @@ impl LocalCloud {
             tags: request.tags.clone(),
             instance_type: request.instance_type.clone(),
             volume_gib: request.volume_gib,
+            size: request.size,
             pid: 0,
             start_ticks: 0,
             created_unix_ms: SystemTime::now()
@@ -227,7 +232,23 @@ impl LocalCloud {
             .try_clone()
             .map_err(|e| io_error("open agent log", &log_path, e))?;
 
-        let mut command = Command::new(&self.config.agent_binary);
+        let mut command = match record.size {
+            None => Command::new(&self.config.agent_binary),
+            // A sized VM's first process joins its cgroup before it becomes the agent, so
+            // nothing of the VM ever runs unlimited.
+            Some(size) => {
+                let procs = cgroup::create(&id, size).map_err(CloudError::Unsupported)?;
+                let mut command = Command::new("/bin/sh");
+                command
+                    .args(["-c", cgroup::JOIN_AND_EXEC, "sh"])
+                    .args(procs)
+                    .arg(&self.config.agent_binary);
+                command
+            }
+        };
+        // A VM's environment is its own: nothing of the controller's (its KUBECONFIG, tokens,
+        // cloud keys) reaches a tenant's scripts.
+        command.env_clear().envs(vm_environment(&work));
         if let Some(gib) = record.volume_gib {
             let volume = work.join("volume");
             fs::create_dir_all(&volume)
@@ -287,6 +308,7 @@ impl LocalCloud {
             }
         }
         kill_recorded_groups(&self.vm_dir(id).join(PROCESS_GROUPS_FILE));
+        cgroup::kill_members(id);
         Ok(record)
     }
 
@@ -326,7 +348,36 @@ impl LocalCloud {
         }
         // And the daemons that left the group, even when the agent itself is gone already.
         kill_recorded_groups(&self.vm_dir(&record.id).join(PROCESS_GROUPS_FILE));
+        // A sized VM's cgroup holds whatever is left, however it got away.
+        cgroup::kill_members(&record.id);
     }
+}
+
+/// The variables a local VM's agent starts with, as a VM's init would give them: a search
+/// path, the locale, and a home in the VM's own folder. What the agent needs of its VM comes
+/// from its bootstrap and the `CONPAAS_VM_*` variables set beside these. `RUST_LOG` and the
+/// daemons' install locations (`SPARK_HOME`, `JAVA_HOME`) are the host's facts, not secrets.
+fn vm_environment(home: &Path) -> Vec<(String, std::ffi::OsString)> {
+    const PASSED: [&str; 6] = [
+        "LANG",
+        "LC_ALL",
+        "TZ",
+        "RUST_LOG",
+        "SPARK_HOME",
+        "JAVA_HOME",
+    ];
+    let path = std::env::var_os("PATH")
+        .unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    let mut vars = vec![
+        ("PATH".to_string(), path),
+        ("HOME".to_string(), home.as_os_str().to_owned()),
+    ];
+    for name in PASSED {
+        if let Some(value) = std::env::var_os(name) {
+            vars.push((name.to_string(), value));
+        }
+    }
+    vars
 }
 
 /// Kills the daemons the VM's agent recorded in `file` (`<pid> <start ticks>` a line), each with
@@ -402,6 +453,7 @@ impl ComputeDriver for LocalCloud {
             return Ok(());
         };
         self.stop(&record).await;
+        cgroup::remove(id);
         let dir = self.vm_dir(id);
         unmount_under(&dir);
         let logs = self.config.state_dir.join("logs");
@@ -415,6 +467,13 @@ impl ComputeDriver for LocalCloud {
             Err(e) => Err(io_error("remove VM folder", &dir, e)),
         }
     }
+}
+
+/// Kills what is left of VM `id` in its cgroup and removes the cgroup: for a harness that
+/// stops its VMs without the cloud's delete.
+pub fn release_cgroup(id: &str) {
+    cgroup::kill_members(id);
+    cgroup::remove(id);
 }
 
 /// Detaches what a VM's daemons mounted inside its folder (a filesystem client killed with the
@@ -499,7 +558,7 @@ mod tests {
         let path = dir.join("fake-agent");
         fs::write(
             &path,
-            "#!/bin/sh\necho \"$CONPAAS_VM_ADDRESS\" > address\necho \"$CONPAAS_VOLUME_DIR\" > volume-dir\nsleep 600\n",
+            "#!/bin/sh\necho \"$CONPAAS_VM_ADDRESS\" > address\necho \"$CONPAAS_VOLUME_DIR\" > volume-dir\nenv > environment\nsleep 600\n",
         )
         .unwrap();
         fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
@@ -519,6 +578,72 @@ mod tests {
     async fn passes_the_conformance_suite() {
         let dir = tempfile::tempdir().unwrap();
         crate::conformance::run(&cloud(dir.path())).await;
+    }
+
+    #[tokio::test]
+    async fn a_vm_starts_with_its_own_environment_and_within_its_instance_types_share() {
+        let dir = tempfile::tempdir().unwrap();
+        let cloud = cloud(dir.path());
+        let size = VmSize {
+            millicpus: 250,
+            memory_mib: 96,
+        };
+        let vm = cloud
+            .create(&CreateRequest {
+                size: Some(size),
+                ..crate::conformance::request("sized-1")
+            })
+            .await
+            .unwrap();
+        let work = cloud.vm_dir(&vm.id).join("work");
+        let environment = work.join("environment");
+        for _ in 0..100 {
+            if fs::read_to_string(&environment).is_ok_and(|e| e.contains("HOME=")) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let environment = fs::read_to_string(&environment).unwrap();
+        // The test runs with cargo's variables; the VM gets none of its starter's.
+        assert!(std::env::var_os("CARGO_MANIFEST_DIR").is_some());
+        assert!(!environment.contains("CARGO"), "{environment}");
+        assert!(
+            environment.contains(&format!("HOME={}", work.display())),
+            "{environment}"
+        );
+        assert!(environment.contains("CONPAAS_VM_ADDRESS="), "{environment}");
+        // The agent and what it starts are in the VM's cgroup, with the type's quota.
+        let record = cloud.read_record(&vm.id).unwrap().unwrap();
+        let members = cgroup::members(&vm.id);
+        assert!(members.contains(&record.pid), "{members:?}");
+        assert!(members.len() >= 2, "the agent's children too: {members:?}");
+        let cpu = Path::new("/sys/fs/cgroup/cpu/conpaas-local").join(&vm.id);
+        let memory = Path::new("/sys/fs/cgroup/memory/conpaas-local").join(&vm.id);
+        let read = |p: PathBuf| fs::read_to_string(p).unwrap().trim().to_string();
+        assert_eq!(read(cpu.join("cpu.cfs_quota_us")), "25000");
+        assert_eq!(
+            read(memory.join("memory.limit_in_bytes")),
+            (96u64 << 20).to_string()
+        );
+        // A new boot keeps the share.
+        cloud.power_cycle(&vm.id).await.unwrap();
+        let record = cloud.read_record(&vm.id).unwrap().unwrap();
+        for _ in 0..100 {
+            if cgroup::members(&vm.id).contains(&record.pid) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(cgroup::members(&vm.id).contains(&record.pid));
+        cloud.delete(&vm.id).await.unwrap();
+        assert!(
+            !cpu.exists() && !memory.exists(),
+            "the cgroup goes with the VM"
+        );
+        assert_eq!(
+            process_state(record.pid, record.start_ticks),
+            ProcessState::Gone
+        );
     }
 
     #[tokio::test]
@@ -623,6 +748,7 @@ mod tests {
             tags: request.tags.clone(),
             instance_type: None,
             volume_gib: None,
+            size: None,
             pid: 0,
             start_ticks: 0,
             created_unix_ms: 0,

@@ -104,7 +104,16 @@ impl DriverRegistry for Drivers {
     async fn driver(&self, cloud: &Cloud) -> Result<Arc<dyn ComputeDriver>, String> {
         let generation = cloud.metadata.generation.unwrap_or(0);
         match cloud.spec.provider() {
-            Some("local") => Ok(self.local.clone()),
+            Some("local") => match cloud.spec.local.as_ref() {
+                Some(local) if !local.instance_types.is_empty() => {
+                    Ok(Arc::new(crate::sized_local::SizedLocal {
+                        inner: self.local.clone(),
+                        cloud: cloud.name_any(),
+                        types: local.instance_types.clone(),
+                    }))
+                }
+                _ => Ok(self.local.clone()),
+            },
             #[cfg(feature = "opennebula")]
             Some("opennebula") => {
                 use conpaas_cloud::opennebula::{OpenNebula, OpenNebulaConfig};

@@ -12,6 +12,7 @@ mod git;
 mod http;
 mod leader;
 mod loops;
+mod sized_local;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;

@@ -188,6 +188,8 @@ impl Drop for Controller {
             );
             // Volume mounts of linked filesystems, whose clients were just killed.
             conpaas_cloud::local::unmount_under(&vm.path());
+            // A sized VM's cgroup, with whatever is left in it.
+            conpaas_cloud::local::release_cgroup(&vm.file_name().to_string_lossy());
         }
     }
 }

@@ -157,6 +157,7 @@ async fn orphans_are_swept_and_foreign_vms_are_never_touched() {
             )]),
             user_data: String::new(),
             volume_gib: None,
+            size: None,
         })
         .await
         .unwrap();

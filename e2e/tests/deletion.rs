@@ -220,6 +220,7 @@ async fn stray_vm(env: &Env, namespace: &str, subnet: u8) -> String {
             ]),
             user_data: "{}".into(),
             volume_gib: None,
+            size: None,
         })
         .await
         .unwrap();

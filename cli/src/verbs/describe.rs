@@ -79,12 +79,12 @@ pub async fn describe(
     Ok(())
 }
 
-/// A node's price in credits per VM-hour ([`Cloud::price`]); 1 when its Cloud is gone.
+/// A node's price in credits per VM-hour ([`Cloud::node_price`]); 1 when its Cloud is gone.
 fn price(clouds: &[Cloud], node: &ServiceNode) -> i64 {
     clouds
         .iter()
         .find(|c| c.name_any() == node.spec.cloud)
-        .map_or(1, |c| c.price(node.spec.instance_type.as_deref()))
+        .map_or(1, |c| c.node_price(node))
 }
 
 /// VM-hours a node has used so far: each started hour counts, as ConPaaS charged.

@@ -55,7 +55,9 @@ pub struct CloudSpec {
     /// label `kubernetes.io/metadata.name`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed_namespaces: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>,
-    /// Credits per VM-hour by instance type (1 credit = 1 VM-hour when a type is not listed).
+    /// Credits per VM-hour by instance type (1 credit = 1 VM-hour when a type is not listed),
+    /// and under the key `volumeGiB` the credits per GiB-hour of a node's data volume (none when
+    /// absent), charged with the VM's hours in the same ledger.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     #[schemars(extend("maxProperties" = 256, "additionalProperties" = {"type": "integer", "minimum": 0}))]
     pub prices: std::collections::BTreeMap<String, i64>,
@@ -80,12 +82,37 @@ pub struct CredentialsRef {
     pub name: String,
 }
 
-/// Settings of the local cloud. It has none yet; `{}` selects it.
+/// Settings of the local cloud; `{}` selects it.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
-// Without properties the API server would keep any key here; say plainly that none is taken.
-#[schemars(extend("maxProperties" = 0))]
-pub struct LocalCloud {}
+pub struct LocalCloud {
+    /// The instance types it offers, by name: what a VM of each may use of the host, enforced
+    /// by the kernel (cgroup quotas) over the VM's agent and every daemon it starts. When any
+    /// are listed, a role naming another type is refused by the cloud; a role naming none runs
+    /// unlimited.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64))]
+    pub instance_types: std::collections::BTreeMap<String, LocalInstanceType>,
+}
+
+/// What one local instance type gives a VM.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct LocalInstanceType {
+    /// CPU cores; a fraction is a share of one (0.5: half a core's time).
+    #[schemars(range(min = 0.01, max = 1024.0))]
+    pub cpus: f64,
+    /// Memory in MiB; a VM that needs more has a process killed, as on a real VM.
+    #[serde(rename = "memoryMiB")]
+    #[schemars(range(min = 16, max = 4194304))]
+    pub memory_mib: u32,
+}
+
+impl LocalInstanceType {
+    /// Thousandths of a core.
+    pub fn millicpus(&self) -> u32 {
+        (self.cpus * 1000.0).round().clamp(1.0, f64::from(u32::MAX)) as u32
+    }
+}
 
 /// Settings of an EC2 cloud.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
@@ -198,14 +225,60 @@ impl Cloud {
         self.spec.ec2.as_ref().map(|e| e.instance_type.clone())
     }
 
-    /// Credits per VM-hour of one of its VMs: `prices` for the instance type (the node's, else
-    /// the Cloud's default), 1 when it lists none.
-    pub fn price(&self, instance_type: Option<&str>) -> i64 {
+    /// Credits per VM-hour of one of its VMs with a data volume of `volume_gib`: `prices` for
+    /// the instance type (the node's, else the Cloud's default), 1 when it lists none, plus
+    /// `prices.volumeGiB` for each GiB of the volume.
+    pub fn price(&self, instance_type: Option<&str>, volume_gib: Option<i64>) -> i64 {
         let instance_type = instance_type
             .map(str::to_string)
             .or_else(|| self.default_instance_type());
-        instance_type
+        let vm = instance_type
+            .filter(|t| t != VOLUME_GIB_PRICE)
             .and_then(|t| self.spec.prices.get(&t).copied())
-            .unwrap_or(1)
+            .unwrap_or(1);
+        let per_gib = self.spec.prices.get(VOLUME_GIB_PRICE).copied().unwrap_or(0);
+        vm.saturating_add(per_gib.saturating_mul(volume_gib.unwrap_or(0).max(0)))
+    }
+
+    /// Credits per VM-hour of `node`'s VM and data volume on this Cloud.
+    pub fn node_price(&self, node: &super::ServiceNode) -> i64 {
+        let volume = node.spec.volume.as_ref().map(|v| i64::from(v.size_gib));
+        self.price(node.spec.instance_type.as_deref(), volume)
+    }
+
+    /// The instance types `prices` lists (not the volume's price).
+    pub fn priced_types(&self) -> impl Iterator<Item = &String> {
+        self.spec.prices.keys().filter(|k| *k != VOLUME_GIB_PRICE)
+    }
+}
+
+/// The key of `Cloud.spec.prices` that prices a GiB-hour of data volume.
+pub const VOLUME_GIB_PRICE: &str = "volumeGiB";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_costs_its_types_price_and_its_volumes_gib_hours() {
+        let cloud = Cloud::new(
+            "priced",
+            CloudSpec {
+                local: Some(LocalCloud::default()),
+                prices: [("small".to_string(), 2), (VOLUME_GIB_PRICE.to_string(), 3)].into(),
+                ..Default::default()
+            },
+        );
+        assert_eq!(cloud.price(Some("small"), None), 2);
+        assert_eq!(cloud.price(Some("small"), Some(10)), 2 + 30);
+        assert_eq!(cloud.price(Some("unlisted"), Some(1)), 1 + 3);
+        assert_eq!(
+            cloud.price(Some(VOLUME_GIB_PRICE), None),
+            1,
+            "not an instance type"
+        );
+        assert_eq!(cloud.priced_types().collect::<Vec<_>>(), ["small"]);
+        let unpriced_volumes = Cloud::new("plain", CloudSpec::default());
+        assert_eq!(unpriced_volumes.price(None, Some(100)), 1);
     }
 }

@@ -89,7 +89,7 @@ fn metered(ctx: &Context, node: &ServiceNode) -> Option<MeteredNode> {
     let price = ctx
         .caches
         .cloud(&node.spec.cloud)
-        .map_or(1, |c| c.price(node.spec.instance_type.as_deref()));
+        .map_or(1, |c| c.node_price(node));
     Some(MeteredNode {
         uid: meta.uid.clone()?,
         name: node.name_any(),

@@ -176,7 +176,7 @@ fn tenancy(
             .filter(|c| !c.spec.prices.is_empty())
             .map(|c| {
                 let priced = observe::PricedTypes {
-                    types: c.spec.prices.keys().cloned().collect(),
+                    types: c.priced_types().cloned().collect(),
                     default_type: c.default_instance_type(),
                 };
                 (c.name_any(), priced)

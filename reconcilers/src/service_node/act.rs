@@ -191,6 +191,7 @@ async fn create_vm(
         tags: ownership_tags(node),
         user_data: serde_json::to_string(&bootstrap).expect("the bootstrap serialises"),
         volume_gib: node.spec.volume.as_ref().map(|v| v.size_gib.max(1) as u32),
+        size: None,
     };
     driver
         .create(&request)
