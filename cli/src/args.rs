@@ -329,7 +329,8 @@ pub enum Verb {
 pub enum TenantVerb {
     /// Make (or update) a tenant: namespace NAME labelled `conpaas.io/tenant`, a RoleBinding
     /// `conpaas-tenant` giving its users the namespace's edit role (ConPaaS' own roles aggregate
-    /// into it), and its CreditAccount `credits`
+    /// into it), a RoleBinding `conpaas-controller` giving the controller what it does inside
+    /// the namespace (Secrets, its agents' tokens), and its CreditAccount `credits`
     Create {
         /// The tenant, and its namespace
         name: String,
@@ -349,6 +350,10 @@ pub enum TenantVerb {
         /// Lifetime of that kubeconfig's token, in hours
         #[arg(long, default_value_t = 720)]
         token_hours: i64,
+        /// The controller's ServiceAccount as NAMESPACE/NAME (the chart's release namespace and
+        /// full name); it is bound to the ClusterRole `<NAME>-namespace` in the tenant's namespace
+        #[arg(long, default_value = "conpaas/conpaas", value_name = "NAMESPACE/NAME")]
+        controller: String,
     },
     /// Set a tenant's grant (raising it brings back what stopped when its credits ran out)
     Grant {

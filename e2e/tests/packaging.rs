@@ -5,6 +5,8 @@
 
 mod common;
 
+use std::collections::BTreeMap;
+
 use conpaas_e2e::tools::{Ran, helm, kubectl, repo_root, run};
 use conpaas_e2e::{ControlPlane, Controller, wait};
 use k8s_openapi::api::authentication::v1::TokenRequest;
@@ -182,6 +184,99 @@ async fn controller_token(client: &kube::Client) -> String {
         .token
 }
 
+/// What `kubectl auth can-i --list` says the controller's ServiceAccount may do in `namespace`:
+/// `resource[names]` and its verbs (the discovery and self-review rules every account has are
+/// left out).
+fn can_i(cp: &ControlPlane, namespace: &str) -> BTreeMap<String, String> {
+    let listed = kubectl_run(
+        cp,
+        &[
+            "auth",
+            "can-i",
+            "--list",
+            "-n",
+            namespace,
+            "--as",
+            "system:serviceaccount:conpaas:conpaas",
+        ],
+        None,
+    )
+    .ok()
+    .stdout;
+    listed
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let columns: Vec<&str> = line.split_whitespace().collect();
+            let [resource, urls, names, verbs @ ..] = columns.as_slice() else {
+                return None;
+            };
+            // Rules over URLs (discovery, health) come with no resource: their first column is
+            // the URL list.
+            let own =
+                *urls == "[]" && !resource.starts_with('[') && !resource.starts_with("selfsubject");
+            own.then(|| {
+                let names = if *names == "[]" {
+                    String::new()
+                } else {
+                    names.to_string()
+                };
+                (format!("{resource}{names}"), verbs.join(" "))
+            })
+        })
+        .collect()
+}
+
+/// The controller's reach, as the README writes it down: cluster-wide, ConPaaS' own resources
+/// and what its nodes need; Secrets and token minting only in a tenant's namespace.
+fn controller_may_do_what_the_readme_lists(cp: &ControlPlane) {
+    let all = "[get list watch create update patch delete]";
+    let everywhere = BTreeMap::from([
+        ("applications.conpaas.io", all),
+        ("applications.conpaas.io/status", "[get update patch]"),
+        (
+            "apiservices.apiregistration.k8s.io[v1alpha1.code.conpaas.io]",
+            "[get patch update]",
+        ),
+        ("clouds.conpaas.io", all),
+        ("clouds.conpaas.io/status", "[get update patch]"),
+        ("configmaps", "[get list watch]"),
+        ("creditaccounts.conpaas.io", "[get list watch]"),
+        ("creditaccounts.conpaas.io/status", "[get update]"),
+        ("events", "[create patch update]"),
+        ("events.events.k8s.io", "[create patch update]"),
+        ("leases.coordination.k8s.io", all),
+        ("namespaces", "[get list watch]"),
+        ("rolebindings.rbac.authorization.k8s.io", all),
+        ("roles.rbac.authorization.k8s.io", all),
+        ("serviceaccounts", all),
+        ("servicenodes.conpaas.io", all),
+        ("servicenodes.conpaas.io/status", "[get update patch]"),
+        ("services.code.conpaas.io/archives", "[get create]"),
+        ("services.conpaas.io", all),
+        ("services.conpaas.io/status", "[get update patch]"),
+        ("subjectaccessreviews.authorization.k8s.io", "[create]"),
+    ]);
+    let listed = |map: &BTreeMap<&str, &str>| -> BTreeMap<String, String> {
+        map.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    assert_eq!(
+        can_i(cp, "kube-system"),
+        listed(&everywhere),
+        "beyond a tenant's namespace"
+    );
+    let mut tenant = everywhere.clone();
+    tenant.insert("secrets", "[get create]");
+    tenant.insert("serviceaccounts/token", "[create]");
+    assert_eq!(
+        can_i(cp, "demo"),
+        listed(&tenant),
+        "in a tenant's namespace"
+    );
+}
+
 #[tokio::test]
 async fn installed_from_install_yaml_the_controller_runs_with_its_rbac_and_kubectl_works() {
     let cp = ControlPlane::start().await.expect("control plane");
@@ -219,7 +314,11 @@ async fn installed_from_install_yaml_the_controller_runs_with_its_rbac_and_kubec
     )
     .unwrap();
 
-    kubectl_run(&cp, &["create", "namespace", "demo"], None).ok();
+    // A tenant's namespace, as administrators make one: cpsctl binds the controller in it.
+    let tenant = ["tenant", "create", "demo", "--credits", "1000"];
+    run(&conpaas_e2e::tools::cpsctl(), &tenant, &cp.kubeconfig, None)
+        .unwrap()
+        .ok();
     let example = common::EXAMPLE.replace("namespace: default", "namespace: demo");
     let example_file = cp.dir().join("helloworld.yaml");
     std::fs::write(&example_file, &example).unwrap();
@@ -245,6 +344,7 @@ async fn installed_from_install_yaml_the_controller_runs_with_its_rbac_and_kubec
         "the chart's RBAC lacks a permission:\n{}",
         controller.log()
     );
+    controller_may_do_what_the_readme_lists(&cp);
 
     // The controller never writes into spec: after converging, kubectl diff is empty.
     let diff = kubectl_run(&cp, &["diff", "-f", &file], None);

@@ -145,6 +145,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             credits,
             kubeconfig_out,
             token_hours,
+            controller,
         }) => {
             let people = tenant::People { users, groups };
             tenant::create(
@@ -155,7 +156,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 kubeconfig_out.as_deref(),
                 token_hours,
             )
-            .await?
+            .await?;
+            tenant::bind_controller(&s, &name, &controller).await?
         }
         Verb::Tenant(TenantVerb::Grant { name, credits }) => {
             tenant::grant(&s, &name, credits).await?

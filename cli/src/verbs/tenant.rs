@@ -1,6 +1,6 @@
 //! Tenants and credits. `cpsctl tenant create` (for administrators) makes a tenant's namespace,
-//! the RoleBinding that lets its users edit it (ConPaaS' roles aggregate into `edit`) and its
-//! credit account, and can hand out a kubeconfig for a ServiceAccount of the tenant, as ConPaaS'
+//! the RoleBinding that lets its users edit it (ConPaaS' roles aggregate into `edit`), the one
+//! that lets the controller act in it, and its credit account, and can hand out a kubeconfig for a ServiceAccount of the tenant, as ConPaaS'
 //! `getcerts` handed out certificates. `cpsctl credits` shows what a namespace has left.
 
 use std::path::Path;
@@ -126,6 +126,40 @@ pub async fn create(
             path.display()
         );
     }
+    Ok(())
+}
+
+/// The RoleBinding that lets the controller act inside a tenant's namespace.
+const CONTROLLER_BINDING: &str = "conpaas-controller";
+
+/// Binds the controller's ServiceAccount (`NAMESPACE/NAME`) to the chart's ClusterRole
+/// `<NAME>-namespace` in the tenant's namespace: the controller holds Secrets and mints its
+/// agents' tokens only where such a binding is.
+pub async fn bind_controller(s: &Session, tenant: &str, controller: &str) -> anyhow::Result<()> {
+    let (namespace, account) = controller
+        .split_once('/')
+        .filter(|(ns, name)| !ns.is_empty() && !name.is_empty())
+        .with_context(|| {
+            format!("--controller {controller:?}: expected NAMESPACE/NAME, like conpaas/conpaas")
+        })?;
+    let binding = json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": CONTROLLER_BINDING, "namespace": tenant},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                    "name": format!("{account}-namespace")},
+        "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": namespace}],
+    });
+    Api::<RoleBinding>::namespaced(s.client.clone(), tenant)
+        .patch(
+            CONTROLLER_BINDING,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&binding),
+        )
+        .await
+        .with_context(|| format!("create RoleBinding {tenant}/{CONTROLLER_BINDING}"))?;
+    println!(
+        "tenant/{tenant}: the controller ({namespace}/{account}) may act in it (ClusterRole {account}-namespace)"
+    );
     Ok(())
 }
 

@@ -98,10 +98,11 @@ async fn apply(ctx: &Context, node: &ServiceNode) -> Result<(), Error> {
         metadata: meta.clone(),
         rules: Some(rules(node)),
     };
-    Api::<Role>::namespaced(ctx.client.clone(), &ns)
+    let applied = Api::<Role>::namespaced(ctx.client.clone(), &ns)
         .patch(&name, &pp, &Patch::Apply(with_type(&role)))
-        .await
-        .ctx("apply role", &object)?;
+        .await;
+    let operation = unless_unbound(&applied, "apply role");
+    applied.ctx(operation, &object)?;
 
     let binding = RoleBinding {
         metadata: meta.clone(),
@@ -247,12 +248,25 @@ async fn mint(ctx: &Context, node: &ServiceNode) -> Result<String, Error> {
     };
     let answer = Api::<ServiceAccount>::namespaced(ctx.client.clone(), &ns)
         .create_token_request(&node.name_any(), &PostParams::default(), &request)
-        .await
-        .ctx("request token", format!("{ns}/{}", node.name_any()))?;
+        .await;
+    let operation = unless_unbound(&answer, "request token");
+    let answer = answer.ctx(operation, format!("{ns}/{}", node.name_any()))?;
     answer
         .status
         .map(|s| s.token)
         .ok_or(Error::MissingField("token request status"))
+}
+
+/// `operation`, or when the API server refused it, what the refusal most likely means: the
+/// controller holds Secrets and mints tokens only in namespaces it is bound in (the chart's
+/// ClusterRole `<name>-namespace`), and this one is not.
+fn unless_unbound<T>(result: &Result<T, kube::Error>, operation: &'static str) -> &'static str {
+    match result {
+        Err(kube::Error::Api(status)) if status.code == 403 => {
+            "act in this namespace (the controller holds Secrets and mints its agents' tokens only in namespaces bound to it: `cpsctl tenant create <namespace>`, or the chart's `namespaces` value)"
+        }
+        _ => operation,
+    }
 }
 
 /// Deletes the node's Lease, ServiceAccount, Role and RoleBinding (owner references would too, where a
