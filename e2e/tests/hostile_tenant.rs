@@ -2,7 +2,7 @@
 //! a node's own credential (which the tenant holds: it is on the tenant's VM, and `edit` may
 //! impersonate the namespace's ServiceAccounts) writing another tenant's VM id and an address of
 //! its choosing into its node's status; and, were such a status written anyway, the controller
-//! adopting or terminating the VM it names.
+//! adopting or terminating the VM it names (it records the node's own VM again instead).
 
 mod common;
 
@@ -167,21 +167,18 @@ async fn a_hostile_tenant_reaches_nothing_of_another_tenant_through_its_node() {
     .await
     .unwrap();
     env.poke_and_wait_reconciled(&ours, &own.name_any()).await;
-    wait::until("the foreign VM refused", LIMIT, || async {
+    env.wait_event_where(&env.ns, "VmNotOwned", |e| {
+        e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(own.name_any().as_str())
+            && e.note.as_deref().is_some_and(|n| n.contains(OTHER))
+    })
+    .await;
+    // The node's own VM is recorded again; tenant b's is never adopted.
+    wait::until("the node's own VM recorded again", LIMIT, || async {
         let node = ours.get(&own.name_any()).await?;
-        let ready = node
-            .status
-            .as_ref()
-            .and_then(|s| conpaas_crds::v1alpha1::find_condition(&s.conditions, "Ready").cloned());
-        Ok(ready.is_some_and(|r| r.reason == "VmNotOwned" && r.message.contains(OTHER)))
+        Ok(provider_id(&node) == provider_id(&own) && address(&node) == address(&own))
     })
     .await
     .unwrap();
-    assert_ne!(
-        address(&ours.get(&own.name_any()).await.unwrap()),
-        address(&victim),
-        "tenant b's VM address is not adopted"
-    );
     env.services()
         .delete("hello", &DeleteParams::default())
         .await
@@ -459,4 +456,219 @@ async fn a_metered_tenant_gets_no_vm_of_a_type_its_cloud_does_not_price() {
     )
     .await;
     env.wait_ready("big", "node 1/1").await;
+}
+
+/// Two doors of the code path. An archive's digest is no key: tenant b writes tenant a's code
+/// digest into a version of its own Service and reads nothing (the store serves an archive only
+/// to the namespace it was stored for). And a git URL is no probe: one at a loopback address
+/// the administrator did not allow, and one at the cloud metadata address, are refused before
+/// any connection (a listener at the first sees none), and the Events say so.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_reads_nothing_through_a_learnt_digest_or_a_git_url() {
+    use conpaas_crds::code_api::{archive_path, archives_path};
+
+    let env = env("hostile-code-e2e", 145).await;
+    env.apply_cloud_and_app().await;
+    env.apply(
+        "apiVersion: conpaas.io/v1alpha1\nkind: Service\nmetadata: {name: gen}\n\
+         spec: {application: demo, type: generic, state: Stopped, roles: [{name: master, count: 1}]}\n",
+    )
+    .await;
+    env.wait_code_api().await;
+    let work = tempfile::tempdir().unwrap();
+    std::fs::write(work.path().join("run.sh"), "echo tenant a's secret code\n").unwrap();
+    let cpsctl = conpaas_e2e::tools::cpsctl();
+    let upload = [
+        "-n",
+        &env.ns,
+        "code",
+        "upload",
+        "gen",
+        work.path().to_str().unwrap(),
+        "--version",
+        "v1",
+    ];
+    run(&cpsctl, &upload, &env.cp.kubeconfig, None)
+        .unwrap()
+        .ok();
+    let service = env.services().get("gen").await.unwrap();
+    let sha = service.spec.code.unwrap().versions[0]
+        .artifact
+        .clone()
+        .unwrap()
+        .sha256;
+    let (status, _) = api_get(&env.client, &archive_path(&env.ns, "gen", &sha)).await;
+    assert_eq!(status, 200, "tenant a reads its own archive");
+    let mut doors = 0;
+
+    // Tenant b names that digest in a version of its own.
+    run(
+        &conpaas_e2e::tools::kubectl(),
+        &["create", "namespace", OTHER],
+        &env.cp.kubeconfig,
+        None,
+    )
+    .unwrap();
+    let thief = format!(
+        "apiVersion: conpaas.io/v1alpha1\nkind: Application\nmetadata: {{name: demo}}\nspec: {{cloud: local}}\n---\n\
+         apiVersion: conpaas.io/v1alpha1\nkind: Service\nmetadata: {{name: thief}}\n\
+         spec: {{application: demo, type: generic, state: Stopped, roles: [{{name: master, count: 1}}], \
+         code: {{versions: [{{name: stolen, artifact: {{sha256: '{sha}'}}}}], active: stolen}}}}\n"
+    );
+    conpaas_e2e::manifest::apply(&env.client, &thief, OTHER)
+        .await
+        .unwrap();
+    let (status, body) = api_get(&env.client, &archive_path(OTHER, "thief", &sha)).await;
+    assert_eq!(status, 404, "tenant b read {} bytes", body.len());
+    let (status, body) = api_get(&env.client, &archives_path(OTHER, "thief")).await;
+    assert_eq!((status, body.as_slice()), (200, b"[]".as_slice()));
+    doors += 1;
+
+    // Git URLs at addresses that are not public.
+    let listener = std::net::TcpListener::bind("127.0.77.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let probes = [
+        ("loopback", format!("git://127.0.77.1:{port}/app.git")),
+        (
+            "metadata",
+            "http://169.254.169.254/latest/meta-data/".to_string(),
+        ),
+    ];
+    for (name, url) in &probes {
+        env.apply(&format!(
+            "apiVersion: conpaas.io/v1alpha1\nkind: Service\nmetadata: {{name: {name}}}\n\
+             spec: {{application: demo, type: generic, state: Stopped, roles: [{{name: master, count: 1}}], \
+             code: {{git: {{url: '{url}', ref: main}}}}}}\n"
+        ))
+        .await;
+    }
+    for (name, kind) in [
+        ("loopback", "a loopback address"),
+        ("metadata", "a link-local"),
+    ] {
+        env.wait_event_where(&env.ns, "GitSyncFailed", |e| {
+            e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+                && e.note.as_deref().is_some_and(|n| {
+                    n.contains("refused")
+                        && n.contains(kind)
+                        && n.contains("--git-allowed-networks")
+                })
+        })
+        .await;
+        let service = env.services().get(name).await.unwrap();
+        assert!(service.spec.code.unwrap().versions.is_empty(), "{name}");
+        doors += 1;
+    }
+    assert!(
+        matches!(listener.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the controller connected to a refused address"
+    );
+    println!("hostile tenant: {doors} code doors tried, none opened");
+}
+
+/// A tenant's startup script on a local VM looks for the platform's credentials: its
+/// environment holds nothing of the controller's (no KUBECONFIG, no state folder, no cloud
+/// keys), its home is the VM's own folder, and it runs inside the cgroup its instance type
+/// sizes. A type the Cloud does not list gets no VM, and the node says why.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenants_startup_script_finds_no_platform_credential_and_runs_within_its_type() {
+    let env = env("hostile-vm-e2e", 146).await;
+    env.apply(
+        "apiVersion: conpaas.io/v1alpha1\nkind: Cloud\nmetadata: {name: sized}\n\
+         spec: {local: {instanceTypes: {small: {cpus: 0.5, memoryMiB: 512}}}}\n---\n\
+         apiVersion: conpaas.io/v1alpha1\nkind: Application\nmetadata: {name: demo}\n\
+         spec: {cloud: sized}\n---\n\
+         apiVersion: conpaas.io/v1alpha1\nkind: Service\nmetadata: {name: snoop}\n\
+         spec: {application: demo, type: generic, roles: [{name: master, count: 1, instanceType: small}]}\n",
+    )
+    .await;
+    env.wait_code_api().await;
+    let work = tempfile::tempdir().unwrap();
+    std::fs::write(work.path().join("init.sh"), "echo init\n").unwrap();
+    std::fs::write(
+        work.path().join("run.sh"),
+        "env > ../../snooped.env\ncat /proc/self/cgroup > ../../snooped.cgroup\n\
+         echo looked > ../../running.txt\nexec sleep 600\n",
+    )
+    .unwrap();
+    let upload = [
+        "-n",
+        &env.ns,
+        "code",
+        "upload",
+        "snoop",
+        work.path().to_str().unwrap(),
+        "--version",
+        "v1",
+        "--activate",
+    ];
+    run(
+        &conpaas_e2e::tools::cpsctl(),
+        &upload,
+        &env.cp.kubeconfig,
+        None,
+    )
+    .unwrap()
+    .ok();
+    wait::until("the node", LIMIT, || async {
+        Ok(!env.nodes("snoop").await.is_empty())
+    })
+    .await
+    .unwrap();
+    let node = env.nodes("snoop").await.remove(0);
+    wait_running(&env, &node, "looked").await;
+    let vm = env.state.path().join("vms").join(&node.spec.token);
+    let seen = std::fs::read_to_string(vm.join("work/snooped.env")).unwrap();
+    for secret in [
+        "KUBECONFIG",
+        "CONPAAS_STATE_DIR",
+        "CONPAAS_AGENT_BINARY",
+        "AWS_",
+    ] {
+        assert!(!seen.contains(secret), "the script found {secret}:\n{seen}");
+    }
+    assert!(
+        seen.lines().any(|l| l
+            .strip_prefix("HOME=")
+            .is_some_and(|home| home.starts_with(vm.to_str().unwrap()))),
+        "{seen}"
+    );
+    let cgroups = std::fs::read_to_string(vm.join("work/snooped.cgroup")).unwrap();
+    for controller in ["cpu", "memory"] {
+        let line = format!(":{controller}:/conpaas-local/{}", node.spec.token);
+        assert!(cgroups.contains(&line), "{line} in\n{cgroups}");
+    }
+    let quota = std::fs::read_to_string(format!(
+        "/sys/fs/cgroup/cpu/conpaas-local/{}/cpu.cfs_quota_us",
+        node.spec.token
+    ))
+    .unwrap();
+    assert_eq!(quota.trim(), "50000", "half of every 100 ms");
+
+    // A type the Cloud does not list.
+    env.apply(
+        "apiVersion: conpaas.io/v1alpha1\nkind: Service\nmetadata: {name: big}\n\
+         spec: {application: demo, type: helloworld, roles: [{name: node, count: 1, instanceType: huge}]}\n",
+    )
+    .await;
+    wait::until("the unlisted type refused", LIMIT, || async {
+        Ok(env.nodes("big").await.iter().any(|n| {
+            n.status.as_ref().is_some_and(|s| {
+                conpaas_crds::v1alpha1::find_condition(&s.conditions, "Ready").is_some_and(|c| {
+                    c.reason == "ProviderUnsupported"
+                        && c.message.contains("spec.local.instanceTypes")
+                })
+            })
+        }))
+    })
+    .await
+    .unwrap();
+    assert!(
+        env.nodes("big")
+            .await
+            .iter()
+            .all(|n| n.status.as_ref().is_none_or(|s| s.provider_id.is_none())),
+        "no VM for it"
+    );
 }

@@ -78,7 +78,23 @@ impl Mounted {
                 String::from_utf8_lossy(&out.stderr).trim()
             );
         }
-        Ok(Self { dir: Some(dir) })
+        let mounted = Self { dir: Some(dir) };
+        // Nor may a symbolic link in it be followed: the tenant's VMs serve the volume and may
+        // turn a folder into a link to this machine's files between a check and a write
+        // (mount.glusterfs does not take the option, a remount of the mount point does).
+        let out = tokio::process::Command::new("mount")
+            .args(["-o", "remount,bind,nosuid,nodev,nosymfollow"])
+            .arg(mounted.path())
+            .output()
+            .await
+            .context("run mount")?;
+        if !out.status.success() {
+            bail!(
+                "remount volume {volume} of service/{service} without following links (nosymfollow needs Linux 5.10 and util-linux 2.36): {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(mounted)
     }
 
     fn path(&self) -> &Path {

@@ -2,11 +2,12 @@
 //! read from its agent by the controller for a caller the API server authorized (`get` on
 //! `services/logs` of the code API's group) and who may see the Service. As the API server
 //! reads kubelet logs for `kubectl logs`: the user's credential stays here. The agent is reached
-//! over TLS at the address the node's status records (only the controller writes it), its
-//! certificate must be the one the node reported, and the controller shows the node's log key
+//! over TLS at the address the cloud reports for the node's VM (one whose tags name the node),
+//! its certificate must be the one the node reported, and the controller shows the node's log key
 //! (which opens that node's log only).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::{Extension, Path, Query, State};
@@ -25,6 +26,10 @@ use tokio_rustls::rustls::crypto::{
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use tokio_rustls::rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 
+use conpaas_crds::v1alpha1::ServiceNode;
+use conpaas_reconcilers::service_node::observe::owns;
+use conpaas_reconcilers::service_node::plan::vm_id;
+
 use super::CodeApi;
 use super::front_proxy::Peer;
 use super::routes::{Refusal, admit, may, status};
@@ -40,8 +45,43 @@ const MAX_TAIL: usize = 10_000;
 /// [`ANSWER`], and a tenant's own agent (or what it put in its place) may answer slowly.
 const MAX_READS: usize = 8;
 
+/// Log reads in flight for one namespace: a tenant whose agents answer slowly holds at most
+/// these of the [`MAX_READS`], and the others stay for everyone else.
+const MAX_READS_PER_NAMESPACE: usize = 2;
+
 static READS: std::sync::LazyLock<tokio::sync::Semaphore> =
     std::sync::LazyLock::new(|| tokio::sync::Semaphore::new(MAX_READS));
+
+/// Reads in flight per namespace.
+static NAMESPACE_READS: std::sync::LazyLock<Mutex<HashMap<String, usize>>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// One namespace's read in flight, counted until dropped.
+struct NamespaceRead(String);
+
+impl NamespaceRead {
+    fn begin(namespace: &str) -> Option<Self> {
+        let mut reads = NAMESPACE_READS.lock().unwrap_or_else(|p| p.into_inner());
+        let count = reads.entry(namespace.to_string()).or_default();
+        if *count >= MAX_READS_PER_NAMESPACE {
+            return None;
+        }
+        *count += 1;
+        Some(Self(namespace.to_string()))
+    }
+}
+
+impl Drop for NamespaceRead {
+    fn drop(&mut self) {
+        let mut reads = NAMESPACE_READS.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = reads.get_mut(&self.0) {
+            *count -= 1;
+            if *count == 0 {
+                reads.remove(&self.0);
+            }
+        }
+    }
+}
 
 #[derive(serde::Deserialize)]
 pub struct LogsQuery {
@@ -59,6 +99,15 @@ pub async fn read(
 ) -> Result<Response, Refusal> {
     let caller = admit(&api, &peer, &headers)?;
     may(&api, &caller, "get", &namespace, &service).await?;
+    let _own = NamespaceRead::begin(&namespace).ok_or_else(|| {
+        status(
+            StatusCode::TOO_MANY_REQUESTS,
+            "TooManyRequests",
+            format!(
+                "{MAX_READS_PER_NAMESPACE} log reads of namespace {namespace} are in flight; try again in a moment"
+            ),
+        )
+    })?;
     let _slot = READS.try_acquire().map_err(|_| {
         status(
             StatusCode::TOO_MANY_REQUESTS,
@@ -84,12 +133,9 @@ pub async fn read(
     let node_status = node.status.clone().unwrap_or_default();
     // 502, not 503: clients retry a 503 for minutes, and the reader wants the reason now.
     let unavailable = |why: String| status(StatusCode::BAD_GATEWAY, "BadGateway", why);
-    let address = node_status.address.ok_or_else(|| {
-        unavailable(format!(
-            "node {}: no address yet (its VM is being made)",
-            query.node
-        ))
-    })?;
+    let address = vm_address(&api, &node)
+        .await
+        .map_err(|why| unavailable(format!("node {}: {why}", query.node)))?;
     let pin = node_status
         .agent
         .and_then(|a| a.log_certificate_sha256)
@@ -138,6 +184,37 @@ pub async fn read(
             body.trim()
         ))),
     }
+}
+
+/// The node's VM address as its cloud reports it, for a VM whose provider-side tags name the
+/// node: a status written by someone other than the controller (were the admission policy
+/// off) sends the controller nowhere.
+async fn vm_address(api: &CodeApi, node: &ServiceNode) -> Result<String, String> {
+    let provider_id = node
+        .status
+        .as_ref()
+        .and_then(|s| s.provider_id.clone())
+        .ok_or("no VM yet (it is being made)")?;
+    let cloud = api
+        .ctx
+        .caches
+        .cloud(&node.spec.cloud)
+        .ok_or_else(|| format!("its Cloud {:?} does not exist", node.spec.cloud))?;
+    let driver = api.ctx.drivers.driver(&cloud).await?;
+    let vm = api
+        .ctx
+        .vms
+        .get(&node.spec.cloud, driver.as_ref(), vm_id(&provider_id))
+        .await
+        .map_err(|e| format!("describe its VM: {e}"))?
+        .ok_or("its VM is gone")?;
+    if !owns(node, &vm) {
+        return Err(format!(
+            "its status names VM {}, which is not its own: nothing is read from it",
+            vm.id
+        ));
+    }
+    vm.address.ok_or_else(|| "its VM has no address yet".into())
 }
 
 /// `GET path` on the agent at `address`, over TLS with the certificate whose SHA-256 is `pin`,
@@ -313,6 +390,19 @@ mod tests {
             }
         });
         ("127.0.5.55".into(), pin)
+    }
+
+    #[test]
+    fn one_namespace_holds_at_most_its_share_of_the_reads() {
+        let first = NamespaceRead::begin("slow-tenant").unwrap();
+        let _second = NamespaceRead::begin("slow-tenant").unwrap();
+        assert!(NamespaceRead::begin("slow-tenant").is_none());
+        assert!(NamespaceRead::begin("another-tenant").is_some());
+        drop(first);
+        assert!(
+            NamespaceRead::begin("slow-tenant").is_some(),
+            "freed when done"
+        );
     }
 
     #[tokio::test]

@@ -13,9 +13,9 @@ use kube::{Resource, ResourceExt};
 
 use super::plan::{Facts, vm_id};
 use super::vm_view::{VmView, current_view, view};
-use crate::Context;
 use crate::conditions::Desired;
 use crate::error::Error;
+use crate::{Context, events};
 
 /// What was observed about one node.
 pub struct Observed {
@@ -181,8 +181,14 @@ pub async fn observe(ctx: &Context, node: &ServiceNode) -> Result<Observed, Erro
             .map_err(|source| cloud_error("describe VM", node, source))?;
         vm = match found {
             Some(found) if !owns(node, &found) => {
+                // Never adopted: the status is taken as unwritten, and the node's own VM
+                // (found by its tags and token, as after a crash) is recorded again, or made.
                 tracing::warn!(vm = %found.id, "the node's status names a VM it does not own");
-                facts.blocked = Some(not_owned(&found));
+                let refusal = not_owned(&found);
+                events::publish(ctx, node, true, &refusal.reason, "AdoptVm", refusal.message).await;
+                facts.provider_id = None;
+                facts.journaled = true;
+                facts.vms = tagged(node, driver.as_ref()).await?;
                 return Ok(Observed {
                     facts,
                     driver: Some(driver),
@@ -253,6 +259,7 @@ pub fn owns(node: &ServiceNode, vm: &Vm) -> bool {
 }
 
 /// The node's recorded VM is another's: it is neither adopted nor ever terminated for this node.
+/// Said as a Warning Event; the node's own VM is recorded again.
 fn not_owned(vm: &Vm) -> Desired {
     let named = |key: &str| vm.tags.get(key).map_or("none", String::as_str).to_string();
     Desired::new(
@@ -260,9 +267,10 @@ fn not_owned(vm: &Vm) -> Desired {
         false,
         "VmNotOwned",
         format!(
-            "status.providerId names VM {}, whose tags name node {:?} of namespace {:?}, not \
+            "status.providerId named VM {}, whose tags name node {:?} of namespace {:?}, not \
              this one: it is neither adopted nor terminated for this node (the status was \
-             written by someone other than the controller)",
+             written by someone other than the controller); the node's own VM is recorded \
+             again",
             vm.id,
             named(TAG_NODE),
             named(TAG_NAMESPACE)
