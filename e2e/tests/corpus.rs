@@ -268,7 +268,7 @@ fn corpus() -> Vec<(Value, Expect)> {
         ),
         (
             cloud("u09", json!({"local": {"foo": 1}})),
-            Rejected("spec.local: Too many"),
+            Rejected("spec.local.foo"),
         ),
         (
             app("u10", json!({"cloud": "local", "services": []})),

@@ -3,7 +3,9 @@
 //! keep their checksums while the storage scales 3 -> 4 -> 2 (data moved off the leaving nodes
 //! first), a scale-in below the volume's replicas is refused, and a Stop/Start keeps the data.
 //! A volume holding only a 200 MiB file of zeros (its archive is a thousandth of it, past any
-//! unpacking ratio a code archive may have) comes back whole after a Stop/Start.
+//! unpacking ratio a code archive may have) comes back whole after a Stop/Start. Storage agents
+//! killed in turn (the new agent takes the node's glusterd over) and one frozen past three
+//! heartbeat timeouts lose no file the app wrote meanwhile.
 
 mod common;
 
@@ -651,6 +653,135 @@ async fn a_powered_off_manager_and_a_volume_change_are_replaced_node_by_node_wit
         "volume 1 -> 2 GiB on 2 storage nodes with {} files: {:.1}s",
         expected.len(),
         started.elapsed().as_secs_f64()
+    );
+    delete_and_expect_nothing_running(&env, &["app", "fs"]).await;
+}
+
+/// The agents alone fail while the app writes: each storage node's agent is killed in turn
+/// (glusterd and the bricks run on, and the VM's init starts a new agent, which takes them
+/// over), then node 0's agent is frozen past three heartbeat timeouts and thawed. Every
+/// acknowledged file is there with two copies after each.
+#[tokio::test(flavor = "multi_thread")]
+async fn storage_agents_killed_or_frozen_lose_no_acknowledged_file() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+
+    let env = env("filesystem-agents-e2e", 147).await;
+    env.apply_cloud_and_app().await;
+    let code = tar_of(
+        &[
+            ("init.sh", "echo \"$FS_MOUNT\" > ../../link.txt\n"),
+            ("run.sh", "exec sleep 3600\n"),
+        ],
+        0o755,
+    );
+    create_config_map(&env, "app-code", "code.tar", code).await;
+    let mut service = filesystem(2, "Running");
+    service["spec"]["health"] = json!({"heartbeatTimeoutSeconds": 10});
+    apply(&env, service).await.unwrap();
+    apply(&env, app()).await.unwrap();
+    env.wait_ready("fs", "storage 2/2").await;
+    env.wait_ready("app", "master 1/1, node 0/0").await;
+    let app_node = env.nodes("app").await.remove(0);
+    let link =
+        std::fs::read_to_string(work_dir(&env, &app_node.spec.token).join("link.txt")).unwrap();
+    let mount = PathBuf::from(link.trim());
+    let files = contents(30);
+    for (name, bytes) in &files {
+        let path = mount.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, bytes).unwrap();
+    }
+    let mut expected: BTreeMap<String, String> =
+        files.iter().map(|(n, b)| (n.clone(), sha(b))).collect();
+    wait_bricks_on(&env, 2).await;
+    let agent_of = |token: &str| {
+        env.live_vms().into_iter().find(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(token))
+        })
+    };
+
+    // The node's glusterd: its command line names the VM's folder.
+    let glusterd_of = |token: &str| {
+        conpaas_cloud::local::find_by_cmdline("/usr/sbin/glusterd")
+            .into_iter()
+            .map(|(pid, _)| pid)
+            .find(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains(token))
+            })
+    };
+
+    let writer = FileWriter::start(&mount);
+    let started = Instant::now();
+    let cloud = env.controller.local_cloud();
+    for node in env.nodes("fs").await {
+        let token = node.spec.token.clone();
+        let glusterd = glusterd_of(&token).expect("the node's glusterd");
+        cloud.restart_agent(&token).await.unwrap();
+        // The new agent takes the node over: the old agent's glusterd goes and its own serves.
+        let took_over = wait::until("the new agent's glusterd", LIMIT, || async {
+            Ok(!alive(glusterd) && glusterd_of(&token).is_some_and(|pid| pid != glusterd))
+        })
+        .await;
+        if let Err(e) = took_over {
+            panic!("{e:#}\n{}", env.agent_logs("fs", 30).await);
+        }
+        env.wait_ready("fs", "storage 2/2").await;
+        wait_bricks_on(&env, 2).await;
+    }
+    let restarted = started.elapsed();
+
+    // Node 0's agent frozen for three heartbeat timeouts and more: its bricks serve on (or,
+    // were it replaced, the other copy does and the new node heals from it).
+    let first = env
+        .nodes("fs")
+        .await
+        .into_iter()
+        .find(|n| n.metadata.name.as_deref() == Some("fs-storage-0"))
+        .unwrap();
+    let frozen = agent_of(&first.spec.token).expect("node 0's agent");
+    kill(Pid::from_raw(frozen), Signal::SIGSTOP).unwrap();
+    tokio::time::sleep(Duration::from_secs(35)).await;
+    let _ = kill(Pid::from_raw(frozen), Signal::SIGCONT);
+    env.wait_ready("fs", "storage 2/2").await;
+    wait_bricks_on(&env, 2).await;
+    let late = writer.finish();
+    assert!(!late.is_empty(), "the app wrote through the faults");
+    expected.extend(late);
+    let result = wait::until(
+        "two whole copies of every file",
+        Duration::from_secs(300),
+        || async {
+            let tokens = storage_tokens(&env).await;
+            Ok(tokens.len() == 2
+                && check_files(&mount, &expected).is_ok()
+                && expected
+                    .keys()
+                    .filter(|n| expected[*n] != sha(&[]))
+                    .all(|n| copies(&env, &tokens, n) == 2))
+        },
+    )
+    .await;
+    if let Err(e) = result {
+        panic!(
+            "{e:#}: {:?}\n--- agents ---\n{:#?}\n{}",
+            check_files(&mount, &expected),
+            agents(&env).await,
+            env.agent_logs("fs", 30).await
+        );
+    }
+    let replaced = env
+        .nodes("fs")
+        .await
+        .iter()
+        .all(|n| n.metadata.uid != first.metadata.uid);
+    println!(
+        "2 storage agents killed in turn: {:.1}s; node 0's agent frozen 35s ({}): {} files, every one with two copies",
+        restarted.as_secs_f64(),
+        if replaced { "replaced" } else { "kept" },
+        expected.len()
     );
     delete_and_expect_nothing_running(&env, &["app", "fs"]).await;
 }
