@@ -595,6 +595,84 @@ async fn a_master_powered_off_fails_over_to_its_replica_without_a_replicated_wri
     delete_and_expect_nothing_running(&env, &["kv"]).await;
 }
 
+/// Three masters with a replica each: master 0's agent frozen for three heartbeat timeouts
+/// and more while a client writes (its redis-server serves on), then thawed. Whether the node
+/// is kept or replaced (its data has a copy on its replica), every key and every write a replica
+/// acknowledged (`WAIT 1`) is read back, and every key is on two nodes again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_frozen_master_agent_with_a_replica_loses_no_replicated_write() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+
+    let env = env("kvstore-frozen-e2e", 148).await;
+    env.apply_cloud_and_app().await;
+    let mut service = kvstore(6, "Running");
+    service["spec"]["settings"] = json!({"replicas": "1"});
+    apply(&env, service.clone()).await.unwrap();
+    env.wait_ready("kv", "node 6/6").await;
+    service["spec"]["health"] = json!({"heartbeatTimeoutSeconds": 10});
+    apply(&env, service).await.unwrap();
+    let password = password(&env).await;
+    let client = cluster_client(&endpoint(&env).await, &password);
+    write_keys(&mut client.get_connection().unwrap());
+    let address = |n: &conpaas_crds::v1alpha1::ServiceNode| {
+        n.status.as_ref().and_then(|s| s.address.clone()).unwrap()
+    };
+    let nodes = env.nodes("kv").await;
+    wait::until("every key replicated", LIMIT, || async {
+        Ok(nodes
+            .iter()
+            .map(|n| keys_on(&address(n), &password))
+            .sum::<u64>()
+            == 2 * KEYS as u64)
+    })
+    .await
+    .unwrap();
+
+    let first = nodes
+        .iter()
+        .find(|n| n.metadata.name.as_deref() == Some("kv-node-0"))
+        .unwrap();
+    let agent = env
+        .live_vms()
+        .into_iter()
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&first.spec.token))
+        })
+        .expect("node 0's agent");
+    let writer = Writer::start_replicated(client.clone(), 0);
+    kill(Pid::from_raw(agent), Signal::SIGSTOP).unwrap();
+    tokio::time::sleep(Duration::from_secs(35)).await;
+    let _ = kill(Pid::from_raw(agent), Signal::SIGCONT);
+    env.wait_ready("kv", "node 6/6").await;
+    let before = writer.acknowledged();
+    wait::until("replicated writes after the thaw", LIMIT, || async {
+        Ok(writer.acknowledged() > before + 20)
+    })
+    .await
+    .unwrap();
+    let (written, failures) = writer.finish();
+    assert!(!written.is_empty(), "the client wrote through the freeze");
+    check_keys(&mut client.get_connection().unwrap(), &written).unwrap();
+    let now = env.nodes("kv").await;
+    let copies = wait::until("every key on two nodes again", LIMIT, || async {
+        let total: u64 = now.iter().map(|n| keys_on(&address(n), &password)).sum();
+        Ok(total == 2 * (KEYS + written.len()) as u64)
+    })
+    .await;
+    if let Err(e) = copies {
+        panic!("{e}\n{}", agents(&env).await);
+    }
+    let replaced = now.iter().all(|n| n.metadata.uid != first.metadata.uid);
+    println!(
+        "kvstore, 3 masters with a replica each, master 0's agent frozen 35s: {}, {} replicated writes acknowledged, none lost, {failures} failed tries",
+        if replaced { "replaced" } else { "kept" },
+        written.len()
+    );
+    delete_and_expect_nothing_running(&env, &["kv"]).await;
+}
+
 /// A Stop whose save the artifact store refuses (it takes no archive over 64 bytes): the
 /// Service says so (`SaveFailed`, with the store's answer) and keeps its nodes, and with them
 /// every key; once the store takes archives again the save is stored, the nodes go, and Start
