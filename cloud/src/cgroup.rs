@@ -20,9 +20,16 @@ const PARENT: &str = "conpaas-local";
 /// every 100 ms.
 const PERIOD_US: u64 = 100_000;
 
-/// The controller folders of VM `id`.
-fn folders(id: &str) -> [PathBuf; 2] {
-    ["cpu", "memory"].map(|controller| Path::new(ROOT).join(controller).join(PARENT).join(id))
+/// The controller folders of VM `id`: none for an id that is not a VM's (a path such as `..`
+/// must never name another cgroup, whose processes would be killed).
+fn folders(id: &str) -> Vec<PathBuf> {
+    if crate::driver::check_token(id).is_err() {
+        return Vec::new();
+    }
+    ["cpu", "memory"]
+        .iter()
+        .map(|controller| Path::new(ROOT).join(controller).join(PARENT).join(id))
+        .collect()
 }
 
 /// What a sized VM's first process runs (`sh -c JOIN_AND_EXEC sh CPU_PROCS MEMORY_PROCS AGENT
@@ -37,7 +44,8 @@ pub fn create(id: &str, size: VmSize) -> Result<[PathBuf; 2], String> {
             "instance types on the local cloud need the cgroup v1 cpu and memory controllers at {ROOT}/cpu and {ROOT}/memory (this host has none: cgroup v2 is not supported yet)"
         ));
     }
-    let [cpu, memory] = folders(id);
+    let [cpu, memory] =
+        <[PathBuf; 2]>::try_from(folders(id)).map_err(|_| format!("{id:?} is not a VM id"))?;
     let quota = (u64::from(size.millicpus) * PERIOD_US / 1000).max(1000);
     let bytes = u64::from(size.memory_mib) << 20;
     let settings = [
@@ -56,14 +64,25 @@ pub fn create(id: &str, size: VmSize) -> Result<[PathBuf; 2], String> {
     Ok([cpu.join("cgroup.procs"), memory.join("cgroup.procs")])
 }
 
-/// The processes in VM `id`'s cgroup (none when it has no cgroup).
+/// The processes in VM `id`'s cgroups and any cgroup made below them (none when it has no
+/// cgroup).
 pub fn members(id: &str) -> Vec<i32> {
-    let [cpu, _] = folders(id);
-    fs::read_to_string(cpu.join("cgroup.procs"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .collect()
+    fn walk(dir: &Path, out: &mut Vec<i32>) {
+        let procs = fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+        out.extend(procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+        for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                walk(&entry.path(), out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for dir in folders(id) {
+        walk(&dir, &mut out);
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
 }
 
 /// Kills every process in VM `id`'s cgroup.
@@ -73,9 +92,17 @@ pub fn kill_members(id: &str) {
     }
 }
 
-/// Removes VM `id`'s cgroup once its processes are gone (killed ones take a moment to exit; a
-/// folder with members left after a second stays, and the next delete of the VM tries again).
+/// Removes VM `id`'s cgroups (and any made below them) once their processes are gone: killed
+/// ones take a moment to exit. Blocks for up to a second.
 pub fn remove(id: &str) {
+    fn remove_tree(dir: &Path) {
+        for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_tree(&entry.path());
+            }
+        }
+        let _ = fs::remove_dir(dir);
+    }
     for _ in 0..50 {
         if members(id).is_empty() {
             break;
@@ -83,6 +110,20 @@ pub fn remove(id: &str) {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     for dir in folders(id) {
-        let _ = fs::remove_dir(dir);
+        remove_tree(&dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_vm_id_names_a_cgroup() {
+        assert_eq!(folders("vm-1").len(), 2);
+        for bad in ["..", "../..", "a/b", "", "x y"] {
+            assert!(folders(bad).is_empty(), "{bad:?}");
+            assert!(members(bad).is_empty());
+        }
     }
 }

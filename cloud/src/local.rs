@@ -450,10 +450,14 @@ impl ComputeDriver for LocalCloud {
 
     async fn delete(&self, id: &str) -> Result<(), CloudError> {
         let Some(record) = self.read_record(id)? else {
+            // A delete retried after the record went still releases what its cgroup holds.
+            let id = id.to_string();
+            let _ = tokio::task::spawn_blocking(move || release_cgroup(&id)).await;
             return Ok(());
         };
         self.stop(&record).await;
-        cgroup::remove(id);
+        let released = id.to_string();
+        let _ = tokio::task::spawn_blocking(move || cgroup::remove(&released)).await;
         let dir = self.vm_dir(id);
         unmount_under(&dir);
         let logs = self.config.state_dir.join("logs");

@@ -1,6 +1,6 @@
 //! A local Cloud that lists instance types: the shared local driver, with each VM created at
 //! its type's share of the host (`Cloud.spec.local.instanceTypes`). A type the Cloud does not
-//! list is refused as a provider refuses an unknown type, naming the types it has.
+//! list (or none) is refused as a provider refuses an unknown type, naming the types it has.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,14 +16,14 @@ pub struct SizedLocal {
 }
 
 impl SizedLocal {
-    /// The size a VM of `instance_type` gets (none asked: unlimited).
+    /// The size a VM of `instance_type` gets. A Cloud that lists types sizes every VM: one
+    /// asking for none (it would run unlimited, at the default price) is refused as well.
     fn size(&self, instance_type: Option<&str>) -> Result<Option<VmSize>, CloudError> {
-        let Some(name) = instance_type else {
-            return Ok(None);
-        };
-        let listed = self.types.get(name).ok_or_else(|| {
+        let listed = instance_type.and_then(|name| self.types.get(name));
+        let listed = listed.ok_or_else(|| {
             CloudError::Unsupported(format!(
-                "instance type {name:?} is not one of local Cloud {:?}'s spec.local.instanceTypes ({})",
+                "instance type {} is not one of local Cloud {:?}'s spec.local.instanceTypes ({}): a role on it names one of them",
+                instance_type.map_or("(none)".to_string(), |t| format!("{t:?}")),
                 self.cloud,
                 self.types.keys().cloned().collect::<Vec<_>>().join(", ")
             ))
@@ -91,7 +91,8 @@ mod tests {
                 memory_mib: 256
             })
         );
-        assert_eq!(sized.size(None).unwrap(), None);
+        let typeless = sized.size(None).unwrap_err().to_string();
+        assert!(typeless.contains("(none)"), "no unlimited VM: {typeless}");
         let refused = sized.size(Some("huge")).unwrap_err().to_string();
         assert!(
             refused.contains("\"huge\"") && refused.contains("(small)"),

@@ -167,9 +167,10 @@ async fn a_hostile_tenant_reaches_nothing_of_another_tenant_through_its_node() {
     .await
     .unwrap();
     env.poke_and_wait_reconciled(&ours, &own.name_any()).await;
+    // The Event says what happened, and nothing of whose VM it was.
     env.wait_event_where(&env.ns, "VmNotOwned", |e| {
         e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(own.name_any().as_str())
-            && e.note.as_deref().is_some_and(|n| n.contains(OTHER))
+            && e.note.as_deref().is_some_and(|n| !n.contains(OTHER))
     })
     .await;
     // The node's own VM is recorded again; tenant b's is never adopted.

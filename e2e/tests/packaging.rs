@@ -198,33 +198,46 @@ fn can_i(cp: &ControlPlane, namespace: &str) -> BTreeMap<String, String> {
             namespace,
             "--as",
             "system:serviceaccount:conpaas:conpaas",
+            // The groups its token carries: what is bound to them counts too.
+            "--as-group",
+            "system:serviceaccounts",
+            "--as-group",
+            "system:serviceaccounts:conpaas",
+            "--as-group",
+            "system:authenticated",
         ],
         None,
     )
     .ok()
     .stdout;
-    listed
-        .lines()
-        .skip(1)
-        .filter_map(|line| {
-            let columns: Vec<&str> = line.split_whitespace().collect();
-            let [resource, urls, names, verbs @ ..] = columns.as_slice() else {
-                return None;
-            };
-            // Rules over URLs (discovery, health) come with no resource: their first column is
-            // the URL list.
-            let own =
-                *urls == "[]" && !resource.starts_with('[') && !resource.starts_with("selfsubject");
-            own.then(|| {
-                let names = if *names == "[]" {
-                    String::new()
-                } else {
-                    names.to_string()
-                };
-                (format!("{resource}{names}"), verbs.join(" "))
-            })
-        })
-        .collect()
+    let mut rules: BTreeMap<String, String> = BTreeMap::new();
+    for line in listed.lines().skip(1) {
+        let columns: Vec<&str> = line.split_whitespace().collect();
+        let [resource, urls, names, verbs @ ..] = columns.as_slice() else {
+            continue;
+        };
+        // Rules over URLs (discovery, health) come with no resource: their first column is the
+        // URL list.
+        if *urls != "[]" || resource.starts_with('[') || resource.starts_with("selfsubject") {
+            continue;
+        }
+        let names = if *names == "[]" { "" } else { names };
+        // A resource granted by two rules (cluster-wide and in the namespace) is listed twice.
+        let granted = rules.entry(format!("{resource}{names}")).or_default();
+        *granted = sorted_verbs(&format!("{granted} {}", verbs.join(" ")));
+    }
+    rules
+}
+
+/// Verbs as `kubectl auth can-i --list` prints them (`[get list]`), sorted, one list.
+fn sorted_verbs(verbs: &str) -> String {
+    let mut verbs: Vec<&str> = verbs
+        .split(|c: char| c.is_whitespace() || c == '[' || c == ']')
+        .filter(|v| !v.is_empty())
+        .collect();
+    verbs.sort_unstable();
+    verbs.dedup();
+    verbs.join(" ")
 }
 
 /// The controller's reach, as the README writes it down: cluster-wide, ConPaaS' own resources
@@ -245,11 +258,11 @@ fn controller_may_do_what_the_readme_lists(cp: &ControlPlane) {
         ("creditaccounts.conpaas.io/status", "[get update]"),
         ("events", "[create patch update]"),
         ("events.events.k8s.io", "[create patch update]"),
-        ("leases.coordination.k8s.io", all),
+        ("leases.coordination.k8s.io", "[get list watch]"),
         ("namespaces", "[get list watch]"),
-        ("rolebindings.rbac.authorization.k8s.io", all),
-        ("roles.rbac.authorization.k8s.io", all),
-        ("serviceaccounts", all),
+        ("rolebindings.rbac.authorization.k8s.io", "[get list watch]"),
+        ("roles.rbac.authorization.k8s.io", "[get list watch]"),
+        ("serviceaccounts", "[get list watch]"),
         ("servicenodes.conpaas.io", all),
         ("servicenodes.conpaas.io/status", "[get update patch]"),
         ("services.code.conpaas.io/archives", "[get create]"),
@@ -259,7 +272,7 @@ fn controller_may_do_what_the_readme_lists(cp: &ControlPlane) {
     ]);
     let listed = |map: &BTreeMap<&str, &str>| -> BTreeMap<String, String> {
         map.iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .map(|(k, v)| (k.to_string(), sorted_verbs(v)))
             .collect()
     };
     assert_eq!(
@@ -267,14 +280,20 @@ fn controller_may_do_what_the_readme_lists(cp: &ControlPlane) {
         listed(&everywhere),
         "beyond a tenant's namespace"
     );
-    let mut tenant = everywhere.clone();
-    tenant.insert("secrets", "[get create]");
-    tenant.insert("serviceaccounts/token", "[create]");
-    assert_eq!(
-        can_i(cp, "demo"),
-        listed(&tenant),
-        "in a tenant's namespace"
-    );
+    let mut tenant = listed(&everywhere);
+    tenant.insert("secrets".into(), sorted_verbs("[get create]"));
+    tenant.insert("serviceaccounts/token".into(), sorted_verbs("[create]"));
+    let written = "[create update patch delete]";
+    for resource in [
+        "leases.coordination.k8s.io",
+        "rolebindings.rbac.authorization.k8s.io",
+        "roles.rbac.authorization.k8s.io",
+        "serviceaccounts",
+    ] {
+        let verbs = sorted_verbs(&format!("{} {written}", everywhere[resource]));
+        tenant.insert(resource.into(), verbs);
+    }
+    assert_eq!(can_i(cp, "demo"), tenant, "in a tenant's namespace");
 }
 
 #[tokio::test]

@@ -35,7 +35,14 @@ impl FromStr for AllowedNetworks {
 
 impl AllowedNetworks {
     fn allows(&self, ip: IpAddr) -> bool {
-        self.0.iter().any(|net| net.contains(&ip))
+        // An IPv4 address written as IPv6 (`::ffff:a.b.c.d`) is in the IPv4 networks allowed.
+        let v4 = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4),
+            IpAddr::V4(_) => None,
+        };
+        self.0
+            .iter()
+            .any(|net| net.contains(&ip) || v4.is_some_and(|v4| net.contains(&v4)))
     }
 }
 
@@ -82,7 +89,8 @@ fn v4_kind(ip: Ipv4Addr) -> Option<&'static str> {
 }
 
 fn v6_kind(ip: Ipv6Addr) -> Option<&'static str> {
-    let first = ip.segments()[0];
+    let segments = ip.segments();
+    let first = segments[0];
     Some(if ip.is_loopback() {
         "loopback"
     } else if ip.is_unspecified() {
@@ -93,6 +101,13 @@ fn v6_kind(ip: Ipv6Addr) -> Option<&'static str> {
         "private (unique local)"
     } else if ip.is_multicast() {
         "multicast"
+    } else if first == 0x64 && segments[1] == 0xff9b {
+        // 64:ff9b::/96 and 64:ff9b:1::/48 reach IPv4 addresses through a NAT64 gateway.
+        "NAT64 (an IPv4 address behind it)"
+    } else if first == 0x2002 {
+        "6to4 (an IPv4 address inside it)"
+    } else if segments[..6].iter().all(|s| *s == 0) {
+        "IPv4-compatible"
     } else {
         return None;
     })
@@ -108,36 +123,50 @@ pub async fn check(url: &str, allowed: &AllowedNetworks) -> anyhow::Result<Check
         .port_or_known_default()
         .or((parsed.scheme() == "git").then_some(9418))
         .with_context(|| format!("git url {url} names no port"))?;
-    let addresses: Vec<IpAddr> = match host {
-        url::Host::Ipv4(ip) => vec![ip.into()],
-        url::Host::Ipv6(ip) => vec![ip.into()],
-        url::Host::Domain(name) => tokio::net::lookup_host((name, port))
-            .await
-            .with_context(|| format!("git url {url}: look up {name}"))?
-            .map(|a| a.ip())
-            .collect(),
+    // An address written in the URL (`git://` hosts are opaque to the URL parser: one that
+    // reads as an address is one).
+    let literal: Option<IpAddr> = match host {
+        url::Host::Ipv4(ip) => Some(ip.into()),
+        url::Host::Ipv6(ip) => Some(ip.into()),
+        url::Host::Domain(name) => name.trim_matches(['[', ']']).parse().ok(),
+    };
+    let addresses: Vec<IpAddr> = match (literal, &host) {
+        (Some(ip), _) => vec![ip],
+        // A name that does not resolve is refused in the same words as one that resolves to
+        // an internal address: which internal names exist is not told either.
+        (None, url::Host::Domain(name)) => match tokio::net::lookup_host((*name, port)).await {
+            Ok(found) => found.map(|a| a.ip()).collect(),
+            Err(_) => vec![IpAddr::V4(Ipv4Addr::UNSPECIFIED)],
+        },
+        (None, _) => unreachable!("an address host is a literal"),
     };
     // Every address is checked, not only the first: git and curl may try the others.
     for &ip in &addresses {
         if let Some(kind) = internal_kind(ip)
             && !allowed.allows(ip)
         {
+            // A name's addresses are not told: what an internal name resolves to (another
+            // tenant's service, say) is not the tenant's to learn.
+            let what = match literal {
+                None => "a name without an address, or with one that is not public".to_string(),
+                Some(_) => format!("a {kind} address"),
+            };
             bail!(
-                "git url {url} refused: {host} is {ip}, a {kind} address; the controller fetches from such addresses only when an administrator allows their network (--git-allowed-networks)"
+                "git url {url} refused: {host} is {what}; the controller fetches from such addresses only when an administrator allows their network (--git-allowed-networks)"
             );
         }
     }
     let &ip = addresses
         .first()
         .with_context(|| format!("git url {url}: {host} has no address"))?;
-    let literal = match ip {
+    let pinned_address = match ip {
         IpAddr::V4(v4) => v4.to_string(),
         IpAddr::V6(v6) => format!("[{v6}]"),
     };
     if parsed.scheme() == "git" {
         let mut pinned = parsed.clone();
         pinned
-            .set_host(Some(&literal))
+            .set_host(Some(&pinned_address))
             .map_err(|e| anyhow::anyhow!("git url {url}: {e}"))?;
         return Ok(Checked {
             url: pinned.to_string(),
@@ -146,7 +175,9 @@ pub async fn check(url: &str, allowed: &AllowedNetworks) -> anyhow::Result<Check
     }
     Ok(Checked {
         url: url.to_string(),
-        resolve: matches!(host, url::Host::Domain(_)).then(|| format!("{host}:{port}:{literal}")),
+        resolve: literal
+            .is_none()
+            .then(|| format!("{host}:{port}:{pinned_address}")),
     })
 }
 
@@ -168,6 +199,9 @@ mod tests {
             ("fe80::1", "link-local"),
             ("fd00:ec2::254", "private (unique local)"),
             ("::ffff:169.254.169.254", "link-local (cloud metadata)"),
+            ("64:ff9b::a00:5", "NAT64 (an IPv4 address behind it)"),
+            ("2002:a00:5::1", "6to4 (an IPv4 address inside it)"),
+            ("::a00:5", "IPv4-compatible"),
         ] {
             assert_eq!(internal_kind(ip.parse().unwrap()), Some(kind), "{ip}");
         }
@@ -205,6 +239,19 @@ mod tests {
             "allowing loopback allows nothing else"
         );
         assert!("10.0.0.0/33".parse::<AllowedNetworks>().is_err());
+        let mapped = check("http://[::ffff:127.0.0.1]/app.git", &loopback).await;
+        assert!(
+            mapped.is_ok(),
+            "an allowed IPv4 network allows its IPv6 form"
+        );
+        let named = check("http://localhost:8080/app.git", &AllowedNetworks::default())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            !named.contains("127.0.0.1"),
+            "a name's address is not told: {named}"
+        );
     }
 
     #[tokio::test]

@@ -41,6 +41,9 @@ pub struct Settings {
     pub allowed_networks: destination::AllowedNetworks,
 }
 
+/// How long packing one commit into the store may take.
+const PACK_DEADLINE: Duration = Duration::from_secs(300);
+
 /// The longest wait between attempts of a failing source.
 const MAX_BACKOFF: Duration = Duration::from_secs(600);
 
@@ -164,15 +167,26 @@ async fn sync(
             .await?;
         if versions::known(&code, &commit).is_none() {
             let body = repo.archive(&commit)?;
-            let archive = store
-                .put(body, settings.max_archive_bytes, None)
-                .await
-                .with_context(|| {
-                    format!(
-                        "store {} (commit {commit})",
-                        versions::version_name(&commit)
-                    )
-                })?;
+            // A commit that packs slowly (one blob repeated many times) would hold up every
+            // Service's source: packing has a deadline too.
+            let packed = tokio::time::timeout(
+                PACK_DEADLINE,
+                store.put(body, settings.max_archive_bytes, None),
+            )
+            .await
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "pack {} (commit {commit}): not done within {}s",
+                    versions::version_name(&commit),
+                    PACK_DEADLINE.as_secs()
+                )
+            })?;
+            let archive = packed.with_context(|| {
+                format!(
+                    "store {} (commit {commit})",
+                    versions::version_name(&commit)
+                )
+            })?;
             let namespace = service.namespace().unwrap_or_default();
             store
                 .grant(&archive.sha256, &namespace)

@@ -173,7 +173,8 @@ fn tenancy(
             .state()
             .iter()
             .filter_map(readable)
-            .filter(|c| !c.spec.prices.is_empty())
+            // A Cloud that prices only volumes prices no instance type: any type may run.
+            .filter(|c| c.priced_types().next().is_some())
             .map(|c| {
                 let priced = observe::PricedTypes {
                     types: c.priced_types().cloned().collect(),

@@ -258,12 +258,12 @@ async fn mint(ctx: &Context, node: &ServiceNode) -> Result<String, Error> {
 }
 
 /// `operation`, or when the API server refused it, what the refusal most likely means: the
-/// controller holds Secrets and mints tokens only in namespaces it is bound in (the chart's
-/// ClusterRole `<name>-namespace`), and this one is not.
+/// controller writes nodes' credentials only in namespaces it is bound in (the chart's
+/// ClusterRole `<name>-namespace`), and this one may not be.
 fn unless_unbound<T>(result: &Result<T, kube::Error>, operation: &'static str) -> &'static str {
     match result {
         Err(kube::Error::Api(status)) if status.code == 403 => {
-            "act in this namespace (the controller holds Secrets and mints its agents' tokens only in namespaces bound to it: `cpsctl tenant create <namespace>`, or the chart's `namespaces` value)"
+            "act in this namespace (refused: the controller makes nodes' credentials only in namespaces bound to it, with `cpsctl tenant create <namespace>` or the chart's `namespaces` value; if this one is bound, the API server's answer follows)"
         }
         _ => operation,
     }
