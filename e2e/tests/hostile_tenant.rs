@@ -36,6 +36,23 @@ async fn acting_as(env: &Env, user: &str) -> Client {
     Client::try_from(config).unwrap()
 }
 
+/// `cpsctl` with `args` (a code upload), again while the controller says it is starting (its
+/// caches fill a moment after the API server routes to it).
+async fn upload_code(env: &Env, args: &[&str]) {
+    let cpsctl = conpaas_e2e::tools::cpsctl();
+    let mut last = None;
+    for _ in 0..60 {
+        let ran = run(&cpsctl, args, &env.cp.kubeconfig, None).unwrap();
+        if ran.code == Some(0) || !ran.stderr.contains("is starting") {
+            last = Some(ran);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        last = Some(ran);
+    }
+    last.unwrap().ok();
+}
+
 fn provider_id(node: &ServiceNode) -> String {
     node.status.clone().and_then(|s| s.provider_id).unwrap()
 }
@@ -478,7 +495,6 @@ async fn a_tenant_reads_nothing_through_a_learnt_digest_or_a_git_url() {
     env.wait_code_api().await;
     let work = tempfile::tempdir().unwrap();
     std::fs::write(work.path().join("run.sh"), "echo tenant a's secret code\n").unwrap();
-    let cpsctl = conpaas_e2e::tools::cpsctl();
     let upload = [
         "-n",
         &env.ns,
@@ -489,9 +505,7 @@ async fn a_tenant_reads_nothing_through_a_learnt_digest_or_a_git_url() {
         "--version",
         "v1",
     ];
-    run(&cpsctl, &upload, &env.cp.kubeconfig, None)
-        .unwrap()
-        .ok();
+    upload_code(&env, &upload).await;
     let service = env.services().get("gen").await.unwrap();
     let sha = service.spec.code.unwrap().versions[0]
         .artifact
@@ -604,14 +618,7 @@ async fn a_tenants_startup_script_finds_no_platform_credential_and_runs_within_i
         "v1",
         "--activate",
     ];
-    run(
-        &conpaas_e2e::tools::cpsctl(),
-        &upload,
-        &env.cp.kubeconfig,
-        None,
-    )
-    .unwrap()
-    .ok();
+    upload_code(&env, &upload).await;
     wait::until("the node", LIMIT, || async {
         Ok(!env.nodes("snoop").await.is_empty())
     })
