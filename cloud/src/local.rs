@@ -246,8 +246,8 @@ impl LocalCloud {
                 command
             }
         };
-        // A VM's environment is its own: nothing of the controller's (its KUBECONFIG, tokens,
-        // cloud keys) reaches a tenant's scripts.
+        // A VM's environment is its own: no variable of the controller's (its KUBECONFIG, its
+        // cloud keys) is inherited by a tenant's scripts.
         command.env_clear().envs(vm_environment(&work));
         if let Some(gib) = record.volume_gib {
             let volume = work.join("volume");
