@@ -78,14 +78,7 @@ async fn a_frozen_agent_of_a_lone_database_is_kept_with_its_rows() {
     let node = rows_written(&env).await;
 
     // The agent alone stops (not its process group: MariaDB keeps running).
-    let agent = env
-        .live_vms()
-        .into_iter()
-        .find(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&node.spec.token))
-        })
-        .expect("the node's agent");
+    let agent = env.agent_of(&node.spec.token).expect("the node's agent");
     kill(Pid::from_raw(agent), Signal::SIGSTOP).unwrap();
     let thaw = scopeguard(agent);
 
@@ -400,14 +393,7 @@ async fn a_galera_cluster_keeps_every_acknowledged_row_through_its_nodes_faults(
     // Node 2's agent freezes past three heartbeat timeouts: the other two hold every row, so
     // it is replaced, and its replacement syncs from them.
     let started = std::time::Instant::now();
-    let agent = env
-        .live_vms()
-        .into_iter()
-        .find(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&third.spec.token))
-        })
-        .expect("node 2's agent");
+    let agent = env.agent_of(&third.spec.token).expect("node 2's agent");
     kill(Pid::from_raw(agent), Signal::SIGSTOP).unwrap();
     let _thaw = scopeguard(agent);
     env.wait_replaced("db", &third, 3).await.unwrap();

@@ -695,12 +695,6 @@ async fn storage_agents_killed_or_frozen_lose_no_acknowledged_file() {
     let mut expected: BTreeMap<String, String> =
         files.iter().map(|(n, b)| (n.clone(), sha(b))).collect();
     wait_bricks_on(&env, 2).await;
-    let agent_of = |token: &str| {
-        env.live_vms().into_iter().find(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(token))
-        })
-    };
 
     // The node's glusterd: its command line names the VM's folder.
     let glusterd_of = |token: &str| {
@@ -741,7 +735,7 @@ async fn storage_agents_killed_or_frozen_lose_no_acknowledged_file() {
         .into_iter()
         .find(|n| n.metadata.name.as_deref() == Some("fs-storage-0"))
         .unwrap();
-    let frozen = agent_of(&first.spec.token).expect("node 0's agent");
+    let frozen = env.agent_of(&first.spec.token).expect("node 0's agent");
     kill(Pid::from_raw(frozen), Signal::SIGSTOP).unwrap();
     tokio::time::sleep(Duration::from_secs(35)).await;
     let _ = kill(Pid::from_raw(frozen), Signal::SIGCONT);

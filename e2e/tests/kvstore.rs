@@ -633,14 +633,7 @@ async fn a_frozen_master_agent_with_a_replica_loses_no_replicated_write() {
         .iter()
         .find(|n| n.metadata.name.as_deref() == Some("kv-node-0"))
         .unwrap();
-    let agent = env
-        .live_vms()
-        .into_iter()
-        .find(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&first.spec.token))
-        })
-        .expect("node 0's agent");
+    let agent = env.agent_of(&first.spec.token).expect("node 0's agent");
     let writer = Writer::start_replicated(client.clone(), 0);
     kill(Pid::from_raw(agent), Signal::SIGSTOP).unwrap();
     tokio::time::sleep(Duration::from_secs(35)).await;

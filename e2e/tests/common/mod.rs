@@ -382,6 +382,15 @@ impl Env {
             .filter(|pid| alive(*pid))
             .collect()
     }
+
+    /// The live agent of the VM whose token (its id) is `token`: its command line names the
+    /// VM's folder.
+    pub fn agent_of(&self, token: &str) -> Option<i32> {
+        self.live_vms().into_iter().find(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(token))
+        })
+    }
 }
 
 pub fn alive(pid: i32) -> bool {
