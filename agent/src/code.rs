@@ -5,17 +5,17 @@
 //! is refused). Versions live in `<work>/code/<version>-<digest prefix>`; the current and
 //! previous are kept.
 
-use std::io::{Read, Write};
+use std::io::Read;
 
 use std::path::{Component, Path, PathBuf};
 use tokio::io::AsyncReadExt as _;
 
 use anyhow::{Context as _, bail};
+use conpaas_crds::archive_digest::{self, HashingFile};
 use conpaas_crds::v1alpha1::NodeCode;
 use http_body_util::BodyExt;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::{Api, Client};
-use sha2::{Digest, Sha256};
 
 /// Largest code archive the agent downloads (saved data is bounded by the disk instead).
 const MAX_ARCHIVE_BYTES: u64 = 2 << 30;
@@ -241,23 +241,12 @@ pub async fn upload(
 /// The SHA-256 of `file`, read in blocks off the runtime.
 async fn digest_of(file: &Path) -> anyhow::Result<String> {
     let path = file.to_path_buf();
-    tokio::task::spawn_blocking(move || {
-        let mut reader =
-            std::fs::File::open(&path).with_context(|| format!("open {}", path.display()))?;
-        let mut hasher = Sha256::new();
-        let mut block = vec![0; 1 << 20];
-        loop {
-            let n = reader
-                .read(&mut block)
-                .with_context(|| format!("read {}", path.display()))?;
-            if n == 0 {
-                return Ok(hex::encode(hasher.finalize()));
-            }
-            hasher.update(&block[..n]);
-        }
+    let (sha256, _) = tokio::task::spawn_blocking(move || {
+        archive_digest::of_file(&path).with_context(|| format!("hash {}", path.display()))
     })
     .await
-    .context("the hashing thread")?
+    .context("the hashing thread")??;
+    Ok(sha256)
 }
 
 /// Whether fetching failed because the node's token may not read the archive yet: its
@@ -271,39 +260,31 @@ pub fn is_forbidden(error: &anyhow::Error) -> bool {
     })
 }
 
-/// Writes chunks to a file while hashing them, refusing more than `limit` bytes.
+/// A download being written to its file while hashed, refusing more than its limit; `what` it
+/// is names it in every error.
 struct Sink {
-    file: std::fs::File,
-    hasher: Sha256,
-    written: u64,
-    limit: u64,
+    file: HashingFile,
     what: String,
 }
 
 impl Sink {
     fn create(path: &Path, what: String, limit: u64) -> anyhow::Result<Self> {
-        Ok(Self {
-            file: std::fs::File::create(path)
-                .with_context(|| format!("create {}", path.display()))?,
-            hasher: Sha256::new(),
-            written: 0,
-            limit,
-            what,
-        })
+        let file = HashingFile::create(path, limit)
+            .with_context(|| format!("create {}", path.display()))?;
+        Ok(Self { file, what })
+    }
+
+    fn written(&self) -> u64 {
+        self.file.written()
     }
 
     fn write(&mut self, chunk: &[u8]) -> anyhow::Result<()> {
-        self.written += chunk.len() as u64;
-        if self.written > self.limit {
-            bail!("{}: archive larger than {} bytes", self.what, self.limit);
-        }
-        self.hasher.update(chunk);
-        self.file.write_all(chunk).context("write the download")
+        self.file.write(chunk).with_context(|| self.what.clone())
     }
 
-    fn finish(mut self) -> anyhow::Result<String> {
-        self.file.flush()?;
-        Ok(hex::encode(self.hasher.finalize()))
+    fn finish(self) -> anyhow::Result<String> {
+        let (sha256, _) = self.file.finish().with_context(|| self.what)?;
+        Ok(sha256)
     }
 }
 
@@ -323,7 +304,7 @@ async fn fetch(
         let what = format!("archive sha256:{} of service {service}", code.sha256);
         let mut sink = Sink::create(path, what.clone(), limit)?;
         loop {
-            let from = sink.written;
+            let from = sink.written();
             let request = http::Request::get(&uri)
                 .header(
                     http::header::RANGE,
@@ -375,8 +356,8 @@ async fn fetch(
             }
             let whole = range.map(|(_, whole)| whole);
             match whole {
-                Some(whole) if sink.written < whole => {
-                    if sink.written == from {
+                Some(whole) if sink.written() < whole => {
+                    if sink.written() == from {
                         bail!("download {what}: an empty piece at byte {from} of {whole}");
                     }
                 }
@@ -568,6 +549,7 @@ fn prune(root: &Path, active: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write as _;
 
     fn tar_with(name: &str) -> Vec<u8> {
         let mut builder = tar::Builder::new(Vec::new());

@@ -11,6 +11,7 @@
 // clippy mistakes for duplicated attributes.
 #![allow(clippy::duplicated_attributes)]
 
+pub mod archive_digest;
 pub mod bootstrap;
 pub mod code_api;
 pub mod generate;

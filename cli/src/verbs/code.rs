@@ -5,18 +5,17 @@
 //! Service's `spec.code`, written with the same credentials, so GitOps tools see them as any
 //! other change.
 
-use std::io::Read;
 use std::path::Path;
 
 use anyhow::{Context as _, bail};
 use bytes::Bytes;
+use conpaas_crds::archive_digest::{self, HashingFile};
 use conpaas_crds::code_api::{Archive, Uploaded, archive_path, archives_path};
 use conpaas_crds::v1alpha1::{ArtifactRef, CodeVersion, Service};
 use futures::StreamExt;
 use http_body_util::BodyExt;
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 
 use super::services::MANAGER;
@@ -40,7 +39,8 @@ pub async fn upload(
     } else {
         path
     };
-    let (sha256, size) = digest(archive)?;
+    let (sha256, size) =
+        archive_digest::of_file(archive).with_context(|| format!("hash {}", archive.display()))?;
     let name = version.unwrap_or_else(|| format!("code-{}", &sha256[..10]));
     let existing = versions(&current).iter().find(|v| v.name == name).cloned();
     if let Some(v) = &existing
@@ -282,19 +282,18 @@ async fn write_verified(
     sha256: &str,
     name: &str,
 ) -> anyhow::Result<u64> {
-    let mut file =
-        std::fs::File::create(path).with_context(|| format!("create {}", path.display()))?;
-    let mut hasher = Sha256::new();
-    let mut size = 0u64;
+    let mut file = HashingFile::create(path, u64::MAX)
+        .with_context(|| format!("create {}", path.display()))?;
     while let Some(frame) = body.frame().await {
         let frame = frame.with_context(|| format!("download version {name}"))?;
         if let Some(data) = frame.data_ref() {
-            hasher.update(data);
-            size += data.len() as u64;
-            std::io::Write::write_all(&mut file, data)?;
+            file.write(data)
+                .with_context(|| format!("download version {name}"))?;
         }
     }
-    let got = hex::encode(hasher.finalize());
+    let (got, size) = file
+        .finish()
+        .with_context(|| format!("write {}", path.display()))?;
     if got != sha256 {
         bail!("download version {name}: sha256 {got}, expected {sha256}");
     }
@@ -349,23 +348,6 @@ fn pack(dir: &Path) -> anyhow::Result<tempfile::NamedTempFile> {
         .with_context(|| format!("pack {}", dir.display()))?;
     tar.into_inner()?.finish()?;
     Ok(file)
-}
-
-/// SHA-256 and length of a file, read in chunks.
-fn digest(path: &Path) -> anyhow::Result<(String, u64)> {
-    let mut file = std::fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    let mut size = 0u64;
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        size += n as u64;
-    }
-    Ok((hex::encode(hasher.finalize()), size))
 }
 
 /// Streams the file to the code API; the store checks the digest it was told.
