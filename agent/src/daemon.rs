@@ -259,17 +259,25 @@ pub async fn wait_retired(workers: &[Pid], limit: Duration) -> bool {
 }
 
 /// `user` when the agent runs as root, the user exists and it can reach `dir` (it may search
-/// every folder from `/` down to the real `dir`, as its owner, its group or any other user):
-/// the daemons' workers then run as it. None otherwise: they run as the agent's own user.
+/// every folder from `/` down to the real `dir`, as its owner, one of its groups or any other
+/// user): the daemons' workers then run as it. None otherwise: they run as the agent's own user.
 pub fn unprivileged_user(user: &'static str, dir: &Path) -> Option<&'static str> {
     use std::os::unix::fs::MetadataExt;
     let account = nix::unistd::User::from_name(user).ok().flatten()?;
+    // Its primary group and the groups /etc/group lists it in, as the kernel will see them
+    // once the workers drop to it (initgroups).
+    let name = std::ffi::CString::new(user).ok()?;
+    let groups: Vec<u32> = nix::unistd::getgrouplist(&name, account.gid)
+        .ok()?
+        .iter()
+        .map(|g| g.as_raw())
+        .collect();
     // The real path: a relative folder or one reached through a link has other ancestors.
     let dir = std::fs::canonicalize(dir).ok()?;
     let reachable = dir.ancestors().all(|a| {
         std::fs::metadata(a).is_ok_and(|m| {
             may_search(
-                (account.uid.as_raw(), account.gid.as_raw()),
+                (account.uid.as_raw(), &groups),
                 (m.uid(), m.gid(), m.mode()),
             )
         })
@@ -277,11 +285,11 @@ pub fn unprivileged_user(user: &'static str, dir: &Path) -> Option<&'static str>
     (nix::unistd::geteuid().is_root() && reachable).then_some(user)
 }
 
-/// Whether a user (uid, primary gid) may search a folder (owner, group, mode).
-fn may_search((uid, gid): (u32, u32), (owner, group, mode): (u32, u32, u32)) -> bool {
+/// Whether a user (uid, its groups) may search a folder (owner, group, mode).
+fn may_search((uid, groups): (u32, &[u32]), (owner, group, mode): (u32, u32, u32)) -> bool {
     if uid == owner {
         mode & 0o100 != 0
-    } else if gid == group {
+    } else if groups.contains(&group) {
         mode & 0o010 != 0
     } else {
         mode & 0o001 != 0
@@ -349,10 +357,18 @@ mod tests {
 
     #[test]
     fn a_folder_is_searched_by_the_bits_that_apply_to_the_user() {
-        let www = (33, 33);
+        let www = (33, &[33, 1000][..]);
         assert!(may_search(www, (0, 0, 0o755)), "others may search");
         assert!(!may_search(www, (0, 0, 0o700)), "root's home");
         assert!(may_search(www, (0, 33, 0o750)), "through its group");
+        assert!(
+            may_search(www, (0, 1000, 0o710)),
+            "through a supplementary group"
+        );
+        assert!(
+            !may_search(www, (0, 1001, 0o750)),
+            "not through a group it is not in"
+        );
         assert!(
             !may_search(www, (33, 0, 0o077)),
             "its owner's bits, not others'"
