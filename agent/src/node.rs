@@ -130,6 +130,7 @@ fn agent_status(now: &Published, log_pin: &str) -> AgentStatus {
         scripts: report.scripts.clone(),
         routes_to: report.routes_to.clone(),
         credentials_version: report.credentials_version.clone(),
+        recovered_position: report.recovered_position.clone(),
         saved: report.saved.clone(),
         save_failure: report.save_failure.clone(),
         log_certificate_sha256: Some(log_pin.to_string()),

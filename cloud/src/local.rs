@@ -287,8 +287,20 @@ impl LocalCloud {
     /// once (nothing gets to finish or write its state), then its agent boots again on the same
     /// disk, as the VM's init would start it. Tests use it for the faults of a reset.
     pub async fn power_cycle(&self, id: &str) -> Result<(), CloudError> {
-        let mut record = self.kill_every_process(id).await?;
-        self.start_process(&mut record)
+        self.power_cycle_together(&[id]).await
+    }
+
+    /// Resets VMs `ids` as one power loss would (a whole rack): every process of each is killed
+    /// before any of them boots again.
+    pub async fn power_cycle_together(&self, ids: &[&str]) -> Result<(), CloudError> {
+        let mut records = Vec::new();
+        for id in ids {
+            records.push(self.kill_every_process(id).await?);
+        }
+        for record in &mut records {
+            self.start_process(record)?;
+        }
+        Ok(())
     }
 
     /// Powers VM `id` off as a power loss would: every process of it is killed at once, and

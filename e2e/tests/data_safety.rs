@@ -11,7 +11,8 @@
 //! agent and MariaDB killed at once, then booted again on its disk) comes back with its rows;
 //! an agent that crashed and was started again while MariaDB ran on stops that MariaDB cleanly
 //! and starts its own on the same data, every row there. A three-node Galera cluster keeps every
-//! acknowledged row through a crashed agent, a frozen agent and its first node powered off.
+//! acknowledged row through a crashed agent, a frozen agent and its first node powered off,
+//! and starts again with every acknowledged row after all three lost power at once.
 
 mod common;
 
@@ -29,6 +30,7 @@ const NS_MOVE: &str = "data-safety-move-e2e";
 const NS_RESET: &str = "data-safety-reset-e2e";
 const NS_AGENT: &str = "data-safety-agent-e2e";
 const NS_GALERA: &str = "data-safety-galera-e2e";
+const NS_BLACKOUT: &str = "data-safety-blackout-e2e";
 const TIMEOUT_SECONDS: i64 = 4;
 
 /// Once the lone node of Service `db` is Ready, a table `t` with rows 1, 2, 3 on it; the node.
@@ -441,6 +443,91 @@ async fn a_galera_cluster_keeps_every_acknowledged_row_through_its_nodes_faults(
         );
     }
     println!("{} acknowledged rows, all on every node", ids.len());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_galera_cluster_that_lost_power_all_at_once_starts_again_with_every_row() {
+    let env = env(NS_BLACKOUT, 149).await;
+    env.apply_cloud_and_app().await;
+    env.apply("apiVersion: conpaas.io/v1alpha1\nkind: Service\nmetadata: {name: db}\nspec: {application: demo, type: mysql, replicas: 3, settings: {database: shop}}\n")
+        .await;
+    let ready = "mysql 3/3, glb 0/0";
+    env.wait_ready("db", ready).await;
+    let (user, password) = mysql_credentials(&env, "db").await;
+    let nodes = env.nodes("db").await;
+    let address = |n: &ServiceNode| n.status.clone().and_then(|s| s.address).unwrap();
+    let through = address(&nodes[1]);
+    mariadb_query(
+        &through,
+        &user,
+        &password,
+        "CREATE TABLE t (id INT PRIMARY KEY) ENGINE=InnoDB",
+    )
+    .unwrap();
+    let writer = InsertWriter::start(through.clone(), user.clone(), password.clone());
+    conpaas_e2e::wait::until("rows written", LIMIT, || async {
+        Ok(
+            mariadb_query(&through, &user, &password, "SELECT COUNT(*) FROM t")
+                .is_ok_and(|n| n.parse::<u32>().is_ok_and(|n| n >= 50)),
+        )
+    })
+    .await
+    .unwrap();
+
+    // Every member loses power at once while the client writes: after the crash Galera marks
+    // none of them safe to start the cluster from.
+    let started = std::time::Instant::now();
+    let vms: Vec<&str> = nodes.iter().map(|n| n.spec.token.as_str()).collect();
+    env.controller
+        .local_cloud()
+        .power_cycle_together(&vms)
+        .await
+        .unwrap();
+    for n in &nodes {
+        let on = address(n);
+        conpaas_e2e::wait::until(&format!("{} synced again", n.name_any()), LIMIT, || async {
+            Ok(mariadb_query(&on, &user, &password, SYNCED).as_deref() == Ok("Synced"))
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", vm_logs(env.state.path())));
+    }
+    env.wait_ready("db", ready).await;
+    let took = started.elapsed();
+    let acknowledged = writer.finish();
+
+    let now = env.nodes("db").await;
+    let uids = |ns: &[ServiceNode]| {
+        let mut u: Vec<String> = ns.iter().filter_map(|n| n.uid()).collect();
+        u.sort();
+        u
+    };
+    assert_eq!(
+        uids(&now),
+        uids(&nodes),
+        "the same three nodes, none replaced"
+    );
+    let ids: Vec<String> = acknowledged.iter().map(u64::to_string).collect();
+    let count = format!("SELECT COUNT(*) FROM t WHERE id IN ({})", ids.join(","));
+    for n in &now {
+        let on = address(n);
+        conpaas_e2e::wait::until(&format!("every row on {}", n.name_any()), LIMIT, || async {
+            Ok(mariadb_query(&on, &user, &password, &count) == Ok(ids.len().to_string()))
+        })
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "{e}: {:?} of {}",
+                mariadb_query(&on, &user, &password, &count),
+                ids.len()
+            )
+        });
+    }
+    println!(
+        "mysql, 3 nodes, all powered off and on at once: {} acknowledged rows, all on every node; \
+         the cluster served again after {:.1}s",
+        ids.len(),
+        took.as_secs_f64()
+    );
 }
 
 /// Galera's state of the node asked.

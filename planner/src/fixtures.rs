@@ -49,6 +49,7 @@ pub fn serving_node(name: &str, spec: ServiceNodeSpec) -> ObservedNode {
         agent_failure: None,
         failure: None,
         routes_to: None,
+        recovered_position: None,
         drained: false,
         credentials_version: None,
         saved: None,

@@ -37,6 +37,8 @@ pub struct RoleReport {
     pub routes_to: Option<Vec<String>>,
     /// mysql: the version of the credentials Secret the node accepts.
     pub credentials_version: Option<String>,
+    /// mysql, while no member runs the cluster: the last transaction its data holds.
+    pub recovered_position: Option<String>,
     /// The SHA-256 of the data it saved for a stop.
     pub saved: Option<String>,
     /// Why its last try to save for a stop failed (it tries again).

@@ -230,6 +230,10 @@ pub struct Member {
     /// roles (php `proxy`) are told; for the others it is always false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub ready: bool,
+    /// mysql: the last transaction its data holds (`uuid:seqno`), as its agent reported it while
+    /// no member ran the cluster (see `status.agent.recoveredPosition`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<String>,
 }
 
 /// A ServiceNode's status: the controller's view of the VM, and the agent's report.
@@ -312,6 +316,12 @@ pub struct AgentStatus {
     /// password this node accepts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_version: Option<String>,
+    /// mysql, while its MariaDB does not run and no member answers: the last transaction its
+    /// data holds, `uuid:seqno` as Galera's recovery reads it (`-1` for a node that never held
+    /// the cluster's data). Every member is told the others' positions, and the one with the
+    /// newest data starts the cluster again after a crash of them all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovered_position: Option<String>,
     /// The SHA-256 of the data it saved into the artifact store, draining for a stop.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub saved: Option<String>,

@@ -176,6 +176,8 @@ pub struct ObservedNode {
     pub failure: Option<NodeFailure>,
     /// A router's report of the members its running configuration routes to.
     pub routes_to: Option<Vec<String>>,
+    /// mysql: the last transaction its data holds, reported while no member runs the cluster.
+    pub recovered_position: Option<String>,
     /// Its agent reports the drain it was released for is done.
     pub drained: bool,
     /// mysql: the version of the credentials Secret its agent accepts.

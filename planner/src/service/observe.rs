@@ -423,6 +423,10 @@ fn observed_node(
                     .unwrap_or_else(|| "the role failed".into())
             }),
         routes_to: status.agent.as_ref().and_then(|a| a.routes_to.clone()),
+        recovered_position: status
+            .agent
+            .as_ref()
+            .and_then(|a| a.recovered_position.clone()),
         drained: status.agent.as_ref().is_some_and(|a| {
             a.state == Some(AgentState::Drained)
                 && a.observed_generation == node.metadata.generation

@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use super::recovery::{self, FromData, Peer, Position};
+
 /// Looks finding no peer answering before node 0 bootstraps (about half a second each).
 pub const QUIET_LOOKS: u32 = 6;
 /// Looks before a first node that is not ordinal 0 bootstraps (about 30 s).
@@ -95,6 +97,14 @@ pub struct Peers {
     pub lower_not_serving: Option<String>,
     /// Earlier looks that found no peer answering.
     pub quiet_looks: u32,
+    /// Its data folder held the cluster's data (it was Synced with it once).
+    pub holds_data: bool,
+    /// The last transaction its data holds, once read.
+    pub own_position: Option<Position>,
+    /// Its ordinal.
+    pub ordinal: u32,
+    /// The other listed mysql members, with the positions they reported.
+    pub peers: Vec<Peer>,
 }
 
 /// How a node without MariaDB goes on.
@@ -108,6 +118,11 @@ pub enum Start {
     Bootstrap,
     /// Join the cluster of these peers (addresses) by a state transfer.
     Join(Vec<String>),
+    /// Every member is down: read the last transaction this node's data holds.
+    Recover,
+    /// Every member is down and this node's data is the newest: start the cluster again from
+    /// it.
+    BootstrapFromData(Position),
 }
 
 /// Whether and how a node without MariaDB starts it.
@@ -116,6 +131,21 @@ pub fn next_start(p: &Peers) -> Start {
         return Start::Wait("waiting for the member list".into());
     }
     let bootstrap = p.answering.is_empty();
+    if bootstrap && p.holds_data {
+        return match recovery::from_data(p.own_position.as_ref(), p.ordinal, &p.peers) {
+            FromData::Recover => Start::Recover,
+            FromData::Wait(why) => Start::Wait(why),
+            FromData::Bootstrap(position) => Start::BootstrapFromData(position),
+        };
+    }
+    // A node without the cluster's data never starts a cluster while a member reports some:
+    // the members would then take its empty data.
+    if bootstrap && let Some(holder) = recovery::data_elsewhere(&p.peers) {
+        return Start::Wait(format!(
+            "every member is down and {holder} holds the cluster's data: waiting for the member \
+             with the newest data to start the cluster again"
+        ));
+    }
     if bootstrap && !p.first {
         return Start::Wait("waiting for the first node to bootstrap the cluster".into());
     }
@@ -242,6 +272,10 @@ mod tests {
             answering: answering.iter().map(|a| a.to_string()).collect(),
             lower_not_serving: None,
             quiet_looks: 0,
+            holds_data: false,
+            own_position: None,
+            ordinal: if node_zero { 0 } else { 1 },
+            peers: Vec::new(),
         }
     }
 
@@ -307,6 +341,45 @@ mod tests {
         );
         p.lower_not_serving = None;
         assert_eq!(next_start(&p), Start::Join(vec!["127.0.0.2".into()]));
+    }
+
+    #[test]
+    fn a_node_holding_data_never_bootstraps_a_fresh_cluster_when_every_member_is_down() {
+        let mut p = Peers {
+            holds_data: true,
+            ..peers(true, true, 1, &[])
+        };
+        assert_eq!(next_start(&p), Start::Recover);
+        let at = |seqno| Position {
+            uuid: "8bd1c0e2-0000-11ef-9a7a-5e0c1a2b3c4d".into(),
+            seqno,
+        };
+        p.own_position = Some(at(4));
+        p.peers = vec![Peer {
+            name: "db-mysql-1".into(),
+            ordinal: 1,
+            position: Some(at(7)),
+        }];
+        assert!(matches!(next_start(&p), Start::Wait(_)));
+        p.peers[0].position = Some(at(3));
+        assert_eq!(next_start(&p), Start::BootstrapFromData(at(4)));
+        // Once a member answers, it joins as any node does.
+        p.answering = vec!["127.0.0.2".into()];
+        assert_eq!(next_start(&p), Start::Join(vec!["127.0.0.2".into()]));
+    }
+
+    #[test]
+    fn a_fresh_first_node_leaves_the_start_to_a_member_with_data() {
+        let mut p = peers(true, true, 1, &[]);
+        p.peers = vec![Peer {
+            name: "db-mysql-1".into(),
+            ordinal: 1,
+            position: Some(Position {
+                uuid: "8bd1c0e2-0000-11ef-9a7a-5e0c1a2b3c4d".into(),
+                seqno: 12,
+            }),
+        }];
+        assert!(matches!(settle(p), (Start::Wait(why), 0) if why.contains("db-mysql-1")));
     }
 
     #[test]

@@ -31,6 +31,7 @@ use self::config::{
     chown_mysql, database, install_db, my_cnf, previous_user_seconds, run_as, tail,
 };
 use self::lifecycle::{Node, Peers, Start, Step};
+use self::recovery::{Peer, Position};
 use super::mysql_dump::{DumpError, DumpLoad, LOADED_TABLE, SaveData, quote, run_sql};
 use super::stop_save::Retries;
 use super::{Credentials, Role, RoleEnv, RoleReport, first_member, ordinal};
@@ -40,6 +41,7 @@ mod config;
 mod datadir;
 mod fence;
 mod lifecycle;
+mod recovery;
 
 const PORT: u16 = 3306;
 const GALERA_PORT: u16 = 4567;
@@ -83,6 +85,12 @@ pub struct Mysql {
     join_again_at: Option<Instant>,
     /// Looks that found no peer answering, before a bootstrap.
     quiet_looks: u32,
+    /// The last transaction its data holds, read while every member was down (forgotten when
+    /// MariaDB starts: from then on the data moves on).
+    position: Option<Position>,
+    /// What it tells the other members of its data while MariaDB does not run and no member
+    /// answers: its position, or that it holds nothing (while another member reports data).
+    reported_position: Option<String>,
     /// The SQL dump (code version) loaded into the database.
     loaded: Option<NodeCode>,
     /// What loading the spec's dump waits for (the first node, the node's credentials).
@@ -125,6 +133,8 @@ impl Mysql {
             failed_joins: 0,
             join_again_at: None,
             quiet_looks: 0,
+            position: None,
+            reported_position: None,
             loaded: None,
             dump_waiting: None,
             dump_failed: None,
@@ -178,6 +188,17 @@ impl Mysql {
             answering,
             lower_not_serving,
             quiet_looks: self.quiet_looks,
+            holds_data: datadir::held_data(&self.dir),
+            own_position: self.position.clone(),
+            ordinal: mine,
+            peers: peers
+                .iter()
+                .map(|m| Peer {
+                    name: m.name.clone(),
+                    ordinal: ordinal(&m.name),
+                    position: m.position.as_deref().and_then(Position::parse),
+                })
+                .collect(),
         }
     }
 
@@ -194,7 +215,16 @@ impl Mysql {
         }
         let logs = self.env.work_dir.join("logs");
         std::fs::create_dir_all(&logs).map_err(|e| format!("create {}: {e}", logs.display()))?;
-        let (bootstrap, answering) = match lifecycle::next_start(&self.look_at_peers(spec).await) {
+        let peers = self.look_at_peers(spec).await;
+        let decision = lifecycle::next_start(&peers);
+        self.reported_position = match (&decision, peers.answering.is_empty()) {
+            (_, false) => None,
+            _ if peers.holds_data => self.position.as_ref().map(Position::to_string),
+            // A node without the cluster's data says so only while another member reports
+            // some, so that it waits for no one (a fresh cluster's start changes no member list).
+            _ => recovery::data_elsewhere(&peers.peers).map(|_| Position::nothing().to_string()),
+        };
+        let (bootstrap, answering) = match decision {
             Start::Wait(why) => {
                 self.waiting = Some(why);
                 return Ok(());
@@ -205,24 +235,29 @@ impl Mysql {
                     Some("making sure no peer runs a cluster before bootstrapping".into());
                 return Ok(());
             }
+            Start::Recover => {
+                self.write_config(spec, &[], run_as)?;
+                let position = recover_position(&self.config(), run_as).await?;
+                tracing::info!(%position, "every member is down; the data's last transaction read");
+                self.waiting = Some(format!(
+                    "every member is down: this node's data holds transaction {} of the \
+                     cluster; comparing with the other members'",
+                    position.seqno
+                ));
+                self.reported_position = Some(position.to_string());
+                self.position = Some(position);
+                return Ok(());
+            }
+            Start::BootstrapFromData(position) => {
+                tracing::info!(%position, "starting the cluster again from this node's data, the newest");
+                mark_safe_to_bootstrap(&self.dir.join("data/grastate.dat"))?;
+                (true, Vec::new())
+            }
             Start::Bootstrap => (true, Vec::new()),
             Start::Join(peers) => (false, peers),
         };
         self.waiting = None;
-        let cnf = my_cnf(
-            &self.dir,
-            &self.env.address,
-            &spec.service,
-            &self.env.node,
-            &answering,
-            run_as,
-        );
-        daemon::write_if_changed(&self.config(), &cnf)?;
-        if run_as == "mysql" {
-            chown_mysql(&self.dir)?;
-            // chown -R does not follow the link to the data volume.
-            chown_mysql(&self.dir.join("data/"))?;
-        }
+        self.write_config(spec, &answering, run_as)?;
         if !self.dir.join("data/mysql").is_dir() {
             install_db(&self.config(), run_as).await?;
         }
@@ -234,6 +269,12 @@ impl Mysql {
         if bootstrap {
             args.push("--wsrep-new-cluster".into());
         }
+        // Where its data is, as read while every member was down: a joiner may then catch up
+        // by an incremental transfer, and a bootstrap carries the cluster's history on.
+        if let Some(position) = self.position.take().filter(|p| p.seqno >= 0) {
+            args.push(format!("--wsrep-start-position={position}"));
+        }
+        self.reported_position = None;
         tracing::info!(bootstrap, peers = ?answering, "starting MariaDB");
         let mut mariadbd = Daemon::new(
             "mariadbd",
@@ -244,6 +285,30 @@ impl Mysql {
         );
         mariadbd.ensure_started()?;
         self.mariadbd = Some(mariadbd);
+        Ok(())
+    }
+
+    /// Writes the configuration (joining `answering`) and gives the folders to MariaDB's user.
+    fn write_config(
+        &self,
+        spec: &ServiceNodeSpec,
+        answering: &[String],
+        run_as: &str,
+    ) -> Result<(), String> {
+        let cnf = my_cnf(
+            &self.dir,
+            &self.env.address,
+            &spec.service,
+            &self.env.node,
+            answering,
+            run_as,
+        );
+        daemon::write_if_changed(&self.config(), &cnf)?;
+        if run_as == "mysql" {
+            chown_mysql(&self.dir)?;
+            // chown -R does not follow the link to the data volume.
+            chown_mysql(&self.dir.join("data/"))?;
+        }
         Ok(())
     }
 
@@ -700,6 +765,10 @@ impl Role for Mysql {
                 .and(spec_code)
                 .map(|c| c.version.clone()),
             credentials_version: self.accepted.clone(),
+            recovered_position: self
+                .reported_position
+                .clone()
+                .filter(|_| self.mariadbd.is_none()),
             saved: self.saved.clone(),
             save_failure: self
                 .saved
@@ -735,5 +804,39 @@ impl Role for Mysql {
         if let Some(d) = self.mariadbd.as_mut() {
             d.stop(STOP_GRACE).await;
         }
+    }
+}
+
+/// The last transaction the data folder holds, as `mariadbd --wsrep-recover` reads it from
+/// InnoDB (it starts, recovers, prints the position and exits; what `galera_recovery` does).
+async fn recover_position(config: &std::path::Path, run_as: &str) -> Result<Position, String> {
+    let program = daemon::find(&["mariadbd", "mysqld"], "mariadb-server")?;
+    let out = tokio::process::Command::new(&program)
+        .arg(format!("--defaults-file={}", config.display()))
+        .arg(format!("--user={run_as}"))
+        .args(["--wsrep-recover", "--disable-log-error"])
+        .output()
+        .await
+        .map_err(|e| format!("run {} --wsrep-recover: {e}", program.display()))?;
+    let log = String::from_utf8_lossy(&out.stderr);
+    recovery::recovered_from_log(&log).ok_or_else(|| {
+        let last: Vec<&str> = log.lines().rev().take(5).collect();
+        format!(
+            "could not read the last transaction of the data ({}): {}",
+            out.status,
+            last.into_iter().rev().collect::<Vec<_>>().join(" | ")
+        )
+    })
+}
+
+/// Marks the data folder's `grastate.dat` safe to bootstrap from (after a crash Galera marks no
+/// member so, and refuses to start a cluster from it otherwise).
+fn mark_safe_to_bootstrap(grastate: &std::path::Path) -> Result<(), String> {
+    match std::fs::read_to_string(grastate) {
+        Ok(text) => {
+            daemon::write_if_changed(grastate, &recovery::safe_to_bootstrap(&text)).map(|_| ())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(format!("read {}: {e}", grastate.display())),
     }
 }

@@ -117,6 +117,7 @@ pub(super) fn plan_running(desired: &Desired, nodes: &[ObservedNode]) -> Vec<Act
                     role: n.spec.role.clone(),
                     address: a.clone(),
                     ready: n.agent_ready || serves_previous_version(n),
+                    position: n.recovered_position.clone(),
                 })
             })
             .collect();
