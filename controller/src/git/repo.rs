@@ -58,6 +58,16 @@ async fn folder_size(dir: PathBuf) -> u64 {
         .unwrap_or(0)
 }
 
+/// The controller's variables git is given: where its programs are, and the CA certificates an
+/// installation trusts for https.
+const KEPT_VARIABLES: [&str; 5] = [
+    "PATH",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "GIT_SSL_CAINFO",
+    "CURL_CA_BUNDLE",
+];
+
 /// `git` with the transports and settings every call shares.
 fn git() -> Command {
     let mut cmd = Command::new("git");
@@ -81,6 +91,11 @@ fn git() -> Command {
         "-c",
         "http.followRedirects=false",
     ])
+    // Nothing of the controller's environment but where programs and CA certificates are: a
+    // proxy variable (http_proxy, ALL_PROXY) would send the connection to a proxy that
+    // resolves the host again, past the pinned address.
+    .env_clear()
+    .envs(std::env::vars_os().filter(|(name, _)| KEPT_VARIABLES.iter().any(|k| name == k)))
     .env("GIT_TERMINAL_PROMPT", "0")
     .env("GIT_CONFIG_NOSYSTEM", "1")
     .env("GIT_CONFIG_GLOBAL", "/dev/null")
@@ -92,25 +107,68 @@ fn git() -> Command {
 /// `git` talking to `to`: connecting to the address that was checked.
 fn git_to(to: &Checked) -> Command {
     let mut cmd = git();
+    // A proxy an administrator chose on purpose; it resolves the host itself.
+    if let Some(proxy) = std::env::var_os("CONPAAS_GIT_PROXY") {
+        let mut setting = std::ffi::OsString::from("http.proxy=");
+        setting.push(proxy);
+        cmd.arg("-c").arg(setting);
+    }
     if let Some(resolve) = &to.resolve {
         cmd.arg("-c").arg(format!("http.curloptResolve={resolve}"));
     }
     cmd
 }
 
-/// Runs `cmd` to its end within the deadline; its stdout, or its stderr's words as the error.
-async fn output(mut cmd: Command, what: &str) -> anyhow::Result<String> {
-    let out = tokio::time::timeout(DEADLINE, cmd.output())
+/// The most a ref listing may print: a server that advertises without end is cut off there.
+const MAX_LISTING_BYTES: u64 = 8 << 20;
+/// The most of git's error output kept (only its first words are shown).
+const MAX_STDERR_BYTES: u64 = 64 << 10;
+
+/// Runs `cmd` to its end within the deadline, reading at most `max_stdout` bytes of what it
+/// prints (past that it is killed): its stdout, or its stderr's words as the error.
+async fn output(mut cmd: Command, what: &str, max_stdout: u64) -> anyhow::Result<String> {
+    use tokio::io::AsyncReadExt as _;
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("{what}: run git (is it installed?)"))?;
+    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+    let run = async {
+        let err = tokio::spawn(async move {
+            let mut err = Vec::new();
+            if let Some(stderr) = stderr {
+                let _ = stderr.take(MAX_STDERR_BYTES).read_to_end(&mut err).await;
+            }
+            err
+        });
+        let mut out = Vec::new();
+        if let Some(stdout) = stdout {
+            // One byte past the limit tells a listing that is too long from one that fits.
+            stdout
+                .take(max_stdout + 1)
+                .read_to_end(&mut out)
+                .await
+                .with_context(|| format!("{what}: read git's output"))?;
+        }
+        if out.len() as u64 > max_stdout {
+            let _ = child.kill().await;
+            err.abort();
+            bail!("{what}: the server sent more than {max_stdout} bytes; stopped");
+        }
+        let status = child
+            .wait()
+            .await
+            .with_context(|| format!("{what}: wait for git"))?;
+        let err = err.await.unwrap_or_default();
+        if !status.success() {
+            bail!("{what}: {}", git_said(&String::from_utf8_lossy(&err)));
+        }
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    };
+    tokio::time::timeout(DEADLINE, run)
         .await
         .with_context(|| format!("{what}: no answer within {}s", DEADLINE.as_secs()))?
-        .with_context(|| format!("{what}: run git (is it installed?)"))?;
-    if !out.status.success() {
-        bail!(
-            "{what}: {}",
-            git_said(&String::from_utf8_lossy(&out.stderr))
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// How much of git's own words an error keeps.
@@ -173,7 +231,12 @@ pub async fn resolve(to: &Checked, reference: &str) -> anyhow::Result<String> {
     }
     let mut cmd = git_to(to);
     cmd.args(["ls-remote", "--", url, reference]);
-    let listed = output(cmd, &format!("look up {reference} at {url}")).await?;
+    let listed = output(
+        cmd,
+        &format!("look up {reference} at {url}"),
+        MAX_LISTING_BYTES,
+    )
+    .await?;
     pick(&listed, reference).with_context(|| format!("ref {reference} not found at {url}"))
 }
 
@@ -215,7 +278,7 @@ impl Repo {
             .with_context(|| format!("create {}", dir.display()))?;
         let mut cmd = git();
         cmd.arg("init").arg("--bare").arg("--quiet").arg(dir);
-        output(cmd, "make the git scratch repository").await?;
+        output(cmd, "make the git scratch repository", MAX_LISTING_BYTES).await?;
         Ok(Self {
             dir: dir.to_path_buf(),
         })
@@ -285,7 +348,7 @@ impl Repo {
         cmd.arg("-C")
             .arg(&self.dir)
             .args(["rev-parse", "--verify", "FETCH_HEAD^{commit}"]);
-        Ok(output(cmd, "read the fetched commit")
+        Ok(output(cmd, "read the fetched commit", MAX_LISTING_BYTES)
             .await?
             .trim()
             .to_string())
@@ -329,6 +392,8 @@ impl Repo {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     #[test]
     fn refs_are_picked_exactly_then_as_branch_then_as_peeled_tag() {
@@ -444,6 +509,98 @@ mod tests {
         let _ = daemon.kill();
         let _ = daemon.wait();
         drop(origin);
+    }
+
+    /// Accepts connections at an ephemeral loopback port, answering each request with
+    /// `answer`; the port and how many connections came.
+    async fn http_server(answer: String) -> (u16, Arc<AtomicUsize>) {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let came = Arc::new(AtomicUsize::new(0));
+        let counted = came.clone();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                let answer = answer.clone();
+                tokio::spawn(async move {
+                    let mut request = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match socket.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => request.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let _ = socket.write_all(answer.as_bytes()).await;
+                });
+            }
+        });
+        (port, came)
+    }
+
+    #[tokio::test]
+    async fn git_follows_no_redirect() {
+        let (elsewhere, came_elsewhere) = http_server(String::new()).await;
+        let (server, came_to_server) = http_server(format!(
+            "HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1:{elsewhere}/app.git/info/refs?service=git-upload-pack\r\nContent-Length: 0\r\n\r\n"
+        ))
+        .await;
+        let to = Checked {
+            url: format!("http://127.0.0.1:{server}/app.git"),
+            resolve: None,
+        };
+        let refused = resolve(&to, "main").await.unwrap_err().to_string();
+        assert!(refused.contains("look up main"), "{refused}");
+        assert!(
+            came_to_server.load(Ordering::SeqCst) >= 1,
+            "git asked the server"
+        );
+        assert_eq!(
+            came_elsewhere.load(Ordering::SeqCst),
+            0,
+            "the redirect was not followed"
+        );
+    }
+
+    /// What git runs gets none of the controller's variables (a proxy variable among them would
+    /// send connections past the pinned address): an alias prints the environment it is given.
+    #[tokio::test]
+    async fn git_gets_nothing_of_the_controllers_environment() {
+        assert!(
+            std::env::var_os("CARGO_MANIFEST_DIR").is_some(),
+            "the test runs with a variable of its own"
+        );
+        let mut cmd = git();
+        cmd.args(["-c", "alias.environment=!env", "environment"]);
+        let seen = output(cmd, "print the environment", 1 << 20).await.unwrap();
+        let names: Vec<&str> = seen.lines().filter_map(|l| l.split('=').next()).collect();
+        assert!(names.contains(&"PATH"), "{names:?}");
+        assert!(!names.contains(&"CARGO_MANIFEST_DIR"), "{names:?}");
+        assert!(
+            !names
+                .iter()
+                .any(|n| n.to_ascii_lowercase().contains("proxy")),
+            "{names:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn output_without_end_is_cut_off() {
+        let mut endless = Command::new("sh");
+        endless.args(["-c", "yes a-ref-name"]).kill_on_drop(true);
+        let cut = tokio::time::timeout(
+            Duration::from_secs(20),
+            output(endless, "list refs", 1 << 20),
+        )
+        .await
+        .expect("it stops by itself")
+        .unwrap_err()
+        .to_string();
+        assert!(cut.contains("more than 1048576 bytes"), "{cut}");
+        let mut short = Command::new("sh");
+        short.args(["-c", "echo fits"]);
+        assert_eq!(output(short, "list refs", 1 << 20).await.unwrap(), "fits\n");
     }
 
     #[test]
