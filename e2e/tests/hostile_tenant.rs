@@ -36,21 +36,17 @@ async fn acting_as(env: &Env, user: &str) -> Client {
     Client::try_from(config).unwrap()
 }
 
-/// `cpsctl` with `args` (a code upload), again while the controller says it is starting (its
-/// caches fill a moment after the API server routes to it).
+/// `cpsctl` with `args` (a code upload; cpsctl itself waits out a controller that is still
+/// starting).
 async fn upload_code(env: &Env, args: &[&str]) {
-    let cpsctl = conpaas_e2e::tools::cpsctl();
-    let mut last = None;
-    for _ in 0..60 {
-        let ran = run(&cpsctl, args, &env.cp.kubeconfig, None).unwrap();
-        if ran.code == Some(0) || !ran.stderr.contains("is starting") {
-            last = Some(ran);
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-        last = Some(ran);
-    }
-    last.unwrap().ok();
+    run(
+        &conpaas_e2e::tools::cpsctl(),
+        args,
+        &env.cp.kubeconfig,
+        None,
+    )
+    .unwrap()
+    .ok();
 }
 
 fn provider_id(node: &ServiceNode) -> String {

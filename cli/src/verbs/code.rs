@@ -350,7 +350,12 @@ fn pack(dir: &Path) -> anyhow::Result<tempfile::NamedTempFile> {
     Ok(file)
 }
 
-/// Streams the file to the code API; the store checks the digest it was told.
+/// How long an upload waits for a code API that answers 503 (a controller starting, or an
+/// APIService not yet available right after an install).
+const UNAVAILABLE_FOR: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Streams the file to the code API (again while it answers 503, for a while); the store
+/// checks the digest it was told.
 async fn send(
     s: &Session,
     service: &str,
@@ -358,6 +363,39 @@ async fn send(
     sha256: &str,
     size: u64,
 ) -> anyhow::Result<Uploaded> {
+    let deadline = std::time::Instant::now() + UNAVAILABLE_FOR;
+    let mut told = false;
+    loop {
+        match send_once(s, service, path, sha256, size).await? {
+            Ok(uploaded) => return Ok(uploaded),
+            Err((status, body)) => {
+                if status != http::StatusCode::SERVICE_UNAVAILABLE
+                    || std::time::Instant::now() >= deadline
+                {
+                    bail!("upload refused: {}", refusal(status, &body));
+                }
+                if !told {
+                    eprintln!(
+                        "the code API is not available yet ({}); trying again for up to {} s",
+                        conpaas_crds::code_api::status_message(&body),
+                        UNAVAILABLE_FOR.as_secs()
+                    );
+                    told = true;
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// One upload: what the store stored, or the refusal's status and body.
+async fn send_once(
+    s: &Session,
+    service: &str,
+    path: &Path,
+    sha256: &str,
+    size: u64,
+) -> anyhow::Result<Result<Uploaded, (http::StatusCode, Bytes)>> {
     let file = tokio::fs::File::open(path)
         .await
         .with_context(|| format!("open {}", path.display()))?;
@@ -389,9 +427,11 @@ async fn send(
         .context("read the upload's answer")?
         .to_bytes();
     if !status.is_success() {
-        bail!("upload refused: {}", refusal(status, &bytes));
+        return Ok(Err((status, bytes)));
     }
-    serde_json::from_slice(&bytes).context("read the upload's answer")
+    serde_json::from_slice(&bytes)
+        .context("read the upload's answer")
+        .map(Ok)
 }
 
 /// A refusal's message, with a hint where one helps.
@@ -403,4 +443,89 @@ fn refusal(status: http::StatusCode, body: &[u8]) -> String {
         _ => "",
     };
     format!("{status}: {message}{hint}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::AsyncWriteExt as _;
+
+    /// A code API that refuses the first `refused` uploads with `refusal` (a starting
+    /// controller's is 503), then stores; its URL and the uploads it saw.
+    async fn code_api(refused: usize, refusal: &'static str) -> (String, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let seen = Arc::new(AtomicUsize::new(0));
+        let counted = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let n = counted.fetch_add(1, Ordering::SeqCst);
+                // The whole request (headers and the 5-byte body) before the answer.
+                let mut request = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") || !request.ends_with(b"hello")
+                {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(k) => request.extend_from_slice(&buf[..k]),
+                    }
+                }
+                let (status, body) = if n < refused {
+                    (
+                        refusal,
+                        r#"{"kind":"Status","message":"the controller is starting; try again"}"#
+                            .to_string(),
+                    )
+                } else {
+                    ("201 Created", r#"{"sha256":"abc","size":5}"#.to_string())
+                };
+                let answer = format!(
+                    "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(answer.as_bytes()).await;
+            }
+        });
+        (url, seen)
+    }
+
+    fn session(url: &str) -> Session {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let config = kube::Config::new(url.parse().unwrap());
+        Session {
+            client: kube::Client::try_from(config.clone()).unwrap(),
+            config,
+            namespace: "ns".into(),
+            output: crate::args::Output::Table,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_upload_waits_out_a_controller_that_is_starting() {
+        let (url, seen) = code_api(2, "503 Service Unavailable").await;
+        let dir = tempfile::tempdir().unwrap();
+        let archive = dir.path().join("a.tar.gz");
+        std::fs::write(&archive, b"hello").unwrap();
+        let stored = send(&session(&url), "svc", &archive, "abc", 5)
+            .await
+            .unwrap();
+        assert_eq!(stored.size, 5);
+        assert_eq!(seen.load(Ordering::SeqCst), 3, "two refusals, then stored");
+    }
+
+    #[tokio::test]
+    async fn another_refusal_is_not_tried_again() {
+        let (url, seen) = code_api(1, "403 Forbidden").await;
+        let dir = tempfile::tempdir().unwrap();
+        let archive = dir.path().join("a.tar.gz");
+        std::fs::write(&archive, b"hello").unwrap();
+        let refused = send(&session(&url), "svc", &archive, "abc", 5)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(refused.contains("403"), "{refused}");
+        assert_eq!(seen.load(Ordering::SeqCst), 1);
+    }
 }
