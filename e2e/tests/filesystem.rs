@@ -5,7 +5,8 @@
 //! A volume holding only a 200 MiB file of zeros (its archive is a thousandth of it, past any
 //! unpacking ratio a code archive may have) comes back whole after a Stop/Start. Storage agents
 //! killed in turn (the new agent takes the node's glusterd over) and one frozen past three
-//! heartbeat timeouts lose no file the app wrote meanwhile.
+//! heartbeat timeouts lose no file the app wrote meanwhile. A Stop whose save the store refuses
+//! keeps the nodes and every file until the store takes it.
 
 mod common;
 
@@ -505,7 +506,6 @@ async fn a_save_larger_than_one_request_and_a_thousandfold_compressible_file_com
     delete_and_expect_nothing_running(&env, &["fs"]).await;
 }
 
-/// Stops Service `fs` (its volumes archived) and starts it again on 2 new storage nodes.
 /// Storage node 0 (the pool's manager) powered off while the app writes: its replacement joins
 /// the pool through a node of it (not a pool of its own), takes the departed node's place in its
 /// group and heals from the other copy; then a volume size change moves both nodes one at a
@@ -780,9 +780,121 @@ async fn storage_agents_killed_or_frozen_lose_no_acknowledged_file() {
     delete_and_expect_nothing_running(&env, &["app", "fs"]).await;
 }
 
+/// Stops Service `fs` (its volumes archived) and starts it again on 2 new storage nodes.
 async fn stop_then_start(env: &Env) {
     stop(env).await;
     start(env).await;
+}
+
+/// A Stop whose save the artifact store refuses (it takes no archive over 64 bytes): the
+/// Service says so (`SaveFailed`, with the store's answer) and keeps its storage nodes and
+/// their bricks; once the store takes archives again the save is stored, the nodes go, and
+/// Start brings every file back.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stop_whose_save_the_store_refuses_keeps_the_nodes_and_every_file() {
+    let mut env = env_with(
+        "filesystem-refused-e2e",
+        152,
+        &[("CONPAAS_MAX_ARCHIVE_BYTES", "64")],
+    )
+    .await;
+    env.apply_cloud_and_app().await;
+    apply(&env, filesystem(2, "Running")).await.unwrap();
+    env.wait_ready("fs", "storage 2/2").await;
+    let files = contents(20);
+    let import = tempfile::NamedTempFile::new().unwrap();
+    let mut builder = tar::Builder::new(std::fs::File::create(import.path()).unwrap());
+    for (name, bytes) in &files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        builder
+            .append_data(&mut header, name, bytes.as_slice())
+            .unwrap();
+    }
+    builder.finish().unwrap();
+    drop(builder);
+    let path = import.path().to_str().unwrap();
+    cpsctl_bytes(&env, &["fs", "import", "fs", "data", path]);
+    let mut before: Vec<_> = env
+        .nodes("fs")
+        .await
+        .into_iter()
+        .map(|n| n.metadata.uid)
+        .collect();
+    before.sort();
+
+    apply(&env, filesystem(2, "Stopped")).await.unwrap();
+    let save_failed = |s: &conpaas_crds::v1alpha1::Service| {
+        let (reason, message) = degraded(s);
+        reason == "SaveFailed" && message.contains("413")
+    };
+    env.wait_service("fs", "SaveFailed with the store's refusal", save_failed)
+        .await;
+    let kept = env.nodes("fs").await;
+    let mut after: Vec<_> = kept.iter().map(|n| n.metadata.uid.clone()).collect();
+    after.sort();
+    assert_eq!(after, before, "every storage node is kept");
+    assert!(kept.iter().all(|n| n.metadata.deletion_timestamp.is_none()));
+    let service = env.services().get("fs").await.unwrap();
+    assert!(
+        service.status.and_then(|s| s.saved_data).is_none(),
+        "nothing saved"
+    );
+
+    // The store takes archives again: the next try is stored, then the nodes go.
+    env.controller.kill();
+    env.controller
+        .set_env("CONPAAS_MAX_ARCHIVE_BYTES", &(1u64 << 30).to_string());
+    env.controller.restart().unwrap();
+    env.wait_service("fs", "stopped with its data saved", |s| {
+        s.status.as_ref().is_some_and(|st| st.saved_data.is_some()) && !save_failed(s)
+    })
+    .await;
+    wait::until("no storage node left", LIMIT, || async {
+        Ok(env.nodes("fs").await.is_empty())
+    })
+    .await
+    .unwrap();
+    start(&env).await;
+
+    // The first mounts after a start may come before the bricks listen: tried until one works.
+    let mut exported = Vec::new();
+    wait::until("an export of the volume", LIMIT, || {
+        let out = cpsctl_run(&env, &["fs", "export", "fs", "data"]);
+        let done = if out.status.success() {
+            exported = out.stdout;
+            Ok(true)
+        } else {
+            Err(anyhow::anyhow!("{}", String::from_utf8_lossy(&out.stderr)))
+        };
+        async move { done }
+    })
+    .await
+    .unwrap();
+    let mut back = BTreeMap::new();
+    for entry in tar::Archive::new(exported.as_slice()).entries().unwrap() {
+        let mut entry = entry.unwrap();
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let name = entry
+            .path()
+            .unwrap()
+            .to_string_lossy()
+            .trim_start_matches("./")
+            .to_string();
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut bytes).unwrap();
+        back.insert(name, sha(&bytes));
+    }
+    let expected: BTreeMap<String, String> = files
+        .iter()
+        .map(|(name, bytes)| (name.clone(), sha(bytes)))
+        .collect();
+    assert_eq!(back, expected, "every file back, unchanged");
+    delete_and_expect_nothing_running(&env, &["fs"]).await;
 }
 
 /// Stops Service `fs`: its volumes archived, its nodes gone.
