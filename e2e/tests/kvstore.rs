@@ -706,9 +706,10 @@ async fn replicated_masters_lose_no_write_through_agent_kills_a_volume_change_an
     write_keys(&mut connected(&client));
     let writer = Writer::start_replicated(client.clone(), 0);
     let mut cells = Vec::new();
-    let check = |written: &[u64], cell: &str| {
-        check_keys(&mut connected(&client), written)
-            .unwrap_or_else(|e| panic!("after {cell}: {e}"));
+    // Read through the Service's endpoint as it is after each fault, not the writer's view.
+    let check = async |written: &[u64], cell: &str| {
+        let now = cluster_client(&endpoint(&env).await, &password);
+        check_keys(&mut connected(&now), written).unwrap_or_else(|e| panic!("after {cell}: {e}"));
     };
 
     let started = Instant::now();
@@ -725,7 +726,7 @@ async fn replicated_masters_lose_no_write_through_agent_kills_a_volume_change_an
         env.wait_ready("kv", "node 6/6").await;
     }
     let cell = "every agent SIGKILLed while redis ran";
-    check(&writer.acknowledged_so_far(), cell);
+    check(&writer.acknowledged_so_far(), cell).await;
     cells.push((cell, started.elapsed()));
 
     let started = Instant::now();
@@ -753,7 +754,7 @@ async fn replicated_masters_lose_no_write_through_agent_kills_a_volume_change_an
     }
     env.wait_ready("kv", "node 6/6").await;
     let cell = "volume 1 -> 2 GiB";
-    check(&writer.acknowledged_so_far(), cell);
+    check(&writer.acknowledged_so_far(), cell).await;
     cells.push((cell, started.elapsed()));
 
     let started = Instant::now();
@@ -811,6 +812,76 @@ async fn replicated_masters_lose_no_write_through_agent_kills_a_volume_change_an
     }
     println!(
         "{} replicated writes acknowledged, {failures} failed tries; every key on two nodes",
+        written.len()
+    );
+    delete_and_expect_nothing_running(&env, &["kv"]).await;
+}
+
+/// Three masters without replicas (the only copy of each slot on one node) under a writing
+/// client: the data volume grown from 1 to 2 GiB, then a larger instance type. Each moves the
+/// nodes one at a time (a new master takes slots before an old one gives its slots up and
+/// leaves); every key and every acknowledged write is read back after each.
+#[tokio::test(flavor = "multi_thread")]
+async fn keys_survive_a_volume_then_an_instance_type_change_while_written() {
+    let env = env("kvstore-placement-e2e", 153).await;
+    env.apply_cloud_and_app().await;
+    let placed = |gib: i32, instance_type: &str| {
+        let mut service = kvstore(3, "Running");
+        service["spec"]["roles"] = json!([{
+            "name": "node", "instanceType": instance_type, "volume": {"sizeGiB": gib}
+        }]);
+        service
+    };
+    apply(&env, placed(1, "small")).await.unwrap();
+    env.wait_ready("kv", "node 3/3").await;
+    let password = password(&env).await;
+    let client = cluster_client(&endpoint(&env).await, &password);
+    write_keys(&mut connected(&client));
+    let writer = Writer::start(client.clone(), 0);
+    for (gib, instance_type) in [(2, "small"), (2, "large")] {
+        let started = Instant::now();
+        let old: Vec<String> = env
+            .nodes("kv")
+            .await
+            .iter()
+            .filter_map(|n| n.metadata.uid.clone())
+            .collect();
+        apply(&env, placed(gib, instance_type)).await.unwrap();
+        let moved = wait::until(
+            &format!("every node on a {gib} GiB {instance_type} VM"),
+            4 * LIMIT,
+            || async {
+                let nodes = env.nodes("kv").await;
+                Ok(nodes.len() == 3
+                    && nodes.iter().all(|n| {
+                        n.metadata
+                            .uid
+                            .as_ref()
+                            .is_some_and(|uid| !old.contains(uid))
+                            && n.spec.instance_type.as_deref() == Some(instance_type)
+                    }))
+            },
+        )
+        .await;
+        if let Err(e) = moved {
+            panic!("{e}\n{}", agents(&env).await);
+        }
+        env.wait_ready("kv", "node 3/3").await;
+        // Read through the Service's endpoint as it is now, not the writer's view.
+        let now = cluster_client(&endpoint(&env).await, &password);
+        check_keys(&mut connected(&now), &writer.acknowledged_so_far())
+            .unwrap_or_else(|e| panic!("after the move to {gib} GiB {instance_type}: {e}"));
+        println!(
+            "kvstore, 3 masters without replicas, moved to {gib} GiB {instance_type} VMs under writes: {:.1}s",
+            started.elapsed().as_secs_f64()
+        );
+    }
+    let (written, failures) = writer.finish();
+    assert!(written.len() > 100, "the client kept writing");
+    let now = cluster_client(&endpoint(&env).await, &password);
+    check_keys(&mut connected(&now), &written).unwrap();
+    println!(
+        "{} writes acknowledged, none lost, {failures} failed tries",
         written.len()
     );
     delete_and_expect_nothing_running(&env, &["kv"]).await;
