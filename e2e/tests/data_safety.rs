@@ -477,10 +477,29 @@ async fn a_galera_cluster_that_lost_power_all_at_once_starts_again_with_every_ro
     .await
     .unwrap();
 
-    // Every member loses power at once while the client writes: after the crash Galera marks
-    // none of them safe to start the cluster from.
-    let started = std::time::Instant::now();
+    // Node 0 goes off first and the other two go on writing without it, so its data is the
+    // oldest: the lowest ordinal must not be the one that starts the cluster again.
     let vms: Vec<&str> = nodes.iter().map(|n| n.spec.token.as_str()).collect();
+    let first = nodes
+        .iter()
+        .find(|n| n.name_any() == "db-mysql-0")
+        .expect("node 0");
+    env.controller
+        .local_cloud()
+        .power_off(&first.spec.token)
+        .await
+        .unwrap();
+    let rows = || mariadb_query(&through, &user, &password, "SELECT COUNT(*) FROM t");
+    let when_off: u32 = rows().unwrap().parse().unwrap();
+    conpaas_e2e::wait::until("rows written without node 0", LIMIT, || async {
+        Ok(rows().is_ok_and(|n| n.parse::<u32>().is_ok_and(|n| n >= when_off + 20)))
+    })
+    .await
+    .unwrap();
+
+    // Then every member loses power while the client writes: after the crash Galera marks none
+    // of them safe to start the cluster from.
+    let started = std::time::Instant::now();
     env.controller
         .local_cloud()
         .power_cycle_together(&vms)
@@ -647,7 +666,8 @@ async fn a_large_compressible_database_survives_a_stop_and_a_stop_during_its_res
                         .as_ref()
                         .and_then(|s| s.agent.as_ref())
                         .and_then(|a| a.message.as_deref())
-                        .is_some_and(|m| m.contains("loading the data saved at the last stop"))
+                        // The load itself, not the wait for the members before it.
+                        .is_some_and(|m| m == "loading the data saved at the last stop")
                 });
             Ok(loading)
         }

@@ -122,19 +122,16 @@ fn keys_on(address: &str, password: &str) -> u64 {
 }
 
 /// Whether the node at `address` is a master, and its keys.
-fn role_and_keys(address: &str, password: &str) -> (bool, u64) {
+fn role_and_keys(address: &str, password: &str) -> redis::RedisResult<(bool, u64)> {
     let info = ConnectionAddr::Tcp(address.into(), 6379)
-        .into_connection_info()
-        .unwrap()
+        .into_connection_info()?
         .set_redis_settings(RedisConnectionInfo::default().set_password(password));
-    let mut connection = redis::Client::open(info)
-        .unwrap()
-        .get_connection_with_timeout(Duration::from_secs(2))
-        .unwrap();
-    let role: Vec<redis::Value> = redis::cmd("ROLE").query(&mut connection).unwrap();
+    let mut connection =
+        redis::Client::open(info)?.get_connection_with_timeout(Duration::from_secs(2))?;
+    let role: Vec<redis::Value> = redis::cmd("ROLE").query(&mut connection)?;
     let master = matches!(role.first(), Some(redis::Value::BulkString(r)) if r == b"master");
-    let keys = redis::cmd("DBSIZE").query(&mut connection).unwrap();
-    (master, keys)
+    let keys = redis::cmd("DBSIZE").query(&mut connection)?;
+    Ok((master, keys))
 }
 
 /// A connection to the cluster, tried again for a while (a busy machine may reset the first).
@@ -784,21 +781,23 @@ async fn replicated_masters_lose_no_write_through_agent_kills_a_volume_change_an
     };
     // Writes whose replica acknowledgement timed out may be there too: every key the masters
     // hold must be on a replica as well.
-    let copies = || {
+    let copies = || -> redis::RedisResult<(u64, u64)> {
         let (mut on_masters, mut on_replicas) = (0, 0);
         for n in &now {
-            let (master, keys) = role_and_keys(&address(n), &password);
+            let (master, keys) = role_and_keys(&address(n), &password)?;
             if master {
                 on_masters += keys;
             } else {
                 on_replicas += keys;
             }
         }
-        (on_masters, on_replicas)
+        Ok((on_masters, on_replicas))
     };
     let twice = wait::until("every key on two nodes again", LIMIT, || async {
-        let (on_masters, on_replicas) = copies();
-        Ok(on_masters >= (KEYS + written.len()) as u64 && on_replicas == on_masters)
+        // A node that does not answer for a moment is asked again.
+        Ok(copies().is_ok_and(|(on_masters, on_replicas)| {
+            on_masters >= (KEYS + written.len()) as u64 && on_replicas == on_masters
+        }))
     })
     .await;
     if let Err(e) = twice {

@@ -101,6 +101,8 @@ pub struct Peers {
     pub holds_data: bool,
     /// The last transaction its data holds, once read.
     pub own_position: Option<Position>,
+    /// Its own position as the member list shows it.
+    pub listed_position: Option<Position>,
     /// Its ordinal.
     pub ordinal: u32,
     /// The other listed mysql members, with the positions they reported.
@@ -132,7 +134,12 @@ pub fn next_start(p: &Peers) -> Start {
     }
     let bootstrap = p.answering.is_empty();
     if bootstrap && p.holds_data {
-        return match recovery::from_data(p.own_position.as_ref(), p.ordinal, &p.peers) {
+        return match recovery::from_data(
+            p.own_position.as_ref(),
+            p.listed_position.as_ref(),
+            p.ordinal,
+            &p.peers,
+        ) {
             FromData::Recover => Start::Recover,
             FromData::Wait(why) => Start::Wait(why),
             FromData::Bootstrap(position) => Start::BootstrapFromData(position),
@@ -274,6 +281,7 @@ mod tests {
             quiet_looks: 0,
             holds_data: false,
             own_position: None,
+            listed_position: None,
             ordinal: if node_zero { 0 } else { 1 },
             peers: Vec::new(),
         }
@@ -355,6 +363,7 @@ mod tests {
             seqno,
         };
         p.own_position = Some(at(4));
+        p.listed_position = Some(at(4));
         p.peers = vec![Peer {
             name: "db-mysql-1".into(),
             ordinal: 1,

@@ -49,6 +49,8 @@ const GALERA_PORT: u16 = 4567;
 const CHECK_EVERY: Duration = Duration::from_secs(2);
 /// How long a clean shutdown may take.
 const STOP_GRACE: Duration = Duration::from_secs(60);
+/// How long reading the data's last transaction may take (InnoDB's crash recovery runs first).
+const RECOVER_WITHIN: Duration = Duration::from_secs(30 * 60);
 /// How often the credentials Secret is read for a change.
 const CREDENTIALS_EVERY: Duration = Duration::from_secs(5);
 
@@ -88,9 +90,11 @@ pub struct Mysql {
     /// The last transaction its data holds, read while every member was down (forgotten when
     /// MariaDB starts: from then on the data moves on).
     position: Option<Position>,
-    /// What it tells the other members of its data while MariaDB does not run and no member
-    /// answers: its position, or that it holds nothing (while another member reports data).
+    /// What it tells the other members of its data while no member answers, until it is
+    /// Synced again: its position, or that it holds nothing (while others report theirs).
     reported_position: Option<String>,
+    /// Its MariaDB was started to bring the cluster back from this node's data.
+    bootstrapping_from_data: bool,
     /// The SQL dump (code version) loaded into the database.
     loaded: Option<NodeCode>,
     /// What loading the spec's dump waits for (the first node, the node's credentials).
@@ -135,6 +139,7 @@ impl Mysql {
             quiet_looks: 0,
             position: None,
             reported_position: None,
+            bootstrapping_from_data: false,
             loaded: None,
             dump_waiting: None,
             dump_failed: None,
@@ -190,6 +195,12 @@ impl Mysql {
             quiet_looks: self.quiet_looks,
             holds_data: datadir::held_data(&self.dir),
             own_position: self.position.clone(),
+            listed_position: spec
+                .members
+                .iter()
+                .find(|m| m.name == self.env.node)
+                .and_then(|m| m.position.as_deref())
+                .and_then(Position::parse),
             ordinal: mine,
             peers: peers
                 .iter()
@@ -220,9 +231,14 @@ impl Mysql {
         self.reported_position = match (&decision, peers.answering.is_empty()) {
             (_, false) => None,
             _ if peers.holds_data => self.position.as_ref().map(Position::to_string),
-            // A node without the cluster's data says so only while another member reports
-            // some, so that it waits for no one (a fresh cluster's start changes no member list).
-            _ => recovery::data_elsewhere(&peers.peers).map(|_| Position::nothing().to_string()),
+            // A node without the cluster's data says so only while other members report
+            // theirs, so that they wait for no one (a fresh cluster's start changes no member
+            // list).
+            _ => peers
+                .peers
+                .iter()
+                .any(|p| p.position.is_some())
+                .then(|| Position::nothing().to_string()),
         };
         let (bootstrap, answering) = match decision {
             Start::Wait(why) => {
@@ -246,11 +262,13 @@ impl Mysql {
                 ));
                 self.reported_position = Some(position.to_string());
                 self.position = Some(position);
+                self.error = None;
                 return Ok(());
             }
             Start::BootstrapFromData(position) => {
                 tracing::info!(%position, "starting the cluster again from this node's data, the newest");
                 mark_safe_to_bootstrap(&self.dir.join("data/grastate.dat"))?;
+                self.bootstrapping_from_data = true;
                 (true, Vec::new())
             }
             Start::Bootstrap => (true, Vec::new()),
@@ -274,7 +292,6 @@ impl Mysql {
         if let Some(position) = self.position.take().filter(|p| p.seqno >= 0) {
             args.push(format!("--wsrep-start-position={position}"));
         }
-        self.reported_position = None;
         tracing::info!(bootstrap, peers = ?answering, "starting MariaDB");
         let mut mariadbd = Daemon::new(
             "mariadbd",
@@ -603,6 +620,9 @@ impl Mysql {
             .to_string();
         self.joined |= self.synced;
         if self.synced {
+            // The cluster runs again: what this node's data held is history.
+            self.reported_position = None;
+            self.bootstrapping_from_data = false;
             // Noted with the data, so that no later agent deletes it to retry a join.
             if let Err(e) = datadir::mark_held(&self.dir) {
                 tracing::warn!(error = %e);
@@ -683,6 +703,13 @@ impl Role for Mysql {
                     log()
                 ));
             }
+            Step::GiveUpJoining { attempts } if self.bootstrapping_from_data => {
+                self.error = Some(format!(
+                    "starting the cluster again from this node's data (the newest of the \
+                     members') failed {attempts} times; the others wait for it: {}",
+                    log()
+                ));
+            }
             Step::GiveUpJoining { attempts } => {
                 self.synced = false;
                 self.error = Some(format!(
@@ -690,6 +717,20 @@ impl Role for Mysql {
                      off; the donor's reason is in its data folder's mariabackup.backup.log); \
                      the last time: {}",
                     log()
+                ));
+            }
+            Step::JoinAgain { after } if self.bootstrapping_from_data => {
+                // The cluster's newest data is here: tried again after a wait, never deleted.
+                let log = log();
+                self.failed_joins += 1;
+                tracing::warn!(attempt = self.failed_joins, %log, "starting the cluster from this node's data failed");
+                self.mariadbd = None;
+                self.join_again_at = Some(Instant::now() + after);
+                self.waiting = Some(format!(
+                    "starting the cluster again from this node's data (the newest) failed {} \
+                     times, retrying in {} s: {log}",
+                    self.failed_joins,
+                    after.as_secs()
                 ));
             }
             Step::JoinAgain { after } => {
@@ -765,10 +806,9 @@ impl Role for Mysql {
                 .and(spec_code)
                 .map(|c| c.version.clone()),
             credentials_version: self.accepted.clone(),
-            recovered_position: self
-                .reported_position
-                .clone()
-                .filter(|_| self.mariadbd.is_none()),
+            // Kept until the node is Synced: a bootstrap from its data that fails leaves it
+            // told, so the others wait for it by name rather than for a report.
+            recovered_position: self.reported_position.clone().filter(|_| !self.synced),
             saved: self.saved.clone(),
             save_failure: self
                 .saved
@@ -811,12 +851,21 @@ impl Role for Mysql {
 /// InnoDB (it starts, recovers, prints the position and exits; what `galera_recovery` does).
 async fn recover_position(config: &std::path::Path, run_as: &str) -> Result<Position, String> {
     let program = daemon::find(&["mariadbd", "mysqld"], "mariadb-server")?;
-    let out = tokio::process::Command::new(&program)
+    let run = tokio::process::Command::new(&program)
         .arg(format!("--defaults-file={}", config.display()))
         .arg(format!("--user={run_as}"))
         .args(["--wsrep-recover", "--disable-log-error"])
-        .output()
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(RECOVER_WITHIN, run)
         .await
+        .map_err(|_| {
+            format!(
+                "{} --wsrep-recover did not end within {} s",
+                program.display(),
+                RECOVER_WITHIN.as_secs()
+            )
+        })?
         .map_err(|e| format!("run {} --wsrep-recover: {e}", program.display()))?;
     let log = String::from_utf8_lossy(&out.stderr);
     recovery::recovered_from_log(&log).ok_or_else(|| {
@@ -832,11 +881,25 @@ async fn recover_position(config: &std::path::Path, run_as: &str) -> Result<Posi
 /// Marks the data folder's `grastate.dat` safe to bootstrap from (after a crash Galera marks no
 /// member so, and refuses to start a cluster from it otherwise).
 fn mark_safe_to_bootstrap(grastate: &std::path::Path) -> Result<(), String> {
-    match std::fs::read_to_string(grastate) {
-        Ok(text) => {
-            daemon::write_if_changed(grastate, &recovery::safe_to_bootstrap(&text)).map(|_| ())
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(format!("read {}: {e}", grastate.display())),
-    }
+    use std::io::Write as _;
+    let text = match std::fs::read_to_string(grastate) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("read {}: {e}", grastate.display())),
+    };
+    // Written aside and renamed over it, each step on disk before the next.
+    let marked = grastate.with_extension("marked");
+    let written = std::fs::File::create(&marked).and_then(|mut f| {
+        f.write_all(recovery::safe_to_bootstrap(&text).as_bytes())?;
+        f.sync_all()
+    });
+    let renamed = written.and_then(|()| std::fs::rename(&marked, grastate));
+    let synced = renamed.and_then(|()| match grastate.parent() {
+        Some(dir) => std::fs::File::open(dir)?.sync_all(),
+        None => Ok(()),
+    });
+    synced.map_err(|e| {
+        let _ = std::fs::remove_file(&marked);
+        format!("mark {} safe to bootstrap: {e}", grastate.display())
+    })
 }

@@ -80,12 +80,27 @@ pub enum FromData {
     Bootstrap(Position),
 }
 
-/// How a member whose data was the cluster's (`own` once recovered) goes on while no member
-/// answers.
-pub fn from_data(own: Option<&Position>, ordinal: u32, peers: &[Peer]) -> FromData {
+/// How a member whose data was the cluster's (`own` once recovered; `listed`, its own position
+/// as its member list shows it) goes on while no member answers.
+pub fn from_data(
+    own: Option<&Position>,
+    listed: Option<&Position>,
+    ordinal: u32,
+    peers: &[Peer],
+) -> FromData {
     let Some(own) = own else {
         return FromData::Recover;
     };
+    // A member list from before this node's report (a controller that was away) may carry
+    // positions from an earlier outage: older than the members' data now, and each node would
+    // take itself for the newest. One that carries this node's report is as new as it.
+    if listed != Some(own) {
+        return FromData::Wait(
+            "every member is down: waiting for the member list to carry this node's last \
+             transaction (and with it the others' as new)"
+                .into(),
+        );
+    }
     if let Some(silent) = peers.iter().find(|p| p.position.is_none()) {
         return FromData::Wait(format!(
             "every member is down: waiting for {} to report the last transaction its data \
@@ -194,23 +209,38 @@ mod tests {
         assert_eq!(Position::parse(&format!("{UUID}:-2")), None);
     }
 
+    /// `from_data` with a member list that carries `own` already.
+    fn decide(own: &Position, ordinal: u32, peers: &[Peer]) -> FromData {
+        from_data(Some(own), Some(own), ordinal, peers)
+    }
+
     #[test]
     fn a_member_first_reads_its_own_position() {
-        assert_eq!(from_data(None, 0, &[]), FromData::Recover);
+        assert_eq!(from_data(None, None, 0, &[]), FromData::Recover);
+    }
+
+    #[test]
+    fn a_member_list_older_than_this_nodes_report_decides_nothing() {
+        // Positions of an earlier outage: this node would take itself for the newest.
+        let stale = [peer(1, Some(at(3)))];
+        let waits = from_data(Some(&at(10)), None, 0, &stale);
+        assert!(
+            matches!(&waits, FromData::Wait(why) if why.contains("member list")),
+            "{waits:?}"
+        );
+        assert_eq!(
+            from_data(Some(&at(10)), Some(&at(9)), 0, &stale),
+            waits,
+            "a position of its own from before"
+        );
+        assert_eq!(decide(&at(10), 0, &stale), FromData::Bootstrap(at(10)));
     }
 
     #[test]
     fn the_newest_data_starts_the_cluster_and_the_others_wait_for_it() {
         let peers = [peer(0, Some(at(10))), peer(2, Some(at(9)))];
-        assert_eq!(
-            from_data(Some(&at(12)), 1, &peers),
-            FromData::Bootstrap(at(12))
-        );
-        let from_0 = from_data(
-            Some(&at(10)),
-            0,
-            &[peer(1, Some(at(12))), peer(2, Some(at(9)))],
-        );
+        assert_eq!(decide(&at(12), 1, &peers), FromData::Bootstrap(at(12)));
+        let from_0 = decide(&at(10), 0, &[peer(1, Some(at(12))), peer(2, Some(at(9)))]);
         assert!(
             matches!(&from_0, FromData::Wait(why) if why.contains("db-mysql-1")),
             "{from_0:?}"
@@ -220,22 +250,15 @@ mod tests {
     #[test]
     fn among_equals_the_lowest_ordinal_starts() {
         let peers = [peer(1, Some(at(10))), peer(2, Some(at(10)))];
-        assert_eq!(
-            from_data(Some(&at(10)), 0, &peers),
-            FromData::Bootstrap(at(10))
-        );
-        let from_1 = from_data(
-            Some(&at(10)),
-            1,
-            &[peer(0, Some(at(10))), peer(2, Some(at(10)))],
-        );
+        assert_eq!(decide(&at(10), 0, &peers), FromData::Bootstrap(at(10)));
+        let from_1 = decide(&at(10), 1, &[peer(0, Some(at(10))), peer(2, Some(at(10)))]);
         assert!(matches!(from_1, FromData::Wait(_)), "{from_1:?}");
     }
 
     #[test]
     fn nobody_starts_while_a_member_that_may_hold_newer_data_is_silent() {
         let peers = [peer(1, Some(at(3))), peer(2, None)];
-        let waits = from_data(Some(&at(10)), 0, &peers);
+        let waits = decide(&at(10), 0, &peers);
         assert!(
             matches!(&waits, FromData::Wait(why) if why.contains("db-mysql-2")),
             "{waits:?}"
@@ -246,10 +269,7 @@ mod tests {
     fn a_fresh_member_never_outranks_data() {
         // Node 0 was replaced by a fresh one (its loss accepted): node 1's data starts.
         let peers = [peer(0, Some(Position::nothing())), peer(2, Some(at(4)))];
-        assert_eq!(
-            from_data(Some(&at(5)), 1, &peers),
-            FromData::Bootstrap(at(5))
-        );
+        assert_eq!(decide(&at(5), 1, &peers), FromData::Bootstrap(at(5)));
         assert_eq!(data_elsewhere(&peers), Some("db-mysql-2"));
         assert_eq!(
             data_elsewhere(&[peer(1, Some(Position::nothing())), peer(2, None)]),
@@ -263,7 +283,7 @@ mod tests {
             uuid: "11111111-2222-3333-4444-555555555555".into(),
             seqno: 99,
         };
-        let waits = from_data(Some(&at(10)), 0, &[peer(1, Some(other))]);
+        let waits = decide(&at(10), 0, &[peer(1, Some(other))]);
         assert!(
             matches!(&waits, FromData::Wait(why) if why.contains("different clusters")),
             "{waits:?}"

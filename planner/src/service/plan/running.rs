@@ -108,6 +108,13 @@ pub(super) fn plan_running(desired: &Desired, nodes: &[ObservedNode]) -> Vec<Act
         surge.insert(role.name.as_str(), step.surge);
     }
 
+    // Roles whose cluster runs: what their members' data held when all were down is history
+    // (and a stale report must not reach a later outage's decision).
+    let running: BTreeSet<&str> = keep
+        .iter()
+        .filter(|n| n.agent_ready)
+        .map(|n| n.spec.role.as_str())
+        .collect();
     let members: Vec<Member> = if desired.config.with_members {
         let mut m: Vec<Member> = keep
             .iter()
@@ -117,7 +124,10 @@ pub(super) fn plan_running(desired: &Desired, nodes: &[ObservedNode]) -> Vec<Act
                     role: n.spec.role.clone(),
                     address: a.clone(),
                     ready: n.agent_ready || serves_previous_version(n),
-                    position: n.recovered_position.clone(),
+                    position: n
+                        .recovered_position
+                        .clone()
+                        .filter(|_| !running.contains(n.spec.role.as_str())),
                 })
             })
             .collect();
