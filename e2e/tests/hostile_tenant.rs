@@ -441,12 +441,24 @@ async fn an_administrators_cpsctl_logs_hands_no_credential_to_a_tenants_vm() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_metered_tenant_gets_no_vm_of_a_type_its_cloud_does_not_price() {
     let env = env("hostile-prices-e2e", 143).await;
+    // The tenant's account exists before its Services, as `cpsctl tenant create` makes it: a
+    // namespace whose account the controller has not seen yet is not metered.
     env.apply(
         "apiVersion: conpaas.io/v1alpha1\nkind: Cloud\nmetadata: {name: priced}\n\
          spec: {local: {}, prices: {small: 1, large: 4}}\n---\n\
          apiVersion: conpaas.io/v1alpha1\nkind: CreditAccount\nmetadata: {name: credits}\n\
-         spec: {grant: 100}\n---\n\
-         apiVersion: conpaas.io/v1alpha1\nkind: Application\nmetadata: {name: demo}\n\
+         spec: {grant: 100}\n",
+    )
+    .await;
+    let accounts: kube::Api<conpaas_crds::v1alpha1::CreditAccount> =
+        kube::Api::namespaced(env.client.clone(), &env.ns);
+    conpaas_e2e::wait::until("the controller keeps the account", LIMIT, || async {
+        Ok(accounts.get("credits").await?.status.is_some())
+    })
+    .await
+    .unwrap();
+    env.apply(
+        "apiVersion: conpaas.io/v1alpha1\nkind: Application\nmetadata: {name: demo}\n\
          spec: {cloud: priced}\n---\n\
          apiVersion: conpaas.io/v1alpha1\nkind: Service\nmetadata: {name: big}\n\
          spec: {application: demo, type: helloworld, roles: [{name: node, count: 1, instanceType: x1.32xlarge}]}\n",

@@ -109,10 +109,11 @@ pub(super) fn plan_running(desired: &Desired, nodes: &[ObservedNode]) -> Vec<Act
     }
 
     // Roles whose cluster runs: what their members' data held when all were down is history
-    // (and a stale report must not reach a later outage's decision).
+    // (and a stale report must not reach a later outage's decision). A node whose VM went off
+    // keeps its agent's last "Ready" report, so its Ready condition and health count too.
     let running: BTreeSet<&str> = keep
         .iter()
-        .filter(|n| n.agent_ready)
+        .filter(|n| n.agent_ready && n.ready && !n.suspect)
         .map(|n| n.spec.role.as_str())
         .collect();
     let members: Vec<Member> = if desired.config.with_members {
