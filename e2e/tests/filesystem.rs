@@ -457,20 +457,7 @@ async fn a_save_larger_than_one_request_and_a_thousandfold_compressible_file_com
 
     stop_then_start(&env).await;
 
-    // The first mounts after a start may come before the bricks listen: tried until one works.
-    let mut exported = Vec::new();
-    wait::until("an export of the volume", LIMIT, || {
-        let out = cpsctl_run(&env, &["fs", "export", "fs", "data"]);
-        let done = if out.status.success() {
-            exported = out.stdout;
-            Ok(true)
-        } else {
-            Err(anyhow::anyhow!("{}", String::from_utf8_lossy(&out.stderr)))
-        };
-        async move { done }
-    })
-    .await
-    .unwrap();
+    let exported = exported_volume(&env).await;
     let (mut zeros, mut noise) = (None, None);
     for entry in tar::Archive::new(exported.as_slice()).entries().unwrap() {
         let mut entry = entry.unwrap();
@@ -780,6 +767,25 @@ async fn storage_agents_killed_or_frozen_lose_no_acknowledged_file() {
     delete_and_expect_nothing_running(&env, &["app", "fs"]).await;
 }
 
+/// Volume `data` of Service `fs` as `cpsctl fs export` gives it (a tar). The first mounts
+/// after a start may come before the bricks listen: tried until one works.
+async fn exported_volume(env: &Env) -> Vec<u8> {
+    let mut exported = Vec::new();
+    wait::until("an export of the volume", LIMIT, || {
+        let out = cpsctl_run(env, &["fs", "export", "fs", "data"]);
+        let done = if out.status.success() {
+            exported = out.stdout;
+            Ok(true)
+        } else {
+            Err(anyhow::anyhow!("{}", String::from_utf8_lossy(&out.stderr)))
+        };
+        async move { done }
+    })
+    .await
+    .unwrap();
+    exported
+}
+
 /// Stops Service `fs` (its volumes archived) and starts it again on 2 new storage nodes.
 async fn stop_then_start(env: &Env) {
     stop(env).await;
@@ -859,20 +865,7 @@ async fn a_stop_whose_save_the_store_refuses_keeps_the_nodes_and_every_file() {
     .unwrap();
     start(&env).await;
 
-    // The first mounts after a start may come before the bricks listen: tried until one works.
-    let mut exported = Vec::new();
-    wait::until("an export of the volume", LIMIT, || {
-        let out = cpsctl_run(&env, &["fs", "export", "fs", "data"]);
-        let done = if out.status.success() {
-            exported = out.stdout;
-            Ok(true)
-        } else {
-            Err(anyhow::anyhow!("{}", String::from_utf8_lossy(&out.stderr)))
-        };
-        async move { done }
-    })
-    .await
-    .unwrap();
+    let exported = exported_volume(&env).await;
     let mut back = BTreeMap::new();
     for entry in tar::Archive::new(exported.as_slice()).entries().unwrap() {
         let mut entry = entry.unwrap();

@@ -36,6 +36,15 @@ fn kvstore(nodes: i32, state: &str) -> serde_json::Value {
     })
 }
 
+/// Three masters with a replica each, applied and Ready; the Service as applied.
+async fn replicated(env: &Env) -> serde_json::Value {
+    let mut service = kvstore(6, "Running");
+    service["spec"]["settings"] = json!({"replicas": "1"});
+    apply(env, service.clone()).await.unwrap();
+    env.wait_ready("kv", "node 6/6").await;
+    service
+}
+
 fn site() -> serde_json::Value {
     json!({
         "apiVersion": "conpaas.io/v1alpha1", "kind": "Service",
@@ -468,6 +477,38 @@ async fn keys_survive_scaling_while_written_and_a_stop() {
     delete_and_expect_nothing_running(&env, &["site", "kv"]).await;
 }
 
+/// Each node's agent crashes in turn and its VM's init starts it again while its redis-server
+/// runs on: waits until the new agent's redis-server serves (the old one stopped) and the
+/// Service is Ready with `ready` again.
+async fn restart_every_agent(env: &Env, ready: &str) {
+    let cloud = env.controller.local_cloud();
+    for node in env.nodes("kv").await {
+        let vm = node.spec.token.clone();
+        let before = redis_of(&vm).expect("the node's redis-server");
+        cloud.restart_agent(&vm).await.unwrap();
+        wait::until("a new redis-server serving", LIMIT, || async {
+            let after = redis_of(&vm);
+            let address = node
+                .status
+                .as_ref()
+                .and_then(|s| s.address.clone())
+                .unwrap();
+            Ok(after.is_some_and(|p| p != before)
+                && !alive(before)
+                && std::net::TcpStream::connect((address.as_str(), 6379)).is_ok())
+        })
+        .await
+        .unwrap_or_else(|e| {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(before),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            panic!("{e}\n{}", vm_logs(env.state.path()))
+        });
+        env.wait_ready("kv", ready).await;
+    }
+}
+
 /// The redis-server of the local VM `vm`: redis rewrites its command line, but works in the
 /// VM's data folder.
 fn redis_of(vm: &str) -> Option<i32> {
@@ -493,32 +534,7 @@ async fn keys_survive_every_agent_restarted_while_redis_runs() {
     let writer = Writer::start(client.clone(), 0);
     // Each node's agent crashes in turn and its VM's init starts it again; redis-server (no
     // replica: the only copy of its slots) ran on meanwhile.
-    let cloud = env.controller.local_cloud();
-    for node in env.nodes("kv").await {
-        let vm = node.spec.token.clone();
-        let before = redis_of(&vm).expect("the node's redis-server");
-        cloud.restart_agent(&vm).await.unwrap();
-        wait::until("a new redis-server serving", LIMIT, || async {
-            let after = redis_of(&vm);
-            let address = node
-                .status
-                .as_ref()
-                .and_then(|s| s.address.clone())
-                .unwrap();
-            Ok(after.is_some_and(|p| p != before)
-                && !alive(before)
-                && std::net::TcpStream::connect((address.as_str(), 6379)).is_ok())
-        })
-        .await
-        .unwrap_or_else(|e| {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(before),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-            panic!("{e}\n{}", vm_logs(env.state.path()))
-        });
-        env.wait_ready("kv", "node 3/3").await;
-    }
+    restart_every_agent(&env, "node 3/3").await;
     let (written, failures) = writer.finish();
     println!(
         "3 agents restarted under writes: {} writes acknowledged, {failures} failed tries",
@@ -537,10 +553,7 @@ async fn keys_survive_every_agent_restarted_while_redis_runs() {
 async fn a_master_powered_off_fails_over_to_its_replica_without_a_replicated_write_lost() {
     let env = env("kvstore-failover-e2e", 140).await;
     env.apply_cloud_and_app().await;
-    let mut service = kvstore(6, "Running");
-    service["spec"]["settings"] = json!({"replicas": "1"});
-    apply(&env, service.clone()).await.unwrap();
-    env.wait_ready("kv", "node 6/6").await;
+    let mut service = replicated(&env).await;
     // A failed VM counts after a heartbeat timeout (it may come back with its disk): a short
     // one, once the nodes run (six VMs starting at once on this machine take longer).
     service["spec"]["health"] = json!({"heartbeatTimeoutSeconds": 10});
@@ -624,10 +637,7 @@ async fn a_frozen_master_agent_with_a_replica_loses_no_replicated_write() {
 
     let env = env("kvstore-frozen-e2e", 148).await;
     env.apply_cloud_and_app().await;
-    let mut service = kvstore(6, "Running");
-    service["spec"]["settings"] = json!({"replicas": "1"});
-    apply(&env, service.clone()).await.unwrap();
-    env.wait_ready("kv", "node 6/6").await;
+    let mut service = replicated(&env).await;
     service["spec"]["health"] = json!({"heartbeatTimeoutSeconds": 10});
     apply(&env, service).await.unwrap();
     let password = password(&env).await;
@@ -694,10 +704,7 @@ async fn a_frozen_master_agent_with_a_replica_loses_no_replicated_write() {
 async fn replicated_masters_lose_no_write_through_agent_kills_a_volume_change_and_a_stop() {
     let env = env("kvstore-replicated-e2e", 150).await;
     env.apply_cloud_and_app().await;
-    let mut service = kvstore(6, "Running");
-    service["spec"]["settings"] = json!({"replicas": "1"});
-    apply(&env, service.clone()).await.unwrap();
-    env.wait_ready("kv", "node 6/6").await;
+    let mut service = replicated(&env).await;
     let password = password(&env).await;
     let client = cluster_client(&endpoint(&env).await, &password);
     write_keys(&mut connected(&client));
@@ -710,18 +717,7 @@ async fn replicated_masters_lose_no_write_through_agent_kills_a_volume_change_an
     };
 
     let started = Instant::now();
-    let cloud = env.controller.local_cloud();
-    for node in env.nodes("kv").await {
-        let vm = node.spec.token.clone();
-        let before = redis_of(&vm).expect("the node's redis-server");
-        cloud.restart_agent(&vm).await.unwrap();
-        wait::until("the new agent's redis-server serving", LIMIT, || async {
-            Ok(redis_of(&vm).is_some_and(|p| p != before) && !alive(before))
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", vm_logs(env.state.path())));
-        env.wait_ready("kv", "node 6/6").await;
-    }
+    restart_every_agent(&env, "node 6/6").await;
     let cell = "every agent SIGKILLed while redis ran";
     check(&writer.acknowledged_so_far(), cell).await;
     cells.push((cell, started.elapsed()));

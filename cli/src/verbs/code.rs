@@ -502,15 +502,18 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn an_upload_waits_out_a_controller_that_is_starting() {
-        let (url, seen) = code_api(2, "503 Service Unavailable").await;
+    /// Uploads a 5-byte archive (`hello`) to the code API at `url`.
+    async fn upload_hello(url: &str) -> anyhow::Result<Uploaded> {
         let dir = tempfile::tempdir().unwrap();
         let archive = dir.path().join("a.tar.gz");
         std::fs::write(&archive, b"hello").unwrap();
-        let stored = send(&session(&url), "svc", &archive, "abc", 5)
-            .await
-            .unwrap();
+        send(&session(url), "svc", &archive, "abc", 5).await
+    }
+
+    #[tokio::test]
+    async fn an_upload_waits_out_a_controller_that_is_starting() {
+        let (url, seen) = code_api(2, "503 Service Unavailable").await;
+        let stored = upload_hello(&url).await.unwrap();
         assert_eq!(stored.size, 5);
         assert_eq!(seen.load(Ordering::SeqCst), 3, "two refusals, then stored");
     }
@@ -518,13 +521,7 @@ mod tests {
     #[tokio::test]
     async fn another_refusal_is_not_tried_again() {
         let (url, seen) = code_api(1, "403 Forbidden").await;
-        let dir = tempfile::tempdir().unwrap();
-        let archive = dir.path().join("a.tar.gz");
-        std::fs::write(&archive, b"hello").unwrap();
-        let refused = send(&session(&url), "svc", &archive, "abc", 5)
-            .await
-            .unwrap_err()
-            .to_string();
+        let refused = upload_hello(&url).await.unwrap_err().to_string();
         assert!(refused.contains("403"), "{refused}");
         assert_eq!(seen.load(Ordering::SeqCst), 1);
     }
