@@ -234,6 +234,10 @@ pub struct Member {
     /// no member ran the cluster (see `status.agent.recoveredPosition`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub position: Option<String>,
+    /// mysql: it held the cluster's data (it was Ready once). While every member is down, a
+    /// member without data starts no cluster before such a member is back to report its data.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub held_data: bool,
 }
 
 /// A ServiceNode's status: the controller's view of the VM, and the agent's report.

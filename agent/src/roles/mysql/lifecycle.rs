@@ -15,6 +15,14 @@ pub const MAX_FAILED_JOINS: u32 = 5;
 /// The wait before joining again after a failed state transfer, times the failures so far: a
 /// donor that was too busy (a load, a transfer to another joiner) gets time to settle.
 pub const JOIN_BACKOFF: Duration = Duration::from_secs(5);
+/// The longest wait between two failed reads of the data's last transaction.
+pub const RECOVER_BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+/// The wait before reading the data's last transaction again after `failures` failed reads:
+/// growing with each, up to [`RECOVER_BACKOFF_MAX`].
+pub fn recover_again_after(failures: u32) -> Duration {
+    (JOIN_BACKOFF * failures.max(1)).min(RECOVER_BACKOFF_MAX)
+}
 
 /// Where the node's MariaDB is.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -153,6 +161,15 @@ pub fn next_start(p: &Peers) -> Start {
              with the newest data to start the cluster again"
         ));
     }
+    // Nor while a member that held it is silent (its VM still off after a power loss): a
+    // node given up with `--accept-data-loss` and made again starts empty, and the members
+    // with data that come back later would join its empty cluster and lose theirs.
+    if bootstrap && let Some(holder) = recovery::holder_silent(&p.peers) {
+        return Start::Wait(format!(
+            "every member is down and {holder} held the cluster's data: waiting for it to come \
+             back and report what its data holds"
+        ));
+    }
     if bootstrap && !p.first {
         return Start::Wait("waiting for the first node to bootstrap the cluster".into());
     }
@@ -204,6 +221,14 @@ pub fn when_checked(state: Option<&str>) -> Checked {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failing_read_of_the_last_transaction_is_tried_ever_more_slowly() {
+        let waits: Vec<u64> = [1, 2, 3, 100]
+            .map(|n| recover_again_after(n).as_secs())
+            .into();
+        assert_eq!(waits, vec![5, 10, 15, 300]);
+    }
 
     fn node(daemon: Daemon) -> Node {
         Node {
@@ -368,6 +393,7 @@ mod tests {
             name: "db-mysql-1".into(),
             ordinal: 1,
             position: Some(at(7)),
+            held_data: true,
         }];
         assert!(matches!(next_start(&p), Start::Wait(_)));
         p.peers[0].position = Some(at(3));
@@ -387,8 +413,29 @@ mod tests {
                 uuid: "8bd1c0e2-0000-11ef-9a7a-5e0c1a2b3c4d".into(),
                 seqno: 12,
             }),
+            held_data: true,
         }];
         assert!(matches!(settle(p), (Start::Wait(why), 0) if why.contains("db-mysql-1")));
+    }
+
+    #[test]
+    fn a_fresh_first_node_waits_for_a_silent_member_that_held_the_data() {
+        let mut p = peers(true, true, 2, &[]);
+        let member = |ordinal: u32, held_data| Peer {
+            name: format!("db-mysql-{ordinal}"),
+            ordinal,
+            position: None,
+            held_data,
+        };
+        // Node 0 was given up and made again; nodes 1 and 2 held the data and are still off.
+        p.peers = vec![member(1, true), member(2, false)];
+        assert!(matches!(settle(p.clone()), (Start::Wait(why), 0) if why.contains("db-mysql-1")));
+        // Node 1 is back and reports that its data is gone: nobody has data to wait for.
+        p.peers[0].position = Some(Position::nothing());
+        assert_eq!(settle(p.clone()).0, Start::Bootstrap);
+        // A new cluster's members held nothing: the first starts it.
+        p.peers = vec![member(1, false), member(2, false)];
+        assert_eq!(settle(p).0, Start::Bootstrap);
     }
 
     #[test]

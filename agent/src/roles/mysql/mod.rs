@@ -83,8 +83,11 @@ pub struct Mysql {
     joined: bool,
     /// State transfers that failed.
     failed_joins: u32,
-    /// No join before then (after a failed one).
+    /// No join before then (after a failed one), nor a new read of the data's last transaction
+    /// (after a failed one).
     join_again_at: Option<Instant>,
+    /// Reads of the data's last transaction (`--wsrep-recover`) that failed in a row.
+    failed_recoveries: u32,
     /// Looks that found no peer answering, before a bootstrap.
     quiet_looks: u32,
     /// The last transaction its data holds, read while every member was down (forgotten when
@@ -136,6 +139,7 @@ impl Mysql {
             joined: false,
             failed_joins: 0,
             join_again_at: None,
+            failed_recoveries: 0,
             quiet_looks: 0,
             position: None,
             reported_position: None,
@@ -208,6 +212,7 @@ impl Mysql {
                     name: m.name.clone(),
                     ordinal: ordinal(&m.name),
                     position: m.position.as_deref().and_then(Position::parse),
+                    held_data: m.held_data,
                 })
                 .collect(),
         }
@@ -253,7 +258,18 @@ impl Mysql {
             }
             Start::Recover => {
                 self.write_config(spec, &[], run_as)?;
-                let position = recover_position(&self.config(), run_as).await?;
+                // A read that fails (a damaged InnoDB log, a full disk) starts mariadbd each
+                // time: tried again ever more slowly, not at every look.
+                let position = match recover_position(&self.config(), run_as).await {
+                    Ok(position) => position,
+                    Err(e) => {
+                        self.failed_recoveries += 1;
+                        let after = lifecycle::recover_again_after(self.failed_recoveries);
+                        self.join_again_at = Some(Instant::now() + after);
+                        return Err(format!("{e}; trying again in {} s", after.as_secs()));
+                    }
+                };
+                self.failed_recoveries = 0;
                 tracing::info!(%position, "every member is down; the data's last transaction read");
                 self.waiting = Some(format!(
                     "every member is down: this node's data holds transaction {} of the \

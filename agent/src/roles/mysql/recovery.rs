@@ -67,6 +67,8 @@ pub struct Peer {
     pub ordinal: u32,
     /// The position it reported; none yet.
     pub position: Option<Position>,
+    /// It held the cluster's data (it was Ready once), as the member list says.
+    pub held_data: bool,
 }
 
 /// What a member whose data was the cluster's does while no member answers.
@@ -156,6 +158,16 @@ pub fn data_elsewhere(peers: &[Peer]) -> Option<&str> {
         .map(|p| p.name.as_str())
 }
 
+/// Whether a member that never held the cluster's data must wait for one that did and has not
+/// reported since every member went down (its VM still off): that one's data may be the only
+/// copy, and a cluster started empty would replace it.
+pub fn holder_silent(peers: &[Peer]) -> Option<&str> {
+    peers
+        .iter()
+        .find(|p| p.held_data && p.position.is_none())
+        .map(|p| p.name.as_str())
+}
+
 /// `grastate.dat` marked safe to bootstrap from (Galera refuses otherwise after a crash).
 pub fn safe_to_bootstrap(grastate: &str) -> String {
     grastate
@@ -190,6 +202,7 @@ mod tests {
             name: format!("db-mysql-{ordinal}"),
             ordinal,
             position,
+            held_data: true,
         }
     }
 

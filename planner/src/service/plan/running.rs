@@ -4,6 +4,7 @@
 
 use std::collections::BTreeSet;
 
+use conpaas_crds::types::DataCopies;
 use conpaas_crds::v1alpha1::{DrainReason, Member};
 
 use crate::service::model::{Action, Desired, ObservedNode};
@@ -129,6 +130,11 @@ pub(super) fn plan_running(desired: &Desired, nodes: &[ObservedNode]) -> Vec<Act
                         .recovered_position
                         .clone()
                         .filter(|_| !running.contains(n.spec.role.as_str())),
+                    // Where every node holds all the data, a node without it must know who
+                    // has it, even while that one is down and silent.
+                    held_data: desired.data_copies == DataCopies::EveryNode
+                        && desired.saved_on_stop == Some(n.spec.role.as_str())
+                        && n.was_ready,
                 })
             })
             .collect();
@@ -495,6 +501,25 @@ mod tests {
             .map(|m| (m.role.as_str(), m.address.as_str()))
             .collect();
         assert_eq!(roles, vec![("master", "127.0.1.1"), ("node", "127.0.1.2")]);
+    }
+
+    #[test]
+    fn mysql_members_say_which_held_the_data_and_kvstore_members_do_not() {
+        let held = |ty: ServiceType, role: &str| {
+            let d = desired(ty, true, &[(role, 2)]);
+            let mut nodes = vec![node(&d, role, 0), node(&d, role, 1)];
+            nodes[0].address = Some("127.0.1.1".into());
+            nodes[1].address = Some("127.0.1.2".into());
+            // Node 1 never was Ready: it holds nothing.
+            nodes[1].was_ready = false;
+            let actions = plan(&d, &nodes);
+            let Some(Action::PatchNodeSpec { spec, .. }) = actions.first() else {
+                panic!("{actions:?}")
+            };
+            spec.members.iter().map(|m| m.held_data).collect::<Vec<_>>()
+        };
+        assert_eq!(held(ServiceType::Mysql, "mysql"), vec![true, false]);
+        assert_eq!(held(ServiceType::Kvstore, "node"), vec![false, false]);
     }
 
     #[test]
