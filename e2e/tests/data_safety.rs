@@ -335,18 +335,22 @@ async fn a_restarted_agent_takes_over_a_running_database_without_losing_a_row() 
 }
 
 /// A three-node Galera cluster through the faults of its nodes, one at a time, while a client
-/// inserts through a node the faults spare: a crashed agent (MariaDB running on), a frozen
-/// agent past three heartbeat timeouts (its node has copies elsewhere: it is replaced), and the
-/// first node's VM powered off (replaced; the others keep the Primary component). Every
-/// acknowledged row is on every node at the end.
+/// inserts: a crashed agent (MariaDB running on), a frozen agent past three heartbeat timeouts
+/// (its node has copies elsewhere: it is replaced), the first node's VM powered off (replaced;
+/// the others keep the Primary component), the data volume grown and then a larger instance
+/// type (each moving the nodes one at a time), and a Stop whose save the store refuses (it
+/// takes no archive over 64 bytes: every node kept) until it takes it, then a Start. Every
+/// acknowledged row is on every node after the faults and again after the Start.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_galera_cluster_keeps_every_acknowledged_row_through_its_nodes_faults() {
-    let env = env(NS_GALERA, 139).await;
+    let mut env = env_with(NS_GALERA, 139, &[("CONPAAS_MAX_ARCHIVE_BYTES", "64")]).await;
     env.apply_cloud_and_app().await;
-    env.apply(&format!(
-        "apiVersion: conpaas.io/v1alpha1\nkind: Service\nmetadata: {{name: db}}\nspec: {{application: demo, type: mysql, replicas: 3, settings: {{database: shop}}, health: {{heartbeatTimeoutSeconds: {TIMEOUT_SECONDS}}}}}\n"
-    ))
-    .await;
+    let galera = |gib: i32, instance_type: &str, state: &str| {
+        format!(
+            "apiVersion: conpaas.io/v1alpha1\nkind: Service\nmetadata: {{name: db}}\nspec: {{application: demo, type: mysql, state: {state}, roles: [{{name: mysql, count: 3, instanceType: {instance_type}, volume: {{sizeGiB: {gib}}}}}], settings: {{database: shop}}, health: {{heartbeatTimeoutSeconds: {TIMEOUT_SECONDS}}}}}\n"
+        )
+    };
+    env.apply(&galera(1, "small", "Running")).await;
     let ready = "mysql 3/3, glb 0/0";
     env.wait_ready("db", ready).await;
     let (user, password) = mysql_credentials(&env, "db").await;
@@ -369,7 +373,7 @@ async fn a_galera_cluster_keeps_every_acknowledged_row_through_its_nodes_faults(
         "CREATE TABLE t (id INT PRIMARY KEY) ENGINE=InnoDB",
     )
     .unwrap();
-    let writer = InsertWriter::start(spared.clone(), user.clone(), password.clone());
+    let writer = InsertWriter::start(spared.clone(), user.clone(), password.clone(), 1);
     let mut cells = Vec::new();
 
     // The agent of node 2 crashes and is started again while its MariaDB runs. The new agent
@@ -417,6 +421,34 @@ async fn a_galera_cluster_keeps_every_acknowledged_row_through_its_nodes_faults(
     env.wait_ready("db", ready).await;
     cells.push(("first node's VM powered off", started.elapsed()));
 
+    // The data volume grown, then a larger instance type: each moves the nodes one at a time
+    // (a new node joins and syncs before an old one leaves); the client follows the nodes.
+    for (gib, instance_type, cell) in [
+        (2, "small", "volume 1 -> 2 GiB"),
+        (2, "large", "instance type small -> large"),
+    ] {
+        let started = std::time::Instant::now();
+        let old = uids(&env.nodes("db").await);
+        env.apply(&galera(gib, instance_type, "Running")).await;
+        conpaas_e2e::wait::until(
+            &format!("every node on a {gib} GiB {instance_type} VM"),
+            4 * LIMIT,
+            || async {
+                let nodes = env.nodes("db").await;
+                Ok(nodes.len() == 3
+                    && nodes.iter().all(|n| {
+                        !old.contains(&n.uid().unwrap_or_default())
+                            && n.spec.instance_type.as_deref() == Some(instance_type)
+                    }))
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", env.controller.log()));
+        env.wait_ready("db", ready).await;
+        writer.aim(env.nodes("db").await.iter().map(address).collect());
+        cells.push((cell, started.elapsed()));
+    }
+
     let acknowledged = writer.finish();
     assert!(
         acknowledged.len() > 50,
@@ -425,20 +457,61 @@ async fn a_galera_cluster_keeps_every_acknowledged_row_through_its_nodes_faults(
     );
     let ids: Vec<String> = acknowledged.iter().map(u64::to_string).collect();
     let count = format!("SELECT COUNT(*) FROM t WHERE id IN ({})", ids.join(","));
-    for n in env.nodes("db").await {
-        let on = address(&n);
-        conpaas_e2e::wait::until(&format!("every row on {}", n.name_any()), LIMIT, || async {
-            Ok(mariadb_query(&on, &user, &password, &count) == Ok(ids.len().to_string()))
-        })
-        .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "{e}: {:?} of {}",
-                mariadb_query(&on, &user, &password, &count),
-                ids.len()
-            )
-        });
-    }
+    let every_row_on_every_node = async |env: &Env| {
+        for n in env.nodes("db").await {
+            let on = address(&n);
+            conpaas_e2e::wait::until(&format!("every row on {}", n.name_any()), LIMIT, || async {
+                Ok(mariadb_query(&on, &user, &password, &count) == Ok(ids.len().to_string()))
+            })
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{e}: {:?} of {}",
+                    mariadb_query(&on, &user, &password, &count),
+                    ids.len()
+                )
+            });
+        }
+    };
+    every_row_on_every_node(&env).await;
+
+    // A Stop whose save the store refuses: every node stays, nothing is saved.
+    let started = std::time::Instant::now();
+    let before = uids(&env.nodes("db").await);
+    env.apply(&galera(2, "large", "Stopped")).await;
+    env.wait_service("db", "SaveFailed with the store's refusal", |s| {
+        let (reason, message) = degraded(s);
+        reason == "SaveFailed" && message.contains("413")
+    })
+    .await;
+    let kept = env.nodes("db").await;
+    assert_eq!(uids(&kept), before, "every node is kept");
+    assert!(kept.iter().all(|n| n.metadata.deletion_timestamp.is_none()));
+    let saved = env.services().get("db").await.unwrap().status;
+    assert!(saved.and_then(|s| s.saved_data).is_none(), "nothing saved");
+    // The store takes archives again: the next try is stored, the nodes go, and a Start
+    // brings every row back.
+    env.controller.kill();
+    env.controller
+        .set_env("CONPAAS_MAX_ARCHIVE_BYTES", &(1u64 << 30).to_string());
+    env.controller.restart().unwrap();
+    env.wait_service("db", "stopped with its data saved", |s| {
+        s.status.as_ref().is_some_and(|st| st.saved_data.is_some()) && degraded(s).0.is_empty()
+    })
+    .await;
+    conpaas_e2e::wait::until("no mysql node left", LIMIT, || async {
+        Ok(env.nodes("db").await.is_empty())
+    })
+    .await
+    .unwrap();
+    env.apply(&galera(2, "large", "Running")).await;
+    env.wait_ready("db", ready).await;
+    every_row_on_every_node(&env).await;
+    cells.push((
+        "Stop with the store refusing, then taking the save; Start",
+        started.elapsed(),
+    ));
+
     for (cell, took) in cells {
         println!(
             "mysql, 3 nodes, {cell}: no acknowledged row lost, {:.1}s",
@@ -446,6 +519,13 @@ async fn a_galera_cluster_keeps_every_acknowledged_row_through_its_nodes_faults(
         );
     }
     println!("{} acknowledged rows, all on every node", ids.len());
+}
+
+/// The nodes' UIDs, sorted.
+fn uids(nodes: &[ServiceNode]) -> Vec<String> {
+    let mut uids: Vec<String> = nodes.iter().filter_map(|n| n.uid()).collect();
+    uids.sort();
+    uids
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -467,7 +547,7 @@ async fn a_galera_cluster_that_lost_power_all_at_once_starts_again_with_every_ro
         "CREATE TABLE t (id INT PRIMARY KEY) ENGINE=InnoDB",
     )
     .unwrap();
-    let writer = InsertWriter::start(through.clone(), user.clone(), password.clone());
+    let writer = InsertWriter::start(through.clone(), user.clone(), password.clone(), 1);
     conpaas_e2e::wait::until("rows written", LIMIT, || async {
         Ok(
             mariadb_query(&through, &user, &password, "SELECT COUNT(*) FROM t")
@@ -518,11 +598,6 @@ async fn a_galera_cluster_that_lost_power_all_at_once_starts_again_with_every_ro
     let acknowledged = writer.finish();
 
     let now = env.nodes("db").await;
-    let uids = |ns: &[ServiceNode]| {
-        let mut u: Vec<String> = ns.iter().filter_map(|n| n.uid()).collect();
-        u.sort();
-        u
-    };
     assert_eq!(
         uids(&now),
         uids(&nodes),
@@ -552,23 +627,24 @@ async fn a_galera_cluster_that_lost_power_all_at_once_starts_again_with_every_ro
     );
 }
 
-/// A three-node cluster holding 200 MiB that compresses about a thousandfold, and rows a
-/// client writes through the stop, is stopped and started: every byte and every acknowledged
-/// row comes back. Started again, it is stopped while its first node still loads the save: the
-/// stop waits for the load (a save of part of it would replace the whole), saves, and the next
-/// start has everything again.
+/// A lone database holding 200 MiB that compresses about a thousandfold, and rows a client
+/// writes through the stop, is stopped; started again, it is stopped while it still loads the
+/// save (the stop waits for the load: a save of part of it would replace the whole), then
+/// started as three nodes. The same again as three nodes: stopped while a client writes,
+/// started, stopped while its first node loads the save, started. After each Start every byte
+/// and every acknowledged row is there.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_large_compressible_database_survives_a_stop_and_a_stop_during_its_restore() {
+async fn a_large_compressible_database_survives_stops_and_stops_during_its_restore() {
     let env = env(NS_LARGE, 151).await;
     env.apply_cloud_and_app().await;
-    let service = |state: &str| {
+    let service = |state: &str, replicas: u32| {
         format!(
-            "apiVersion: conpaas.io/v1alpha1\nkind: Service\nmetadata: {{name: db}}\nspec: {{application: demo, type: mysql, state: {state}, replicas: 3, settings: {{database: shop}}}}\n"
+            "apiVersion: conpaas.io/v1alpha1\nkind: Service\nmetadata: {{name: db}}\nspec: {{application: demo, type: mysql, state: {state}, replicas: {replicas}, settings: {{database: shop}}}}\n"
         )
     };
-    env.apply(&service("Running")).await;
-    let ready = "mysql 3/3, glb 0/0";
-    env.wait_ready("db", ready).await;
+    let ready = |replicas: u32| format!("mysql {replicas}/{replicas}, glb 0/0");
+    env.apply(&service("Running", 1)).await;
+    env.wait_ready("db", &ready(1)).await;
     let (user, password) = mysql_credentials(&env, "db").await;
     let first = async || {
         let nodes = env.nodes("db").await;
@@ -603,19 +679,8 @@ async fn a_large_compressible_database_survives_a_stop_and_a_stop_during_its_res
         "{fingerprint}"
     );
 
-    // A Stop while a client writes, then a Start.
-    let started = std::time::Instant::now();
-    let writer = InsertWriter::start(through.clone(), user.clone(), password.clone());
-    conpaas_e2e::wait::until("rows written", LIMIT, || async {
-        Ok(
-            mariadb_query(&through, &user, &password, "SELECT COUNT(*) FROM t")
-                .is_ok_and(|n| n.parse::<u32>().is_ok_and(|n| n >= 20)),
-        )
-    })
-    .await
-    .unwrap();
-    let stop = async |what: &str| {
-        env.apply(&service("Stopped")).await;
+    let stop = async |replicas: u32, what: &str| {
+        env.apply(&service("Stopped", replicas)).await;
         env.wait_service("db", what, |s| {
             s.status.as_ref().is_some_and(|s| s.saved_data.is_some())
         })
@@ -626,90 +691,125 @@ async fn a_large_compressible_database_survives_a_stop_and_a_stop_during_its_res
         .await
         .unwrap();
     };
-    stop("db stopped with its data saved").await;
-    let acknowledged = writer.finish();
-    let ids: Vec<String> = acknowledged.iter().map(u64::to_string).collect();
-    let count = format!("SELECT COUNT(*) FROM t WHERE id IN ({})", ids.join(","));
-    let everything_back = async |cell: &str| {
-        env.wait_ready("db", ready).await;
+    // A Stop while a client writes; a Start, and a Stop again while the save still goes in;
+    // a Start with `replicas` nodes: every byte and acknowledged row there.
+    let cell = async |replicas: u32, first_id: u64| {
+        let through = first().await;
+        let writer = InsertWriter::start(through.clone(), user.clone(), password.clone(), first_id);
+        conpaas_e2e::wait::until("rows written", LIMIT, || async {
+            let count = format!("SELECT COUNT(*) FROM t WHERE id >= {first_id}");
+            Ok(mariadb_query(&through, &user, &password, &count)
+                .is_ok_and(|n| n.parse::<u64>().is_ok_and(|n| n >= 20)))
+        })
+        .await
+        .unwrap();
+        stop(replicas, "db stopped with its data saved").await;
+        let acknowledged = writer.finish();
+        env.apply(&service("Running", replicas)).await;
+        let nodes = env.nodes_api();
+        conpaas_e2e::wait::until("a node loading the save", 2 * LIMIT, || {
+            let nodes = nodes.clone();
+            async move {
+                let loading = nodes
+                    .list(&Default::default())
+                    .await?
+                    .items
+                    .iter()
+                    .any(|n| {
+                        n.status
+                            .as_ref()
+                            .and_then(|s| s.agent.as_ref())
+                            .and_then(|a| a.message.as_deref())
+                            // The load itself, not the wait for the members before it.
+                            .is_some_and(|m| m == "loading the data saved at the last stop")
+                    });
+                Ok(loading)
+            }
+        })
+        .await
+        .unwrap();
+        stop(replicas, "db stopped during its restore").await;
+        acknowledged
+    };
+    let everything_back = async |replicas: u32, acknowledged: &[u64], cell: &str| {
+        env.apply(&service("Running", replicas)).await;
+        env.wait_ready("db", &ready(replicas)).await;
         let through = first().await;
         assert_eq!(
             mariadb_query(&through, &user, &password, FINGERPRINT).as_deref(),
             Ok(fingerprint.as_str()),
             "after {cell}: every byte of the large table"
         );
+        let ids: Vec<String> = acknowledged.iter().map(u64::to_string).collect();
+        let count = format!("SELECT COUNT(*) FROM t WHERE id IN ({})", ids.join(","));
         assert_eq!(
             mariadb_query(&through, &user, &password, &count),
             Ok(ids.len().to_string()),
             "after {cell}: every acknowledged row"
         );
     };
-    env.apply(&service("Running")).await;
-    everything_back("a Stop and a Start").await;
-    let stop_start = started.elapsed();
 
-    // Stopped, started, and stopped again while the save still goes back in.
     let started = std::time::Instant::now();
-    stop("db stopped again").await;
-    env.apply(&service("Running")).await;
-    let nodes = env.nodes_api();
-    conpaas_e2e::wait::until("a node loading the save", 2 * LIMIT, || {
-        let nodes = nodes.clone();
-        async move {
-            let loading = nodes
-                .list(&Default::default())
-                .await?
-                .items
-                .iter()
-                .any(|n| {
-                    n.status
-                        .as_ref()
-                        .and_then(|s| s.agent.as_ref())
-                        .and_then(|a| a.message.as_deref())
-                        // The load itself, not the wait for the members before it.
-                        .is_some_and(|m| m == "loading the data saved at the last stop")
-                });
-            Ok(loading)
-        }
-    })
-    .await
-    .unwrap();
-    stop("db stopped during its restore").await;
-    env.apply(&service("Running")).await;
-    everything_back("a Stop during the restore and a Start").await;
-    let during_restore = started.elapsed();
-    println!(
-        "mysql, 3 nodes, 200 MiB compressible and {} acknowledged rows: Stop/Start {:.1}s, \
-         Stop during the restore then Start {:.1}s, every byte and row back",
-        ids.len(),
-        stop_start.as_secs_f64(),
-        during_restore.as_secs_f64()
-    );
+    let mut acknowledged = cell(1, 1).await;
+    everything_back(
+        3,
+        &acknowledged,
+        "a lone node's Stop, Start and Stop during the restore",
+    )
+    .await;
+    let lone = started.elapsed();
+
+    let started = std::time::Instant::now();
+    acknowledged.extend(cell(3, 1_000_000).await);
+    everything_back(
+        3,
+        &acknowledged,
+        "three nodes' Stop, Start and Stop during the restore",
+    )
+    .await;
+    let three = started.elapsed();
+    for (nodes, took) in [(1, lone), (3, three)] {
+        println!(
+            "mysql, {nodes} node(s), 200 MiB compressible: a Stop under writes, a Start, a Stop \
+             during the restore and a Start in {:.1}s, every byte and acknowledged row back",
+            took.as_secs_f64()
+        );
+    }
+    println!("{} acknowledged rows", acknowledged.len());
 }
 
 /// Galera's state of the node asked.
 const SYNCED: &str = "SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS \
      WHERE VARIABLE_NAME = 'WSREP_LOCAL_STATE_COMMENT'";
 
-/// Inserts rows into `t` one by one through one MariaDB node, and keeps the acknowledged ids.
+/// Inserts rows into `t` one by one through a MariaDB node, and keeps the acknowledged ids;
+/// after a failed insert it goes on through the next node it was given.
 struct InsertWriter {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    targets: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     thread: std::thread::JoinHandle<Vec<u64>>,
 }
 
 impl InsertWriter {
-    fn start(address: String, user: String, password: String) -> Self {
+    /// Inserts ids from `first` on through `address`.
+    fn start(address: String, user: String, password: String, first: u64) -> Self {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let targets = std::sync::Arc::new(std::sync::Mutex::new(vec![address]));
         let thread = std::thread::spawn({
-            let stop = stop.clone();
+            let (stop, targets) = (stop.clone(), targets.clone());
             move || {
                 let mut acknowledged = Vec::new();
-                let mut id = 1;
+                let (mut id, mut turn) = (first, 0);
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let address = {
+                        let targets = targets.lock().unwrap();
+                        targets[turn % targets.len()].clone()
+                    };
                     let insert = format!("INSERT INTO t VALUES ({id})");
                     if mariadb_query(&address, &user, &password, &insert).is_ok() {
                         acknowledged.push(id);
                     } else {
+                        turn += 1;
                         std::thread::sleep(std::time::Duration::from_millis(100));
                     }
                     // An insert whose answer was lost may have committed: never reused.
@@ -718,7 +818,18 @@ impl InsertWriter {
                 acknowledged
             }
         });
-        Self { stop, thread }
+        Self {
+            stop,
+            targets,
+            thread,
+        }
+    }
+
+    /// Goes on through these nodes (the Service's nodes after a move).
+    fn aim(&self, addresses: Vec<String>) {
+        if !addresses.is_empty() {
+            *self.targets.lock().unwrap() = addresses;
+        }
     }
 
     /// Stops inserting; the ids of the rows acknowledged.

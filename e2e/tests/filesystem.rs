@@ -3,10 +3,11 @@
 //! keep their checksums while the storage scales 3 -> 4 -> 2 (data moved off the leaving nodes
 //! first), a scale-in below the volume's replicas is refused, and a Stop/Start keeps the data.
 //! A volume holding only a 200 MiB file of zeros (its archive is a thousandth of it, past any
-//! unpacking ratio a code archive may have) comes back whole after a Stop/Start. Storage agents
-//! killed in turn (the new agent takes the node's glusterd over) and one frozen past three
-//! heartbeat timeouts lose no file the app wrote meanwhile. A Stop whose save the store refuses
-//! keeps the nodes and every file until the store takes it.
+//! unpacking ratio a code archive may have) comes back whole after a Stop/Start and after a Stop
+//! made while the save was still being put back. Storage agents killed in turn (the new agent
+//! takes the node's glusterd over), one frozen past three heartbeat timeouts and a move to a
+//! larger instance type lose no file the app wrote meanwhile. A Stop whose save the store
+//! refuses keeps the nodes and every file until the store takes it.
 
 mod common;
 
@@ -455,7 +456,28 @@ async fn a_save_larger_than_one_request_and_a_thousandfold_compressible_file_com
         ],
     );
 
+    // Stopped and started; stopped again while the manager still puts the save back (the Stop
+    // waits for it: a save of part of it would replace the whole); started.
     stop_then_start(&env).await;
+    let started = Instant::now();
+    stop(&env).await;
+    apply(&env, filesystem(2, "Running")).await.unwrap();
+    wait::until("the manager putting the save back", 2 * LIMIT, || async {
+        Ok(env.nodes("fs").await.iter().any(|n| {
+            n.status
+                .as_ref()
+                .and_then(|s| s.agent.as_ref())
+                .and_then(|a| a.message.as_deref())
+                .is_some_and(|m| m.contains("putting the data saved at the last stop back"))
+        }))
+    })
+    .await
+    .unwrap();
+    stop_then_start(&env).await;
+    println!(
+        "filesystem, 2 storage nodes, 520 MiB: a Stop during the restore, then a Start: {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
 
     let exported = exported_volume(&env).await;
     let (mut zeros, mut noise) = (None, None);
@@ -646,10 +668,11 @@ async fn a_powered_off_manager_and_a_volume_change_are_replaced_node_by_node_wit
 
 /// The agents alone fail while the app writes: each storage node's agent is killed in turn
 /// (glusterd and the bricks run on, and the VM's init starts a new agent, which takes them
-/// over), then node 0's agent is frozen past three heartbeat timeouts and thawed. Every
-/// acknowledged file is there with two copies after each.
+/// over), then node 0's agent is frozen past three heartbeat timeouts and thawed, then the
+/// nodes move to a larger instance type one at a time. Every acknowledged file is there with
+/// two copies at the end.
 #[tokio::test(flavor = "multi_thread")]
-async fn storage_agents_killed_or_frozen_lose_no_acknowledged_file() {
+async fn storage_agents_killed_or_frozen_and_a_move_lose_no_acknowledged_file() {
     use nix::sys::signal::{Signal, kill};
     use nix::unistd::Pid;
 
@@ -665,7 +688,7 @@ async fn storage_agents_killed_or_frozen_lose_no_acknowledged_file() {
     create_config_map(&env, "app-code", "code.tar", code).await;
     let mut service = filesystem(2, "Running");
     service["spec"]["health"] = json!({"heartbeatTimeoutSeconds": 10});
-    apply(&env, service).await.unwrap();
+    apply(&env, service.clone()).await.unwrap();
     apply(&env, app()).await.unwrap();
     env.wait_ready("fs", "storage 2/2").await;
     env.wait_ready("app", "master 1/1, node 0/0").await;
@@ -728,6 +751,37 @@ async fn storage_agents_killed_or_frozen_lose_no_acknowledged_file() {
     let _ = kill(Pid::from_raw(frozen), Signal::SIGCONT);
     env.wait_ready("fs", "storage 2/2").await;
     wait_bricks_on(&env, 2).await;
+
+    // A larger instance type: one node at a time joins, takes a brick and heals before an old
+    // one goes.
+    let started = Instant::now();
+    let old: Vec<_> = env
+        .nodes("fs")
+        .await
+        .into_iter()
+        .filter_map(|n| n.metadata.uid)
+        .collect();
+    service["spec"]["roles"][0]["instanceType"] = json!("large");
+    apply(&env, service).await.unwrap();
+    let result = wait::until(
+        "every storage node on a large VM",
+        Duration::from_secs(400),
+        || async {
+            let nodes = env.nodes("fs").await;
+            Ok(nodes.len() == 2
+                && nodes.iter().all(|n| {
+                    n.metadata.uid.as_ref().is_some_and(|u| !old.contains(u))
+                        && n.spec.instance_type.as_deref() == Some("large")
+                }))
+        },
+    )
+    .await;
+    if let Err(e) = result {
+        panic!("{e:#}\n--- agents ---\n{:#?}", agents(&env).await);
+    }
+    env.wait_ready("fs", "storage 2/2").await;
+    wait_bricks_on(&env, 2).await;
+    let moved = started.elapsed();
     let late = writer.finish();
     assert!(!late.is_empty(), "the app wrote through the faults");
     expected.extend(late);
@@ -759,9 +813,10 @@ async fn storage_agents_killed_or_frozen_lose_no_acknowledged_file() {
         .iter()
         .all(|n| n.metadata.uid != first.metadata.uid);
     println!(
-        "2 storage agents killed in turn: {:.1}s; node 0's agent frozen 35s ({}): {} files, every one with two copies",
+        "2 storage agents killed in turn: {:.1}s; node 0's agent frozen 35s ({}); moved to a larger instance type node by node: {:.1}s; {} files, every one with two copies",
         restarted.as_secs_f64(),
         if replaced { "replaced" } else { "kept" },
+        moved.as_secs_f64(),
         expected.len()
     );
     delete_and_expect_nothing_running(&env, &["app", "fs"]).await;

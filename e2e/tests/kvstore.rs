@@ -2,11 +2,11 @@
 //! keys written through a cluster-aware client (the `redis` crate's, not the agent's code), the
 //! nodes scale 3 -> 5 -> 3 while the client keeps writing, and every key and acknowledged write
 //! is read back; a php Service linked to it keeps its sessions in it; Stop keeps every key and
-//! Start brings them back. Every node's agent crashing in turn and started again while its
-//! redis-server runs (replicas 0: the only copy of its slots) loses no key nor acknowledged
-//! write. With a replica per master, a master's VM powered off fails over to its replica, and
-//! no write a replica acknowledged is lost. A Stop whose save the store refuses keeps the nodes
-//! and every key until the store takes it.
+//! Start brings them back. The fault matrix of issue 25, with and without replicas: agents
+//! crashed while redis runs, an agent frozen, a VM powered off (kept when its slots have no
+//! other copy; failed over to its replica otherwise), the data volume and the instance type
+//! changed under writes, a Stop whose save the store refuses, a 200 MiB save and a Stop during
+//! the restore: no key nor acknowledged write is lost in any.
 
 mod common;
 
@@ -521,27 +521,105 @@ fn redis_of(vm: &str) -> Option<i32> {
         })
 }
 
+/// Three masters without replicas (each slot's only copy on one node) under a writing client,
+/// through the faults of node 0's agent and VM in turn: every agent killed and started again
+/// while its redis-server runs; node 0's agent frozen past three heartbeat timeouts (redis
+/// serves on), then thawed; node 0's VM powered off (its slots down), then on again. The node
+/// is never replaced (its data has no other copy: `DataAtRisk` names it meanwhile), and after
+/// each fault every key and acknowledged write is read back.
 #[tokio::test(flavor = "multi_thread")]
-async fn keys_survive_every_agent_restarted_while_redis_runs() {
+async fn keys_without_replicas_survive_agent_crashes_a_frozen_agent_and_a_vm_powered_off() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+
     let env = env("kvstore-restart-e2e", 136).await;
     env.apply_cloud_and_app().await;
-    apply(&env, kvstore(3, "Running")).await.unwrap();
+    let mut service = kvstore(3, "Running");
+    apply(&env, service.clone()).await.unwrap();
     env.wait_ready("kv", "node 3/3").await;
+    // A short heartbeat timeout once the nodes run, so that the faults below outlast three.
+    service["spec"]["health"] = json!({"heartbeatTimeoutSeconds": 5});
+    apply(&env, service).await.unwrap();
     let password = password(&env).await;
     let client = cluster_client(&endpoint(&env).await, &password);
-    let mut connection = client.get_connection().unwrap();
-    write_keys(&mut connection);
+    write_keys(&mut connected(&client));
     let writer = Writer::start(client.clone(), 0);
-    // Each node's agent crashes in turn and its VM's init starts it again; redis-server (no
-    // replica: the only copy of its slots) ran on meanwhile.
+    let mut cells = Vec::new();
+    let check = async |cell: &str| {
+        let now = cluster_client(&endpoint(&env).await, &password);
+        check_keys(&mut connected(&now), &writer.acknowledged_so_far())
+            .unwrap_or_else(|e| panic!("after {cell}: {e}"));
+    };
+
+    // Each node's agent crashes in turn and its VM's init starts it again; redis-server (the
+    // only copy of its slots) ran on meanwhile.
+    let started = Instant::now();
     restart_every_agent(&env, "node 3/3").await;
+    let cell = "every agent SIGKILLed while redis ran";
+    check(cell).await;
+    cells.push((cell, started.elapsed()));
+
+    let first = env
+        .nodes("kv")
+        .await
+        .into_iter()
+        .find(|n| n.metadata.name.as_deref() == Some("kv-node-0"))
+        .expect("node 0");
+    let kept_at_risk = async |what: &str| {
+        env.wait_service("kv", what, |s| {
+            let (reason, message) = degraded(s);
+            reason == "DataAtRisk" && message.contains("kv-node-0")
+        })
+        .await;
+        // Three heartbeat timeouts and more: the node is still the same one.
+        tokio::time::sleep(Duration::from_secs(16)).await;
+        let now = env.nodes("kv").await;
+        assert_eq!(now.len(), 3, "{what}: no node added or removed");
+        assert!(
+            now.iter().any(|n| n.metadata.uid == first.metadata.uid),
+            "{what}: node 0 kept, not replaced\n{}",
+            agents(&env).await
+        );
+    };
+
+    let started = Instant::now();
+    let agent = env.agent_of(&first.spec.token).expect("node 0's agent");
+    kill(Pid::from_raw(agent), Signal::SIGSTOP).unwrap();
+    kept_at_risk("node 0's agent frozen").await;
+    kill(Pid::from_raw(agent), Signal::SIGCONT).unwrap();
+    env.wait_ready("kv", "node 3/3").await;
+    let cell = "node 0's agent SIGSTOPped past 3 timeouts";
+    check(cell).await;
+    cells.push((cell, started.elapsed()));
+
+    let started = Instant::now();
+    let cloud = env.controller.local_cloud();
+    cloud.power_off(&first.spec.token).await.unwrap();
+    kept_at_risk("node 0's VM off").await;
+    // Powered on again: its agent boots on the same disk and redis loads its AOF.
+    cloud.power_cycle(&first.spec.token).await.unwrap();
+    env.wait_ready("kv", "node 3/3").await;
+    let cell = "node 0's VM powered off, then on";
+    check(cell).await;
+    cells.push((cell, started.elapsed()));
+
     let (written, failures) = writer.finish();
+    assert!(written.len() > 100, "the client kept writing");
+    check_keys(
+        &mut connected(&cluster_client(&endpoint(&env).await, &password)),
+        &written,
+    )
+    .unwrap();
+    for (cell, took) in cells {
+        println!(
+            "kvstore, 3 masters without replicas, {cell}: no acknowledged write lost, {:.1}s",
+            took.as_secs_f64()
+        );
+    }
     println!(
-        "3 agents restarted under writes: {} writes acknowledged, {failures} failed tries",
+        "{} writes acknowledged, none lost, {failures} failed tries",
         written.len()
     );
-    let mut connection = client.get_connection().unwrap();
-    check_keys(&mut connection, &written).unwrap();
     delete_and_expect_nothing_running(&env, &["kv"]).await;
 }
 
@@ -695,13 +773,13 @@ async fn a_frozen_master_agent_with_a_replica_loses_no_replicated_write() {
 }
 
 /// Three masters with a replica each, under a client whose writes count once a replica has
-/// them (`WAIT 1`), through three faults in turn: every agent killed and started again while
-/// its redis-server runs; the data volume grown from 1 to 2 GiB (the nodes replaced one at a
-/// time, each new one in sync before an old one leaves); a Stop while the client writes, then
-/// a Start. After each, every key and every replicated write is read back; at the end every
+/// them (`WAIT 1`), through four faults in turn: every agent killed and started again while
+/// its redis-server runs; the data volume grown from 1 to 2 GiB, then a larger instance type
+/// (each time the nodes replaced one at a time, each new one in sync before an old one
+/// leaves); a Stop while the client writes, then a Start. After each, every key and every replicated write is read back; at the end every
 /// key is on two nodes again.
 #[tokio::test(flavor = "multi_thread")]
-async fn replicated_masters_lose_no_write_through_agent_kills_a_volume_change_and_a_stop() {
+async fn replicated_masters_lose_no_write_through_agent_kills_two_moves_and_a_stop() {
     let env = env("kvstore-replicated-e2e", 150).await;
     env.apply_cloud_and_app().await;
     let mut service = replicated(&env).await;
@@ -722,33 +800,44 @@ async fn replicated_masters_lose_no_write_through_agent_kills_a_volume_change_an
     check(&writer.acknowledged_so_far(), cell).await;
     cells.push((cell, started.elapsed()));
 
-    let started = Instant::now();
-    let old: Vec<String> = env
-        .nodes("kv")
-        .await
-        .iter()
-        .filter_map(|n| n.metadata.uid.clone())
-        .collect();
-    service["spec"]["roles"][0]["volume"]["sizeGiB"] = json!(2);
-    apply(&env, service.clone()).await.unwrap();
-    let moved = wait::until("every node on a 2 GiB volume", 4 * LIMIT, || async {
-        let nodes = env.nodes("kv").await;
-        Ok(nodes.len() == 6
-            && nodes.iter().all(|n| {
-                n.metadata
-                    .uid
-                    .as_ref()
-                    .is_some_and(|uid| !old.contains(uid))
-            }))
-    })
-    .await;
-    if let Err(e) = moved {
-        panic!("{e}\n{}", agents(&env).await);
+    // The data volume grown, then a larger instance type: each moves the nodes one at a time.
+    for (gib, instance_type, cell) in [
+        (2, "small", "volume 1 -> 2 GiB"),
+        (2, "large", "instance type small -> large"),
+    ] {
+        let started = Instant::now();
+        let old: Vec<String> = env
+            .nodes("kv")
+            .await
+            .iter()
+            .filter_map(|n| n.metadata.uid.clone())
+            .collect();
+        service["spec"]["roles"][0]["volume"]["sizeGiB"] = json!(gib);
+        service["spec"]["roles"][0]["instanceType"] = json!(instance_type);
+        apply(&env, service.clone()).await.unwrap();
+        let moved = wait::until(
+            &format!("every node on a {gib} GiB {instance_type} VM"),
+            4 * LIMIT,
+            || async {
+                let nodes = env.nodes("kv").await;
+                Ok(nodes.len() == 6
+                    && nodes.iter().all(|n| {
+                        n.metadata
+                            .uid
+                            .as_ref()
+                            .is_some_and(|uid| !old.contains(uid))
+                            && n.spec.instance_type.as_deref() == Some(instance_type)
+                    }))
+            },
+        )
+        .await;
+        if let Err(e) = moved {
+            panic!("{e}\n{}", agents(&env).await);
+        }
+        env.wait_ready("kv", "node 6/6").await;
+        check(&writer.acknowledged_so_far(), cell).await;
+        cells.push((cell, started.elapsed()));
     }
-    env.wait_ready("kv", "node 6/6").await;
-    let cell = "volume 1 -> 2 GiB";
-    check(&writer.acknowledged_so_far(), cell).await;
-    cells.push((cell, started.elapsed()));
 
     let started = Instant::now();
     let mut stopped = service.clone();
@@ -882,24 +971,48 @@ async fn keys_survive_a_volume_then_an_instance_type_change_while_written() {
     delete_and_expect_nothing_running(&env, &["kv"]).await;
 }
 
-/// A Stop whose save the artifact store refuses (it takes no archive over 64 bytes): the
-/// Service says so (`SaveFailed`, with the store's answer) and keeps its nodes, and with them
-/// every key; once the store takes archives again the save is stored, the nodes go, and Start
-/// brings every key back.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_stop_whose_save_the_store_refuses_keeps_the_nodes_and_every_key() {
-    let mut env = env_with(
-        "kvstore-refused-e2e",
-        144,
-        &[("CONPAAS_MAX_ARCHIVE_BYTES", "64")],
-    )
-    .await;
+/// Three masters with `replicas` replicas each, holding 200 MiB that compress about a
+/// thousandfold besides the 10,000 keys, under a writing client: a Stop whose save the store
+/// refuses (it takes no archive over 64 bytes) keeps every node (`SaveFailed` with the store's
+/// 413, nothing saved) until the store takes archives again; Start brings every byte, key and
+/// acknowledged write back; started again and stopped while the manager still loads the save,
+/// the Stop waits for the load, and the next Start has everything again.
+async fn stop_cells(ns: &str, subnet: u8, replicas: usize) {
+    let mut env = env_with(ns, subnet, &[("CONPAAS_MAX_ARCHIVE_BYTES", "64")]).await;
     env.apply_cloud_and_app().await;
-    apply(&env, kvstore(3, "Running")).await.unwrap();
-    env.wait_ready("kv", "node 3/3").await;
+    let count = 3 * (1 + replicas);
+    let ready = format!("node {count}/{count}");
+    let service = |state: &str| {
+        let mut service = kvstore(count as i32, state);
+        service["spec"]["settings"] = json!({"replicas": replicas.to_string()});
+        service
+    };
+    apply(&env, service("Running")).await.unwrap();
+    env.wait_ready("kv", &ready).await;
     let password = password(&env).await;
     let client = cluster_client(&endpoint(&env).await, &password);
-    write_keys(&mut client.get_connection().unwrap());
+    let mut connection = connected(&client);
+    write_keys(&mut connection);
+    for i in 0..LARGE_VALUES {
+        redis::cmd("SET")
+            .arg(format!("large:{i}"))
+            .arg(large(i))
+            .query::<()>(&mut connection)
+            .unwrap();
+    }
+    let writer = if replicas > 0 {
+        Writer::start_replicated(client.clone(), 0)
+    } else {
+        Writer::start(client.clone(), 0)
+    };
+    wait::until("writes acknowledged", LIMIT, || async {
+        Ok(writer.acknowledged() > 20)
+    })
+    .await
+    .unwrap();
+    let mut cells = Vec::new();
+
+    let started = Instant::now();
     let mut before: Vec<_> = env
         .nodes("kv")
         .await
@@ -907,41 +1020,124 @@ async fn a_stop_whose_save_the_store_refuses_keeps_the_nodes_and_every_key() {
         .map(|n| n.metadata.uid)
         .collect();
     before.sort();
-
-    apply(&env, kvstore(3, "Stopped")).await.unwrap();
-    let save_failed = |s: &conpaas_crds::v1alpha1::Service| {
+    apply(&env, service("Stopped")).await.unwrap();
+    env.wait_service("kv", "SaveFailed with the store's refusal", |s| {
         let (reason, message) = degraded(s);
         reason == "SaveFailed" && message.contains("413")
-    };
-    env.wait_service("kv", "SaveFailed with the store's refusal", save_failed)
-        .await;
+    })
+    .await;
     let kept = env.nodes("kv").await;
     let mut after: Vec<_> = kept.iter().map(|n| n.metadata.uid.clone()).collect();
     after.sort();
     assert_eq!(after, before, "every node is kept");
     assert!(kept.iter().all(|n| n.metadata.deletion_timestamp.is_none()));
-    let service = env.services().get("kv").await.unwrap();
-    assert!(
-        service.status.and_then(|s| s.saved_data).is_none(),
-        "nothing saved"
-    );
-
+    let saved = env.services().get("kv").await.unwrap().status;
+    assert!(saved.and_then(|s| s.saved_data).is_none(), "nothing saved");
     // The store takes archives again: the nodes' next try is stored, then they go.
     env.controller.kill();
     env.controller
         .set_env("CONPAAS_MAX_ARCHIVE_BYTES", &(1u64 << 30).to_string());
     env.controller.restart().unwrap();
-    env.wait_service("kv", "stopped with its data saved", |s| {
-        s.status.as_ref().is_some_and(|st| st.saved_data.is_some()) && !save_failed(s)
+    stopped(&env, "kv stopped with its data saved").await;
+    let (written, failures) = writer.finish();
+    apply(&env, service("Running")).await.unwrap();
+    let cell = "Stop with the store refusing, then taking the 200 MiB save; Start";
+    everything_back(&env, &ready, &password, &written, cell).await;
+    cells.push((cell, started.elapsed()));
+
+    let started = Instant::now();
+    apply(&env, service("Stopped")).await.unwrap();
+    stopped(&env, "kv stopped again").await;
+    apply(&env, service("Running")).await.unwrap();
+    let nodes = env.nodes_api();
+    wait::until("the manager loading the save", 2 * LIMIT, || {
+        let nodes = nodes.clone();
+        async move {
+            Ok(nodes
+                .list(&Default::default())
+                .await?
+                .items
+                .iter()
+                .any(|n| {
+                    n.status
+                        .as_ref()
+                        .and_then(|s| s.agent.as_ref())
+                        .and_then(|a| a.message.as_deref())
+                        .is_some_and(|m| m == "loading the keys saved at the last stop")
+                }))
+        }
+    })
+    .await
+    .unwrap();
+    apply(&env, service("Stopped")).await.unwrap();
+    stopped(&env, "kv stopped during its restore").await;
+    apply(&env, service("Running")).await.unwrap();
+    let cell = "Stop during the restore, then Start";
+    everything_back(&env, &ready, &password, &written, cell).await;
+    cells.push((cell, started.elapsed()));
+
+    for (cell, took) in cells {
+        println!(
+            "kvstore, 3 masters with {replicas} replicas each, 200 MiB compressible, {cell}: \
+             every byte, key and acknowledged write back, {:.1}s",
+            took.as_secs_f64()
+        );
+    }
+    println!(
+        "{} writes acknowledged, {failures} failed tries",
+        written.len()
+    );
+    delete_and_expect_nothing_running(&env, &["kv"]).await;
+}
+
+/// The large values of [`stop_cells`]: 200 of 1 MiB, each its number repeated.
+const LARGE_VALUES: usize = 200;
+const LARGE_VALUE: usize = 1 << 20;
+
+fn large(i: usize) -> String {
+    format!("{i:08}").repeat(LARGE_VALUE / 8)
+}
+
+/// Waits until the Service says its data is saved (and nothing else is wrong), then until its
+/// nodes are gone.
+async fn stopped(env: &Env, what: &str) {
+    env.wait_service("kv", what, |s| {
+        s.status.as_ref().is_some_and(|st| st.saved_data.is_some()) && degraded(s).0.is_empty()
     })
     .await;
-    wait::until("no kvstore node left", LIMIT, || async {
+    wait::until("no kvstore node left", 2 * LIMIT, || async {
         Ok(env.nodes("kv").await.is_empty())
     })
     .await
     .unwrap();
-    apply(&env, kvstore(3, "Running")).await.unwrap();
-    env.wait_ready("kv", "node 3/3").await;
-    let client = cluster_client(&endpoint(&env).await, &password);
-    check_keys(&mut client.get_connection().unwrap(), &[]).unwrap();
+}
+
+/// Once the Service is Ready with `ready`, every key, acknowledged write and large value read
+/// back through its endpoint.
+async fn everything_back(env: &Env, ready: &str, password: &str, written: &[u64], cell: &str) {
+    env.wait_ready("kv", ready).await;
+    let client = cluster_client(&endpoint(env).await, password);
+    let mut connection = connected(&client);
+    check_keys(&mut connection, written).unwrap_or_else(|e| panic!("after {cell}: {e}"));
+    for i in 0..LARGE_VALUES {
+        let value: Option<String> = redis::cmd("GET")
+            .arg(format!("large:{i}"))
+            .query(&mut connection)
+            .unwrap();
+        assert!(
+            value.as_deref() == Some(large(i).as_str()),
+            "after {cell}: large:{i} lost or changed ({} bytes)",
+            value.map_or(0, |v| v.len())
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_replicas_a_refused_stop_a_large_save_and_a_stop_during_the_restore_lose_nothing() {
+    stop_cells("kvstore-refused-e2e", 144, 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_replicas_a_refused_stop_a_large_save_and_a_stop_during_the_restore_lose_nothing() {
+    stop_cells("kvstore-stops-replicated-e2e", 154, 1).await;
 }

@@ -219,6 +219,17 @@ pub fn forget_unpacked(access: &Access, volume: &str, saved: &NodeCode) {
     }
 }
 
+/// Whether putting `saved` back into `volume` was not announced yet (it is now): the first
+/// look that would restore only reports it, so the report goes out before the copy holds the
+/// next look up.
+pub fn announce(access: &Access, volume: &str, saved: &NodeCode) -> bool {
+    let dir = restore_dir(access, saved);
+    let announced = dir.join(format!("announced-{volume}"));
+    !announced.exists()
+        && std::fs::create_dir_all(&dir).is_ok()
+        && std::fs::write(&announced, b"").is_ok()
+}
+
 /// Where the saved archive `saved` is downloaded and unpacked.
 fn restore_dir(access: &Access, saved: &NodeCode) -> PathBuf {
     access

@@ -540,12 +540,19 @@ impl Pool {
                 && current.and_then(|v| v.options.get(RESTORED_OPTION)) != Some(&restore.sha256)
             {
                 ready = false;
-                match self.put_back(&spec.name, &restore).await {
-                    Ok(()) => notes.push(format!("volume {}: saved data put back", spec.name)),
-                    Err(e) => notes.push(format!(
-                        "volume {}: putting the saved data back: {e}",
+                if archive::announce(&self.archive, &spec.name, &restore) {
+                    notes.push(format!(
+                        "volume {}: putting the data saved at the last stop back",
                         spec.name
-                    )),
+                    ));
+                } else {
+                    match self.put_back(&spec.name, &restore).await {
+                        Ok(()) => notes.push(format!("volume {}: saved data put back", spec.name)),
+                        Err(e) => notes.push(format!(
+                            "volume {}: putting the saved data back: {e}",
+                            spec.name
+                        )),
+                    }
                 }
             }
         }

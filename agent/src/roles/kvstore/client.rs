@@ -76,6 +76,26 @@ impl Nodes {
             .map_err(|e| format!("{address}: CLUSTER FORGET {id}: {e}"))
     }
 
+    /// `CLUSTER FAILOVER` on the replica at `address`: it catches up with its master, then
+    /// takes its slots over.
+    pub fn failover(&self, address: &str) -> Result<(), String> {
+        let mut connection = self.connect(address)?;
+        redis::cmd("CLUSTER")
+            .arg("FAILOVER")
+            .query::<()>(&mut connection)
+            .map_err(|e| format!("{address}: CLUSTER FAILOVER: {e}"))
+    }
+
+    /// `CLUSTER REPLICATE master_id` on the node at `address`.
+    pub fn replicate(&self, address: &str, master_id: &str) -> Result<(), String> {
+        let mut connection = self.connect(address)?;
+        redis::cmd("CLUSTER")
+            .arg("REPLICATE")
+            .arg(master_id)
+            .query::<()>(&mut connection)
+            .map_err(|e| format!("{address}: CLUSTER REPLICATE {master_id}: {e}"))
+    }
+
     /// `redis-cli --cluster <args>`; its output, or why it failed with the output's end.
     pub async fn cluster_command(&self, args: &[String]) -> Result<String, String> {
         let out = tokio::process::Command::new(&self.redis_cli)

@@ -140,23 +140,20 @@ pub enum Step {
     AddReplica { address: String, master_id: String },
     /// Give the masters without slots their share.
     Rebalance,
+    /// Make the replica at this address its master's master (`CLUSTER FAILOVER`: the replica
+    /// catches up with its master first, then takes its slots over, and the data moves nowhere).
+    Failover { address: String },
+    /// Make the node at this address (an empty master, or a replica of another master) a
+    /// replica of the master with this id (`CLUSTER REPLICATE`).
+    Replicate { address: String, master_id: String },
 }
 
-/// The live masters holding slots with fewer than `replicas` live replicas, fewest first.
-fn short_of_replicas(seed: &View, replicas: usize) -> Vec<&ClusterNode> {
-    let replicas_of = |id: &str| {
-        seed.nodes
-            .iter()
-            .filter(|n| !n.failed && n.replica_of.as_deref() == Some(id))
-            .count()
-    };
-    let mut short: Vec<&ClusterNode> = seed
-        .nodes
-        .iter()
-        .filter(|n| n.master && n.slots > 0 && !n.failed && replicas_of(&n.id) < replicas)
-        .collect();
-    short.sort_by_key(|n| (replicas_of(&n.id), n.address.clone()));
-    short
+/// As many masters as the members make whole groups, and at least 3 (Redis Cluster's least):
+/// members beyond whole groups are extra replicas, so a node added for a move (one over the
+/// count) replicates a master instead of taking slots that would move back when an old node
+/// leaves.
+fn wanted_masters(members: usize, group: usize) -> usize {
+    (members / group).max(3)
 }
 
 /// The next step towards a cluster of exactly `members` (in ordinal order), grouped in masters
@@ -179,6 +176,7 @@ pub fn next_step(members: &[Member], replicas: usize, seed: Option<&View>) -> Op
         let masters: Vec<String> = members
             .iter()
             .step_by(group)
+            .take(wanted_masters(members.len(), group))
             .map(|m| m.address.clone())
             .collect();
         if masters.len() < 3 {
@@ -194,18 +192,30 @@ pub fn next_step(members: &[Member], replicas: usize, seed: Option<&View>) -> Op
         return Some(Step::Fix);
     }
     let addresses: BTreeSet<&str> = members.iter().map(|m| m.address.as_str()).collect();
+    let staying = |n: &ClusterNode| addresses.contains(n.address.as_str());
     let leaving: Vec<&ClusterNode> = seed
         .nodes
         .iter()
-        .filter(|n| !n.joining && !addresses.contains(n.address.as_str()))
+        .filter(|n| !n.joining && !staying(n))
         .collect();
-    let holding: Vec<String> = leaving
+    let holding: Vec<&ClusterNode> = leaving
         .iter()
         .filter(|n| n.master && n.slots > 0 && !n.failed)
-        .map(|n| n.id.clone())
+        .copied()
         .collect();
+    // A leaving master whose replica stays hands its slots to that replica: the groups keep
+    // their number, and the data moves nowhere.
+    if let Some(replica) = holding.iter().find_map(|master| {
+        seed.nodes
+            .iter()
+            .find(|r| !r.failed && r.replica_of.as_deref() == Some(&master.id) && staying(r))
+    }) {
+        return Some(Step::Failover {
+            address: replica.address.clone(),
+        });
+    }
     if !holding.is_empty() {
-        return Some(Step::Drain(holding));
+        return Some(Step::Drain(holding.iter().map(|n| n.id.clone()).collect()));
     }
     if let Some(lost) = leaving.iter().find(|n| n.failed && n.slots > 0) {
         return Some(Step::Wait(format!(
@@ -226,8 +236,29 @@ pub fn next_step(members: &[Member], replicas: usize, seed: Option<&View>) -> Op
             reachable: !node.failed,
         });
     }
+    let wanted = wanted_masters(members.len(), group);
+    let masters: Vec<&ClusterNode> = seed
+        .nodes
+        .iter()
+        .filter(|n| n.master && !n.failed && staying(n))
+        .collect();
+    let replicas_of = |id: &str| {
+        seed.nodes
+            .iter()
+            .filter(|n| !n.failed && n.replica_of.as_deref() == Some(id))
+            .count()
+    };
+    // The master with slots that has the fewest replicas (a master short of replicas, such as
+    // one whose replica was promoted after it failed, first), but `except`.
+    let fewest_replicas = |except: &str| {
+        masters
+            .iter()
+            .filter(|m| m.slots > 0 && m.id != except)
+            .min_by_key(|m| (replicas_of(&m.id), m.address.clone()))
+            .map(|m| m.id.clone())
+    };
     let in_seed = |address: &str| seed.nodes.iter().find(|n| n.address == address);
-    for (index, member) in members.iter().enumerate() {
+    for member in members {
         if in_seed(&member.address).is_some() {
             continue;
         }
@@ -240,36 +271,30 @@ pub fn next_step(members: &[Member], replicas: usize, seed: Option<&View>) -> Op
                 member.name
             )));
         }
-        let first = index - index % group;
-        // A replica follows whichever node of its group is master now (after a failover, not
-        // necessarily the first).
-        let master = members[first..(first + group).min(members.len())]
-            .iter()
-            .filter_map(|m| in_seed(&m.address))
-            .find(|n| n.master && n.slots > 0);
-        // A master short of replicas (its replica was promoted after it failed, or one was
-        // replaced) gets the new node before any new master: after a replacement the members'
-        // ordinals no longer line up with the groups. Its own group's master first.
-        let short = short_of_replicas(seed, replicas);
-        if let Some(master) = master
-            .filter(|m| short.iter().any(|s| s.id == m.id))
-            .or_else(|| short.first().copied())
-        {
-            return Some(Step::AddReplica {
-                address: member.address.clone(),
-                master_id: master.id.clone(),
-            });
-        }
-        if index == first {
+        if masters.len() < wanted {
             return Some(Step::AddMaster(member.address.clone()));
         }
-        return Some(match master {
-            Some(master) => Step::AddReplica {
+        return Some(match fewest_replicas("") {
+            Some(master_id) => Step::AddReplica {
                 address: member.address.clone(),
-                master_id: master.id.clone(),
+                master_id,
             },
-            None => Step::Wait(format!("{} waits for the master of its group", member.name)),
+            None => Step::Wait(format!("{} waits for a master with slots", member.name)),
         });
+    }
+    // Every member is in the cluster: the groups are put right while the cluster is ok (a
+    // move or a failover can leave one master too many, or one too few).
+    if seed.state_ok {
+        if let Some(step) = regroup(
+            &masters,
+            wanted,
+            replicas,
+            &replicas_of,
+            &fewest_replicas,
+            seed,
+        ) {
+            return Some(step);
+        }
     }
     let empty: Vec<&Member> = members
         .iter()
@@ -288,6 +313,71 @@ pub fn next_step(members: &[Member], replicas: usize, seed: Option<&View>) -> Op
             )));
         }
         return Some(Step::Rebalance);
+    }
+    None
+}
+
+/// The step that brings a cluster whose members are all in it to `wanted` masters with
+/// `replicas` replicas each, if one is needed.
+fn regroup(
+    masters: &[&ClusterNode],
+    wanted: usize,
+    replicas: usize,
+    replicas_of: &dyn Fn(&str) -> usize,
+    fewest_replicas: &dyn Fn(&str) -> Option<String>,
+    seed: &View,
+) -> Option<Step> {
+    let replicas_list = |id: &str| -> Vec<&ClusterNode> {
+        seed.nodes
+            .iter()
+            .filter(|n| !n.failed && n.replica_of.as_deref() == Some(id))
+            .collect()
+    };
+    if masters.len() > wanted {
+        // One master too many: the one with the fewest replicas and slots gives its replicas,
+        // then its slots, to the others, and becomes a replica itself.
+        let surplus = masters
+            .iter()
+            .min_by_key(|m| (replicas_of(&m.id), m.slots, m.address.clone()))?;
+        let target = fewest_replicas(&surplus.id)?;
+        if let Some(replica) = replicas_list(&surplus.id).first() {
+            return Some(Step::Replicate {
+                address: replica.address.clone(),
+                master_id: target,
+            });
+        }
+        if surplus.slots > 0 {
+            return Some(Step::Drain(vec![surplus.id.clone()]));
+        }
+        return Some(Step::Replicate {
+            address: surplus.address.clone(),
+            master_id: target,
+        });
+    }
+    let crowded = masters
+        .iter()
+        .filter(|m| m.slots > 0)
+        .max_by_key(|m| (replicas_of(&m.id), m.address.clone()))?;
+    let spare = replicas_list(&crowded.id).into_iter().next();
+    if masters.len() < wanted {
+        // One master too few: a replica of the master with the most replicas is taken out (a
+        // node taken out is emptied) and comes back as a master.
+        return spare.map(|r| Step::Remove {
+            id: r.id.clone(),
+            reachable: true,
+        });
+    }
+    // As many masters as wanted: a master with a replica too many gives it to one short of
+    // replicas.
+    let short = masters
+        .iter()
+        .filter(|m| m.slots > 0)
+        .find(|m| replicas_of(&m.id) < replicas)?;
+    if replicas_of(&crowded.id) > replicas {
+        return spare.map(|r| Step::Replicate {
+            address: r.address.clone(),
+            master_id: short.id.clone(),
+        });
     }
     None
 }
@@ -450,6 +540,119 @@ mod tests {
             Some(Step::AddReplica {
                 address: "127.0.9.7".into(),
                 master_id: "b".into()
+            })
+        );
+    }
+
+    #[test]
+    fn a_move_with_replicas_hands_slots_to_replicas_and_keeps_the_groups() {
+        // Node 0 (a master) leaves a six-node cluster with one replica per master; node 6 came
+        // in as a fourth master for the move.
+        let before = line("a", 0, "myself,master", "-", "0-4000")
+            + &line("b", 1, "slave", "a", "")
+            + &line("c", 2, "master", "-", "4001-8000")
+            + &line("d", 3, "slave", "c", "")
+            + &line("e", 4, "master", "-", "8001-12000")
+            + &line("f", 5, "slave", "e", "")
+            + &line("g", 6, "master", "-", "12001-16383");
+        let staying = |text: &str| {
+            let seed = view(text);
+            let members: Vec<Member> = members(7, &|_| Some(seed.clone()))
+                .into_iter()
+                .skip(1)
+                .collect();
+            next_step(&members, 1, Some(&seed))
+        };
+        // The node added for the move (one over the count) came in as a replica, not as a
+        // master whose slots would move back; here it is a fourth master of an earlier cluster.
+        let six = view(
+            &before
+                .lines()
+                .take(6)
+                .map(|l| format!("{l}\n"))
+                .collect::<String>(),
+        );
+        let seven = members(7, &|i| if i < 6 { Some(six.clone()) } else { fresh(i) });
+        assert!(matches!(
+            next_step(&seven, 1, Some(&six)),
+            Some(Step::AddReplica { address, .. }) if address == "127.0.9.7"
+        ));
+        // Its replica stays: it takes the slots over where they are.
+        assert_eq!(
+            staying(&before),
+            Some(Step::Failover {
+                address: "127.0.9.2".into()
+            })
+        );
+        let failed_over = before
+            .replace(
+                "myself,master - 0 0 1 connected 0-4000",
+                "myself,slave b 0 0 1 connected",
+            )
+            .replace("slave a 0 0 1 connected", "master - 0 0 1 connected 0-4000");
+        assert_eq!(
+            staying(&failed_over),
+            Some(Step::Remove {
+                id: "a".into(),
+                reachable: true
+            })
+        );
+        // Four masters for six members: the one with the fewest replicas and slots gives its
+        // slots up, then replicates the master without a replica.
+        let removed: String = failed_over
+            .lines()
+            .skip(1)
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_eq!(staying(&removed), Some(Step::Drain(vec!["b".into()])));
+        let drained = removed
+            .replace(
+                "master - 0 0 1 connected 0-4000",
+                "master - 0 0 1 connected",
+            )
+            .replace("12001-16383", "0-4000 12001-16383");
+        assert_eq!(
+            staying(&drained),
+            Some(Step::Replicate {
+                address: "127.0.9.2".into(),
+                master_id: "g".into()
+            })
+        );
+        let regrouped = drained.replace(
+            "b 127.0.9.2:6379@16379,kv-node-1 master - 0 0 1 connected",
+            "b 127.0.9.2:6379@16379,kv-node-1 slave g 0 0 1 connected",
+        );
+        assert_eq!(staying(&regrouped), None);
+    }
+
+    #[test]
+    fn too_few_masters_get_one_from_a_crowded_group() {
+        // Two masters with two replicas each, for six members: a replica of one comes back as
+        // a master.
+        let crowded = line("a", 0, "myself,master", "-", "0-8000")
+            + &line("b", 1, "slave", "a", "")
+            + &line("c", 2, "slave", "a", "")
+            + &line("d", 3, "master", "-", "8001-16383")
+            + &line("e", 4, "slave", "d", "")
+            + &line("f", 5, "slave", "d", "");
+        let seed = view(&crowded);
+        let six = members(6, &|_| Some(seed.clone()));
+        assert!(matches!(
+            next_step(&six, 1, Some(&seed)),
+            Some(Step::Remove { reachable: true, id }) if id == "e" || id == "b"
+        ));
+        // Three masters, one with two replicas and one with none: one replica moves over.
+        let uneven = crowded.replace(
+            "c 127.0.9.3:6379@16379,kv-node-2 slave a 0 0 1 connected",
+            "c 127.0.9.3:6379@16379,kv-node-2 master - 0 0 1 connected 0-100",
+        );
+        let seed = view(&uneven);
+        let six = members(6, &|_| Some(seed.clone()));
+        assert_eq!(
+            next_step(&six, 1, Some(&seed)),
+            Some(Step::Replicate {
+                address: "127.0.9.5".into(),
+                master_id: "c".into()
             })
         );
     }

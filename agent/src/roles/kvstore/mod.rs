@@ -201,6 +201,18 @@ struct Restore {
     access: Archive,
 }
 
+/// What the manager reports while it loads the saved keys.
+const LOADING: &str = "loading the keys saved at the last stop";
+
+impl Restore {
+    /// Whether the load was not announced yet (it is now): a file beside the loaded marker
+    /// notes it, so a restarted agent goes straight on to the load.
+    fn announce(&self) -> bool {
+        let announced = self.marker.with_extension("announced");
+        !announced.exists() && std::fs::write(&announced, b"").is_ok()
+    }
+}
+
 /// What one look at the cluster works with (a task of its own: the agent keeps reporting and
 /// renewing its heartbeat while slots move).
 struct Look {
@@ -291,9 +303,15 @@ impl Look {
                 Err(e) => e,
             };
         } else if let Some(restore) = &self.restore {
-            message = match self.load(restore).await {
-                Ok(what) => what,
-                Err(e) => format!("loading the saved keys: {e}"),
+            // The first look only says what comes: the report goes out before the load holds
+            // the next look up (a user, and a Stop, see what the node does meanwhile).
+            message = if restore.announce() {
+                LOADING.to_string()
+            } else {
+                match self.load(restore).await {
+                    Ok(what) => what,
+                    Err(e) => format!("loading the saved keys: {e}"),
+                }
             };
             return Outcome {
                 ready: false,
@@ -401,6 +419,27 @@ impl Look {
                 .await?;
                 tracing::info!("slots moved onto new masters");
                 Ok("slots moved onto new masters".into())
+            }
+            Step::Failover { address } => {
+                let (nodes, address) = (self.nodes.clone(), address.clone());
+                tokio::task::spawn_blocking(move || {
+                    nodes.failover(&address)?;
+                    tracing::info!(address, "replica takes over from its leaving master");
+                    Ok(format!("{address} takes over from its leaving master"))
+                })
+                .await
+                .map_err(|e| format!("a failover broke off: {e}"))?
+            }
+            Step::Replicate { address, master_id } => {
+                let (nodes, address, master_id) =
+                    (self.nodes.clone(), address.clone(), master_id.clone());
+                tokio::task::spawn_blocking(move || {
+                    nodes.replicate(&address, &master_id)?;
+                    tracing::info!(address, master_id, "node made a replica");
+                    Ok(format!("{address} made a replica of {master_id}"))
+                })
+                .await
+                .map_err(|e| format!("making a replica broke off: {e}"))?
             }
         }
     }
