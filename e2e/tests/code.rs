@@ -314,3 +314,98 @@ async fn uploaded_code_runs_on_the_nodes_and_rbac_decides_who_may_touch_it() {
     .await
     .unwrap();
 }
+
+/// Four uploads of about 1 MiB each, side by side, into a namespace whose quota holds 3 MiB:
+/// each upload's room is what the others before it left, so the store never holds more than
+/// the quota, and the refused ones say why.
+#[tokio::test(flavor = "multi_thread")]
+async fn uploads_side_by_side_never_take_more_than_the_namespace_quota() {
+    const QUOTA: u64 = 3 << 20;
+    const NS_QUOTA: &str = "code-quota-e2e";
+    // Archives nothing names are swept 3 s after they were written.
+    let env = env_with(
+        NS_QUOTA,
+        155,
+        &[
+            ("CONPAAS_NAMESPACE_STORE_BYTES", &QUOTA.to_string()),
+            ("CONPAAS_ARTIFACT_GC_GRACE_SECONDS", "3"),
+            ("CONPAAS_ARTIFACT_GC_INTERVAL_SECONDS", "1"),
+        ],
+    )
+    .await;
+    env.apply_cloud_and_app().await;
+    // One Service each, so that the uploads do not also race for one Service's versions.
+    for i in 0..4 {
+        env.apply(&format!("apiVersion: conpaas.io/v1alpha1\nkind: Service\nmetadata: {{name: gen{i}}}\nspec: {{application: demo, type: generic, state: Stopped, roles: [{{name: master, count: 1}}]}}\n")).await;
+    }
+    env.wait_code_api().await;
+    let work = tempfile::tempdir().unwrap();
+    let uploads: Vec<std::thread::JoinHandle<Ran>> = (0..4)
+        .map(|i| {
+            // Random bytes: the archive is as large as the file.
+            let dir = work.path().join(format!("v{i}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            let mut noise = vec![0u8; 1 << 20];
+            std::io::Read::read_exact(
+                &mut std::fs::File::open("/dev/urandom").unwrap(),
+                &mut noise,
+            )
+            .unwrap();
+            std::fs::write(dir.join("noise.bin"), noise).unwrap();
+            let kubeconfig = env.cp.kubeconfig.clone();
+            std::thread::spawn(move || {
+                let service = format!("gen{i}");
+                let args = [
+                    "-n",
+                    NS_QUOTA,
+                    "code",
+                    "upload",
+                    &service,
+                    dir.to_str().unwrap(),
+                    "--version",
+                    "v1",
+                ];
+                run(&cpsctl(), &args, &kubeconfig, None).expect("cpsctl")
+            })
+        })
+        .collect();
+    let ran: Vec<Ran> = uploads.into_iter().map(|u| u.join().unwrap()).collect();
+    let stored = ran.iter().filter(|r| r.code == Some(0)).count();
+    let refused: Vec<&Ran> = ran.iter().filter(|r| r.code != Some(0)).collect();
+    // A refused upload's bytes may be written before the check: nothing names them, and the
+    // collector sweeps them; what stays is within the quota.
+    let dir = env.state.path().join("artifacts/sha256");
+    let held = || -> (usize, u64) {
+        let sizes: Vec<u64> = std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.metadata().ok())
+            .map(|m| m.len())
+            .collect();
+        (sizes.len(), sizes.iter().sum())
+    };
+    let swept = conpaas_e2e::wait::until("the refused archives swept", LIMIT, || async {
+        Ok(held().0 == stored)
+    })
+    .await;
+    let (archives, bytes) = held();
+    println!(
+        "4 uploads of 1 MiB side by side, quota 3 MiB: {stored} stored, {} refused, {archives} archives of {bytes} bytes kept",
+        refused.len()
+    );
+    swept.unwrap();
+    assert!(
+        bytes <= QUOTA,
+        "the store keeps {bytes} bytes, over the quota"
+    );
+    let said: Vec<&str> = ran.iter().map(|r| r.stderr.as_str()).collect();
+    assert_eq!(stored, 2, "two archives of just over 1 MiB fit: {said:?}");
+    for r in refused {
+        assert!(
+            r.stderr.contains("CONPAAS_NAMESPACE_STORE_BYTES"),
+            "refused in the quota's words: {}",
+            r.stderr
+        );
+    }
+}

@@ -51,6 +51,8 @@ pub struct CodeApi {
     pub recent: quota::Recent,
     /// Sizes of the archives the quota counts.
     pub sizes: quota::Sizes,
+    /// Whose turn it is to upload, per namespace, while a quota applies.
+    pub turns: quota::Turns,
 }
 
 /// Limits and the store's upkeep.
@@ -111,6 +113,7 @@ pub async fn run(
         pieces: Default::default(),
         recent: Default::default(),
         sizes: Default::default(),
+        turns: Default::default(),
     });
     let router = routes::router(api);
     let acceptor = TlsAcceptor::from(config);

@@ -5,7 +5,7 @@
 //! several of its Services count once.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use conpaas_artifacts::Store;
@@ -50,8 +50,41 @@ impl Recent {
     }
 }
 
+/// Per namespace, the turn in which an upload that was stored is checked against the quota and
+/// noted: uploads side by side each measured the same room when they began, and checked one
+/// at a time after their bytes are in, together they cannot take it twice over. Only that
+/// short check waits its turn, never a body being read (a request waiting while holding its
+/// body unread would hold up the others' bodies on the API server's shared connection).
+#[derive(Default)]
+pub struct Turns {
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Turns {
+    /// Waits for `namespace`'s turn; it lasts as long as the guard.
+    pub async fn take(&self, namespace: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = self
+            .locks
+            .lock()
+            .expect("the upload turns' lock")
+            .entry(namespace.to_string())
+            .or_default()
+            .clone();
+        lock.lock_owned().await
+    }
+}
+
 /// Bytes `namespace` holds in the store (its uploads in progress aside).
 pub async fn used(api: &CodeApi, namespace: &str) -> Result<u64, conpaas_artifacts::Error> {
+    held(api, namespace).await.map(|(total, _)| total)
+}
+
+/// Bytes `namespace` holds in the store (its uploads in progress aside), and the archives
+/// counted.
+pub async fn held(
+    api: &CodeApi,
+    namespace: &str,
+) -> Result<(u64, BTreeSet<String>), conpaas_artifacts::Error> {
     let mut counted = BTreeSet::new();
     let mut total = 0u64;
     for (sha256, size) in api.recent.of(namespace, api.gc_grace) {
@@ -74,7 +107,7 @@ pub async fn used(api: &CodeApi, namespace: &str) -> Result<u64, conpaas_artifac
         total = total.saturating_add(api.sizes.of(&api.store, &sha256).await?);
         counted.insert(sha256);
     }
-    Ok(total)
+    Ok((total, counted))
 }
 
 /// Archives' sizes, as the store told them: an archive is named by its digest, so its size

@@ -261,6 +261,28 @@ async fn upload(
             }
         }
     };
+    // Uploads side by side each measured the room before the others were stored: the archive
+    // counts only if it still fits once they are, checked and noted in the namespace's turn
+    // (one that does not fit is named by nothing, and the collector sweeps it).
+    let _turn = api.turns.take(&namespace).await;
+    if api.namespace_store_bytes > 0 {
+        let open = api.pieces.open_bytes(&namespace, None);
+        let (held, counted) = quota::held(&api, &namespace).await.map_err(store_refusal)?;
+        let own = if counted.contains(&stored.sha256) {
+            0
+        } else {
+            stored.size
+        };
+        if held.saturating_add(open).saturating_add(own) > api.namespace_store_bytes {
+            let room = Room {
+                limit: 0,
+                quota_bound: true,
+                used: held.saturating_add(open),
+                quota: api.namespace_store_bytes,
+            };
+            return Err(room.refusal(&namespace));
+        }
+    }
     // Only this namespace may read it back: another that learns the digest and names it gets
     // nothing.
     api.store
