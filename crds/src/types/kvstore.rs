@@ -65,7 +65,7 @@ pub const DESCRIPTOR: TypeDescriptor = TypeDescriptor {
     default_role: "node",
     settings: &[SettingDescriptor {
         key: "replicas",
-        description: "replicas per master: nodes form groups of `replicas + 1` by ordinal, each a master and its replicas, and at least 3 groups are needed (a replica takes over if its master fails)",
+        description: "replicas per master: the nodes form groups of a master and `replicas` replicas, as many masters as whole groups and at least 3 (a node beyond them is an extra replica); a replica takes over if its master fails",
         default: Some("0"),
         check: SettingCheck::Integer { min: 0, max: 2 },
     }],

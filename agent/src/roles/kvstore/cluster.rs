@@ -284,17 +284,17 @@ pub fn next_step(members: &[Member], replicas: usize, seed: Option<&View>) -> Op
     }
     // Every member is in the cluster: the groups are put right while the cluster is ok (a
     // move or a failover can leave one master too many, or one too few).
-    if seed.state_ok {
-        if let Some(step) = regroup(
+    if seed.state_ok
+        && let Some(step) = regroup(
             &masters,
             wanted,
             replicas,
             &replicas_of,
             &fewest_replicas,
             seed,
-        ) {
-            return Some(step);
-        }
+        )
+    {
+        return Some(step);
     }
     let empty: Vec<&Member> = members
         .iter()
