@@ -263,9 +263,13 @@ async fn upload(
     };
     // Uploads side by side each measured the room before the others were stored: the archive
     // counts only if it still fits once they are, checked and noted in the namespace's turn
-    // (one that does not fit is named by nothing, and the collector sweeps it).
-    let _turn = api.turns.take(&namespace).await;
-    if api.namespace_store_bytes > 0 {
+    // (one that does not fit is named by nothing, and the collector sweeps it). The grant is in
+    // the turn too, so that an archive is noted only once this namespace may read it.
+    let turn = match api.namespace_store_bytes {
+        0 => None,
+        _ => Some(api.turns.take(&namespace).await),
+    };
+    if turn.is_some() {
         let open = api.pieces.open_bytes(&namespace, None);
         let (held, counted) = quota::held(&api, &namespace).await.map_err(store_refusal)?;
         let own = if counted.contains(&stored.sha256) {
@@ -274,6 +278,11 @@ async fn upload(
             stored.size
         };
         if held.saturating_add(open).saturating_add(own) > api.namespace_store_bytes {
+            // Its bytes are on the store's disk until the collector sweeps them: they count
+            // against the namespace until then, or racing uploads could hold many times the
+            // quota for a grace period.
+            api.recent
+                .note(&namespace, &stored.sha256, stored.size, api.gc_grace);
             let room = Room {
                 limit: 0,
                 quota_bound: true,
@@ -291,6 +300,7 @@ async fn upload(
         .map_err(store_refusal)?;
     api.recent
         .note(&namespace, &stored.sha256, stored.size, api.gc_grace);
+    drop(turn);
     let note = format!(
         "archive sha256:{} ({} bytes) uploaded by {}",
         stored.sha256, stored.size, caller.user

@@ -60,9 +60,14 @@ impl Nodes {
             .arg("INFO")
             .query(&mut connection)
             .map_err(what)?;
+        let replication: String = redis::cmd("INFO")
+            .arg("replication")
+            .query(&mut connection)
+            .map_err(what)?;
         Ok(View {
             nodes: cluster::parse_nodes(&nodes),
             state_ok: cluster::state_ok(&info),
+            in_sync: cluster::in_sync(&replication),
         })
     }
 

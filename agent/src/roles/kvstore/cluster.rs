@@ -84,6 +84,22 @@ pub fn state_ok(info: &str) -> bool {
 pub struct View {
     pub nodes: Vec<ClusterNode>,
     pub state_ok: bool,
+    /// A replica's link to its master is up and no full copy runs (`INFO replication`); always
+    /// true for a master.
+    pub in_sync: bool,
+}
+
+/// Whether `INFO replication` says the node holds what its master holds: a master, or a
+/// replica whose link is up with no full copy under way.
+pub fn in_sync(replication: &str) -> bool {
+    let field = |name: &str| {
+        replication
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(name)?.strip_prefix(':'))
+    };
+    field("role") == Some("master")
+        || (field("master_link_status") == Some("up")
+            && field("master_sync_in_progress") == Some("0"))
 }
 
 impl View {
@@ -102,12 +118,14 @@ impl View {
         self.nodes.len() == 1 && !self.in_cluster()
     }
 
-    /// Whether it serves: the cluster is ok, and it holds slots or replicates a master.
+    /// Whether it serves: the cluster is ok, and it holds slots or replicates a master and has
+    /// caught up with it (a replica still copying holds no copy yet: a move goes on only once
+    /// it does).
     pub fn serving(&self) -> bool {
         self.state_ok
             && self
                 .myself()
-                .is_some_and(|m| m.slots > 0 || m.replica_of.is_some())
+                .is_some_and(|m| m.slots > 0 || (m.replica_of.is_some() && self.in_sync))
     }
 }
 
@@ -203,16 +221,30 @@ pub fn next_step(members: &[Member], replicas: usize, seed: Option<&View>) -> Op
         .filter(|n| n.master && n.slots > 0 && !n.failed)
         .copied()
         .collect();
-    // A leaving master whose replica stays hands its slots to that replica: the groups keep
-    // their number, and the data moves nowhere.
-    if let Some(replica) = holding.iter().find_map(|master| {
-        seed.nodes
+    // A leaving master whose replica stays hands its slots to that replica once it has caught
+    // up: the groups keep their number, and the data moves nowhere.
+    let caught_up = |address: &str| {
+        members
             .iter()
-            .find(|r| !r.failed && r.replica_of.as_deref() == Some(&master.id) && staying(r))
-    }) {
-        return Some(Step::Failover {
-            address: replica.address.clone(),
-        });
+            .any(|m| m.address == address && m.view.as_ref().is_some_and(|v| v.in_sync))
+    };
+    for master in &holding {
+        let replicas: Vec<&ClusterNode> = seed
+            .nodes
+            .iter()
+            .filter(|r| !r.failed && r.replica_of.as_deref() == Some(&master.id) && staying(r))
+            .collect();
+        if let Some(replica) = replicas.iter().find(|r| caught_up(&r.address)) {
+            return Some(Step::Failover {
+                address: replica.address.clone(),
+            });
+        }
+        if let Some(replica) = replicas.first() {
+            return Some(Step::Wait(format!(
+                "waiting for {} to catch up with its leaving master before it takes over",
+                replica.hostname.as_deref().unwrap_or(&replica.address)
+            )));
+        }
     }
     if !holding.is_empty() {
         return Some(Step::Drain(holding.iter().map(|n| n.id.clone()).collect()));
@@ -334,20 +366,21 @@ fn regroup(
             .collect()
     };
     if masters.len() > wanted {
-        // One master too many: the one with the fewest replicas and slots gives its replicas,
-        // then its slots, to the others, and becomes a replica itself.
+        // One master too many: the one with the fewest replicas and slots gives its slots to
+        // the others (its replicas keep their copy meanwhile), then its replicas, and becomes
+        // a replica itself.
         let surplus = masters
             .iter()
             .min_by_key(|m| (replicas_of(&m.id), m.slots, m.address.clone()))?;
         let target = fewest_replicas(&surplus.id)?;
+        if surplus.slots > 0 {
+            return Some(Step::Drain(vec![surplus.id.clone()]));
+        }
         if let Some(replica) = replicas_list(&surplus.id).first() {
             return Some(Step::Replicate {
                 address: replica.address.clone(),
                 master_id: target,
             });
-        }
-        if surplus.slots > 0 {
-            return Some(Step::Drain(vec![surplus.id.clone()]));
         }
         return Some(Step::Replicate {
             address: surplus.address.clone(),
@@ -361,11 +394,13 @@ fn regroup(
     let spare = replicas_list(&crowded.id).into_iter().next();
     if masters.len() < wanted {
         // One master too few: a replica of the master with the most replicas is taken out (a
-        // node taken out is emptied) and comes back as a master.
-        return spare.map(|r| Step::Remove {
-            id: r.id.clone(),
-            reachable: true,
-        });
+        // node taken out is emptied) and comes back as a master; never a master's only one.
+        return spare
+            .filter(|_| replicas_of(&crowded.id) > 1)
+            .map(|r| Step::Remove {
+                id: r.id.clone(),
+                reachable: true,
+            });
     }
     // As many masters as wanted: a master with a replica too many gives it to one short of
     // replicas.
@@ -409,7 +444,31 @@ mod tests {
         View {
             nodes: parse_nodes(text),
             state_ok: true,
+            in_sync: true,
         }
+    }
+
+    #[test]
+    fn a_replica_is_in_sync_once_its_link_is_up_and_no_full_copy_runs() {
+        assert!(in_sync(
+            "# Replication\r\nrole:master\r\nconnected_slaves:1\r\n"
+        ));
+        let replica = |link: &str, copying: u8| {
+            format!(
+                "role:slave\r\nmaster_link_status:{link}\r\nmaster_sync_in_progress:{copying}\r\n"
+            )
+        };
+        assert!(in_sync(&replica("up", 0)));
+        assert!(!in_sync(&replica("down", 0)));
+        assert!(!in_sync(&replica("up", 1)));
+        let mut copying = view(NODES);
+        copying
+            .nodes
+            .iter_mut()
+            .for_each(|n| n.myself = n.id.starts_with("6ec2"));
+        assert!(copying.serving());
+        copying.in_sync = false;
+        assert!(!copying.serving(), "a replica still copying does not serve");
     }
 
     fn line(id: &str, n: u32, flags: &str, master: &str, slots: &str) -> String {
@@ -584,6 +643,17 @@ mod tests {
                 address: "127.0.9.2".into()
             })
         );
+        // One still copying its master's data is waited for.
+        let seed = view(&before);
+        let mut copying: Vec<Member> = members(7, &|_| Some(seed.clone()))
+            .into_iter()
+            .skip(1)
+            .collect();
+        copying[0].view.as_mut().unwrap().in_sync = false;
+        assert!(matches!(
+            next_step(&copying, 1, Some(&seed)),
+            Some(Step::Wait(w)) if w.contains("kv-node-1")
+        ));
         let failed_over = before
             .replace(
                 "myself,master - 0 0 1 connected 0-4000",
@@ -655,6 +725,20 @@ mod tests {
                 master_id: "c".into()
             })
         );
+    }
+
+    #[test]
+    fn a_masters_only_replica_is_never_taken_out_for_a_missing_master() {
+        // Node 4 (a master without a replica) failed and is still a member: two masters
+        // serve, with one replica each.
+        let lost = line("a", 0, "myself,master", "-", "0-5460")
+            + &line("b", 1, "slave", "a", "")
+            + &line("c", 2, "master", "-", "5461-10922")
+            + &line("d", 3, "slave", "c", "")
+            + &line("e", 4, "master,fail", "-", "10923-16383");
+        let seed = view(&lost);
+        let five = members(5, &|i| (i != 4).then(|| seed.clone()));
+        assert_eq!(next_step(&five, 1, Some(&seed)), None);
     }
 
     #[test]

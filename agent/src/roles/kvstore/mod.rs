@@ -497,6 +497,11 @@ fn describe(view: &View) -> String {
     let state = if view.state_ok { "ok" } else { "not ok" };
     match view.myself() {
         _ if !view.in_cluster() => "not in a cluster yet".into(),
+        Some(me) if me.replica_of.is_some() && !view.in_sync => {
+            format!(
+                "replica copying its master's data, in a cluster of {masters} masters ({state})"
+            )
+        }
         Some(me) if me.replica_of.is_some() => {
             format!("replica in a cluster of {masters} masters ({state})")
         }

@@ -236,14 +236,15 @@ impl Mysql {
         self.reported_position = match (&decision, peers.answering.is_empty()) {
             (_, false) => None,
             _ if peers.holds_data => self.position.as_ref().map(Position::to_string),
-            // A node without the cluster's data says so only while other members report
-            // theirs, so that they wait for no one (a fresh cluster's start changes no member
-            // list).
-            _ => peers
-                .peers
-                .iter()
-                .any(|p| p.position.is_some())
-                .then(|| Position::nothing().to_string()),
+            // A node without the cluster's data says so while other members report theirs,
+            // and when the member list says it held some (its data folder lost), so that they
+            // wait for no one (a fresh cluster's start changes no member list).
+            _ => (peers.peers.iter().any(|p| p.position.is_some())
+                || spec
+                    .members
+                    .iter()
+                    .any(|m| m.name == self.env.node && m.held_data))
+            .then(|| Position::nothing().to_string()),
         };
         let (bootstrap, answering) = match decision {
             Start::Wait(why) => {
@@ -639,6 +640,7 @@ impl Mysql {
             // The cluster runs again: what this node's data held is history.
             self.reported_position = None;
             self.bootstrapping_from_data = false;
+            self.failed_recoveries = 0;
             // Noted with the data, so that no later agent deletes it to retry a join.
             if let Err(e) = datadir::mark_held(&self.dir) {
                 tracing::warn!(error = %e);
