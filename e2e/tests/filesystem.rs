@@ -966,7 +966,8 @@ impl FileWriter {
                                 .unwrap()
                                 .insert(name, sha(contents.as_bytes()));
                             n += 1;
-                            std::thread::sleep(Duration::from_millis(20));
+                            // About 20 files a second: each move heals every one.
+                            std::thread::sleep(Duration::from_millis(50));
                         }
                         Err(_) => std::thread::sleep(Duration::from_millis(200)),
                     }
