@@ -736,28 +736,11 @@ async fn a_large_compressible_database_survives_a_stop_and_a_stop_during_its_res
     let started = std::time::Instant::now();
     stop("db stopped again").await;
     env.apply(&service("Running")).await;
-    let nodes = env.nodes_api();
-    conpaas_e2e::wait::until("a node loading the save", 2 * LIMIT, || {
-        let nodes = nodes.clone();
-        async move {
-            let loading = nodes
-                .list(&Default::default())
-                .await?
-                .items
-                .iter()
-                .any(|n| {
-                    n.status
-                        .as_ref()
-                        .and_then(|s| s.agent.as_ref())
-                        .and_then(|a| a.message.as_deref())
-                        // The load itself, not the wait for the members before it.
-                        .is_some_and(|m| m == "loading the data saved at the last stop")
-                });
-            Ok(loading)
-        }
+    // The load itself, not the wait for the members before it.
+    env.wait_agent_saying("a node loading the save", |m| {
+        m == "loading the data saved at the last stop"
     })
-    .await
-    .unwrap();
+    .await;
     stop("db stopped during its restore").await;
     env.apply(&service("Running")).await;
     everything_back("a Stop during the restore and a Start").await;

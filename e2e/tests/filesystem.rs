@@ -461,17 +461,10 @@ async fn a_save_larger_than_one_request_and_a_thousandfold_compressible_file_com
     let started = Instant::now();
     stop(&env).await;
     apply(&env, filesystem(2, "Running")).await.unwrap();
-    wait::until("the manager putting the save back", 2 * LIMIT, || async {
-        Ok(env.nodes("fs").await.iter().any(|n| {
-            n.status
-                .as_ref()
-                .and_then(|s| s.agent.as_ref())
-                .and_then(|a| a.message.as_deref())
-                .is_some_and(|m| m.contains("putting the data saved at the last stop back"))
-        }))
+    env.wait_agent_saying("the manager putting the save back", |m| {
+        m.contains("putting the data saved at the last stop back")
     })
-    .await
-    .unwrap();
+    .await;
     stop_then_start(&env).await;
     println!(
         "filesystem, 2 storage nodes, 520 MiB: a Stop, a Start, a Stop during the restore, then a Start: {:.1}s",

@@ -1049,26 +1049,10 @@ async fn stop_cells(ns: &str, subnet: u8, replicas: usize) {
     apply(&env, service("Stopped")).await.unwrap();
     stopped(&env, "kv stopped again").await;
     apply(&env, service("Running")).await.unwrap();
-    let nodes = env.nodes_api();
-    wait::until("the manager loading the save", 2 * LIMIT, || {
-        let nodes = nodes.clone();
-        async move {
-            Ok(nodes
-                .list(&Default::default())
-                .await?
-                .items
-                .iter()
-                .any(|n| {
-                    n.status
-                        .as_ref()
-                        .and_then(|s| s.agent.as_ref())
-                        .and_then(|a| a.message.as_deref())
-                        .is_some_and(|m| m == "loading the keys saved at the last stop")
-                }))
-        }
+    env.wait_agent_saying("the manager loading the save", |m| {
+        m == "loading the keys saved at the last stop"
     })
-    .await
-    .unwrap();
+    .await;
     apply(&env, service("Stopped")).await.unwrap();
     stopped(&env, "kv stopped during its restore").await;
     apply(&env, service("Running")).await.unwrap();

@@ -277,6 +277,32 @@ impl Env {
         .await
     }
 
+    /// Waits until the agent of some node in the namespace reports a message `said` accepts
+    /// (a restore under way, before a test stops the Service in the middle of it).
+    pub async fn wait_agent_saying(&self, what: &str, said: impl Fn(&str) -> bool) {
+        let nodes = self.nodes_api();
+        wait::until(what, 2 * LIMIT, || {
+            let nodes = nodes.clone();
+            let said = &said;
+            async move {
+                Ok(nodes
+                    .list(&Default::default())
+                    .await?
+                    .items
+                    .iter()
+                    .any(|n| {
+                        n.status
+                            .as_ref()
+                            .and_then(|s| s.agent.as_ref())
+                            .and_then(|a| a.message.as_deref())
+                            .is_some_and(said)
+                    }))
+            }
+        })
+        .await
+        .unwrap();
+    }
+
     pub async fn wait_ready(&self, service: &str, ready: &str) {
         let api = self.services();
         let result = wait::until(
