@@ -14,8 +14,8 @@
 //! acknowledged row through a crashed agent, a frozen agent, its first node powered off, a
 //! volume and an instance type change and a Stop the store refuses until it takes the save,
 //! and starts again with every acknowledged row after all three lost power at once. 200 MiB
-//! that compress a thousandfold come back whole through a Stop/Start and through a Stop made
-//! while the save was still being loaded.
+//! that compress a thousandfold come back whole, on one node and on three, through a Stop/Start
+//! and through a Stop made while the save was still being loaded (the load shows its progress).
 
 mod common;
 
@@ -374,7 +374,7 @@ async fn a_galera_cluster_keeps_every_acknowledged_row_through_its_nodes_faults(
         "CREATE TABLE t (id INT PRIMARY KEY) ENGINE=InnoDB",
     )
     .unwrap();
-    let writer = InsertWriter::start(spared.clone(), user.clone(), password.clone());
+    let writer = InsertWriter::start(spared.clone(), user.clone(), password.clone(), 1);
     let mut cells = Vec::new();
 
     // The agent of node 2 crashes and is started again while its MariaDB runs. The new agent
@@ -556,7 +556,7 @@ async fn a_galera_cluster_that_lost_power_all_at_once_starts_again_with_every_ro
         "CREATE TABLE t (id INT PRIMARY KEY) ENGINE=InnoDB",
     )
     .unwrap();
-    let writer = InsertWriter::start(through.clone(), user.clone(), password.clone());
+    let writer = InsertWriter::start(through.clone(), user.clone(), password.clone(), 1);
     conpaas_e2e::wait::until("rows written", LIMIT, || async {
         Ok(
             mariadb_query(&through, &user, &password, "SELECT COUNT(*) FROM t")
@@ -636,23 +636,24 @@ async fn a_galera_cluster_that_lost_power_all_at_once_starts_again_with_every_ro
     );
 }
 
-/// A three-node cluster holding 200 MiB that compresses about a thousandfold, and rows a
-/// client writes through the stop, is stopped and started: every byte and every acknowledged
-/// row comes back. Started again, it is stopped while its first node still loads the save: the
-/// stop waits for the load (a save of part of it would replace the whole), saves, and the next
-/// start has everything again.
+/// A lone database holding 200 MiB that compresses about a thousandfold, and rows a client
+/// writes through the stop, is stopped; started again, it is stopped while it still loads the
+/// save (the stop waits for the load: a save of part of it would replace the whole), then
+/// started as three nodes. The same again as three nodes: stopped while a client writes,
+/// started, stopped while its first node loads the save, started. After each Start every byte
+/// and every acknowledged row is there.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_large_compressible_database_survives_a_stop_and_a_stop_during_its_restore() {
+async fn a_large_compressible_database_survives_stops_and_stops_during_its_restore() {
     let env = env(NS_LARGE, 151).await;
     env.apply_cloud_and_app().await;
-    let service = |state: &str| {
+    let service = |state: &str, replicas: u32| {
         format!(
-            "apiVersion: conpaas.io/v1alpha1\nkind: Service\nmetadata: {{name: db}}\nspec: {{application: demo, type: mysql, state: {state}, replicas: 3, settings: {{database: shop}}}}\n"
+            "apiVersion: conpaas.io/v1alpha1\nkind: Service\nmetadata: {{name: db}}\nspec: {{application: demo, type: mysql, state: {state}, replicas: {replicas}, settings: {{database: shop}}}}\n"
         )
     };
-    env.apply(&service("Running")).await;
-    let ready = "mysql 3/3, glb 0/0";
-    env.wait_ready("db", ready).await;
+    let ready = |replicas: u32| format!("mysql {replicas}/{replicas}, glb 0/0");
+    env.apply(&service("Running", 1)).await;
+    env.wait_ready("db", &ready(1)).await;
     let (user, password) = mysql_credentials(&env, "db").await;
     let first = async || {
         let nodes = env.nodes("db").await;
@@ -687,71 +688,96 @@ async fn a_large_compressible_database_survives_a_stop_and_a_stop_during_its_res
         "{fingerprint}"
     );
 
-    // A Stop while a client writes, then a Start.
-    let started = std::time::Instant::now();
-    let writer = InsertWriter::start(through.clone(), user.clone(), password.clone());
-    conpaas_e2e::wait::until("rows written", LIMIT, || async {
-        Ok(
-            mariadb_query(&through, &user, &password, "SELECT COUNT(*) FROM t")
-                .is_ok_and(|n| n.parse::<u32>().is_ok_and(|n| n >= 20)),
-        )
-    })
-    .await
-    .unwrap();
-    let stop = async |what: &str| {
-        env.apply(&service("Stopped")).await;
+    let stop = async |replicas: u32, what: &str| {
+        let started = std::time::Instant::now();
+        env.apply(&service("Stopped", replicas)).await;
         env.wait_service("db", what, |s| {
             s.status.as_ref().is_some_and(|s| s.saved_data.is_some())
         })
         .await;
-        conpaas_e2e::wait::until("no mysql node left", 2 * LIMIT, || async {
+        // The nodes go once this stop's save is stored (a stop during a restore waits for the
+        // restore first).
+        let gone = conpaas_e2e::wait::until("no mysql node left", 3 * LIMIT, || async {
             Ok(env.nodes("db").await.is_empty())
+        })
+        .await;
+        if let Err(e) = gone {
+            let status = env.services().get("db").await.ok().and_then(|s| s.status);
+            panic!(
+                "{what}: {e}\n{status:?}\n{}",
+                env.agent_logs("db", 30).await
+            );
+        }
+        println!("{what}: {:.1}s", started.elapsed().as_secs_f64());
+    };
+    // A Stop while a client writes; a Start, and a Stop again while the save still goes in;
+    // a Start with `replicas` nodes: every byte and acknowledged row there.
+    let cell = async |replicas: u32, first_id: u64| {
+        let through = first().await;
+        let writer = InsertWriter::start(through.clone(), user.clone(), password.clone(), first_id);
+        conpaas_e2e::wait::until("rows written", LIMIT, || async {
+            let count = format!("SELECT COUNT(*) FROM t WHERE id >= {first_id}");
+            Ok(mariadb_query(&through, &user, &password, &count)
+                .is_ok_and(|n| n.parse::<u64>().is_ok_and(|n| n >= 20)))
         })
         .await
         .unwrap();
+        stop(replicas, "db stopped with its data saved").await;
+        let acknowledged = writer.finish();
+        env.apply(&service("Running", replicas)).await;
+        // The load itself (its progress shown), not the download or the wait for the members.
+        env.wait_agent_saying("a node loading the save", |m| {
+            m.starts_with("loading the data saved at the last stop (") && m.ends_with(" MiB in)")
+        })
+        .await;
+        stop(replicas, "db stopped during its restore").await;
+        acknowledged
     };
-    stop("db stopped with its data saved").await;
-    let acknowledged = writer.finish();
-    let ids: Vec<String> = acknowledged.iter().map(u64::to_string).collect();
-    let count = format!("SELECT COUNT(*) FROM t WHERE id IN ({})", ids.join(","));
-    let everything_back = async |cell: &str| {
-        env.wait_ready("db", ready).await;
+    let everything_back = async |replicas: u32, acknowledged: &[u64], cell: &str| {
+        env.apply(&service("Running", replicas)).await;
+        env.wait_ready("db", &ready(replicas)).await;
         let through = first().await;
         assert_eq!(
             mariadb_query(&through, &user, &password, FINGERPRINT).as_deref(),
             Ok(fingerprint.as_str()),
             "after {cell}: every byte of the large table"
         );
+        let ids: Vec<String> = acknowledged.iter().map(u64::to_string).collect();
+        let count = format!("SELECT COUNT(*) FROM t WHERE id IN ({})", ids.join(","));
         assert_eq!(
             mariadb_query(&through, &user, &password, &count),
             Ok(ids.len().to_string()),
             "after {cell}: every acknowledged row"
         );
     };
-    env.apply(&service("Running")).await;
-    everything_back("a Stop and a Start").await;
-    let stop_start = started.elapsed();
 
-    // Stopped, started, and stopped again while the save still goes back in.
     let started = std::time::Instant::now();
-    stop("db stopped again").await;
-    env.apply(&service("Running")).await;
-    // The load itself, not the wait for the members before it.
-    env.wait_agent_saying("a node loading the save", |m| {
-        m == "loading the data saved at the last stop"
-    })
+    let mut acknowledged = cell(1, 1).await;
+    everything_back(
+        3,
+        &acknowledged,
+        "a lone node's Stop, Start and Stop during the restore",
+    )
     .await;
-    stop("db stopped during its restore").await;
-    env.apply(&service("Running")).await;
-    everything_back("a Stop during the restore and a Start").await;
-    let during_restore = started.elapsed();
-    println!(
-        "mysql, 3 nodes, 200 MiB compressible and {} acknowledged rows: Stop/Start {:.1}s, \
-         Stop during the restore then Start {:.1}s, every byte and row back",
-        ids.len(),
-        stop_start.as_secs_f64(),
-        during_restore.as_secs_f64()
-    );
+    let lone = started.elapsed();
+
+    let started = std::time::Instant::now();
+    acknowledged.extend(cell(3, 1_000_000).await);
+    everything_back(
+        3,
+        &acknowledged,
+        "three nodes' Stop, Start and Stop during the restore",
+    )
+    .await;
+    let three = started.elapsed();
+    for (nodes, took) in [(1, lone), (3, three)] {
+        println!(
+            "mysql, {nodes} node(s), 200 MiB compressible: a Stop under writes, a Start, a Stop \
+             during the restore and a Start in {:.1}s, every byte and acknowledged row back",
+            took.as_secs_f64()
+        );
+    }
+    println!("{} acknowledged rows", acknowledged.len());
 }
 
 /// Galera's state of the node asked.
@@ -767,15 +793,15 @@ struct InsertWriter {
 }
 
 impl InsertWriter {
-    /// Inserts ids from 1 on through `address`.
-    fn start(address: String, user: String, password: String) -> Self {
+    /// Inserts ids from `first_id` on through `address`.
+    fn start(address: String, user: String, password: String, first_id: u64) -> Self {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let targets = std::sync::Arc::new(std::sync::Mutex::new(vec![address]));
         let thread = std::thread::spawn({
             let (stop, targets) = (stop.clone(), targets.clone());
             move || {
                 let mut acknowledged = Vec::new();
-                let (mut id, mut turn) = (1, 0);
+                let (mut id, mut turn) = (first_id, 0);
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     let address = {
                         let targets = targets.lock().unwrap();

@@ -9,6 +9,8 @@
 //! stop are not loaded again), gzipped into the artifact store through the code API.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use conpaas_crds::v1alpha1::NodeCode;
 use kube::Client;
@@ -34,6 +36,32 @@ const NOTES_TABLE: &str = "CREATE DATABASE IF NOT EXISTS `conpaas-agent`;
 /// The most SQL a gzipped dump may unpack to.
 const MAX_SQL_BYTES: u64 = 16 << 30;
 
+/// How far a load is, for the node's report: a large one takes minutes, and one that stops
+/// moving must show it.
+#[derive(Debug, Default)]
+pub struct LoadProgress {
+    /// Bytes of SQL sent to MariaDB so far.
+    sent: AtomicU64,
+    /// Bytes of SQL in all (0 while it is still downloaded).
+    total: AtomicU64,
+}
+
+impl LoadProgress {
+    /// " (12 of 200 MiB in)" once the SQL's size is known, else nothing.
+    pub fn describe(&self) -> String {
+        let total = self.total.load(Ordering::Relaxed);
+        if total == 0 {
+            return String::new();
+        }
+        let mib = |bytes: u64| bytes.div_ceil(1 << 20);
+        format!(
+            " ({} of {} MiB in)",
+            mib(self.sent.load(Ordering::Relaxed)),
+            mib(total)
+        )
+    }
+}
+
 /// Where a dump comes from and goes to.
 pub struct DumpLoad {
     pub client: Client,
@@ -50,6 +78,7 @@ pub struct DumpLoad {
     /// The data this agent saved at the last stop (loaded as root, since it holds the notes
     /// too), not a user's dump.
     pub saved: bool,
+    pub progress: Arc<LoadProgress>,
 }
 
 impl DumpLoad {
@@ -137,9 +166,19 @@ impl DumpLoad {
         let mut file = tokio::fs::File::open(sql)
             .await
             .map_err(|e| format!("read {}: {e}", sql.display()))?;
+        let size = file.metadata().await.map_or(0, |m| m.len());
+        self.progress.total.store(size.max(1), Ordering::Relaxed);
+        let progress = self.progress.clone();
         let writer = async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut buffer = vec![0; 1 << 20];
             // MariaDB's own error says more than the broken pipe it leaves.
-            let _ = tokio::io::copy(&mut file, &mut stdin).await;
+            while let Ok(read @ 1..) = file.read(&mut buffer).await {
+                if stdin.write_all(&buffer[..read]).await.is_err() {
+                    break;
+                }
+                progress.sent.fetch_add(read as u64, Ordering::Relaxed);
+            }
         };
         let (_, out) = tokio::join!(writer, child.wait_with_output());
         let out = out.map_err(|e| format!("run the mariadb client: {e}"))?;
@@ -182,6 +221,9 @@ impl SaveData {
                 "--user",
                 "root",
                 "--single-transaction",
+                // No `LOCK TABLES` around each table's rows: in Galera, a load holding one
+                // deadlocks with any DDL another member orders before its rows.
+                "--skip-add-locks",
                 "--routines",
                 "--triggers",
             ])

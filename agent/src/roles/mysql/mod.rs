@@ -21,6 +21,7 @@
 //! the nodes are not Ready; a dump MariaDB refuses makes the node Failed with MariaDB's words.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use conpaas_crds::types::mysql;
@@ -32,7 +33,9 @@ use self::config::{
 };
 use self::lifecycle::{Node, Peers, Start, Step};
 use self::recovery::{Peer, Position};
-use super::mysql_dump::{DumpError, DumpLoad, LOADED_TABLE, SaveData, quote, run_sql};
+use super::mysql_dump::{
+    DumpError, DumpLoad, LOADED_TABLE, LoadProgress, SaveData, quote, run_sql,
+};
 use super::stop_save::Retries;
 use super::{Credentials, Role, RoleEnv, RoleReport, first_member, ordinal};
 use crate::daemon::{self, Daemon};
@@ -107,6 +110,8 @@ pub struct Mysql {
     /// The dump being loaded (and whether it is the data saved at the last stop), by a task of
     /// its own.
     loading: Option<(NodeCode, bool, Loading)>,
+    /// How far that load is.
+    load_progress: Arc<LoadProgress>,
     /// The data saved at the last stop is in (or there is none to restore).
     restored: bool,
     /// Saving the database for a stop: the task dumping and uploading it.
@@ -148,6 +153,7 @@ impl Mysql {
             dump_waiting: None,
             dump_failed: None,
             loading: None,
+            load_progress: Arc::default(),
             restored: false,
             saving: None,
             saved: None,
@@ -362,9 +368,16 @@ impl Mysql {
         let credentials = self.credentials.clone().expect("read before start");
         let (user, password) = (quote(&credentials.user), quote(&credentials.password));
         let database = database(spec);
-        // Once: in Galera a DDL statement aborts the transactions it meets in that database,
-        // even when it changes nothing.
-        let create = if self.prepared {
+        // Only where it is missing, never again: in Galera a DDL statement aborts the
+        // transactions it meets in that database, even when it changes nothing; and a joiner's
+        // `CREATE DATABASE IF NOT EXISTS` waits on the first node for the schema lock of a load
+        // under way (a dump's `LOCK TABLES`) while that load waits for it in Galera's order:
+        // both, for good.
+        let exists = format!(
+            "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = '{}'",
+            quote(&database)
+        );
+        let create = if self.prepared || self.sql(&exists).await? == "1" {
             String::new()
         } else {
             format!("CREATE DATABASE IF NOT EXISTS `{database}`;")
@@ -538,7 +551,9 @@ impl Mysql {
             database: database(spec),
             work_dir: self.env.work_dir.clone(),
             saved,
+            progress: Arc::default(),
         };
+        self.load_progress = load.progress.clone();
         self.dump_waiting = None;
         self.loading = Some((code.clone(), saved, tokio::spawn(load.run(code))));
     }
@@ -792,10 +807,14 @@ impl Role for Mysql {
         } else if self.synced && self.prepared && dump_pending {
             let version = spec_code.map_or("", |c| c.version.as_str());
             let what = self.dump_waiting.clone().unwrap_or_else(|| {
+                let progress = match &self.loading {
+                    Some(_) => self.load_progress.describe(),
+                    None => String::new(),
+                };
                 if restore.is_some() && !self.restored {
-                    "loading the data saved at the last stop".to_string()
+                    format!("loading the data saved at the last stop{progress}")
                 } else {
-                    format!("loading the SQL dump of code version {version}")
+                    format!("loading the SQL dump of code version {version}{progress}")
                 }
             });
             (AgentState::Starting, what)
