@@ -106,12 +106,19 @@ fn git() -> Command {
 
 /// `git` talking to `to`: connecting to the address that was checked.
 fn git_to(to: &Checked) -> Command {
+    git_through(to, std::env::var_os("CONPAAS_GIT_PROXY"))
+}
+
+/// `git` talking to `to`, through `proxy` if an administrator chose one on purpose (it
+/// resolves the host itself).
+fn git_through(to: &Checked, proxy: Option<std::ffi::OsString>) -> Command {
     let mut cmd = git();
-    // A proxy an administrator chose on purpose; it resolves the host itself.
-    if let Some(proxy) = std::env::var_os("CONPAAS_GIT_PROXY") {
-        let mut setting = std::ffi::OsString::from("http.proxy=");
-        setting.push(proxy);
-        cmd.arg("-c").arg(setting);
+    if let Some(proxy) = proxy {
+        // By the environment, not the command line that every local user can read: a proxy's
+        // URL may hold its password.
+        cmd.env("GIT_CONFIG_COUNT", "1")
+            .env("GIT_CONFIG_KEY_0", "http.proxy")
+            .env("GIT_CONFIG_VALUE_0", proxy);
     }
     if let Some(resolve) = &to.resolve {
         cmd.arg("-c").arg(format!("http.curloptResolve={resolve}"));
@@ -131,6 +138,9 @@ async fn output(mut cmd: Command, what: &str, max_stdout: u64) -> anyhow::Result
     let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        // Its own group: git talks through helpers (git-remote-https), which a stop must
+        // reach too.
+        .process_group(0)
         .spawn()
         .with_context(|| format!("{what}: run git (is it installed?)"))?;
     let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
@@ -152,7 +162,7 @@ async fn output(mut cmd: Command, what: &str, max_stdout: u64) -> anyhow::Result
                 .with_context(|| format!("{what}: read git's output"))?;
         }
         if out.len() as u64 > max_stdout {
-            let _ = child.kill().await;
+            stop(&mut child).await;
             err.abort();
             bail!("{what}: the server sent more than {max_stdout} bytes; stopped");
         }
@@ -166,9 +176,11 @@ async fn output(mut cmd: Command, what: &str, max_stdout: u64) -> anyhow::Result
         }
         Ok(String::from_utf8_lossy(&out).into_owned())
     };
-    tokio::time::timeout(DEADLINE, run)
-        .await
-        .with_context(|| format!("{what}: no answer within {}s", DEADLINE.as_secs()))?
+    let ended = tokio::time::timeout(DEADLINE, run).await;
+    if ended.is_err() {
+        stop(&mut child).await;
+    }
+    ended.with_context(|| format!("{what}: no answer within {}s", DEADLINE.as_secs()))?
 }
 
 /// How much of git's own words an error keeps.
@@ -583,6 +595,69 @@ mod tests {
                 .any(|n| n.to_ascii_lowercase().contains("proxy")),
             "{names:?}"
         );
+    }
+
+    /// An administrator's proxy reaches git as its setting, and its password is on no command
+    /// line.
+    #[tokio::test]
+    async fn the_proxy_reaches_git_by_its_environment_not_its_command_line() {
+        let to = Checked {
+            url: "https://example.com/app.git".into(),
+            resolve: Some("example.com:443:93.184.215.14".into()),
+        };
+        let proxy = "http://git:s3cret@127.0.0.1:3128";
+        let mut cmd = git_through(&to, Some(proxy.into()));
+        let args: Vec<String> = cmd
+            .as_std()
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert!(!args.iter().any(|a| a.contains("s3cret")), "{args:?}");
+        cmd.args(["config", "--get", "http.proxy"]);
+        let seen = output(cmd, "read the proxy", 1 << 20).await.unwrap();
+        assert_eq!(seen.trim(), proxy);
+        let mut direct = git_through(&to, None);
+        direct.args(["config", "--get", "http.proxy"]);
+        assert!(output(direct, "read the proxy", 1 << 20).await.is_err());
+    }
+
+    /// A git cut off takes its helpers with it: a child it started is gone too.
+    #[tokio::test]
+    async fn a_cut_off_command_takes_its_helpers_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("helper.pid");
+        let mut endless = Command::new("sh");
+        endless.args([
+            "-c",
+            &format!(
+                "sleep 300 & echo $! > {}; yes a-ref-name",
+                pid_file.display()
+            ),
+        ]);
+        output(endless, "list refs", 1 << 20).await.unwrap_err();
+        let pid: i32 = std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let helper = nix::unistd::Pid::from_raw(pid);
+        // Killed; gone once its parent's end lets it be reaped.
+        let gone = || {
+            nix::sys::signal::kill(helper, None).is_err()
+                || std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                    stat.rsplit(')')
+                        .next()
+                        .is_some_and(|s| s.trim_start().starts_with('Z'))
+                })
+        };
+        for _ in 0..50 {
+            if gone() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let _ = nix::sys::signal::kill(helper, nix::sys::signal::Signal::SIGKILL);
+        panic!("the helper {pid} outlived the command that was cut off");
     }
 
     #[tokio::test]
