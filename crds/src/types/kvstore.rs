@@ -24,8 +24,9 @@ pub fn secret_name(service: &str) -> String {
     CREDENTIALS.secret_name(service)
 }
 
-/// A kvstore's nodes form at least 3 groups of a master and its `replicas` (Redis Cluster needs
-/// 3 masters): a count below that is refused, an autoscaler's too.
+/// A kvstore's nodes form at least 3 whole groups of a master and its `replicas` (Redis Cluster
+/// needs 3 masters, and a master short of its replicas would hold the only copy of its slots in
+/// a Service that asked for copies): a count below that is refused, an autoscaler's too.
 fn check_masters(spec: &ServiceSpec, role: &str, count: i32) -> Result<(), CountRefusal> {
     if role != "node" || count == 0 {
         return Ok(());
@@ -37,8 +38,8 @@ fn check_masters(spec: &ServiceSpec, role: &str, count: i32) -> Result<(), Count
     Err(CountRefusal {
         reason: "TooFewMasters",
         message: format!(
-            "spec.replicas: {count} nodes with settings.replicas {replicas} form fewer than the 3 masters Redis Cluster needs: run at least {}",
-            2 * (replicas + 1) + 1
+            "spec.replicas: {count} nodes with settings.replicas {replicas} form fewer than the 3 whole groups of a master and its replicas Redis Cluster needs: run at least {}",
+            3 * (replicas + 1)
         ),
     })
 }
@@ -54,7 +55,7 @@ fn replicas(spec: &ServiceSpec) -> i32 {
 /// The kvstore type.
 pub const DESCRIPTOR: TypeDescriptor = TypeDescriptor {
     name: "kvstore",
-    summary: "ConPaaS' Scalaris key-value store on Redis Cluster: the 16384 hash slots are spread over the masters (at least 3), each with the setting `replicas` replicas (nodes are grouped by ordinal: the first of each group of `replicas + 1` is a master, the others its replicas, the last group perhaps short of them). A scale-out adds masters and moves slots onto them; a scale-in moves a leaving master's slots onto the others, removes it from the cluster and only then lets its VM go: no key is lost. Data is kept with AOF on the node's volume (`roles[].volume`) when it has one. The password is in the Secret `<service>-kvstore` (`password`; random unless it exists). `status.endpoint` lists seed nodes (`host:port,host:port,...`) for cluster clients. Stopping keeps the data: the first node dumps every key into the artifact store (`status.savedData`), and the first node of the next start loads it. Unlike Scalaris, a transaction (MULTI, Lua) may only touch keys of one hash slot (`{tag}` keys share one). ConPaaS manifests' `scalaris` imports as this type.",
+    summary: "ConPaaS' Scalaris key-value store on Redis Cluster: the 16384 hash slots are spread over the masters (at least 3), each with the setting `replicas` replicas (at least 3 whole groups of a master and its replicas: `3 × (replicas + 1)` nodes; a node beyond whole groups is an extra replica). A scale-out adds masters and moves slots onto them; a scale-in moves a leaving master's slots onto the others, removes it from the cluster and only then lets its VM go: no key is lost. Data is kept with AOF on the node's volume (`roles[].volume`) when it has one. The password is in the Secret `<service>-kvstore` (`password`; random unless it exists). `status.endpoint` lists seed nodes (`host:port,host:port,...`) for cluster clients. Stopping keeps the data: the first node dumps every key into the artifact store (`status.savedData`), and the first node of the next start loads it. Unlike Scalaris, a transaction (MULTI, Lua) may only touch keys of one hash slot (`{tag}` keys share one). ConPaaS manifests' `scalaris` imports as this type.",
     roles: &[RoleDescriptor {
         name: "node",
         summary: "redis-server in cluster mode on port 6379 (bus 16379), with AOF; the node with the lowest ordinal manages the cluster",
@@ -65,7 +66,7 @@ pub const DESCRIPTOR: TypeDescriptor = TypeDescriptor {
     default_role: "node",
     settings: &[SettingDescriptor {
         key: "replicas",
-        description: "replicas per master: the nodes form groups of a master and `replicas` replicas, as many masters as whole groups and at least 3 (a node beyond them is an extra replica); a replica takes over if its master fails",
+        description: "replicas per master: the nodes form groups of a master and `replicas` replicas, as many masters as whole groups, at least 3 whole groups (`3 × (replicas + 1)` nodes: no master without its replicas), and a node beyond them is an extra replica; a replica takes over if its master fails",
         default: Some("0"),
         check: SettingCheck::Integer { min: 0, max: 2 },
     }],
@@ -107,8 +108,8 @@ pub const DESCRIPTOR: TypeDescriptor = TypeDescriptor {
     restart_on_link_change: &[],
 };
 
-/// The number of masters `nodes` nodes form with `replicas` replicas each: one per group of
-/// `replicas + 1` by ordinal, the last group perhaps short of replicas.
+/// The whole groups of a master and `replicas` replicas that `nodes` nodes form (the agent
+/// makes at least 3 masters, and nodes beyond whole groups extra replicas).
 pub fn masters(nodes: i32, replicas: i32) -> i32 {
-    (nodes + replicas) / (replicas + 1)
+    nodes / (replicas + 1)
 }

@@ -669,13 +669,18 @@ mod tests {
         let problem = kv(4, "1").unwrap_err();
         assert_eq!(problem.reason, "TooFewMasters");
         assert!(
-            problem.message.contains("run at least 5"),
+            problem.message.contains("run at least 6"),
             "{}",
             problem.message
         );
-        assert!(kv(5, "1").is_ok(), "a last group short of its replica");
-        assert!(kv(7, "2").is_ok());
-        assert!(kv(6, "2").is_err());
+        assert!(
+            kv(5, "1").is_err(),
+            "a master without its replica would hold its slots' only copy"
+        );
+        assert!(kv(6, "1").is_ok());
+        assert!(kv(7, "1").is_ok(), "an extra replica");
+        assert!(kv(9, "2").is_ok());
+        assert!(kv(8, "2").is_err());
     }
 
     #[test]
