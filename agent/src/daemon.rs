@@ -325,6 +325,18 @@ pub fn write_if_changed(path: &Path, contents: &str) -> Result<bool, String> {
     Ok(true)
 }
 
+/// Like [`write_if_changed`], readable by the agent's user only (it holds a password).
+pub fn write_private_if_changed(path: &Path, contents: &str) -> Result<bool, String> {
+    if std::fs::read_to_string(path).is_ok_and(|old| old == contents) {
+        return Ok(false);
+    }
+    let tmp = path.with_extension("new");
+    let _ = std::fs::remove_file(&tmp);
+    write_private(&tmp, contents)?;
+    std::fs::rename(&tmp, path).map_err(|e| format!("write {}: {e}", path.display()))?;
+    Ok(true)
+}
+
 /// Writes `contents` to `path` readable by the agent's user only (it holds a password).
 pub fn write_private(path: &Path, contents: &str) -> Result<(), String> {
     use std::io::Write;

@@ -1,6 +1,7 @@
 //! php on Debian's nginx and php-fpm: the proxy balances over the backends, settings reach PHP,
 //! the client's Host (port included) reaches the application, sessions survive the backend that
-//! made them, and backends go 1 -> 3 -> 1 under a steady load without one failed request.
+//! made them and their redis answers only the Service's password, and backends go 1 -> 3 -> 1
+//! under a steady load without one failed request.
 
 mod common;
 
@@ -90,6 +91,41 @@ async fn scale(env: &Env, backends: i32) {
         .unwrap();
 }
 
+/// The sessions' redis beside the proxy answers only those who give the password of the Secret
+/// `<service>-php` (the Service's own nodes): anyone else who reaches its address could read
+/// and forge every session.
+async fn sessions_need_the_services_password(env: &Env, proxy: &str) {
+    let address = proxy.rsplit_once(':').map_or(proxy, |(host, _)| host);
+    let mut outsider = redis::Client::open(format!("redis://{address}:6379/"))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let refused = redis::cmd("KEYS")
+        .arg("*")
+        .query::<Vec<String>>(&mut outsider)
+        .unwrap_err();
+    assert_eq!(refused.code(), Some("NOAUTH"), "{refused}");
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(env.client.clone(), &env.ns);
+    let data = secrets
+        .get(&conpaas_crds::types::php::secret_name("site"))
+        .await
+        .unwrap()
+        .data
+        .unwrap();
+    let password = String::from_utf8(data["password"].0.clone()).unwrap();
+    assert_eq!(password.len(), 32, "a random password");
+    let mut node = redis::Client::open(format!("redis://:{password}@{address}:6379/"))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let sessions: Vec<String> = redis::cmd("KEYS")
+        .arg("PHPREDIS_SESSION:*")
+        .query(&mut node)
+        .unwrap();
+    assert_eq!(sessions.len(), 1, "the session made above: {sessions:?}");
+}
+
 /// The backends the proxy reports it routes to.
 async fn routed(env: &Env) -> Vec<String> {
     env.nodes("site")
@@ -151,6 +187,7 @@ async fn php_scales_its_backends_under_load_without_a_failed_request() {
         .await
         .unwrap();
     assert_eq!(second, "2");
+    sessions_need_the_services_password(&env, &proxy).await;
 
     let load = Load::start(proxy.clone(), 4, &["/index.php", "/slow.php"]);
     tokio::time::sleep(Duration::from_secs(2)).await;

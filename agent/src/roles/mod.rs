@@ -103,9 +103,33 @@ pub async fn read_credentials(env: &RoleEnv, name: &str) -> Result<Credentials, 
     })
 }
 
-/// `password` of the Secret `name` (a kvstore's), and the Secret's resourceVersion.
+/// `password` of the Secret `name` (a kvstore's, a php Service's sessions'), and the Secret's
+/// resourceVersion; refused unless it can stand between double quotes in a redis configuration
+/// file (the Secret is the tenant's to edit: a quote or a line break would add directives of its
+/// own) and is set (an empty `requirepass` asks for none).
 pub async fn read_password(env: &RoleEnv, name: &str) -> Result<(String, String), String> {
-    read_value(env, name, "password").await
+    let (password, version) = read_value(env, name, "password").await?;
+    quotable_password(name, &password)?;
+    Ok((password, version))
+}
+
+/// Whether `password` (of Secret `secret`) can be written between double quotes in a
+/// configuration file: set, and without quotes, backslashes or control characters.
+fn quotable_password(secret: &str, password: &str) -> Result<(), String> {
+    if password.is_empty() {
+        return Err(format!(
+            "the Secret {secret} has an empty password: it would let anyone in"
+        ));
+    }
+    match password
+        .chars()
+        .find(|c| c.is_control() || matches!(c, '"' | '\\' | '\''))
+    {
+        Some(c) => Err(format!(
+            "the password in the Secret {secret} holds {c:?}, which a configuration file cannot quote: set one without quotes, backslashes or control characters"
+        )),
+        None => Ok(()),
+    }
 }
 
 /// The value of `key` in the Secret `name`, and the Secret's resourceVersion.
@@ -182,5 +206,27 @@ pub fn for_type(service_type: ServiceType, role: &str, env: RoleEnv) -> Box<dyn 
         ServiceType::Filesystem => Box::new(filesystem::Filesystem::new(env)),
         ServiceType::Kvstore => Box::new(kvstore::Kvstore::new(env)),
         ServiceType::Mapreduce => Box::new(mapreduce::Mapreduce::new(env, role)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quotable_password;
+
+    #[test]
+    fn a_password_that_could_end_its_quotes_or_line_is_refused() {
+        assert!(quotable_password("s", "a1b2C3-_.~!@#$%^&*()=+,;:/?").is_ok());
+        for bad in [
+            "",
+            "a\"b",
+            "a\\b",
+            "a'b",
+            "a\nrequirepass x",
+            "a\rb",
+            "a\u{0}b",
+        ] {
+            let refused = quotable_password("kv-kvstore", bad).unwrap_err();
+            assert!(refused.contains("kv-kvstore"), "{refused}");
+        }
     }
 }

@@ -1,12 +1,29 @@
 //! php: ConPaaS' PHP web hosting. nginx proxies balance requests over php-fpm backends and
 //! static-file web nodes; the tiers scale separately, and a leaving node is drained first.
 
-use super::{Access, RoleDescriptor, SettingCheck, SettingDescriptor, TypeDescriptor};
+use super::{
+    Access, CredentialsDescriptor, RoleDescriptor, SecretValue, SettingCheck, SettingDescriptor,
+    TypeDescriptor,
+};
+
+/// The Secret holding the password of a php Service's sessions' redis, made by the controller
+/// and read by the Service's own nodes only (the proxy that runs the redis, the backends that
+/// keep sessions in it).
+pub const CREDENTIALS: CredentialsDescriptor = CredentialsDescriptor {
+    suffix: "php",
+    keys: &[("password", SecretValue::Random)],
+    shared_with_links: false,
+};
+
+/// The Secret holding a php Service's sessions' password (`password`).
+pub fn secret_name(service: &str) -> String {
+    CREDENTIALS.secret_name(service)
+}
 
 /// The php type.
 pub const DESCRIPTOR: TypeDescriptor = TypeDescriptor {
     name: "php",
-    summary: "ConPaaS' PHP web hosting: nginx proxies send PHP requests (`*.php`, and paths with no static file) to php-fpm backends and static files to web nodes; the active code version is unpacked on web and backend nodes, sessions are kept in a redis beside the first proxy. `status.url` is the access URL.",
+    summary: "ConPaaS' PHP web hosting: nginx proxies send PHP requests (`*.php`, and paths with no static file) to php-fpm backends and static files to web nodes; the active code version is unpacked on web and backend nodes, sessions are kept in a redis beside the first proxy, which asks for the password in the Secret `<service>-php` (`password`; random unless it exists; read by the Service's own nodes only). `status.url` is the access URL.",
     roles: &[
         RoleDescriptor {
             name: "proxy",
@@ -77,7 +94,7 @@ pub const DESCRIPTOR: TypeDescriptor = TypeDescriptor {
     ],
     members: true,
     link_exports: &[],
-    credentials: None,
+    credentials: Some(&CREDENTIALS),
     check_count: None,
     runs_user_code: true,
     conpaas_alias: None,

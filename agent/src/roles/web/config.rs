@@ -253,8 +253,8 @@ pub fn backend_nginx(
 /// Where php keeps its sessions.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Sessions {
-    /// The redis beside the first proxy, `host:port`.
-    Proxy(String),
+    /// The redis beside the first proxy, `host:port`, and its password.
+    Proxy { address: String, password: String },
     /// A linked kvstore (Redis Cluster): its seed nodes (`host:port,...`) and password.
     Cluster { seeds: String, password: String },
 }
@@ -263,7 +263,10 @@ impl Sessions {
     /// phpredis' session handler and save path.
     fn handler_and_path(&self) -> (&'static str, String) {
         match self {
-            Sessions::Proxy(redis) => ("redis", format!("tcp://{redis}")),
+            Sessions::Proxy { address, password } => (
+                "redis",
+                format!("tcp://{address}?auth={}", percent_encode(password)),
+            ),
             Sessions::Cluster { seeds, password } => {
                 let mut path: Vec<String> = seeds
                     .split(',')
@@ -354,28 +357,24 @@ php_admin_value[error_log] = {d}/../logs/php-errors.log
     pool
 }
 
-/// The sessions' redis: no persistence, reachable by the backends only through the node's
-/// address.
-pub fn redis_args(dir: &Path, address: &str) -> Vec<String> {
-    [
-        "--bind",
-        address,
-        "--port",
-        &REDIS_PORT.to_string(),
-        "--protected-mode",
-        "no",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--daemonize",
-        "no",
-        "--dir",
-        &dir.display().to_string(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+/// The sessions' redis (its configuration file): no persistence, on the node's address, and
+/// only for clients that give the Service's sessions password (the backends): whoever else
+/// reaches the address could read and forge every session. `password` is quotable
+/// (`read_password` checked it).
+pub fn redis_conf(dir: &Path, address: &str, password: &str) -> String {
+    format!(
+        "# Written by the ConPaaS agent.
+bind {address}
+port {REDIS_PORT}
+protected-mode yes
+requirepass \"{password}\"
+save \"\"
+appendonly no
+daemonize no
+dir {}
+",
+        dir.display()
+    )
 }
 
 #[cfg(test)]
@@ -506,12 +505,15 @@ mod tests {
             None,
             Path::new("/n/php/fpm.sock"),
             &settings,
-            Some(&Sessions::Proxy("10.0.0.1:6379".into())),
+            Some(&Sessions::Proxy {
+                address: "10.0.0.1:6379".into(),
+                password: "p&w".into(),
+            }),
             &env,
         );
         assert!(pool.contains("php_admin_value[memory_limit] = 256M"));
         assert!(pool.contains("php_admin_flag[display_errors] = on"));
-        assert!(pool.contains("session.save_path] = \"tcp://10.0.0.1:6379\""));
+        assert!(pool.contains("session.save_path] = \"tcp://10.0.0.1:6379?auth=p%26w\""));
         assert!(pool.contains("env[DB_HOST] = \"10.0.0.9\""));
         assert!(
             !pool.contains("DB_PASSWORD"),

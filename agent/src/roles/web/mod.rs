@@ -25,6 +25,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use conpaas_crds::types::php;
 use conpaas_crds::v1alpha1::{Member, NodeCode, ServiceNodeSpec, ServiceType};
 use nix::sys::signal::Signal;
 
@@ -107,6 +108,8 @@ pub struct WebHosting {
     restart_at: Option<std::time::Instant>,
     /// Linked filesystem volumes, linked into every code version's folder.
     mounts: Mounts,
+    /// php: the password of the sessions' redis, once read.
+    sessions_password: Option<String>,
 }
 
 impl WebHosting {
@@ -117,6 +120,7 @@ impl WebHosting {
         });
         Self {
             mounts: Mounts::new(env.work_dir.clone()),
+            sessions_password: None,
             stack,
             // The web workers run as www-data where they can.
             user: daemon::unprivileged_user("www-data", &env.work_dir),
@@ -362,8 +366,13 @@ impl WebHosting {
                     .cloned()
                     .unwrap_or_default(),
             }),
-            None => first_member(&spec.members, "proxy")
-                .map(|p| config::Sessions::Proxy(format!("{}:{}", p.address, config::REDIS_PORT))),
+            None => match first_member(&spec.members, "proxy") {
+                Some(proxy) => Some(config::Sessions::Proxy {
+                    address: format!("{}:{}", proxy.address, config::REDIS_PORT),
+                    password: self.sessions_password(&spec.service).await?,
+                }),
+                None => None,
+            },
         };
         let text = config::php_fpm(
             &self.dir,
@@ -373,7 +382,8 @@ impl WebHosting {
             sessions.as_ref(),
             &environment,
         );
-        let changed = daemon::write_if_changed(&conf, &text)?;
+        // Private: it holds the sessions' password.
+        let changed = daemon::write_private_if_changed(&conf, &text)?;
         let mut args = vec![
             "--nodaemonize".to_string(),
             "--fpm-config".into(),
@@ -440,23 +450,44 @@ impl WebHosting {
         Ok(())
     }
 
-    /// The first proxy keeps the sessions in a redis beside it.
-    fn converge_redis(&mut self, spec: &ServiceNodeSpec) -> Result<(), String> {
+    /// The first proxy keeps the sessions in a redis beside it, behind the sessions password.
+    async fn converge_redis(&mut self, spec: &ServiceNodeSpec) -> Result<(), String> {
         let first = first_member(&spec.members, "proxy").is_some_and(|m| m.name == self.env.node);
         if !first {
             return Ok(());
         }
         let program = daemon::find(&["redis-server"], "redis-server")?;
+        let password = self.sessions_password(&spec.service).await?;
+        let conf = self.dir.join("redis.conf");
+        let text = config::redis_conf(&self.dir, &self.env.address, &password);
+        if daemon::write_private_if_changed(&conf, &text)?
+            && let Some(mut old) = self.redis.take()
+        {
+            // A redis of another configuration (an agent's earlier password) goes.
+            old.stop(std::time::Duration::from_secs(5)).await;
+        }
         let redis = self.redis.get_or_insert_with(|| {
             Daemon::new(
                 "redis",
                 program,
-                config::redis_args(&self.dir, &self.env.address),
+                vec![conf.display().to_string()],
                 self.env.work_dir.join("logs/redis.log"),
                 Signal::SIGTERM,
             )
         });
         redis.ensure_started()
+    }
+
+    /// The sessions' redis password (the Secret `<service>-php`), read once.
+    async fn sessions_password(&mut self, service: &str) -> Result<String, String> {
+        if let Some(password) = &self.sessions_password {
+            return Ok(password.clone());
+        }
+        let (password, _) = super::read_password(&self.env, &php::secret_name(service))
+            .await
+            .map_err(|e| format!("read the sessions' password: {e}"))?;
+        self.sessions_password = Some(password.clone());
+        Ok(password)
     }
 
     /// What the node sees of itself (all but Tomcat's refusal, which needs the spec).
@@ -517,7 +548,7 @@ impl WebHosting {
                     Part::InstallCode => self.install_code(spec).await,
                     Part::Fpm => self.converge_fpm(spec).await?,
                     Part::Tomcat => self.converge_tomcat(spec).await?,
-                    Part::Redis => self.converge_redis(spec)?,
+                    Part::Redis => self.converge_redis(spec).await?,
                     Part::Nginx => self.converge_nginx(spec).await?,
                 }
                 // A backend whose links have no endpoint yet goes no further.
