@@ -140,9 +140,12 @@ impl Mapreduce {
             }
         }
         if self.spark.is_none() {
-            let (secret, _) =
-                super::read_value(&self.env, &mapreduce::secret_name(&spec.service), "secret")
-                    .await?;
+            let (secret, _) = super::read_config_secret(
+                &self.env,
+                &mapreduce::secret_name(&spec.service),
+                "secret",
+            )
+            .await?;
             self.spark = Some(self.daemon(spec, master_url.as_deref(), &binds, &links, &secret)?);
             self.master_url = master_url;
             self.started_binds = binds;

@@ -104,29 +104,39 @@ pub async fn read_credentials(env: &RoleEnv, name: &str) -> Result<Credentials, 
 }
 
 /// `password` of the Secret `name` (a kvstore's, a php Service's sessions'), and the Secret's
-/// resourceVersion; refused unless it can stand between double quotes in a redis configuration
-/// file (the Secret is the tenant's to edit: a quote or a line break would add directives of its
-/// own) and is set (an empty `requirepass` asks for none).
+/// resourceVersion; see [`read_config_secret`].
 pub async fn read_password(env: &RoleEnv, name: &str) -> Result<(String, String), String> {
-    let (password, version) = read_value(env, name, "password").await?;
-    quotable_password(name, &password)?;
-    Ok((password, version))
+    read_config_secret(env, name, "password").await
 }
 
-/// Whether `password` (of Secret `secret`) can be written between double quotes in a
-/// configuration file: set, and without quotes, backslashes or control characters.
-fn quotable_password(secret: &str, password: &str) -> Result<(), String> {
-    if password.is_empty() {
+/// The value of `key` in the Secret `name`, for a daemon's configuration file (redis.conf,
+/// Spark's properties), and the Secret's resourceVersion; refused unless it can stand there,
+/// quoted or not (the Secret is the tenant's to edit: a quote, a backslash or a line break
+/// would add settings of its own), and is set (an empty `requirepass` asks for none).
+pub async fn read_config_secret(
+    env: &RoleEnv,
+    name: &str,
+    key: &str,
+) -> Result<(String, String), String> {
+    let (value, version) = read_value(env, name, key).await?;
+    config_safe(name, key, &value)?;
+    Ok((value, version))
+}
+
+/// Whether `value` (of `key` in Secret `secret`) can be written into a configuration file:
+/// set, and without quotes, backslashes or control characters.
+fn config_safe(secret: &str, key: &str, value: &str) -> Result<(), String> {
+    if value.is_empty() {
         return Err(format!(
-            "the Secret {secret} has an empty password: it would let anyone in"
+            "the Secret {secret} has an empty {key}: it would let anyone in"
         ));
     }
-    match password
+    match value
         .chars()
         .find(|c| c.is_control() || matches!(c, '"' | '\\' | '\''))
     {
         Some(c) => Err(format!(
-            "the password in the Secret {secret} holds {c:?}, which a configuration file cannot quote: set one without quotes, backslashes or control characters"
+            "the {key} in the Secret {secret} holds {c:?}, which a configuration file cannot hold safely: set one without quotes, backslashes or control characters"
         )),
         None => Ok(()),
     }
@@ -211,11 +221,11 @@ pub fn for_type(service_type: ServiceType, role: &str, env: RoleEnv) -> Box<dyn 
 
 #[cfg(test)]
 mod tests {
-    use super::quotable_password;
+    use super::config_safe;
 
     #[test]
-    fn a_password_that_could_end_its_quotes_or_line_is_refused() {
-        assert!(quotable_password("s", "a1b2C3-_.~!@#$%^&*()=+,;:/?").is_ok());
+    fn a_secret_that_could_end_its_quotes_or_line_is_refused() {
+        assert!(config_safe("s", "password", "a1b2C3-_.~!@#$%^&*()=+,;:/?").is_ok());
         for bad in [
             "",
             "a\"b",
@@ -225,8 +235,9 @@ mod tests {
             "a\rb",
             "a\u{0}b",
         ] {
-            let refused = quotable_password("kv-kvstore", bad).unwrap_err();
-            assert!(refused.contains("kv-kvstore"), "{refused}");
+            let refused = config_safe("kv-kvstore", "password", bad).unwrap_err();
+            assert!(refused.contains("password"), "{refused}");
+            assert!(refused.contains("Secret kv-kvstore"), "{refused}");
         }
     }
 }
