@@ -2,7 +2,8 @@
 //! files on a linked filesystem volume, submitted with `cpsctl mapreduce submit`, gives the counts
 //! the test makes on its own; a slower one keeps running while the workers scale 2 -> 4 -> 2
 //! (the leaving workers decommissioned, their VMs gone only once their tasks are done) and
-//! finishes with the same counts.
+//! finishes with the same counts. A driver that holds the secret but does not encrypt is
+//! refused.
 
 mod common;
 
@@ -124,8 +125,20 @@ fn output(dir: &Path) -> Result<BTreeMap<String, u64>, String> {
 
 /// `cpsctl mapreduce submit` of the word count, as a running process.
 fn submit(env: &Env, app: &Path, target: &str, pause: &str) -> tokio::process::Child {
+    submit_with(env, &[], app, target, pause)
+}
+
+/// Like [`submit`], with Spark settings (`KEY=VALUE`) of its own.
+fn submit_with(
+    env: &Env,
+    conf: &[&str],
+    app: &Path,
+    target: &str,
+    pause: &str,
+) -> tokio::process::Child {
     tokio::process::Command::new(conpaas_e2e::tools::cpsctl())
         .args(["-n", &env.ns, "mapreduce", "submit", "jobs"])
+        .args(conf.iter().flat_map(|c| ["--conf", c]))
         .arg(app)
         .args([
             "file:///var/lib/conpaas/volumes/data/in",
@@ -250,6 +263,15 @@ async fn a_word_count_runs_through_worker_scaling_with_the_right_counts() {
     })
     .await
     .unwrap();
+    // Beside it, a driver that holds the secret but will not encrypt: refused (it gives up
+    // registering after a minute, while the workers scale).
+    let plain = submit_with(
+        &env,
+        &["spark.network.crypto.enabled=false"],
+        app.path(),
+        "out-plain",
+        "0",
+    );
     apply(&env, mapreduce(4)).await;
     env.wait_ready("jobs", "master 1/1, worker 4/4").await;
     wait::until("tasks on all 4 workers", LIMIT, || async {
@@ -299,6 +321,15 @@ async fn a_word_count_runs_through_worker_scaling_with_the_right_counts() {
         started.elapsed().as_secs_f64()
     );
     assert_eq!(output(&volume.join("out-scaled")).unwrap(), expected);
+    let refused = tokio::time::timeout(Duration::from_secs(300), plain.wait_with_output())
+        .await
+        .expect("the unencrypted driver gave up")
+        .unwrap();
+    assert!(
+        !refused.status.success() && !volume.join("out-plain").exists(),
+        "a driver that does not encrypt ran a job: {}",
+        tail(&String::from_utf8_lossy(&refused.stderr), 20)
+    );
 
     // The same word count on 4 workers.
     apply(&env, mapreduce(4)).await;

@@ -319,6 +319,10 @@ fn properties_text(secret: &str) -> String {
 # Only drivers holding the Service's secret run jobs (cpsctl mapreduce submit reads it).
 spark.authenticate true
 spark.authenticate.secret {secret}
+# What goes between the daemons and the drivers (RPC, shuffle and cached blocks) is encrypted
+# with a key agreed from the secret, and a client that will not encrypt is refused.
+spark.network.crypto.enabled true
+spark.network.crypto.saslFallback false
 # The web UIs show, they do not kill.
 spark.ui.killEnabled false
 # SIGPWR decommissions a worker: no new tasks, running ones finish, blocks move.

@@ -73,7 +73,8 @@ pub async fn submit(
     std::io::Write::write_all(
         &mut properties,
         format!(
-            "spark.authenticate true\nspark.authenticate.secret {}\n",
+            // The daemons refuse a driver that does not encrypt.
+            "spark.authenticate true\nspark.authenticate.secret {}\nspark.network.crypto.enabled true\n",
             String::from_utf8_lossy(&secret.0)
         )
         .as_bytes(),
