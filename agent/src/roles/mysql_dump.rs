@@ -172,15 +172,36 @@ impl DumpLoad {
         let writer = async move {
             use tokio::io::{AsyncReadExt, AsyncWriteExt};
             let mut buffer = vec![0; 1 << 20];
-            // MariaDB's own error says more than the broken pipe it leaves.
-            while let Ok(read @ 1..) = file.read(&mut buffer).await {
+            loop {
+                let read = match file.read(&mut buffer).await {
+                    Ok(0) => return Ok(()),
+                    Ok(read) => read,
+                    // The client must not take the end of its input for the end of the dump.
+                    Err(e) => return Err(format!("read {}: {e}", sql.display())),
+                };
+                // MariaDB's own error says more than the broken pipe it leaves.
                 if stdin.write_all(&buffer[..read]).await.is_err() {
-                    break;
+                    return Ok(());
                 }
                 progress.sent.fetch_add(read as u64, Ordering::Relaxed);
             }
         };
-        let (_, out) = tokio::join!(writer, child.wait_with_output());
+        let pid = child.id();
+        let fed = async {
+            let fed = writer.await;
+            if fed.is_err()
+                && let Some(pid) = pid
+            {
+                // Killed before it reads the end of its input (its stdin closes with `writer`).
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            fed
+        };
+        let (fed, out) = tokio::join!(fed, child.wait_with_output());
+        fed?;
         let out = out.map_err(|e| format!("run the mariadb client: {e}"))?;
         if out.status.success() {
             Ok(())

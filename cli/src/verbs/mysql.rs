@@ -125,6 +125,9 @@ pub async fn dump(s: &Session, service: &str) -> anyhow::Result<()> {
         .args(["--host", host, "--port", port, "--user", &user])
         .args([
             "--single-transaction",
+            // No LOCK TABLES: loaded into a Galera cluster, a dump holding them deadlocks with
+            // any DDL another member orders before its rows.
+            "--skip-add-locks",
             "--routines",
             "--triggers",
             "--events",
