@@ -327,7 +327,11 @@ pub fn write_if_changed(path: &Path, contents: &str) -> Result<bool, String> {
 
 /// Like [`write_if_changed`], readable by the agent's user only (it holds a password).
 pub fn write_private_if_changed(path: &Path, contents: &str) -> Result<bool, String> {
+    use std::os::unix::fs::PermissionsExt;
     if std::fs::read_to_string(path).is_ok_and(|old| old == contents) {
+        // Written by an earlier agent for everyone to read, perhaps.
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| format!("make {} private: {e}", path.display()))?;
         return Ok(false);
     }
     let tmp = path.with_extension("new");

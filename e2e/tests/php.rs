@@ -229,6 +229,49 @@ async fn php_scales_its_backends_under_load_without_a_failed_request() {
         .unwrap();
     assert_eq!(third, "3");
 
+    // The tenant changes the sessions' password: the redis asks for the new one and the
+    // backends give it (the sessions kept under the old one are gone with it).
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(env.client.clone(), &env.ns);
+    let rotated = "a-new-sessions-password-0123456789";
+    secrets
+        .patch(
+            &conpaas_crds::types::php::secret_name("site"),
+            &PatchParams::default(),
+            &Patch::Merge(json!({"stringData": {"password": rotated}})),
+        )
+        .await
+        .unwrap();
+    let address = proxy
+        .rsplit_once(':')
+        .map_or(proxy.as_str(), |(host, _)| host);
+    conpaas_e2e::wait::until("the redis asking for the new password", LIMIT, || async {
+        Ok(
+            redis::Client::open(format!("redis://:{rotated}@{address}:6379/"))
+                .and_then(|c| c.get_connection())
+                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+                .is_ok(),
+        )
+    })
+    .await
+    .unwrap();
+    conpaas_e2e::wait::until("a session kept under the new password", LIMIT, || async {
+        let Ok((_, first, headers)) = request(&proxy, "/counter.php", &[]).await else {
+            return Ok(false);
+        };
+        let Some(cookie) = headers
+            .get("set-cookie")
+            .and_then(|c| c.split(';').next())
+            .map(str::to_string)
+        else {
+            return Ok(false);
+        };
+        let second = request(&proxy, "/counter.php", &[("cookie", &cookie)]).await;
+        Ok(first == "1" && second.is_ok_and(|(_, body, _)| body == "2"))
+    })
+    .await
+    .unwrap();
+
     // The nodes left all serve.
     let left = env.nodes("site").await;
     assert!(left.iter().all(|n| {

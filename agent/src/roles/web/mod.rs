@@ -40,6 +40,8 @@ use tomcat::Tomcat;
 
 /// How soon a failed or waiting convergence is tried again.
 const RETRY: Duration = Duration::from_secs(5);
+/// How often a php node reads the sessions' password again (a tenant may change it).
+const SESSIONS_PASSWORD_EVERY: Duration = Duration::from_secs(10);
 /// How long a java backend reports not Ready before Tomcat restarts for a new link environment:
 /// the controller drops it from the proxies' member lists and they reload (about a second
 /// here), and the requests it holds finish.
@@ -108,8 +110,8 @@ pub struct WebHosting {
     restart_at: Option<std::time::Instant>,
     /// Linked filesystem volumes, linked into every code version's folder.
     mounts: Mounts,
-    /// php: the password of the sessions' redis, once read.
-    sessions_password: Option<String>,
+    /// php: the password of the sessions' redis, and when it was read.
+    sessions_password: Option<(String, std::time::Instant)>,
 }
 
 impl WebHosting {
@@ -478,16 +480,40 @@ impl WebHosting {
         redis.ensure_started()
     }
 
-    /// The sessions' redis password (the Secret `<service>-php`), read once.
+    /// The sessions' redis password (the Secret `<service>-php`), as last read.
     async fn sessions_password(&mut self, service: &str) -> Result<String, String> {
-        if let Some(password) = &self.sessions_password {
+        if let Some((password, _)) = &self.sessions_password {
             return Ok(password.clone());
         }
         let (password, _) = super::read_password(&self.env, &php::secret_name(service))
             .await
             .map_err(|e| format!("read the sessions' password: {e}"))?;
-        self.sessions_password = Some(password.clone());
+        self.sessions_password = Some((password.clone(), std::time::Instant::now()));
         Ok(password)
+    }
+
+    /// Reads the sessions' password again once it is [`SESSIONS_PASSWORD_EVERY`] old: whether
+    /// it changed (the node then converges to it). A failed read keeps the one in use.
+    async fn sessions_password_changed(&mut self, service: &str) -> bool {
+        let Some((old, read)) = &self.sessions_password else {
+            return false;
+        };
+        if read.elapsed() < SESSIONS_PASSWORD_EVERY {
+            return false;
+        }
+        let old = old.clone();
+        match super::read_password(&self.env, &php::secret_name(service)).await {
+            Ok((password, _)) => {
+                let changed = password != old;
+                self.sessions_password = Some((password, std::time::Instant::now()));
+                changed
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "read the sessions' password again");
+                self.sessions_password = Some((old, std::time::Instant::now()));
+                false
+            }
+        }
     }
 
     /// What the node sees of itself (all but Tomcat's refusal, which needs the spec).
@@ -584,7 +610,15 @@ impl WebHosting {
             self.listening = match &self.tomcat {
                 // With code, Tomcat serves once the WAR is deployed.
                 Some(tomcat) if self.spec_code.is_some() => tomcat.serving().await,
-                _ => daemon::listening(&format!("{}:{}", self.env.address, self.port())).await,
+                // A php backend serves once php-fpm takes connections too: nginx alone would
+                // answer the first requests with 502.
+                _ => {
+                    daemon::listening(&format!("{}:{}", self.env.address, self.port())).await
+                        && (self.fpm.is_none()
+                            || tokio::net::UnixStream::connect(self.dir.join("fpm.sock"))
+                                .await
+                                .is_ok())
+                }
             };
             if self.listening {
                 self.dead = None;
@@ -620,10 +654,14 @@ impl Role for WebHosting {
             .restart_at
             .is_some_and(|at| at <= std::time::Instant::now());
         let stuck = self.seen().converge_again(restart_due);
-        if stuck
-            && self.last_converge.is_none_or(|t| t.elapsed() >= RETRY)
-            && let Some(spec) = self.spec.clone()
-        {
+        let Some(spec) = self.spec.clone() else {
+            return;
+        };
+        let rotated = self.sessions_password_changed(&spec.service).await;
+        if rotated {
+            tracing::info!("the sessions' password changed");
+        }
+        if rotated || (stuck && self.last_converge.is_none_or(|t| t.elapsed() >= RETRY)) {
             self.converge(&spec).await;
         }
     }
