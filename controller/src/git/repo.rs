@@ -30,9 +30,9 @@ impl Drop for Repo {
 }
 
 /// Kills a git command and the helpers in its process group, and reaps it.
-async fn stop(child: &mut tokio::process::Child) {
-    if let Some(pid) = child.id() {
-        let group = nix::unistd::Pid::from_raw(pid as i32);
+async fn stop(child: &mut tokio::process::Child, group: Option<u32>) {
+    if let Some(group) = group {
+        let group = nix::unistd::Pid::from_raw(group as i32);
         let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
     }
     let _ = child.kill().await;
@@ -143,6 +143,9 @@ async fn output(mut cmd: Command, what: &str, max_stdout: u64) -> anyhow::Result
         .process_group(0)
         .spawn()
         .with_context(|| format!("{what}: run git (is it installed?)"))?;
+    // Its process group: still to be stopped once git itself has been reaped (its helpers may
+    // hold its output open past its end).
+    let group = child.id();
     let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
     let run = async {
         let err = tokio::spawn(async move {
@@ -162,7 +165,7 @@ async fn output(mut cmd: Command, what: &str, max_stdout: u64) -> anyhow::Result
                 .with_context(|| format!("{what}: read git's output"))?;
         }
         if out.len() as u64 > max_stdout {
-            stop(&mut child).await;
+            stop(&mut child, group).await;
             err.abort();
             bail!("{what}: the server sent more than {max_stdout} bytes; stopped");
         }
@@ -178,7 +181,7 @@ async fn output(mut cmd: Command, what: &str, max_stdout: u64) -> anyhow::Result
     };
     let ended = tokio::time::timeout(DEADLINE, run).await;
     if ended.is_err() {
-        stop(&mut child).await;
+        stop(&mut child, group).await;
     }
     ended.with_context(|| format!("{what}: no answer within {}s", DEADLINE.as_secs()))?
 }
@@ -323,6 +326,7 @@ impl Repo {
         let mut child = cmd
             .spawn()
             .with_context(|| format!("{what}: run git (is it installed?)"))?;
+        let group = child.id();
         let stderr = child.stderr.take().expect("piped");
         let said = tokio::spawn(async move {
             let mut text = String::new();
@@ -337,12 +341,12 @@ impl Repo {
                 () = tokio::time::sleep(Duration::from_millis(250)) => {}
             }
             if started.elapsed() > DEADLINE {
-                stop(&mut child).await;
+                stop(&mut child, group).await;
                 bail!("{what}: no answer within {}s", DEADLINE.as_secs());
             }
             let size = folder_size(self.dir.clone()).await;
             if size > limit {
-                stop(&mut child).await;
+                stop(&mut child, group).await;
                 bail!(
                     "{what}: stopped after {size} bytes: the commit is larger than the limit of {limit} bytes"
                 );
