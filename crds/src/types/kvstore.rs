@@ -1,7 +1,7 @@
 //! kvstore: ConPaaS' Scalaris key-value store on Redis Cluster: the hash slots spread over the
 //! masters, moved off a leaving master before it goes.
 
-use crate::v1alpha1::ServiceSpec;
+use crate::v1alpha1::{DesiredState, ServiceSpec};
 
 use super::{
     Access, ConpaasAlias, CountRefusal, CredentialsDescriptor, DataCopies, LinkExport,
@@ -26,9 +26,10 @@ pub fn secret_name(service: &str) -> String {
 
 /// A kvstore's nodes form at least 3 whole groups of a master and its `replicas` (Redis Cluster
 /// needs 3 masters, and a master short of its replicas would hold the only copy of its slots in
-/// a Service that asked for copies): a count below that is refused, an autoscaler's too.
+/// a Service that asked for copies): a count below that is refused, an autoscaler's too. Only
+/// while it runs: a Service whose count an earlier rule allowed can still stop (and save).
 fn check_masters(spec: &ServiceSpec, role: &str, count: i32) -> Result<(), CountRefusal> {
-    if role != "node" || count == 0 {
+    if role != "node" || count == 0 || spec.state == DesiredState::Stopped {
         return Ok(());
     }
     let replicas = replicas(spec);
