@@ -428,11 +428,11 @@ async fn keys_survive_scaling_while_written_and_a_stop() {
     env.wait_ready("site", "proxy 1/1, web 0/0, backend 1/1")
         .await;
     let proxy = env.url_host("site").await;
-    let (_, first, headers) = http_send(&proxy, "GET", "/counter.php", &[]).await.unwrap();
+    let (status, first, headers) = http_send(&proxy, "GET", "/counter.php", &[]).await.unwrap();
     let cookie = headers
         .get("set-cookie")
         .and_then(|c| c.split(';').next())
-        .expect("a session cookie")
+        .unwrap_or_else(|| panic!("a session cookie: {status} {first}"))
         .to_string();
     let (_, second, _) = http_send(&proxy, "GET", "/counter.php", &[("cookie", &cookie)])
         .await

@@ -323,12 +323,19 @@ async fn a_word_count_runs_through_worker_scaling_with_the_right_counts() {
     assert_eq!(output(&volume.join("out-scaled")).unwrap(), expected);
     let refused = tokio::time::timeout(Duration::from_secs(300), plain.wait_with_output())
         .await
-        .expect("the unencrypted driver gave up")
+        .expect("the unencrypted driver did not give up within 300 s")
         .unwrap();
+    let said = String::from_utf8_lossy(&refused.stderr);
     assert!(
         !refused.status.success() && !volume.join("out-plain").exists(),
         "a driver that does not encrypt ran a job: {}",
-        tail(&String::from_utf8_lossy(&refused.stderr), 20)
+        tail(&said, 20)
+    );
+    // Refused by the master, not failed for a reason of its own.
+    assert!(
+        said.contains("All masters are unresponsive"),
+        "the unencrypted driver failed otherwise: {}",
+        tail(&said, 20)
     );
 
     // The same word count on 4 workers.

@@ -74,7 +74,7 @@ pub async fn submit(
         &mut properties,
         format!(
             // The daemons refuse a driver that does not encrypt.
-            "spark.authenticate true\nspark.authenticate.secret {}\nspark.network.crypto.enabled true\n",
+            "spark.authenticate true\nspark.authenticate.secret {}\nspark.network.crypto.enabled true\nspark.network.crypto.saslFallback false\n",
             String::from_utf8_lossy(&secret.0)
         )
         .as_bytes(),
