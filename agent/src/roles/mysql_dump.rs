@@ -169,6 +169,7 @@ impl DumpLoad {
         let size = file.metadata().await.map_or(0, |m| m.len());
         self.progress.total.store(size.max(1), Ordering::Relaxed);
         let progress = self.progress.clone();
+        let pid = child.id();
         let writer = async move {
             use tokio::io::{AsyncReadExt, AsyncWriteExt};
             let mut buffer = vec![0; 1 << 20];
@@ -176,8 +177,17 @@ impl DumpLoad {
                 let read = match file.read(&mut buffer).await {
                     Ok(0) => return Ok(()),
                     Ok(read) => read,
-                    // The client must not take the end of its input for the end of the dump.
-                    Err(e) => return Err(format!("read {}: {e}", sql.display())),
+                    Err(e) => {
+                        // Killed while its input is still open: the client must not take the
+                        // end of its input for the end of the dump.
+                        if let Some(pid) = pid {
+                            let _ = nix::sys::signal::kill(
+                                nix::unistd::Pid::from_raw(pid as i32),
+                                nix::sys::signal::Signal::SIGKILL,
+                            );
+                        }
+                        return Err(format!("read {}: {e}", sql.display()));
+                    }
                 };
                 // MariaDB's own error says more than the broken pipe it leaves.
                 if stdin.write_all(&buffer[..read]).await.is_err() {
@@ -186,21 +196,7 @@ impl DumpLoad {
                 progress.sent.fetch_add(read as u64, Ordering::Relaxed);
             }
         };
-        let pid = child.id();
-        let fed = async {
-            let fed = writer.await;
-            if fed.is_err()
-                && let Some(pid) = pid
-            {
-                // Killed before it reads the end of its input (its stdin closes with `writer`).
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid as i32),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-            fed
-        };
-        let (fed, out) = tokio::join!(fed, child.wait_with_output());
+        let (fed, out) = tokio::join!(writer, child.wait_with_output());
         fed?;
         let out = out.map_err(|e| format!("run the mariadb client: {e}"))?;
         if out.status.success() {
